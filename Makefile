@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine with Python >= 3.10 and make:
+#   make demo   set up .venv, then train Newton and SGD on the embedded digits data
+#   make test   set up .venv, then run the whole test suite (notebooks included)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+NP     ?= 4
+# One BLAS thread per MPI rank: several ranks on few cores are many times slower otherwise.
+export OMP_NUM_THREADS=1
+export OPENBLAS_NUM_THREADS=1
+export MKL_NUM_THREADS=1
+export IPP_NONINTERACTIVE=1
+
+.PHONY: demo test lab bench venv clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/mpiexec -n $(NP) $(BIN)/python -m mpi4py -m dnewton_core compare --data digits --hidden 64,64 --out results/demo
+
+test: venv
+	$(BIN)/python -m pytest
+
+lab: venv
+	$(BIN)/jupyter lab notebooks/
+
+bench: venv
+	$(BIN)/python bench/gauss_newton.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""dnewton_core: distributed Newton methods for deep neural networks."""

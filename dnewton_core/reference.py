@@ -1,0 +1,144 @@
+"""Dense single-process reference: the oracle every distributed result is checked against.
+
+Deliberately plain. Samples are rows: ``X`` is ``(l, n_0)``, ``Y`` is one-hot ``(l, n_L)``,
+``z^m`` is ``(l, n_m)``. Parameters are a list of ``(W, b)`` pairs, ``W^m`` of shape
+``(n_{m-1}, n_m)`` and ``b^m`` of shape ``(n_m,)`` (METHOD.md §1):
+
+    s^m = z^{m-1} W^m + b^m,   z^m = sigma(s^m) for m < L,   z^L = s^L
+    f(theta) = theta^T theta / (2C) + (1/l) sum_i xi(z^{L,i}; y^i)
+"""
+import numpy as np
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+LOSSES = ("squared", "cross_entropy")
+
+
+def init_params(layers, seed=0):
+    """Glorot-normal weights, W^m ~ N(0, 2/(n_{m-1}+n_m)), and zero biases."""
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / (n_in + n_out)), np.zeros(n_out))
+            for n_in, n_out in zip(layers[:-1], layers[1:])]
+
+
+def activate(s, activation):
+    """sigma(s) elementwise."""
+    if activation == "relu":
+        return np.maximum(s, 0.0)
+    if activation == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-s))
+    if activation == "tanh":
+        return np.tanh(s)
+    raise ValueError(f"unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
+
+
+def activation_derivative(z, activation):
+    """sigma'(s) written in terms of z = sigma(s)."""
+    if activation == "relu":
+        return (z > 0).astype(z.dtype)
+    if activation == "sigmoid":
+        return z * (1.0 - z)
+    if activation == "tanh":
+        return 1.0 - z * z
+    raise ValueError(f"unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
+
+
+def softmax(s):
+    """Row-wise softmax of s (l, n_L), shifted by the row maximum for stability."""
+    e = np.exp(s - s.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _forward(params, X, activation):
+    """[z^0, ..., z^L], z^m of shape (l, n_m)."""
+    zs = [X]
+    for m, (W, b) in enumerate(params, start=1):
+        s = zs[-1] @ W + b
+        zs.append(s if m == len(params) else activate(s, activation))
+    return zs
+
+
+def _loss_terms(zL, Y, loss):
+    """xi(z^{L,i}; y^i) per instance (l,) and d xi / d z^L (l, n_L)."""
+    if loss == "squared":
+        r = zL - Y
+        return (r * r).sum(axis=1), 2.0 * r
+    if loss == "cross_entropy":
+        shift = zL.max(axis=1, keepdims=True)
+        logsum = np.log(np.exp(zL - shift).sum(axis=1)) + shift[:, 0]
+        return logsum - (zL * Y).sum(axis=1), softmax(zL) - Y
+    raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
+
+
+def _backward(params, zs, U, activation):
+    """J^T-style backward pass: given U = d(.)/d z^L (l, n_L), return [(dW, db)] summed over rows."""
+    grads, delta = [], U
+    for m in range(len(params), 0, -1):
+        grads.append((zs[m - 1].T @ delta, delta.sum(axis=0)))
+        if m > 1:
+            delta = (delta @ params[m - 1][0].T) * activation_derivative(zs[m - 1], activation)
+    return grads[::-1]
+
+
+def _jv(params, zs, V, activation):
+    """J V = d z^L / d theta applied to V (a params-shaped direction), per instance: (l, n_L)."""
+    r = np.zeros_like(zs[0])
+    for m, ((W, _), (VW, Vb)) in enumerate(zip(params, V), start=1):
+        rs = r @ W + zs[m - 1] @ VW + Vb
+        r = rs if m == len(params) else activation_derivative(zs[m], activation) * rs
+    return r
+
+
+def objective(params, X, Y, C, activation="relu", loss="squared"):
+    """f(theta) = theta^T theta / (2C) + (1/l) sum_i xi(z^{L,i}; y^i)   (METHOD.md §1)."""
+    xi, _ = _loss_terms(_forward(params, X, activation)[-1], Y, loss)
+    return float(flatten(params) @ flatten(params) / (2.0 * C) + xi.mean())
+
+
+def gradient(params, X, Y, C, activation="relu", loss="squared"):
+    """grad f = theta / C + (1/l) sum_i (J^i)^T d xi_i / d z^{L,i}   (METHOD.md §2)."""
+    zs = _forward(params, X, activation)
+    _, dxi = _loss_terms(zs[-1], Y, loss)
+    back = _backward(params, zs, dxi / len(X), activation)
+    return [(dW + W / C, db + b / C) for (W, b), (dW, db) in zip(params, back)]
+
+
+def gauss_newton_product(params, X, V, C, activation="relu", loss="squared"):
+    """G V with G = I/C + (1/|X|) sum_i (J^i)^T B^i J^i over the rows of X   (METHOD.md §2).
+
+    B^i = d^2 xi / d (z^L)^2: 2I for the squared loss, diag(p) - p p^T for softmax
+    cross-entropy (p = softmax(z^{L,i})). Pass the subsample's rows of X to get G_S V.
+    """
+    zs = _forward(params, X, activation)
+    JV = _jv(params, zs, V, activation)                                   # (|S|, n_L)
+    if loss == "squared":
+        BJV = 2.0 * JV
+    elif loss == "cross_entropy":
+        p = softmax(zs[-1])
+        BJV = p * JV - p * (p * JV).sum(axis=1, keepdims=True)
+    else:
+        raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
+    back = _backward(params, zs, BJV / len(X), activation)
+    return [(dW + VW / C, db + Vb / C) for (VW, Vb), (dW, db) in zip(V, back)]
+
+
+def predict(params, X, activation="relu"):
+    """Network outputs z^L, shape (l, n_L); the predicted class is their argmax."""
+    return _forward(params, X, activation)[-1]
+
+
+def flatten(params):
+    """theta as one vector: W^1 (row-major), b^1, W^2, b^2, ...; length sum_m (n_{m-1}+1) n_m."""
+    return np.concatenate([np.concatenate([W.ravel(), b]) for W, b in params])
+
+
+def unflatten(vector, layers):
+    """Inverse of flatten: the list of (W, b) for layer sizes n_0..n_L."""
+    params, k = [], 0
+    for n_in, n_out in zip(layers[:-1], layers[1:]):
+        W = vector[k:k + n_in * n_out].reshape(n_in, n_out)
+        k += n_in * n_out
+        params.append((W, vector[k:k + n_out]))
+        k += n_out
+    if k != len(vector):
+        raise ValueError(f"vector has {len(vector)} entries, layers {tuple(layers)} need {k}")
+    return params
