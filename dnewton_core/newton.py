@@ -1,0 +1,145 @@
+"""Subsampled Gauss-Newton with Levenberg-Marquardt damping, CG and backtracking (METHOD.md §2).
+
+The solver sees the network only through a model (``dense.DenseModel`` on one process,
+``distributed.DistributedModel`` over MPI) with these members; vectors are the part of
+theta this process holds:
+
+    theta                     initial parameters (1-D array)
+    n_train                   l, the number of training instances
+    objective(theta)          f(theta), the same float on every rank
+    gradient(theta, S)        grad f (this rank's part); also factors the Jacobian on S
+    gauss_newton(v)           G_S v (full, or block-diagonal: the model decides)
+    dot(a, b)                 inner product over all of theta
+    cg_dot(a, b), cg_stop     CG's inner product and stopping rule (global for full G;
+                              per partition, plus the sync fraction, for block-diagonal G)
+    accuracy(theta)           (train accuracy, test accuracy)
+    phase(name)               context naming what the next messages are for (METHOD.md §5)
+    take_comm_record()        messages since the last call, as a dict (empty on one process)
+
+No MPI here: every global sum hides behind the model.
+"""
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .cg import cg
+
+
+@dataclass(frozen=True)
+class NewtonConfig:
+    """Constants of METHOD.md §2. Defaults are simpleNN's (the authors' code) unless noted."""
+    iters: int = 100              # Newton iterations
+    subsample: float = 0.05       # |S| / l, fraction of instances in the Gauss-Newton subsample
+    xi: float = 0.1               # CG stops when ||r|| <= xi ||grad f||
+    cg_max: int = 250             # CG iteration limit (CG_max)
+    lambda0: float = 1.0          # initial Levenberg-Marquardt damping
+    boost: float = 1.5            # lambda *= boost when rho < 0.25
+    drop: float = 2.0 / 3.0       # lambda *= drop when rho >= 0.75
+    eta: float = 1e-4             # Armijo constant of the backtracking line search
+    max_halvings: int = 20        # kit's bound on step halvings (simpleNN halves without bound)
+    seed: int = 0                 # seeds the subsample draws (identical on every rank)
+
+    def __post_init__(self):
+        checks = [("iters", self.iters >= 0), ("subsample", 0 < self.subsample <= 1),
+                  ("xi", 0 < self.xi < 1), ("cg_max", self.cg_max >= 1),
+                  ("lambda0", self.lambda0 >= 0), ("boost", self.boost > 1),
+                  ("drop", 0 < self.drop < 1), ("eta", 0 < self.eta < 1),
+                  ("max_halvings", self.max_halvings >= 0)]
+        for name, ok in checks:
+            if not ok:
+                raise ValueError(f"NewtonConfig: invalid {name} = {getattr(self, name)!r}")
+
+    def subsample_size(self, l):
+        """|S| = ceil(subsample * l), at least 1."""
+        return max(1, min(l, math.ceil(self.subsample * l)))
+
+
+@dataclass
+class History:
+    """Per-iteration (Newton) or per-epoch (SGD) records, and the final parameters."""
+    records: list = field(default_factory=list)
+    theta: np.ndarray = None
+
+    @property
+    def final(self):
+        return self.records[-1] if self.records else {}
+
+
+def levenberg_marquardt(lam, rho, boost, drop):
+    """lambda_{k+1}: boost if rho < 0.25, drop if rho >= 0.75, else keep (METHOD.md §2, step 5)."""
+    if rho < 0.25:
+        return lam * boost
+    if rho >= 0.75:
+        return lam * drop
+    return lam
+
+
+def line_search(objective, theta, d, f, gd, eta, max_halvings):
+    """Backtracking: alpha = 1, 1/2, ... until f(theta + alpha d) <= f + eta alpha g^T d.
+
+    Returns (alpha, f_new); alpha = 0 and f_new = f when no trial is accepted.
+    """
+    alpha = 1.0
+    for _ in range(max_halvings + 1):
+        f_new = objective(theta + alpha * d)
+        if f_new <= f + eta * alpha * gd:
+            return alpha, f_new
+        alpha /= 2
+    return 0.0, f
+
+
+def newton(model, config=NewtonConfig(), callback=None):
+    """Train ``model`` by subsampled Gauss-Newton; returns a History.
+
+    Iteration k (METHOD.md §2): draw S; solve (G_S + lambda I) d = -g by CG; backtrack on
+    alpha; rho = (f(theta + alpha d) - f) / (alpha g^T d + alpha^2/2 d^T G_S d), where
+    d^T G_S d = -d^T g - d^T r - lambda d^T d comes from CG's residual r, no extra product.
+    ``callback(record)`` is called after each iteration (rank 0 prints there). The wall
+    time in the records is training time: the accuracy checks are not counted.
+    """
+    rng = np.random.default_rng(config.seed)
+    size = config.subsample_size(model.n_train)
+    theta, lam, train_time = model.theta.copy(), config.lambda0, 0.0
+    history = History()
+    tic = time.perf_counter()
+    with model.phase("function"):
+        f = model.objective(theta)
+    for k in range(1, config.iters + 1):
+        S = np.sort(rng.choice(model.n_train, size=size, replace=False))
+        with model.phase("gradient"):
+            g = model.gradient(theta, S)
+            gnorm = math.sqrt(model.dot(g, g))
+        with model.phase("cg"):
+            res = cg(lambda v: model.gauss_newton(v) + lam * v, -g, model.cg_dot,
+                     config.xi, config.cg_max, model.cg_stop)
+            d = res.x
+            gd, dr, dd = model.dot(g, d), model.dot(d, res.residual), model.dot(d, d)
+        with model.phase("line_search"):
+            alpha, f_new = line_search(model.objective, theta, d, f, gd, config.eta,
+                                       config.max_halvings)
+        dGd = -gd - dr - lam * dd
+        prered = alpha * gd + 0.5 * alpha * alpha * dGd
+        rho = (f_new - f) / prered if prered < 0 else -math.inf
+        lam = levenberg_marquardt(lam, rho, config.boost, config.drop)
+        theta += alpha * d
+        f = f_new
+        train_time += time.perf_counter() - tic
+        history.records.append(_evaluate(model, theta, dict(
+            iter=k, objective=f, grad_norm=gnorm, cg_iters=res.iterations,
+            cg_status=res.status, **{"lambda": lam}, alpha=alpha, ratio=rho,
+            wall_time=train_time), callback))
+        tic = time.perf_counter()
+    history.theta = theta
+    return history
+
+
+def _evaluate(model, theta, record, callback):
+    """Add accuracies and this iteration's messages to ``record``; report it."""
+    with model.phase("evaluate"):
+        record["train_accuracy"], record["test_accuracy"] = model.accuracy(theta)
+    record["comm"] = model.take_comm_record()
+    if callback:
+        callback(record)
+    return record

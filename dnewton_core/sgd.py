@@ -1,0 +1,69 @@
+"""Mini-batch SGD with momentum, the baseline (METHOD.md §6), on the same model interface.
+
+Step t (over all epochs) on mini-batch B:
+    v <- momentum v - lr_t (theta / C + (1/|B|) sum_{i in B} grad xi_i),  theta <- theta + v,
+    lr_t = lr / (1 + decay t).
+The batches come from a seeded permutation per epoch, the same on every rank.
+"""
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .newton import History, _evaluate
+
+
+@dataclass(frozen=True)
+class SGDConfig:
+    lr: float = 0.01          # learning rate
+    momentum: float = 0.9     # heavy-ball momentum
+    batch_size: int = 128     # instances per step
+    decay: float = 0.0        # lr_t = lr / (1 + decay t)
+    epochs: int = 20          # passes over the training set
+    seed: int = 0             # seeds the batch order (identical on every rank)
+
+    def __post_init__(self):
+        checks = [("lr", self.lr > 0), ("momentum", 0 <= self.momentum < 1),
+                  ("batch_size", self.batch_size >= 1), ("decay", self.decay >= 0),
+                  ("epochs", self.epochs >= 0)]
+        for name, ok in checks:
+            if not ok:
+                raise ValueError(f"SGDConfig: invalid {name} = {getattr(self, name)!r}")
+
+
+def sgd(model, config=SGDConfig(), callback=None):
+    """Train ``model`` by SGD with momentum; returns a History with one record per epoch.
+
+    Too large a learning rate makes f overflow: that epoch is recorded with
+    ``diverged=True`` and training stops (a result of the study, not an error).
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _sgd(model, config, callback)
+
+
+def _sgd(model, config, callback):
+    rng = np.random.default_rng(config.seed)
+    theta = model.theta.copy()
+    velocity = np.zeros_like(theta)
+    history, train_time, t = History(), 0.0, 0
+    for epoch in range(1, config.epochs + 1):
+        tic = time.perf_counter()
+        order = rng.permutation(model.n_train)
+        with model.phase("sgd"):
+            for start in range(0, model.n_train, config.batch_size):
+                batch = np.sort(order[start:start + config.batch_size])
+                g = model.stochastic_gradient(theta, batch)
+                velocity *= config.momentum
+                velocity -= (config.lr / (1.0 + config.decay * t)) * g
+                theta += velocity
+                t += 1
+        train_time += time.perf_counter() - tic
+        with model.phase("function"):
+            f = model.objective(theta)
+        history.records.append(_evaluate(model, theta, dict(
+            iter=epoch, objective=f, lr=config.lr / (1.0 + config.decay * t),
+            wall_time=train_time, diverged=not np.isfinite(f)), callback))
+        if not np.isfinite(f):      # too large a learning rate: a result, not an error
+            break
+    history.theta = theta
+    return history
