@@ -50,6 +50,8 @@ def softmax(s):
 
 def _forward(params, X, activation):
     """[z^0, ..., z^L], z^m of shape (l, n_m)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
     zs = [X]
     for m, (W, b) in enumerate(params, start=1):
         s = zs[-1] @ W + b
@@ -133,12 +135,13 @@ def flatten(params):
 
 def unflatten(vector, layers):
     """Inverse of flatten: the list of (W, b) for layer sizes n_0..n_L."""
+    need = sum((n_in + 1) * n_out for n_in, n_out in zip(layers[:-1], layers[1:]))
+    if len(vector) != need:
+        raise ValueError(f"vector has {len(vector)} entries, layers {tuple(layers)} need {need}")
     params, k = [], 0
     for n_in, n_out in zip(layers[:-1], layers[1:]):
         W = vector[k:k + n_in * n_out].reshape(n_in, n_out)
         k += n_in * n_out
         params.append((W, vector[k:k + n_out]))
         k += n_out
-    if k != len(vector):
-        raise ValueError(f"vector has {len(vector)} entries, layers {tuple(layers)} need {k}")
     return params
