@@ -1,0 +1,305 @@
+"""The network stored distributedly: one MPI rank per partition (m, i, j) (METHOD.md §3-§4).
+
+Rank (m, i, j) holds the block W^m[T_{m-1,i}, T_{m,j}] (and b^m[T_{m,j}] when i = 0), the
+feature columns X[:, T_{0,i}] when m = 1, the label columns Y[:, T_{L,j}] when m = L, and
+nothing else of the model or the data. Samples are rows, as in ``reference.py``.
+
+Messages (all through ``comm.Comm``; shapes for a batch of b instances):
+  link(m, j) = column group (m, j) + row group (m+1, j), one sub-communicator each:
+    forward   sum over i of z^{m-1}[T_{m-1,i}] W_ij (+ b)   -> s^m[T_{m,j}]        (b, |T_{m,j}|)
+    backward  sum over k of delta^{m+1}[T_{m+1,k}] W_jk^T    -> dz^m[T_{m,j}]       (b, |T_{m,j}|)
+    jacobian  the same for the n_L outputs at once, on S     -> dz^L/dz^m[T_{m,j}]  (|S|, n_L, |T_{m,j}|)
+  output group (all of layer L), softmax only, P_L > 1: the per-instance max and sum of exp.
+  world: the scalar sums of f, the inner products, the |S| x n_L sum of J v (full G only).
+Every rank runs the same sequence of collectives on each communicator, layer by layer,
+so no order of arrival can deadlock.
+"""
+import time
+
+import numpy as np
+
+from . import reference as ref
+from .comm import Comm, ConfigError, sync_threshold
+from .model import ObjectiveConfig, network_layers
+from .partition import Grid, check_rank_count
+
+GN_MODES = ("full", "diag")
+
+
+class DistributedModel:
+    """This rank's partition of the network, with the model interface of ``newton.py``.
+
+    ``gn``: "full" (one allreduce of |S| x n_L per product) or "diag" (block-diagonal G:
+    no message inside CG). ``sync``: with "diag", every partition stops CG once a fraction
+    ``sync`` of partitions met their own stopping rule. ``slow`` = (rank, seconds) makes that
+    rank sleep in each of its Gauss-Newton products (a teaching and test device).
+    """
+
+    def __init__(self, data, hidden, splits, comm=None, objective=ObjectiveConfig(),
+                 gn="full", sync=1.0, slow=None):
+        self.comm = comm or Comm()
+        self.config = objective
+        self.layers = network_layers(data.n_features, hidden, data.n_classes)
+        error = None
+        try:   # everything checked before the first collective, then agreed on
+            if gn not in GN_MODES:
+                raise ConfigError(f"unknown Gauss-Newton mode {gn!r}; choose full or diag")
+            if not 0 < sync <= 1:
+                raise ConfigError(f"sync fraction must be in (0, 1], got {sync}")
+            if sync < 1 and gn != "diag":
+                raise ConfigError("a sync fraction below 1 needs --gn diag: with the full "
+                                  "Gauss-Newton matrix all partitions share one CG")
+            self.grid = Grid(self.layers, tuple(splits))
+            check_rank_count(self.grid, self.comm.size)
+        except ValueError as e:
+            error = str(e)
+        self.comm.agree(error)
+        self.gn, self.sync, self.slow = gn, sync, slow
+        grid, rank = self.grid, self.comm.rank
+        self.part = p = grid.partition(rank)
+        self.L, self.n_L = grid.L, self.layers[-1]
+        self.n_train = len(data.y_train)
+        self.C = objective.regularization(self.n_train)
+        self.act, self.loss = objective.activation, objective.loss
+
+        # groups: a link per (m, j), and the output layer for the softmax normalizer
+        groups = {f"link({m},{j})": grid.link_group(m, j)
+                  for m in range(1, grid.L + 1) for j in range(grid.splits[m])}
+        groups["output"] = grid.output_group
+        mine = self.comm.split(groups)
+        self.world = self.comm.world_group()
+        self.in_link = mine.get(f"link({p.m - 1},{p.i})")       # receives z^{m-1}[T_{m-1,i}]
+        self.out_link = mine[f"link({p.m},{p.j})"]              # produces s^m[T_{m,j}]
+        self.output = mine.get("output")
+
+        # this partition's parameters and data, nothing more
+        self.rows, self.cols = _slice(p.rows), _slice(p.cols)    # T_{m-1,i}, T_{m,j}
+        W, b = ref.init_params(self.layers, objective.init_seed)[p.m - 1]
+        self.theta = np.concatenate([W[self.rows, self.cols].ravel(),
+                                     b[self.cols] if p.has_bias else []])
+        self.n_W = len(p.rows) * len(p.cols)
+        features = lambda A: np.ascontiguousarray(A[:, self.rows])       # noqa: E731
+        labels = lambda y: np.eye(self.n_L)[y][:, self.cols]             # noqa: E731
+        self.X = features(data.X_train) if p.holds_features else None
+        self.X_test = features(data.X_test) if p.holds_features else None
+        self.Y = labels(data.y_train) if p.holds_labels else None
+        self.Y_test = labels(data.y_test) if p.holds_labels else None
+        self.n_test = len(data.y_test)
+        self._jac = None                     # (z^{m-1} on S, D_ij, softmax p on S or None)
+
+    # -- parameters ---------------------------------------------------------------------
+    def _block(self, theta):
+        """(W_ij (|T_{m-1,i}|, |T_{m,j}|), b_j (|T_{m,j}|,) or None) viewed inside theta."""
+        W = theta[:self.n_W].reshape(len(self.part.rows), len(self.part.cols))
+        return W, (theta[self.n_W:] if self.part.has_bias else None)
+
+    # -- forward and backward over one batch --------------------------------------------
+    def _forward(self, W, b, X, rows):
+        """z^{m-1}[rows, T_{m-1,i}], and z^m[rows, T_{m,j}] (z^L when m = L)."""
+        p, n = self.part, len(rows)
+        if p.m == 1:
+            z_in = X[rows]
+        else:
+            s = self.comm.allreduce(np.zeros((n, len(p.rows))), self.in_link)
+            z_in = ref.activate(s, self.act)
+        partial = z_in @ W                                           # (n, |T_{m,j}|)
+        if b is not None:
+            partial += b
+        s = self.comm.allreduce(partial, self.out_link)
+        return z_in, (s if p.m == self.L else ref.activate(s, self.act))
+
+    def _output_terms(self, zL, Y):
+        """This slice's loss sum, d xi / d z^L[., T_{L,j}], and softmax p on it (or None)."""
+        if self.loss == "squared":
+            r = zL - Y
+            return (r * r).sum(), 2.0 * r, None
+        shift = zL.max(axis=1)                 # cross-entropy: normalizer over all slices
+        split = self.grid.splits[-1] > 1
+        if split:
+            self.comm.allreduce(shift, self.output, op="max")
+        e = np.exp(zL - shift[:, None])
+        total = e.sum(axis=1)
+        if split:
+            total = self.comm.allreduce(total if self.part.i == 0 else np.zeros_like(total),
+                                        self.output)
+        prob = e / total[:, None]
+        log_norm = (np.log(total) + shift).sum() if self.part.j == 0 else 0.0
+        return log_norm - (zL * Y).sum(), prob - Y, prob
+
+    def _pass(self, theta, rows, X, Y, scale=None, grad=None, jacobian=False):
+        """Forward over one batch; with ``grad``, backward too, adding scale * J^T dxi.
+
+        Returns (this rank's loss contribution, z^m on its slice). With ``jacobian``,
+        also factors J on these rows for ``gauss_newton``.
+        """
+        p, n = self.part, len(rows)
+        W, b = self._block(theta)
+        z_in, z_out = self._forward(W, b, X, rows)
+        loss, dxi, prob = 0.0, None, None
+        if p.m == self.L:
+            loss, dxi, prob = self._output_terms(z_out, Y[rows])
+            loss *= (p.i == 0)                       # each output slice counted once
+        if grad is None:
+            return loss, z_out
+        if p.m == self.L:
+            delta = dxi * scale                                      # (n, |T_{L,j}|)
+        else:
+            dz = self.comm.allreduce(np.zeros((n, len(p.cols))), self.out_link)
+            delta = dz * ref.activation_derivative(z_out, self.act)  # (n, |T_{m,j}|)
+        grad[:self.n_W] += (z_in.T @ delta).ravel()
+        if p.has_bias:
+            grad[self.n_W:] += delta.sum(axis=0)
+        if p.m > 1:
+            self.comm.allreduce(delta @ W.T, self.in_link)          # (n, |T_{m-1,i}|)
+        if jacobian:
+            with self.comm.phase("jacobian"):
+                self._factor_jacobian(W, z_in, z_out, prob)
+        return loss, z_out
+
+    def _factor_jacobian(self, W, z_in, z_out, prob):
+        """Keep D_ij = d z^L / d s^m[T_{m,j}] (|S|, n_L, |T_{m,j}|) and z^{m-1}[S, T_{m-1,i}].
+
+        The backward recursion of the gradient, carried for the n_L outputs at once.
+        For softmax, every rank also needs p on S (|S|, n_L) for B = diag(p) - p p^T.
+        """
+        p, n = self.part, len(z_in)
+        cols, rows = len(p.cols), len(p.rows)
+        if p.m == self.L:
+            D = np.zeros((n, self.n_L, cols))
+            D[:, np.arange(p.cols.start, p.cols.stop), np.arange(cols)] = 1.0
+        else:
+            D = self.comm.allreduce(np.zeros((n, self.n_L, cols)), self.out_link)
+            D *= ref.activation_derivative(z_out, self.act)[:, None, :]
+        if p.m > 1:
+            back = (D.reshape(n * self.n_L, cols) @ W.T).reshape(n, self.n_L, rows)
+            self.comm.allreduce(back, self.in_link)
+        P = None
+        if self.loss == "cross_entropy":
+            P = np.zeros((n, self.n_L))
+            if p.m == self.L and p.i == 0:
+                P[:, self.cols] = prob
+            self.comm.allreduce(P, self.world)
+        self._jac = (z_in, D, P)
+
+    # -- the model interface ------------------------------------------------------------
+    def _batches(self, rows):
+        size = self.config.batch_size
+        return [rows[k:k + size] for k in range(0, len(rows), size)]
+
+    def objective(self, theta):
+        """f(theta): mini-batched forward passes, then one scalar allreduce over all ranks."""
+        loss = sum(self._pass(theta, rows, self.X, self.Y)[0]
+                   for rows in self._batches(np.arange(self.n_train)))
+        local = theta @ theta / (2.0 * self.C) + loss / self.n_train
+        return float(self.comm.allreduce_scalars(local)[0])
+
+    def gradient(self, theta, subsample=None):
+        """This rank's block of grad f; with ``subsample`` S, also factor J on S.
+
+        S is the last mini-batch, so the z^{m-1} that the Jacobian needs are still here.
+        """
+        grad = theta / self.C
+        if subsample is None:
+            batches = self._batches(np.arange(self.n_train))
+        else:
+            rest = np.setdiff1d(np.arange(self.n_train), subsample, assume_unique=True)
+            batches = self._batches(rest) + [np.asarray(subsample)]
+        for k, rows in enumerate(batches):
+            self._pass(theta, rows, self.X, self.Y, 1.0 / self.n_train, grad,
+                       jacobian=subsample is not None and k == len(batches) - 1)
+        return grad
+
+    def stochastic_gradient(self, theta, batch):
+        """theta / C + mean over ``batch`` of grad xi_i (this rank's block)."""
+        grad = theta / self.C
+        self._pass(theta, batch, self.X, self.Y, 1.0 / len(batch), grad)
+        return grad
+
+    def gauss_newton(self, v):
+        """G_S v on this block (METHOD.md §4): local product, the one big allreduce, local product.
+
+        full: (G_S v)_p = v_p / C + (1/|S|) J_p^T B sum_q J_q v_q
+        diag: (G_p v)_p = v_p / C + (1/|S|) J_p^T B J_p v_p, no message.
+        """
+        z_in, D, P = self._jac
+        VW, vb = self._block(v)
+        u = z_in @ VW                                                # (|S|, |T_{m,j}|)
+        if vb is not None:
+            u += vb
+        Jv = np.matmul(D, u[:, :, None])[:, :, 0]                    # (|S|, n_L)
+        if self.gn == "full":
+            self.comm.allreduce(Jv, self.world)
+        if self.loss == "squared":
+            BJv = 2.0 * Jv
+        else:
+            BJv = P * Jv - P * (P * Jv).sum(axis=1, keepdims=True)
+        BJv /= len(z_in)
+        DtB = np.matmul(BJv[:, None, :], D)[:, 0, :]                # (|S|, |T_{m,j}|)
+        out = v / self.C
+        out[:self.n_W] += (z_in.T @ DtB).ravel()
+        if vb is not None:
+            out[self.n_W:] += DtB.sum(axis=0)
+        if self.slow and self.slow[0] == self.comm.rank:
+            time.sleep(self.slow[1])
+        return out
+
+    def dot(self, a, b):
+        """Inner product over all of theta: local part, one scalar allreduce."""
+        return float(self.comm.allreduce_scalars(a @ b)[0])
+
+    def cg_dot(self, a, b):
+        """CG's inner product: global for full G, this partition's own for block-diagonal G."""
+        return self.dot(a, b) if self.gn == "full" else float(a @ b)
+
+    def cg_stop(self, done):
+        """Stop this CG? Own rule, or (sync < 1) once ceil(sync N) partitions are done.
+
+        The count comes from non-blocking notifications: no collective inside CG.
+        """
+        if self.gn == "full" or self.sync >= 1:
+            return done
+        with self.comm.phase("sync"):
+            if self.comm.sync_pending() is None:
+                self.comm.sync_start()
+            n_done = self.comm.sync_done_count(done)
+            stop = done or n_done >= sync_threshold(self.sync, self.comm.size)
+            if stop:
+                self.comm.sync_finish()
+        return stop
+
+    def accuracy(self, theta):
+        """(train, test) accuracy: forward passes, argmax over all outputs, one scalar sum."""
+        p = self.part
+        correct = []
+        for X, Y, n in ((self.X, self.Y, self.n_train), (self.X_test, self.Y_test, self.n_test)):
+            hits = 0
+            for rows in self._batches(np.arange(n)):
+                W, b = self._block(theta)
+                _, z = self._forward(W, b, X, rows)
+                if p.m != self.L:
+                    continue
+                if self.grid.splits[-1] > 1:
+                    full = np.zeros((len(rows), self.n_L))
+                    if p.i == 0:
+                        full[:, self.cols] = z
+                    z = self.comm.allreduce(full, self.output)
+                    Yr = np.zeros_like(full)
+                    Yr[:, self.cols] = Y[rows]
+                else:
+                    Yr = Y[rows]
+                if p.i == 0:
+                    hits += Yr[np.arange(len(rows)), z.argmax(axis=1)].sum()
+            correct.append(hits)
+        c_train, c_test = self.comm.allreduce_scalars(*correct)
+        return c_train / self.n_train, (c_test / self.n_test if self.n_test else float("nan"))
+
+    def phase(self, name):
+        return self.comm.phase(name)
+
+    def take_comm_record(self):
+        return self.comm.take_record()
+
+
+def _slice(r):
+    """A contiguous range of indices as a slice (a view, not a copy, when indexing)."""
+    return slice(r.start, r.stop)
