@@ -1,0 +1,571 @@
+"""Real data sets, offline by default.
+
+Every loader returns a :class:`Dataset`. Samples are rows: ``X_train`` is ``(l, n_0)`` float64,
+``y_train`` is ``(l,)`` int64 with labels ``0..k-1``; ``classes[c]`` is the original label of
+class ``c``. Use :func:`one_hot` to get the ``(l, k)`` targets the networks train on.
+
+Sources (see ``data/README.md`` for how to get the files):
+
+* ``digits`` (default) -- scikit-learn's bundled 8x8 digits, no files needed. A seeded,
+  stratified 80/20 split; pixels divided by 16.
+* ``fashion-mnist``, ``mnist`` -- the four IDX files (``train-images-idx3-ubyte[.gz]`` ...) in
+  a directory; pixels divided by 255, images flattened to 784 features. Fashion-MNIST is looked
+  for in ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``) if no path
+  is given.
+* ``letter``, ``pendigits``, ``satimage``, ``usps``, ``sensit-vehicle``, ``mnist-libsvm`` --
+  the LIBSVM files of the paper's experiments in a directory (plain or ``.bz2``); with no path,
+  ``data/cache/<name>`` (where :func:`download_libsvm` puts them) is tried.
+* ``svmlight`` -- any svmlight/LIBSVM file pair, ``path="TRAIN[,TEST]"``; with no test file a
+  seeded, stratified 80/20 split of TRAIN.
+
+Nothing is ever downloaded unless :func:`download_libsvm` is called explicitly. Every problem
+with the data raises :class:`DataError` with a message naming the file (``FILE:LINE: ...`` where
+a line applies).
+"""
+from __future__ import annotations
+
+import bz2
+import dataclasses
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """A data file is missing, malformed or inconsistent; the message names the file."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A train/test pair. Samples are rows; labels are ``0..k-1``, ``classes[c]`` is the original
+    label of class ``c``. Arrays are converted to float64 / int64 and checked on construction.
+    (``eq=False``: compare the arrays yourself; ``==`` on arrays is elementwise.)"""
+
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    classes: tuple
+    source: str
+
+    def __post_init__(self):
+        set_ = lambda field, value: object.__setattr__(self, field, value)  # noqa: E731 (frozen)
+        set_("classes", tuple(self.classes))
+        k = len(self.classes)
+        for part in ("train", "test"):
+            X = np.asarray(getattr(self, "X_" + part), dtype=np.float64)
+            y = np.asarray(getattr(self, "y_" + part))
+            where = f"{self.name} ({self.source}), {part} part"
+            if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
+                raise DataError(f"{where}: need X (l, n) and y (l,) with l > 0, "
+                                f"got X {X.shape} and y {y.shape}")
+            if y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() >= k)):
+                raise DataError(f"{where}: labels must be integers in 0..{k - 1}")
+            _check_finite(X, where)
+            set_("X_" + part, X)
+            set_("y_" + part, y.astype(np.int64))
+        if self.X_train.shape[1] != self.X_test.shape[1]:
+            raise DataError(f"{self.name} ({self.source}): train has {self.X_train.shape[1]} "
+                            f"features, test has {self.X_test.shape[1]}")
+
+    @property
+    def n_features(self) -> int:
+        return self.X_train.shape[1]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+LIBSVM_URL = "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass/"
+ZALANDO_URL = "https://github.com/zalandoresearch/fashion-mnist"
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+CACHE_DIR = "data/cache"
+
+DATASETS = {
+    "digits": "scikit-learn's bundled 8x8 handwritten digits, 1797 samples, 64 features, "
+              "10 classes (embedded, the default)",
+    "fashion-mnist": "Zalando's Fashion-MNIST IDX files, 60000/10000, 784 features, 10 classes "
+                     f"(default path {FASHION_MNIST_DIR})",
+    "mnist": "MNIST IDX files, 60000/10000, 784 features, 10 classes (path=DIR)",
+    "letter": "LIBSVM letter.scale[.t], 15000/5000, 16 features, 26 classes (path=DIR)",
+    "pendigits": "LIBSVM pendigits[.t], 7494/3498, 16 features, 10 classes (path=DIR)",
+    "satimage": "LIBSVM satimage.scale[.t], 4435/2000, 36 features, 6 classes (path=DIR)",
+    "usps": "LIBSVM usps[.t], 7291/2007, 256 features, 10 classes (path=DIR)",
+    "sensit-vehicle": "LIBSVM SensIT Vehicle combined_scale[.t], 78823/19705, 100 features, "
+                      "3 classes (path=DIR)",
+    "mnist-libsvm": "LIBSVM mnist.scale[.t], 60000/10000, 780 features, 10 classes (path=DIR)",
+    "svmlight": "any svmlight/LIBSVM file(s), path=TRAIN[,TEST] (seeded 80/20 split without TEST)",
+}
+
+
+# --------------------------------------------------------------------------- small helpers
+
+def one_hot(y, k) -> np.ndarray:
+    """(l, k) float64 matrix with a 1 in column ``y[i]`` of row ``i``."""
+    y = np.asarray(y)
+    if y.ndim != 1 or y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() >= k)):
+        raise DataError(f"one_hot: need a 1-D array of integer labels in 0..{k - 1}")
+    Y = np.zeros((y.shape[0], k))
+    Y[np.arange(y.shape[0]), y] = 1.0
+    return Y
+
+
+def _check_finite(X, where):
+    """DataError naming ``where`` and the first row holding a NaN or infinity."""
+    bad = ~np.isfinite(X)
+    if bad.any():
+        row = int(np.flatnonzero(bad.any(axis=1))[0])
+        raise DataError(f"{where}: non-finite feature value ({X[row][bad[row]][0]}) in "
+                        f"sample {row}")
+
+
+def _encode_labels(*ys):
+    """Map labels to 0..k-1 by the sorted union of all ``ys``; returns (codes..., classes)."""
+    values = np.unique(np.concatenate(ys))
+    classes = tuple(int(v) if float(v).is_integer() else float(v) for v in values)
+    return tuple(np.searchsorted(values, y).astype(np.int64) for y in ys) + (classes,)
+
+
+def _stratified_split(y, test_fraction, seed):
+    """Sorted (train, test) row indices. The test part has round(test_fraction * l) rows, shared
+    among the classes in proportion to their sizes (largest remainders get the leftover rows,
+    ties to the smaller label); rows are drawn at random within each class.
+    ``np.random.RandomState`` is used because its stream is frozen across numpy versions, so a
+    seed always gives the same split."""
+    classes, counts = np.unique(y, return_counts=True)
+    quota = test_fraction * counts
+    n_test = np.floor(quota).astype(np.int64)
+    leftover = int(np.floor(test_fraction * y.shape[0] + 0.5)) - n_test.sum()
+    n_test[np.argsort(-(quota - n_test), kind="stable")[:leftover]] += 1
+    rng = np.random.RandomState(seed)
+    test = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:t]
+                           for c, t in zip(classes, n_test)])
+    test = np.sort(test.astype(np.int64))
+    return np.setdiff1d(np.arange(y.shape[0]), test), test
+
+
+def _split_dataset(name, X, y, classes, source, seed):
+    train, test = _stratified_split(y, 0.2, seed)
+    if train.size == 0 or test.size == 0:
+        raise DataError(f"{source}: {y.shape[0]} samples are too few for an 80/20 split")
+    return Dataset(name, X[train], y[train], X[test], y[test], classes, source)
+
+
+def _load_digits(seed):
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    X = bunch.data.astype(np.float64) / 16.0
+    y, classes = _encode_labels(bunch.target)
+    return _split_dataset("digits", X, y, classes, "scikit-learn bundled digits", seed)
+
+
+# --------------------------------------------------------------------------- IDX (MNIST format)
+
+# IDX type code -> big-endian numpy dtype (http://yann.lecun.com/exdb/mnist/, bottom of page)
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _read_maybe_gzip(path) -> bytes:
+    """The file's bytes, gunzipped if they start with the gzip magic 1f 8b."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path}: corrupt gzip data ({e})") from e
+    return raw
+
+
+def load_idx(path) -> np.ndarray:
+    """Read an IDX file (gzipped or not) into an array of its shape and (native) type.
+
+    Layout: two zero bytes, a type code (see ``_IDX_DTYPES``), the number of dimensions ``d``,
+    ``d`` big-endian uint32 sizes, then the data, big-endian, C order, nothing after it."""
+    raw = _read_maybe_gzip(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: bad IDX magic number {raw[:4].hex() or '(empty file)'}; "
+                        "expected 00 00, a type code in "
+                        f"{', '.join(f'{c:02x}' for c in _IDX_DTYPES)}, the number of dimensions")
+    dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header ({ndim} dimensions need {header} bytes, "
+                        f"file has {len(raw)})")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    count = int(np.prod(dims, dtype=object))  # Python int: no overflow on absurd headers
+    need, have = count * dtype.itemsize, len(raw) - header
+    if have < need:
+        raise DataError(f"{path}: truncated IDX data: dimensions {dims} need {need} bytes, "
+                        f"file has {have}")
+    if have > need:
+        raise DataError(f"{path}: {have - need} bytes of trailing garbage after the IDX data "
+                        f"(dimensions {dims})")
+    data = np.frombuffer(raw, dtype, count=count, offset=header).reshape(dims)
+    return data.astype(dtype.newbyteorder("="))
+
+
+def _find_file(directory, base, suffixes, hint):
+    """``directory/base + suffix`` for the first suffix that exists, else DataError."""
+    for suffix in suffixes:
+        candidate = Path(directory) / (base + suffix)
+        if candidate.is_file():
+            return candidate
+    names = " or ".join(base + s for s in suffixes)
+    raise DataError(f"{directory}: missing {names}. {hint}")
+
+
+def _load_idx_dir(name, directory):
+    hint = (f"The '{name}' data set needs the IDX files {', '.join(_IDX_FILES)} (each may be "
+            "gzipped, .gz) in one directory")
+    hint += (f"; on Debian/Ubuntu `apt-get install dataset-fashion-mnist` puts them in "
+             f"{FASHION_MNIST_DIR}, or get them from {ZALANDO_URL}." if name == "fashion-mnist"
+             else "; see data/README.md.")
+    if not Path(directory).is_dir():
+        raise DataError(f"{directory}: not a directory. {hint}")
+    files = [_find_file(directory, base, ("", ".gz"), hint) for base in _IDX_FILES]
+    parts = []
+    for images_path, labels_path in (files[:2], files[2:]):
+        images, labels = load_idx(images_path), load_idx(labels_path)
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise DataError(f"{images_path}: expected unsigned-byte images (n, rows, cols), "
+                            f"got {images.dtype} {images.shape}")
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise DataError(f"{labels_path}: expected integer labels (n,), "
+                            f"got {labels.dtype} {labels.shape}")
+        if images.shape[0] != labels.shape[0]:
+            raise DataError(f"{images_path} has {images.shape[0]} images but {labels_path} has "
+                            f"{labels.shape[0]} labels")
+        parts.append((images.reshape(images.shape[0], -1) / 255.0, labels))
+    (X_train, y_train), (X_test, y_test) = parts
+    if X_train.shape[1] != X_test.shape[1]:
+        raise DataError(f"{files[0]} and {files[2]}: images of different sizes")
+    y_train, y_test, classes = _encode_labels(y_train, y_test)
+    return Dataset(name, X_train, y_train, X_test, y_test, classes, str(directory))
+
+
+# --------------------------------------------------------------------------- svmlight / LIBSVM
+
+# local file names of the LIBSVM sets (as on LIBSVM_URL, without .bz2); `.bz2`/`.gz` accepted too
+_LIBSVM_LOCAL = {
+    "letter": ("letter.scale", "letter.scale.t"),
+    "pendigits": ("pendigits", "pendigits.t"),
+    "satimage": ("satimage.scale", "satimage.scale.t"),
+    "usps": ("usps", "usps.t"),
+    "sensit-vehicle": ("combined_scale", "combined_scale.t"),
+    "mnist-libsvm": ("mnist.scale", "mnist.scale.t"),
+}
+_MAX_DENSE = 2 ** 31  # elements (16 GiB of float64): refuse to densify anything larger
+
+
+def _open_binary(path):
+    """Open as load_svmlight_file does: by suffix, .gz and .bz2 are decompressed."""
+    path = str(path)
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if path.endswith(".bz2"):
+        return bz2.open(path, "rb")
+    return open(path, "rb")
+
+
+def _short(token: bytes) -> str:
+    text = token.decode("utf-8", "replace")
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _line_problem(line: bytes):
+    """What is wrong with one svmlight line (None if nothing): ``LABEL [qid:Q] I:V ... [# c]``,
+    indices non-negative integers in increasing order, label and values numbers."""
+    tokens = line.split(b"#", 1)[0].split()
+    if not tokens:
+        return None
+    try:
+        float(tokens[0])
+    except ValueError:
+        return f"label {_short(tokens[0])} is not a number"
+    features = tokens[1:]
+    if features and features[0].startswith(b"qid:"):
+        features = features[1:]
+    previous = -1
+    for token in features:
+        index, colon, value = token.partition(b":")
+        if not colon:
+            return f"feature {_short(token)} is not of the form index:value"
+        try:
+            i = int(index)
+        except ValueError:
+            return f"feature index {_short(index)} is not an integer"
+        if i < 0 or i >= 2 ** 31:
+            return f"feature index {i} is out of range"
+        if i <= previous:
+            return f"feature indices must be increasing and unique ({i} after {previous})"
+        try:
+            float(value)
+        except ValueError:
+            return f"feature value {_short(value)} of index {i} is not a number"
+        previous = i
+    return None
+
+
+def _first_bad_line(path):
+    """'FILE:LINE: problem' for the first malformed line, or None. Only run after sklearn failed:
+    its messages do not say where."""
+    with _open_binary(path) as f:
+        for lineno, line in enumerate(f, 1):
+            problem = _line_problem(line)
+            if problem:
+                return f"{path}:{lineno}: {problem}"
+    return None
+
+
+def _line_of_row(path, row):
+    """1-based line number of sample ``row`` (comment and blank lines hold no sample)."""
+    with _open_binary(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if line.split(b"#", 1)[0].strip():
+                if row == 0:
+                    return lineno
+                row -= 1
+    return "?"
+
+
+def _read_svmlight(path):
+    """(csr X with raw indices as columns, float y) of one file, checked; DataError otherwise."""
+    from sklearn.datasets import load_svmlight_file
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        X, y = load_svmlight_file(str(path), zero_based=True, dtype=np.float64)
+    except (ValueError, OverflowError) as e:
+        try:
+            where = _first_bad_line(path)
+        except (OSError, EOFError, zlib.error):
+            where = None
+        raise DataError(where or f"{path}: cannot parse as svmlight/LIBSVM ({e})") from e
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: cannot read ({e})") from e
+    if X.shape[0] == 0:
+        raise DataError(f"{path}: no samples")
+    X = X.tocsr()
+    bad_labels = np.flatnonzero(~np.isfinite(y))
+    if bad_labels.size:
+        raise DataError(f"{path}:{_line_of_row(path, bad_labels[0])}: label is not finite")
+    bad = np.flatnonzero(~np.isfinite(X.data))
+    if bad.size:
+        row = int(np.searchsorted(X.indptr, bad[0], side="right") - 1)
+        raise DataError(f"{path}:{_line_of_row(path, row)}: non-finite feature value "
+                        f"({X.data[bad[0]]}) in sample {row}")
+    return X, y
+
+
+def load_svmlight_pair(train_path, test_path=None, n_features=None, seed=0) -> Dataset:
+    """Dense Dataset from svmlight/LIBSVM file(s) (plain, .gz or .bz2).
+
+    Indices are one-based (LIBSVM) unless some file uses index 0, then zero-based for both. The
+    width is ``n_features`` if given (DataError if a file has a larger index), else the largest
+    index in either file. Labels map to 0..k-1 by the sorted union of train and test labels.
+    Without ``test_path`` the train file is split 80/20, stratified, seeded by ``seed``."""
+    paths = [Path(train_path)] + ([Path(test_path)] if test_path is not None else [])
+    parts = [_read_svmlight(p) for p in paths]
+    shift = 0 if any(X.nnz and X.indices.min() == 0 for X, _ in parts) else 1
+    widths = [int(X.indices.max()) + 1 - shift if X.nnz else 0 for X, _ in parts]
+    if n_features is not None:
+        if int(n_features) < 1:
+            raise DataError(f"n_features must be positive, got {n_features}")
+        for p, w in zip(paths, widths):
+            if w > n_features:
+                raise DataError(f"{p}: needs {w} features but n_features is {n_features}")
+    width = int(n_features) if n_features is not None else max(widths)
+    if width == 0:
+        raise DataError(f"{', '.join(map(str, paths))}: no features at all")
+    dense = []
+    for p, (X, _) in zip(paths, parts):
+        if X.shape[0] * width > _MAX_DENSE:
+            raise DataError(f"{p}: {X.shape[0]} x {width} is too large to hold densely")
+        D = np.zeros((X.shape[0], width))
+        D[np.repeat(np.arange(X.shape[0]), np.diff(X.indptr)), X.indices - shift] = X.data
+        dense.append(D)
+    *codes, classes = _encode_labels(*(y for _, y in parts))
+    if test_path is None:
+        return _split_dataset("svmlight", dense[0], codes[0], classes, str(train_path), seed)
+    return Dataset("svmlight", dense[0], codes[0], dense[1], codes[1], classes,
+                   f"{train_path},{test_path}")
+
+
+def _load_libsvm_dir(name, directory):
+    """A named LIBSVM set from ``directory`` (None: the download cache, if it is there)."""
+    train, test = _LIBSVM_LOCAL[name]
+    hint = (f"The '{name}' data set needs {train} and {test} (plain, .bz2 or .gz) from "
+            f"{LIBSVM_URL} in one directory; download_libsvm({name!r}) fetches them into "
+            f"{CACHE_DIR}/{name} (see data/README.md).")
+    if directory is None:
+        directory = Path(CACHE_DIR) / name
+        if not directory.is_dir():
+            raise DataError(f"no path given for '{name}' and no {directory}. {hint}")
+    if not Path(directory).is_dir():
+        raise DataError(f"{directory}: not a directory. {hint}")
+    found = [_find_file(directory, base, ("", ".bz2", ".gz"), hint) for base in (train, test)]
+    return dataclasses.replace(load_svmlight_pair(*found), name=name, source=str(directory))
+
+
+# --------------------------------------------------------------------------- the one entry point
+
+def load_dataset(name: str, path: str | None = None, seed: int = 0) -> Dataset:
+    """Load data set ``name`` (a key of DATASETS) from ``path``; see the module docstring.
+    ``seed`` fixes the train/test split where this module makes one (digits, svmlight)."""
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+    if name == "digits":
+        return _load_digits(seed)
+    if name in ("fashion-mnist", "mnist"):
+        if path is None and name == "fashion-mnist":
+            path = FASHION_MNIST_DIR
+        if path is None:
+            raise DataError("the 'mnist' data set needs path=DIR holding the IDX files "
+                            f"{', '.join(_IDX_FILES)} (each may be .gz); see data/README.md")
+        return _load_idx_dir(name, path)
+    if name == "svmlight":
+        if not path:
+            raise DataError("the 'svmlight' data set needs path=TRAIN[,TEST] (svmlight/LIBSVM "
+                            "files; without TEST a seeded 80/20 split of TRAIN)")
+        train, _, test = str(path).partition(",")
+        return load_svmlight_pair(train, test or None, seed=seed)
+    return _load_libsvm_dir(name, path)
+
+
+# --------------------------------------------------------------------------- opt-in downloader
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file under the LIBSVM multiclass URL; ``sha256`` None where not known in advance."""
+    path: str
+    sha256: str | None = None
+
+
+# The SHA-256 sums could not be obtained where this was written (no network): they are None, and
+# download_libsvm records the sum it sees first in CACHE_DIR/SHA256SUMS (trust on first use).
+LIBSVM_FILES = {
+    "letter": (RemoteFile("letter.scale"), RemoteFile("letter.scale.t")),
+    "pendigits": (RemoteFile("pendigits"), RemoteFile("pendigits.t")),
+    "satimage": (RemoteFile("satimage.scale"), RemoteFile("satimage.scale.t")),
+    "usps": (RemoteFile("usps.bz2"), RemoteFile("usps.t.bz2")),
+    "sensit-vehicle": (RemoteFile("vehicle/combined_scale.bz2"),
+                       RemoteFile("vehicle/combined_scale.t.bz2")),
+    "mnist-libsvm": (RemoteFile("mnist.scale.bz2"), RemoteFile("mnist.scale.t.bz2")),
+}
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_sums(sums_path):
+    """{relative path: sha256} from a ``sha256sum``-style file (missing file: empty)."""
+    sums = {}
+    if not sums_path.exists():
+        return sums
+    for lineno, line in enumerate(sums_path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, name = line.partition(" ")
+        name = name.lstrip(" *")
+        if len(digest) != 64 or not name:
+            raise DataError(f"{sums_path}:{lineno}: not a 'SHA256  FILE' line")
+        sums[name] = digest.lower()
+    return sums
+
+
+def _record_sum(sums_path, name, digest):
+    """Add or confirm ``name``'s sum in SHA256SUMS, rewriting the file atomically."""
+    sums = _read_sums(sums_path)
+    sums[name] = digest
+    tmp = sums_path.with_name(sums_path.name + ".tmp")
+    tmp.write_text("".join(f"{d}  {n}\n" for n, d in sorted(sums.items())))
+    os.replace(tmp, sums_path)
+
+
+def _publish(tmp, dest, digest):
+    """Give the finished download ``tmp`` its name ``dest``, never replacing another file."""
+    try:
+        os.link(tmp, dest)  # atomic, and fails if dest appeared meanwhile
+    except FileExistsError:
+        if _sha256(dest) != digest:
+            raise DataError(f"{dest}: exists with different content; not overwritten") from None
+    except OSError:  # no hard links on this file system
+        if dest.exists():
+            raise DataError(f"{dest}: exists; not overwritten") from None
+        os.replace(tmp, dest)
+
+
+def download_libsvm(name, cache_dir=CACHE_DIR, base_url=None):
+    """Fetch LIBSVM set ``name`` into ``cache_dir/name``; returns the (train, test) paths (str).
+
+    Opt-in only: nothing else in this package downloads. Files already in the cache are not
+    fetched again but are checked against the known or recorded SHA-256. A download goes to a
+    temporary file in the cache and gets its name atomically only once its sum is right (known
+    sum) or has been recorded in ``cache_dir/SHA256SUMS`` (unknown sum: trust on first use).
+    ``base_url`` replaces LIBSVM_URL (tests use a ``file://`` or local http URL)."""
+    if name not in LIBSVM_FILES:
+        raise DataError(f"no LIBSVM files registered for {name!r}; known: "
+                        f"{', '.join(LIBSVM_FILES)}")
+    base = base_url or LIBSVM_URL
+    base += "" if base.endswith("/") else "/"
+    cache = Path(cache_dir)
+    target = cache / name
+    target.mkdir(parents=True, exist_ok=True)
+    sums_path = cache / "SHA256SUMS"
+    paths = []
+    for remote in LIBSVM_FILES[name]:
+        filename = remote.path.rsplit("/", 1)[-1]
+        key, dest = f"{name}/{filename}", target / filename
+        recorded = _read_sums(sums_path).get(key)
+        expected = remote.sha256 or recorded
+        origin = "the registry" if remote.sha256 else f"{sums_path}"
+        if dest.exists():
+            digest = _sha256(dest)
+            if expected is not None and digest != expected:
+                raise DataError(f"{dest}: SHA-256 {digest} differs from {expected} recorded in "
+                                f"{origin}; delete the file to download it again")
+        else:
+            url = base + remote.path
+            fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{filename}.", suffix=".part")
+            try:
+                h = hashlib.sha256()
+                with os.fdopen(fd, "wb") as out:
+                    try:
+                        with urllib.request.urlopen(url, timeout=60) as response:
+                            for chunk in iter(lambda: response.read(1 << 20), b""):
+                                h.update(chunk)
+                                out.write(chunk)
+                    except (urllib.error.URLError, OSError) as e:
+                        raise DataError(f"{url}: download failed ({e})") from e
+                digest = h.hexdigest()
+                if expected is not None and digest != expected:
+                    raise DataError(f"{url}: downloaded SHA-256 {digest} differs from {expected} "
+                                    f"recorded in {origin}; the download was deleted")
+                _publish(Path(tmp), dest, digest)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        if remote.sha256 is None and recorded is None:
+            _record_sum(sums_path, key, digest)
+        paths.append(str(dest))
+    return tuple(paths)

@@ -1,0 +1,445 @@
+"""Tests of dnewton_core.data: real digits, IDX and svmlight readers on small files written here,
+and the opt-in downloader against files served locally. Nothing here touches the network."""
+import bz2
+import gzip
+import hashlib
+import http.server
+import shutil
+import struct
+import threading
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from dnewton_core import data
+from dnewton_core.data import (DATASETS, DataError, Dataset, download_libsvm, load_dataset,
+                               load_idx, load_svmlight_pair, one_hot)
+
+
+# ------------------------------------------------------------------ digits and Dataset
+
+def test_digits_shapes_ranges_and_labels():
+    ds = load_dataset("digits")
+    assert (ds.name, ds.n_features, ds.n_classes) == ("digits", 64, 10)
+    assert ds.source == "scikit-learn bundled digits"
+    assert ds.X_train.shape == (1438, 64) and ds.X_test.shape == (359, 64)
+    assert ds.X_train.dtype == np.float64 and ds.y_train.dtype == np.int64
+    both = np.vstack([ds.X_train, ds.X_test])
+    assert both.min() == 0.0 and both.max() == 1.0
+    assert ds.classes == tuple(range(10))
+    assert set(np.unique(ds.y_train)) == set(range(10)) == set(np.unique(ds.y_test))
+
+
+def test_digits_split_is_a_partition_of_the_bundled_data():
+    ds = load_dataset("digits")
+    bunch = load_digits()
+    original = np.column_stack([bunch.data / 16.0, bunch.target])
+    ours = np.column_stack([np.vstack([ds.X_train, ds.X_test]),
+                            np.concatenate([ds.y_train, ds.y_test])])
+    assert np.array_equal(original[np.lexsort(original.T)], ours[np.lexsort(ours.T)])
+
+
+def test_digits_split_is_stratified():
+    ds = load_dataset("digits", seed=3)
+    total = np.bincount(load_digits().target)
+    assert ds.y_test.size == round(0.2 * total.sum()) == 359
+    assert np.all(np.abs(np.bincount(ds.y_test) - 0.2 * total) < 1)
+    assert np.array_equal(np.bincount(ds.y_train) + np.bincount(ds.y_test), total)
+
+
+def test_digits_split_is_deterministic_and_seeded():
+    a, b, c = load_dataset("digits"), load_dataset("digits", seed=0), load_dataset("digits", seed=1)
+    assert np.array_equal(a.X_test, b.X_test) and np.array_equal(a.y_train, b.y_train)
+    assert not np.array_equal(a.X_test, c.X_test)
+    # seed 0 must give this very split forever (results in notebooks and papers depend on it)
+    digest = hashlib.sha256(a.X_test.tobytes() + a.y_test.tobytes()).hexdigest()
+    assert digest == "418f335721a932ff10f782aed69f231c099e74b9297ff80e1af74f2e6bfa47b2"
+
+
+def test_one_hot():
+    Y = one_hot(np.array([2, 0, 1, 2]), 3)
+    assert Y.dtype == np.float64
+    assert np.array_equal(Y, [[0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    with pytest.raises(DataError):
+        one_hot(np.array([0, 3]), 3)
+
+
+def test_dataset_checks_its_arrays():
+    X, y = np.zeros((2, 3)), np.array([0, 1])
+    ds = Dataset("t", X, y, X, y, (5, 6), "here")
+    assert (ds.n_features, ds.n_classes) == (3, 2)
+    with pytest.raises(DataError, match="labels"):
+        Dataset("t", X, np.array([0, 2]), X, y, (5, 6), "here")
+    with pytest.raises(DataError, match="features"):
+        Dataset("t", X, y, np.zeros((2, 4)), y, (5, 6), "here")
+    with pytest.raises(DataError, match="non-finite"):
+        Dataset("t", np.array([[0, 0, 0], [0, np.nan, 0]]), y, X, y, (5, 6), "here")
+
+
+def test_unknown_name_lists_known_names():
+    with pytest.raises(DataError) as err:
+        load_dataset("nosuch")
+    assert "unknown data set 'nosuch'" in str(err.value)
+    for name in DATASETS:
+        assert name in str(err.value)
+    assert {"digits", "fashion-mnist", "mnist", "letter", "pendigits", "satimage", "usps",
+            "sensit-vehicle", "mnist-libsvm", "svmlight"} <= set(DATASETS)
+
+
+# ------------------------------------------------------------------ IDX
+
+IDX_CODES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype("i2"): 0x0B,
+             np.dtype("i4"): 0x0C, np.dtype("f4"): 0x0D, np.dtype("f8"): 0x0E}
+
+
+def idx_bytes(arr):
+    """IDX encoding of arr, written independently of the reader under test."""
+    header = struct.pack(">BBBB", 0, 0, IDX_CODES[arr.dtype], arr.ndim)
+    header += struct.pack(f">{arr.ndim}I", *arr.shape)
+    return header + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
+
+
+def write_idx(path, arr, gz=False):
+    raw = idx_bytes(arr)
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    return path
+
+
+@pytest.mark.parametrize("dtype,gz", [("u1", False), ("u1", True), ("i1", False), ("i2", True),
+                                      ("i4", False), ("f4", False), ("f8", True)])
+def test_idx_round_trip(tmp_path, dtype, gz):
+    arr = (np.arange(2 * 3 * 4) * 7 - 20).reshape(2, 3, 4)
+    arr = (arr / 3 if dtype[0] == "f" else arr % 256 if dtype == "u1" else arr).astype(dtype)
+    got = load_idx(write_idx(tmp_path / "a.idx", arr, gz))
+    assert got.dtype == np.dtype(dtype) and got.shape == (2, 3, 4)
+    assert np.array_equal(got, arr)
+
+
+def corrupt_cases(tmp_path):
+    good = idx_bytes(np.arange(12, dtype=np.uint8).reshape(3, 4))
+    zipped = gzip.compress(good)
+    flipped = bytearray(zipped)
+    flipped[12] ^= 0xFF  # inside the deflate stream
+    return {
+        "missing": (None, "cannot read"),
+        "bad_magic": (b"\x08\x03" + good[2:], "magic"),
+        "bad_type": (good[:2] + b"\x07" + good[3:], "magic"),
+        "empty": (b"", "magic"),
+        "short_header": (good[:6], "truncated IDX header"),
+        "truncated": (good[:-1], "truncated IDX data"),
+        "trailing": (good + b"\x00\x00", "trailing garbage"),
+        "cut_gzip": (zipped[:len(zipped) // 2], "gzip"),
+        "bad_gzip": (bytes(flipped), "gzip"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "bad_magic", "bad_type", "empty", "short_header",
+                                  "truncated", "trailing", "cut_gzip", "bad_gzip"])
+def test_idx_corrupt_files(tmp_path, case):
+    content, expected = corrupt_cases(tmp_path)[case]
+    path = tmp_path / f"{case}.idx"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match=expected) as err:
+        load_idx(path)
+    assert str(path) in str(err.value)
+
+
+def fake_idx_dir(directory, n_train=6, n_test=4, gz_train=True):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": np.array([3, 0, 9, 3, 1, 0], dtype=np.uint8)[:n_train],
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": np.array([9, 1, 0, 3], dtype=np.uint8)[:n_test],
+    }
+    directory.mkdir(exist_ok=True)
+    for base, arr in arrays.items():
+        gz = gz_train and base.startswith("train")
+        write_idx(directory / (base + (".gz" if gz else "")), arr, gz)
+    return arrays
+
+
+def test_fashion_mnist_from_a_fake_directory(tmp_path):
+    arrays = fake_idx_dir(tmp_path / "fm")
+    ds = load_dataset("fashion-mnist", path=str(tmp_path / "fm"))
+    assert ds.name == "fashion-mnist" and ds.source == str(tmp_path / "fm")
+    assert ds.X_train.shape == (6, 784) and ds.X_test.shape == (4, 784)
+    assert np.array_equal(ds.X_train, arrays["train-images-idx3-ubyte"].reshape(6, 784) / 255.0)
+    assert np.array_equal(ds.X_test[2], arrays["t10k-images-idx3-ubyte"][2].ravel() / 255.0)
+    assert ds.classes == (0, 1, 3, 9)
+    assert ds.y_train.tolist() == [2, 0, 3, 2, 1, 0] and ds.y_test.tolist() == [3, 1, 0, 2]
+
+
+def test_idx_images_labels_count_mismatch(tmp_path):
+    fake_idx_dir(tmp_path)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([1, 2, 3], dtype=np.uint8))
+    with pytest.raises(DataError, match="4 images but .*t10k-labels-idx1-ubyte has 3 labels"):
+        load_dataset("mnist", path=str(tmp_path))
+
+
+def test_idx_directory_missing_file_names_expected_files(tmp_path):
+    fake_idx_dir(tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte").unlink()
+    with pytest.raises(DataError) as err:
+        load_dataset("fashion-mnist", path=str(tmp_path))
+    assert f"{tmp_path}: missing t10k-images-idx3-ubyte or t10k-images-idx3-ubyte.gz" in \
+        str(err.value)
+    assert "train-labels-idx1-ubyte" in str(err.value) and data.ZALANDO_URL in str(err.value)
+
+
+def test_fashion_mnist_default_path_missing_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist")
+    with pytest.raises(DataError, match="needs path=DIR"):
+        load_dataset("mnist")
+
+
+# ------------------------------------------------------------------ svmlight / LIBSVM
+
+TRAIN = b"""# a comment line
+-1 1:0.5 3:1.5
+3 2:-2 5:4
+7 1:1
+3 4:0.25
+"""
+TEST = b"""7 8:9
+-1 1:1 2:2
+9 3:3
+"""
+
+
+def test_svmlight_pair_widths_and_label_mapping(tmp_path):
+    (tmp_path / "tr").write_bytes(TRAIN)
+    (tmp_path / "te").write_bytes(TEST)
+    ds = load_svmlight_pair(tmp_path / "tr", tmp_path / "te")
+    assert ds.classes == (-1, 3, 7, 9)
+    assert ds.y_train.tolist() == [0, 1, 2, 1] and ds.y_test.tolist() == [2, 0, 3]
+    assert ds.X_train.shape == (4, 8) and ds.X_test.shape == (3, 8)  # widest index is test's 8
+    expected_train = np.zeros((4, 8))
+    expected_train[0, [0, 2]] = 0.5, 1.5
+    expected_train[1, [1, 4]] = -2, 4
+    expected_train[2, 0] = 1
+    expected_train[3, 3] = 0.25
+    assert np.array_equal(ds.X_train, expected_train)
+    assert ds.X_test[0, 7] == 9 and ds.X_test[2, 2] == 3 and ds.X_test.sum() == 15
+    wide = load_svmlight_pair(tmp_path / "tr", tmp_path / "te", n_features=10)
+    assert wide.n_features == 10 and np.array_equal(wide.X_train[:, :8], expected_train)
+
+
+def test_svmlight_user_width_smaller_than_test_file(tmp_path):
+    (tmp_path / "tr").write_bytes(TRAIN)
+    (tmp_path / "te").write_bytes(TEST)
+    load_svmlight_pair(tmp_path / "tr", n_features=5)  # train alone fits in 5
+    with pytest.raises(DataError, match=rf"{tmp_path / 'te'}: needs 8 features but n_features "
+                                        "is 5"):
+        load_svmlight_pair(tmp_path / "tr", tmp_path / "te", n_features=5)
+
+
+def test_svmlight_zero_based_file_keeps_column_zero(tmp_path):
+    (tmp_path / "tr").write_bytes(b"1 0:2 2:3\n2 1:1\n")
+    (tmp_path / "te").write_bytes(b"1 2:5\n")
+    ds = load_svmlight_pair(tmp_path / "tr", tmp_path / "te")
+    assert np.array_equal(ds.X_train, [[2, 0, 3], [0, 1, 0]])
+    assert np.array_equal(ds.X_test, [[0, 0, 5]])
+
+
+def test_svmlight_single_file_is_split_with_the_seed(tmp_path):
+    lines = [f"{c} 1:{i} 2:{c}" for i in range(20) for c in (1, 2)][:20]
+    (tmp_path / "all").write_text("\n".join(lines) + "\n")
+    a = load_dataset("svmlight", path=str(tmp_path / "all"), seed=5)
+    b = load_dataset("svmlight", path=str(tmp_path / "all"), seed=5)
+    c = load_dataset("svmlight", path=str(tmp_path / "all"), seed=6)
+    assert a.X_train.shape == (16, 2) and a.X_test.shape == (4, 2)
+    assert np.bincount(a.y_test).tolist() == [2, 2]
+    assert np.array_equal(a.X_test, b.X_test) and not np.array_equal(a.X_test, c.X_test)
+    together = np.sort(np.concatenate([a.X_train[:, 0], a.X_test[:, 0]]))
+    assert np.array_equal(together, np.sort([float(i) for i in range(20) for _ in (0, 1)][:20]))
+
+
+def test_svmlight_train_comma_test_path(tmp_path):
+    (tmp_path / "tr").write_bytes(TRAIN)
+    (tmp_path / "te").write_bytes(TEST)
+    ds = load_dataset("svmlight", path=f"{tmp_path / 'tr'},{tmp_path / 'te'}")
+    assert ds.X_test.shape == (3, 8) and ds.classes == (-1, 3, 7, 9)
+
+
+@pytest.mark.parametrize("bad,problem", [
+    (b"2 2:abc", "feature value 'abc' of index 2 is not a number"),
+    (b"1 3:1 2:1", "increasing"),
+    (b"1 2:1 2:1", "increasing"),
+    (b"x 1:1", "label 'x' is not a number"),
+    (b"1 1:2:3", "not a number"),
+    (b"1 oops", "not of the form index:value"),
+    (b"1 1.5:2", "not an integer"),
+    (b"1 -3:2", "out of range"),
+])
+def test_svmlight_malformed_line_names_file_and_line(tmp_path, bad, problem):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"# header\n1 1:0.5\n\n" + bad + b"\n2 2:1\n")  # bad sample on line 4
+    with pytest.raises(DataError) as err:
+        load_svmlight_pair(path)
+    assert str(err.value).startswith(f"{path}:4: ")
+    assert problem in str(err.value)
+
+
+def test_svmlight_malformed_line_in_bz2_test_file(tmp_path):
+    (tmp_path / "tr").write_bytes(TRAIN)
+    with bz2.open(tmp_path / "te.bz2", "wb") as f:
+        f.write(b"1 1:1\n1 1:1 1:2\n")
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'te.bz2'}:2: "):
+        load_svmlight_pair(tmp_path / "tr", tmp_path / "te.bz2")
+
+
+@pytest.mark.parametrize("value", [b"nan", b"inf", b"-inf"])
+def test_svmlight_non_finite_feature(tmp_path, value):
+    path = tmp_path / "nan.txt"
+    path.write_bytes(b"1 1:1\n# c\n2 1:2 3:" + value + b"\n")
+    with pytest.raises(DataError, match=rf"^{path}:3: non-finite feature value"):
+        load_svmlight_pair(path)
+
+
+def test_svmlight_missing_file(tmp_path):
+    with pytest.raises(DataError, match=rf"{tmp_path / 'nope'}: no such file"):
+        load_svmlight_pair(tmp_path / "nope")
+
+
+def test_named_libsvm_set_from_a_directory_with_bz2(tmp_path):
+    with bz2.open(tmp_path / "letter.scale.bz2", "wb") as f:
+        f.write(TRAIN)
+    (tmp_path / "letter.scale.t").write_bytes(TEST)
+    ds = load_dataset("letter", path=str(tmp_path))
+    assert ds.name == "letter" and ds.source == str(tmp_path)
+    assert ds.X_train.shape == (4, 8) and ds.classes == (-1, 3, 7, 9)
+
+
+def test_named_libsvm_set_without_files_says_where_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data/cache/usps here
+    with pytest.raises(DataError) as err:
+        load_dataset("usps")
+    assert "usps" in str(err.value) and "usps.t" in str(err.value)
+    assert data.LIBSVM_URL in str(err.value) and "download_libsvm" in str(err.value)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "usps").write_bytes(TRAIN)
+    with pytest.raises(DataError, match="missing usps.t or usps.t.bz2"):
+        load_dataset("usps", path=str(tmp_path / "d"))
+
+
+# ------------------------------------------------------------------ downloader (local only)
+
+def serve_letter(remote, train=TRAIN, test=TEST):
+    remote.mkdir(exist_ok=True)
+    (remote / "letter.scale").write_bytes(train)
+    (remote / "letter.scale.t").write_bytes(test)
+    return remote.as_uri() + "/"
+
+
+def no_partial_files(directory):
+    return not [p for p in directory.rglob("*") if p.name.endswith((".part", ".tmp"))]
+
+
+def test_download_caches_records_sums_and_does_not_download_again(tmp_path):
+    url, cache = serve_letter(tmp_path / "remote"), tmp_path / "cache"
+    train, test = download_libsvm("letter", cache_dir=cache, base_url=url)
+    assert (train, test) == (str(cache / "letter" / "letter.scale"),
+                             str(cache / "letter" / "letter.scale.t"))
+    assert Path(train).read_bytes() == TRAIN and Path(test).read_bytes() == TEST
+    sums = (cache / "SHA256SUMS").read_text().splitlines()
+    assert sums == [f"{hashlib.sha256(TRAIN).hexdigest()}  letter/letter.scale",
+                    f"{hashlib.sha256(TEST).hexdigest()}  letter/letter.scale.t"]
+    assert no_partial_files(cache)
+    assert load_dataset("letter", path=str(cache / "letter")).X_train.shape == (4, 8)
+
+    shutil.rmtree(tmp_path / "remote")  # a second download would now fail
+    assert download_libsvm("letter", cache_dir=cache, base_url=url) == (train, test)
+
+
+def test_download_checks_against_the_recorded_sum(tmp_path):
+    url, cache = serve_letter(tmp_path / "remote"), tmp_path / "cache"
+    train, _ = download_libsvm("letter", cache_dir=cache, base_url=url)
+    (cache / "letter" / "letter.scale").unlink()
+    serve_letter(tmp_path / "remote", train=TRAIN + b"1 1:1\n")  # the server's copy changed
+    with pytest.raises(DataError, match="SHA-256 .* differs from") as err:
+        download_libsvm("letter", cache_dir=cache, base_url=url)
+    assert "letter.scale" in str(err.value)
+    assert not (cache / "letter" / "letter.scale").exists() and no_partial_files(cache)
+
+
+def test_download_refuses_a_changed_cached_file(tmp_path):
+    url, cache = serve_letter(tmp_path / "remote"), tmp_path / "cache"
+    _, test = download_libsvm("letter", cache_dir=cache, base_url=url)
+    with open(test, "ab") as f:
+        f.write(b"3 1:1\n")
+    with pytest.raises(DataError, match=rf"{test}: SHA-256 .* differs"):
+        download_libsvm("letter", cache_dir=cache, base_url=url)
+
+
+def test_download_known_sum_mismatch_deletes_the_download(tmp_path, monkeypatch):
+    url, cache = serve_letter(tmp_path / "remote"), tmp_path / "cache"
+    monkeypatch.setitem(data.LIBSVM_FILES, "letter",
+                        (data.RemoteFile("letter.scale", "0" * 64),
+                         data.RemoteFile("letter.scale.t")))
+    with pytest.raises(DataError, match="differs from 0{64} recorded in the registry"):
+        download_libsvm("letter", cache_dir=cache, base_url=url)
+    assert list((cache / "letter").iterdir()) == []
+    assert not (cache / "SHA256SUMS").exists()
+
+
+def test_download_known_right_sum_is_accepted_and_not_recorded(tmp_path, monkeypatch):
+    url, cache = serve_letter(tmp_path / "remote"), tmp_path / "cache"
+    monkeypatch.setitem(data.LIBSVM_FILES, "letter",
+                        (data.RemoteFile("letter.scale", hashlib.sha256(TRAIN).hexdigest()),
+                         data.RemoteFile("letter.scale.t")))
+    download_libsvm("letter", cache_dir=cache, base_url=url)
+    assert (cache / "SHA256SUMS").read_text() == \
+        f"{hashlib.sha256(TEST).hexdigest()}  letter/letter.scale.t\n"
+
+
+def test_download_failure_leaves_nothing(tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match="download failed"):
+        download_libsvm("letter", cache_dir=cache, base_url=(tmp_path / "empty").as_uri())
+    assert list((cache / "letter").iterdir()) == []
+
+
+def test_download_unknown_set(tmp_path):
+    with pytest.raises(DataError, match="known: letter"):
+        download_libsvm("digits", cache_dir=tmp_path)
+
+
+def test_download_over_http_subdirectory_and_request_count(tmp_path):
+    remote = tmp_path / "remote" / "vehicle"
+    remote.mkdir(parents=True)
+    (remote / "combined_scale.bz2").write_bytes(bz2.compress(TRAIN))
+    (remote / "combined_scale.t.bz2").write_bytes(bz2.compress(TEST))
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), partial(Handler, directory=str(tmp_path / "remote")))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        cache = tmp_path / "cache"
+        paths = download_libsvm("sensit-vehicle", cache_dir=cache, base_url=url)
+        assert requests == ["/vehicle/combined_scale.bz2", "/vehicle/combined_scale.t.bz2"]
+        assert download_libsvm("sensit-vehicle", cache_dir=cache, base_url=url) == paths
+        assert len(requests) == 2  # the second call used the cache
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    ds = load_dataset("sensit-vehicle", path=str(cache / "sensit-vehicle"))
+    assert ds.name == "sensit-vehicle" and ds.classes == (-1, 3, 7, 9)
