@@ -22,7 +22,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 demo: venv
-	$(BIN)/mpiexec -n $(NP) $(BIN)/python -m mpi4py -m dnewton_core compare --data digits --hidden 64,64 --out results/demo
+	$(BIN)/mpiexec -n $(NP) $(BIN)/python -m dnewton_core compare --data digits --hidden 64,64 --iters 30 --out results/demo --overwrite
 
 test: venv
 	$(BIN)/python -m pytest

