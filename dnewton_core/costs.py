@@ -1,0 +1,127 @@
+"""Closed-form message counts per phase (METHOD.md §5), summed over ranks. No MPI here.
+
+Counting convention as in ``comm.py``: a collective over g > 1 ranks counts g messages,
+one per rank, each of the buffer's size; a group of one rank counts nothing. With
+
+    g_m = P_{m-1} + P_{m+1}  (m < L),   g_L = P_{L-1}      the size of each link(m, j)
+    [x] = 1 if x > 1 else 0,            N = sum_m P_{m-1} P_m,   8 bytes per float64
+
+one forward pass over b instances sends, over the P_m links of each layer,
+    messages  sum_m [g_m] P_m g_m,        bytes  8 b sum_m [g_m] g_m n_m
+plus, for softmax with P_L > 1, two (b,) allreduces over the P_{L-1} P_L output ranks.
+A backward pass sends the same as the forward pass over layers 1..L-1 only; the Jacobian's
+backward pass the same again with every buffer n_L times larger.
+Every function returns {"messages": int, "bytes": int}.
+"""
+import math
+
+F64 = 8
+
+
+def _cost(messages=0, nbytes=0):
+    return {"messages": int(messages), "bytes": int(nbytes)}
+
+
+def _add(*costs):
+    return _cost(sum(c["messages"] for c in costs), sum(c["bytes"] for c in costs))
+
+
+def _scale(cost, k):
+    return _cost(cost["messages"] * k, cost["bytes"] * k)
+
+
+def link_sizes(grid):
+    """g_m for m = 1..L: ranks in each link(m, j)."""
+    P, L = grid.splits, grid.L
+    return [P[m - 1] + (P[m + 1] if m < L else 0) for m in range(1, L + 1)]
+
+
+def _links(grid, b, layers, width=1):
+    """The link allreduces of one pass over ``layers`` with b instances (x ``width``)."""
+    g = link_sizes(grid)
+    msgs = sum(grid.splits[m] * g[m - 1] for m in layers if g[m - 1] > 1)
+    nbytes = sum(F64 * b * width * g[m - 1] * grid.layers[m] for m in layers if g[m - 1] > 1)
+    return _cost(msgs, nbytes)
+
+
+def _world(grid, count, floats_each):
+    """``count`` allreduces over all N ranks of ``floats_each`` float64 each."""
+    N = grid.size
+    return _cost(N * count, N * count * floats_each * F64) if N > 1 else _cost()
+
+
+def _softmax_normalizer(grid, b, loss):
+    ranks = grid.splits[-2] * grid.splits[-1]
+    if loss != "cross_entropy" or grid.splits[-1] == 1 or ranks == 1:
+        return _cost()
+    return _cost(2 * ranks, 2 * ranks * b * F64)
+
+
+def batch_sizes(n, batch_size):
+    """Sizes of the mini-batches of n instances."""
+    return [min(batch_size, n - k) for k in range(0, n, batch_size)]
+
+
+def forward(grid, b, loss="squared"):
+    """One forward pass over b instances (with the softmax normalizer when it is split)."""
+    return _add(_links(grid, b, range(1, grid.L + 1)), _softmax_normalizer(grid, b, loss))
+
+
+def backward(grid, b):
+    """One backward pass over b instances: the links of layers 1..L-1."""
+    return _links(grid, b, range(1, grid.L))
+
+
+def function(grid, l, batch_size, loss="squared"):
+    """One evaluation of f: forward passes over all l instances, one scalar allreduce."""
+    return _add(*(forward(grid, b, loss) for b in batch_sizes(l, batch_size)),
+                _world(grid, 1, 1))
+
+
+def gradient(grid, l, subsample, batch_size, loss="squared"):
+    """grad f with S as the last batch, and the norm ||g|| (one scalar allreduce)."""
+    sizes = batch_sizes(l - subsample, batch_size) + [subsample]
+    return _add(*(_add(forward(grid, b, loss), backward(grid, b)) for b in sizes),
+                _world(grid, 1, 1))
+
+
+def jacobian(grid, subsample, loss="squared"):
+    """The factored Jacobian on S: the backward links x n_L (+ p on S for softmax)."""
+    n_L = grid.layers[-1]
+    softmax = _world(grid, 1, subsample * n_L) if loss == "cross_entropy" else _cost()
+    return _add(_links(grid, subsample, range(1, grid.L), width=n_L), softmax)
+
+
+def cg(grid, subsample, iterations, gn="full"):
+    """CG with ``iterations`` products, then the three scalars g'd, d'r, d'd.
+
+    full: per product one |S| x n_L allreduce and two scalar ones (+1 for ||b||);
+    diag: nothing inside CG, only the three scalars after it.
+    """
+    after = _world(grid, 3, 1)
+    if gn == "diag":
+        return after
+    return _add(_world(grid, iterations, subsample * grid.layers[-1]),
+                _world(grid, 1 + 2 * iterations, 1), after)
+
+
+def sync(grid, fraction):
+    """The notification of one CG with sync fraction < 1: every rank tells every other once."""
+    N = grid.size
+    return _cost(N * (N - 1), N * (N - 1) * F64) if fraction < 1 and N > 1 else _cost()
+
+
+def line_search(grid, l, batch_size, trials, loss="squared"):
+    """``trials`` evaluations of f."""
+    return _scale(function(grid, l, batch_size, loss), trials)
+
+
+def sgd_epoch(grid, l, batch_size, loss="squared"):
+    """One epoch of SGD: forward and backward over each mini-batch."""
+    return _add(*(_add(forward(grid, b, loss), backward(grid, b))
+                  for b in batch_sizes(l, batch_size)))
+
+
+def line_search_trials(alpha, max_halvings):
+    """Trials the backtracking made to accept ``alpha`` (alpha = 0: all of them)."""
+    return max_halvings + 1 if alpha == 0 else round(-math.log2(alpha)) + 1
