@@ -53,13 +53,15 @@ def result(model, history, config):
     """
     records = [dict(r) for r in history.records]
     comm = getattr(model, "comm", None)
-    if comm is not None:
+    if comm is not None:       # each rank ran its own CG in diag mode: keep every count
         with comm.phase("report"):
-            per_rank = comm.gather_objects([r["comm"] for r in records])
+            per_rank = comm.gather_objects([(r["comm"], r.get("cg_iters")) for r in records])
         if comm.rank != 0:
             return None
         for k, r in enumerate(records):
-            r["comm"] = combine_records([ledger[k] for ledger in per_rank])
+            r["comm"] = combine_records([ledger[k][0] for ledger in per_rank])
+            if "cg_iters" in r:
+                r["cg_iters_per_rank"] = [ledger[k][1] for ledger in per_rank]
     last = records[-1] if records else {}
     final = {key: last.get(key) for key in ("test_accuracy", "train_accuracy", "objective",
                                             "wall_time")}

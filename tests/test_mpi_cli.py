@@ -1,0 +1,169 @@
+"""The command line under mpiexec: ledger against the closed forms, the sync fraction with a
+slow rank, and errors that end the whole job quickly with one clear message.
+
+Every job runs in a subprocess with a timeout, so a hang fails the test instead of CI.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dnewton_core import costs
+from dnewton_core.data import load_dataset
+from dnewton_core.newton import NewtonConfig
+from dnewton_core.partition import Grid
+
+BIN = Path(sys.executable).parent
+ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+HERE = Path(__file__).parent
+
+
+def mpirun(n, *args, timeout=120, script=None):
+    cmd = [str(BIN / "mpiexec"), "-n", str(n), sys.executable]
+    cmd += [str(script)] if script else ["-m", "dnewton_core"]
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+
+
+def train_json(tmp_path, n, *args):
+    out = tmp_path / f"run{len(list(tmp_path.iterdir()))}.json"
+    p = mpirun(n, "train", "--json", out, *args)
+    assert p.returncode == 0, p.stderr
+    return json.loads(out.read_text())
+
+
+L_DIGITS = len(load_dataset("digits").y_train)
+
+
+def expected_iteration(grid, rec, loss, gn, sync, S, batch, first):
+    """What METHOD.md §5's formulas say one Newton iteration sends, per phase."""
+    trials = costs.line_search_trials(rec["alpha"], NewtonConfig().max_halvings)
+    out = {"gradient": costs.gradient(grid, L_DIGITS, S, batch, loss),
+           "jacobian": costs.jacobian(grid, S, loss),
+           "cg": costs.cg(grid, S, rec["cg_iters"], gn),
+           "sync": costs.sync(grid, sync),
+           "line_search": costs.line_search(grid, L_DIGITS, batch, trials, loss)}
+    if first:
+        out["function"] = costs.function(grid, L_DIGITS, batch, loss)
+    return out
+
+
+NEWTON_CASES = [   # ranks, hidden, splits, loss, activation, gn, sync, eval batch
+    (4, "64,64", "2,1,1,1", "squared", "relu", "full", 1.0, 4096),
+    (6, "8,8", "1,2,1,2", "cross_entropy", "tanh", "full", 1.0, 500),
+    (5, "9", "2,1,3", "cross_entropy", "relu", "diag", 0.5, 700),
+    (4, "8,8", "1,1,1,2", "squared", "sigmoid", "diag", 1.0, 4096),
+]
+
+
+@pytest.mark.parametrize("n,hidden,splits,loss,act,gn,sync,batch", NEWTON_CASES)
+def test_measured_messages_equal_the_closed_forms(tmp_path, n, hidden, splits, loss, act, gn,
+                                                  sync, batch):
+    r = train_json(tmp_path, n, "--hidden", hidden, "--splits", splits, "--loss", loss,
+                   "--activation", act, "--gn", gn, "--sync", sync, "--iters", 3,
+                   "--eval-batch", batch, "--subsample", 0.1)
+    grid = Grid(r["config"]["layers"], r["config"]["splits"])
+    S = NewtonConfig(subsample=0.1).subsample_size(L_DIGITS)
+    for k, rec in enumerate(r["history"]):
+        want = expected_iteration(grid, rec, loss, gn, sync, S, batch, first=k == 0)
+        for phase, cost in want.items():
+            got = rec["comm"].get(phase, {"messages": 0, "bytes": 0})
+            assert (got["messages"], got["bytes"]) == (cost["messages"], cost["bytes"]), \
+                (rec["iter"], phase)
+    if gn == "diag":      # METHOD.md §4: nothing but three scalars per rank after CG
+        assert all(rec["comm"]["cg"]["bytes"] == 3 * 8 * n for rec in r["history"])
+
+
+def test_sgd_messages_equal_the_closed_form(tmp_path):
+    r = train_json(tmp_path, 4, "--optimizer", "sgd", "--hidden", "8,8", "--splits", "1,1,1,2",
+                   "--loss", "cross_entropy", "--epochs", 2, "--batch-size", 100)
+    grid = Grid(r["config"]["layers"], r["config"]["splits"])
+    want = costs.sgd_epoch(grid, L_DIGITS, 100, "cross_entropy")
+    for rec in r["history"]:
+        assert rec["comm"]["sgd"]["messages"] == want["messages"]
+        assert rec["comm"]["sgd"]["bytes"] == want["bytes"]
+
+
+def test_diagonal_saves_the_cg_messages_but_full_matches_one_process(tmp_path):
+    one = train_json(tmp_path, 1, "--iters", 4)
+    full = train_json(tmp_path, 4, "--iters", 4, "--gn", "full")
+    diag = train_json(tmp_path, 4, "--iters", 4, "--gn", "diag")
+    for a, b in zip(one["history"], full["history"]):
+        assert b["objective"] == pytest.approx(a["objective"], rel=1e-10)
+        assert b["cg_iters"] == a["cg_iters"]
+    assert one["history"][0]["comm"] == {}
+    cg_bytes = lambda r: sum(rec["comm"]["cg"]["bytes"] for rec in r["history"])  # noqa: E731
+    assert cg_bytes(diag) < cg_bytes(full) / 20
+
+
+def cg_seconds(run):
+    return sum(rec["comm"]["cg"]["seconds"] + rec["comm"].get("sync", {}).get("seconds", 0)
+               for rec in run["history"])
+
+
+def test_sync_fraction_cuts_waiting_for_a_slow_rank(tmp_path):
+    # rank 2 holds W^2 (64 x 64), the block whose CG takes the most iterations
+    common = ["--iters", 10, "--gn", "diag", "--slow-rank", "2:0.1"]
+    wait_all = train_json(tmp_path, 4, *common, "--sync", 1.0)
+    half = train_json(tmp_path, 4, *common, "--sync", 0.5)
+    # the slow rank's CG is cut short once half of the partitions are done ...
+    assert cg_seconds(half) < 0.7 * cg_seconds(wait_all)
+    slow_iters = lambda r: sum(rec["cg_iters_per_rank"][2] for rec in r["history"])  # noqa: E731
+    assert slow_iters(half) < slow_iters(wait_all)
+    # ... and the run stays in the same accuracy band
+    best = lambda r: max(rec["test_accuracy"] for rec in r["history"])  # noqa: E731
+    assert abs(best(half) - best(wait_all)) < 0.05
+    assert half["history"][-1]["objective"] < 0.8 * half["history"][0]["objective"]
+    assert all(rec["comm"]["sync"]["messages"] == 4 * 3 for rec in half["history"])
+
+
+# -- errors end the whole job within seconds, with one clear line ----------------------------
+
+def assert_fails_fast(p, started, *needles):
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert time.monotonic() - started < 30
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+def test_wrong_rank_count_names_the_need_and_proposes_splits():
+    t = time.monotonic()
+    p = mpirun(2, "train", "--splits", "1,2,1,1", timeout=60)
+    assert_fails_fast(p, t, "need 5 MPI ranks", "2 were started")
+
+
+def test_missing_data_file(tmp_path):
+    t = time.monotonic()
+    p = mpirun(3, "train", "--data", "fashion-mnist", "--data-path", tmp_path / "nothing",
+               timeout=60)
+    assert_fails_fast(p, t, "nothing")
+
+
+def test_nan_in_the_data_names_file_and_row(tmp_path):
+    bad = tmp_path / "bad.svm"
+    bad.write_text("1 1:0.5 2:0.25\n2 1:nan 2:1\n1 1:0.1 2:0.2\n2 1:0.3 2:0.9\n" * 3)
+    t = time.monotonic()
+    p = mpirun(3, "train", "--data", "svmlight", "--data-path", bad, "--hidden", "4",
+               timeout=60)
+    assert_fails_fast(p, t, "bad.svm")
+
+
+def test_a_rank_raising_inside_a_collective_phase_ends_the_job(tmp_path):
+    t = time.monotonic()
+    p = mpirun(4, "train", "--iters", 3, script=HERE / "failing_rank.py", timeout=60)
+    assert_fails_fast(p, t, "rank 1", "injected failure")
+
+
+def test_unknown_data_set_on_one_process_lists_the_known_ones():
+    p = subprocess.run([sys.executable, "-m", "dnewton_core", "train", "--data", "nosuch"],
+                       capture_output=True, text=True, timeout=60, env=ENV)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()]
+    assert "nosuch" in p.stderr and "digits" in p.stderr and "fashion-mnist" in p.stderr
