@@ -1,0 +1,279 @@
+"""Equivalence jobs of the distributed model against the dense one, run under MPI.
+
+    mpiexec -n N python -m mpi4py tests/mpi_jobs.py JOB[,JOB...] [options]
+
+Every rank builds the same seeded random data set, a ``DistributedModel`` on
+``Comm(MPI.COMM_WORLD)`` and a ``DenseModel`` on the same data, runs the jobs, and rank 0
+prints ONE line: ``MPI_JOBS_RESULT {json}`` with the measured errors (no verdicts: the
+tolerances live in ``test_distributed.py``). Jobs:
+
+  products   init theta, f, grad f (all rows / with S), stochastic gradient, G_S v (gn=full),
+             accuracy: distributed blocks, gathered by ``grid.param_slices``, vs DenseModel
+  diag       gn=diag: each rank's G v vs the reference's block-diagonal product
+             mask_p(G (mask_p v)), G from ``reference.gauss_newton_product`` on S
+  newton     a whole Newton run (gn=full) vs the same run on the DenseModel
+  sgd        a whole SGD run vs the same run on the DenseModel
+  diag_newton  a Newton run with gn=diag and sync fraction --sync (no dense counterpart):
+             every rank's objective values, and whether they ever increase
+  mismatch   build a DistributedModel whose splits need another rank count: every rank's
+             ConfigError message is reported, then re-raised (the launch must end non-zero)
+
+``run(argv, comm)`` does the same in-process (the one-rank tests call it with ``Comm()``).
+Relative errors are normwise: max |distributed - dense| / max |dense| over the whole vector.
+"""
+import argparse
+import json
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+from mpi4py import MPI
+
+from dnewton_core import reference as ref
+from dnewton_core.comm import Comm, ConfigError
+from dnewton_core.distributed import DistributedModel
+from dnewton_core.model import DenseModel, ObjectiveConfig
+from dnewton_core.newton import NewtonConfig, newton
+from dnewton_core.sgd import SGDConfig, sgd
+
+MARK = "MPI_JOBS_RESULT "
+
+
+def _ints(text):
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("jobs", help="comma-separated: products,diag,newton,sgd,mismatch")
+    p.add_argument("--splits", type=_ints, required=True, help="P_0,...,P_L")
+    p.add_argument("--hidden", type=_ints, default=(), help="hidden widths, '' for L = 1")
+    p.add_argument("--loss", default="squared")
+    p.add_argument("--act", default="relu")
+    p.add_argument("--features", type=int, default=7)
+    p.add_argument("--classes", type=int, default=4)
+    p.add_argument("--l", type=int, default=60, help="training instances")
+    p.add_argument("--n-test", type=int, default=15)
+    p.add_argument("--batch", type=int, default=13, help="ObjectiveConfig.batch_size")
+    p.add_argument("--C", type=float, default=30.0, help="regularization (weak: the loss dominates)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--subsample", type=float, default=0.2)
+    p.add_argument("--iters", type=int, default=4, help="Newton iterations")
+    p.add_argument("--epochs", type=int, default=3, help="SGD epochs")
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--sgd-batch", type=int, default=16)
+    p.add_argument("--sync", type=float, default=1.0, help="sync fraction of diag_newton")
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- set-up
+
+def make_data(a):
+    """A seeded random problem, identical on every rank."""
+    rng = np.random.default_rng(1000 + a.seed)
+    return SimpleNamespace(
+        X_train=rng.standard_normal((a.l, a.features)),
+        y_train=rng.integers(0, a.classes, a.l),
+        X_test=rng.standard_normal((a.n_test, a.features)),
+        y_test=rng.integers(0, a.classes, a.n_test),
+        n_features=a.features, n_classes=a.classes)
+
+
+def objective_config(a):
+    return ObjectiveConfig(activation=a.act, loss=a.loss, C=a.C, batch_size=a.batch)
+
+
+def build(a, comm, gn="full"):
+    data, obj = make_data(a), objective_config(a)
+    return data, DistributedModel(data, a.hidden, a.splits, comm, obj, gn=gn), \
+        DenseModel(data, a.hidden, obj)
+
+
+def random_point(a, dense):
+    """theta near the initial point, a direction v, another v, and a sorted subsample S."""
+    rng = np.random.default_rng(2000 + a.seed)
+    n = len(dense.theta)
+    theta = dense.theta + 0.5 * rng.standard_normal(n)
+    v, v2 = rng.standard_normal(n), rng.standard_normal(n)
+    S = np.sort(rng.choice(a.l, size=NewtonConfig(subsample=a.subsample).subsample_size(a.l),
+                           replace=False))
+    return theta, v, v2, S
+
+
+def assemble(comm, grid, local, n):
+    """The flat vector from every rank's block (NaN where no rank wrote), and whether every
+    position was written exactly once."""
+    blocks = comm.world.allgather(np.asarray(local, dtype=np.float64))
+    full, hits = np.full(n, np.nan), np.zeros(n, dtype=np.int64)
+    for r, block in enumerate(blocks):
+        idx = grid.param_slices(r)
+        if len(block) != len(idx):
+            return full, False
+        full[idx] = block
+        np.add.at(hits, idx, 1)
+    return full, bool((hits == 1).all())
+
+
+def rel(a, b):
+    """max |a - b| / max |b| (NaN anywhere makes it NaN)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return float("inf")
+    if np.isnan(a).any() or np.isnan(b).any():
+        return float("nan")
+    scale = np.abs(b).max() if b.size else 0.0
+    return float(np.abs(a - b).max() / scale) if scale > 0 else float(np.abs(a - b).max())
+
+
+def world_max(comm, x):
+    x = float(x)
+    xs = comm.world.allgather(x)
+    return float("nan") if any(np.isnan(xs)) else max(xs)
+
+
+# --------------------------------------------------------------------------- jobs
+
+def job_products(a, comm):
+    _, dm, dense = build(a, comm, "full")
+    grid, n = dm.grid, len(dense.theta)
+    idx = grid.param_slices(comm.rank)
+    theta, v, v2, S = random_point(a, dense)
+    out = {}
+    full, covered = assemble(comm, grid, dm.theta, n)
+    out["coverage"] = covered
+    out["init"] = rel(full, dense.theta)
+
+    f, f_ref = dm.objective(theta[idx]), dense.objective(theta)
+    out["objective"] = rel(f, f_ref)
+    fs = comm.world.allgather(f)
+    out["objective_spread"] = max(fs) - min(fs)           # the same float on every rank
+
+    out["gradient"] = rel(assemble(comm, grid, dm.gradient(theta[idx]), n)[0],
+                          dense.gradient(theta))
+    b = np.sort(np.random.default_rng(3000 + a.seed).choice(a.l, size=min(a.l, 9), replace=False))
+    out["stochastic_gradient"] = rel(assemble(comm, grid, dm.stochastic_gradient(theta[idx], b),
+                                              n)[0], dense.stochastic_gradient(theta, b))
+    # gradient with S: S is taken out of the batches and done last (the Jacobian is factored)
+    out["gradient_S"] = rel(assemble(comm, grid, dm.gradient(theta[idx], S), n)[0],
+                            dense.gradient(theta, S))
+    v_local = v[idx].copy()
+    Gv = dm.gauss_newton(v_local)
+    out["gauss_newton"] = rel(assemble(comm, grid, Gv, n)[0], dense.gauss_newton(v))
+    out["gauss_newton_keeps_v"] = bool(world_max(comm, rel(v_local, v[idx])) == 0.0)
+    # a second product on the same factorization (nothing in it may have been overwritten)
+    out["gauss_newton_2"] = rel(assemble(comm, grid, dm.gauss_newton(v2[idx]), n)[0],
+                                dense.gauss_newton(v2))
+    out["dot"] = rel(dm.dot(v[idx], v2[idx]), float(v @ v2))
+    out["accuracy"] = list(dm.accuracy(theta[idx]))
+    out["accuracy_ref"] = list(dense.accuracy(theta))
+    return out
+
+
+def job_diag(a, comm):
+    data, dm, dense = build(a, comm, "diag")
+    grid, n, layers = dm.grid, len(dense.theta), dense.layers
+    idx = grid.param_slices(comm.rank)
+    theta, v, _, S = random_point(a, dense)
+    out = {"gradient_S": rel(assemble(comm, grid, dm.gradient(theta[idx], S), n)[0],
+                             dense.gradient(theta, S))}
+    Gv = dm.gauss_newton(v[idx])
+    masked = np.zeros(n)
+    masked[idx] = v[idx]                                  # mask_p v
+    G_masked = ref.flatten(ref.gauss_newton_product(
+        ref.unflatten(theta, layers), data.X_train[S], ref.unflatten(masked, layers),
+        dense.C, a.act, a.loss))[idx]                     # mask_p (G mask_p v)
+    block_diag, _ = assemble(comm, grid, G_masked, n)
+    out["block_diag"] = rel(assemble(comm, grid, Gv, n)[0], block_diag)
+    # how far the block-diagonal product is from the full one (must be > 0 when N > 1,
+    # else the check above could not tell the two apart)
+    out["full_vs_block_diag"] = rel(block_diag, dense.gauss_newton(v))
+    out["cg_dot_local"] = world_max(comm, rel(dm.cg_dot(v[idx], v[idx]), float(v[idx] @ v[idx])))
+    return out
+
+
+def _compare_histories(comm, grid, hd, hr, keys_equal, keys_close):
+    n = len(hr.theta)
+    out = {"n_records": [len(hd.records), len(hr.records)]}
+    close = {k: 0.0 for k in keys_close}
+    for rd, rr in zip(hd.records, hr.records):
+        for k in keys_close:
+            close[k] = max(close[k], rel(rd[k], rr[k]))
+    out.update({f"{k}_err": e for k, e in close.items()})
+    for k in keys_equal:
+        out[k] = [r[k] for r in hd.records]
+        out[k + "_ref"] = [r[k] for r in hr.records]
+    out["theta"] = rel(assemble(comm, grid, hd.theta, n)[0], hr.theta)
+    return out
+
+
+def job_newton(a, comm):
+    _, dm, dense = build(a, comm, "full")
+    cfg = NewtonConfig(iters=a.iters, subsample=a.subsample, seed=a.seed)
+    hd, hr = newton(dm, cfg), newton(dense, cfg)
+    out = _compare_histories(comm, dm.grid, hd, hr,
+                             ["cg_iters", "cg_status", "alpha", "train_accuracy", "test_accuracy"],
+                             ["objective", "grad_norm", "lambda"])
+    out["f0_ref"] = dense.objective(dense.theta)
+    out["objectives_ref"] = [r["objective"] for r in hr.records]
+    return out
+
+
+def job_sgd(a, comm):
+    _, dm, dense = build(a, comm, "full")
+    cfg = SGDConfig(lr=a.lr, batch_size=a.sgd_batch, epochs=a.epochs, seed=a.seed)
+    hd, hr = sgd(dm, cfg), sgd(dense, cfg)
+    out = _compare_histories(comm, dm.grid, hd, hr,
+                             ["diverged", "train_accuracy", "test_accuracy"], ["objective"])
+    out["theta_moved_ref"] = rel(hr.theta, dense.theta)
+    return out
+
+
+def job_diag_newton(a, comm):
+    data, obj = make_data(a), objective_config(a)
+    dm = DistributedModel(data, a.hidden, a.splits, comm, obj, gn="diag", sync=a.sync)
+    f0 = dm.objective(dm.theta)
+    h = newton(dm, NewtonConfig(iters=a.iters, subsample=a.subsample, seed=a.seed))
+    fs = [f0] + [r["objective"] for r in h.records]
+    return {"objectives": comm.world.allgather(fs),
+            "cg_iters": comm.world.allgather([r["cg_iters"] for r in h.records]),
+            "cg_status": comm.world.allgather([r["cg_status"] for r in h.records])}
+
+
+def job_mismatch(a, comm):
+    try:
+        build(a, comm, "full")
+    except ConfigError as e:
+        messages = comm.world.allgather(str(e))
+        if comm.rank == 0:
+            _emit({"size": comm.size, "jobs": {"mismatch": {"messages": messages}}})
+        raise
+    return {"messages": None}     # no error: the test fails on this
+
+
+JOBS = {"products": job_products, "diag": job_diag, "newton": job_newton, "sgd": job_sgd,
+        "diag_newton": job_diag_newton, "mismatch": job_mismatch}
+
+
+def run(argv, comm):
+    """Run the jobs of ``argv`` on ``comm``; the result dict (the same on every rank)."""
+    a = parse(argv)
+    names = a.jobs.split(",")
+    unknown = [j for j in names if j not in JOBS]
+    if unknown:
+        raise SystemExit(f"unknown job(s) {unknown}; choose from {', '.join(JOBS)}")
+    return {"size": comm.size, "jobs": {j: JOBS[j](a, comm) for j in names}}
+
+
+def _emit(result):
+    print(MARK + json.dumps(result), flush=True)
+
+
+def main():
+    comm = Comm(MPI.COMM_WORLD)
+    result = run(sys.argv[1:], comm)
+    if comm.rank == 0:
+        _emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""The distributed model (METHOD.md §3-§4) against the dense one, under MPI.
+
+Each MPI case launches ``mpiexec -n N python -m mpi4py tests/mpi_jobs.py ...`` once (in its
+own process group, with a timeout, so a deadlock fails the test instead of freezing CI),
+reads rank 0's JSON line, and several tests assert on it:
+
+  products  f, grad f (all rows, with S, stochastic), G_S v (full), accuracy   rel 1e-10
+  diag      G v (gn=diag) = mask_p G mask_p v of the reference on S             rel 1e-10
+  newton    the same run as on the DenseModel: f per iteration 1e-8, same CG iteration
+            counts, steps and accuracies, final theta blocks 1e-8
+  sgd       the same run as on the DenseModel: f per epoch 1e-8, final theta 1e-8
+
+Grids cover N = 1, 2, 3, 4, 6 ranks: split input features (7 features 3 ways: uneven),
+split hidden layers, split output layers (P_L > 1 with both losses), several at once, one
+to three weight layers, relu and tanh. One-rank cases (L = 1) also run in-process on
+``Comm()`` (COMM_SELF). A grid needing another rank count must end every rank with a
+ConfigError naming the count it needs.
+"""
+import functools
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dnewton_core.comm import Comm, ConfigError
+from dnewton_core.distributed import DistributedModel
+from dnewton_core.model import DenseModel
+from dnewton_core.newton import NewtonConfig, newton
+
+HERE = Path(__file__).resolve().parent
+JOBS_SCRIPT = HERE / "mpi_jobs.py"
+PRODUCT_TOL = 1e-10          # one product: only rounding separates the two computations
+RUN_TOL = 1e-8               # a whole run: rounding may grow over the iterations
+LAUNCH_TIMEOUT = 60          # seconds; a healthy launch takes about one
+
+_spec = importlib.util.spec_from_file_location("mpi_jobs", JOBS_SCRIPT)
+mpi_jobs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mpi_jobs)
+
+
+def _mpiexec():
+    here = Path(sys.executable).parent / "mpiexec"
+    return str(here) if here.exists() else shutil.which("mpiexec")
+
+
+MPIEXEC = _mpiexec()
+needs_mpiexec = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec next to python or on PATH")
+
+
+def launch(n, args, timeout=LAUNCH_TIMEOUT):
+    """Run mpi_jobs.py on n ranks: (returncode, parsed rank-0 JSON or None, stdout, stderr, s).
+
+    Started in a new session so that a hang can be ended by killing the whole group."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    cmd = [MPIEXEC, "-n", str(n), sys.executable, "-m", "mpi4py", str(JOBS_SCRIPT), *args]
+    tic = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=HERE.parent, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"mpiexec -n {n} {' '.join(args)} did not finish in {timeout} s (hang?)\n"
+                    f"stdout:\n{out[-2000:]}\nstderr:\n{err[-2000:]}")
+    seconds = time.perf_counter() - tic
+    lines = [ln for ln in out.splitlines() if ln.startswith(mpi_jobs.MARK)]
+    result = json.loads(lines[-1][len(mpi_jobs.MARK):]) if lines else None
+    return proc.returncode, result, out, err, seconds
+
+
+# --------------------------------------------------------------------------- the MPI cases
+
+# (id, ranks, arguments of mpi_jobs.py, extra jobs); defaults there: 7 features, 4 classes,
+# l = 60, batch 13 (the last batch is short), |S| = 12, relu, squared loss.
+CASES = [
+    ("n1-L1-squared-relu", 1, ["--splits", "1,1"], ()),
+    ("n2-features2-xent-tanh", 2, ["--splits", "2,1", "--loss", "cross_entropy", "--act", "tanh"],
+     ()),
+    ("n2-L2-unsplit-squared-relu", 2, ["--splits", "1,1,1", "--hidden", "5"], ()),
+    ("n3-features7by3-squared-tanh", 3, ["--splits", "3,1", "--act", "tanh",
+                                         "--l", "23", "--batch", "7", "--subsample", "1.0"], ()),
+    ("n3-output4by3-xent-relu", 3, ["--splits", "1,3", "--loss", "cross_entropy"], ()),
+    ("n3-L2-output2-squared-tanh", 3, ["--splits", "1,1,2", "--hidden", "5", "--act", "tanh",
+                                       "--sync", "0.5"], ("diag_newton",)),
+    ("n4-hidden5by2-squared-relu", 4, ["--splits", "1,2,1", "--hidden", "5", "--sync", "1.0"],
+     ("diag_newton",)),
+    ("n4-features2-output2-xent-relu", 4, ["--splits", "2,1,2", "--hidden", "5",
+                                           "--loss", "cross_entropy", "--sync", "0.5"],
+     ("diag_newton",)),
+    ("n6-L3-features2-hidden2-squared-tanh", 6, ["--splits", "2,1,2,1", "--hidden", "5,4",
+                                                 "--act", "tanh", "--sync", "0.5"],
+     ("diag_newton",)),
+    ("n6-hidden2-output2-xent-tanh", 6, ["--splits", "1,2,2", "--hidden", "5",
+                                         "--loss", "cross_entropy", "--act", "tanh",
+                                         "--batch", "100", "--n-test", "0"], ()),
+    ("n6-features3-output3-xent-relu", 6, ["--splits", "3,1,3", "--hidden", "3",
+                                           "--loss", "cross_entropy", "--iters", "6"], ()),
+]
+CASE_IDS = [c[0] for c in CASES]
+_BY_ID = {c[0]: c for c in CASES}
+BASE_JOBS = ("products", "diag", "newton", "sgd")
+
+
+def case_args(case_id):
+    """The parsed mpi_jobs arguments of a case (its defaults included)."""
+    return mpi_jobs.parse(["products", *_BY_ID[case_id][2]])
+
+
+@functools.lru_cache(maxsize=None)
+def _case_outcome(case_id):
+    """Launch a case once for all the tests reading it; failures are cached too."""
+    _, n, args, extra = _BY_ID[case_id]
+    try:
+        rc, result, out, err, _ = launch(n, [",".join(BASE_JOBS + extra), *args])
+    except pytest.fail.Exception as e:
+        return None, str(e)
+    if rc != 0 or result is None:
+        return None, f"mpiexec -n {n} exited with {rc}\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
+    if result["size"] != n:
+        return None, f"ran on {result['size']} ranks, expected {n}"
+    return result["jobs"], None
+
+
+def case_jobs(case_id):
+    jobs, error = _case_outcome(case_id)
+    if error:
+        pytest.fail(error)
+    return jobs
+
+
+def _same(a, b):
+    """Equal lists, NaN equal to NaN (accuracy on an empty test set)."""
+    return len(a) == len(b) and all(x == y or (x != x and y != y) for x, y in zip(a, b))
+
+
+# ------------------------------------------------------------------- shared assertions
+
+def check_products(r):
+    assert r["coverage"], "param_slices of the ranks do not cover theta exactly once"
+    assert r["init"] == 0.0, "the initial blocks are not the dense initial theta's"
+    assert r["objective_spread"] == 0.0, "ranks disagree on f"
+    for key in ("objective", "gradient", "stochastic_gradient", "gradient_S", "gauss_newton",
+                "gauss_newton_2", "dot"):
+        assert r[key] < PRODUCT_TOL, f"{key}: relative error {r[key]:.3g}"
+    assert r["gauss_newton_keeps_v"], "gauss_newton modified its argument"
+    assert _same(r["accuracy"], r["accuracy_ref"]), (r["accuracy"], r["accuracy_ref"])
+
+
+def check_diag(r, n_ranks):
+    assert r["gradient_S"] < PRODUCT_TOL, r["gradient_S"]
+    assert r["block_diag"] < PRODUCT_TOL, f"G v vs block-diagonal reference: {r['block_diag']:.3g}"
+    assert r["cg_dot_local"] < PRODUCT_TOL, "cg_dot is not the partition's own inner product"
+    if n_ranks > 1:   # otherwise the check above could not tell diag from full
+        assert r["full_vs_block_diag"] > 1e-6, r["full_vs_block_diag"]
+    else:             # one partition: its block is all of G
+        assert r["full_vs_block_diag"] < PRODUCT_TOL, r["full_vs_block_diag"]
+
+
+def check_newton(r, iters):
+    assert r["n_records"] == [iters, iters]
+    for key in ("objective_err", "grad_norm_err", "lambda_err", "theta"):
+        assert r[key] < RUN_TOL, f"{key}: relative error {r[key]:.3g}"
+    for key in ("cg_iters", "cg_status", "alpha", "train_accuracy", "test_accuracy"):
+        assert _same(r[key], r[key + "_ref"]), (key, r[key], r[key + "_ref"])
+    # not a vacuous comparison: the dense run did take steps and decreased f
+    assert sum(r["cg_iters_ref"]) > 0 and any(a > 0 for a in r["alpha_ref"])
+    assert r["objectives_ref"][-1] < r["f0_ref"]
+
+
+def check_sgd(r, epochs):
+    assert r["n_records"] == [epochs, epochs]
+    assert r["objective_err"] < RUN_TOL, r["objective_err"]
+    assert r["theta"] < RUN_TOL, r["theta"]
+    assert r["diverged"] == r["diverged_ref"] and not any(r["diverged_ref"])
+    assert _same(r["train_accuracy"], r["train_accuracy_ref"])
+    assert _same(r["test_accuracy"], r["test_accuracy_ref"])
+    assert r["theta_moved_ref"] > 1e-3        # SGD did move theta
+
+
+# --------------------------------------------------------------------------- MPI tests
+
+@needs_mpiexec
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_products_match_dense(case_id):
+    check_products(case_jobs(case_id)["products"])
+
+
+@needs_mpiexec
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_diag_gauss_newton_is_block_diagonal_reference(case_id):
+    check_diag(case_jobs(case_id)["diag"], _BY_ID[case_id][1])
+
+
+@needs_mpiexec
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_newton_run_follows_dense_run(case_id):
+    check_newton(case_jobs(case_id)["newton"], case_args(case_id).iters)
+
+
+@needs_mpiexec
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_sgd_run_follows_dense_run(case_id):
+    check_sgd(case_jobs(case_id)["sgd"], case_args(case_id).epochs)
+
+
+@needs_mpiexec
+@pytest.mark.parametrize("case_id", [c[0] for c in CASES if "diag_newton" in c[3]])
+def test_diag_newton_with_sync_fraction_runs_and_descends(case_id):
+    """No dense counterpart: every rank sees the same f, which never increases, and drops."""
+    r = case_jobs(case_id)["diag_newton"]
+    first, *others = r["objectives"]
+    assert all(o == first for o in others), "ranks disagree on the objective values"
+    assert np.all(np.isfinite(first))
+    assert all(b <= a for a, b in zip(first, first[1:])), first
+    assert first[-1] < first[0]
+
+
+@needs_mpiexec
+@pytest.mark.parametrize("n, splits, hidden, need", [(2, "3,1", "", 3), (2, "1,1", "", 1),
+                                                     (3, "1,2,1", "5", 4)])
+def test_rank_count_mismatch_ends_every_rank_with_config_error(n, splits, hidden, need):
+    rc, result, out, err, seconds = launch(n, ["mismatch", "--splits", splits, "--hidden", hidden],
+                                           timeout=30)
+    assert rc != 0, "a wrong rank count must end the launch with an error"
+    assert result is not None, f"no report from rank 0\nstdout:\n{out}\nstderr:\n{err}"
+    messages = result["jobs"]["mismatch"]["messages"]
+    assert messages is not None and len(messages) == n, messages
+    for message in messages:       # every rank raised, naming both counts
+        assert f"need {need} MPI ranks" in message and f"{n} were started" in message, message
+    assert "ConfigError" in err and f"need {need} MPI ranks" in err
+    assert seconds < 20, f"took {seconds:.1f} s"
+
+
+# --------------------------------------------------------------------------- one rank, in-process
+
+ONE_RANK = [("squared", "relu"), ("squared", "tanh"), ("cross_entropy", "relu"),
+            ("cross_entropy", "tanh")]
+
+
+@pytest.mark.parametrize("loss, act", ONE_RANK)
+def test_one_rank_in_process_matches_dense(loss, act):
+    """L = 1 on Comm() (COMM_SELF): the same jobs, no mpiexec."""
+    argv = ["products,diag,newton,sgd", "--splits", "1,1", "--loss", loss, "--act", act]
+    jobs = mpi_jobs.run(argv, Comm())["jobs"]
+    check_products(jobs["products"])
+    check_diag(jobs["diag"], 1)
+    a = mpi_jobs.parse(argv)
+    check_newton(jobs["newton"], a.iters)
+    check_sgd(jobs["sgd"], a.epochs)
+
+
+@pytest.mark.parametrize("loss", ["squared", "cross_entropy"])
+def test_one_rank_diag_newton_is_full_newton(loss):
+    """With one partition the block-diagonal G is G: the diag run is the dense run."""
+    a = mpi_jobs.parse(["newton", "--splits", "1,1", "--loss", loss, "--act", "tanh"])
+    data, obj = mpi_jobs.make_data(a), mpi_jobs.objective_config(a)
+    cfg = NewtonConfig(iters=a.iters, subsample=a.subsample, seed=a.seed)
+    hd = newton(DistributedModel(data, (), (1, 1), Comm(), obj, gn="diag"), cfg)
+    hr = newton(DenseModel(data, (), obj), cfg)
+    fd, fr = (np.array([r["objective"] for r in h.records]) for h in (hd, hr))
+    np.testing.assert_allclose(fd, fr, rtol=RUN_TOL, atol=0)
+    assert [r["cg_iters"] for r in hd.records] == [r["cg_iters"] for r in hr.records]
+    np.testing.assert_allclose(hd.theta, hr.theta, rtol=0, atol=RUN_TOL * np.abs(hr.theta).max())
+
+
+def test_one_rank_grid_needing_two_ranks_raises_config_error():
+    a = mpi_jobs.parse(["products", "--splits", "2,1"])
+    with pytest.raises(ConfigError, match="need 2 MPI ranks.*but 1 were started"):
+        DistributedModel(mpi_jobs.make_data(a), (), (2, 1), Comm(), mpi_jobs.objective_config(a))
