@@ -16,6 +16,7 @@ from .experiment import build_model, config_dict, result, train
 from .model import ObjectiveConfig
 from .newton import NewtonConfig
 from .partition import parse_splits
+from .reproduce import add_arguments, cmd_reproduce
 from .sgd import SGDConfig
 
 # Kit's choice, not simpleNN's: on digits' 1437 training instances the default
@@ -107,6 +108,7 @@ def parser():
                                    "Gauss-Newton matrix against SGD, on the same data, network "
                                    "and grid: a table, compare.json and a figure.")
     p.add_argument("--out", default="results/compare", help="output directory")
+    add_arguments(sub)
     return top
 
 
@@ -259,7 +261,7 @@ def main(argv=None):
         sys.stdout = sys.stderr = open(os.devnull, "w")
     try:
         args = parser().parse_args(argv)
-        commands = {"train": cmd_train, "compare": cmd_compare}
+        commands = {"train": cmd_train, "compare": cmd_compare, "reproduce": cmd_reproduce}
         return commands[args.command](args, comm)
     except ConfigError as e:                          # agreed on by every rank
         if comm.rank == 0:

@@ -1,0 +1,233 @@
+"""The reproduction study (``python -m dnewton_core reproduce --quick``), as a user runs it.
+
+Two launches, each a subprocess in its own process group with a timeout (a hang fails the
+test instead of freezing CI), in a tmp_path: under ``mpiexec -n 4`` and on one process. The
+tests read what they wrote: runs.csv (rows, columns, bytes that add up, the full and the
+diagonal Gauss-Newton's CG bytes, diverged SGD kept), curves.csv, the table of summary.md,
+the figures; a third launch must refuse to overwrite. The pure parts (grid, settings,
+aggregation, table) are tested in-process.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dnewton_core import cli
+from dnewton_core import reproduce as rep
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK_LIMIT = 120            # seconds: the promise of --quick (on 2 cores)
+TIMEOUT = 180                # a launch that takes longer is a hang
+
+
+def _mpiexec():
+    here = Path(sys.executable).parent / "mpiexec"
+    return str(here) if here.exists() else shutil.which("mpiexec")
+
+
+MPIEXEC = _mpiexec()
+
+
+def launch(args, n=None, timeout=TIMEOUT):
+    """Run ``python -m dnewton_core ARGS`` (under mpiexec -n n if given): rc, out, err, s."""
+    cmd = [sys.executable, "-m", "dnewton_core", *args]
+    if n:
+        cmd = [MPIEXEC, "-n", str(n), *cmd]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    tic = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(cmd)} did not finish in {timeout} s\n{out[-2000:]}\n{err[-2000:]}")
+    return proc.returncode, out, err, time.perf_counter() - tic
+
+
+@pytest.fixture(scope="module")
+def quick4(tmp_path_factory):
+    if MPIEXEC is None:
+        pytest.skip("no mpiexec next to python or on PATH")
+    out_dir = tmp_path_factory.mktemp("quick4") / "study"
+    rc, out, err, seconds = launch(["reproduce", "--quick", "--out", str(out_dir)], n=4)
+    assert rc == 0, f"exit {rc}\n{out[-3000:]}\n{err[-3000:]}"
+    return out_dir, out, seconds
+
+
+@pytest.fixture(scope="module")
+def quick1(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("quick1") / "study"
+    rc, out, err, seconds = launch(["reproduce", "--quick", "--out", str(out_dir)])
+    assert rc == 0, f"exit {rc}\n{out[-3000:]}\n{err[-3000:]}"
+    return out_dir, out, seconds
+
+
+QUICK_SETTINGS = {"newton-full S=5%", "newton-diag S=5% sync=1", "newton-diag S=5% sync=0.5",
+                  "sgd lr=0.001", "sgd lr=0.1", "sgd lr=1"}
+
+
+# --------------------------------------------------------------------------- under mpiexec -n 4
+
+def test_quick_finishes_in_time_and_reports_each_run(quick4):
+    _, out, seconds = quick4
+    assert seconds < QUICK_LIMIT
+    progress = [line for line in out.splitlines() if line.startswith("[")]
+    assert len(progress) == 12 and progress[-1].startswith("[ 12/12]")
+
+
+def test_runs_csv_has_a_row_per_run_and_every_column(quick4):
+    rows = rep.read_runs(quick4[0] / "runs.csv")
+    assert list(rows[0]) == rep.RUN_COLUMNS
+    assert len(rows) == 2 * len(QUICK_SETTINGS)
+    assert {r["setting"] for r in rows} == QUICK_SETTINGS
+    for label in QUICK_SETTINGS:
+        assert sorted(r["seed"] for r in rows if r["setting"] == label) == [0, 1]
+    for r in rows:
+        assert r["data"] == "digits" and r["network"] == "64-64-64-10"
+        assert r["ranks"] == 4 and r["splits"] == "2,1,1,1"
+        assert 0 <= r["test_accuracy"] <= 1 and r["wall_time"] > 0
+        if r["method"] == "sgd":
+            assert r["lr"] is not None and r["subsample"] is None and r["unit"] == "epoch"
+            assert r["cg_iters"] is None
+        else:
+            assert r["lr"] is None and r["subsample"] == 0.05 and r["iterations"] == 8
+            assert r["cg_iters"] >= r["iterations"]
+
+
+def test_bytes_add_up_by_phase(quick4):
+    for r in rep.read_runs(quick4[0] / "runs.csv"):
+        training = sum(r[f"bytes_{p}"] for p in rep.LEDGER_PHASES if p not in ("evaluate", "report"))
+        assert r["bytes_total"] == training > 0
+        assert r["bytes_evaluate"] > 0                  # the accuracy checks: measured, not counted
+        if r["method"] == "sgd":
+            assert r["bytes_sgd"] > 0 and r["bytes_cg"] == 0 and r["bytes_jacobian"] == 0
+        else:
+            assert r["bytes_sgd"] == 0 and r["bytes_jacobian"] > 0
+        assert (r["bytes_sync"] > 0) == (r["method"] == "newton-diag" and r["sync"] < 1)
+
+
+def test_diagonal_gauss_newton_sends_almost_nothing_in_cg(quick4):
+    rows = rep.read_runs(quick4[0] / "runs.csv")
+    for seed in (0, 1):
+        full = next(r for r in rows if r["setting"] == "newton-full S=5%" and r["seed"] == seed)
+        for r in rows:
+            if r["method"] == "newton-diag" and r["seed"] == seed:
+                # only the scalars g'd, d'r, d'd after CG: no |S| x n_L allreduce per CG step
+                assert r["bytes_cg"] < 1e-3 * full["bytes_cg"]
+                assert r["bytes_cg"] <= 3 * 8 * 4 * r["iterations"]
+
+
+def test_diverged_sgd_is_kept_as_a_result(quick4):
+    rows = rep.read_runs(quick4[0] / "runs.csv")
+    big = [r for r in rows if r["setting"] == "sgd lr=1"]
+    assert len(big) == 2 and all(r["diverged"] and r["iterations"] < r["budget"] for r in big)
+    assert not any(r["diverged"] for r in rows if r["setting"] == "sgd lr=0.1")
+
+
+def test_curves_have_a_row_per_iteration(quick4):
+    import csv
+    with open(quick4[0] / "curves.csv", newline="") as f:
+        curves = list(csv.DictReader(f))
+    rows = rep.read_runs(quick4[0] / "runs.csv")
+    for r in rows:
+        mine = [c for c in curves if int(c["run"]) == r["run"]]
+        assert [int(c["iter"]) for c in mine] == list(range(1, r["iterations"] + 1))
+        times = [float(c["wall_time"]) for c in mine]
+        assert times == sorted(times)
+
+
+def test_summary_has_the_command_machine_and_a_row_per_setting(quick4):
+    text = (quick4[0] / "summary.md").read_text()
+    assert "mpiexec -n 4 python -m dnewton_core reproduce --quick" in text
+    for key in ("- date:", "- machine:", "numpy", "mpi4py", "C = 143.8", "0.1l"):
+        assert key in text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| method |") and "test acc (mean ± std)" in table[0]
+    body = table[1:]
+    assert len(body) == len(QUICK_SETTINGS)
+    assert sum(line.startswith("| newton-diag |") for line in body) == 2
+    assert all(" ± " in line.split("|")[6] for line in body)     # two seeds: a std
+    for claim in ("### 1.", "### 2.", "### 3.", "### 4."):
+        assert claim in text
+
+
+def test_figures_are_written(quick4):
+    for name in ("accuracy_vs_time.png", "robustness.png"):
+        data = (quick4[0] / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_refuses_to_overwrite(quick4):
+    before = {p.name: p.read_bytes() for p in quick4[0].iterdir()}
+    rc, out, err, _ = launch(["reproduce", "--quick", "--out", str(quick4[0])], timeout=60)
+    assert rc == 2 and "exists" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in quick4[0].iterdir()} == before
+
+
+# --------------------------------------------------------------------------- one process
+
+def test_quick_on_one_process_leaves_out_the_diagonal(quick1):
+    out_dir, out, seconds = quick1
+    assert seconds < QUICK_LIMIT
+    rows = rep.read_runs(out_dir / "runs.csv")
+    assert {r["setting"] for r in rows} == QUICK_SETTINGS - {
+        "newton-diag S=5% sync=1", "newton-diag S=5% sync=0.5"}
+    assert all(r["ranks"] == 1 and r["bytes_total"] == 0 for r in rows)
+    text = (out_dir / "summary.md").read_text()
+    assert "left out: newton-diag" in text and "python -m dnewton_core reproduce" in text
+    assert (out_dir / "robustness.png").exists() and (out_dir / "accuracy_vs_time.png").exists()
+
+
+# --------------------------------------------------------------------------- in-process
+
+def _args(*argv):
+    return cli.parser().parse_args(["reproduce", *argv])
+
+
+def test_grid_sync_only_with_the_diagonal_and_diagonal_only_on_a_grid():
+    settings, notes = rep.study_settings(rep.METHODS, (0.05, 0.2), (1.0, 0.5), (0.1, 1.0), True)
+    assert len(settings) == 2 + 4 + 2 and not notes
+    assert all(s.sync == 1.0 for s in settings if s.method == "newton-full")
+    settings, notes = rep.study_settings(rep.METHODS, (0.05,), (1.0, 0.5), (0.1,), False)
+    assert [s.method for s in settings] == ["newton-full", "sgd"] and len(notes) == 1
+
+
+def test_resolve_defaults_and_checks():
+    a = rep.resolve(_args())
+    assert (a.data, a.hidden, a.iters, a.seeds, a.out) == ("digits", (64, 64), 100, 3, "results/digits")
+    a = rep.resolve(_args("--data", "fashion-mnist"))
+    assert a.hidden == (300, 300) and a.out == "results/fashion-mnist"
+    a = rep.resolve(_args("--quick"))
+    assert a.seeds == 2 and a.iters == 8 and a.lrs == (1e-3, 1e-1, 1.0)
+    a = rep.resolve(_args("--settings", "newton-diag:0.05:0.5,sgd:0.01"))
+    assert a.methods == ("newton-diag", "sgd") and a.settings[0].sync == 0.5
+    for bad in (["--syncs", "0"], ["--seeds", "0"], ["--methods", "adam"],
+                ["--settings", "newton-diag:0.05"], ["--quick", "--data", "usps"]):
+        with pytest.raises(ValueError):
+            rep.resolve(_args(*bad))
+
+
+def test_aggregate_and_table():
+    def row(run, setting, seed, acc):
+        return dict(run=run, setting=setting.label, method=setting.method,
+                    subsample=setting.subsample, sync=setting.sync, lr=setting.lr,
+                    unit="epoch" if setting.method == "sgd" else "iteration", seed=seed,
+                    iterations=2, test_accuracy=acc, train_accuracy=acc, objective=1.0,
+                    wall_time=4.0, bytes_total=200, bytes_cg=20, bytes_jacobian=10,
+                    cg_iters=6 if setting.method != "sgd" else None, seconds_cg=1.0,
+                    seconds_jacobian=0.5, diverged=False)
+    sgd, full = rep.Setting("sgd", lr=0.1), rep.Setting("newton-full", 0.05, 1.0)
+    rows = [row(1, sgd, 0, 0.8), row(2, full, 0, 0.9), row(3, sgd, 1, 0.6), row(4, full, 1, 0.9)]
+    stats = rep.aggregate(rows)
+    assert [s["method"] for s in stats] == ["newton-full", "sgd"]        # sorted, not run order
+    assert stats[1]["test"] == pytest.approx(0.7) and stats[1]["test_std"] == pytest.approx(0.1414, abs=1e-4)
+    assert stats[0]["bytes_per_iter"] == 100 and stats[0]["cg_per_iter"] == 3
+    table = rep.settings_table(stats).splitlines()
+    assert len(table) == 4 and "0.7000 ± 0.1414" in table[3]
