@@ -109,3 +109,199 @@ def robustness_strip(groups, path, title=""):
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# -- figures for the notebooks (they return the Figure; the notebook shows it) ---------------
+
+NOTEBOOK_DPI = 72
+
+
+def _colours(n):
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(k % cmap.N) for k in range(n)]
+
+
+def _neuron_y(n):
+    """Heights of n neurons spread over [0, 1], top to bottom."""
+    import numpy as np
+    return np.linspace(1.0, 0.0, n) if n > 1 else np.array([0.5])
+
+
+def partition_network(grid, title=None):
+    """The network with every weight coloured by the rank that holds it (METHOD.md §3).
+
+    Columns are layers n_0..n_L (dots: neurons); the line from neuron a of layer m-1 to
+    neuron b of layer m is W^m[a, b], drawn in the colour of the rank holding it. Brackets
+    mark the neuron groups T_{m,j}; a square under a group marks its bias b^m[T_{m,j}], in
+    the colour of the rank holding it.
+    """
+    from matplotlib.collections import LineCollection
+    from matplotlib.patches import Patch
+    colours = _colours(grid.size)
+    fig, ax = plt.subplots(figsize=(8, 4.6), dpi=NOTEBOOK_DPI)
+    ys = [_neuron_y(n) for n in grid.layers]
+    for p in grid.partitions:
+        m = p.m
+        segments = [((m - 1, ys[m - 1][a]), (m, ys[m][b])) for a in p.rows for b in p.cols]
+        dense = len(segments) > 200
+        ax.add_collection(LineCollection(segments, colors=[colours[p.rank]],
+                                         linewidths=0.5 if dense else 1.0,
+                                         alpha=0.35 if dense else 0.6))
+        if p.has_bias:
+            mid = (ys[m][p.cols.start] + ys[m][p.cols.stop - 1]) / 2
+            ax.plot(m + 0.09, mid, marker="s", ms=6, color=colours[p.rank])
+    for m, n in enumerate(grid.layers):
+        ax.scatter([m] * n, ys[m], s=6 if n > 32 else 14, color="0.25", zorder=3)
+        for j, T in enumerate(grid.groups(m)):
+            top, bottom = ys[m][T.start] + 0.01, ys[m][T.stop - 1] - 0.01
+            ax.plot([m - 0.06, m - 0.06], [bottom, top], color="k", lw=1)
+            if grid.splits[m] > 1:
+                ax.text(m - 0.08, (top + bottom) / 2, f"$T_{{{m},{j}}}$", ha="right",
+                        va="center", fontsize=8)
+        ax.text(m, -0.08, f"$n_{m}$ = {n}\n$P_{m}$ = {grid.splits[m]}", ha="center", va="top",
+                fontsize=9)
+    handles = [Patch(color=colours[p.rank], label=f"rank {p.rank}: ({p.m}, {p.i}, {p.j})")
+               for p in grid.partitions]
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+              frameon=False)
+    ax.set_xlim(-0.4, grid.L + 0.3)
+    ax.set_ylim(-0.25, 1.05)
+    ax.axis("off")
+    ax.set_title(title or f"layers {'-'.join(map(str, grid.layers))}, splits "
+                          f"{','.join(map(str, grid.splits))}: {grid.size} partitions")
+    fig.tight_layout()
+    return fig
+
+
+def feature_split(grid, X, image_shape=None, n_rows=60):
+    """The feature-wise split of the data: who holds which columns of X.
+
+    Left: the first ``n_rows`` instances (rows) by features (columns), with the column
+    groups T_{0,i} outlined; the ranks (1, i, j) for all j hold X[:, T_{0,i}]. Right (when
+    ``image_shape`` is given, e.g. (8, 8) for digits): the same groups on one image.
+    """
+    import numpy as np
+    from matplotlib.patches import Rectangle
+    groups = grid.groups(0)
+    holders = grid.feature_holders                 # i -> ranks (1, i, j) for all j
+    rank_colours = _colours(grid.size)             # as in partition_network
+    colours = [rank_colours[holders[i][0]] for i in range(len(groups))]
+    panels = 2 if image_shape else 1
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels + 1, 3.6), dpi=NOTEBOOK_DPI,
+                             gridspec_kw={"width_ratios": [1.6, 1][:panels]})
+    axes = np.atleast_1d(axes)
+    ax = axes[0]
+    rows = X[:n_rows]
+    ax.imshow(rows, aspect="auto", cmap="gray_r", interpolation="nearest")
+    for i, T in enumerate(groups):
+        ax.add_patch(Rectangle((T.start - 0.5, -0.5), len(T), len(rows), fill=False,
+                               edgecolor=colours[i], lw=2.5))
+        ranks = ",".join(map(str, holders[i]))
+        ax.text(T.start + len(T) / 2 - 0.5, -1.5, f"$T_{{0,{i}}}$: rank{'s' if len(holders[i]) > 1 else ''} {ranks}",
+                ha="center", va="bottom", fontsize=8, color=colours[i])
+    ax.set_xlabel("feature")
+    ax.set_ylabel("instance")
+    ax.set_title("X, split by columns", pad=16)
+    if image_shape:
+        ax = axes[1]
+        ax.imshow(X[0].reshape(image_shape), cmap="gray_r", interpolation="nearest")
+        owner = np.zeros(X.shape[1], dtype=int)
+        for i, T in enumerate(groups):
+            owner[T.start:T.stop] = i
+        overlay = np.array([colours[i] for i in owner]).reshape(*image_shape, 4)
+        overlay[..., 3] = 0.35
+        ax.imshow(overlay, interpolation="nearest")
+        ax.set_title("one instance, pixels by group")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def bytes_by_phase(per_iteration, title="bytes per iteration"):
+    """Grouped bars: mean bytes per iteration (summed over ranks) for each phase and run.
+
+    ``per_iteration`` is {run name: {phase: bytes}} (``cluster.bytes_per_iteration``). The
+    axis is logarithmic: a few scalars and megabytes share one picture.
+    """
+    import numpy as np
+    phases = [p for p in ("function", "gradient", "jacobian", "cg", "sync", "line_search", "sgd")
+              if any(p in d for d in per_iteration.values())]
+    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=NOTEBOOK_DPI)
+    width = 0.8 / max(1, len(per_iteration))
+    x = np.arange(len(phases))
+    for k, (name, d) in enumerate(per_iteration.items()):
+        values = [d.get(p, 0) for p in phases]
+        ax.bar(x + (k - (len(per_iteration) - 1) / 2) * width, values, width, label=name)
+    ax.set_xticks(x, phases)
+    ax.set_yscale("log")
+    ax.set_ylabel("bytes per iteration (all ranks)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def history_curves(runs, ys=("objective", "test_accuracy"), x="iter", xlabel=None,
+                   logy=("objective",)):
+    """One panel per quantity in ``ys``, one line per run, against ``x`` (a record key such
+    as "iter" or "wall_time"). ``runs`` is {name: result}."""
+    import numpy as np
+    fig, axes = plt.subplots(1, len(ys), figsize=(4.2 * len(ys), 3.2), dpi=NOTEBOOK_DPI)
+    for ax, y in zip(np.atleast_1d(axes), ys):
+        for name, run in runs.items():
+            h = [r for r in run["history"] if r.get(y) is not None]
+            ax.plot([r[x] for r in h], [r[y] for r in h], marker=".", label=name)
+        ax.set_xlabel(xlabel or {"iter": "iteration", "wall_time": "training time (s)"}.get(x, x))
+        ax.set_ylabel(y.replace("_", " "))
+        if y in logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[-1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cg_iterations(runs):
+    """CG iterations per Newton iteration and rank: one CG for all ranks (full G) is one
+    line; with the block-diagonal G every rank runs its own CG (one line each)."""
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=NOTEBOOK_DPI)
+    for k, (name, run) in enumerate(runs.items()):
+        per_rank = run["cg_iters_per_rank"]
+        style = dict(color=f"C{k}")
+        if all(r == per_rank[0] for r in per_rank):
+            ax.plot(range(1, len(per_rank[0]) + 1), per_rank[0], marker="o", label=name, **style)
+            continue
+        for rank, iters in enumerate(per_rank):
+            ax.plot(range(1, len(iters) + 1), iters, marker=".", alpha=0.7, lw=1,
+                    label=f"{name} (each rank)" if rank == 0 else None, **style)
+    ax.set_xlabel("Newton iteration")
+    ax.set_ylabel("CG iterations")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def seconds_by_rank(runs, phases=("cg", "sync")):
+    """Stacked bars: seconds each rank spent in ``phases`` over a run, one panel per run
+    (``runs`` from ``cluster.gather_run``, with "per_rank" totals)."""
+    import numpy as np
+    fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 3.0), dpi=NOTEBOOK_DPI,
+                             sharey=True)
+    for ax, (name, run) in zip(np.atleast_1d(axes), runs.items()):
+        per_rank = run["per_rank"]
+        bottom = np.zeros(len(per_rank))
+        for k, phase in enumerate(phases):
+            values = np.array([t.get(phase, {}).get("seconds", 0.0) for t in per_rank])
+            ax.bar(range(len(per_rank)), values, bottom=bottom, color=f"C{k}", label=phase)
+            bottom += values
+        ax.set_xticks(range(len(per_rank)))
+        ax.set_xlabel("rank")
+        ax.set_title(name, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("seconds")
+    np.atleast_1d(axes)[-1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
