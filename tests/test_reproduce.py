@@ -202,14 +202,17 @@ def test_grid_sync_only_with_the_diagonal_and_diagonal_only_on_a_grid():
 def test_resolve_defaults_and_checks():
     a = rep.resolve(_args())
     assert (a.data, a.hidden, a.iters, a.seeds, a.out) == ("digits", (64, 64), 100, 3, "results/digits")
-    a = rep.resolve(_args("--data", "fashion-mnist"))
-    assert a.hidden == (300, 300) and a.out == "results/fashion-mnist"
+    assert a.epochs == 130                      # 1.3 epochs per Newton iteration on digits
+    a = rep.resolve(_args("--data", "fashion-mnist", "--iters", "10"))
+    assert a.hidden == (300, 300) and a.out == "results/fashion-mnist" and a.epochs == 28
+    assert rep.resolve(_args("--iters", "10", "--epochs", "3")).epochs == 3
     a = rep.resolve(_args("--quick"))
     assert a.seeds == 2 and a.iters == 8 and a.lrs == (1e-3, 1e-1, 1.0)
     a = rep.resolve(_args("--settings", "newton-diag:0.05:0.5,sgd:0.01"))
     assert a.methods == ("newton-diag", "sgd") and a.settings[0].sync == 0.5
     for bad in (["--syncs", "0"], ["--seeds", "0"], ["--methods", "adam"],
-                ["--settings", "newton-diag:0.05"], ["--quick", "--data", "usps"]):
+                ["--settings", "newton-diag:0.05"], ["--settings", "newton-full:2"],
+                ["--quick", "--data", "usps"]):
         with pytest.raises(ValueError):
             rep.resolve(_args(*bad))
 
