@@ -112,6 +112,7 @@ class MPICluster:
         self.mpiexec = mpiexec
         self.cluster = self.client = self.view = None
         self.ranks = None            # engine ids in rank order (they equal the ranks for --mpi)
+        self._cluster_id = None
 
     # -- starting and stopping ----------------------------------------------------------
     def start(self):
@@ -130,7 +131,7 @@ class MPICluster:
                               engine_timeout=max(1, math.ceil(self.timeout)))
         cluster.config.MPILauncher.mpi_cmd = [mpiexec]
         cluster.config.BaseLauncher.environment = dict(blas, **{CLUSTER_MARK: cluster.cluster_id})
-        self.cluster = cluster
+        self.cluster, self._cluster_id = cluster, cluster.cluster_id
         _RUNNING.add(self)
         try:
             cluster.start_cluster_sync()
@@ -237,7 +238,8 @@ class MPICluster:
     # -- using the engines --------------------------------------------------------------
     @property
     def cluster_id(self):
-        return self.cluster.cluster_id if self.cluster is not None else None
+        """The id of the last cluster started (kept after stop, to look for leftovers)."""
+        return self._cluster_id
 
     def _running_view(self):
         if self.view is None:
@@ -260,7 +262,8 @@ class MPICluster:
         return ipp.Reference(name)
 
     def processes(self):
-        """The live processes of this cluster (controller, mpiexec, proxies, engines)."""
+        """The live processes of this cluster (controller, mpiexec, proxies, engines); after
+        ``stop()``, whatever is left of it (nothing, normally)."""
         return cluster_processes(**{CLUSTER_MARK: self.cluster_id}) if self.cluster_id else []
 
 

@@ -1,0 +1,119 @@
+"""MPICluster (dnewton_core/cluster.py): engines in MPI rank order, a clean stop, clear errors.
+
+One cluster of 3 engines serves the first tests; the errors start a controller but no
+working engines. Every process a cluster starts carries DNEWTON_CLUSTER_ID in its
+environment, which is how the tests look for leftovers.
+"""
+import time
+
+import ipyparallel as ipp
+import psutil
+import pytest
+
+from dnewton_core.cluster import CLUSTER_MARK, ClusterError, MPICluster, cluster_processes
+
+N = 3
+
+
+@ipp.interactive
+def rank_and_sum():
+    """On each engine: (rank, size, sum of rank + 1 over the world by Allreduce, pid)."""
+    import os
+
+    import numpy as np
+    from mpi4py import MPI
+    world = MPI.COMM_WORLD
+    x = np.array([world.Get_rank() + 1.0])
+    world.Allreduce(MPI.IN_PLACE, x)
+    return world.Get_rank(), world.Get_size(), float(x[0]), os.getpid(), os.environ.get(
+        "OPENBLAS_NUM_THREADS")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cl = MPICluster(N, timeout=120).start()
+    yield cl
+    cl.stop()
+
+
+def _alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_results_come_back_in_rank_order(cluster):
+    out = cluster.run(rank_and_sum)
+    assert [r[0] for r in out] == list(range(N))
+    assert {r[1] for r in out} == {N}
+    assert [r[2] for r in out] == [N * (N + 1) / 2] * N        # one MPI world, Allreduce works
+    assert {r[4] for r in out} == {"1"}                          # one BLAS thread per rank
+    assert sorted(cluster.ranks) == list(range(N))
+    assert cluster.view.targets == cluster.ranks
+
+
+def test_engine_variables_by_reference(cluster):
+    cluster.view.execute("from mpi4py import MPI; twice = 2 * MPI.COMM_WORLD.Get_rank()")
+    assert cluster.run(abs, cluster.ref("twice")) == [2 * r for r in range(N)]
+
+
+def test_stop_leaves_no_process(cluster):
+    pids = [r[3] for r in cluster.run(rank_and_sum)]
+    cluster_id = cluster.cluster_id
+    started = cluster.processes()
+    names = " ".join(" ".join(p.cmdline()) for p in started)
+    assert "ipyparallel.engine" in names and "ipyparallel.controller" in names and "mpiexec" in names
+    cluster.stop()
+    cluster.stop()                                               # idempotent
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (cluster_processes(**{CLUSTER_MARK: cluster_id})
+                                           or any(map(_alive, pids))):
+        time.sleep(0.2)
+    assert cluster_processes(**{CLUSTER_MARK: cluster_id}) == []
+    assert not any(_alive(p.pid) for p in started)
+    with pytest.raises(ClusterError, match="not running"):
+        cluster.run(rank_and_sum)
+
+
+def test_missing_mpiexec_is_a_clear_error():
+    tic = time.monotonic()
+    with pytest.raises(ClusterError, match="/no/such/mpiexec.*not found"):
+        MPICluster(2, mpiexec="/no/such/mpiexec").start()
+    assert time.monotonic() - tic < 2
+
+
+def test_failing_mpiexec_ends_the_wait_early():
+    cl = MPICluster(2, mpiexec="false", timeout=120)
+    tic = time.monotonic()
+    with pytest.raises(ClusterError, match="ended with exit status 1 before the engines registered"):
+        cl.start()
+    assert time.monotonic() - tic < 60                           # not the 120 s timeout
+    assert cl.cluster is None
+
+
+def test_engines_not_registering_in_time():
+    cl = MPICluster(2, timeout=0.01)
+    with pytest.raises(ClusterError, match="0 of 2 engines registered within 0.01 s"):
+        cl.start()
+    assert cl.cluster is None and cl.cluster_id is not None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and cl.processes():
+        time.sleep(0.2)
+    assert cl.processes() == []
+
+
+@pytest.mark.parametrize("kwargs", [dict(n=0), dict(n=2.0), dict(timeout=0), dict(threads=0)])
+def test_invalid_arguments(kwargs):
+    with pytest.raises(ValueError):
+        MPICluster(**kwargs)
+
+
+def test_with_block_stops_on_error(monkeypatch):
+    calls = []
+    monkeypatch.setattr(MPICluster, "start", lambda self: calls.append("start") or self)
+    monkeypatch.setattr(MPICluster, "stop", lambda self: calls.append("stop"))
+    with pytest.raises(ZeroDivisionError):
+        with MPICluster(2):
+            1 / 0
+    assert calls == ["start", "stop"]
