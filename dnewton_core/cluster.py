@@ -5,6 +5,7 @@ Client side (the notebook's kernel)::
     with MPICluster(n=4) as cl:          # or cl = MPICluster(4).start(); ...; cl.stop()
         cl.run(func, *args)              # func(*args) on every rank: a list in rank order
         cl.run(func, cl.ref("model"))    # pass a variable that lives on the engines
+        cl.push(data=data)               # copies of client variables on every engine
         cl.view                          # the DirectView (rank order) behind %px / %%px
 
 ``MPICluster`` starts a controller and ``mpiexec -n N python -m ipyparallel.engine --mpi``
@@ -253,6 +254,10 @@ class MPICluster:
         self-contained function; ``MPICluster.ref(name)`` passes an engine variable.
         """
         return self._running_view().apply_sync(func, *args, **kwargs)
+
+    def push(self, **variables):
+        """Send copies of these variables to every engine's namespace (for ``%%px`` cells)."""
+        self._running_view().push(variables, block=True)
 
     @staticmethod
     def ref(name):
@@ -572,16 +577,27 @@ def measured(reports):
 TRAINING_PHASES = ("function", "gradient", "jacobian", "cg", "sync", "line_search", "sgd")
 
 
-def bytes_per_iteration(run):
-    """{phase: mean bytes per iteration (epoch for SGD), summed over ranks} of one run."""
+def bytes_per_iteration(run, key="bytes"):
+    """{phase: mean bytes (or ``key="messages"``) per iteration (epoch for SGD), summed over
+    ranks} of one run."""
     history = run["history"]
-    return {p: sum(rec["comm"].get(p, {}).get("bytes", 0) for rec in history) / len(history)
+    return {p: sum(rec["comm"].get(p, {}).get(key, 0) for rec in history) / len(history)
             for p in TRAINING_PHASES
-            if any(rec["comm"].get(p, {}).get("bytes", 0) for rec in history)}
+            if any(rec["comm"].get(p, {}).get(key, 0) for rec in history)}
+
+
+def _cg_total(run):
+    """CG iterations over a run; with one CG per rank (block-diagonal G), each iteration
+    counts its slowest rank's."""
+    per_rank = run.get("cg_iters_per_rank")
+    if per_rank:
+        return sum(max(c or 0 for c in iteration) for iteration in zip(*per_rank))
+    return sum(rec.get("cg_iters") or 0 for rec in run["history"])
 
 
 def runs_table(runs, seconds=False):
-    """One row per run: iterations, CG iterations, MB sent per iteration, final f, accuracy.
+    """One row per run: iterations, CG iterations (per iteration the slowest rank's, when each
+    rank runs its own CG), MB sent per iteration, final f, accuracies.
 
     Seconds (which vary from run to run) only with ``seconds=True``, printed as "x.xx s".
     """
@@ -589,7 +605,7 @@ def runs_table(runs, seconds=False):
     rows = []
     for name, run in runs.items():
         h = run["history"]
-        cg_iters = sum(rec.get("cg_iters") or 0 for rec in h)
+        cg_iters = _cg_total(run)
         mb = sum(bytes_per_iteration(run).values()) / 1e6
         f = run["final"]
         row = [name, len(h), cg_iters if cg_iters else "-", f"{mb:.3f}",
@@ -600,3 +616,76 @@ def runs_table(runs, seconds=False):
             row.append(f"{f['wall_time']:.2f} s")
         rows.append(row)
     return _table(header + (["time"] if seconds else []), rows)
+
+
+def jacobian_table(factors):
+    """The factored Jacobian blocks (:func:`jacobian_factors`), one row per rank."""
+    rows = [[r["rank"], "({}, {}, {})".format(*r["mij"]), _shape(r["D"]), _shape(r["z"]),
+             r["factored_bytes"], r["dense_bytes"]]
+            for r in sorted(factors, key=lambda r: r["rank"])]
+    return _table(["rank", "(m, i, j)", "D_ij", "z^{m-1} on S", "bytes kept", "dense J block bytes"],
+                  rows)
+
+
+def reference_block_diagonal(theta, X_S, v, C, grid, activation="relu", loss="squared"):
+    """The dense oracle of the block-diagonal product: block p of G_S (v masked to block p),
+    for every partition p (``reference.gauss_newton_product`` once per partition)."""
+    from . import reference as ref
+    params = ref.unflatten(theta, grid.layers)
+    out = np.zeros(grid.n_params)
+    for rank in range(grid.size):
+        idx = grid.param_slices(rank)
+        masked = np.zeros(grid.n_params)
+        masked[idx] = v[idx]
+        Gv = ref.flatten(ref.gauss_newton_product(params, X_S, ref.unflatten(masked, grid.layers),
+                                                  C, activation, loss))
+        out[idx] = Gv[idx]
+    return out
+
+
+def phase_table(runs, key="bytes"):
+    """Bytes (or ``key="messages"``) per iteration, summed over ranks, by phase; one column
+    per run."""
+    per = {name: bytes_per_iteration(run, key) for name, run in runs.items()}
+    phases = [p for p in TRAINING_PHASES if any(p in d for d in per.values())]
+    rows = [[p] + [f"{per[name].get(p, 0):.0f}" for name in runs] for p in phases]
+    rows.append(["total"] + [f"{sum(per[name].values()):.0f}" for name in runs])
+    return _table([f"{key} per iteration"] + list(runs), rows)
+
+
+def directions_table(points):
+    """Full against block-diagonal Newton directions (:func:`newton_directions`), one row per
+    point: ``points`` is {name: the engines' reports at that point}."""
+    rows = []
+    for name, reports in points.items():
+        r0 = min(reports, key=lambda r: r["rank"])
+        rows.append([name, f"{r0['cos']:.3f}", f"{r0['cos_full_g']:.3f}", f"{r0['cos_diag_g']:.3f}",
+                     r0["cg_full"], " ".join(str(r["cg_diag"]) for r in
+                                             sorted(reports, key=lambda r: r["rank"]))])
+    return _table(["point", "cos(d_full, d_diag)", "cos(d_full, -g)", "cos(d_diag, -g)",
+                   "CG full", "CG diag (each rank)"], rows)
+
+
+def sync_table(runs, slow_rank):
+    """One row per run of the block-diagonal method with a slow rank: the stopping threshold
+    ceil(tau N), CG iterations of the slow rank and of the others (totals over the run), and
+    seconds: the slow rank's in CG, the others' mean in CG + sync (mostly waiting)."""
+    from .comm import sync_threshold
+    rows = []
+    for name, run in runs.items():
+        per_rank, iters = run["per_rank"], run["cg_iters_per_rank"]
+        n = len(per_rank)
+        others = [r for r in range(n) if r != slow_rank]
+        wait = sum(waiting_seconds(run, r) for r in others) / len(others)
+        tau = run["config"].get("sync", 1.0)
+        rows.append([name, f"{sync_threshold(tau, n)} of {n}", sum(iters[slow_rank]),
+                     " ".join(str(sum(iters[r])) for r in others),
+                     f"{per_rank[slow_rank].get('cg', {}).get('seconds', 0.0):.2f} s", f"{wait:.2f} s"])
+    return _table(["run", "stop when done", f"CG iters rank {slow_rank}", "CG iters others",
+                   f"rank {slow_rank} in CG", "others in CG + sync"], rows)
+
+
+def waiting_seconds(run, rank):
+    """Seconds ``rank`` spent in the cg and sync phases of a run (from ``gather_run``)."""
+    totals = run["per_rank"][rank]
+    return sum(totals.get(p, {}).get("seconds", 0.0) for p in ("cg", "sync"))

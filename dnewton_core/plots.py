@@ -113,6 +113,8 @@ def robustness_strip(groups, path, title=""):
 
 # -- figures for the notebooks (they return the Figure; the notebook shows it) ---------------
 
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
 NOTEBOOK_DPI = 72
 
 
@@ -128,47 +130,50 @@ def _neuron_y(n):
 
 
 def partition_network(grid, title=None):
-    """The network with every weight coloured by the rank that holds it (METHOD.md §3).
+    """The network's weight matrices with every block coloured by the rank that holds it.
 
-    Columns are layers n_0..n_L (dots: neurons); the line from neuron a of layer m-1 to
-    neuron b of layer m is W^m[a, b], drawn in the colour of the rank holding it. Brackets
-    mark the neuron groups T_{m,j}; a square under a group marks its bias b^m[T_{m,j}], in
-    the colour of the rank holding it.
+    One panel per layer m: W^m with n_{m-1} rows (neurons of layer m-1, cut into the groups
+    T_{m-1,i}) and n_m columns (neurons of layer m, cut into T_{m,j}), and below it the bias
+    row b^m. Partition (m, i, j) is the block W^m[T_{m-1,i}, T_{m,j}], labelled with its
+    rank; the bias b^m[T_{m,j}] belongs to partition (m, 0, j) (METHOD.md §3).
     """
-    from matplotlib.collections import LineCollection
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch, Rectangle
     colours = _colours(grid.size)
-    fig, ax = plt.subplots(figsize=(8, 4.6), dpi=NOTEBOOK_DPI)
-    ys = [_neuron_y(n) for n in grid.layers]
-    for p in grid.partitions:
-        m = p.m
-        segments = [((m - 1, ys[m - 1][a]), (m, ys[m][b])) for a in p.rows for b in p.cols]
-        dense = len(segments) > 200
-        ax.add_collection(LineCollection(segments, colors=[colours[p.rank]],
-                                         linewidths=0.5 if dense else 1.0,
-                                         alpha=0.35 if dense else 0.6))
-        if p.has_bias:
-            mid = (ys[m][p.cols.start] + ys[m][p.cols.stop - 1]) / 2
-            ax.plot(m + 0.09, mid, marker="s", ms=6, color=colours[p.rank])
-    for m, n in enumerate(grid.layers):
-        ax.scatter([m] * n, ys[m], s=6 if n > 32 else 14, color="0.25", zorder=3)
-        for j, T in enumerate(grid.groups(m)):
-            top, bottom = ys[m][T.start] + 0.01, ys[m][T.stop - 1] - 0.01
-            ax.plot([m - 0.06, m - 0.06], [bottom, top], color="k", lw=1)
-            if grid.splits[m] > 1:
-                ax.text(m - 0.08, (top + bottom) / 2, f"$T_{{{m},{j}}}$", ha="right",
-                        va="center", fontsize=8)
-        ax.text(m, -0.08, f"$n_{m}$ = {n}\n$P_{m}$ = {grid.splits[m]}", ha="center", va="top",
-                fontsize=9)
-    handles = [Patch(color=colours[p.rank], label=f"rank {p.rank}: ({p.m}, {p.i}, {p.j})")
-               for p in grid.partitions]
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
-              frameon=False)
-    ax.set_xlim(-0.4, grid.L + 0.3)
-    ax.set_ylim(-0.25, 1.05)
-    ax.axis("off")
-    ax.set_title(title or f"layers {'-'.join(map(str, grid.layers))}, splits "
-                          f"{','.join(map(str, grid.splits))}: {grid.size} partitions")
+    widths = [n for n in grid.layers[1:]]
+    fig, axes = plt.subplots(1, grid.L, figsize=(2.2 + 1.9 * grid.L, 3.9), dpi=NOTEBOOK_DPI,
+                             gridspec_kw={"width_ratios": widths}, squeeze=False)
+    for m, ax in enumerate(axes[0], start=1):
+        n_in, n_out = grid.layers[m - 1], grid.layers[m]
+        gap = max(1.0, n_in / 16)                        # bias row drawn one "gap" below W
+        bias_h = max(1.0, n_in / 20)
+        for p in (q for q in grid.partitions if q.m == m):
+            r0, r1, c0, c1 = p.rows.start, p.rows.stop, p.cols.start, p.cols.stop
+            ax.add_patch(Rectangle((c0, r0), c1 - c0, r1 - r0, facecolor=colours[p.rank],
+                                   alpha=0.75, edgecolor="k", lw=1))
+            ax.text((c0 + c1) / 2, (r0 + r1) / 2, f"rank {p.rank}\n{r1 - r0}x{c1 - c0}",
+                    ha="center", va="center", fontsize=8)
+            if p.has_bias:
+                ax.add_patch(Rectangle((c0, n_in + gap), c1 - c0, bias_h, facecolor=colours[p.rank],
+                                       alpha=0.75, edgecolor="k", lw=1))
+        ax.set_xlim(0, n_out)
+        ax.set_ylim(n_in + gap + bias_h, 0)
+        rows, cols = grid.groups(m - 1), grid.groups(m)
+        ax.set_yticks([T.start + len(T) / 2 for T in rows] + [n_in + gap + bias_h / 2],
+                      [f"$T_{{{m - 1},{i}}}$" for i in range(len(rows))] + [f"$b^{m}$"], fontsize=8)
+        ax.xaxis.tick_top()
+        ax.set_xticks([T.start + len(T) / 2 for T in cols],
+                      [f"$T_{{{m},{j}}}$" for j in range(len(cols))], fontsize=8)
+        ax.tick_params(length=0)
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.set_xlabel(f"$W^{m}$: {n_in} x {n_out}\n($P_{m - 1}$ = {grid.splits[m - 1]}, "
+                      f"$P_{m}$ = {grid.splits[m]})", fontsize=9)
+    handles = [Patch(color=colours[p.rank], alpha=0.75,
+                     label=f"rank {p.rank}: ({p.m}, {p.i}, {p.j})") for p in grid.partitions]
+    axes[0][-1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),
+                       fontsize=8, frameon=False)
+    fig.suptitle(title or f"layers {'-'.join(map(str, grid.layers))}, splits "
+                          f"{','.join(map(str, grid.splits))}: {grid.size} partitions", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -254,6 +259,8 @@ def history_curves(runs, ys=("objective", "test_accuracy"), x="iter", xlabel=Non
             h = [r for r in run["history"] if r.get(y) is not None]
             ax.plot([r[x] for r in h], [r[y] for r in h], marker=".", label=name)
         ax.set_xlabel(xlabel or {"iter": "iteration", "wall_time": "training time (s)"}.get(x, x))
+        if x == "iter":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(y.replace("_", " "))
         if y in logy:
             ax.set_yscale("log")
@@ -278,6 +285,8 @@ def cg_iterations(runs):
                     label=f"{name} (each rank)" if rank == 0 else None, **style)
     ax.set_xlabel("Newton iteration")
     ax.set_ylabel("CG iterations")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -303,5 +312,32 @@ def seconds_by_rank(runs, phases=("cg", "sync")):
         ax.grid(axis="y", alpha=0.3)
     np.atleast_1d(axes)[0].set_ylabel("seconds")
     np.atleast_1d(axes)[-1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_by_setting(groups, key="test_accuracy"):
+    """Final test accuracy of every run, one column of dots per method: how much does each
+    method depend on its settings? ``groups`` is {method: {setting label: result}}."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.2), dpi=NOTEBOOK_DPI)
+    x, ticks, labels = 0, [], []
+    for k, (method, runs) in enumerate(groups.items()):
+        for setting, run in runs.items():
+            value = run["final"].get(key)
+            if value is None:                      # diverged: drawn at the bottom
+                ax.plot(x, 0.0, marker="x", color=f"C{k}", ms=8)
+            else:
+                ax.plot(x, value, marker="o", color=f"C{k}", ms=7)
+            ticks.append(x)
+            labels.append(setting)
+            x += 1
+        x += 0.8
+    ax.set_xticks(ticks, labels, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(key.replace("_", " ") + " (final)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=f"C{k}", label=m)
+               for k, m in enumerate(groups)]
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig

@@ -54,8 +54,9 @@ def test_results_come_back_in_rank_order(cluster):
 
 
 def test_engine_variables_by_reference(cluster):
-    cluster.view.execute("from mpi4py import MPI; twice = 2 * MPI.COMM_WORLD.Get_rank()")
-    assert cluster.run(abs, cluster.ref("twice")) == [2 * r for r in range(N)]
+    assert cluster.push(k=3) is None
+    cluster.view.execute("from mpi4py import MPI; twice = k * MPI.COMM_WORLD.Get_rank()")
+    assert cluster.run(abs, cluster.ref("twice")) == [3 * r for r in range(N)]
 
 
 def test_stop_leaves_no_process(cluster):
