@@ -13,7 +13,8 @@ with this environment's own ``mpiexec`` (``sys.prefix/bin``, so a kernel whose P
 it still works) and one BLAS thread per rank (several ranks on few cores are many times
 slower otherwise). It asks every engine its MPI rank and orders the view by it, so
 results and ``%%px`` output come back rank 0, 1, 2, ... It stops on ``stop()``, at the end
-of a ``with`` block, and when the kernel exits. Problems (no ``mpiexec``, no ``mpi4py``,
+of a ``with`` block, and when the kernel exits (a watchdog process ends the engines even
+if the kernel dies without running its exit handlers). Problems (no ``mpiexec``, no ``mpi4py``,
 ``mpiexec`` failing, engines not registering within ``timeout``) raise ``ClusterError``
 with a message saying what to do.
 
@@ -92,6 +93,44 @@ def cluster_processes(**environ):
     return found
 
 
+# A small process that ends a cluster if the kernel dies without stopping it (atexit
+# handlers do not run then). It exits by itself once the cluster is gone.
+_WATCHDOG = r"""
+import os, sys, time
+import psutil
+parent, key, value = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+watched = [int(p) for p in sys.argv[4:]]
+
+def alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+while alive(parent) and any(alive(p) for p in watched):
+    time.sleep(1.0)
+if not alive(parent):
+    procs = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(key) == value:
+                procs.append(proc)
+        except psutil.Error:
+            pass
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    _, rest = psutil.wait_procs(procs, timeout=5)
+    for proc in rest:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+"""
+
+
 class MPICluster:
     """``n`` MPI engines driven from this process; results in MPI rank order.
 
@@ -114,6 +153,7 @@ class MPICluster:
         self.cluster = self.client = self.view = None
         self.ranks = None            # engine ids in rank order (they equal the ranks for --mpi)
         self._cluster_id = None
+        self._watchdog = None
 
     # -- starting and stopping ----------------------------------------------------------
     def start(self):
@@ -136,15 +176,38 @@ class MPICluster:
         _RUNNING.add(self)
         try:
             cluster.start_cluster_sync()
+            _register_atexit()               # after ipyparallel's own, so it runs before it
             self.client = cluster.connect_client_sync()
             self._wait_for_engines(mpiexec)
             self._order_by_rank()
+            self._start_watchdog()
         except BaseException:
             self.stop()
             raise
         if self.activate and _in_ipython():
             self.view.activate()
         return self
+
+    def _start_watchdog(self):
+        """A process that stops this cluster if this process dies without stopping it."""
+        import subprocess
+        launchers = [self.cluster.controller, *self.cluster.engines.values()]
+        pids = [str(launcher.process.pid) for launcher in launchers
+                if getattr(launcher, "process", None) is not None]
+        env = {k: v for k, v in os.environ.items() if k != CLUSTER_MARK}
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), CLUSTER_MARK, self.cluster_id, *pids],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env, start_new_session=True)
+
+    def _stop_watchdog(self):
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog.poll() is None:
+            watchdog.terminate()
+            try:
+                watchdog.wait(timeout=5)
+            except Exception:
+                watchdog.kill()
 
     def _engine_launcher(self):
         return next(iter(self.cluster.engines.values()), None)
@@ -193,22 +256,26 @@ class MPICluster:
         self.view = self.client[self.ranks]
         self.view.block = True
 
+    stop_timeout = 10.0   # seconds for mpiexec to end after the engines were asked to exit
+
     def stop(self):
-        """Stop the engines and the controller (idempotent): ask the engines to exit, let
-        mpiexec end by itself, then stop whatever is left (TERM, then KILL)."""
+        """Stop the engines and the controller (idempotent): ask the engines to exit, give
+        mpiexec ``stop_timeout`` seconds to end by itself (an engine stuck in a collective
+        will not), then stop whatever is left (TERM, then KILL after 5 s)."""
         cluster, client = self.cluster, self.client
         self.cluster = self.client = self.view = self.ranks = None
         _RUNNING.discard(self)
+        self._stop_watchdog()
         if cluster is None:
             return
         try:
             if client is not None:
                 if len(client.ids) == self.n:    # all registered: they can exit by themselves
-                    try:
-                        client.shutdown(targets="all", hub=False, block=True)
-                        self._join_mpiexec(cluster, seconds=10)
+                    try:                         # (not waiting for replies: an engine may hang)
+                        client.shutdown(targets="all", hub=False, block=False)
                     except Exception:
                         pass
+                    self._join_mpiexec(cluster, seconds=self.stop_timeout)
                 client.close()
         finally:
             cluster.stop_cluster_sync()
@@ -277,15 +344,25 @@ def _in_ipython():
     return ipython is not None and ipython.get_ipython() is not None
 
 
-@atexit.register
 def _stop_all():
-    """Stop every running cluster when the kernel exits (ipyparallel's own clean-up stops
-    the launchers too; this asks the engines to exit first, which is faster)."""
+    """Stop every running cluster when the kernel exits. ipyparallel's own clean-up would
+    stop the launchers too, but by TERM and KILL; this asks the engines to exit first."""
     for cl in list(_RUNNING):
         try:
             cl.stop()
         except Exception:
             pass
+
+
+def _register_atexit():
+    """Register :func:`_stop_all` once, after ipyparallel registered its handler (which it
+    does when a first controller starts): handlers run last-registered first."""
+    if not _register_atexit.done:
+        atexit.register(_stop_all)
+        _register_atexit.done = True
+
+
+_register_atexit.done = False
 
 
 # -- run on the engines ----------------------------------------------------------------------

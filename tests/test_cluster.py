@@ -62,6 +62,7 @@ def test_engine_variables_by_reference(cluster):
 def test_stop_leaves_no_process(cluster):
     pids = [r[3] for r in cluster.run(rank_and_sum)]
     cluster_id = cluster.cluster_id
+    watchdog = cluster._watchdog.pid
     started = cluster.processes()
     names = " ".join(" ".join(p.cmdline()) for p in started)
     assert "ipyparallel.engine" in names and "ipyparallel.controller" in names and "mpiexec" in names
@@ -73,6 +74,7 @@ def test_stop_leaves_no_process(cluster):
         time.sleep(0.2)
     assert cluster_processes(**{CLUSTER_MARK: cluster_id}) == []
     assert not any(_alive(p.pid) for p in started)
+    assert not _alive(watchdog)
     with pytest.raises(ClusterError, match="not running"):
         cluster.run(rank_and_sum)
 
@@ -118,3 +120,20 @@ def test_with_block_stops_on_error(monkeypatch):
         with MPICluster(2):
             1 / 0
     assert calls == ["start", "stop"]
+
+
+def test_engines_end_when_the_kernel_dies():
+    """A kernel that dies runs no exit handler: the watchdog ends its cluster."""
+    import subprocess
+    import sys
+    script = ("import os\nfrom dnewton_core.cluster import MPICluster\n"
+              "cl = MPICluster(2, timeout=120).start()\n"
+              "print(cl.cluster_id, flush=True)\nos._exit(1)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=180)
+    cluster_id = out.stdout.strip()
+    assert cluster_id, out.stderr
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and cluster_processes(**{CLUSTER_MARK: cluster_id}):
+        time.sleep(0.25)
+    assert cluster_processes(**{CLUSTER_MARK: cluster_id}) == []
