@@ -36,8 +36,6 @@ import weakref
 
 import numpy as np
 
-__all__ = ["MPICluster", "ClusterError", "find_mpiexec", "cluster_processes", "BLAS_THREADS"]
-
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 CLUSTER_MARK = "DNEWTON_CLUSTER_ID"     # set in the environment of every process of a cluster
 _RUNNING = weakref.WeakSet()            # clusters to stop when the kernel exits
@@ -224,6 +222,10 @@ class MPICluster:
             except psutil.NoSuchProcess:
                 ended = True
             if ended:
+                for _ in range(20):          # ipyparallel records the exit status soon after
+                    if getattr(launcher, "stop_data", None):
+                        break
+                    time.sleep(0.05)
                 code = (getattr(launcher, "stop_data", None) or {}).get("exit_code")
                 status = f" with exit status {code}" if code is not None else ""
                 raise ClusterError(f"{mpiexec} -n {self.n} ended{status} before the engines "
