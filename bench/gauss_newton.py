@@ -181,6 +181,25 @@ def polite_barrier(world):
         time.sleep(2e-4)
 
 
+def machine_busy(seconds=1.0):
+    """Fraction of all CPUs busy over ``seconds`` (Linux /proc/stat), or None elsewhere."""
+    def sample():
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:8]]
+        return sum(ticks), ticks[3] + ticks[4]          # total, idle + iowait
+    try:
+        t0, i0 = sample()
+        time.sleep(seconds)
+        t1, i1 = sample()
+    except OSError:
+        return None
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def _pct(x):
+    return "?" if x is None else f"{100 * x:.0f}%"
+
+
 def timed(fn, repeats):
     """Seconds of each of ``repeats`` calls."""
     out = []
@@ -230,7 +249,6 @@ def run_product(args):
             print(f"--part product runs on grid {','.join(map(str, splits))}: it needs "
                   f"mpiexec -n {L}, got {size}", file=sys.stderr)
         return 2
-    load_before = os.getloadavg()[0]
     n_S, n_L = args.subsample_size, args.classes
     data = random_data(args.features, n_L, n_S, 100, args.seed)
     model = DistributedModel(data, args.hidden_sizes, splits, Comm(world), gn="diag")
@@ -244,7 +262,11 @@ def run_product(args):
         model.gauss_newton(v)                          # warm-up
 
     # each rank alone, in turn; rank 0 also measures the matmul reference in its turn
-    solo, mm, prof = None, None, None
+    solo, mm, prof, busy = None, None, None, [None, None]
+    polite_barrier(world)
+    if rank == 0:
+        busy[0] = machine_busy()
+    polite_barrier(world)
     for turn in range(size):
         if rank == turn:
             solo = timed(lambda: model.gauss_newton(v), args.repeats)
@@ -253,6 +275,9 @@ def run_product(args):
             if rank == 0:
                 mm = matmul_rates(n_S, args.features, args.layers[1], args.matmul_repeats)
         polite_barrier(world)
+    if rank == 0:
+        busy[1] = machine_busy()
+    polite_barrier(world)
     # all ranks at once
     world.Barrier()
     together = timed(lambda: model.gauss_newton(v), args.repeats)
@@ -263,19 +288,20 @@ def run_product(args):
                              prof=prof), root=0)
     if rank == 0:
         print(ran_as(size))
-        report_product(args, rows, mm, load_before)
+        report_product(args, rows, mm, busy)
     return 0
 
 
-def report_product(args, rows, mm, load_before):
+def report_product(args, rows, mm, busy):
     n_S, n_L = args.subsample_size, args.classes
     print(f"\n== 1. Gauss-Newton product G_S v, float64, network {'-'.join(map(str, args.layers))}, "
           f"|S| = {n_S}, grid {','.join(['1'] * len(args.layers))}, gn=diag (no message) ==")
     print("FLOPs per partition: 2|S| r c (z V) + 2|S| n_L c (D u) + 2|S| n_L c (D^T w) "
           "+ 2|S| r c (z^T .),  r x c = block of W^m")
     print(f"BLAS: {blas_info()}")
-    print(f"load average before the run: {load_before:.2f} on {os.cpu_count()} logical CPUs "
-          "(other jobs on the machine make every figure below smaller)")
+    print(f"other jobs: the CPUs were {_pct(busy[0])} busy just before the timings and "
+          f"{_pct(busy[1])} just after ({os.cpu_count()} logical CPUs, measured with our ranks "
+          "asleep); anything well above 0% makes every figure below smaller")
     print(f"{'rank':>4} {'block r x c':>12} {'GFLOP':>8} {'best s':>9} {'median s':>9} "
           f"{'GFLOP/s':>8}   (each rank alone on a core, the others asleep)")
     total_f, total_best, total_med = 0.0, 0.0, 0.0
