@@ -339,11 +339,11 @@ def report_product(args, rows, mm, busy):
 def profile_product(model, v, repeats):
     """Times of the product's pieces on this rank's real shapes, and of alternatives.
 
-    Reads the factored Jacobian the model keeps (``model._jac``): a benchmark's look
+    Reads the factored Jacobian the model keeps (``model.jacobian_factors``): a benchmark's look
     inside, not an interface. Every alternative is checked against the current code.
     """
-    z_in, D, _ = model._jac
-    VW, _ = model._block(v)
+    z_in, D, _ = model.jacobian_factors
+    VW, _ = model.block(v)
     n_S, n_L, c = D.shape
     u = z_in @ VW
     w = np.random.default_rng(7).standard_normal((n_S, n_L)) / n_S

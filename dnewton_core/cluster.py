@@ -397,7 +397,7 @@ def partitioned_model(data, hidden, splits=None, gn="full", sync=1.0, slow=None,
 def holdings(model):
     """What this rank holds: its partition (m, i, j), the shapes of its arrays, their bytes."""
     p, rank = model.part, model.comm.rank
-    W, b = model._block(model.theta)
+    W, b = model.block(model.theta)
     shape = lambda A: None if A is None else tuple(A.shape)       # noqa: E731
     data_bytes = sum(A.nbytes for A in (model.X, model.Y) if A is not None)
     return {"rank": rank, "mij": (p.m, p.i, p.j), "W": tuple(W.shape),
@@ -448,7 +448,7 @@ def traced_step(model, step, arg=None):
 def jacobian_factors(model):
     """The factored Jacobian this rank keeps after a gradient with S (METHOD.md §4):
     D_ij (|S|, n_L, |T_{m,j}|) and z^{m-1}[S, T_{m-1,i}], against the dense block."""
-    z_in, D, _ = model._jac
+    z_in, D, _ = model.jacobian_factors
     n_block = model.theta.size
     return {"rank": model.comm.rank, "mij": (model.part.m, model.part.i, model.part.j),
             "D": tuple(D.shape), "z": tuple(z_in.shape), "factored_bytes": D.nbytes + z_in.nbytes,

@@ -85,10 +85,10 @@ class DistributedModel:
         self.Y = labels(data.y_train) if p.holds_labels else None
         self.Y_test = labels(data.y_test) if p.holds_labels else None
         self.n_test = len(data.y_test)
-        self._jac = None                     # (z^{m-1} on S, D_ij, softmax p on S or None)
+        self.jacobian_factors = None      # (z^{m-1} on S, D_ij, softmax p on S or None)
 
     # -- parameters ---------------------------------------------------------------------
-    def _block(self, theta):
+    def block(self, theta):
         """(W_ij (|T_{m-1,i}|, |T_{m,j}|), b_j (|T_{m,j}|,) or None) viewed inside theta."""
         W = theta[:self.n_W].reshape(len(self.part.rows), len(self.part.cols))
         return W, (theta[self.n_W:] if self.part.has_bias else None)
@@ -133,7 +133,7 @@ class DistributedModel:
         also factors J on these rows for ``gauss_newton``.
         """
         p, n = self.part, len(rows)
-        W, b = self._block(theta)
+        W, b = self.block(theta)
         z_in, z_out = self._forward(W, b, X, rows)
         loss, dxi, prob = 0.0, None, None
         if p.m == self.L:
@@ -179,7 +179,7 @@ class DistributedModel:
             if p.m == self.L and p.i == 0:
                 P[:, self.cols] = prob
             self.comm.allreduce(P, self.world)
-        self._jac = (z_in, D, P)
+        self.jacobian_factors = (z_in, D, P)
 
     # -- the model interface ------------------------------------------------------------
     def _batches(self, rows):
@@ -221,12 +221,12 @@ class DistributedModel:
         full: (G_S v)_p = v_p / C + (1/|S|) J_p^T B sum_q J_q v_q
         diag: (G_p v)_p = v_p / C + (1/|S|) J_p^T B J_p v_p, no message.
         """
-        z_in, D, P = self._jac
-        VW, vb = self._block(v)
+        z_in, D, P = self.jacobian_factors
+        VW, vb = self.block(v)
         u = z_in @ VW                                                # (|S|, |T_{m,j}|)
         if vb is not None:
             u += vb
-        Jv = np.matmul(D, u[:, :, None])[:, :, 0]                    # (|S|, n_L)
+        Jv = np.einsum("snk,sk->sn", D, u)                           # (|S|, n_L)
         if self.gn == "full":
             self.comm.allreduce(Jv, self.world)
         if self.loss == "squared":
@@ -234,7 +234,7 @@ class DistributedModel:
         else:
             BJv = P * Jv - P * (P * Jv).sum(axis=1, keepdims=True)
         BJv /= len(z_in)
-        DtB = np.matmul(BJv[:, None, :], D)[:, 0, :]                # (|S|, |T_{m,j}|)
+        DtB = np.einsum("sn,snk->sk", BJv, D)                        # (|S|, |T_{m,j}|)
         out = v / self.C
         out[:self.n_W] += (z_in.T @ DtB).ravel()
         if vb is not None:
@@ -261,8 +261,12 @@ class DistributedModel:
         with self.comm.phase("sync"):
             if self.comm.sync_pending() is None:
                 self.comm.sync_start()
+                self._cg_steps = 0
             n_done = self.comm.sync_done_count(done)
-            stop = done or n_done >= sync_threshold(self.sync, self.comm.size)
+            # kit's rule: a partition takes at least one CG step, so no block of d is zero
+            stop = done or (self._cg_steps > 0 and
+                            n_done >= sync_threshold(self.sync, self.comm.size))
+            self._cg_steps += 1
             if stop:
                 self.comm.sync_finish()
         return stop
@@ -274,7 +278,7 @@ class DistributedModel:
         for X, Y, n in ((self.X, self.Y, self.n_train), (self.X_test, self.Y_test, self.n_test)):
             hits = 0
             for rows in self._batches(np.arange(n)):
-                W, b = self._block(theta)
+                W, b = self.block(theta)
                 _, z = self._forward(W, b, X, rows)
                 if p.m != self.L:
                     continue

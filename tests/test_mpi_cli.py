@@ -101,24 +101,26 @@ def test_diagonal_saves_the_cg_messages_but_full_matches_one_process(tmp_path):
 
 
 def cg_seconds(run):
-    return sum(rec["comm"]["cg"]["seconds"] + rec["comm"].get("sync", {}).get("seconds", 0)
-               for rec in run["history"])
+    """The CG phase's time, slowest rank, summed over iterations. A rank's wait for the
+    others' notifications is timed apart, in phase "sync"."""
+    return sum(rec["comm"]["cg"]["seconds"] for rec in run["history"])
 
 
 def test_sync_fraction_cuts_waiting_for_a_slow_rank(tmp_path):
     # rank 2 holds W^2 (64 x 64), the block whose CG takes the most iterations
-    common = ["--iters", 10, "--gn", "diag", "--slow-rank", "2:0.1"]
+    common = ["--iters", 20, "--gn", "diag", "--slow-rank", "2:0.05"]
     wait_all = train_json(tmp_path, 4, *common, "--sync", 1.0)
     half = train_json(tmp_path, 4, *common, "--sync", 0.5)
     # the slow rank's CG is cut short once half of the partitions are done ...
+    slow_iters = lambda r: [rec["cg_iters_per_rank"][2] for rec in r["history"]]  # noqa: E731
+    assert sum(slow_iters(half)) < sum(slow_iters(wait_all))
+    assert min(slow_iters(half)) >= 1               # every partition takes a CG step
     assert cg_seconds(half) < 0.7 * cg_seconds(wait_all)
-    slow_iters = lambda r: sum(rec["cg_iters_per_rank"][2] for rec in r["history"])  # noqa: E731
-    assert slow_iters(half) < slow_iters(wait_all)
-    # ... and the run stays in the same accuracy band
-    best = lambda r: max(rec["test_accuracy"] for rec in r["history"])  # noqa: E731
-    assert abs(best(half) - best(wait_all)) < 0.05
-    assert half["history"][-1]["objective"] < 0.8 * half["history"][0]["objective"]
+    assert half["final"]["wall_time"] < wait_all["final"]["wall_time"]
+    # ... and the run ends in the same accuracy band
+    assert abs(half["final"]["test_accuracy"] - wait_all["final"]["test_accuracy"]) < 0.05
     assert all(rec["comm"]["sync"]["messages"] == 4 * 3 for rec in half["history"])
+    assert all("sync" not in rec["comm"] for rec in wait_all["history"])
 
 
 # -- errors end the whole job within seconds, with one clear line ----------------------------
