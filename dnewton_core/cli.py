@@ -254,6 +254,7 @@ def training_bytes(run):
 
 def main(argv=None):
     os.environ.setdefault("OMP_NUM_THREADS", "1")    # best effort: BLAS may be loaded already
+    os.environ.setdefault("MPLBACKEND", "Agg")        # figures go to files, never to windows
     from mpi4py import MPI
     world = MPI.COMM_WORLD
     comm = Comm(world)

@@ -1,8 +1,8 @@
-"""Figures from results (dicts as written by ``experiment.result``); files, never windows."""
-import matplotlib
+"""Figures from results (dicts as written by ``experiment.result``) and from the notebooks.
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+The command line sets the file-only Agg backend; in a notebook the inline backend shows them.
+"""
+import matplotlib.pyplot as plt
 
 
 def accuracy_against_time(results, path, title=""):
