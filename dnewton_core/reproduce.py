@@ -53,8 +53,11 @@ LEDGER_PHASES = PHASES + ("other",)            # "other": a message outside any 
 GRID = dict(subsamples=(0.05, 0.2), syncs=(1.0, 0.75, 0.5),
             lrs=(1e-4, 1e-3, 1e-2, 1e-1, 1.0), seeds=3)
 DEFAULTS = {
-    "digits": dict(hidden=(64, 64), iters=100, epochs_per_iter=1.3),
-    # Fashion-MNIST 784-300-300-10: 16.7 s per Newton iteration (S = 5%), 5.9 s per epoch
+    # digits 64-64-64-10: 0.026 s per Newton iteration, 0.012 s per epoch (quiet machine;
+    # under a load of 5 on the 2 cores the ratio fell to 1.3: SGD's many small messages wait)
+    "digits": dict(hidden=(64, 64), iters=100, epochs_per_iter=2.0),
+    # Fashion-MNIST 784-300-300-10: 10.5-16.7 s per Newton iteration (S = 5%), 5.9-6.8 s per
+    # epoch (machine shared with other work)
     None: dict(hidden=(300, 300), iters=100, epochs_per_iter=2.8),
 }
 QUICK = dict(data="digits", hidden=(64, 64), iters=8, epochs=6, seeds=2,
@@ -169,6 +172,9 @@ def add_arguments(subparsers):
     g.add_argument("--splits", help="P_0,...,P_L (default: proposed for the number of ranks)")
     g.add_argument("--eval-batch", type=int, default=4096,
                    help="instances per mini-batch when evaluating f and its gradient")
+    g.add_argument("--slow-rank", metavar="RANK:SECONDS",
+                   help="a straggler: RANK sleeps SECONDS in each Gauss-Newton product (what "
+                        "the sync fraction is for; stated in summary.md)")
     g = p.add_argument_group("the grid")
     g.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated subset of " + ", ".join(METHODS))
@@ -188,7 +194,7 @@ def add_arguments(subparsers):
                    help="Newton iterations per run (default 100, simpleNN's)")
     g.add_argument("--epochs", type=int, default=None,
                    help="SGD epochs per run (default: iters times the measured ratio of "
-                        "a Newton iteration's time to an SGD epoch's, 1.3 for digits, 2.8 "
+                        "a Newton iteration's time to an SGD epoch's, 2 for digits, 2.8 "
                         "otherwise, so both get a similar time; see summary.md)")
     g = p.add_argument_group("fixed constants (defaults: simpleNN's for Newton, the kit's for SGD)")
     g.add_argument("--xi", type=float, default=0.1, help="CG tolerance xi (0.1)")
@@ -254,7 +260,7 @@ def resolve(args):
         if not ok:
             raise ValueError(f"{name}: invalid value {getattr(a, name[2:].replace('-', '_'))!r}")
     # the names cli.prepare and cli.configs read, at the grid's first point
-    a.seed, a.decay, a.slow_rank = 0, 0.0, None
+    a.seed, a.decay = 0, 0.0
     a.subsample = a.subsamples[0] if a.subsamples else 0.05
     a.lr = a.lrs[0] if a.lrs else 0.01
     return a
@@ -266,14 +272,15 @@ def _given(args, key):
 
 # --------------------------------------------------------------------------- one run
 
-def run_one(comm, data, hidden, splits, setting, seed, objective, newton_config, sgd_config):
+def run_one(comm, data, hidden, splits, setting, seed, objective, newton_config, sgd_config,
+            slow=None):
     """Build a model, train it, return (row, curve rows) on rank 0 and None elsewhere.
 
     Collective: every rank calls it with the same arguments.
     """
     objective = dataclasses.replace(objective, init_seed=seed)
     model = build_model(data, hidden, objective, comm, splits, setting.gn,
-                        setting.sync if setting.method == "newton-diag" else 1.0)
+                        setting.sync if setting.method == "newton-diag" else 1.0, slow)
     comm.take_record()                     # start this run's ledger here (not at the last run's report)
     newton_config = dataclasses.replace(newton_config, subsample=setting.subsample or 0.05,
                                         seed=seed)
@@ -576,6 +583,36 @@ def command_line(ranks):
     return (env + " " if env else "") + launch + prog + " " + shlex.join(argv)
 
 
+def reductions(a, diag_possible):
+    """What this study leaves out of the default one (so summary.md can say so)."""
+    out = []
+    default_iters = DEFAULTS.get(a.data, DEFAULTS[None])["iters"]
+    if a.iters < default_iters:
+        out.append(f"{a.iters} Newton iterations instead of {default_iters} (simpleNN's)")
+    if a.seeds < GRID["seeds"]:
+        out.append(f"{a.seeds} seed(s) instead of {GRID['seeds']}" +
+                   (": no spread over seeds" if a.seeds == 1 else ""))
+    full, _ = study_settings(METHODS, GRID["subsamples"], GRID["syncs"], GRID["lrs"],
+                             diag_possible)
+    ran = {x.label for x in (a.settings or study_settings(
+        a.methods, a.subsamples, a.syncs, a.lrs, diag_possible)[0])}
+    missing = [x.label for x in full if x.label not in ran]
+    if missing:
+        out.append("settings of the default grid not run: " + "; ".join(missing))
+    if a.train_limit is not None:
+        out.append(f"only the first {a.train_limit} training instances (--train-limit)")
+    return out
+
+
+def changes(a):
+    """What this study adds to the machine as it is (stated in summary.md)."""
+    if not a.slow_rank:
+        return []
+    rank, seconds = a.slow_rank.split(":")
+    return [f"STRAGGLER: rank {rank} sleeps {seconds} s in each of its Gauss-Newton products "
+            "(--slow-rank), in every Newton run: the times measure a slow partition on purpose"]
+
+
 def summary_markdown(a, info, stats, rows, curves, notes, started, seconds, data_note):
     first = rows[0]
     newton = [x for x in stats if x["method"] != "sgd"]
@@ -620,6 +657,8 @@ def summary_markdown(a, info, stats, rows, curves, notes, started, seconds, data
         "table gives each run's training time (accuracy checks not counted), and claim 4 "
         "also compares the two at the same time.",
     ] + [f"- left out: {n}" for n in notes] + [
+        f"- REDUCED against the default study: {x}" for x in reductions(a, info["ranks"] > 1)] + [
+        f"- {x}" for x in changes(a)] + [
         "",
         "Columns: test/train accuracy and f at the end of the run, mean over seeds (± sample "
         "std); time = training seconds; MB / iter = bytes sent for training (every phase but "
@@ -674,7 +713,8 @@ def cmd_reproduce(args, comm):
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     load_start = _load()
     tic = time.perf_counter()
-    data, objective, newton_config, sgd_config, splits, _ = cli.prepare(a, comm, paths.values())
+    data, objective, newton_config, sgd_config, splits, slow = cli.prepare(a, comm,
+                                                                            paths.values())
     data_note = f"{data.name}, {len(data.y_train)} training and {len(data.y_test)} test " \
                 f"instances, {data.n_features} features, {data.n_classes} classes ({data.source})"
     if a.train_limit is not None and a.train_limit < len(data.y_train):
@@ -707,7 +747,7 @@ def cmd_reproduce(args, comm):
     for seed in range(a.seeds):
         for setting in settings:
             got = run_one(comm, data, a.hidden, splits, setting, seed, objective,
-                          newton_config, sgd_config)
+                          newton_config, sgd_config, slow)
             if got is None:
                 continue
             row, curve = got

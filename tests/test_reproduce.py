@@ -202,7 +202,7 @@ def test_grid_sync_only_with_the_diagonal_and_diagonal_only_on_a_grid():
 def test_resolve_defaults_and_checks():
     a = rep.resolve(_args())
     assert (a.data, a.hidden, a.iters, a.seeds, a.out) == ("digits", (64, 64), 100, 3, "results/digits")
-    assert a.epochs == 130                      # 1.3 epochs per Newton iteration on digits
+    assert a.epochs == 200                      # 2 epochs per Newton iteration on digits
     a = rep.resolve(_args("--data", "fashion-mnist", "--iters", "10"))
     assert a.hidden == (300, 300) and a.out == "results/fashion-mnist" and a.epochs == 28
     assert rep.resolve(_args("--iters", "10", "--epochs", "3")).epochs == 3
