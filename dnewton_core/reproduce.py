@@ -38,7 +38,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .comm import PHASES, ConfigError
+from .comm import PHASES
 from .experiment import build_model, config_dict, result, train
 
 METHODS = ("newton-full", "newton-diag", "sgd")
@@ -648,7 +648,7 @@ def summary_markdown(a, info, stats, rows, curves, notes, started, seconds, data
         f"- SGD with momentum {a.momentum:g}, batch {a.batch_size}, no decay, {a.epochs} epochs; "
         f"learning rates {', '.join(f'{lr:g}' for lr in a.lrs)} (a diverged run stops at the "
         "epoch where f overflows and is kept as a result)",
-    ] + ([f"- settings: an explicit list (--settings) instead of the full grid: "
+    ] + (["- settings: an explicit list (--settings) instead of the full grid: "
           + "; ".join(x.label for x in a.settings)] if a.settings else []) + [
         f"- seeds 0..{a.seeds - 1} (initialization, subsamples, batch order); the train/test "
         "split is fixed",
@@ -702,6 +702,8 @@ def figure_inputs(stats, rows, curves):
 # --------------------------------------------------------------------------- the command
 
 def cmd_reproduce(args, comm):
+    """The study: agreed validation, then every (seed, setting) run on ``comm``, then
+    (rank 0) the table, summary.md and the figures. Returns the exit status."""
     from . import cli                       # prepare, configs, KIT_C: the command line's own
     error, a = None, None
     try:
