@@ -224,6 +224,7 @@ def cmd_compare(args, comm):
             data=args.data, hidden=list(args.hidden), optimizer=method, gn=gn, ranks=comm.size,
             objective=objective, **({"newton": newton_config} if method == "newton"
                                     else {"sgd": sgd_config})))
+        model.close()
     if comm.rank == 0:
         from .plots import accuracy_against_time
         print(compare_table(results))

@@ -66,7 +66,7 @@ class DistributedModel:
         groups = {f"link({m},{j})": grid.link_group(m, j)
                   for m in range(1, grid.L + 1) for j in range(grid.splits[m])}
         groups["output"] = grid.output_group
-        mine = self.comm.split(groups)
+        mine = self.groups = self.comm.split(groups)
         self.world = self.comm.world_group()
         self.in_link = mine.get(f"link({p.m - 1},{p.i})")       # receives z^{m-1}[T_{m-1,i}]
         self.out_link = mine[f"link({p.m},{p.j})"]              # produces s^m[T_{m,j}]
@@ -296,6 +296,12 @@ class DistributedModel:
             correct.append(hits)
         c_train, c_test = self.comm.allreduce_scalars(*correct)
         return c_train / self.n_train, (c_test / self.n_test if self.n_test else float("nan"))
+
+    def close(self):
+        """Free this model's sub-communicators (a study builds many models on one world)."""
+        for group in self.groups.values():
+            group.comm.Free()
+        self.groups = {}
 
     def phase(self, name):
         return self.comm.phase(name)

@@ -103,6 +103,9 @@ class DenseModel:
     def phase(name):
         return contextlib.nullcontext()
 
+    def close(self):
+        """Nothing to free on one process (the distributed model frees its communicators)."""
+
     @staticmethod
     def take_comm_record():
         return {}

@@ -288,23 +288,23 @@ def run_one(comm, data, hidden, splits, setting, seed, objective, newton_config,
     tic = time.perf_counter()
     history = train(model, setting.optimizer, newton_config, sgd_config)
     elapsed = time.perf_counter() - tic
-    cg_counts = [r.get("cg_iters") or 0 for r in history.records]
-    with comm.phase("report"):             # each rank's own CG counts (they differ under diag)
-        cg_per_rank = comm.gather_objects(cg_counts)
     out = result(model, history, config_dict(
         optimizer=setting.optimizer, gn=setting.gn, sync=setting.sync, objective=objective,
         **({"newton": newton_config} if setting.optimizer == "newton" else {"sgd": sgd_config})))
+    model.close()
     if out is None:
         return None
-    return summarize_run(out, setting, seed, cg_per_rank, elapsed,
+    return summarize_run(out, setting, seed, elapsed,
                          newton_config.iters if setting.optimizer == "newton" else sgd_config.epochs)
 
 
-def summarize_run(out, setting, seed, cg_per_rank, elapsed, budget):
+def summarize_run(out, setting, seed, elapsed, budget):
     """(row of runs.csv, rows of curves.csv) from a result of ``experiment.result``."""
     history, config, final = out["history"], out["config"], out["final"]
-    cg_max = [max(c) for c in zip(*cg_per_rank)] if cg_per_rank and cg_per_rank[0] else []
-    cg_mean = [float(np.mean(c)) for c in zip(*cg_per_rank)] if cg_max else []
+    # each rank's own CG count (they differ under the diagonal G); one process: its own
+    per_rank = [r.get("cg_iters_per_rank") or [r.get("cg_iters") or 0] for r in history]
+    cg_max = [max(c) for c in per_rank] if setting.method != "sgd" else []
+    cg_mean = [float(np.mean(c)) for c in per_rank] if cg_max else []
     row = dict(
         method=setting.method, setting=setting.label,
         subsample=setting.subsample, sync=setting.sync, lr=setting.lr, seed=seed,
