@@ -5,6 +5,16 @@ The command line sets the file-only Agg backend; in a notebook the inline backen
 import matplotlib.pyplot as plt
 
 
+def _save(fig, path, title=""):
+    """Write ``fig`` to ``path`` (PNG) and free it."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def accuracy_against_time(results, path, title=""):
     """Test accuracy against training time, one line per run; saved to ``path``."""
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -17,10 +27,7 @@ def accuracy_against_time(results, path, title=""):
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 METHOD_COLORS = {"newton-full": "tab:blue", "newton-diag": "tab:orange", "sgd": "tab:green"}
@@ -54,12 +61,7 @@ def accuracy_time_panels(panels, path, title=""):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     axes[0][0].set_ylabel("test accuracy")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def robustness_strip(groups, path, title=""):
@@ -103,12 +105,7 @@ def robustness_strip(groups, path, title=""):
         box.set_xticklabels([name for name, _ in data], fontsize=8)
     box.set_title("spread of per-setting means", fontsize=9)
     box.grid(alpha=0.3, axis="y")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 # -- figures for the notebooks (they return the Figure; the notebook shows it) ---------------
