@@ -293,7 +293,7 @@ def run_product(args):
 
 
 def report_product(args, rows, mm, busy):
-    n_S, n_L = args.subsample_size, args.classes
+    n_S = args.subsample_size
     print(f"\n== 1. Gauss-Newton product G_S v, float64, network {'-'.join(map(str, args.layers))}, "
           f"|S| = {n_S}, grid {','.join(['1'] * len(args.layers))}, gn=diag (no message) ==")
     print("FLOPs per partition: 2|S| r c (z V) + 2|S| n_L c (D u) + 2|S| n_L c (D^T w) "

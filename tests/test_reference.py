@@ -4,7 +4,6 @@ Everything is checked against something computed independently of the code under
 finite differences of ``objective`` / of ``z^L``, explicitly assembled matrices, or plain
 Python loops. Tiny networks, float64, l = 7 instances, one-hot labels.
 """
-import itertools
 import math
 
 import numpy as np
