@@ -78,14 +78,16 @@ class DistributedModel:
         self.theta = np.concatenate([W[self.rows, self.cols].ravel(),
                                      b[self.cols] if p.has_bias else []])
         self.n_W = len(p.rows) * len(p.cols)
+        # copies, so that no view keeps the whole data set alive on this rank
         features = lambda A: np.ascontiguousarray(A[:, self.rows])       # noqa: E731
-        labels = lambda y: np.eye(self.n_L)[y][:, self.cols]             # noqa: E731
+        labels = lambda y: np.ascontiguousarray(np.eye(self.n_L)[y][:, self.cols])  # noqa: E731
         self.X = features(data.X_train) if p.holds_features else None
         self.X_test = features(data.X_test) if p.holds_features else None
         self.Y = labels(data.y_train) if p.holds_labels else None
         self.Y_test = labels(data.y_test) if p.holds_labels else None
         self.n_test = len(data.y_test)
         self.jacobian_factors = None      # (z^{m-1} on S, D_ij, softmax p on S or None)
+        self._cg_steps = 0                # CG steps of this partition in the current solve
 
     # -- parameters ---------------------------------------------------------------------
     def block(self, theta):
