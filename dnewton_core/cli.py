@@ -11,17 +11,14 @@ import os
 import sys
 
 from . import data as datasets
-from .comm import Comm, ConfigError
+from .comm import MONITORING, Comm, ConfigError
 from .experiment import build_model, config_dict, result, train
-from .model import ObjectiveConfig
+from .model import ObjectiveConfig, default_C, parse_C
 from .newton import NewtonConfig
 from .partition import parse_splits
 from .reproduce import add_arguments, cmd_reproduce
 from .sgd import SGDConfig
 
-# Kit's choice, not simpleNN's: on digits' 1437 training instances the default
-# C = 0.01 l over-regularizes a 64-64 network (test accuracy 81%, against 99% with 0.1 l).
-KIT_C = {"digits": "0.1l"}
 
 
 def _positive_ints(text):
@@ -33,16 +30,6 @@ def _positive_ints(text):
         raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
     return values
 
-
-def regularization(text, l):
-    """--C: a number, or a multiple of l written like 0.01l."""
-    try:
-        value = float(text[:-1]) * l if text.endswith("l") else float(text)
-    except ValueError:
-        raise ConfigError(f"--C expects a number or a multiple of l such as 0.01l, got {text!r}")
-    if not value > 0:
-        raise ConfigError(f"--C must be positive, got {text!r}")
-    return value
 
 
 def parser():
@@ -115,9 +102,9 @@ def parser():
 def configs(args, data):
     """The frozen configs of a run, validated (ValueError names the bad value)."""
     l = len(data.y_train)
-    c_text = args.C or KIT_C.get(args.data, "0.01l")
+    c_text = args.C or default_C(args.data)
     objective = ObjectiveConfig(activation=args.activation, loss=args.loss,
-                                C=regularization(c_text, l), batch_size=args.eval_batch,
+                                C=parse_C(c_text, l), batch_size=args.eval_batch,
                                 init_seed=args.seed)
     newton_config = NewtonConfig(iters=args.iters, subsample=args.subsample, xi=args.xi,
                                  cg_max=args.cg_max, lambda0=args.lambda0, seed=args.seed)
@@ -250,7 +237,7 @@ def compare_table(results):
 def training_bytes(run):
     """Bytes the training sent, summed over ranks and iterations (accuracy checks excluded)."""
     return sum(d["bytes"] for rec in run["history"] for phase, d in rec["comm"].items()
-               if phase not in ("evaluate", "report"))
+               if phase not in MONITORING)
 
 
 def main(argv=None):

@@ -21,6 +21,7 @@ from mpi4py import MPI
 
 PHASES = ("function", "gradient", "jacobian", "cg", "line_search", "sync", "sgd",
           "evaluate", "report", "setup")
+MONITORING = ("evaluate", "report", "setup")   # phases that watch training, not its cost
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX}
 _SYNC_TAG = 7
 

@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 
+from .comm import MONITORING, PHASES
+
 from .cluster import MPICluster, whoami  # noqa: F401  (re-exported for the notebooks)
 
 
@@ -16,16 +18,16 @@ def partitioned_model(data, hidden, splits=None, gn="full", sync=1.0, slow=None,
                       **objective):
     """This rank's ``DistributedModel`` of a network on ``data`` over ``MPI.COMM_WORLD``.
 
-    ``C`` defaults to 0.1 l, the kit's choice for digits (``cli.KIT_C``: simpleNN's 0.01 l
-    over-regularizes on 1437 instances); other ``ObjectiveConfig`` fields as keywords.
+    ``C`` defaults to the data set's (``model.default_C``: 0.1 l for digits, where simpleNN's
+    0.01 l over-regularizes); other ``ObjectiveConfig`` fields as keywords.
     Without ``splits``, ``partition.propose_splits`` picks them for the number of ranks.
     """
     from mpi4py import MPI
     from .comm import Comm
     from .experiment import build_model
-    from .model import ObjectiveConfig
+    from .model import ObjectiveConfig, default_C, parse_C
     l = len(data.y_train)
-    config = ObjectiveConfig(C=0.1 * l if C is None else C, **objective)
+    config = ObjectiveConfig(C=parse_C(default_C(data.name), l) if C is None else C, **objective)
     comm = Comm(MPI.COMM_WORLD)
     return build_model(data, tuple(hidden), config, comm, splits, gn=gn, sync=sync, slow=slow)
 
@@ -290,6 +292,7 @@ def measured(reports):
 
 
 TRAINING_PHASES = ("function", "gradient", "jacobian", "cg", "sync", "line_search", "sgd")
+assert set(TRAINING_PHASES) == set(PHASES) - set(MONITORING)    # in the order tables show
 
 
 def bytes_per_iteration(run, key="bytes"):

@@ -15,6 +15,7 @@ theta this process holds:
     accuracy(theta)           (train accuracy, test accuracy)
     phase(name)               context naming what the next messages are for (METHOD.md §5)
     take_comm_record()        messages since the last call, as a dict (empty on one process)
+    close()                   free what the model holds outside Python (sub-communicators)
 
 No MPI here: every global sum hides behind the model.
 """

@@ -38,11 +38,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .comm import PHASES
+from .comm import MONITORING, PHASES
 from .experiment import build_model, config_dict, result, train
+from .model import default_C
 
 METHODS = ("newton-full", "newton-diag", "sgd")
-NOT_TRAINING = ("evaluate", "report")          # phases left out of bytes_total (cli.training_bytes)
 LEDGER_PHASES = PHASES + ("other",)            # "other": a message outside any phase (none expected)
 
 # Budgets and grids. Newton gets --iters iterations (simpleNN's 100 by default); SGD gets
@@ -166,7 +166,7 @@ def add_arguments(subparsers):
     g.add_argument("--loss", default="squared", help="squared (default) or cross_entropy")
     g.add_argument("--C", default=None,
                    help="regularization: a number or a multiple of l such as 0.01l (default: "
-                        "the kit's, cli.KIT_C: 0.1l for digits, else simpleNN's 0.01l)")
+                        "the kit's, model.KIT_C: 0.1l for digits, else simpleNN's 0.01l)")
     g.add_argument("--train-limit", type=int, default=None, metavar="K",
                    help="train on the first K training instances only (stated in summary.md)")
     g.add_argument("--splits", help="P_0,...,P_L (default: proposed for the number of ranks)")
@@ -319,13 +319,13 @@ def summarize_run(out, setting, seed, elapsed, budget):
     for key in ("bytes", "messages", "seconds"):
         for phase in LEDGER_PHASES:
             row[f"{key}_{phase}"] = sum(r["comm"].get(phase, {}).get(key, 0) for r in history)
-    row["bytes_total"] = sum(row[f"bytes_{p}"] for p in LEDGER_PHASES if p not in NOT_TRAINING)
+    row["bytes_total"] = sum(row[f"bytes_{p}"] for p in LEDGER_PHASES if p not in MONITORING)
     row["messages_total"] = sum(row[f"messages_{p}"] for p in LEDGER_PHASES
-                                if p not in NOT_TRAINING)
+                                if p not in MONITORING)
     curves = [dict(iter=r["iter"], wall_time=r["wall_time"], objective=r["objective"],
                    train_accuracy=r["train_accuracy"], test_accuracy=r["test_accuracy"],
                    cg_iters=cg_max[k] if cg_max and setting.method != "sgd" else None,
-                   bytes=sum(d["bytes"] for p, d in r["comm"].items() if p not in NOT_TRAINING))
+                   bytes=sum(d["bytes"] for p, d in r["comm"].items() if p not in MONITORING))
               for k, r in enumerate(history)]
     return row, curves
 
@@ -640,7 +640,7 @@ def summary_markdown(a, info, stats, rows, curves, notes, started, seconds, data
         f"- ranks: {info['ranks']}, splits {first['splits'] or '(one process, dense model)'}",
         f"- data: {data_note}",
         f"- network {first['network']}, {a.activation}, {a.loss} loss, C = {first['C']:g} "
-        f"({a.C_text}{'' if a.C else ', the kit' + chr(39) + 's default, cli.KIT_C'})",
+        f"({a.C_text}{'' if a.C else ', the kit' + chr(39) + 's default, model.KIT_C'})",
         f"- Newton: simpleNN's constants (xi = {a.xi:g}, CG_max = {a.cg_max}, lambda_0 = "
         f"{a.lambda0:g}, boost 3/2, drop 2/3, eta = 1e-4), {a.iters} iterations; subsamples "
         f"{', '.join(f'{100 * s:g}%' for s in a.subsamples)}; sync fractions "
@@ -704,7 +704,7 @@ def figure_inputs(stats, rows, curves):
 def cmd_reproduce(args, comm):
     """The study: agreed validation, then every (seed, setting) run on ``comm``, then
     (rank 0) the table, summary.md and the figures. Returns the exit status."""
-    from . import cli                       # prepare, configs, KIT_C: the command line's own
+    from . import cli                       # prepare, configs: the command line's own
     error, a = None, None
     try:
         a = resolve(args)
@@ -724,7 +724,7 @@ def cmd_reproduce(args, comm):
         data = dataclasses.replace(data, X_train=data.X_train[:k], y_train=data.y_train[:k])
         objective, newton_config, sgd_config = cli.configs(a, data)   # C = c * l with the new l
         data_note += f"; REDUCED: only the first {k} training instances are used (--train-limit)"
-    a.C_text = a.C or cli.KIT_C.get(a.data, "0.01l")
+    a.C_text = a.C or default_C(a.data)
     newton_config = dataclasses.replace(newton_config, iters=a.iters)
     sgd_config = dataclasses.replace(sgd_config, epochs=a.epochs)
     diag_possible = comm.size > 1 or splits is not None
