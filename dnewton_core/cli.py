@@ -40,63 +40,87 @@ def parser():
                     "'mpiexec -n N' for N ranks, one per partition of the network.")
     sub = top.add_subparsers(dest="command", required=True)
 
-    common = argparse.ArgumentParser(add_help=False)
-    g = common.add_argument_group("data and network")
+    network, constants, budgets = shared_options()
+    single = argparse.ArgumentParser(add_help=False)
+    common = [network, single, constants, budgets]
+    g = single.add_argument_group("a single run")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seeds initialization, subsamples and batches (default 0)")
+    g.add_argument("--gn", default="full", choices=("full", "diag"),
+                   help="Gauss-Newton matrix: full, or block-diagonal (no messages in CG)")
+    g.add_argument("--sync", type=float, default=1.0,
+                   help="with --gn diag: stop every CG once this fraction of partitions "
+                        "is done (default 1: wait for all)")
+
+    p = sub.add_parser("train", parents=common, help="train one network, one line per iteration",
+                       description="Train one network and print one line per iteration.")
+    p.add_argument("--optimizer", default="newton", choices=("newton", "sgd"))
+    p.add_argument("--json", help="write {config, history, final} to this file")
+
+    p = sub.add_parser("compare", parents=common, help="Newton (full, diagonal) against SGD",
+                       description="Newton with the full and (on several ranks) the diagonal "
+                                   "Gauss-Newton matrix against SGD, on the same data, network "
+                                   "and grid: a table, compare.json and a figure.")
+    p.add_argument("--out", default="results/compare", help="output directory")
+    add_arguments(sub, parents=shared_options(hidden=None)[:2])
+    return top
+
+
+def shared_options(hidden=(64, 64)):
+    """Parent parsers: (data, network and partitions; Newton's and SGD's constants; the
+    budgets and step sizes of one run). ``reproduce`` shares the first two, with no default
+    for ``--hidden`` (its default depends on the data set). Each call makes new parsers:
+    argparse shares option objects between a parent and its children."""
+    network = argparse.ArgumentParser(add_help=False)
+    g = network.add_argument_group("data and network")
     g.add_argument("--data", default="digits",
                    help="data set: " + ", ".join(datasets.DATASETS) + " (default digits, "
                         "embedded; the others read local files, see --data-path)")
     g.add_argument("--data-path", help="directory or file(s) of the data set")
-    g.add_argument("--hidden", type=_positive_ints, default=(64, 64),
-                   help="hidden layer widths, e.g. 300,300 (default 64,64)")
+    g.add_argument("--hidden", type=_positive_ints, default=hidden,
+                   help="hidden layer widths, e.g. 300,300 (default "
+                        + (",".join(map(str, hidden)) if hidden else
+                           "64,64 for digits, 300,300 otherwise") + ")")
     g.add_argument("--activation", default="relu", help="relu (default), sigmoid or tanh")
     g.add_argument("--loss", default="squared", help="squared (default) or cross_entropy")
     g.add_argument("--C", default=None,
                    help="regularization C in theta'theta/(2C): a number or a multiple of "
                         "the training size l such as 0.01l (default 0.01l as in simpleNN; "
                         "0.1l for digits, see README)")
-    g.add_argument("--seed", type=int, default=0,
-                   help="seeds initialization, subsamples and batches (default 0)")
-    g.add_argument("--eval-batch", type=int, default=4096,
+    g.add_argument("--eval-batch", type=int, default=ObjectiveConfig.batch_size,
                    help="instances per mini-batch when evaluating f and its gradient")
-    g = common.add_argument_group("partitions (under mpiexec)")
     g.add_argument("--splits", help="P_0,...,P_L: how many groups each layer's neurons are "
                                     "split into; needs sum P_(m-1) P_m ranks (default: "
-                                    "proposed for the number of ranks)")
-    g.add_argument("--gn", default="full", choices=("full", "diag"),
-                   help="Gauss-Newton matrix: full, or block-diagonal (no messages in CG)")
-    g.add_argument("--sync", type=float, default=1.0,
-                   help="with --gn diag: stop every CG once this fraction of partitions "
-                        "is done (default 1: wait for all)")
+                                    "proposed for the number of ranks, under mpiexec)")
     g.add_argument("--slow-rank", metavar="RANK:SECONDS",
                    help="teaching device: make RANK sleep SECONDS in each Gauss-Newton product")
-    g = common.add_argument_group("Newton (defaults: simpleNN's)")
-    g.add_argument("--iters", type=int, default=100, help="Newton iterations (100)")
-    g.add_argument("--subsample", type=float, default=0.05,
-                   help="fraction of instances in the Gauss-Newton subsample S (0.05)")
-    g.add_argument("--xi", type=float, default=0.1, help="CG tolerance xi (0.1)")
-    g.add_argument("--cg-max", type=int, default=250, help="CG iteration limit (250)")
-    g.add_argument("--lambda0", type=float, default=1.0, help="initial damping (1)")
-    g = common.add_argument_group("SGD with momentum (kit's defaults)")
-    g.add_argument("--lr", type=float, default=0.01, help="learning rate (0.01)")
-    g.add_argument("--momentum", type=float, default=0.9, help="momentum (0.9)")
-    g.add_argument("--batch-size", type=int, default=128, help="instances per step (128)")
-    g.add_argument("--decay", type=float, default=0.0, help="lr_t = lr / (1 + decay t) (0)")
-    g.add_argument("--epochs", type=int, default=20, help="epochs (20)")
-    common.add_argument("--overwrite", action="store_true",
-                        help="replace existing output files instead of stopping")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files instead of stopping")
 
-    p = sub.add_parser("train", parents=[common], help="train one network, one line per iteration",
-                       description="Train one network and print one line per iteration.")
-    p.add_argument("--optimizer", default="newton", choices=("newton", "sgd"))
-    p.add_argument("--json", help="write {config, history, final} to this file")
+    n, s = NewtonConfig, SGDConfig            # the defaults live in the config dataclasses
+    constants = argparse.ArgumentParser(add_help=False)
+    g = constants.add_argument_group("constants (defaults: simpleNN's for Newton, the kit's "
+                                     "for SGD)")
+    g.add_argument("--xi", type=float, default=n.xi, help=f"CG tolerance xi ({n.xi:g})")
+    g.add_argument("--cg-max", type=int, default=n.cg_max,
+                   help=f"CG iteration limit ({n.cg_max})")
+    g.add_argument("--lambda0", type=float, default=n.lambda0,
+                   help=f"initial damping ({n.lambda0:g})")
+    g.add_argument("--momentum", type=float, default=s.momentum,
+                   help=f"SGD momentum ({s.momentum:g})")
+    g.add_argument("--batch-size", type=int, default=s.batch_size,
+                   help=f"SGD instances per step ({s.batch_size})")
 
-    p = sub.add_parser("compare", parents=[common], help="Newton (full, diagonal) against SGD",
-                       description="Newton with the full and (on several ranks) the diagonal "
-                                   "Gauss-Newton matrix against SGD, on the same data, network "
-                                   "and grid: a table, compare.json and a figure.")
-    p.add_argument("--out", default="results/compare", help="output directory")
-    add_arguments(sub)
-    return top
+    budgets = argparse.ArgumentParser(add_help=False)
+    g = budgets.add_argument_group("budgets and step sizes")
+    g.add_argument("--iters", type=int, default=n.iters, help=f"Newton iterations ({n.iters})")
+    g.add_argument("--subsample", type=float, default=n.subsample,
+                   help=f"fraction of instances in the Gauss-Newton subsample S ({n.subsample:g})")
+    g.add_argument("--lr", type=float, default=s.lr, help=f"SGD learning rate ({s.lr:g})")
+    g.add_argument("--decay", type=float, default=s.decay,
+                   help=f"SGD: lr_t = lr / (1 + decay t) ({s.decay:g})")
+    g.add_argument("--epochs", type=int, default=s.epochs, help=f"SGD epochs ({s.epochs})")
+    return network, constants, budgets
 
 
 def configs(args, data):

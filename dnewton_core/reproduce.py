@@ -144,37 +144,17 @@ def _floats(text):
     return values
 
 
-def _ints(text):
-    return tuple(int(v) for v in _floats(text))
-
-
-def add_arguments(subparsers):
-    """Register ``reproduce`` on the command line's subparsers; returns its parser."""
+def add_arguments(subparsers, parents):
+    """Register ``reproduce`` on the command line's subparsers, with its shared options
+    (data, network, partitions, constants) from ``parents``; returns its parser."""
     p = subparsers.add_parser(
-        "reproduce", help="the paper's claims, measured: a grid of runs, tables and figures",
+        "reproduce", parents=parents,
+        help="the paper's claims, measured: a grid of runs, tables and figures",
         description="Run the reproduction study (Newton full and diagonal over subsample "
                     "and sync-fraction grids, SGD over a learning-rate grid, several seeds) "
                     "and write runs.csv, curves.csv, summary.md and two figures into --out.")
-    g = p.add_argument_group("data and network")
-    g.add_argument("--data", default="digits",
-                   help="data set (default digits, embedded; fashion-mnist reads "
-                        "/usr/share/datasets/fashion-mnist; LIBSVM sets need --data-path)")
-    g.add_argument("--data-path", help="directory or file(s) of the data set")
-    g.add_argument("--hidden", type=_ints, default=None,
-                   help="hidden layer widths (default 64,64 for digits, 300,300 otherwise)")
-    g.add_argument("--activation", default="relu", help="relu (default), sigmoid or tanh")
-    g.add_argument("--loss", default="squared", help="squared (default) or cross_entropy")
-    g.add_argument("--C", default=None,
-                   help="regularization: a number or a multiple of l such as 0.01l (default: "
-                        "the kit's, model.KIT_C: 0.1l for digits, else simpleNN's 0.01l)")
-    g.add_argument("--train-limit", type=int, default=None, metavar="K",
+    p.add_argument("--train-limit", type=int, default=None, metavar="K",
                    help="train on the first K training instances only (stated in summary.md)")
-    g.add_argument("--splits", help="P_0,...,P_L (default: proposed for the number of ranks)")
-    g.add_argument("--eval-batch", type=int, default=4096,
-                   help="instances per mini-batch when evaluating f and its gradient")
-    g.add_argument("--slow-rank", metavar="RANK:SECONDS",
-                   help="a straggler: RANK sleeps SECONDS in each Gauss-Newton product (what "
-                        "the sync fraction is for; stated in summary.md)")
     g = p.add_argument_group("the grid")
     g.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated subset of " + ", ".join(METHODS))
@@ -196,18 +176,10 @@ def add_arguments(subparsers):
                    help="SGD epochs per run (default: iters times the measured ratio of "
                         "a Newton iteration's time to an SGD epoch's, 2 for digits, 2.8 "
                         "otherwise, so both get a similar time; see summary.md)")
-    g = p.add_argument_group("fixed constants (defaults: simpleNN's for Newton, the kit's for SGD)")
-    g.add_argument("--xi", type=float, default=0.1, help="CG tolerance xi (0.1)")
-    g.add_argument("--cg-max", type=int, default=250, help="CG iteration limit (250)")
-    g.add_argument("--lambda0", type=float, default=1.0, help="initial damping (1)")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (0.9)")
-    g.add_argument("--batch-size", type=int, default=128, help="SGD instances per step (128)")
     g = p.add_argument_group("output")
     g.add_argument("--quick", action="store_true",
                    help="digits, 2 seeds, a small grid, few iterations: a minute or two")
     g.add_argument("--out", default=None, help="output directory (default results/<data>)")
-    g.add_argument("--overwrite", action="store_true",
-                   help="replace existing output files instead of stopping")
     return p
 
 
