@@ -38,6 +38,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from .cluster import BLAS_THREADS
 from .comm import MONITORING, PHASES
 from .experiment import build_model, config_dict, result, train
 from .model import default_C
@@ -493,14 +494,18 @@ def claims(stats, rows, curves):
         best_n = max(newton, key=lambda x: x["test"])
         best_s = max(sgd, key=lambda x: x["test"])
         conv = [x for x in sgd if not x["diverged"]]
-        lines.append(f"Newton, {len(newton)} settings: mean test accuracy from {n_lo:.4f} to "
-                     f"{n_hi:.4f} (range {n_hi - n_lo:.4f}, std over settings {n_sd:.4f}).")
-        lines.append(f"SGD, {len(sgd)} learning rates: from {s_lo:.4f} to {s_hi:.4f} (range "
-                     f"{s_hi - s_lo:.4f}, std {s_sd:.4f}); "
-                     f"{sum(x['diverged'] > 0 for x in sgd)} rate(s) diverged in some seed"
-                     + (f"; without them: {min(x['test'] for x in conv):.4f} to "
-                        f"{max(x['test'] for x in conv):.4f}" if conv and len(conv) < len(sgd)
-                        else "") + ".")
+        if len(newton) > 1:
+            lines.append(f"Newton, {len(newton)} settings: mean test accuracy from {n_lo:.4f} to "
+                         f"{n_hi:.4f} (range {n_hi - n_lo:.4f}, std over settings {n_sd:.4f}).")
+        if len(sgd) > 1:
+            lines.append(f"SGD, {len(sgd)} learning rates: from {s_lo:.4f} to {s_hi:.4f} (range "
+                         f"{s_hi - s_lo:.4f}, std {s_sd:.4f}); "
+                         f"{sum(x['diverged'] > 0 for x in sgd)} rate(s) diverged in some seed"
+                         + (f"; without them: {min(x['test'] for x in conv):.4f} to "
+                            f"{max(x['test'] for x in conv):.4f}" if conv and len(conv) < len(sgd)
+                            else "") + ".")
+        if len(newton) == 1 or len(sgd) == 1:
+            lines.append("Robustness not measured: it needs two or more settings of each method.")
         lines.append(f"Best Newton: {best_n['setting']}, {_pm(best_n['test'], best_n['test_std'])}"
                      f" in {_fmt(best_n['time'], '.1f')} s; best SGD: {best_s['setting']}, "
                      f"{_pm(best_s['test'], best_s['test_std'])} in {_fmt(best_s['time'], '.1f')} s"
@@ -536,9 +541,15 @@ def machine_info():
                 platform=platform.platform(), python=platform.python_version(),
                 numpy=np.__version__, mpi4py=mpi4py.__version__,
                 mpi=" ".join(MPI.Get_library_version().strip().splitlines()[0].split()),
-                threads=", ".join(f"{k}={os.environ[k]}" for k in
-                                  ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+                threads=", ".join(f"{k}={os.environ[k]}" for k in BLAS_THREADS
                                   if k in os.environ) or "not set")
+
+
+def speed_environment():
+    """The variables set here that change how fast the runs go, never what they compute:
+    BLAS threads, and MPICH's tuning variables (MPIR_CVAR_...), as NAME=value strings."""
+    return [f"{k}={os.environ[k]}" for k in BLAS_THREADS if k in os.environ] + \
+        [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MPIR_CVAR_")]
 
 
 def command_line(ranks):
@@ -548,9 +559,7 @@ def command_line(ranks):
     if not sys.argv or os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0]))) \
             != "dnewton_core" and os.path.basename(sys.argv[0]) != "dnewton":
         argv = ["reproduce", "..."]                    # called in-process: argv is not ours
-    env = " ".join(f"{k}={os.environ[k]}" for k in
-                   ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-                   if k in os.environ)
+    env = " ".join(speed_environment())
     launch = f"mpiexec -n {ranks} " if ranks > 1 else ""
     return (env + " " if env else "") + launch + prog + " " + shlex.join(argv)
 
@@ -615,8 +624,9 @@ def summary_markdown(a, info, stats, rows, curves, notes, started, seconds, data
         f"({a.C_text}{'' if a.C else ', the kit' + chr(39) + 's default, model.KIT_C'})",
         f"- Newton: simpleNN's constants (xi = {a.xi:g}, CG_max = {a.cg_max}, lambda_0 = "
         f"{a.lambda0:g}, boost 3/2, drop 2/3, eta = 1e-4), {a.iters} iterations; subsamples "
-        f"{', '.join(f'{100 * s:g}%' for s in a.subsamples)}; sync fractions "
-        f"{', '.join(f'{t:g}' for t in a.syncs)} (newton-diag only)",
+        f"{', '.join(f'{100 * s:g}%' for s in a.subsamples)}"
+        + (f"; sync fractions {', '.join(f'{t:g}' for t in a.syncs)} (newton-diag only)"
+           if a.syncs and "newton-diag" in a.methods else ""),
         f"- SGD with momentum {a.momentum:g}, batch {a.batch_size}, no decay, {a.epochs} epochs; "
         f"learning rates {', '.join(f'{lr:g}' for lr in a.lrs)} (a diverged run stops at the "
         "epoch where f overflows and is kept as a result)",

@@ -234,3 +234,39 @@ def test_aggregate_and_table():
     assert stats[0]["bytes_per_iter"] == 100 and stats[0]["cg_per_iter"] == 3
     table = rep.settings_table(stats).splitlines()
     assert len(table) == 4 and "0.7000 ± 0.1414" in table[3]
+
+
+def test_claims_report_a_spread_only_over_two_or_more_settings():
+    def row(run, setting, acc):
+        return dict(run=run, setting=setting.label, method=setting.method,
+                    subsample=setting.subsample, sync=setting.sync, lr=setting.lr,
+                    unit="epoch" if setting.method == "sgd" else "iteration", seed=0,
+                    iterations=1, test_accuracy=acc, train_accuracy=acc, objective=1.0,
+                    wall_time=2.0, bytes_total=1, bytes_cg=0, bytes_jacobian=0,
+                    cg_iters=None if setting.method == "sgd" else 3, seconds_cg=0.0,
+                    seconds_jacobian=0.0, diverged=False)
+    full, sgd = rep.Setting("newton-full", 0.05, 1.0), rep.Setting("sgd", lr=0.1)
+    rows = [row(1, full, 0.9), row(2, sgd, 0.8)]
+    curves = [dict(run=r["run"], iter=1, wall_time=2.0, test_accuracy=r["test_accuracy"])
+              for r in rows]
+    robustness = rep.claims(rep.aggregate(rows), rows, curves)[3][1]
+    assert not any("range" in line for line in robustness)
+    assert any("not measured" in line for line in robustness)
+    assert any("Best Newton: newton-full S=5%, 0.9000" in line for line in robustness)
+    rows.append(row(3, rep.Setting("sgd", lr=1.0), 0.1))
+    curves.append(dict(run=3, iter=1, wall_time=2.0, test_accuracy=0.1))
+    robustness = rep.claims(rep.aggregate(rows), rows, curves)[3][1]
+    assert any("SGD, 2 learning rates: from 0.1000 to 0.8000 (range 0.7000" in line
+               for line in robustness)
+
+
+def test_summary_command_records_the_variables_that_change_speed(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MPIR_CVAR_CH4_PROGRESS_THROTTLE", "1")
+    monkeypatch.setenv("UNRELATED_VARIABLE", "x")
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "dnewton_core" / "__main__.py"),
+                                      "reproduce", "--quick"])
+    line = rep.command_line(4)
+    assert line.startswith("OMP_NUM_THREADS=1 ") and "MPIR_CVAR_CH4_PROGRESS_THROTTLE=1 " in line
+    assert "UNRELATED" not in line
+    assert line.endswith("mpiexec -n 4 python -m dnewton_core reproduce --quick")
