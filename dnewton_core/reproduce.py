@@ -57,9 +57,9 @@ DEFAULTS = {
     # digits 64-64-64-10: 0.026 s per Newton iteration, 0.012 s per epoch (quiet machine;
     # under a load of 5 on the 2 cores the ratio fell to 1.3: SGD's many small messages wait)
     "digits": dict(hidden=(64, 64), iters=100, epochs_per_iter=2.0),
-    # Fashion-MNIST 784-300-300-10: 10.5-16.7 s per Newton iteration (S = 5%), 5.9-6.8 s per
-    # epoch (machine shared with other work)
-    None: dict(hidden=(300, 300), iters=100, epochs_per_iter=2.8),
+    # Fashion-MNIST 784-300-300-10: 8.2 s per Newton iteration (S = 5%, 100 iterations),
+    # 4.5 s per epoch (results/fashion-mnist/long, nothing else running)
+    None: dict(hidden=(300, 300), iters=100, epochs_per_iter=1.8),
 }
 QUICK = dict(data="digits", hidden=(64, 64), iters=8, epochs=6, seeds=2,
              subsamples=(0.05,), syncs=(1.0, 0.5), lrs=(1e-3, 1e-1, 1.0))
@@ -175,8 +175,10 @@ def add_arguments(subparsers, parents):
                    help="Newton iterations per run (default 100, simpleNN's)")
     g.add_argument("--epochs", type=int, default=None,
                    help="SGD epochs per run (default: iters times the measured ratio of "
-                        "a Newton iteration's time to an SGD epoch's, 2 for digits, 2.8 "
-                        "otherwise, so both get a similar time; see summary.md)")
+                        f"a Newton iteration's time to an SGD epoch's, "
+                        f"{DEFAULTS['digits']['epochs_per_iter']:g} for digits, "
+                        f"{DEFAULTS[None]['epochs_per_iter']:g} otherwise, so both get a "
+                        "similar time; see summary.md)")
     g = p.add_argument_group("output")
     g.add_argument("--quick", action="store_true",
                    help="digits, 2 seeds, a small grid, few iterations: a minute or two")

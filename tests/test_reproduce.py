@@ -204,7 +204,7 @@ def test_resolve_defaults_and_checks():
     assert (a.data, a.hidden, a.iters, a.seeds, a.out) == ("digits", (64, 64), 100, 3, "results/digits")
     assert a.epochs == 200                      # 2 epochs per Newton iteration on digits
     a = rep.resolve(_args("--data", "fashion-mnist", "--iters", "10"))
-    assert a.hidden == (300, 300) and a.out == "results/fashion-mnist" and a.epochs == 28
+    assert a.hidden == (300, 300) and a.out == "results/fashion-mnist" and a.epochs == 18
     assert rep.resolve(_args("--iters", "10", "--epochs", "3")).epochs == 3
     a = rep.resolve(_args("--quick"))
     assert a.seeds == 2 and a.iters == 8 and a.lrs == (1e-3, 1e-1, 1.0)
