@@ -217,15 +217,18 @@ def test_resolve_defaults_and_checks():
             rep.resolve(_args(*bad))
 
 
+def row(run, setting, seed, acc):
+    """A row of runs.csv: 2 iterations, 4 s, 200 bytes (20 in CG), 6 CG iterations."""
+    return dict(run=run, setting=setting.label, method=setting.method,
+                subsample=setting.subsample, sync=setting.sync, lr=setting.lr,
+                unit="epoch" if setting.method == "sgd" else "iteration", seed=seed,
+                iterations=2, test_accuracy=acc, train_accuracy=acc, objective=1.0,
+                wall_time=4.0, bytes_total=200, bytes_cg=20, bytes_jacobian=10,
+                cg_iters=6 if setting.method != "sgd" else None, seconds_cg=1.0,
+                seconds_jacobian=0.5, diverged=False)
+
+
 def test_aggregate_and_table():
-    def row(run, setting, seed, acc):
-        return dict(run=run, setting=setting.label, method=setting.method,
-                    subsample=setting.subsample, sync=setting.sync, lr=setting.lr,
-                    unit="epoch" if setting.method == "sgd" else "iteration", seed=seed,
-                    iterations=2, test_accuracy=acc, train_accuracy=acc, objective=1.0,
-                    wall_time=4.0, bytes_total=200, bytes_cg=20, bytes_jacobian=10,
-                    cg_iters=6 if setting.method != "sgd" else None, seconds_cg=1.0,
-                    seconds_jacobian=0.5, diverged=False)
     sgd, full = rep.Setting("sgd", lr=0.1), rep.Setting("newton-full", 0.05, 1.0)
     rows = [row(1, sgd, 0, 0.8), row(2, full, 0, 0.9), row(3, sgd, 1, 0.6), row(4, full, 1, 0.9)]
     stats = rep.aggregate(rows)
@@ -237,24 +240,16 @@ def test_aggregate_and_table():
 
 
 def test_claims_report_a_spread_only_over_two_or_more_settings():
-    def row(run, setting, acc):
-        return dict(run=run, setting=setting.label, method=setting.method,
-                    subsample=setting.subsample, sync=setting.sync, lr=setting.lr,
-                    unit="epoch" if setting.method == "sgd" else "iteration", seed=0,
-                    iterations=1, test_accuracy=acc, train_accuracy=acc, objective=1.0,
-                    wall_time=2.0, bytes_total=1, bytes_cg=0, bytes_jacobian=0,
-                    cg_iters=None if setting.method == "sgd" else 3, seconds_cg=0.0,
-                    seconds_jacobian=0.0, diverged=False)
     full, sgd = rep.Setting("newton-full", 0.05, 1.0), rep.Setting("sgd", lr=0.1)
-    rows = [row(1, full, 0.9), row(2, sgd, 0.8)]
-    curves = [dict(run=r["run"], iter=1, wall_time=2.0, test_accuracy=r["test_accuracy"])
+    rows = [row(1, full, 0, 0.9), row(2, sgd, 0, 0.8)]
+    curves = [dict(run=r["run"], iter=1, wall_time=4.0, test_accuracy=r["test_accuracy"])
               for r in rows]
     robustness = rep.claims(rep.aggregate(rows), rows, curves)[3][1]
     assert not any("range" in line for line in robustness)
     assert any("not measured" in line for line in robustness)
     assert any("Best Newton: newton-full S=5%, 0.9000" in line for line in robustness)
-    rows.append(row(3, rep.Setting("sgd", lr=1.0), 0.1))
-    curves.append(dict(run=3, iter=1, wall_time=2.0, test_accuracy=0.1))
+    rows.append(row(3, rep.Setting("sgd", lr=1.0), 0, 0.1))
+    curves.append(dict(run=3, iter=1, wall_time=4.0, test_accuracy=0.1))
     robustness = rep.claims(rep.aggregate(rows), rows, curves)[3][1]
     assert any("SGD, 2 learning rates: from 0.1000 to 0.8000 (range 0.7000" in line
                for line in robustness)
