@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from . import data as datasets
 from .comm import MONITORING, Comm, ConfigError
@@ -19,6 +20,9 @@ from .partition import parse_splits
 from .reproduce import add_arguments, cmd_reproduce
 from .sgd import SGDConfig
 
+# Seconds a failing rank waits between printing its error and MPI_Abort: Abort tears the job
+# down at once, and under load mpiexec (hydra) lost the rank's last line (seen once in CI).
+ABORT_GRACE = 0.5
 
 
 def _positive_ints(text):
@@ -286,5 +290,6 @@ def main(argv=None):
         print(f"error: rank {comm.rank}: {type(e).__name__}: {e}", file=sys.__stderr__,
               flush=True)
         if comm.size > 1:
+            time.sleep(ABORT_GRACE)                   # let mpiexec forward the line first
             world.Abort(2)
         return 2
