@@ -11,7 +11,7 @@ export OPENBLAS_NUM_THREADS=1
 export MKL_NUM_THREADS=1
 export IPP_NONINTERACTIVE=1
 # MPICH: a waiting rank sleeps 1 us after 4096 empty polls instead of spinning on a core that
-# a working rank needs. Times only, never results (README, Performance: 3-10% with 4 ranks on 2 cores).
+# a working rank needs. Times only, never results (README, Installation: 3-10% with 4 ranks on 2 cores).
 export MPIR_CVAR_CH4_PROGRESS_THROTTLE=1
 
 .PHONY: demo test lab bench venv clean
