@@ -348,23 +348,25 @@ def profile_product(model, v, repeats):
     u = z_in @ VW
     w = np.random.default_rng(7).standard_normal((n_S, n_L)) / n_S
     Dt = np.ascontiguousarray(D.transpose(0, 2, 1))              # (|S|, c, n_L) layout
-    ref_Du = np.matmul(D, u[:, :, None])[:, :, 0]
-    ref_Dtw = np.matmul(w[:, None, :], D)[:, 0, :]
+    ref_Du = np.einsum("snk,sk->sn", D, u)                     # as in gauss_newton
+    ref_Dtw = np.einsum("sn,snk->sk", w, D)
     DtB = ref_Dtw
     cand = {
         "u = z V (GEMM)": (lambda: z_in @ VW, None),
         "z^T (D^T w) (GEMM)": (lambda: z_in.T @ DtB, None),
-        "Du  np.matmul(D, u[:,:,None])  [current]": (
+        "Du  np.matmul(D, u[:,:,None])": (
             lambda: np.matmul(D, u[:, :, None])[:, :, 0], ref_Du),
-        "Du  np.einsum('snk,sk->sn', D, u)": (lambda: np.einsum("snk,sk->sn", D, u), ref_Du),
+        "Du  np.einsum('snk,sk->sn', D, u)  [current]": (
+            lambda: np.einsum("snk,sk->sn", D, u), ref_Du),
         "Du  np.einsum(..., optimize=True)": (
             lambda: np.einsum("snk,sk->sn", D, u, optimize=True), ref_Du),
         "Du  (D * u[:,None,:]).sum(2)": (lambda: (D * u[:, None, :]).sum(axis=2), ref_Du),
         "Du  np.matmul(u[:,None,:], Dt)  (D stored |S| x c x n_L)": (
             lambda: np.matmul(u[:, None, :], Dt)[:, 0, :], ref_Du),
-        "Dtw np.matmul(w[:,None,:], D)  [current]": (
+        "Dtw np.matmul(w[:,None,:], D)": (
             lambda: np.matmul(w[:, None, :], D)[:, 0, :], ref_Dtw),
-        "Dtw np.einsum('sn,snk->sk', w, D)": (lambda: np.einsum("sn,snk->sk", w, D), ref_Dtw),
+        "Dtw np.einsum('sn,snk->sk', w, D)  [current]": (
+            lambda: np.einsum("sn,snk->sk", w, D), ref_Dtw),
         "Dtw np.einsum(..., optimize=True)": (
             lambda: np.einsum("sn,snk->sk", w, D, optimize=True), ref_Dtw),
         "Dtw (w[:,:,None] * D).sum(1)": (lambda: (w[:, :, None] * D).sum(axis=1), ref_Dtw),
