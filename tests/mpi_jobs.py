@@ -29,7 +29,7 @@ from types import SimpleNamespace
 import numpy as np
 from mpi4py import MPI
 
-from dnewton_core import reference as ref
+from dnewton_core import lessons
 from dnewton_core.comm import Comm, ConfigError
 from dnewton_core.distributed import DistributedModel
 from dnewton_core.model import DenseModel, ObjectiveConfig
@@ -171,18 +171,15 @@ def job_products(a, comm):
 
 def job_diag(a, comm):
     data, dm, dense = build(a, comm, "diag")
-    grid, n, layers = dm.grid, len(dense.theta), dense.layers
+    grid, n = dm.grid, len(dense.theta)
     idx = grid.param_slices(comm.rank)
     theta, v, _, S = random_point(a, dense)
     out = {"gradient_S": rel(assemble(comm, grid, dm.gradient(theta[idx], S), n)[0],
                              dense.gradient(theta, S))}
     Gv = dm.gauss_newton(v[idx])
-    masked = np.zeros(n)
-    masked[idx] = v[idx]                                  # mask_p v
-    G_masked = ref.flatten(ref.gauss_newton_product(
-        ref.unflatten(theta, layers), data.X_train[S], ref.unflatten(masked, layers),
-        dense.C, a.act, a.loss))[idx]                     # mask_p (G mask_p v)
-    block_diag, _ = assemble(comm, grid, G_masked, n)
+    # mask_p (G mask_p v) for every p, G from the dense oracle on S
+    block_diag = lessons.reference_block_diagonal(theta, data.X_train[S], v, dense.C, grid,
+                                                  a.act, a.loss)
     out["block_diag"] = rel(assemble(comm, grid, Gv, n)[0], block_diag)
     # how far the block-diagonal product is from the full one (must be > 0 when N > 1,
     # else the check above could not tell the two apart)
