@@ -2,7 +2,7 @@
 
 Every loader returns a :class:`Dataset`. Samples are rows: ``X_train`` is ``(l, n_0)`` float64,
 ``y_train`` is ``(l,)`` int64 with labels ``0..k-1``; ``classes[c]`` is the original label of
-class ``c``. Use :func:`one_hot` to get the ``(l, k)`` targets the networks train on.
+class ``c``.
 
 Sources (see ``data/README.md`` for how to get the files):
 
@@ -20,18 +20,20 @@ Sources (see ``data/README.md`` for how to get the files):
 
 Nothing is ever downloaded unless :func:`download_libsvm` is called explicitly. Every problem
 with the data raises :class:`DataError` with a message naming the file (``FILE:LINE: ...`` where
-a line applies).
+a line applies): among them a test file with feature indices beyond the training file's, and a
+training part with fewer than two classes. Test classes never seen in training are only a
+:class:`DataWarning`.
 """
 from __future__ import annotations
 
 import bz2
-import dataclasses
 import gzip
 import hashlib
 import os
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +45,17 @@ class DataError(ValueError):
     """A data file is missing, malformed or inconsistent; the message names the file."""
 
 
+class DataWarning(UserWarning):
+    """Data that can be used but is suspect (test classes never seen in training)."""
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """A train/test pair. Samples are rows; labels are ``0..k-1``, ``classes[c]`` is the original
-    label of class ``c``. Arrays are converted to float64 / int64 and checked on construction.
-    (``eq=False``: compare the arrays yourself; ``==`` on arrays is elementwise.)"""
+    label of class ``c``. Arrays are converted to float64 / int64 and checked on construction;
+    the training part must hold at least two classes, and test classes it lacks give a
+    :class:`DataWarning`. (``eq=False``: compare the arrays yourself; ``==`` on arrays is
+    elementwise.)"""
 
     name: str
     X_train: np.ndarray
@@ -58,7 +66,7 @@ class Dataset:
     source: str
 
     def __post_init__(self):
-        set_ = lambda field, value: object.__setattr__(self, field, value)  # noqa: E731 (frozen)
+        set_ = lambda field, value: object.__setattr__(self, field, value)
         set_("classes", tuple(self.classes))
         k = len(self.classes)
         for part in ("train", "test"):
@@ -76,6 +84,23 @@ class Dataset:
         if self.X_train.shape[1] != self.X_test.shape[1]:
             raise DataError(f"{self.name} ({self.source}): train has {self.X_train.shape[1]} "
                             f"features, test has {self.X_test.shape[1]}")
+        self._check_classes()
+
+    def _check_classes(self):
+        """DataError if the training part holds fewer than two classes; DataWarning naming the
+        test classes that the training part never shows."""
+        where = f"{self.name} ({self.source})"
+        seen = np.unique(self.y_train)
+        if seen.size < 2:
+            raise DataError(f"{where}: the training part has only one class "
+                            f"({self.classes[seen[0]]!r}, all {self.y_train.size} samples); "
+                            "a classifier needs at least two")
+        unseen = np.setdiff1d(np.unique(self.y_test), seen)
+        if unseen.size:
+            labels = ", ".join(repr(self.classes[c]) for c in unseen)
+            warnings.warn(f"{where}: the test part has classes never seen in training: {labels} "
+                          f"({np.isin(self.y_test, unseen).sum()} of {self.y_test.size} test "
+                          "samples); the model cannot learn them", DataWarning, stacklevel=4)
 
     @property
     def n_features(self) -> int:
@@ -109,16 +134,6 @@ DATASETS = {
 
 
 # --------------------------------------------------------------------------- small helpers
-
-def one_hot(y, k) -> np.ndarray:
-    """(l, k) float64 matrix with a 1 in column ``y[i]`` of row ``i``."""
-    y = np.asarray(y)
-    if y.ndim != 1 or y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() >= k)):
-        raise DataError(f"one_hot: need a 1-D array of integer labels in 0..{k - 1}")
-    Y = np.zeros((y.shape[0], k))
-    Y[np.arange(y.shape[0]), y] = 1.0
-    return Y
-
 
 def _check_finite(X, where):
     """DataError naming ``where`` and the first row holding a NaN or infinity."""
@@ -260,14 +275,17 @@ def _load_idx_dir(name, directory):
 
 # --------------------------------------------------------------------------- svmlight / LIBSVM
 
-# local file names of the LIBSVM sets (as on LIBSVM_URL, without .bz2); `.bz2`/`.gz` accepted too
-_LIBSVM_LOCAL = {
+# The LIBSVM sets: (train, test) paths relative to LIBSVM_URL, as served there. download_libsvm
+# fetches exactly these; the directory loader looks for each one's base name (no folder, no .bz2),
+# plain, .bz2 or .gz. The SHA-256 sums could not be obtained where this was written (no network):
+# download_libsvm records the sum it sees first in CACHE_DIR/SHA256SUMS (trust on first use).
+LIBSVM_FILES = {
     "letter": ("letter.scale", "letter.scale.t"),
     "pendigits": ("pendigits", "pendigits.t"),
     "satimage": ("satimage.scale", "satimage.scale.t"),
-    "usps": ("usps", "usps.t"),
-    "sensit-vehicle": ("combined_scale", "combined_scale.t"),
-    "mnist-libsvm": ("mnist.scale", "mnist.scale.t"),
+    "usps": ("usps.bz2", "usps.t.bz2"),
+    "sensit-vehicle": ("vehicle/combined_scale.bz2", "vehicle/combined_scale.t.bz2"),
+    "mnist-libsvm": ("mnist.scale.bz2", "mnist.scale.t.bz2"),
 }
 _MAX_DENSE = 2 ** 31  # elements (16 GiB of float64): refuse to densify anything larger
 
@@ -372,15 +390,13 @@ def _read_svmlight(path):
     return X, y
 
 
-def load_svmlight_pair(train_path, test_path=None, n_features=None, seed=0) -> Dataset:
-    """Dense Dataset from svmlight/LIBSVM file(s) (plain, .gz or .bz2).
+def _svmlight_width(paths, parts, n_features):
+    """(index shift, width) of the dense matrices, DataError if a file's indices do not fit.
 
-    Indices are one-based (LIBSVM) unless some file uses index 0, then zero-based for both. The
-    width is ``n_features`` if given (DataError if a file has a larger index), else the largest
-    index in either file. Labels map to 0..k-1 by the sorted union of train and test labels.
-    Without ``test_path`` the train file is split 80/20, stratified, seeded by ``seed``."""
-    paths = [Path(train_path)] + ([Path(test_path)] if test_path is not None else [])
-    parts = [_read_svmlight(p) for p in paths]
+    svmlight files are sparse: a file's width is its largest index, and a test file narrower
+    than the training file just leaves the last features out. A test file with indices beyond
+    the training file's uses features the model is never trained on: an error, unless an
+    explicit ``n_features`` covers both files."""
     shift = 0 if any(X.nnz and X.indices.min() == 0 for X, _ in parts) else 1
     widths = [int(X.indices.max()) + 1 - shift if X.nnz else 0 for X, _ in parts]
     if n_features is not None:
@@ -389,9 +405,35 @@ def load_svmlight_pair(train_path, test_path=None, n_features=None, seed=0) -> D
         for p, w in zip(paths, widths):
             if w > n_features:
                 raise DataError(f"{p}: needs {w} features but n_features is {n_features}")
-    width = int(n_features) if n_features is not None else max(widths)
-    if width == 0:
+        return shift, int(n_features)
+    if len(widths) == 2 and widths[1] > widths[0]:
+        raise DataError(f"{paths[0]} has at most {widths[0]} features, {paths[1]} has "
+                        f"{widths[1]}: the test file uses feature indices the training file "
+                        "never does (a train/test pair of different data sets?); if both "
+                        f"really have {widths[1]}, pass n_features={widths[1]} to "
+                        "load_svmlight_pair")
+    if widths[0] == 0:
         raise DataError(f"{', '.join(map(str, paths))}: no features at all")
+    return shift, widths[0]
+
+
+def load_svmlight_pair(train_path, test_path=None, n_features=None, seed=0) -> Dataset:
+    """Dense Dataset from svmlight/LIBSVM file(s) (plain, .gz or .bz2).
+
+    Indices are one-based (LIBSVM) unless some file uses index 0, then zero-based for both. The
+    width is ``n_features`` if given (DataError if a file has a larger index), else the largest
+    index in the train file (DataError if the test file has a larger one). Labels map to 0..k-1
+    by the sorted union of train and test labels. Without ``test_path`` the train file is split
+    80/20, stratified, seeded by ``seed``."""
+    source = str(train_path) if test_path is None else f"{train_path},{test_path}"
+    return _svmlight_dataset("svmlight", source, train_path, test_path, n_features, seed)
+
+
+def _svmlight_dataset(name, source, train_path, test_path=None, n_features=None, seed=0):
+    """load_svmlight_pair, with the Dataset's ``name`` and ``source`` given."""
+    paths = [Path(train_path)] + ([Path(test_path)] if test_path is not None else [])
+    parts = [_read_svmlight(p) for p in paths]
+    shift, width = _svmlight_width(paths, parts, n_features)
     dense = []
     for p, (X, _) in zip(paths, parts):
         if X.shape[0] * width > _MAX_DENSE:
@@ -401,14 +443,19 @@ def load_svmlight_pair(train_path, test_path=None, n_features=None, seed=0) -> D
         dense.append(D)
     *codes, classes = _encode_labels(*(y for _, y in parts))
     if test_path is None:
-        return _split_dataset("svmlight", dense[0], codes[0], classes, str(train_path), seed)
-    return Dataset("svmlight", dense[0], codes[0], dense[1], codes[1], classes,
-                   f"{train_path},{test_path}")
+        return _split_dataset(name, dense[0], codes[0], classes, source, seed)
+    return Dataset(name, dense[0], codes[0], dense[1], codes[1], classes, source)
+
+
+def _libsvm_local_names(name):
+    """(train, test) base names of LIBSVM set ``name``: its LIBSVM_FILES paths without the folder
+    and without .bz2 (the loader tries plain, .bz2 and .gz)."""
+    return tuple(path.rsplit("/", 1)[-1].removesuffix(".bz2") for path in LIBSVM_FILES[name])
 
 
 def _load_libsvm_dir(name, directory):
     """A named LIBSVM set from ``directory`` (None: the download cache, if it is there)."""
-    train, test = _LIBSVM_LOCAL[name]
+    train, test = _libsvm_local_names(name)
     hint = (f"The '{name}' data set needs {train} and {test} (plain, .bz2 or .gz) from "
             f"{LIBSVM_URL} in one directory; download_libsvm({name!r}) fetches them into "
             f"{CACHE_DIR}/{name} (see data/README.md).")
@@ -419,7 +466,7 @@ def _load_libsvm_dir(name, directory):
     if not Path(directory).is_dir():
         raise DataError(f"{directory}: not a directory. {hint}")
     found = [_find_file(directory, base, ("", ".bz2", ".gz"), hint) for base in (train, test)]
-    return dataclasses.replace(load_svmlight_pair(*found), name=name, source=str(directory))
+    return _svmlight_dataset(name, str(directory), *found)
 
 
 # --------------------------------------------------------------------------- the one entry point
@@ -448,26 +495,6 @@ def load_dataset(name: str, path: str | None = None, seed: int = 0) -> Dataset:
 
 
 # --------------------------------------------------------------------------- opt-in downloader
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file under the LIBSVM multiclass URL; ``sha256`` None where not known in advance."""
-    path: str
-    sha256: str | None = None
-
-
-# The SHA-256 sums could not be obtained where this was written (no network): they are None, and
-# download_libsvm records the sum it sees first in CACHE_DIR/SHA256SUMS (trust on first use).
-LIBSVM_FILES = {
-    "letter": (RemoteFile("letter.scale"), RemoteFile("letter.scale.t")),
-    "pendigits": (RemoteFile("pendigits"), RemoteFile("pendigits.t")),
-    "satimage": (RemoteFile("satimage.scale"), RemoteFile("satimage.scale.t")),
-    "usps": (RemoteFile("usps.bz2"), RemoteFile("usps.t.bz2")),
-    "sensit-vehicle": (RemoteFile("vehicle/combined_scale.bz2"),
-                       RemoteFile("vehicle/combined_scale.t.bz2")),
-    "mnist-libsvm": (RemoteFile("mnist.scale.bz2"), RemoteFile("mnist.scale.t.bz2")),
-}
-
 
 def _sha256(path):
     h = hashlib.sha256()
@@ -515,14 +542,39 @@ def _publish(tmp, dest, digest):
         os.replace(tmp, dest)
 
 
+def _download(url, dest, recorded, sums_path):
+    """Fetch ``url`` into a temporary file beside ``dest``, check it against the ``recorded``
+    SHA-256 (None: nothing recorded yet) and give it the name ``dest``; returns its SHA-256."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response:
+                    for chunk in iter(lambda: response.read(1 << 20), b""):
+                        h.update(chunk)
+                        out.write(chunk)
+            except (urllib.error.URLError, OSError) as e:
+                raise DataError(f"{url}: download failed ({e})") from e
+        digest = h.hexdigest()
+        if recorded is not None and digest != recorded:
+            raise DataError(f"{url}: downloaded SHA-256 {digest} differs from {recorded} "
+                            f"recorded in {sums_path}; the download was deleted")
+        _publish(Path(tmp), dest, digest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return digest
+
+
 def download_libsvm(name, cache_dir=CACHE_DIR, base_url=None):
     """Fetch LIBSVM set ``name`` into ``cache_dir/name``; returns the (train, test) paths (str).
 
     Opt-in only: nothing else in this package downloads. Files already in the cache are not
-    fetched again but are checked against the known or recorded SHA-256. A download goes to a
-    temporary file in the cache and gets its name atomically only once its sum is right (known
-    sum) or has been recorded in ``cache_dir/SHA256SUMS`` (unknown sum: trust on first use).
-    ``base_url`` replaces LIBSVM_URL (tests use a ``file://`` or local http URL)."""
+    fetched again but are checked against the SHA-256 recorded in ``cache_dir/SHA256SUMS``. A
+    download goes to a temporary file in the cache and gets its name atomically only once its
+    sum matches the recorded one, or, with none recorded, once it has been recorded (trust on
+    first use). ``base_url`` replaces LIBSVM_URL (tests use a ``file://`` or local http URL)."""
     if name not in LIBSVM_FILES:
         raise DataError(f"no LIBSVM files registered for {name!r}; known: "
                         f"{', '.join(LIBSVM_FILES)}")
@@ -534,38 +586,17 @@ def download_libsvm(name, cache_dir=CACHE_DIR, base_url=None):
     sums_path = cache / "SHA256SUMS"
     paths = []
     for remote in LIBSVM_FILES[name]:
-        filename = remote.path.rsplit("/", 1)[-1]
+        filename = remote.rsplit("/", 1)[-1]
         key, dest = f"{name}/{filename}", target / filename
         recorded = _read_sums(sums_path).get(key)
-        expected = remote.sha256 or recorded
-        origin = "the registry" if remote.sha256 else f"{sums_path}"
         if dest.exists():
             digest = _sha256(dest)
-            if expected is not None and digest != expected:
-                raise DataError(f"{dest}: SHA-256 {digest} differs from {expected} recorded in "
-                                f"{origin}; delete the file to download it again")
+            if recorded is not None and digest != recorded:
+                raise DataError(f"{dest}: SHA-256 {digest} differs from {recorded} recorded in "
+                                f"{sums_path}; delete the file to download it again")
         else:
-            url = base + remote.path
-            fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{filename}.", suffix=".part")
-            try:
-                h = hashlib.sha256()
-                with os.fdopen(fd, "wb") as out:
-                    try:
-                        with urllib.request.urlopen(url, timeout=60) as response:
-                            for chunk in iter(lambda: response.read(1 << 20), b""):
-                                h.update(chunk)
-                                out.write(chunk)
-                    except (urllib.error.URLError, OSError) as e:
-                        raise DataError(f"{url}: download failed ({e})") from e
-                digest = h.hexdigest()
-                if expected is not None and digest != expected:
-                    raise DataError(f"{url}: downloaded SHA-256 {digest} differs from {expected} "
-                                    f"recorded in {origin}; the download was deleted")
-                _publish(Path(tmp), dest, digest)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        if remote.sha256 is None and recorded is None:
+            digest = _download(base + remote, dest, recorded, sums_path)
+        if recorded is None:
             _record_sum(sums_path, key, digest)
         paths.append(str(dest))
     return tuple(paths)

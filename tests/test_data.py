@@ -15,9 +15,16 @@ import pytest
 from sklearn.datasets import load_digits
 
 from dnewton_core import data
-from dnewton_core.data import (DATASETS, DataError, Dataset, download_libsvm, load_dataset,
-                               load_idx, load_svmlight_pair, one_hot)
-
+from dnewton_core.data import (
+    DATASETS,
+    DataError,
+    Dataset,
+    DataWarning,
+    download_libsvm,
+    load_dataset,
+    load_idx,
+    load_svmlight_pair,
+)
 
 # ------------------------------------------------------------------ digits and Dataset
 
@@ -59,14 +66,6 @@ def test_digits_split_is_deterministic_and_seeded():
     assert digest == "418f335721a932ff10f782aed69f231c099e74b9297ff80e1af74f2e6bfa47b2"
 
 
-def test_one_hot():
-    Y = one_hot(np.array([2, 0, 1, 2]), 3)
-    assert Y.dtype == np.float64
-    assert np.array_equal(Y, [[0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
-    with pytest.raises(DataError):
-        one_hot(np.array([0, 3]), 3)
-
-
 def test_dataset_checks_its_arrays():
     X, y = np.zeros((2, 3)), np.array([0, 1])
     ds = Dataset("t", X, y, X, y, (5, 6), "here")
@@ -77,6 +76,21 @@ def test_dataset_checks_its_arrays():
         Dataset("t", X, y, np.zeros((2, 4)), y, (5, 6), "here")
     with pytest.raises(DataError, match="non-finite"):
         Dataset("t", np.array([[0, 0, 0], [0, np.nan, 0]]), y, X, y, (5, 6), "here")
+
+
+def test_dataset_with_one_training_class_is_an_error():
+    X = np.zeros((3, 2))
+    with pytest.raises(DataError, match=r"^t \(here\): the training part has only one class "
+                                        r"\(6, all 3 samples\)"):
+        Dataset("t", X, np.array([1, 1, 1]), X, np.array([0, 1, 1]), (5, 6), "here")
+
+
+def test_dataset_warns_about_test_classes_never_seen_in_training():
+    X, y = np.zeros((4, 2)), np.array([0, 1, 0, 1])
+    with pytest.warns(DataWarning, match=r"^t \(here\): the test part has classes never seen in "
+                                         r"training: 'c', 'd' \(2 of 4 test samples\)"):
+        ds = Dataset("t", X, y, X, np.array([0, 3, 2, 1]), ("a", "b", "c", "d"), "here")
+    assert ds.y_test.tolist() == [0, 3, 2, 1]  # a warning, not an error
 
 
 def test_unknown_name_lists_known_names():
@@ -204,22 +218,29 @@ def test_fashion_mnist_default_path_missing_says_how_to_get_it(tmp_path, monkeyp
 TRAIN = b"""# a comment line
 -1 1:0.5 3:1.5
 3 2:-2 5:4
-7 1:1
+7 1:1 8:0
 3 4:0.25
 """
 TEST = b"""7 8:9
 -1 1:1 2:2
 9 3:3
 """
+# TRAIN's explicit 8:0 gives it TEST's width 8 (a sparse file names its last feature that way);
+# TEST's label 9 is not in TRAIN: loading the pair warns.
+
+
+def unseen_9():
+    return pytest.warns(DataWarning, match="classes never seen in training: 9 ")
 
 
 def test_svmlight_pair_widths_and_label_mapping(tmp_path):
     (tmp_path / "tr").write_bytes(TRAIN)
     (tmp_path / "te").write_bytes(TEST)
-    ds = load_svmlight_pair(tmp_path / "tr", tmp_path / "te")
+    with unseen_9():
+        ds = load_svmlight_pair(tmp_path / "tr", tmp_path / "te")
     assert ds.classes == (-1, 3, 7, 9)
     assert ds.y_train.tolist() == [0, 1, 2, 1] and ds.y_test.tolist() == [2, 0, 3]
-    assert ds.X_train.shape == (4, 8) and ds.X_test.shape == (3, 8)  # widest index is test's 8
+    assert ds.X_train.shape == (4, 8) and ds.X_test.shape == (3, 8)  # widest index is 8
     expected_train = np.zeros((4, 8))
     expected_train[0, [0, 2]] = 0.5, 1.5
     expected_train[1, [1, 4]] = -2, 4
@@ -227,12 +248,13 @@ def test_svmlight_pair_widths_and_label_mapping(tmp_path):
     expected_train[3, 3] = 0.25
     assert np.array_equal(ds.X_train, expected_train)
     assert ds.X_test[0, 7] == 9 and ds.X_test[2, 2] == 3 and ds.X_test.sum() == 15
-    wide = load_svmlight_pair(tmp_path / "tr", tmp_path / "te", n_features=10)
+    with unseen_9():
+        wide = load_svmlight_pair(tmp_path / "tr", tmp_path / "te", n_features=10)
     assert wide.n_features == 10 and np.array_equal(wide.X_train[:, :8], expected_train)
 
 
 def test_svmlight_user_width_smaller_than_test_file(tmp_path):
-    (tmp_path / "tr").write_bytes(TRAIN)
+    (tmp_path / "tr").write_bytes(TRAIN.replace(b" 8:0", b""))  # width 5
     (tmp_path / "te").write_bytes(TEST)
     load_svmlight_pair(tmp_path / "tr", n_features=5)  # train alone fits in 5
     with pytest.raises(DataError, match=rf"{tmp_path / 'te'}: needs 8 features but n_features "
@@ -264,7 +286,8 @@ def test_svmlight_single_file_is_split_with_the_seed(tmp_path):
 def test_svmlight_train_comma_test_path(tmp_path):
     (tmp_path / "tr").write_bytes(TRAIN)
     (tmp_path / "te").write_bytes(TEST)
-    ds = load_dataset("svmlight", path=f"{tmp_path / 'tr'},{tmp_path / 'te'}")
+    with unseen_9():
+        ds = load_dataset("svmlight", path=f"{tmp_path / 'tr'},{tmp_path / 'te'}")
     assert ds.X_test.shape == (3, 8) and ds.classes == (-1, 3, 7, 9)
 
 
@@ -312,7 +335,8 @@ def test_named_libsvm_set_from_a_directory_with_bz2(tmp_path):
     with bz2.open(tmp_path / "letter.scale.bz2", "wb") as f:
         f.write(TRAIN)
     (tmp_path / "letter.scale.t").write_bytes(TEST)
-    ds = load_dataset("letter", path=str(tmp_path))
+    with unseen_9():
+        ds = load_dataset("letter", path=str(tmp_path))
     assert ds.name == "letter" and ds.source == str(tmp_path)
     assert ds.X_train.shape == (4, 8) and ds.classes == (-1, 3, 7, 9)
 
@@ -327,6 +351,77 @@ def test_named_libsvm_set_without_files_says_where_to_get_them(tmp_path, monkeyp
     (tmp_path / "d" / "usps").write_bytes(TRAIN)
     with pytest.raises(DataError, match="missing usps.t or usps.t.bz2"):
         load_dataset("usps", path=str(tmp_path / "d"))
+
+
+# ------------------------------------------------------------------ bad pairs: widths, classes
+
+def write_pair(directory, train, test, names=("tr", "te")):
+    paths = [directory / n for n in names]
+    for path, content in zip(paths, (train, test)):
+        path.write_bytes(content)
+    return paths
+
+
+def test_svmlight_test_file_wider_than_train_is_an_error(tmp_path):
+    tr, te = write_pair(tmp_path, b"1 1:1 10:2\n2 3:1\n", b"1 2:1 25:1\n2 1:1\n")
+    message = rf"^{tr} has at most 10 features, {te} has 25: "
+    with pytest.raises(DataError, match=message):
+        load_svmlight_pair(tr, te)
+    with pytest.raises(DataError, match=message):
+        load_dataset("svmlight", path=f"{tr},{te}")
+    wide = load_svmlight_pair(tr, te, n_features=25)  # declared: both files fit
+    assert wide.X_train.shape == (2, 25) and wide.X_test[0, 24] == 1
+    with pytest.raises(DataError, match=rf"^{te}: needs 25 features but n_features is 20"):
+        load_svmlight_pair(tr, te, n_features=20)
+    with pytest.raises(DataError, match=rf"^{tr}: needs 10 features but n_features is 8"):
+        load_svmlight_pair(tr, n_features=8)
+
+
+def test_svmlight_test_file_narrower_than_train_is_fine(tmp_path):
+    tr, te = write_pair(tmp_path, b"1 1:1 10:2\n2 3:1\n", b"1 2:1\n2 4:1\n")
+    ds = load_svmlight_pair(tr, te)
+    assert ds.X_train.shape == (2, 10) and ds.X_test.shape == (2, 10)
+    assert np.array_equal(ds.X_test[:, [1, 3]], np.eye(2)) and ds.X_test.sum() == 2
+
+
+def test_libsvm_directory_with_a_wider_test_file_names_both_files(tmp_path):
+    tr, te = write_pair(tmp_path, b"1 1:1 10:2\n2 3:1\n", b"1 11:1\n",
+                        names=("pendigits", "pendigits.t"))
+    with pytest.raises(DataError, match=rf"^{tr} has at most 10 features, {te} has 11: "):
+        load_dataset("pendigits", path=str(tmp_path))
+
+
+def test_svmlight_one_training_class_is_an_error(tmp_path):
+    tr, te = write_pair(tmp_path, b"3 1:1\n3 2:1\n", b"3 1:1\n5 2:1\n")
+    with pytest.raises(DataError, match=rf"^svmlight \({tr},{te}\): the training part has only "
+                                        r"one class \(3, all 2 samples\)"):
+        load_svmlight_pair(tr, te)
+    (tmp_path / "all").write_bytes(b"-1 1:1\n" * 10)  # one file, split 80/20
+    with pytest.raises(DataError, match=rf"^svmlight \({tmp_path / 'all'}\): .* only one class "
+                                        r"\(-1, all 8 samples\)"):
+        load_dataset("svmlight", path=str(tmp_path / "all"))
+
+
+def test_libsvm_directory_with_one_training_class_names_set_and_directory(tmp_path):
+    write_pair(tmp_path, b"2 1:1\n2 2:1\n", b"2 1:1\n", names=("usps", "usps.t"))
+    with pytest.raises(DataError, match=rf"^usps \({tmp_path}\): the training part has only "
+                                        r"one class \(2,"):
+        load_dataset("usps", path=str(tmp_path))
+
+
+def test_svmlight_test_classes_never_seen_in_training_warn_once(tmp_path):
+    tr, te = write_pair(tmp_path, b"1 1:1\n2 2:1\n", b"1 1:1\n7 2:1\n8 1:2\n",
+                        names=("satimage.scale", "satimage.scale.t"))
+    with pytest.warns(DataWarning, match=rf"^svmlight \({tr},{te}\): the test part has classes "
+                                         r"never seen in training: 7, 8 \(2 of 3 test samples\)"):
+        ds = load_svmlight_pair(tr, te)
+    assert ds.classes == (1, 2, 7, 8) and ds.y_test.tolist() == [0, 2, 3]
+    with pytest.warns(DataWarning) as record:
+        load_dataset("satimage", path=str(tmp_path))
+    assert len(record) == 1  # the directory loader builds its Dataset once
+    assert str(record[0].message).startswith(f"satimage ({tmp_path}): the test part has "
+                                             "classes never seen in training: 7, 8")
+    assert record[0].filename == data.__file__  # points at the loader, not into dataclasses
 
 
 # ------------------------------------------------------------------ downloader (local only)
@@ -352,7 +447,8 @@ def test_download_caches_records_sums_and_does_not_download_again(tmp_path):
     assert sums == [f"{hashlib.sha256(TRAIN).hexdigest()}  letter/letter.scale",
                     f"{hashlib.sha256(TEST).hexdigest()}  letter/letter.scale.t"]
     assert no_partial_files(cache)
-    assert load_dataset("letter", path=str(cache / "letter")).X_train.shape == (4, 8)
+    with unseen_9():
+        assert load_dataset("letter", path=str(cache / "letter")).X_train.shape == (4, 8)
 
     shutil.rmtree(tmp_path / "remote")  # a second download would now fail
     assert download_libsvm("letter", cache_dir=cache, base_url=url) == (train, test)
@@ -378,25 +474,37 @@ def test_download_refuses_a_changed_cached_file(tmp_path):
         download_libsvm("letter", cache_dir=cache, base_url=url)
 
 
-def test_download_known_sum_mismatch_deletes_the_download(tmp_path, monkeypatch):
+def pin_sum(cache, digest):
+    """Write letter.scale's sum into SHA256SUMS before any download (pinning it)."""
+    cache.mkdir()
+    (cache / "SHA256SUMS").write_text(f"{digest}  letter/letter.scale\n")
+    return (cache / "SHA256SUMS").read_text()
+
+
+def test_download_pinned_sum_mismatch_deletes_the_download(tmp_path):
     url, cache = serve_letter(tmp_path / "remote"), tmp_path / "cache"
-    monkeypatch.setitem(data.LIBSVM_FILES, "letter",
-                        (data.RemoteFile("letter.scale", "0" * 64),
-                         data.RemoteFile("letter.scale.t")))
-    with pytest.raises(DataError, match="differs from 0{64} recorded in the registry"):
+    pinned = pin_sum(cache, "0" * 64)
+    with pytest.raises(DataError, match=rf"differs from 0{{64}} recorded in {cache}/SHA256SUMS"):
         download_libsvm("letter", cache_dir=cache, base_url=url)
     assert list((cache / "letter").iterdir()) == []
-    assert not (cache / "SHA256SUMS").exists()
+    assert (cache / "SHA256SUMS").read_text() == pinned  # nothing recorded
 
 
-def test_download_known_right_sum_is_accepted_and_not_recorded(tmp_path, monkeypatch):
+def test_download_pinned_right_sum_is_accepted_and_kept(tmp_path):
     url, cache = serve_letter(tmp_path / "remote"), tmp_path / "cache"
-    monkeypatch.setitem(data.LIBSVM_FILES, "letter",
-                        (data.RemoteFile("letter.scale", hashlib.sha256(TRAIN).hexdigest()),
-                         data.RemoteFile("letter.scale.t")))
+    pinned = pin_sum(cache, hashlib.sha256(TRAIN).hexdigest())
     download_libsvm("letter", cache_dir=cache, base_url=url)
     assert (cache / "SHA256SUMS").read_text() == \
-        f"{hashlib.sha256(TEST).hexdigest()}  letter/letter.scale.t\n"
+        pinned + f"{hashlib.sha256(TEST).hexdigest()}  letter/letter.scale.t\n"
+
+
+def test_libsvm_registry_is_shared_by_loader_and_downloader(tmp_path):
+    assert data.LIBSVM_FILES["sensit-vehicle"] == ("vehicle/combined_scale.bz2",
+                                                   "vehicle/combined_scale.t.bz2")
+    assert set(data.LIBSVM_FILES) == set(DATASETS) - {"digits", "fashion-mnist", "mnist",
+                                                      "svmlight"}
+    with pytest.raises(DataError, match="needs combined_scale and combined_scale.t "):
+        load_dataset("sensit-vehicle", path=str(tmp_path))
 
 
 def test_download_failure_leaves_nothing(tmp_path):
@@ -441,5 +549,6 @@ def test_download_over_http_subdirectory_and_request_count(tmp_path):
         server.shutdown()
         server.server_close()
         thread.join()
-    ds = load_dataset("sensit-vehicle", path=str(cache / "sensit-vehicle"))
+    with unseen_9():
+        ds = load_dataset("sensit-vehicle", path=str(cache / "sensit-vehicle"))
     assert ds.name == "sensit-vehicle" and ds.classes == (-1, 3, 7, 9)
