@@ -14,7 +14,7 @@ Not a test: it measures and prints. Two parts, each an MPI program:
   comm     grid --comm-splits (default 2,1,1,1: 4 ranks); --iters Newton iterations with
            gn=full and then gn=diag; prints the bytes (and messages) per phase of each
            iteration, summed over ranks: ``record["comm"]`` of every rank, gathered and
-           combined with ``comm.combine_records``.
+           combined with ``ledger.combine_records``.
 
 Run both (launches mpiexec itself; BLAS is pinned to one thread per process):
 
@@ -37,19 +37,20 @@ columns of W^m, on |S| instances and n_L outputs:
 """
 import os
 
+from dnewton_core.environment import blas_environment, find_mpiexec
+
 # One BLAS thread per process, before numpy is imported anywhere (here or in a child).
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
+os.environ.update(blas_environment())
 
-import argparse  # noqa: E402
-import shlex  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import functools
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:      # run from a checkout without installing
@@ -138,8 +139,10 @@ def drive(args):
 
 
 def _find_mpiexec():
-    here = Path(sys.executable).parent / "mpiexec"
-    return str(here) if here.exists() else (shutil.which("mpiexec") or "mpiexec")
+    try:
+        return find_mpiexec()
+    except RuntimeError:
+        return "mpiexec"
 
 
 def _short(cmd):
@@ -227,8 +230,9 @@ def matmul_rates(n_S, n_0, n_1, repeats):
     out = []
     for m, k, n in ((n_S, n_0, n_1), (1000, 1000, 1000)):
         A, B = rng.random((m, k)), rng.random((k, n))
-        A @ B
-        best = min(timed(lambda: A @ B, repeats))
+        product = functools.partial(np.matmul, A, B)
+        product()                                    # warm-up
+        best = min(timed(product, repeats))
         out.append(((m, k, n), best, 2.0 * m * k * n / best / 1e9))
     return out
 
@@ -254,12 +258,12 @@ def run_product(args):
     model = DistributedModel(data, args.hidden_sizes, splits, Comm(world), gn="diag")
     S = np.arange(n_S)
     with model.phase("gradient"):
-        model.gradient(model.theta, S)                 # factors J on S
+        _, J = model.gradient_and_jacobian(model.theta, S)
     v = np.random.default_rng(100 + rank).standard_normal(model.theta.shape)
     p = model.part
     gemm_f, batched_f = product_flops(len(p.rows), len(p.cols), n_S, n_L)
     for _ in range(2):
-        model.gauss_newton(v)                          # warm-up
+        model.gauss_newton(J, v)                       # warm-up
 
     # each rank alone, in turn; rank 0 also measures the matmul reference in its turn
     solo, mm, prof, busy = None, None, None, [None, None]
@@ -269,9 +273,9 @@ def run_product(args):
     polite_barrier(world)
     for turn in range(size):
         if rank == turn:
-            solo = timed(lambda: model.gauss_newton(v), args.repeats)
+            solo = timed(lambda: model.gauss_newton(J, v), args.repeats)
             if args.profile:
-                prof = profile_product(model, v, args.repeats)
+                prof = profile_product(model, J, v, args.repeats)
             if rank == 0:
                 mm = matmul_rates(n_S, args.features, args.layers[1], args.matmul_repeats)
         polite_barrier(world)
@@ -280,7 +284,7 @@ def run_product(args):
     polite_barrier(world)
     # all ranks at once
     world.Barrier()
-    together = timed(lambda: model.gauss_newton(v), args.repeats)
+    together = timed(lambda: model.gauss_newton(J, v), args.repeats)
     polite_barrier(world)
 
     rows = world.gather(dict(rank=rank, part=str(p), m=p.m, shape=(len(p.rows), len(p.cols)),
@@ -336,13 +340,13 @@ def report_product(args, rows, mm, busy):
 
 
 # -- optional profile of the product's pieces and of equivalent formulations --------------
-def profile_product(model, v, repeats):
+def profile_product(model, J, v, repeats):
     """Times of the product's pieces on this rank's real shapes, and of alternatives.
 
-    Reads the factored Jacobian the model keeps (``model.jacobian_factors``): a benchmark's look
-    inside, not an interface. Every alternative is checked against the current code.
+    Reads the factored Jacobian (``J.factors``): a benchmark's look inside, not an
+    interface. Every alternative is checked against the current code.
     """
-    z_in, D, _ = model.jacobian_factors
+    z_in, D, _ = J.factors
     VW, _ = model.block(v)
     n_S, n_L, c = D.shape
     u = z_in @ VW
@@ -374,7 +378,7 @@ def profile_product(model, v, repeats):
         "Dtw np.matmul(Dt, w[:,:,None])  (D stored |S| x c x n_L)": (
             lambda: np.matmul(Dt, w[:, :, None])[:, :, 0], ref_Dtw),
     }
-    cand["whole gauss_newton(v)"] = (lambda: model.gauss_newton(v), None)
+    cand["whole gauss_newton(v)"] = (lambda: model.gauss_newton(J, v), None)
     errs = {}
     for name, (fn, ref) in cand.items():
         errs[name] = None if ref is None else float(
@@ -413,8 +417,9 @@ def report_profile(rows):
 def run_comm(args):
     from mpi4py import MPI
 
-    from dnewton_core.comm import Comm, combine_records
+    from dnewton_core.comm import Comm
     from dnewton_core.distributed import DistributedModel
+    from dnewton_core.ledger import combine_records
     from dnewton_core.newton import NewtonConfig, newton
     from dnewton_core.partition import Grid
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m dnewton_core {train,compare,reproduce} ...``.
+"""Command line: ``python -m dnewton_core {train,compare,reproduce} ...``: the top of the kit.
 
 Run it alone (one process, the dense model) or under ``mpiexec -n N`` (N ranks, one per
 partition). Only rank 0 prints. Errors are one line on standard error and exit status 2:
@@ -12,13 +12,14 @@ import sys
 import time
 
 from . import data as datasets
-from .comm import MONITORING, Comm, ConfigError
-from .experiment import build_model, config_dict, result, train
-from .model import ObjectiveConfig, default_C, parse_C
+from .comm import Comm
+from .distributed import GN_MODES
+from .experiment import OPTIMIZERS, build_model, prepare, run
+from .ledger import training_bytes
+from .model import ConfigError, ObjectiveConfig
 from .newton import NewtonConfig
-from .partition import parse_splits
-from .reproduce import add_arguments, cmd_reproduce
 from .sgd import SGDConfig
+from .study import settings as study
 
 # Seconds a failing rank waits between printing its error and MPI_Abort: Abort tears the job
 # down at once, and under load mpiexec (hydra) lost the rank's last line (seen once in CI).
@@ -29,7 +30,7 @@ def _positive_ints(text):
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
     return values
@@ -50,7 +51,7 @@ def parser():
     g = single.add_argument_group("a single run")
     g.add_argument("--seed", type=int, default=0,
                    help="seeds initialization, subsamples and batches (default 0)")
-    g.add_argument("--gn", default="full", choices=("full", "diag"),
+    g.add_argument("--gn", default="full", choices=GN_MODES,
                    help="Gauss-Newton matrix: full, or block-diagonal (no messages in CG)")
     g.add_argument("--sync", type=float, default=1.0,
                    help="with --gn diag: stop every CG once this fraction of partitions "
@@ -58,7 +59,7 @@ def parser():
 
     p = sub.add_parser("train", parents=common, help="train one network, one line per iteration",
                        description="Train one network and print one line per iteration.")
-    p.add_argument("--optimizer", default="newton", choices=("newton", "sgd"))
+    p.add_argument("--optimizer", default="newton", choices=OPTIMIZERS)
     p.add_argument("--json", help="write {config, history, final} to this file")
 
     p = sub.add_parser("compare", parents=common, help="Newton (full, diagonal) against SGD",
@@ -66,8 +67,59 @@ def parser():
                                    "Gauss-Newton matrix against SGD, on the same data, network "
                                    "and grid: a table, compare.json and a figure.")
     p.add_argument("--out", default="results/compare", help="output directory")
-    add_arguments(sub, parents=shared_options(hidden=None)[:2])
+    add_reproduce(sub, parents=shared_options(hidden=None)[:2])
     return top
+
+
+def _floats(text):
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def add_reproduce(subparsers, parents):
+    """``reproduce``, with its shared options (data, network, partitions, constants)."""
+    p = subparsers.add_parser(
+        "reproduce", parents=parents,
+        help="the paper's claims, measured: a grid of runs, tables and figures",
+        description="Run the reproduction study (Newton full and diagonal over subsample "
+                    "and sync-fraction grids, SGD over a learning-rate grid, several seeds) "
+                    "and write runs.csv, curves.csv, summary.md and two figures into --out.")
+    p.add_argument("--train-limit", type=int, default=None, metavar="K",
+                   help="train on the first K training instances only (stated in summary.md)")
+    grid, ratio = study.GRID, study.DEFAULTS
+    g = p.add_argument_group("the grid")
+    g.add_argument("--methods", default=",".join(study.METHODS),
+                   help="comma-separated subset of " + ", ".join(study.METHODS))
+    g.add_argument("--subsamples", type=_floats, default=grid["subsamples"],
+                   help="Gauss-Newton subsample fractions (default 0.05,0.2)")
+    g.add_argument("--syncs", type=_floats, default=grid["syncs"],
+                   help="sync fractions of newton-diag (default 1,0.75,0.5)")
+    g.add_argument("--lrs", type=_floats, default=grid["lrs"],
+                   help="SGD learning rates (default 1e-4,1e-3,1e-2,1e-1,1)")
+    g.add_argument("--settings", default=None,
+                   help="an explicit list instead of the grid: comma-separated "
+                        "newton-full:S, newton-diag:S:SYNC, sgd:LR (e.g. "
+                        "newton-full:0.05,newton-diag:0.05:0.5,sgd:0.01)")
+    g.add_argument("--seeds", type=int, default=grid["seeds"],
+                   help=f"number of seeds, 0..K-1 (default {grid['seeds']})")
+    g.add_argument("--iters", type=int, default=None,
+                   help=f"Newton iterations per run (default {NewtonConfig.iters}, simpleNN's)")
+    g.add_argument("--epochs", type=int, default=None,
+                   help="SGD epochs per run (default: iters times the measured ratio of "
+                        "a Newton iteration's time to an SGD epoch's, "
+                        f"{ratio['digits']['epochs_per_iter']:g} for digits, "
+                        f"{ratio[None]['epochs_per_iter']:g} otherwise, so both get a "
+                        "similar time; see summary.md)")
+    g = p.add_argument_group("output")
+    g.add_argument("--quick", action="store_true",
+                   help="digits, 2 seeds, a small grid, few iterations: a minute or two")
+    g.add_argument("--out", default=None, help="output directory (default results/<data>)")
+    return p
 
 
 def shared_options(hidden=(64, 64)):
@@ -101,6 +153,10 @@ def shared_options(hidden=(64, 64)):
     g.add_argument("--overwrite", action="store_true",
                    help="replace existing output files instead of stopping")
 
+    return network, _constants(), _budgets()
+
+
+def _constants():
     n, s = NewtonConfig, SGDConfig            # the defaults live in the config dataclasses
     constants = argparse.ArgumentParser(add_help=False)
     g = constants.add_argument_group("constants (defaults: simpleNN's for Newton, the kit's "
@@ -114,7 +170,11 @@ def shared_options(hidden=(64, 64)):
                    help=f"SGD momentum ({s.momentum:g})")
     g.add_argument("--batch-size", type=int, default=s.batch_size,
                    help=f"SGD instances per step ({s.batch_size})")
+    return constants
 
+
+def _budgets():
+    n, s = NewtonConfig, SGDConfig
     budgets = argparse.ArgumentParser(add_help=False)
     g = budgets.add_argument_group("budgets and step sizes")
     g.add_argument("--iters", type=int, default=n.iters, help=f"Newton iterations ({n.iters})")
@@ -124,50 +184,24 @@ def shared_options(hidden=(64, 64)):
     g.add_argument("--decay", type=float, default=s.decay,
                    help=f"SGD: lr_t = lr / (1 + decay t) ({s.decay:g})")
     g.add_argument("--epochs", type=int, default=s.epochs, help=f"SGD epochs ({s.epochs})")
-    return network, constants, budgets
+    return budgets
 
 
-def configs(args, data):
-    """The frozen configs of a run, validated (ValueError names the bad value)."""
-    l = len(data.y_train)
-    c_text = args.C or default_C(args.data)
-    objective = ObjectiveConfig(activation=args.activation, loss=args.loss,
-                                C=parse_C(c_text, l), batch_size=args.eval_batch,
-                                init_seed=args.seed)
-    newton_config = NewtonConfig(iters=args.iters, subsample=args.subsample, xi=args.xi,
-                                 cg_max=args.cg_max, lambda0=args.lambda0, seed=args.seed)
-    sgd_config = SGDConfig(lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
-                           decay=args.decay, epochs=args.epochs, seed=args.seed)
-    return objective, newton_config, sgd_config
+def problem(args):
+    """The ``experiment.Problem`` of the command line's options."""
+    return study.problem_of(vars(args))
 
 
-def _slow(text):
-    if text is None:
-        return None
+def solver_configs(args):
+    """(NewtonConfig, SGDConfig) of a single run; ConfigError names a bad value (every
+    rank sees the same options, so every rank raises it before any message)."""
     try:
-        rank, seconds = text.split(":")
-        return int(rank), float(seconds)
-    except ValueError:
-        raise ConfigError(f"--slow-rank expects RANK:SECONDS, got {text!r}") from None
-
-
-def prepare(args, comm, outputs=()):
-    """Load and check everything on every rank, then agree: a ConfigError everywhere or
-    nothing. Returns (data, objective, newton config, sgd config, splits, slow)."""
-    error, out = None, None
-    try:
-        data = datasets.load_dataset(args.data, args.data_path, seed=args.seed)
-        objective, newton_config, sgd_config = configs(args, data)
-        layers = (data.n_features, *args.hidden, data.n_classes)
-        splits = parse_splits(args.splits, layers) if args.splits else None
-        for path in outputs:
-            if comm.rank == 0 and path and os.path.exists(path) and not args.overwrite:
-                raise ConfigError(f"{path} exists; pass --overwrite to replace it")
-        out = data, objective, newton_config, sgd_config, splits, _slow(args.slow_rank)
-    except ValueError as e:                         # DataError and ConfigError included
-        error = str(e)
-    comm.agree(error)
-    return out
+        return (NewtonConfig(iters=args.iters, subsample=args.subsample, xi=args.xi,
+                             cg_max=args.cg_max, lambda0=args.lambda0, seed=args.seed),
+                SGDConfig(lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
+                          decay=args.decay, epochs=args.epochs, seed=args.seed))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _say(comm, *lines):
@@ -198,16 +232,15 @@ def describe_run(comm, model, method, args):
 
 
 def cmd_train(args, comm):
-    data, objective, newton_config, sgd_config, splits, slow = prepare(args, comm, [args.json])
-    model = build_model(data, args.hidden, objective, comm, splits, args.gn, args.sync, slow)
+    newton_config, sgd_config = solver_configs(args)
+    p = prepare(problem(args), comm, [args.json], args.overwrite)
+    model = build_model(p.data, args.hidden, p.objective, comm, p.splits, args.gn, args.sync,
+                        p.slow)
     describe_run(comm, model, args.optimizer, args)
     _say(comm, HEADER)
-    history = train(model, args.optimizer, newton_config, sgd_config,
-                    callback=lambda r: _say(comm, _line(r)))
-    out = result(model, history, config_dict(
-        data=args.data, hidden=list(args.hidden), optimizer=args.optimizer, gn=args.gn,
-        sync=args.sync, ranks=comm.size, objective=objective,
-        **({"newton": newton_config} if args.optimizer == "newton" else {"sgd": sgd_config})))
+    _, out = run(model, args.optimizer, newton_config, sgd_config,
+                 callback=lambda r: _say(comm, _line(r)), data=args.data,
+                 hidden=list(args.hidden))
     if comm.rank == 0:
         f = out["final"]
         print(f"final: test accuracy {f['test_accuracy']:.4f}, train accuracy "
@@ -225,23 +258,21 @@ def write_json(path, obj):
 
 
 def cmd_compare(args, comm):
+    newton_config, sgd_config = solver_configs(args)
     json_path = os.path.join(args.out, "compare.json")
-    data, objective, newton_config, sgd_config, splits, slow = prepare(args, comm, [json_path])
+    p = prepare(problem(args), comm, [json_path], args.overwrite)
     runs = [("newton", "full")] + ([("newton", "diag")] if comm.size > 1 else []) + [("sgd", "full")]
     results = {}
     for method, gn in runs:
         name = f"newton-{gn}" if method == "newton" else "sgd"
-        model = build_model(data, args.hidden, objective, comm, splits, gn, args.sync
-                            if gn == "diag" else 1.0, slow)
+        model = build_model(p.data, args.hidden, p.objective, comm, p.splits, gn,
+                            args.sync if gn == "diag" else 1.0, p.slow)
         describe_run(comm, model, method, args)
-        history = train(model, method, newton_config, sgd_config)
-        results[name] = result(model, history, config_dict(
-            data=args.data, hidden=list(args.hidden), optimizer=method, gn=gn, ranks=comm.size,
-            objective=objective, **({"newton": newton_config} if method == "newton"
-                                    else {"sgd": sgd_config})))
+        _, results[name] = run(model, method, newton_config, sgd_config, data=args.data,
+                               hidden=list(args.hidden))
         model.close()
     if comm.rank == 0:
-        from .plots import accuracy_against_time
+        from .study.figures import accuracy_against_time
         print(compare_table(results))
         write_json(json_path, results)
         figure = os.path.join(args.out, "accuracy_vs_time.png")
@@ -251,29 +282,30 @@ def cmd_compare(args, comm):
     return 0
 
 
+def cmd_reproduce(args, comm):
+    from .study.runner import run_study
+    try:
+        plan = study.resolve(args)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return run_study(plan, comm)
+
+
 def compare_table(results):
     rows = [f"{'method':<13} {'test acc':>8} {'train acc':>9} {'f':>10} {'seconds':>8} "
             f"{'MB sent':>8}"]
     for name, r in results.items():
         f = r["final"]
-        sent = training_bytes(r)
+        sent = training_bytes(r["history"])
         rows.append(f"{name:<13} {f['test_accuracy']:>8.4f} {f['train_accuracy']:>9.4f} "
                     f"{f['objective']:>10.5g} {f['wall_time']:>8.2f} {sent / 1e6:>8.2f}")
     return "\n".join(rows)
 
 
-def training_bytes(run):
-    """Bytes the training sent, summed over ranks and iterations (accuracy checks excluded)."""
-    return sum(d["bytes"] for rec in run["history"] for phase, d in rec["comm"].items()
-               if phase not in MONITORING)
-
-
 def main(argv=None):
     os.environ.setdefault("OMP_NUM_THREADS", "1")    # best effort: BLAS may be loaded already
     os.environ.setdefault("MPLBACKEND", "Agg")        # figures go to files, never to windows
-    from mpi4py import MPI
-    world = MPI.COMM_WORLD
-    comm = Comm(world)
+    comm = Comm.on_world()
     if comm.rank != 0:                                # argparse talks on rank 0 only
         sys.stdout = sys.stderr = open(os.devnull, "w")
     try:
@@ -291,5 +323,5 @@ def main(argv=None):
               flush=True)
         if comm.size > 1:
             time.sleep(ABORT_GRACE)                   # let mpiexec forward the line first
-            world.Abort(2)
+            comm.abort(2)
         return 2

@@ -1,52 +1,40 @@
-"""The accounting communication layer: the only module that calls MPI (METHOD.md §5).
+"""The accounting communication layer: the only module that imports MPI (docs/method.md §5).
 
-Every message of the method goes through ``Comm``, which records, per phase (function,
-gradient, jacobian, cg, line_search, sync, sgd, evaluate), the operation, the group, the
-number of messages and the bytes, and times each phase.
-
-Counting convention (what "bytes" means everywhere in the kit): a collective over a group
-of g > 1 ranks counts, on each of the g ranks, one message of the size of the buffer that
-rank contributes; a point-to-point send counts one message of its size on the sender.
-Totals are summed over ranks. A group of one rank sends nothing and counts nothing. (What
-crosses the wire depends on MPI's algorithm: a ring allreduce moves about twice the
-buffer per rank.)
+Every message of the method goes through ``Comm``, which sends it with mpi4py's
+buffer-based collectives on numpy arrays and records it in its ``Ledger`` (``ledger.py``:
+the phases, the counting convention, the records).
 """
-import math
-import time
-from collections import defaultdict
-from contextlib import contextmanager
-
 import numpy as np
 from mpi4py import MPI
 
-PHASES = ("function", "gradient", "jacobian", "cg", "line_search", "sync", "sgd",
-          "evaluate", "report", "setup")
-MONITORING = ("evaluate", "report", "setup")   # phases that watch training, not its cost
+from .ledger import Ledger
+from .model import ConfigError
+
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX}
 _SYNC_TAG = 7
 
 
-class ConfigError(ValueError):
-    """A configuration or data problem, found identically (or agreed) on every rank."""
-
-
-class Comm:
+class Comm(Ledger):
     """A world communicator, its sub-communicators, and the ledger of what they sent.
 
     ``world`` defaults to ``MPI.COMM_SELF``: one process, no messages, so everything built
-    on it runs serially in a test or a notebook cell.
+    on it runs serially in a test or a notebook cell. ``Comm.world()`` is every rank.
     """
 
     def __init__(self, world=None):
+        super().__init__()
         self.world = world if world is not None else MPI.COMM_SELF
         self.rank, self.size = self.world.Get_rank(), self.world.Get_size()
-        self.ledger = defaultdict(lambda: [0, 0])      # (phase, op, group) -> [messages, bytes]
-        self.seconds = defaultdict(float)              # phase -> seconds on this rank
-        self.current = None                            # the phase being timed, if any
-        self._tic = time.perf_counter()
-        self.trace = None                              # a list to log every message into
-        self._mark = {}
         self._sync = None
+
+    @classmethod
+    def on_world(cls):
+        """A ``Comm`` over ``MPI.COMM_WORLD``: every rank started by mpiexec."""
+        return cls(MPI.COMM_WORLD)
+
+    def abort(self, code):
+        """End every rank of the job now (after an error on this rank alone)."""
+        self.world.Abort(code)
 
     # -- groups -------------------------------------------------------------------------
     def split(self, groups):
@@ -72,7 +60,7 @@ class Comm:
         """In-place Allreduce of the numpy array ``buf`` over ``group``; returns ``buf``."""
         if group.size > 1:
             group.comm.Allreduce(MPI.IN_PLACE, buf, op=_OPS[op])
-            self._count("allreduce", group.name, buf.nbytes)
+            self.count("allreduce", group.name, buf.nbytes)
         return buf
 
     def allreduce_scalars(self, *values):
@@ -84,7 +72,7 @@ class Comm:
         if self.size == 1:
             return [obj]
         out = self.world.gather(obj, root=0)
-        self._count("gather", "world", len(repr(obj)))
+        self.count("gather", "world", len(repr(obj)))
         return out
 
     def agree(self, error):
@@ -100,7 +88,18 @@ class Comm:
             same = all(e2 == e for _, e2 in bad) and len(bad) == self.size
             raise ConfigError(e if same or self.size == 1 else f"rank {r}: {e}")
 
-    # -- non-blocking notification (the sync fraction of METHOD.md §4) --------------------
+    def agree_on(self, check):
+        """``check()``'s value on every rank, or, if it raised ValueError on any rank, a
+        ConfigError on every rank (``agree``)."""
+        value, error = None, None
+        try:
+            value = check()
+        except ValueError as e:
+            error = str(e)
+        self.agree(error)
+        return value
+
+    # -- non-blocking notification (the sync fraction, docs/method.md §6) ---------------
     def sync_pending(self):
         """The state of the current notification round, or None between rounds."""
         return self._sync
@@ -141,53 +140,7 @@ class Comm:
                       for r in range(self.size) if r != self.rank]
         s["sent"] = True
         for _ in s["sends"]:
-            self._count("isend", "world", msg.nbytes)
-
-    # -- phases and the ledger ----------------------------------------------------------
-    @contextmanager
-    def phase(self, name):
-        """Attribute the messages and the time inside this block to phase ``name``."""
-        if name not in PHASES:
-            raise ValueError(f"unknown phase {name!r}; phases are {', '.join(PHASES)}")
-        outer = self.current
-        self._switch(name)
-        try:
-            yield
-        finally:
-            self._switch(outer)
-
-    def _switch(self, name):
-        """Charge the time since the last switch to the current phase (nested phases
-        pause their outer phase, so seconds never count twice)."""
-        now = time.perf_counter()
-        if self.current is not None:
-            self.seconds[self.current] += now - self._tic
-        self.current, self._tic = name, now
-
-    def _count(self, op, group, nbytes):
-        entry = self.ledger[(self.current or "other", op, group)]
-        entry[0] += 1
-        entry[1] += nbytes
-        if self.trace is not None:
-            self.trace.append((self.current, op, group, nbytes))
-
-    def totals(self):
-        """{phase: {"messages", "bytes", "seconds"}} on this rank since the start."""
-        out = defaultdict(lambda: dict(messages=0, bytes=0, seconds=0.0))
-        for (phase, _, _), (n, b) in self.ledger.items():
-            out[phase]["messages"] += n
-            out[phase]["bytes"] += b
-        for phase, s in self.seconds.items():
-            out[phase]["seconds"] = s
-        return dict(out)
-
-    def take_record(self):
-        """This rank's totals since the previous call (for one iteration's record)."""
-        now = self.totals()
-        before = self._mark
-        self._mark = now
-        return {p: {k: v - before.get(p, {}).get(k, 0) for k, v in d.items()}
-                for p, d in now.items()}
+            self.count("isend", "world", msg.nbytes)
 
 
 class Group:
@@ -197,19 +150,18 @@ class Group:
         self.name, self.comm, self.ranks = name, comm, ranks
         self.size = len(ranks)
 
-
-def combine_records(per_rank):
-    """Sum messages and bytes over ranks, take the slowest rank's seconds."""
-    out = {}
-    for record in per_rank:
-        for phase, d in record.items():
-            o = out.setdefault(phase, dict(messages=0, bytes=0, seconds=0.0))
-            o["messages"] += d["messages"]
-            o["bytes"] += d["bytes"]
-            o["seconds"] = max(o["seconds"], d["seconds"])
-    return out
+    def free(self):
+        self.comm.Free()
 
 
-def sync_threshold(fraction, n):
-    """Number of partitions that must be done before all stop: ceil(tau N)."""
-    return max(1, math.ceil(fraction * n - 1e-12))
+def world_rank():
+    """This process's rank in ``MPI.COMM_WORLD`` and the world's size, and the MPI library."""
+    world = MPI.COMM_WORLD
+    return world.Get_rank(), world.Get_size()
+
+
+def mpi_library():
+    """The MPI library's name and version, one line (for a study's provenance)."""
+    import mpi4py
+    first = MPI.Get_library_version().strip().splitlines()[0]
+    return " ".join(first.split()), mpi4py.__version__

@@ -1,4 +1,4 @@
-"""Closed-form message counts per phase (METHOD.md §5), summed over ranks. No MPI here.
+"""Closed-form message counts per phase (docs/method.md §5), summed over ranks. No MPI here.
 
 Counting convention as in ``comm.py``: a collective over g > 1 ranks counts g messages,
 one per rank, each of the buffer's size; a group of one rank counts nothing. With

@@ -1,4 +1,4 @@
-"""The network stored distributedly: one MPI rank per partition (m, i, j) (METHOD.md §3-§4).
+"""The network stored distributedly: one MPI rank per partition (m, i, j) (docs/method.md §3-§4).
 
 Rank (m, i, j) holds the block W^m[T_{m-1,i}, T_{m,j}] (and b^m[T_{m,j}] when i = 0), the
 feature columns X[:, T_{0,i}] when m = 1, the label columns Y[:, T_{L,j}] when m = L, and
@@ -14,47 +14,36 @@ Messages (all through ``comm.Comm``; shapes for a batch of b instances):
 Every rank runs the same sequence of collectives on each communicator, layer by layer,
 so no order of arrival can deadlock.
 """
-import time
+import copy
 
 import numpy as np
 
 from . import reference as ref
-from .comm import Comm, ConfigError, sync_threshold
-from .model import ObjectiveConfig, network_layers
-from .partition import Grid, check_rank_count
+from .comm import Comm
+from .ledger import sync_threshold
+from .model import ConfigError, JacobianFactors, ObjectiveConfig, check_factors, network_layers
+from .partition import Grid
+from .splits import check_rank_count
 
 GN_MODES = ("full", "diag")
 
 
 class DistributedModel:
-    """This rank's partition of the network, with the model interface of ``newton.py``.
+    """This rank's partition of the network, implementing ``model.Model``.
 
     ``gn``: "full" (one allreduce of |S| x n_L per product) or "diag" (block-diagonal G:
     no message inside CG). ``sync``: with "diag", every partition stops CG once a fraction
-    ``sync`` of partitions met their own stopping rule. ``slow`` = (rank, seconds) makes that
-    rank sleep in each of its Gauss-Newton products (a teaching and test device).
+    ``sync`` of partitions met their own stopping rule (docs/method.md §6).
     """
 
     def __init__(self, data, hidden, splits, comm=None, objective=ObjectiveConfig(),
-                 gn="full", sync=1.0, slow=None):
+                 gn="full", sync=1.0):
         self.comm = comm or Comm()
         self.config = objective
         self.layers = network_layers(data.n_features, hidden, data.n_classes)
-        error = None
-        try:   # everything checked before the first collective, then agreed on
-            if gn not in GN_MODES:
-                raise ConfigError(f"unknown Gauss-Newton mode {gn!r}; choose full or diag")
-            if not 0 < sync <= 1:
-                raise ConfigError(f"sync fraction must be in (0, 1], got {sync}")
-            if sync < 1 and gn != "diag":
-                raise ConfigError("a sync fraction below 1 needs --gn diag: with the full "
-                                  "Gauss-Newton matrix all partitions share one CG")
-            self.grid = Grid(self.layers, tuple(splits))
-            check_rank_count(self.grid, self.comm.size)
-        except ValueError as e:
-            error = str(e)
-        self.comm.agree(error)
-        self.gn, self.sync, self.slow = gn, sync, slow
+        self.grid = self.comm.agree_on(lambda: _checked_grid(self.layers, splits, gn, sync,
+                                                             self.comm.size))
+        self.gn, self.sync = gn, sync
         grid, rank = self.grid, self.comm.rank
         self.part = p = grid.partition(rank)
         self.L, self.n_L = grid.L, self.layers[-1]
@@ -72,22 +61,34 @@ class DistributedModel:
         self.out_link = mine[f"link({p.m},{p.j})"]              # produces s^m[T_{m,j}]
         self.output = mine.get("output")
 
-        # this partition's parameters and data, nothing more
+        self._hold_share(data, objective.init_seed)
+        self._cg_steps = 0                # CG steps of this partition in the current solve
+
+    def _hold_share(self, data, seed):
+        """This partition's parameters and data, nothing more."""
+        p = self.part
         self.rows, self.cols = _slice(p.rows), _slice(p.cols)    # T_{m-1,i}, T_{m,j}
-        W, b = ref.init_params(self.layers, objective.init_seed)[p.m - 1]
+        W, b = ref.init_params(self.layers, seed)[p.m - 1]
         self.theta = np.concatenate([W[self.rows, self.cols].ravel(),
                                      b[self.cols] if p.has_bias else []])
         self.n_W = len(p.rows) * len(p.cols)
         # copies, so that no view keeps the whole data set alive on this rank
-        features = lambda A: np.ascontiguousarray(A[:, self.rows])       # noqa: E731
-        labels = lambda y: np.ascontiguousarray(np.eye(self.n_L)[y][:, self.cols])  # noqa: E731
+        features = lambda A: np.ascontiguousarray(A[:, self.rows])
+        labels = lambda y: np.ascontiguousarray(np.eye(self.n_L)[y][:, self.cols])
         self.X = features(data.X_train) if p.holds_features else None
         self.X_test = features(data.X_test) if p.holds_features else None
         self.Y = labels(data.y_train) if p.holds_labels else None
         self.Y_test = labels(data.y_test) if p.holds_labels else None
         self.n_test = len(data.y_test)
-        self.jacobian_factors = None      # (z^{m-1} on S, D_ij, softmax p on S or None)
-        self._cg_steps = 0                # CG steps of this partition in the current solve
+
+    def with_gn(self, gn, sync=1.0):
+        """The same partition (parameters, data, communicators shared) with another
+        Gauss-Newton matrix: to compare the full and block-diagonal directions at one point.
+        Close only the original."""
+        _check_mode(gn, sync)
+        other = copy.copy(self)
+        other.gn, other.sync = gn, sync
+        return other
 
     # -- parameters ---------------------------------------------------------------------
     def block(self, theta):
@@ -113,26 +114,25 @@ class DistributedModel:
     def _output_terms(self, zL, Y):
         """This slice's loss sum, d xi / d z^L[., T_{L,j}], and softmax p on it (or None)."""
         if self.loss == "squared":
-            r = zL - Y
-            return (r * r).sum(), 2.0 * r, None
+            xi, dxi = ref.squared_terms(zL, Y)
+            return xi.sum(), dxi, None
         shift = zL.max(axis=1)                 # cross-entropy: normalizer over all slices
         split = self.grid.splits[-1] > 1
         if split:
             self.comm.allreduce(shift, self.output, op="max")
-        e = np.exp(zL - shift[:, None])
-        total = e.sum(axis=1)
+        total = np.exp(zL - shift[:, None]).sum(axis=1)
         if split:
             total = self.comm.allreduce(total if self.part.i == 0 else np.zeros_like(total),
                                         self.output)
-        prob = e / total[:, None]
-        log_norm = (np.log(total) + shift).sum() if self.part.j == 0 else 0.0
-        return log_norm - (zL * Y).sum(), prob - Y, prob
+        _, dxi, prob = ref.cross_entropy_terms(zL, Y, shift, total)
+        log_norm = (np.log(total) + shift).sum() if self.part.j == 0 else 0.0  # counted once
+        return log_norm - (zL * Y).sum(), dxi, prob
 
     def _pass(self, theta, rows, X, Y, scale=None, grad=None, jacobian=False):
         """Forward over one batch; with ``grad``, backward too, adding scale * J^T dxi.
 
-        Returns (this rank's loss contribution, z^m on its slice). With ``jacobian``,
-        also factors J on these rows for ``gauss_newton``.
+        Returns (this rank's loss contribution, z^m on its slice, the Jacobian factors on
+        these rows when ``jacobian`` else None).
         """
         p, n = self.part, len(rows)
         W, b = self.block(theta)
@@ -142,7 +142,7 @@ class DistributedModel:
             loss, dxi, prob = self._output_terms(z_out, Y[rows])
             loss *= (p.i == 0)                       # each output slice counted once
         if grad is None:
-            return loss, z_out
+            return loss, z_out, None
         if p.m == self.L:
             delta = dxi * scale                                      # (n, |T_{L,j}|)
         else:
@@ -153,13 +153,14 @@ class DistributedModel:
             grad[self.n_W:] += delta.sum(axis=0)
         if p.m > 1:
             self.comm.allreduce(delta @ W.T, self.in_link)          # (n, |T_{m-1,i}|)
+        factors = None
         if jacobian:
             with self.comm.phase("jacobian"):
-                self._factor_jacobian(W, z_in, z_out, prob)
-        return loss, z_out
+                factors = self._factor_jacobian(W, z_in, z_out, prob)
+        return loss, z_out, factors
 
     def _factor_jacobian(self, W, z_in, z_out, prob):
-        """Keep D_ij = d z^L / d s^m[T_{m,j}] (|S|, n_L, |T_{m,j}|) and z^{m-1}[S, T_{m-1,i}].
+        """(z^{m-1}[S, T_{m-1,i}], D_ij = d z^L / d s^m[T_{m,j}] (|S|, n_L, |T_{m,j}|), p or None).
 
         The backward recursion of the gradient, carried for the n_L outputs at once.
         For softmax, every rank also needs p on S (|S|, n_L) for B = diag(p) - p p^T.
@@ -181,7 +182,7 @@ class DistributedModel:
             if p.m == self.L and p.i == 0:
                 P[:, self.cols] = prob
             self.comm.allreduce(P, self.world)
-        self.jacobian_factors = (z_in, D, P)
+        return z_in, D, P
 
     # -- the model interface ------------------------------------------------------------
     def _batches(self, rows):
@@ -195,21 +196,26 @@ class DistributedModel:
         local = theta @ theta / (2.0 * self.C) + loss / self.n_train
         return float(self.comm.allreduce_scalars(local)[0])
 
-    def gradient(self, theta, subsample=None):
-        """This rank's block of grad f; with ``subsample`` S, also factor J on S.
+    def gradient(self, theta):
+        """This rank's block of grad f: mini-batched forward and backward passes."""
+        grad = theta / self.C
+        for rows in self._batches(np.arange(self.n_train)):
+            self._pass(theta, rows, self.X, self.Y, 1.0 / self.n_train, grad)
+        return grad
+
+    def gradient_and_jacobian(self, theta, S):
+        """This rank's block of grad f, and its Jacobian factors on S (``JacobianFactors``).
 
         S is the last mini-batch, so the z^{m-1} that the Jacobian needs are still here.
         """
+        S = np.asarray(S)
         grad = theta / self.C
-        if subsample is None:
-            batches = self._batches(np.arange(self.n_train))
-        else:
-            rest = np.setdiff1d(np.arange(self.n_train), subsample, assume_unique=True)
-            batches = self._batches(rest) + [np.asarray(subsample)]
-        for k, rows in enumerate(batches):
-            self._pass(theta, rows, self.X, self.Y, 1.0 / self.n_train, grad,
-                       jacobian=subsample is not None and k == len(batches) - 1)
-        return grad
+        rest = np.setdiff1d(np.arange(self.n_train), S, assume_unique=True)
+        for rows in self._batches(rest):
+            self._pass(theta, rows, self.X, self.Y, 1.0 / self.n_train, grad)
+        factors = self._pass(theta, S, self.X, self.Y, 1.0 / self.n_train, grad,
+                             jacobian=True)[2]
+        return grad, JacobianFactors(S, factors)
 
     def stochastic_gradient(self, theta, batch):
         """theta / C + mean over ``batch`` of grad xi_i (this rank's block)."""
@@ -217,13 +223,13 @@ class DistributedModel:
         self._pass(theta, batch, self.X, self.Y, 1.0 / len(batch), grad)
         return grad
 
-    def gauss_newton(self, v):
-        """G_S v on this block (METHOD.md §4): local product, the one big allreduce, local product.
+    def gauss_newton(self, J, v):
+        """G_S v on this block (docs/method.md §4): local product, the one big allreduce, local product.
 
         full: (G_S v)_p = v_p / C + (1/|S|) J_p^T B sum_q J_q v_q
         diag: (G_p v)_p = v_p / C + (1/|S|) J_p^T B J_p v_p, no message.
         """
-        z_in, D, P = self.jacobian_factors
+        z_in, D, P = check_factors(J).factors
         VW, vb = self.block(v)
         u = z_in @ VW                                                # (|S|, |T_{m,j}|)
         if vb is not None:
@@ -231,18 +237,13 @@ class DistributedModel:
         Jv = np.einsum("snk,sk->sn", D, u)                           # (|S|, n_L)
         if self.gn == "full":
             self.comm.allreduce(Jv, self.world)
-        if self.loss == "squared":
-            BJv = 2.0 * Jv
-        else:
-            BJv = P * Jv - P * (P * Jv).sum(axis=1, keepdims=True)
+        BJv = ref.curvature_product(Jv, P, self.loss)
         BJv /= len(z_in)
         DtB = np.einsum("sn,snk->sk", BJv, D)                        # (|S|, |T_{m,j}|)
         out = v / self.C
         out[:self.n_W] += (z_in.T @ DtB).ravel()
         if vb is not None:
             out[self.n_W:] += DtB.sum(axis=0)
-        if self.slow and self.slow[0] == self.comm.rank:
-            time.sleep(self.slow[1])
         return out
 
     def dot(self, a, b):
@@ -302,7 +303,7 @@ class DistributedModel:
     def close(self):
         """Free this model's sub-communicators (a study builds many models on one world)."""
         for group in self.groups.values():
-            group.comm.Free()
+            group.free()
         self.groups = {}
 
     def phase(self, name):
@@ -310,6 +311,24 @@ class DistributedModel:
 
     def take_comm_record(self):
         return self.comm.take_record()
+
+
+def _checked_grid(layers, splits, gn, sync, n_ranks):
+    """The grid, after every check that must hold before the first collective."""
+    _check_mode(gn, sync)
+    grid = Grid(layers, tuple(splits))
+    check_rank_count(grid, n_ranks)
+    return grid
+
+
+def _check_mode(gn, sync):
+    if gn not in GN_MODES:
+        raise ConfigError(f"unknown Gauss-Newton mode {gn!r}; choose full or diag")
+    if not 0 < sync <= 1:
+        raise ConfigError(f"sync fraction must be in (0, 1], got {sync}")
+    if sync < 1 and gn != "diag":
+        raise ConfigError("a sync fraction below 1 needs --gn diag: with the full "
+                          "Gauss-Newton matrix all partitions share one CG")
 
 
 def _slice(r):

@@ -1,39 +1,128 @@
-"""Runs as data: build a model for this communicator, train it, return a JSON-ready result.
-
-Shared by the command line, the notebooks and the reproduction study. No printing here.
+"""Runs as data: check a problem on every rank, build a model for the communicator, train
+it, return a JSON-ready result. Shared by the command line, the study and the notebooks.
+No printing here.
 """
+import dataclasses
 import math
-from dataclasses import asdict
+import os
+import time
+from dataclasses import asdict, dataclass
 
-from .comm import Comm, ConfigError, combine_records
+from . import data as datasets
+from .comm import Comm
+from .dense import DenseModel
 from .distributed import DistributedModel
-from .model import DenseModel, network_layers
+from .ledger import combine_records
+from .model import ConfigError, ObjectiveConfig, default_C, network_layers, parse_C
 from .newton import NewtonConfig, newton
-from .partition import propose_splits
 from .sgd import SGDConfig, sgd
+from .splits import parse_splits, propose_splits
 
-METHODS = ("newton", "sgd")
+OPTIMIZERS = ("newton", "sgd")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The data, the network and its partition as a user names them, before any loading."""
+    data: str = "digits"              # a key of data.DATASETS
+    data_path: str | None = None      # directory or file(s) of the data set
+    hidden: tuple = (64, 64)          # hidden layer widths
+    activation: str = "relu"
+    loss: str = "squared"
+    C: str | None = None              # a number or a multiple of l ("0.01l"); None: model.default_C
+    eval_batch: int = ObjectiveConfig.batch_size
+    seed: int = 0                     # initialization (and the split, where the kit makes one)
+    splits: str | None = None         # "P_0,...,P_L"; None: proposed for the rank count
+    slow_rank: str | None = None      # "RANK:SECONDS": a straggler on purpose
+    train_limit: int | None = None    # train on the first K training instances only
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A problem loaded and checked on this rank: what ``build_model`` needs."""
+    data: datasets.Dataset
+    objective: ObjectiveConfig
+    splits: tuple | None
+    slow: tuple | None                # (rank, seconds) or None
+
+
+def prepare(problem, comm, outputs=(), overwrite=False):
+    """Load and check everything on every rank, then agree: a ConfigError everywhere or
+    a ``Prepared`` everywhere. Existing ``outputs`` are an error unless ``overwrite``."""
+    return comm.agree_on(lambda: _prepare(problem, comm.rank, outputs, overwrite))
+
+
+def _prepare(problem, rank, outputs, overwrite):
+    data = datasets.load_dataset(problem.data, problem.data_path, seed=problem.seed)
+    if problem.train_limit is not None and problem.train_limit < len(data.y_train):
+        k = problem.train_limit
+        data = dataclasses.replace(data, X_train=data.X_train[:k], y_train=data.y_train[:k])
+    objective = ObjectiveConfig(
+        activation=problem.activation, loss=problem.loss,
+        C=parse_C(problem.C or default_C(problem.data), len(data.y_train)),
+        batch_size=problem.eval_batch, init_seed=problem.seed)
+    layers = network_layers(data.n_features, problem.hidden, data.n_classes)
+    splits = parse_splits(problem.splits, layers) if problem.splits else None
+    for path in outputs:
+        if rank == 0 and path and os.path.exists(path) and not overwrite:
+            raise ConfigError(f"{path} exists; pass --overwrite to replace it")
+    return Prepared(data, objective, splits, _slow(problem.slow_rank))
+
+
+def _slow(text):
+    if text is None:
+        return None
+    try:
+        rank, seconds = text.split(":")
+        return int(rank), float(seconds)
+    except ValueError:
+        raise ConfigError(f"--slow-rank expects RANK:SECONDS, got {text!r}") from None
+
+
+def grid_splits(data, hidden, comm, splits=None):
+    """The splits a run uses: the given ones, or the proposal for the communicator's size."""
+    if splits is not None:
+        return tuple(splits)
+    try:
+        return propose_splits(network_layers(data.n_features, hidden, data.n_classes),
+                              comm.size)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def build_model(data, hidden, objective, comm=None, splits=None, gn="full", sync=1.0,
                 slow=None):
-    """DenseModel on one process without a grid, else this rank's DistributedModel.
-
-    Without ``splits``, the proposal for the communicator's size is used.
-    """
+    """DenseModel on one process without a grid, else this rank's DistributedModel (on the
+    proposed splits when none are given). ``slow`` = (rank, seconds) makes that rank a
+    ``Straggler``."""
     comm = comm or Comm()
     if comm.size == 1 and splits is None:
         if gn != "full" or sync != 1.0:
             raise ConfigError("--gn diag and --sync need a grid of several partitions: "
                               "run under mpiexec -n N (or give --splits)")
-        return DenseModel(data, hidden, objective)
-    if splits is None:
-        try:
-            splits = propose_splits(network_layers(data.n_features, hidden, data.n_classes),
-                                    comm.size)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    return DistributedModel(data, hidden, splits, comm, objective, gn=gn, sync=sync, slow=slow)
+        model = DenseModel(data, hidden, objective)
+    else:
+        model = DistributedModel(data, hidden, grid_splits(data, hidden, comm, splits), comm,
+                                 objective, gn=gn, sync=sync)
+    if slow is not None and slow[0] == comm.rank:
+        model = Straggler(model, slow[1])
+    return model
+
+
+class Straggler:
+    """A model whose Gauss-Newton products each take ``seconds`` longer: a slow partition on
+    purpose (a teaching device, and the test of the sync fraction, docs/method.md §6)."""
+
+    def __init__(self, model, seconds):
+        self.model, self.seconds = model, seconds
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def gauss_newton(self, J, v):
+        out = self.model.gauss_newton(J, v)
+        time.sleep(self.seconds)
+        return out
 
 
 def train(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), callback=None):
@@ -42,7 +131,20 @@ def train(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), c
         return newton(model, newton_config, callback)
     if method == "sgd":
         return sgd(model, sgd_config, callback)
-    raise ConfigError(f"unknown optimizer {method!r}; choose from {', '.join(METHODS)}")
+    raise ConfigError(f"unknown optimizer {method!r}; choose from {', '.join(OPTIMIZERS)}")
+
+
+def run(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), callback=None,
+        **about):
+    """Train, then collect: (History, ``result``). ``about`` adds to the result's config
+    (the data set's name, say). Collective on a distributed model."""
+    history = train(model, method, newton_config, sgd_config, callback)
+    comm = getattr(model, "comm", None)
+    config = config_dict(
+        **about, optimizer=method, gn=model.gn, sync=model.sync,
+        ranks=comm.size if comm else 1, objective=model.config,
+        **({"newton": newton_config} if method == "newton" else {"sgd": sgd_config}))
+    return history, result(model, history, config)
 
 
 def result(model, history, config):

@@ -1,21 +1,26 @@
-"""The objective's settings, and the one-process model the solvers run on.
+"""What is minimised, and the interface every model offers the solvers (docs/method.md §1-§2).
 
-``DenseModel`` implements the model interface of ``newton.py`` with the dense reference
-(``reference.py``): theta is the whole flattened parameter vector. The distributed model
-(``distributed.py``) implements the same interface over MPI, so ``newton`` and ``sgd`` run
-on both unchanged.
+``Model`` is the protocol ``newton.newton`` and ``sgd.sgd`` run on: ``dense.DenseModel`` on
+one process (the whole theta), ``distributed.DistributedModel`` over MPI (this rank's block
+of theta). Vectors are the part of theta the process holds. No model keeps state between
+calls that changes a result: the Jacobian factors that ``gradient_and_jacobian`` computes
+on a subsample S are returned as a ``JacobianFactors`` and passed to ``gauss_newton``.
 """
-import contextlib
 from dataclasses import dataclass
+from typing import Any, ContextManager, Protocol
 
 import numpy as np
 
 from . import reference as ref
 
 
+class ConfigError(ValueError):
+    """A configuration or data problem, found identically (or agreed) on every rank."""
+
+
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    """What is minimised: f(theta) = theta^T theta / (2C) + (1/l) sum_i xi_i (METHOD.md §1)."""
+    """f(theta) = theta^T theta / (2C) + (1/l) sum_i xi_i (docs/method.md §1)."""
     activation: str = "relu"      # sigma of the hidden layers: relu (simpleNN's default), sigmoid, tanh
     loss: str = "squared"         # xi: squared (||z^L - y||^2) or cross_entropy (softmax)
     C: float | None = None        # regularization; None means 0.01 * l (simpleNN)
@@ -38,8 +43,8 @@ class ObjectiveConfig:
         return 0.01 * l if self.C is None else float(self.C)
 
 
-# Kit's choice, not simpleNN's: on digits' 1438 training instances the default
-# C = 0.01 l over-regularizes a 64-64 network (test accuracy 81%, against 99% with 0.1 l).
+# Kit's choice, not simpleNN's (docs/method.md §9): on digits' 1438 training instances the
+# default C = 0.01 l over-regularizes a 64-64 network (test accuracy 81%, against 99% with 0.1 l).
 KIT_C = {"digits": "0.1l"}
 
 
@@ -71,64 +76,63 @@ def accuracy(outputs, y):
     return float(np.mean(np.argmax(outputs, axis=1) == y)) if len(y) else float("nan")
 
 
-class DenseModel:
-    """One process, whole theta, reference maths: the serial side of every comparison."""
+@dataclass(frozen=True, eq=False)
+class JacobianFactors:
+    """J on the subsample S, in the form the model's Gauss-Newton product needs.
 
-    def __init__(self, data, hidden, objective=ObjectiveConfig()):
-        self.data, self.config = data, objective
-        self.layers = network_layers(data.n_features, hidden, data.n_classes)
-        self.n_train = len(data.y_train)
-        self.C = objective.regularization(self.n_train)
-        self.Y = np.eye(data.n_classes)[data.y_train]
-        self.theta = ref.flatten(ref.init_params(self.layers, objective.init_seed))
-        self._S = None
+    ``subsample`` is S (sorted instance indices); ``factors`` is the model's own: for the
+    distributed model (z^{m-1} on S, D_ij, softmax p on S or None), docs/method.md §4.
+    """
+    subsample: np.ndarray
+    factors: tuple
 
-    def _params(self, theta):
-        return ref.unflatten(theta, self.layers)
 
-    def objective(self, theta):
-        cfg = self.config
-        return ref.objective(self._params(theta), self.data.X_train, self.Y, self.C,
-                             cfg.activation, cfg.loss)
+def check_factors(J):
+    """``J`` itself, or a ValueError saying where Jacobian factors come from."""
+    if not isinstance(J, JacobianFactors):
+        raise ValueError("gauss_newton needs the JacobianFactors that "
+                         f"gradient_and_jacobian(theta, S) returns, got {type(J).__name__}")
+    return J
 
-    def gradient(self, theta, subsample=None):
-        self._S, self._theta_S = subsample, theta.copy()
-        cfg = self.config
-        return ref.flatten(ref.gradient(self._params(theta), self.data.X_train, self.Y,
-                                        self.C, cfg.activation, cfg.loss))
 
-    def stochastic_gradient(self, theta, batch):
+class Model(Protocol):
+    """The members the solvers use (``newton.py``, ``sgd.py``)."""
+    theta: np.ndarray             # initial parameters (this process's part), 1-D
+    n_train: int                  # l, the number of training instances
+    layers: tuple                 # (n_0, ..., n_L)
+    C: float                      # the regularization in use
+
+    def objective(self, theta) -> float:
+        """f(theta), the same float on every rank."""
+
+    def gradient(self, theta) -> np.ndarray:
+        """grad f (this process's part)."""
+
+    def gradient_and_jacobian(self, theta, S) -> tuple[np.ndarray, JacobianFactors]:
+        """grad f, and J factored on the subsample S."""
+
+    def gauss_newton(self, J: JacobianFactors, v) -> np.ndarray:
+        """G_S v with the factors of S (full or block-diagonal G: fixed when the model is built)."""
+
+    def stochastic_gradient(self, theta, batch) -> np.ndarray:
         """theta / C + mean over ``batch`` of grad xi_i."""
-        cfg = self.config
-        return ref.flatten(ref.gradient(self._params(theta), self.data.X_train[batch],
-                                        self.Y[batch], self.C, cfg.activation, cfg.loss))
 
-    def gauss_newton(self, v):
-        """G_S v at the theta and S of the last ``gradient`` call."""
-        cfg = self.config
-        return ref.flatten(ref.gauss_newton_product(
-            self._params(self._theta_S), self.data.X_train[self._S],
-            ref.unflatten(v, self.layers), self.C, cfg.activation, cfg.loss))
+    def dot(self, a, b) -> float:
+        """Inner product over all of theta."""
 
-    @staticmethod
-    def dot(a, b):
-        return float(a @ b)
+    def cg_dot(self, a, b) -> float:
+        """CG's inner product: global for full G, per partition for block-diagonal G."""
 
-    cg_dot = dot
-    cg_stop = None
+    cg_stop: Any                  # CG's stopping rule (None: CG's own), see cg.cg
 
-    def accuracy(self, theta):
-        params, act = self._params(theta), self.config.activation
-        return (accuracy(ref.predict(params, self.data.X_train, act), self.data.y_train),
-                accuracy(ref.predict(params, self.data.X_test, act), self.data.y_test))
+    def accuracy(self, theta) -> tuple[float, float]:
+        """(train accuracy, test accuracy)."""
 
-    @staticmethod
-    def phase(name):
-        return contextlib.nullcontext()
+    def phase(self, name) -> ContextManager:
+        """Context naming what the next messages are for (docs/method.md §5)."""
 
-    def close(self):
-        """Nothing to free on one process (the distributed model frees its communicators)."""
+    def take_comm_record(self) -> dict:
+        """Messages since the last call (empty on one process)."""
 
-    @staticmethod
-    def take_comm_record():
-        return {}
+    def close(self) -> None:
+        """Free what the model holds outside Python (sub-communicators)."""

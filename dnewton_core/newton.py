@@ -1,36 +1,22 @@
-"""Subsampled Gauss-Newton with Levenberg-Marquardt damping, CG and backtracking (METHOD.md §2).
+"""Subsampled Gauss-Newton with Levenberg-Marquardt damping, CG and backtracking (docs/method.md §2).
 
-The solver sees the network only through a model (``dense.DenseModel`` on one process,
-``distributed.DistributedModel`` over MPI) with these members; vectors are the part of
-theta this process holds:
-
-    theta                     initial parameters (1-D array)
-    n_train                   l, the number of training instances
-    objective(theta)          f(theta), the same float on every rank
-    gradient(theta, S)        grad f (this rank's part); also factors the Jacobian on S
-    gauss_newton(v)           G_S v (full, or block-diagonal: the model decides)
-    dot(a, b)                 inner product over all of theta
-    cg_dot(a, b), cg_stop     CG's inner product and stopping rule (global for full G;
-                              per partition, plus the sync fraction, for block-diagonal G)
-    accuracy(theta)           (train accuracy, test accuracy)
-    phase(name)               context naming what the next messages are for (METHOD.md §5)
-    take_comm_record()        messages since the last call, as a dict (empty on one process)
-    close()                   free what the model holds outside Python (sub-communicators)
-
-No MPI here: every global sum hides behind the model.
+The solver sees the network only through a ``model.Model`` (``dense.DenseModel`` on one
+process, ``distributed.DistributedModel`` over MPI); vectors are the part of theta this
+process holds. No MPI here: every global sum hides behind the model.
 """
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .cg import cg
+from .history import History, record_iteration
 
 
 @dataclass(frozen=True)
 class NewtonConfig:
-    """Constants of METHOD.md §2. Defaults are simpleNN's (the authors' code) unless noted."""
+    """Constants of docs/method.md §2. Defaults are simpleNN's (the authors' code) unless noted."""
     iters: int = 100              # Newton iterations
     subsample: float = 0.05       # |S| / l, fraction of instances in the Gauss-Newton subsample
     xi: float = 0.1               # CG stops when ||r|| <= xi ||grad f||
@@ -57,19 +43,8 @@ class NewtonConfig:
         return max(1, min(l, math.ceil(self.subsample * l)))
 
 
-@dataclass
-class History:
-    """Per-iteration (Newton) or per-epoch (SGD) records, and the final parameters."""
-    records: list = field(default_factory=list)
-    theta: np.ndarray = None
-
-    @property
-    def final(self):
-        return self.records[-1] if self.records else {}
-
-
 def levenberg_marquardt(lam, rho, boost, drop):
-    """lambda_{k+1}: boost if rho < 0.25, drop if rho >= 0.75, else keep (METHOD.md §2, step 5)."""
+    """lambda_{k+1}: boost if rho < 0.25, drop if rho >= 0.75, else keep (docs/method.md §2, step 5)."""
     if rho < 0.25:
         return lam * boost
     if rho >= 0.75:
@@ -91,10 +66,22 @@ def line_search(objective, theta, d, f, gd, eta, max_halvings):
     return 0.0, f
 
 
+def draw_subsample(rng, l, size):
+    """S: ``size`` distinct instance indices out of l, sorted (the same on every rank)."""
+    return np.sort(rng.choice(l, size=size, replace=False))
+
+
+def direction(model, J, g, lam, xi, cg_max):
+    """The Newton direction: CG on (G_S + lambda I) d = -g from d = 0 (docs/method.md §2,
+    step 2), with the model's product, inner product and stopping rule; a ``cg.CGResult``."""
+    return cg(lambda v: model.gauss_newton(J, v) + lam * v, -g, model.cg_dot, xi, cg_max,
+              model.cg_stop)
+
+
 def newton(model, config=NewtonConfig(), callback=None):
     """Train ``model`` by subsampled Gauss-Newton; returns a History.
 
-    Iteration k (METHOD.md §2): draw S; solve (G_S + lambda I) d = -g by CG; backtrack on
+    Iteration k (docs/method.md §2): draw S; solve (G_S + lambda I) d = -g by CG; backtrack on
     alpha; rho = (f(theta + alpha d) - f) / (alpha g^T d + alpha^2/2 d^T G_S d), where
     d^T G_S d = -d^T g - d^T r - lambda d^T d comes from CG's residual r, no extra product.
     ``callback(record)`` is called after each iteration (rank 0 prints there). The wall
@@ -108,13 +95,12 @@ def newton(model, config=NewtonConfig(), callback=None):
     with model.phase("function"):
         f = model.objective(theta)
     for k in range(1, config.iters + 1):
-        S = np.sort(rng.choice(model.n_train, size=size, replace=False))
+        S = draw_subsample(rng, model.n_train, size)
         with model.phase("gradient"):
-            g = model.gradient(theta, S)
+            g, J = model.gradient_and_jacobian(theta, S)
             gnorm = math.sqrt(model.dot(g, g))
         with model.phase("cg"):
-            res = cg(lambda v: model.gauss_newton(v) + lam * v, -g, model.cg_dot,
-                     config.xi, config.cg_max, model.cg_stop)
+            res = direction(model, J, g, lam, config.xi, config.cg_max)
             d = res.x
             gd, dr, dd = model.dot(g, d), model.dot(d, res.residual), model.dot(d, d)
         with model.phase("line_search"):
@@ -127,7 +113,7 @@ def newton(model, config=NewtonConfig(), callback=None):
         theta += alpha * d
         f = f_new
         train_time += time.perf_counter() - tic
-        history.records.append(_evaluate(model, theta, dict(
+        history.records.append(record_iteration(model, theta, dict(
             iter=k, objective=f, grad_norm=gnorm, cg_iters=res.iterations,
             cg_status=res.status, **{"lambda": lam}, alpha=alpha, ratio=rho,
             wall_time=train_time), callback))
@@ -135,12 +121,3 @@ def newton(model, config=NewtonConfig(), callback=None):
     history.theta = theta
     return history
 
-
-def _evaluate(model, theta, record, callback):
-    """Add accuracies and this iteration's messages to ``record``; report it."""
-    with model.phase("evaluate"):
-        record["train_accuracy"], record["test_accuracy"] = model.accuracy(theta)
-    record["comm"] = model.take_comm_record()
-    if callback:
-        callback(record)
-    return record

@@ -2,7 +2,7 @@
 
 Deliberately plain. Samples are rows: ``X`` is ``(l, n_0)``, ``Y`` is one-hot ``(l, n_L)``,
 ``z^m`` is ``(l, n_m)``. Parameters are a list of ``(W, b)`` pairs, ``W^m`` of shape
-``(n_{m-1}, n_m)`` and ``b^m`` of shape ``(n_m,)`` (METHOD.md §1):
+``(n_{m-1}, n_m)`` and ``b^m`` of shape ``(n_m,)`` (docs/method.md §1):
 
     s^m = z^{m-1} W^m + b^m,   z^m = sigma(s^m) for m < L,   z^L = s^L
     f(theta) = theta^T theta / (2C) + (1/l) sum_i xi(z^{L,i}; y^i)
@@ -59,15 +59,44 @@ def _forward(params, X, activation):
     return zs
 
 
-def _loss_terms(zL, Y, loss):
-    """xi(z^{L,i}; y^i) per instance (l,) and d xi / d z^L (l, n_L)."""
+def squared_terms(zL, Y):
+    """Squared loss xi = ||z^L - y||^2 per instance (l,), and d xi / d z^L (l, n_L)."""
+    r = zL - Y
+    return (r * r).sum(axis=1), 2.0 * r
+
+
+def cross_entropy_terms(zL, Y, shift, total):
+    """Softmax cross-entropy per instance (l,), d xi / d z^L (l, n_L), and p (l, n_L).
+
+    xi = log sum_k exp(z_k) - z^T y, written with ``shift`` (l,) and ``total`` (l,) =
+    sum_k exp(z_k - shift) (the distributed model sums ``total`` over the output slices);
+    p = exp(z - shift) / total.
+    """
+    p = np.exp(zL - shift[:, None]) / total[:, None]
+    return np.log(total) + shift - (zL * Y).sum(axis=1), p - Y, p
+
+
+def normalizer(zL):
+    """(shift, total) of ``cross_entropy_terms``: the row maximum, sum_k exp(z_k - shift)."""
+    shift = zL.max(axis=1)
+    return shift, np.exp(zL - shift[:, None]).sum(axis=1)
+
+
+def curvature_product(JV, p, loss):
+    """B JV per instance (|S|, n_L): B = 2I (squared), diag(p) - p p^T (cross-entropy)."""
     if loss == "squared":
-        r = zL - Y
-        return (r * r).sum(axis=1), 2.0 * r
+        return 2.0 * JV
     if loss == "cross_entropy":
-        shift = zL.max(axis=1, keepdims=True)
-        logsum = np.log(np.exp(zL - shift).sum(axis=1)) + shift[:, 0]
-        return logsum - (zL * Y).sum(axis=1), softmax(zL) - Y
+        return p * JV - p * (p * JV).sum(axis=1, keepdims=True)
+    raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
+
+
+def _loss_terms(zL, Y, loss):
+    """xi(z^{L,i}; y^i) per instance (l,), d xi / d z^L (l, n_L), and p (softmax) or None."""
+    if loss == "squared":
+        return (*squared_terms(zL, Y), None)
+    if loss == "cross_entropy":
+        return cross_entropy_terms(zL, Y, *normalizer(zL))
     raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
 
 
@@ -91,36 +120,48 @@ def _jv(params, zs, V, activation):
 
 
 def objective(params, X, Y, C, activation="relu", loss="squared"):
-    """f(theta) = theta^T theta / (2C) + (1/l) sum_i xi(z^{L,i}; y^i)   (METHOD.md §1)."""
-    xi, _ = _loss_terms(_forward(params, X, activation)[-1], Y, loss)
+    """f(theta) = theta^T theta / (2C) + (1/l) sum_i xi(z^{L,i}; y^i)   (docs/method.md §1)."""
+    xi, _, _ = _loss_terms(_forward(params, X, activation)[-1], Y, loss)
     return float(flatten(params) @ flatten(params) / (2.0 * C) + xi.mean())
 
 
 def gradient(params, X, Y, C, activation="relu", loss="squared"):
-    """grad f = theta / C + (1/l) sum_i (J^i)^T d xi_i / d z^{L,i}   (METHOD.md §2)."""
+    """grad f = theta / C + (1/l) sum_i (J^i)^T d xi_i / d z^{L,i}   (docs/method.md §2)."""
     zs = _forward(params, X, activation)
-    _, dxi = _loss_terms(zs[-1], Y, loss)
+    _, dxi, _ = _loss_terms(zs[-1], Y, loss)
     back = _backward(params, zs, dxi / len(X), activation)
     return [(dW + W / C, db + b / C) for (W, b), (dW, db) in zip(params, back)]
 
 
 def gauss_newton_product(params, X, V, C, activation="relu", loss="squared"):
-    """G V with G = I/C + (1/|X|) sum_i (J^i)^T B^i J^i over the rows of X   (METHOD.md §2).
+    """G V with G = I/C + (1/|X|) sum_i (J^i)^T B^i J^i over the rows of X   (docs/method.md §2).
 
     B^i = d^2 xi / d (z^L)^2: 2I for the squared loss, diag(p) - p p^T for softmax
     cross-entropy (p = softmax(z^{L,i})). Pass the subsample's rows of X to get G_S V.
     """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
     zs = _forward(params, X, activation)
     JV = _jv(params, zs, V, activation)                                   # (|S|, n_L)
-    if loss == "squared":
-        BJV = 2.0 * JV
-    elif loss == "cross_entropy":
-        p = softmax(zs[-1])
-        BJV = p * JV - p * (p * JV).sum(axis=1, keepdims=True)
-    else:
-        raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
+    BJV = curvature_product(JV, softmax(zs[-1]) if loss == "cross_entropy" else None, loss)
     back = _backward(params, zs, BJV / len(X), activation)
     return [(dW + VW / C, db + Vb / C) for (VW, Vb), (dW, db) in zip(V, back)]
+
+
+def block_diagonal_gauss_newton_product(theta, X, v, C, layers, blocks, activation="relu",
+                                        loss="squared"):
+    """The block-diagonal G_S v (docs/method.md §6): for every block p (an index array into
+    theta), block p of G_S (v restricted to block p); one ``gauss_newton_product`` per block.
+    ``theta`` and ``v`` are flat (n,); returns a flat (n,) vector."""
+    params = unflatten(theta, layers)
+    out = np.zeros(len(theta))
+    for idx in blocks:
+        masked = np.zeros(len(theta))
+        masked[idx] = v[idx]
+        Gv = flatten(gauss_newton_product(params, X, unflatten(masked, layers), C, activation,
+                                          loss))
+        out[idx] = Gv[idx]
+    return out
 
 
 def predict(params, X, activation="relu"):

@@ -1,4 +1,4 @@
-"""Mini-batch SGD with momentum, the baseline (METHOD.md §6), on the same model interface.
+"""Mini-batch SGD with momentum, the baseline (docs/method.md §7), on the same model interface.
 
 Step t (over all epochs) on mini-batch B:
     v <- momentum v - lr_t (theta / C + (1/|B|) sum_{i in B} grad xi_i),  theta <- theta + v,
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .newton import History, _evaluate
+from .history import History, record_iteration
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _sgd(model, config, callback):
         train_time += time.perf_counter() - tic
         with model.phase("function"):
             f = model.objective(theta)
-        history.records.append(_evaluate(model, theta, dict(
+        history.records.append(record_iteration(model, theta, dict(
             iter=epoch, objective=f, lr=config.lr / (1.0 + config.decay * t),
             wall_time=train_time, diverged=not np.isfinite(f)), callback))
         if not np.isfinite(f):      # too large a learning rate: a result, not an error

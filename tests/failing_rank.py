@@ -7,10 +7,10 @@ from dnewton_core import cli, distributed
 product = distributed.DistributedModel.gauss_newton
 
 
-def failing_product(self, v):
+def failing_product(self, J, v):
     if self.comm.rank == 1:
         raise FloatingPointError("injected failure")
-    return product(self, v)
+    return product(self, J, v)
 
 
 distributed.DistributedModel.gauss_newton = failing_product

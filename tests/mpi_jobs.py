@@ -29,10 +29,11 @@ from types import SimpleNamespace
 import numpy as np
 from mpi4py import MPI
 
-from dnewton_core import lessons
-from dnewton_core.comm import Comm, ConfigError
+from dnewton_core import reference as ref
+from dnewton_core.comm import Comm
+from dnewton_core.dense import DenseModel
 from dnewton_core.distributed import DistributedModel
-from dnewton_core.model import DenseModel, ObjectiveConfig
+from dnewton_core.model import ConfigError, ObjectiveConfig
 from dnewton_core.newton import NewtonConfig, newton
 from dnewton_core.sgd import SGDConfig, sgd
 
@@ -154,15 +155,16 @@ def job_products(a, comm):
     out["stochastic_gradient"] = rel(assemble(comm, grid, dm.stochastic_gradient(theta[idx], b),
                                               n)[0], dense.stochastic_gradient(theta, b))
     # gradient with S: S is taken out of the batches and done last (the Jacobian is factored)
-    out["gradient_S"] = rel(assemble(comm, grid, dm.gradient(theta[idx], S), n)[0],
-                            dense.gradient(theta, S))
+    g_S, J = dm.gradient_and_jacobian(theta[idx], S)
+    g_ref, J_ref = dense.gradient_and_jacobian(theta, S)
+    out["gradient_S"] = rel(assemble(comm, grid, g_S, n)[0], g_ref)
     v_local = v[idx].copy()
-    Gv = dm.gauss_newton(v_local)
-    out["gauss_newton"] = rel(assemble(comm, grid, Gv, n)[0], dense.gauss_newton(v))
+    Gv = dm.gauss_newton(J, v_local)
+    out["gauss_newton"] = rel(assemble(comm, grid, Gv, n)[0], dense.gauss_newton(J_ref, v))
     out["gauss_newton_keeps_v"] = bool(world_max(comm, rel(v_local, v[idx])) == 0.0)
     # a second product on the same factorization (nothing in it may have been overwritten)
-    out["gauss_newton_2"] = rel(assemble(comm, grid, dm.gauss_newton(v2[idx]), n)[0],
-                                dense.gauss_newton(v2))
+    out["gauss_newton_2"] = rel(assemble(comm, grid, dm.gauss_newton(J, v2[idx]), n)[0],
+                                dense.gauss_newton(J_ref, v2))
     out["dot"] = rel(dm.dot(v[idx], v2[idx]), float(v @ v2))
     out["accuracy"] = list(dm.accuracy(theta[idx]))
     out["accuracy_ref"] = list(dense.accuracy(theta))
@@ -174,16 +176,18 @@ def job_diag(a, comm):
     grid, n = dm.grid, len(dense.theta)
     idx = grid.param_slices(comm.rank)
     theta, v, _, S = random_point(a, dense)
-    out = {"gradient_S": rel(assemble(comm, grid, dm.gradient(theta[idx], S), n)[0],
-                             dense.gradient(theta, S))}
-    Gv = dm.gauss_newton(v[idx])
+    g_S, J = dm.gradient_and_jacobian(theta[idx], S)
+    g_ref, J_ref = dense.gradient_and_jacobian(theta, S)
+    out = {"gradient_S": rel(assemble(comm, grid, g_S, n)[0], g_ref)}
+    Gv = dm.gauss_newton(J, v[idx])
     # mask_p (G mask_p v) for every p, G from the dense oracle on S
-    block_diag = lessons.reference_block_diagonal(theta, data.X_train[S], v, dense.C, grid,
-                                                  a.act, a.loss)
+    blocks = [grid.param_slices(r) for r in range(grid.size)]
+    block_diag = ref.block_diagonal_gauss_newton_product(theta, data.X_train[S], v, dense.C,
+                                                         grid.layers, blocks, a.act, a.loss)
     out["block_diag"] = rel(assemble(comm, grid, Gv, n)[0], block_diag)
     # how far the block-diagonal product is from the full one (must be > 0 when N > 1,
     # else the check above could not tell the two apart)
-    out["full_vs_block_diag"] = rel(block_diag, dense.gauss_newton(v))
+    out["full_vs_block_diag"] = rel(block_diag, dense.gauss_newton(J_ref, v))
     out["cg_dot_local"] = world_max(comm, rel(dm.cg_dot(v[idx], v[idx]), float(v[idx] @ v[idx])))
     return out
 

@@ -10,7 +10,7 @@ import ipyparallel as ipp
 import psutil
 import pytest
 
-from dnewton_core.cluster import CLUSTER_MARK, ClusterError, MPICluster, cluster_processes
+from dnewton_core.classroom.cluster import CLUSTER_MARK, ClusterError, MPICluster, cluster_processes
 
 N = 3
 
@@ -118,7 +118,7 @@ def test_with_block_stops_on_error(monkeypatch):
     monkeypatch.setattr(MPICluster, "stop", lambda self: calls.append("stop"))
     with pytest.raises(ZeroDivisionError):
         with MPICluster(2):
-            1 / 0
+            raise ZeroDivisionError
     assert calls == ["start", "stop"]
 
 
@@ -126,7 +126,7 @@ def test_engines_end_when_the_kernel_dies():
     """A kernel that dies runs no exit handler: the watchdog ends its cluster."""
     import subprocess
     import sys
-    script = ("import os\nfrom dnewton_core.cluster import MPICluster\n"
+    script = ("import os\nfrom dnewton_core.classroom.cluster import MPICluster\n"
               "cl = MPICluster(2, timeout=120).start()\n"
               "print(cl.cluster_id, flush=True)\nos._exit(1)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

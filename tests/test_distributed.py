@@ -1,4 +1,4 @@
-"""The distributed model (METHOD.md §3-§4) against the dense one, under MPI.
+"""The distributed model (docs/method.md §3-§4) against the dense one, under MPI.
 
 Each MPI case launches ``mpiexec -n N python -m mpi4py tests/mpi_jobs.py ...`` once (in its
 own process group, with a timeout, so a deadlock fails the test instead of freezing CI),
@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dnewton_core.comm import Comm, ConfigError
+from dnewton_core.comm import Comm
+from dnewton_core.dense import DenseModel
 from dnewton_core.distributed import DistributedModel
-from dnewton_core.model import DenseModel
+from dnewton_core.model import ConfigError
 from dnewton_core.newton import NewtonConfig, newton
 
 HERE = Path(__file__).resolve().parent

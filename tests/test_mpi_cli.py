@@ -40,7 +40,7 @@ L_DIGITS = len(load_dataset("digits").y_train)
 
 
 def expected_iteration(grid, rec, loss, gn, sync, S, batch, first):
-    """What METHOD.md §5's formulas say one Newton iteration sends, per phase."""
+    """What docs/method.md §5's formulas say one Newton iteration sends, per phase."""
     trials = costs.line_search_trials(rec["alpha"], NewtonConfig().max_halvings)
     out = {"gradient": costs.gradient(grid, L_DIGITS, S, batch, loss),
            "jacobian": costs.jacobian(grid, S, loss),
@@ -74,7 +74,7 @@ def test_measured_messages_equal_the_closed_forms(tmp_path, n, hidden, splits, l
             got = rec["comm"].get(phase, {"messages": 0, "bytes": 0})
             assert (got["messages"], got["bytes"]) == (cost["messages"], cost["bytes"]), \
                 (rec["iter"], phase)
-    if gn == "diag":      # METHOD.md §4: nothing but three scalars per rank after CG
+    if gn == "diag":      # docs/method.md §6: nothing but three scalars per rank after CG
         assert all(rec["comm"]["cg"]["bytes"] == 3 * 8 * n for rec in r["history"])
 
 
@@ -96,7 +96,7 @@ def test_diagonal_saves_the_cg_messages_but_full_matches_one_process(tmp_path):
         assert b["objective"] == pytest.approx(a["objective"], rel=1e-10)
         assert b["cg_iters"] == a["cg_iters"]
     assert one["history"][0]["comm"] == {}
-    cg_bytes = lambda r: sum(rec["comm"]["cg"]["bytes"] for rec in r["history"])  # noqa: E731
+    cg_bytes = lambda r: sum(rec["comm"]["cg"]["bytes"] for rec in r["history"])
     assert cg_bytes(diag) < cg_bytes(full) / 20
 
 
@@ -112,7 +112,7 @@ def test_sync_fraction_cuts_waiting_for_a_slow_rank(tmp_path):
     wait_all = train_json(tmp_path, 4, *common, "--sync", 1.0)
     half = train_json(tmp_path, 4, *common, "--sync", 0.5)
     # the slow rank's CG is cut short once half of the partitions are done ...
-    slow_iters = lambda r: [rec["cg_iters_per_rank"][2] for rec in r["history"]]  # noqa: E731
+    slow_iters = lambda r: [rec["cg_iters_per_rank"][2] for rec in r["history"]]
     assert sum(slow_iters(half)) < sum(slow_iters(wait_all))
     assert min(slow_iters(half)) >= 1               # every partition takes a CG step
     assert cg_seconds(half) < 0.7 * cg_seconds(wait_all)

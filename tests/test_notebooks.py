@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from dnewton_core.cluster import BLAS_THREADS, cluster_processes
+from dnewton_core.classroom.cluster import cluster_processes
+from dnewton_core.environment import blas_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -69,7 +70,7 @@ def test_there_are_notebooks():
 def test_notebook_outputs_and_no_process_left(notebook):
     marker = f"{notebook.stem}-{uuid.uuid4().hex[:12]}"
     env = dict(os.environ, IPP_NONINTERACTIVE="1", **{MARK: marker},
-               **{name: "1" for name in BLAS_THREADS})
+               **blas_environment())
     cmd = [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env",
            "--nbval-sanitize-with", str(SANITIZE), "--nbval-cell-timeout", "300",
            "-p", "no:cacheprovider", "-q", "-o", "addopts=", str(notebook)]

@@ -1,12 +1,13 @@
-"""Tests of dnewton_core.partition (METHOD.md §3): groups, ranks, parameter ownership, validation."""
+"""Tests of dnewton_core.partition and .splits (docs/method.md §3): groups, ranks, parameter
+ownership, validation."""
 import itertools
 
 import numpy as np
 import pytest
 
 from dnewton_core import reference
-from dnewton_core.partition import (Grid, Partition, check_rank_count, neuron_groups, parse_splits,
-                                    propose_splits)
+from dnewton_core.partition import Grid, Partition, neuron_groups
+from dnewton_core.splits import check_rank_count, parse_splits, propose_splits
 
 # (layers, splits): even, uneven, split input, split output layer, deep, single layer
 GRIDS = [
@@ -82,7 +83,8 @@ def test_worked_example_64_32_32_10_splits_1_2_2_1():
     assert g.link_group(1, 0) == (0, 2, 3)     # s^1[0:16] is summed on rank 0; ranks 2, 3 consume z^1[0:16]
     assert g.link_group(2, 1) == (3, 5, 7)
     assert g.link_group(3, 0) == (6, 7)
-    assert [p.n_params for p in g.partitions] == [64 * 16 + 16] * 2 + [16 * 16 + 16] * 2 + [256] * 2 + [170, 160]
+    assert [p.n_params for p in g.partitions] == \
+        [64 * 16 + 16] * 2 + [16 * 16 + 16] * 2 + [256] * 2 + [170, 160]
     assert g.n_params == 65 * 32 + 33 * 32 + 33 * 10 == 3466
 
 
@@ -139,7 +141,8 @@ def test_every_parameter_held_exactly_once(layers, splits):
 def test_param_slices_pick_the_block_and_bias_out_of_flatten(layers, splits):
     g = Grid(layers, splits)
     params = reference.init_params(layers, seed=3)
-    params = [(W, np.arange(len(b)) + 100.0 * m) for m, (W, b) in enumerate(params, start=1)]  # nonzero biases
+    # nonzero biases
+    params = [(W, np.arange(len(b)) + 100.0 * m) for m, (W, b) in enumerate(params, start=1)]
     theta = reference.flatten(params)
     for p in g.partitions:
         W, b = params[p.m - 1]

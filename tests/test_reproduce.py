@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from dnewton_core import cli
-from dnewton_core import reproduce as rep
+from dnewton_core.ledger import LEDGER_PHASES
+from dnewton_core.study import provenance, records, report
+from dnewton_core.study import settings as plan
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK_LIMIT = 120            # seconds: the promise of --quick (on 2 cores)
@@ -83,8 +85,8 @@ def test_quick_finishes_in_time_and_reports_each_run(quick4):
 
 
 def test_runs_csv_has_a_row_per_run_and_every_column(quick4):
-    rows = rep.read_runs(quick4[0] / "runs.csv")
-    assert list(rows[0]) == rep.RUN_COLUMNS
+    rows = records.read_runs(quick4[0] / "runs.csv")
+    assert list(rows[0]) == records.RUN_COLUMNS
     assert len(rows) == 2 * len(QUICK_SETTINGS)
     assert {r["setting"] for r in rows} == QUICK_SETTINGS
     for label in QUICK_SETTINGS:
@@ -102,8 +104,8 @@ def test_runs_csv_has_a_row_per_run_and_every_column(quick4):
 
 
 def test_bytes_add_up_by_phase(quick4):
-    for r in rep.read_runs(quick4[0] / "runs.csv"):
-        training = sum(r[f"bytes_{p}"] for p in rep.LEDGER_PHASES if p not in ("evaluate", "report"))
+    for r in records.read_runs(quick4[0] / "runs.csv"):
+        training = sum(r[f"bytes_{p}"] for p in LEDGER_PHASES if p not in ("evaluate", "report"))
         assert r["bytes_total"] == training > 0
         assert r["bytes_evaluate"] > 0                  # the accuracy checks: measured, not counted
         if r["method"] == "sgd":
@@ -114,7 +116,7 @@ def test_bytes_add_up_by_phase(quick4):
 
 
 def test_diagonal_gauss_newton_sends_almost_nothing_in_cg(quick4):
-    rows = rep.read_runs(quick4[0] / "runs.csv")
+    rows = records.read_runs(quick4[0] / "runs.csv")
     for seed in (0, 1):
         full = next(r for r in rows if r["setting"] == "newton-full S=5%" and r["seed"] == seed)
         for r in rows:
@@ -125,7 +127,7 @@ def test_diagonal_gauss_newton_sends_almost_nothing_in_cg(quick4):
 
 
 def test_diverged_sgd_is_kept_as_a_result(quick4):
-    rows = rep.read_runs(quick4[0] / "runs.csv")
+    rows = records.read_runs(quick4[0] / "runs.csv")
     big = [r for r in rows if r["setting"] == "sgd lr=1"]
     assert len(big) == 2 and all(r["diverged"] and r["iterations"] < r["budget"] for r in big)
     assert not any(r["diverged"] for r in rows if r["setting"] == "sgd lr=0.1")
@@ -135,7 +137,7 @@ def test_curves_have_a_row_per_iteration(quick4):
     import csv
     with open(quick4[0] / "curves.csv", newline="") as f:
         curves = list(csv.DictReader(f))
-    rows = rep.read_runs(quick4[0] / "runs.csv")
+    rows = records.read_runs(quick4[0] / "runs.csv")
     for r in rows:
         mine = [c for c in curves if int(c["run"]) == r["run"]]
         assert [int(c["iter"]) for c in mine] == list(range(1, r["iterations"] + 1))
@@ -176,7 +178,7 @@ def test_refuses_to_overwrite(quick4):
 def test_quick_on_one_process_leaves_out_the_diagonal(quick1):
     out_dir, out, seconds = quick1
     assert seconds < QUICK_LIMIT
-    rows = rep.read_runs(out_dir / "runs.csv")
+    rows = records.read_runs(out_dir / "runs.csv")
     assert {r["setting"] for r in rows} == QUICK_SETTINGS - {
         "newton-diag S=5% sync=1", "newton-diag S=5% sync=0.5"}
     assert all(r["ranks"] == 1 and r["bytes_total"] == 0 for r in rows)
@@ -192,29 +194,29 @@ def _args(*argv):
 
 
 def test_grid_sync_only_with_the_diagonal_and_diagonal_only_on_a_grid():
-    settings, notes = rep.study_settings(rep.METHODS, (0.05, 0.2), (1.0, 0.5), (0.1, 1.0), True)
+    settings, notes = plan.study_settings(plan.METHODS, (0.05, 0.2), (1.0, 0.5), (0.1, 1.0), True)
     assert len(settings) == 2 + 4 + 2 and not notes
     assert all(s.sync == 1.0 for s in settings if s.method == "newton-full")
-    settings, notes = rep.study_settings(rep.METHODS, (0.05,), (1.0, 0.5), (0.1,), False)
+    settings, notes = plan.study_settings(plan.METHODS, (0.05,), (1.0, 0.5), (0.1,), False)
     assert [s.method for s in settings] == ["newton-full", "sgd"] and len(notes) == 1
 
 
 def test_resolve_defaults_and_checks():
-    a = rep.resolve(_args())
+    a = plan.resolve(_args())
     assert (a.data, a.hidden, a.iters, a.seeds, a.out) == ("digits", (64, 64), 100, 3, "results/digits")
     assert a.epochs == 200                      # 2 epochs per Newton iteration on digits
-    a = rep.resolve(_args("--data", "fashion-mnist", "--iters", "10"))
+    a = plan.resolve(_args("--data", "fashion-mnist", "--iters", "10"))
     assert a.hidden == (300, 300) and a.out == "results/fashion-mnist" and a.epochs == 18
-    assert rep.resolve(_args("--iters", "10", "--epochs", "3")).epochs == 3
-    a = rep.resolve(_args("--quick"))
+    assert plan.resolve(_args("--iters", "10", "--epochs", "3")).epochs == 3
+    a = plan.resolve(_args("--quick"))
     assert a.seeds == 2 and a.iters == 8 and a.lrs == (1e-3, 1e-1, 1.0)
-    a = rep.resolve(_args("--settings", "newton-diag:0.05:0.5,sgd:0.01"))
+    a = plan.resolve(_args("--settings", "newton-diag:0.05:0.5,sgd:0.01"))
     assert a.methods == ("newton-diag", "sgd") and a.settings[0].sync == 0.5
     for bad in (["--syncs", "0"], ["--seeds", "0"], ["--methods", "adam"],
                 ["--settings", "newton-diag:0.05"], ["--settings", "newton-full:2"],
                 ["--quick", "--data", "usps"]):
         with pytest.raises(ValueError):
-            rep.resolve(_args(*bad))
+            plan.resolve(_args(*bad))
 
 
 def row(run, setting, seed, acc):
@@ -229,28 +231,28 @@ def row(run, setting, seed, acc):
 
 
 def test_aggregate_and_table():
-    sgd, full = rep.Setting("sgd", lr=0.1), rep.Setting("newton-full", 0.05, 1.0)
+    sgd, full = plan.Setting("sgd", lr=0.1), plan.Setting("newton-full", 0.05, 1.0)
     rows = [row(1, sgd, 0, 0.8), row(2, full, 0, 0.9), row(3, sgd, 1, 0.6), row(4, full, 1, 0.9)]
-    stats = rep.aggregate(rows)
+    stats = report.aggregate(rows)
     assert [s["method"] for s in stats] == ["newton-full", "sgd"]        # sorted, not run order
     assert stats[1]["test"] == pytest.approx(0.7) and stats[1]["test_std"] == pytest.approx(0.1414, abs=1e-4)
     assert stats[0]["bytes_per_iter"] == 100 and stats[0]["cg_per_iter"] == 3
-    table = rep.settings_table(stats).splitlines()
+    table = report.settings_table(stats).splitlines()
     assert len(table) == 4 and "0.7000 ± 0.1414" in table[3]
 
 
 def test_claims_report_a_spread_only_over_two_or_more_settings():
-    full, sgd = rep.Setting("newton-full", 0.05, 1.0), rep.Setting("sgd", lr=0.1)
+    full, sgd = plan.Setting("newton-full", 0.05, 1.0), plan.Setting("sgd", lr=0.1)
     rows = [row(1, full, 0, 0.9), row(2, sgd, 0, 0.8)]
     curves = [dict(run=r["run"], iter=1, wall_time=4.0, test_accuracy=r["test_accuracy"])
               for r in rows]
-    robustness = rep.claims(rep.aggregate(rows), rows, curves)[3][1]
+    robustness = report.claims(report.aggregate(rows), rows, curves)[3][1]
     assert not any("range" in line for line in robustness)
     assert any("not measured" in line for line in robustness)
     assert any("Best Newton: newton-full S=5%, 0.9000" in line for line in robustness)
-    rows.append(row(3, rep.Setting("sgd", lr=1.0), 0, 0.1))
+    rows.append(row(3, plan.Setting("sgd", lr=1.0), 0, 0.1))
     curves.append(dict(run=3, iter=1, wall_time=4.0, test_accuracy=0.1))
-    robustness = rep.claims(rep.aggregate(rows), rows, curves)[3][1]
+    robustness = report.claims(report.aggregate(rows), rows, curves)[3][1]
     assert any("SGD, 2 learning rates: from 0.1000 to 0.8000 (range 0.7000" in line
                for line in robustness)
 
@@ -261,7 +263,7 @@ def test_summary_command_records_the_variables_that_change_speed(monkeypatch):
     monkeypatch.setenv("UNRELATED_VARIABLE", "x")
     monkeypatch.setattr(sys, "argv", [str(ROOT / "dnewton_core" / "__main__.py"),
                                       "reproduce", "--quick"])
-    line = rep.command_line(4)
+    line = provenance.command_line(4)
     assert line.startswith("OMP_NUM_THREADS=1 ") and "MPIR_CVAR_CH4_PROGRESS_THROTTLE=1 " in line
     assert "UNRELATED" not in line
     assert line.endswith("mpiexec -n 4 python -m dnewton_core reproduce --quick")

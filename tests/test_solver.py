@@ -7,7 +7,8 @@ import pytest
 from dnewton_core import reference as ref
 from dnewton_core.cg import cg
 from dnewton_core.data import load_dataset
-from dnewton_core.model import DenseModel, ObjectiveConfig
+from dnewton_core.dense import DenseModel
+from dnewton_core.model import ObjectiveConfig
 from dnewton_core.newton import NewtonConfig, levenberg_marquardt, line_search, newton
 from dnewton_core.sgd import SGDConfig, sgd
 
@@ -72,11 +73,11 @@ def test_cg_on_gauss_newton_system_and_dGd_identity(loss):
     n = len(g)
     G = np.column_stack([ref.flatten(ref.gauss_newton_product(
         params, X, ref.unflatten(e, layers), C, "tanh", loss)) for e in np.eye(n)])
-    matvec = lambda v: ref.flatten(ref.gauss_newton_product(  # noqa: E731
+    matvec = lambda v: ref.flatten(ref.gauss_newton_product(
         params, X, ref.unflatten(v, layers), C, "tanh", loss)) + lam * v
     res = cg(matvec, -g, np.dot, 1e-3, 7)          # deliberately inexact
     d, r = res.x, res.residual
-    # METHOD.md §2 step 4: d'Gd from CG's residual equals the explicit product
+    # docs/method.md §2 step 4: d'Gd from CG's residual equals the explicit product
     np.testing.assert_allclose(-d @ g - d @ r - lam * d @ d, d @ G @ d, rtol=1e-10)
     exact = cg(matvec, -g, np.dot, 1e-13, 10 * n).x
     np.testing.assert_allclose(exact, np.linalg.solve(G + lam * np.eye(n), -g), rtol=1e-7)
@@ -91,7 +92,7 @@ def test_levenberg_marquardt_rule():
 
 
 def test_line_search_halves_until_armijo():
-    f = lambda x: float((x - 1.0) @ (x - 1.0))  # noqa: E731
+    f = lambda x: float((x - 1.0) @ (x - 1.0))
     theta = np.zeros(1)
     d = np.array([8.0])                      # overshoots: f(8) = 49, f(4) = 9, f(2) = 1
     gd = float(2 * (theta - 1.0) @ d)

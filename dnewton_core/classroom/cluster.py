@@ -18,19 +18,21 @@ if the kernel dies without running its exit handlers). Problems (no ``mpiexec``,
 ``mpiexec`` failing, engines not registering within ``timeout``) raise ``ClusterError``
 with a message saying what to do.
 
-What the notebooks ask each rank to do, and the tables they print, are in ``lessons.py``.
+What the notebooks ask each rank to do is in ``lessons.py``; the tables they print, in
+``tables.py``.
 """
 import atexit
 import importlib.util
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 import weakref
 
-BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+from .. import environment
+from ..environment import blas_environment
+
 CLUSTER_MARK = "DNEWTON_CLUSTER_ID"     # set in the environment of every process of a cluster
 _RUNNING = weakref.WeakSet()            # clusters to stop when the kernel exits
 
@@ -40,25 +42,11 @@ class ClusterError(RuntimeError):
 
 
 def find_mpiexec(mpiexec=None):
-    """Path of ``mpiexec``: the given one, else this environment's own, else the one on PATH.
-
-    ``pip install mpich`` puts ``mpiexec`` in ``sys.prefix/bin``; a Jupyter kernel's PATH
-    often lacks that directory, so it is looked for there first.
-    """
-    if mpiexec is not None:
-        path = shutil.which(str(mpiexec))
-        if path is None:
-            raise ClusterError(f"mpiexec {mpiexec!r} not found or not executable; pass the path "
-                               f"of a working mpiexec, or mpiexec=None for this environment's own")
-        return path
-    own = os.path.join(sys.prefix, "bin", "mpiexec")
-    if os.access(own, os.X_OK):
-        return own
-    path = shutil.which("mpiexec")
-    if path is None:
-        raise ClusterError(f"no mpiexec in {os.path.dirname(own)} or on PATH: install an MPI into "
-                           f"this environment ({sys.executable} -m pip install mpich mpi4py)")
-    return path
+    """``environment.find_mpiexec``, failing with a ``ClusterError``."""
+    try:
+        return environment.find_mpiexec(mpiexec)
+    except environment.LaunchError as e:
+        raise ClusterError(str(e)) from None
 
 
 def cluster_processes(**environ):
@@ -158,7 +146,7 @@ class MPICluster:
                                f"run: {sys.executable} -m pip install mpi4py")
         import ipyparallel as ipp
 
-        blas = {name: str(self.threads) for name in BLAS_THREADS}
+        blas = blas_environment(self.threads)
         os.environ.update(blas)                 # for anything this kernel starts later, too
         cluster = ipp.Cluster(engines="mpi", n=self.n, log_level=logging.ERROR,
                               engine_timeout=max(1, math.ceil(self.timeout)))
@@ -363,6 +351,6 @@ _register_atexit.done = False
 
 def whoami():
     """This engine's MPI rank and world size, and its process id."""
-    from mpi4py import MPI
-    world = MPI.COMM_WORLD
-    return {"rank": world.Get_rank(), "size": world.Get_size(), "pid": os.getpid()}
+    from ..comm import world_rank
+    rank, size = world_rank()
+    return {"rank": rank, "size": size, "pid": os.getpid()}

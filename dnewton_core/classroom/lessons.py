@@ -1,34 +1,33 @@
-"""Small helpers the notebooks call: on the engines (build a model, trace one step, train),
-and on the client (put the engines' answers into tables and checks against the reference).
-
-The notebooks import this module as ``lesson``; ``MPICluster`` starts their engines.
+"""What the notebooks ask each engine (one MPI rank) to do: build its partition of a
+model, trace one step of the method, train. Every function here runs on the engines, through
+``MPICluster.run``; each returns a small dict that ``tables.py`` turns into a table.
+(``experiment`` and ``comm`` are imported inside the functions that need them: the client
+imports this module too, and loads no MPI library.)
 """
 import math
 
 import numpy as np
 
-from .comm import MONITORING, PHASES
-
-from .cluster import MPICluster, whoami  # noqa: F401  (re-exported for the notebooks)
-
+from ..ledger import difference
+from ..model import ObjectiveConfig, default_C, parse_C
+from ..newton import NewtonConfig, direction, draw_subsample
+from ..sgd import SGDConfig
 
 # -- run on the engines ----------------------------------------------------------------------
 
 def partitioned_model(data, hidden, splits=None, gn="full", sync=1.0, slow=None, C=None,
                       **objective):
-    """This rank's ``DistributedModel`` of a network on ``data`` over ``MPI.COMM_WORLD``.
+    """This rank's ``DistributedModel`` of a network on ``data`` over every rank.
 
     ``C`` defaults to the data set's (``model.default_C``: 0.1 l for digits, where simpleNN's
     0.01 l over-regularizes); other ``ObjectiveConfig`` fields as keywords.
-    Without ``splits``, ``partition.propose_splits`` picks them for the number of ranks.
+    Without ``splits``, ``splits.propose_splits`` picks them for the number of ranks.
     """
-    from mpi4py import MPI
-    from .comm import Comm
-    from .experiment import build_model
-    from .model import ObjectiveConfig, default_C, parse_C
+    from ..comm import Comm
+    from ..experiment import build_model
     l = len(data.y_train)
     config = ObjectiveConfig(C=parse_C(default_C(data.name), l) if C is None else C, **objective)
-    comm = Comm(MPI.COMM_WORLD)
+    comm = Comm.on_world()
     return build_model(data, tuple(hidden), config, comm, splits, gn=gn, sync=sync, slow=slow)
 
 
@@ -36,7 +35,7 @@ def holdings(model):
     """What this rank holds: its partition (m, i, j), the shapes of its arrays, their bytes."""
     p, rank = model.part, model.comm.rank
     W, b = model.block(model.theta)
-    shape = lambda A: None if A is None else tuple(A.shape)       # noqa: E731
+    shape = lambda A: None if A is None else tuple(A.shape)
     data_bytes = sum(A.nbytes for A in (model.X, model.Y) if A is not None)
     return {"rank": rank, "mij": (p.m, p.i, p.j), "W": tuple(W.shape),
             "b": None if b is None else len(b), "X": shape(model.X), "Y": shape(model.Y),
@@ -53,11 +52,13 @@ def traced_step(model, step, arg=None):
     """One step of the method on this rank with the message log on.
 
     step "function": f(theta) (phase function); "gradient": grad f with ``arg`` = S the
-    last batch, so J is factored on S, and ||grad f|| as in ``newton`` (phase gradient,
-    the factoring in phase jacobian); "gauss_newton": G_S v for ``arg`` = the whole v
-    (phase cg; after a "gradient" step). Returns {"rank", "value", "trace", "record"}:
-    value is f or this rank's block, trace the (phase, op, group, bytes) of every message
-    in order, record {phase: {"messages", "bytes"}} on this rank.
+    last batch, so J is factored on S (kept on the engine as ``model_jacobian[model]``
+    for the next steps), and ||grad f|| as in ``newton`` (phase gradient, the factoring in
+    phase jacobian); "gauss_newton": G_S v for ``arg`` = the whole v (phase cg; after a
+    "gradient" step of this model, or of the model it was made from by ``with_gn``).
+    Returns {"rank", "value", "trace", "record"}: value is f or this rank's block, trace
+    the (phase, op, group, bytes) of every message in order, record {phase: {"messages",
+    "bytes"}} on this rank.
     """
     comm, theta = model.comm, model.theta
     comm.take_record()
@@ -68,11 +69,12 @@ def traced_step(model, step, arg=None):
                 value = model.objective(theta)
         elif step == "gradient":
             with comm.phase("gradient"):
-                value = model.gradient(theta, np.asarray(arg))
+                value, _JACOBIANS[_key(model)] = model.gradient_and_jacobian(theta, np.asarray(arg))
                 math.sqrt(model.dot(value, value))
         elif step == "gauss_newton":
             with comm.phase("cg"):
-                value = model.gauss_newton(np.asarray(arg)[model.grid.param_slices(comm.rank)])
+                v = np.asarray(arg)[model.grid.param_slices(comm.rank)]
+                value = model.gauss_newton(last_jacobian(model), v)
         else:
             raise ValueError(f"unknown step {step!r}; choose function, gradient or gauss_newton")
         trace = list(comm.trace)
@@ -83,10 +85,24 @@ def traced_step(model, step, arg=None):
     return {"rank": comm.rank, "value": value, "trace": trace, "record": record}
 
 
+_JACOBIANS = {}      # (model's ledger, partition) -> JacobianFactors of its last "gradient" step
+
+
+def _key(model):
+    return id(model.comm), model.part        # shared by a model and its with_gn copies
+
+
+def last_jacobian(model):
+    """The Jacobian factors of this engine's last traced "gradient" step of ``model``."""
+    if _key(model) not in _JACOBIANS:
+        raise ValueError('no Jacobian factors yet: trace a "gradient" step with S first')
+    return _JACOBIANS[_key(model)]
+
+
 def jacobian_factors(model):
-    """The factored Jacobian this rank keeps after a gradient with S (METHOD.md §4):
+    """The factored Jacobian this rank keeps after a gradient with S (docs/method.md §4):
     D_ij (|S|, n_L, |T_{m,j}|) and z^{m-1}[S, T_{m-1,i}], against the dense block."""
-    z_in, D, _ = model.jacobian_factors
+    z_in, D, _ = last_jacobian(model).factors
     n_block = model.theta.size
     return {"rank": model.comm.rank, "mij": (model.part.m, model.part.i, model.part.j),
             "D": tuple(D.shape), "z": tuple(z_in.shape), "factored_bytes": D.nbytes + z_in.nbytes,
@@ -96,35 +112,29 @@ def jacobian_factors(model):
 def subsample(l, fraction=0.05, seed=0):
     """The S of a Newton run's first iteration: |S| = ceil(fraction l) sorted indices, drawn
     as ``newton`` draws them (the same on every rank and on the client)."""
-    from .newton import NewtonConfig
     size = NewtonConfig(subsample=fraction).subsample_size(l)
-    return np.sort(np.random.default_rng(seed).choice(l, size=size, replace=False))
+    return draw_subsample(np.random.default_rng(seed), l, size)
 
 
 def newton_directions(model, lam=1.0, fraction=0.05, seed=0, xi=0.1, cg_max=250):
     """Both Newton directions at this model's theta, on the same S and lambda.
 
     Solves (G_S + lam I) d = -g by CG with the full G (one CG over all ranks) and with the
-    block-diagonal G (each rank its own CG), switching ``model.gn`` in between. Returns
-    the cosine of the angle between them (over all of theta and on this rank's block),
-    each direction's cosine with -g, and the CG iterations.
+    block-diagonal G (each rank its own CG), as ``newton.direction`` finds them for
+    ``model.with_gn("full")`` and ``model.with_gn("diag")``. Returns the cosine of the angle
+    between them (over all of theta and on this rank's block), each direction's cosine
+    with -g, and the CG iterations.
     """
-    from .cg import cg
     S = subsample(model.n_train, fraction, seed)
-    g = model.gradient(model.theta, S)
-    gn, d, iters = model.gn, {}, {}
-    try:
-        for mode in ("full", "diag"):
-            model.gn = mode
-            res = cg(lambda v: model.gauss_newton(v) + lam * v, -g, model.cg_dot, xi, cg_max,
-                     model.cg_stop)
-            d[mode], iters[mode] = res.x, res.iterations
-    finally:
-        model.gn = gn
+    g, J = model.gradient_and_jacobian(model.theta, S)
+    d, iters = {}, {}
+    for mode in ("full", "diag"):
+        res = direction(model.with_gn(mode), J, g, lam, xi, cg_max)
+        d[mode], iters[mode] = res.x, res.iterations
 
     def cos(a, b, dot):
         return dot(a, b) / math.sqrt(dot(a, a) * dot(b, b))
-    local = lambda a, b: float(a @ b)                              # noqa: E731
+    local = lambda a, b: float(a @ b)
     return {"rank": model.comm.rank, "cos": cos(d["full"], d["diag"], model.dot),
             "cos_block": cos(d["full"], d["diag"], local),
             "cos_full_g": cos(d["full"], -g, model.dot), "cos_diag_g": cos(d["diag"], -g, model.dot),
@@ -139,21 +149,13 @@ def fit(model, method="newton", newton=None, sgd=None):
     {phase: messages, bytes, seconds} of the run, ``cg_iters`` this rank's CG iterations per
     Newton iteration.
     """
-    from .experiment import config_dict, result, train
-    from .newton import NewtonConfig
-    from .sgd import SGDConfig
+    from ..experiment import run
     newton, sgd = newton or NewtonConfig(), sgd or SGDConfig()
     comm = model.comm
     before = comm.totals()
-    history = train(model, method, newton, sgd)
-    after = comm.totals()
+    history, out = run(model, method, newton, sgd)
+    totals = difference(comm.totals(), before)
     model.theta = history.theta
-    config = config_dict(method=method, gn=model.gn, sync=model.sync, ranks=comm.size,
-                         objective=model.config, **({"newton": newton} if method == "newton"
-                                                   else {"sgd": sgd}))
-    out = result(model, history, config)
-    totals = {p: {k: v - before.get(p, {}).get(k, 0) for k, v in d.items()}
-              for p, d in after.items()}
     return {"rank": comm.rank, "result": out, "totals": totals,
             "cg_iters": [r.get("cg_iters") for r in history.records]}
 
@@ -164,246 +166,3 @@ def train_new(data, hidden, method="newton", newton=None, sgd=None, **model_opti
     return fit(partitioned_model(data, hidden, **model_options), method, newton, sgd)
 
 
-# -- on the client: turning the engines' answers into tables ---------------------------------
-
-def gather_run(reports):
-    """One run from the per-rank reports of :func:`fit`: rank 0's result, plus
-    "per_rank" = [{phase: messages, bytes, seconds}] and "cg_iters_per_rank"."""
-    reports = sorted(reports, key=lambda r: r["rank"])
-    run = dict(reports[0]["result"])
-    run["per_rank"] = [r["totals"] for r in reports]
-    run["cg_iters_per_rank"] = [r["cg_iters"] for r in reports]
-    return run
-
-
-def assemble(blocks, grid):
-    """The whole vector from per-rank blocks (in rank order), placed by ``grid.param_slices``."""
-    out = np.zeros(grid.n_params)
-    for rank, block in enumerate(blocks):
-        out[grid.param_slices(rank)] = block
-    return out
-
-
-def relative_error(a, b):
-    """max |a - b| / max |b|: normwise, as the kit's tests measure."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), np.finfo(float).tiny))
-
-
-def _table(header, rows):
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[k]) for r in rows + [header]) for k in range(len(header))]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
-def _shape(shape):
-    return "-" if shape is None else "x".join(str(s) for s in shape)
-
-
-def holdings_table(reports):
-    """The engines' own account of what they hold, one row per rank."""
-    rows = [[r["rank"], "({}, {}, {})".format(*r["mij"]), _shape(r["W"]),
-             "-" if r["b"] is None else r["b"], _shape(r["X"]), _shape(r["Y"]),
-             r["param_bytes"], r["data_bytes"]] for r in sorted(reports, key=lambda r: r["rank"])]
-    return _table(["rank", "(m, i, j)", "W block", "bias", "X held", "Y held", "param bytes",
-                   "data bytes"], rows)
-
-
-def holdings_match(reports, grid, n_instances):
-    """True when every engine holds exactly what ``grid`` (``Grid.describe``) says it should."""
-    for r in reports:
-        p = grid.partition(r["rank"])
-        want_X = (n_instances, len(p.rows)) if p.holds_features else None
-        want_Y = (n_instances, len(p.cols)) if p.holds_labels else None
-        data = n_instances * ((len(p.rows) if p.holds_features else 0)
-                              + (len(p.cols) if p.holds_labels else 0)) * 8
-        if ((p.m, p.i, p.j) != tuple(r["mij"]) or tuple(r["W"]) != p.block_shape
-                or r["b"] != (len(p.cols) if p.has_bias else None) or r["X"] != want_X
-                or r["Y"] != want_Y or r["param_bytes"] != 8 * p.n_params
-                or r["data_bytes"] != data):
-            return False
-    return True
-
-
-def message_steps(reports):
-    """The messages of one step, merged over ranks in the order they happen.
-
-    Every member of a group runs that group's collectives in the same order, so the k-th
-    (group, op, bytes) of one rank is the k-th of every other member: one row per such
-    collective, ordered consistently with every rank's own order (ties: lowest rank first).
-    Returns [(phase, op, group, ranks, bytes per message)].
-    """
-    sequences, members, phase_of = [], {}, {}
-    for r in sorted(reports, key=lambda r: r["rank"]):
-        seen, seq = {}, []
-        for phase, op, group, nbytes in r["trace"]:
-            k = seen[(op, group)] = seen.get((op, group), -1) + 1
-            key = (op, group, k)
-            seq.append(key)
-            members.setdefault(key, []).append(r["rank"])
-            phase_of[key] = (phase, nbytes)
-        sequences.append(seq)
-    after = {key: set() for key in members}          # key -> keys that must come before it
-    first = {}
-    for seq in sequences:
-        for pos, key in enumerate(seq):
-            first[key] = min(first.get(key, (pos,)), (pos,))
-            if pos:
-                after[key].add(seq[pos - 1])
-    order, done = [], set()
-    while len(order) < len(members):
-        ready = [k for k in members if k not in done and after[k] <= done]
-        key = min(ready, key=lambda k: (first[k], members[k][0]))
-        order.append(key)
-        done.add(key)
-    return [(phase_of[k][0], k[0], k[1], tuple(members[k]), phase_of[k][1]) for k in order]
-
-
-def message_table(reports, floats_per_row=None):
-    """:func:`message_steps` as a table; with ``floats_per_row`` = {rows: label}, a column
-    reads each buffer as rows x columns (e.g. {1437: "l", 72: "|S|"})."""
-    rows, total_msgs, total_bytes = [], 0, 0
-    for step, (phase, op, group, ranks, nbytes) in enumerate(message_steps(reports), 1):
-        n = nbytes // 8
-        shape = str(n)
-        for count, label in (floats_per_row or {}).items():
-            if n % count == 0 and n >= count:
-                shape = f"{label} x {n // count}" if n > count else label
-                break
-        rows.append([step, phase, f"{op} over {group}", ",".join(map(str, ranks)), shape,
-                     nbytes, len(ranks), nbytes * len(ranks)])
-        total_msgs += len(ranks)
-        total_bytes += nbytes * len(ranks)
-    rows.append(["", "total", "", "", "", "", total_msgs, total_bytes])
-    return _table(["step", "phase", "collective", "ranks", "floats", "bytes each", "messages",
-                   "bytes"], rows)
-
-
-def measured(reports):
-    """{phase: {"messages", "bytes"}} summed over ranks, from :func:`traced_step` reports."""
-    out = {}
-    for r in reports:
-        for phase, d in r["record"].items():
-            o = out.setdefault(phase, {"messages": 0, "bytes": 0})
-            o["messages"] += d["messages"]
-            o["bytes"] += d["bytes"]
-    return out
-
-
-TRAINING_PHASES = ("function", "gradient", "jacobian", "cg", "sync", "line_search", "sgd")
-assert set(TRAINING_PHASES) == set(PHASES) - set(MONITORING)    # in the order tables show
-
-
-def bytes_per_iteration(run, key="bytes"):
-    """{phase: mean bytes (or ``key="messages"``) per iteration (epoch for SGD), summed over
-    ranks} of one run."""
-    history = run["history"]
-    return {p: sum(rec["comm"].get(p, {}).get(key, 0) for rec in history) / len(history)
-            for p in TRAINING_PHASES
-            if any(rec["comm"].get(p, {}).get(key, 0) for rec in history)}
-
-
-def _cg_total(run):
-    """CG iterations over a run; with one CG per rank (block-diagonal G), each iteration
-    counts its slowest rank's."""
-    per_rank = run.get("cg_iters_per_rank")
-    if per_rank:
-        return sum(max(c or 0 for c in iteration) for iteration in zip(*per_rank))
-    return sum(rec.get("cg_iters") or 0 for rec in run["history"])
-
-
-def runs_table(runs, seconds=False):
-    """One row per run: iterations, CG iterations (per iteration the slowest rank's, when each
-    rank runs its own CG), MB sent per iteration, final f, accuracies.
-
-    Seconds (which vary from run to run) only with ``seconds=True``, printed as "x.xx s".
-    """
-    header = ["run", "iters", "CG iters", "MB/iter", "final f", "train acc", "test acc"]
-    rows = []
-    for name, run in runs.items():
-        h = run["history"]
-        cg_iters = _cg_total(run)
-        mb = sum(bytes_per_iteration(run).values()) / 1e6
-        f = run["final"]
-        row = [name, len(h), cg_iters if cg_iters else "-", f"{mb:.3f}",
-               "-" if f["objective"] is None else f"{f['objective']:.4g}",
-               "-" if f["train_accuracy"] is None else f"{f['train_accuracy']:.3f}",
-               "-" if f["test_accuracy"] is None else f"{f['test_accuracy']:.3f}"]
-        if seconds:
-            row.append(f"{f['wall_time']:.2f} s")
-        rows.append(row)
-    return _table(header + (["time"] if seconds else []), rows)
-
-
-def jacobian_table(factors):
-    """The factored Jacobian blocks (:func:`jacobian_factors`), one row per rank."""
-    rows = [[r["rank"], "({}, {}, {})".format(*r["mij"]), _shape(r["D"]), _shape(r["z"]),
-             r["factored_bytes"], r["dense_bytes"]]
-            for r in sorted(factors, key=lambda r: r["rank"])]
-    return _table(["rank", "(m, i, j)", "D_ij", "z^{m-1} on S", "bytes kept", "dense J block bytes"],
-                  rows)
-
-
-def reference_block_diagonal(theta, X_S, v, C, grid, activation="relu", loss="squared"):
-    """The dense oracle of the block-diagonal product: block p of G_S (v masked to block p),
-    for every partition p (``reference.gauss_newton_product`` once per partition)."""
-    from . import reference as ref
-    params = ref.unflatten(theta, grid.layers)
-    out = np.zeros(grid.n_params)
-    for rank in range(grid.size):
-        idx = grid.param_slices(rank)
-        masked = np.zeros(grid.n_params)
-        masked[idx] = v[idx]
-        Gv = ref.flatten(ref.gauss_newton_product(params, X_S, ref.unflatten(masked, grid.layers),
-                                                  C, activation, loss))
-        out[idx] = Gv[idx]
-    return out
-
-
-def phase_table(runs, key="bytes"):
-    """Bytes (or ``key="messages"``) per iteration, summed over ranks, by phase; one column
-    per run."""
-    per = {name: bytes_per_iteration(run, key) for name, run in runs.items()}
-    phases = [p for p in TRAINING_PHASES if any(p in d for d in per.values())]
-    rows = [[p] + [f"{per[name].get(p, 0):.0f}" for name in runs] for p in phases]
-    rows.append(["total"] + [f"{sum(per[name].values()):.0f}" for name in runs])
-    return _table([f"{key} per iteration"] + list(runs), rows)
-
-
-def directions_table(points):
-    """Full against block-diagonal Newton directions (:func:`newton_directions`), one row per
-    point: ``points`` is {name: the engines' reports at that point}."""
-    rows = []
-    for name, reports in points.items():
-        r0 = min(reports, key=lambda r: r["rank"])
-        rows.append([name, f"{r0['cos']:.3f}", f"{r0['cos_full_g']:.3f}", f"{r0['cos_diag_g']:.3f}",
-                     r0["cg_full"], " ".join(str(r["cg_diag"]) for r in
-                                             sorted(reports, key=lambda r: r["rank"]))])
-    return _table(["point", "cos(d_full, d_diag)", "cos(d_full, -g)", "cos(d_diag, -g)",
-                   "CG full", "CG diag (each rank)"], rows)
-
-
-def sync_table(runs, slow_rank):
-    """One row per run of the block-diagonal method with a slow rank: the stopping threshold
-    ceil(tau N), CG iterations of the slow rank and of the others (totals over the run), and
-    seconds: the slow rank's in CG, the others' mean in CG + sync (mostly waiting)."""
-    from .comm import sync_threshold
-    rows = []
-    for name, run in runs.items():
-        per_rank, iters = run["per_rank"], run["cg_iters_per_rank"]
-        n = len(per_rank)
-        others = [r for r in range(n) if r != slow_rank]
-        wait = sum(waiting_seconds(run, r) for r in others) / len(others)
-        tau = run["config"].get("sync", 1.0)
-        rows.append([name, f"{sync_threshold(tau, n)} of {n}", sum(iters[slow_rank]),
-                     " ".join(str(sum(iters[r])) for r in others),
-                     f"{per_rank[slow_rank].get('cg', {}).get('seconds', 0.0):.2f} s", f"{wait:.2f} s"])
-    return _table(["run", "stop when done", f"CG iters rank {slow_rank}", "CG iters others",
-                   f"rank {slow_rank} in CG", "others in CG + sync"], rows)
-
-
-def waiting_seconds(run, rank):
-    """Seconds ``rank`` spent in the cg and sync phases of a run (from ``gather_run``)."""
-    totals = run["per_rank"][rank]
-    return sum(totals.get(p, {}).get("seconds", 0.0) for p in ("cg", "sync"))

@@ -1,0 +1,219 @@
+"""The notebooks' figures: each function returns a Figure; the notebook shows it."""
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator
+
+from ..figures import rank_colours as _colours
+
+NOTEBOOK_DPI = 72
+
+
+def partition_network(grid, title=None):
+    """The network's weight matrices with every block coloured by the rank that holds it.
+
+    One panel per layer m: W^m with n_{m-1} rows (neurons of layer m-1, cut into the groups
+    T_{m-1,i}) and n_m columns (neurons of layer m, cut into T_{m,j}), and below it the bias
+    row b^m. Partition (m, i, j) is the block W^m[T_{m-1,i}, T_{m,j}], labelled with its
+    rank; the bias b^m[T_{m,j}] belongs to partition (m, 0, j) (docs/method.md §3).
+    """
+    colours = _colours(grid.size)
+    widths = [n for n in grid.layers[1:]]
+    fig, axes = plt.subplots(1, grid.L, figsize=(2.2 + 1.9 * grid.L, 3.9), dpi=NOTEBOOK_DPI,
+                             gridspec_kw={"width_ratios": widths}, squeeze=False)
+    for m, ax in enumerate(axes[0], start=1):
+        n_in, n_out = grid.layers[m - 1], grid.layers[m]
+        gap = max(1.0, n_in / 16)                        # bias row drawn one "gap" below W
+        bias_h = max(1.0, n_in / 20)
+        for p in (q for q in grid.partitions if q.m == m):
+            r0, r1, c0, c1 = p.rows.start, p.rows.stop, p.cols.start, p.cols.stop
+            ax.add_patch(Rectangle((c0, r0), c1 - c0, r1 - r0, facecolor=colours[p.rank],
+                                   alpha=0.75, edgecolor="k", lw=1))
+            ax.text((c0 + c1) / 2, (r0 + r1) / 2, f"rank {p.rank}\n{r1 - r0}x{c1 - c0}",
+                    ha="center", va="center", fontsize=8)
+            if p.has_bias:
+                ax.add_patch(Rectangle((c0, n_in + gap), c1 - c0, bias_h, facecolor=colours[p.rank],
+                                       alpha=0.75, edgecolor="k", lw=1))
+        ax.set_xlim(0, n_out)
+        ax.set_ylim(n_in + gap + bias_h, 0)
+        rows, cols = grid.groups(m - 1), grid.groups(m)
+        ax.set_yticks([T.start + len(T) / 2 for T in rows] + [n_in + gap + bias_h / 2],
+                      [f"$T_{{{m - 1},{i}}}$" for i in range(len(rows))] + [f"$b^{m}$"], fontsize=8)
+        ax.xaxis.tick_top()
+        ax.set_xticks([T.start + len(T) / 2 for T in cols],
+                      [f"$T_{{{m},{j}}}$" for j in range(len(cols))], fontsize=8)
+        ax.tick_params(length=0)
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.set_xlabel(f"$W^{m}$: {n_in} x {n_out}\n($P_{m - 1}$ = {grid.splits[m - 1]}, "
+                      f"$P_{m}$ = {grid.splits[m]})", fontsize=9)
+    handles = [Patch(color=colours[p.rank], alpha=0.75,
+                     label=f"rank {p.rank}: ({p.m}, {p.i}, {p.j})") for p in grid.partitions]
+    axes[0][-1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),
+                       fontsize=8, frameon=False)
+    fig.suptitle(title or f"layers {'-'.join(map(str, grid.layers))}, splits "
+                          f"{','.join(map(str, grid.splits))}: {grid.size} partitions", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def feature_split(grid, X, image_shape=None, n_rows=60):
+    """The feature-wise split of the data: who holds which columns of X.
+
+    Left: the first ``n_rows`` instances (rows) by features (columns), with the column
+    groups T_{0,i} outlined; the ranks (1, i, j) for all j hold X[:, T_{0,i}]. Right (when
+    ``image_shape`` is given, e.g. (8, 8) for digits): the same groups on one image.
+    """
+
+    groups = grid.groups(0)
+    holders = grid.feature_holders                 # i -> ranks (1, i, j) for all j
+    rank_colours = _colours(grid.size)             # as in partition_network
+    colours = [rank_colours[holders[i][0]] for i in range(len(groups))]
+    panels = 2 if image_shape else 1
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels + 1, 3.6), dpi=NOTEBOOK_DPI,
+                             gridspec_kw={"width_ratios": [1.6, 1][:panels]})
+    axes = np.atleast_1d(axes)
+    ax = axes[0]
+    rows = X[:n_rows]
+    ax.imshow(rows, aspect="auto", cmap="gray_r", interpolation="nearest")
+    for i, T in enumerate(groups):
+        ax.add_patch(Rectangle((T.start - 0.5, -0.5), len(T), len(rows), fill=False,
+                               edgecolor=colours[i], lw=2.5))
+        ranks = ",".join(map(str, holders[i]))
+        plural = "s" if len(holders[i]) > 1 else ""
+        ax.text(T.start + len(T) / 2 - 0.5, -1.5, f"$T_{{0,{i}}}$: rank{plural} {ranks}",
+                ha="center", va="bottom", fontsize=8, color=colours[i])
+    ax.set_xlabel("feature")
+    ax.set_ylabel("instance")
+    ax.set_title("X, split by columns", pad=16)
+    if image_shape:
+        ax = axes[1]
+        ax.imshow(X[0].reshape(image_shape), cmap="gray_r", interpolation="nearest")
+        owner = np.zeros(X.shape[1], dtype=int)
+        for i, T in enumerate(groups):
+            owner[T.start:T.stop] = i
+        overlay = np.array([colours[i] for i in owner]).reshape(*image_shape, 4)
+        overlay[..., 3] = 0.35
+        ax.imshow(overlay, interpolation="nearest")
+        ax.set_title("one instance, pixels by group")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def bytes_by_phase(per_iteration, title="bytes per iteration"):
+    """Grouped bars: mean bytes per iteration (summed over ranks) for each phase and run.
+
+    ``per_iteration`` is {run name: {phase: bytes}} (``cluster.bytes_per_iteration``). The
+    axis is logarithmic: a few scalars and megabytes share one picture.
+    """
+    phases = [p for p in ("function", "gradient", "jacobian", "cg", "sync", "line_search", "sgd")
+              if any(p in d for d in per_iteration.values())]
+    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=NOTEBOOK_DPI)
+    width = 0.8 / max(1, len(per_iteration))
+    x = np.arange(len(phases))
+    for k, (name, d) in enumerate(per_iteration.items()):
+        values = [d.get(p, 0) for p in phases]
+        ax.bar(x + (k - (len(per_iteration) - 1) / 2) * width, values, width, label=name)
+    ax.set_xticks(x, phases)
+    ax.set_yscale("log")
+    ax.set_ylabel("bytes per iteration (all ranks)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def history_curves(runs, ys=("objective", "test_accuracy"), x="iter", xlabel=None,
+                   logy=("objective",)):
+    """One panel per quantity in ``ys``, one line per run, against ``x`` (a record key such
+    as "iter" or "wall_time"). ``runs`` is {name: result}."""
+    fig, axes = plt.subplots(1, len(ys), figsize=(4.2 * len(ys), 3.2), dpi=NOTEBOOK_DPI)
+    for ax, y in zip(np.atleast_1d(axes), ys):
+        for name, run in runs.items():
+            h = [r for r in run["history"] if r.get(y) is not None]
+            ax.plot([r[x] for r in h], [r[y] for r in h], marker=".", label=name)
+        ax.set_xlabel(xlabel or {"iter": "iteration", "wall_time": "training time (s)"}.get(x, x))
+        if x == "iter":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(y.replace("_", " "))
+        if y in logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[-1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cg_iterations(runs):
+    """CG iterations per Newton iteration and rank: one CG for all ranks (full G) is one
+    line; with the block-diagonal G every rank runs its own CG (one line each)."""
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=NOTEBOOK_DPI)
+    for k, (name, run) in enumerate(runs.items()):
+        per_rank = run["cg_iters_per_rank"]
+        style = dict(color=f"C{k}")
+        if all(r == per_rank[0] for r in per_rank):
+            ax.plot(range(1, len(per_rank[0]) + 1), per_rank[0], marker="o", label=name, **style)
+            continue
+        for rank, iters in enumerate(per_rank):
+            ax.plot(range(1, len(iters) + 1), iters, marker=".", alpha=0.7, lw=1,
+                    label=f"{name} (each rank)" if rank == 0 else None, **style)
+    ax.set_xlabel("Newton iteration")
+    ax.set_ylabel("CG iterations")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def seconds_by_rank(runs, phases=("cg", "sync")):
+    """Stacked bars: seconds each rank spent in ``phases`` over a run, one panel per run
+    (``runs`` from ``cluster.gather_run``, with "per_rank" totals)."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 3.0), dpi=NOTEBOOK_DPI,
+                             sharey=True)
+    for ax, (name, run) in zip(np.atleast_1d(axes), runs.items()):
+        per_rank = run["per_rank"]
+        bottom = np.zeros(len(per_rank))
+        for k, phase in enumerate(phases):
+            values = np.array([t.get(phase, {}).get("seconds", 0.0) for t in per_rank])
+            ax.bar(range(len(per_rank)), values, bottom=bottom, color=f"C{k}", label=phase)
+            bottom += values
+        ax.set_xticks(range(len(per_rank)))
+        ax.set_xlabel("rank")
+        ax.set_title(name, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("seconds")
+    np.atleast_1d(axes)[-1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_by_setting(groups, key="test_accuracy"):
+    """Final test accuracy of every run, one column of dots per method: how much does each
+    method depend on its settings? ``groups`` is {method: {setting label: result}}."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.2), dpi=NOTEBOOK_DPI)
+    x, ticks, labels = 0, [], []
+    for k, runs in enumerate(groups.values()):
+        for setting, run in runs.items():
+            value = run["final"].get(key)
+            if value is None:                      # diverged: drawn at the bottom
+                ax.plot(x, 0.0, marker="x", color=f"C{k}", ms=8)
+            else:
+                ax.plot(x, value, marker="o", color=f"C{k}", ms=7)
+            ticks.append(x)
+            labels.append(setting)
+            x += 1
+        x += 0.8
+    ax.set_xticks(ticks, labels, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(key.replace("_", " ") + " (final)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=f"C{k}", label=m)
+               for k, m in enumerate(groups)]
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

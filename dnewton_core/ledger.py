@@ -1,0 +1,104 @@
+"""The ledger of the accounting layer: what every phase sent and how long it took.
+
+No MPI here (``comm.py`` sends the messages and records them here), so tables and tests
+read phases and records without loading an MPI library. Counting convention
+(docs/method.md §5): a collective over a group of g > 1 ranks counts, on each of the g
+ranks, one message of the size of the buffer that rank contributes; a point-to-point send
+counts one message of its size on the sender. Totals are summed over ranks. A group of one
+rank sends nothing and counts nothing.
+"""
+import math
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+# The phases of a run, in the order tables show them (docs/method.md §5).
+TRAINING_PHASES = ("function", "gradient", "jacobian", "cg", "sync", "line_search", "sgd")
+MONITORING = ("evaluate", "report", "setup")      # phases that watch training, not its cost
+PHASES = TRAINING_PHASES + MONITORING
+LEDGER_PHASES = PHASES + ("other",)               # "other": outside any phase (none expected)
+
+
+class Ledger:
+    """Messages and bytes per (phase, operation, group), and seconds per phase, on one rank."""
+
+    def __init__(self):
+        self.ledger = defaultdict(lambda: [0, 0])      # (phase, op, group) -> [messages, bytes]
+        self.seconds = defaultdict(float)              # phase -> seconds on this rank
+        self.current = None                            # the phase being timed, if any
+        self.trace = None                              # a list to log every message into
+        self._tic = time.perf_counter()
+        self._mark = {}
+
+    @contextmanager
+    def phase(self, name):
+        """Attribute the messages and the time inside this block to phase ``name``."""
+        if name not in PHASES:
+            raise ValueError(f"unknown phase {name!r}; phases are {', '.join(PHASES)}")
+        outer = self.current
+        self._switch(name)
+        try:
+            yield
+        finally:
+            self._switch(outer)
+
+    def _switch(self, name):
+        """Charge the time since the last switch to the current phase (nested phases
+        pause their outer phase, so seconds never count twice)."""
+        now = time.perf_counter()
+        if self.current is not None:
+            self.seconds[self.current] += now - self._tic
+        self.current, self._tic = name, now
+
+    def count(self, op, group, nbytes):
+        """Record one message of ``nbytes`` in the current phase."""
+        entry = self.ledger[(self.current or "other", op, group)]
+        entry[0] += 1
+        entry[1] += nbytes
+        if self.trace is not None:
+            self.trace.append((self.current, op, group, nbytes))
+
+    def totals(self):
+        """{phase: {"messages", "bytes", "seconds"}} on this rank since the start."""
+        out = defaultdict(lambda: dict(messages=0, bytes=0, seconds=0.0))
+        for (phase, _, _), (n, b) in self.ledger.items():
+            out[phase]["messages"] += n
+            out[phase]["bytes"] += b
+        for phase, s in self.seconds.items():
+            out[phase]["seconds"] = s
+        return dict(out)
+
+    def take_record(self):
+        """This rank's totals since the previous call (for one iteration's record)."""
+        now = self.totals()
+        before, self._mark = self._mark, now
+        return difference(now, before)
+
+
+def difference(after, before):
+    """{phase: {key: after - before}} of two ``Ledger.totals``."""
+    return {p: {k: v - before.get(p, {}).get(k, 0) for k, v in d.items()}
+            for p, d in after.items()}
+
+
+def combine_records(per_rank):
+    """Sum messages and bytes over ranks, take the slowest rank's seconds."""
+    out = {}
+    for record in per_rank:
+        for phase, d in record.items():
+            o = out.setdefault(phase, dict(messages=0, bytes=0, seconds=0.0))
+            o["messages"] += d["messages"]
+            o["bytes"] += d["bytes"]
+            o["seconds"] = max(o["seconds"], d["seconds"])
+    return out
+
+
+def training_bytes(records):
+    """Bytes the training sent (every phase but the monitoring ones) in these records."""
+    return sum(d["bytes"] for rec in records for phase, d in rec["comm"].items()
+               if phase not in MONITORING)
+
+
+def sync_threshold(fraction, n):
+    """Number of partitions that must be done before all stop: ceil(tau N) (docs/method.md §6)."""
+    return max(1, math.ceil(fraction * n - 1e-12))

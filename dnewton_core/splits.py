@@ -1,0 +1,120 @@
+"""The splits P_0..P_L of a grid: proposed for a number of MPI ranks, checked against the
+rank count, read from text (docs/method.md §3). Pure bookkeeping, like ``partition.py``."""
+from .partition import Grid, _as_int, _comma, _dash
+
+__all__ = ["propose_splits", "check_rank_count", "parse_splits"]
+
+
+def _best_splits(layers, n_ranks):
+    """Exhaustive depth-first search for propose_splits; None when no split gives exactly n_ranks.
+
+    Branches are cut when (a) no choice of the remaining P's can make the sum of P_{m-1} P_m
+    exactly n_ranks (a memoised feasibility table over (m, P_m, ranks left), at most
+    L * n_ranks^2 entries), or (b) the largest partition so far already exceeds the best
+    complete split found (it can only grow along a branch). Every split that is not cut is
+    compared on (largest partition, P_L, the tuple itself), so the result is the exact optimum.
+    """
+    L = len(layers) - 1
+    feasible_memo = {}
+
+    def feasible(m, P, left):       # can P_{m+1..L} add exactly `left` partitions, given P_m = P?
+        if m == L:
+            return left == 0
+        key = (m, P, left)
+        if key not in feasible_memo:
+            feasible_memo[key] = any(feasible(m + 1, Q, left - P * Q)
+                                     for Q in range(1, min(layers[m + 1], left // P) + 1))
+        return feasible_memo[key]
+
+    def block(m, P_prev, P):        # largest partition of layer m: (m, 0, 0), with the biggest groups
+        rows, cols = -(-layers[m - 1] // P_prev), -(-layers[m] // P)
+        return rows * cols + cols
+
+    best = [None, None]             # [key, splits]
+
+    def extend(prefix, left, largest):
+        m = len(prefix) - 1         # prefix = (P_0..P_m)
+        if best[0] is not None and largest > best[0][0]:
+            return
+        if m == L:
+            key = (largest, prefix[-1], prefix)
+            if best[0] is None or key < best[0]:
+                best[0], best[1] = key, prefix
+            return
+        P = prefix[-1]
+        for Q in range(1, min(layers[m + 1], left // P) + 1):
+            if feasible(m + 1, Q, left - P * Q):
+                extend(prefix + (Q,), left - P * Q, max(largest, block(m + 1, P, Q)))
+
+    for P0 in range(1, min(layers[0], n_ranks) + 1):
+        if feasible(0, P0, n_ranks):
+            extend((P0,), n_ranks, 0)
+    return best[1]
+
+
+def _valid_layers(layers):
+    """layers as a validated tuple of ints (the checks of Grid, with all splits 1)."""
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__len__"):
+        raise ValueError(f"layers must be a sequence of integers, got {layers!r}")
+    return Grid(layers, (1,) * len(layers)).layers
+
+
+def propose_splits(layers, n_ranks):
+    """The splits P_0..P_L that use exactly ``n_ranks`` partitions with the smallest largest partition.
+
+    Among all splits with sum_m P_{m-1} P_m == n_ranks and 1 <= P_m <= n_m, choose the one
+    that minimises the largest partition's n_params; ties prefer a smaller P_L (fewer splits
+    of the output layer), then the lexicographically smallest tuple. ValueError when
+    ``n_ranks < L`` (every layer needs at least one partition) or no split fits exactly.
+    """
+    layers = _valid_layers(layers)
+    n_ranks = _as_int(n_ranks, "n_ranks")
+    L = len(layers) - 1
+    if n_ranks < L:
+        raise ValueError(f"a network with L = {L} layers needs at least {L} MPI ranks (one partition per "
+                         f"layer, splits {_comma((1,) * (L + 1))}); got {n_ranks}")
+    best = _best_splits(layers, n_ranks)
+    if best is None:
+        raise ValueError(f"no splits of layers {_dash(layers)} give exactly {n_ranks} partitions "
+                         f"(sum over m of P_(m-1) * P_m with 1 <= P_m <= n_m; the minimum is L = {L} ranks, "
+                         f"all splits 1)")
+    return best
+
+
+def check_rank_count(grid, n_ranks):
+    """ValueError unless ``n_ranks`` equals ``grid.size`` (one MPI rank per partition).
+
+    The message proposes splits for ``n_ranks`` (see :func:`propose_splits`), or says why
+    there are none.
+    """
+    n_ranks = _as_int(n_ranks, "n_ranks")
+    if n_ranks == grid.size:
+        return
+    message = (f"splits {_comma(grid.splits)} need {grid.size} MPI ranks (one per partition), "
+               f"but {n_ranks} were started")
+    try:
+        proposal = propose_splits(grid.layers, n_ranks)
+    except ValueError as err:
+        message += f"; no splits work for {n_ranks} ranks: {err}"
+    else:
+        message += f"; for {n_ranks} ranks use --splits {_comma(proposal)}"
+    raise ValueError(message)
+
+
+def parse_splits(text, layers):
+    """'1,2,2,1' -> (1, 2, 2, 1), checked against ``layers`` (L+1 entries, 1 <= P_m <= n_m)."""
+    layers = _valid_layers(layers)
+    need = len(layers)
+    example = _comma((1,) * need)
+    if not isinstance(text, str):
+        raise ValueError(f"splits must be text like {example!r}, got {text!r}")
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or not all(p.isdigit() for p in parts):
+        raise ValueError(f"cannot read splits {text!r}: expected {need} comma-separated positive "
+                         f"integers P_0..P_{need - 1}, like {example}")
+    splits = tuple(int(p) for p in parts)
+    if len(splits) != need:
+        raise ValueError(f"splits {text!r} has {len(splits)} entries, but the network {_dash(layers)} has "
+                         f"L = {need - 1} layers and needs L+1 = {need} entries P_0..P_{need - 1}, like "
+                         f"{example}")
+    return Grid(layers, splits).splits

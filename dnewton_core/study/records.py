@@ -1,0 +1,75 @@
+"""The study's files of record: one row per run (runs.csv), one per iteration (curves.csv)."""
+import csv
+
+import numpy as np
+
+from ..ledger import LEDGER_PHASES, MONITORING, training_bytes
+
+
+def summarize_run(out, setting, seed, elapsed, budget):
+    """(row of runs.csv, rows of curves.csv) from a result of ``experiment.result``."""
+    history, config, final = out["history"], out["config"], out["final"]
+    # each rank's own CG count (they differ under the diagonal G); one process: its own
+    per_rank = [r.get("cg_iters_per_rank") or [r.get("cg_iters") or 0] for r in history]
+    cg_max = [max(c) for c in per_rank] if setting.method != "sgd" else []
+    cg_mean = [float(np.mean(c)) for c in per_rank] if cg_max else []
+    row = dict(
+        method=setting.method, setting=setting.label,
+        subsample=setting.subsample, sync=setting.sync, lr=setting.lr, seed=seed,
+        unit="epoch" if setting.method == "sgd" else "iteration", budget=budget,
+        iterations=len(history),
+        train_accuracy=final["train_accuracy"], test_accuracy=final["test_accuracy"],
+        objective=final["objective"], wall_time=final["wall_time"],
+        elapsed=elapsed, diverged=any(r.get("diverged") for r in history),
+        cg_iters=sum(cg_max) if setting.method != "sgd" else None,
+        cg_iters_mean=sum(cg_mean) if setting.method != "sgd" else None,
+        C=config["C"])
+    for key in ("bytes", "messages", "seconds"):
+        for phase in LEDGER_PHASES:
+            row[f"{key}_{phase}"] = sum(r["comm"].get(phase, {}).get(key, 0) for r in history)
+    row["bytes_total"] = training_bytes(history)
+    row["messages_total"] = sum(row[f"messages_{p}"] for p in LEDGER_PHASES
+                                if p not in MONITORING)
+    curves = [dict(iter=r["iter"], wall_time=r["wall_time"], objective=r["objective"],
+                   train_accuracy=r["train_accuracy"], test_accuracy=r["test_accuracy"],
+                   cg_iters=cg_max[k] if cg_max and setting.method != "sgd" else None,
+                   bytes=training_bytes([r]))
+              for k, r in enumerate(history)]
+    return row, curves
+
+
+RUN_COLUMNS = (["run", "data", "network", "splits", "ranks", "train_size", "C", "method",
+                "setting", "subsample", "sync", "lr", "seed", "unit", "budget", "iterations",
+                "train_accuracy", "test_accuracy", "objective", "wall_time", "elapsed",
+                "diverged", "cg_iters", "cg_iters_mean", "bytes_total", "messages_total"]
+               + [f"bytes_{p}" for p in LEDGER_PHASES]
+               + [f"messages_{p}" for p in LEDGER_PHASES]
+               + [f"seconds_{p}" for p in LEDGER_PHASES])
+CURVE_COLUMNS = ["run", "method", "setting", "seed", "iter", "wall_time", "objective",
+                 "train_accuracy", "test_accuracy", "cg_iters", "bytes"]
+
+
+def write_csv(path, rows, columns):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+
+
+def read_runs(path):
+    """runs.csv back as dicts with numbers parsed (for tests and notebooks)."""
+    def parse(v):
+        if v == "":
+            return None
+        if v in ("True", "False"):
+            return v == "True"
+        try:
+            return int(v)
+        except ValueError:
+            try:
+                return float(v)
+            except ValueError:
+                return v
+    with open(path, newline="") as f:
+        return [{k: parse(v) for k, v in r.items()} for r in csv.DictReader(f)]

@@ -1,0 +1,125 @@
+"""Running a study: every (seed, setting) on one communicator, files rewritten after every
+run, then (rank 0) the report and the figures.
+
+Every run builds a new model with ``experiment.build_model`` on the same ``Comm`` and
+trains it with ``experiment.run``, which brings the per-iteration ledgers to rank 0;
+rank 0 alone prints (one line per run) and writes:
+
+  runs.csv        one row per run (settings, final accuracies, time, bytes per phase)
+  curves.csv      one row per Newton iteration / SGD epoch of every run
+  summary.md      command, date, machine; the table per setting; the claims, measured
+  accuracy_vs_time.png, robustness.png
+
+runs.csv and curves.csv are rewritten after every run, so a study cut short keeps the runs
+it finished. Seeds 0..K-1 seed the initialization, the subsamples S and the SGD batch
+order; the train/test split is the data set's own and is the same in every run.
+"""
+import dataclasses
+import datetime
+import os
+import time
+
+from .. import environment
+from ..experiment import build_model, grid_splits, prepare, run
+from ..newton import NewtonConfig
+from ..sgd import SGDConfig
+from . import records, report
+from .provenance import machine_info
+
+OUTPUTS = ("runs.csv", "curves.csv", "summary.md", "accuracy_vs_time.png", "robustness.png")
+
+
+def run_one(comm, prepared, hidden, setting, seed, plan):
+    """Build a model, train it, return (row, curve rows) on rank 0 and None elsewhere.
+
+    Collective: every rank calls it with the same arguments.
+    """
+    objective = dataclasses.replace(prepared.objective, init_seed=seed)
+    model = build_model(prepared.data, hidden, objective, comm, prepared.splits, setting.gn,
+                        setting.sync if setting.method == "newton-diag" else 1.0, prepared.slow)
+    comm.take_record()           # start this run's ledger here (not at the last run's report)
+    newton = dataclasses.replace(plan.newton, seed=seed,
+                                 subsample=setting.subsample or NewtonConfig.subsample)
+    sgd = dataclasses.replace(plan.sgd, seed=seed, lr=setting.lr or SGDConfig.lr)
+    tic = time.perf_counter()
+    _, out = run(model, setting.optimizer, newton, sgd)
+    elapsed = time.perf_counter() - tic
+    model.close()
+    if out is None:
+        return None
+    return records.summarize_run(out, setting, seed, elapsed,
+                                 plan.iters if setting.optimizer == "newton" else plan.epochs)
+
+
+def run_study(plan, comm):
+    """The study: agreed validation, then every run, then the report. Exit status 0."""
+    paths = {name: os.path.join(plan.out, name) for name in OUTPUTS}
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    load_start = environment.load_average()
+    tic = time.perf_counter()
+    prepared = prepare(plan.problem, comm, paths.values(), plan.overwrite)
+    data, hidden = prepared.data, plan.problem.hidden
+    data_note = f"{data.name}, {len(data.y_train)} training and {len(data.y_test)} test " \
+                f"instances, {data.n_features} features, {data.n_classes} classes ({data.source})"
+    if plan.problem.train_limit is not None:
+        data_note += (f"; REDUCED: only the first {plan.problem.train_limit} training "
+                      "instances are used (--train-limit)")
+    settings, notes = plan.runs(comm.size > 1 or prepared.splits is not None)
+    if not settings:
+        comm.agree("nothing to run: " + "; ".join(notes))
+    if comm.rank == 0:
+        os.makedirs(plan.out, exist_ok=True)
+    total = len(settings) * plan.seeds
+    network = "-".join(map(str, (data.n_features, *hidden, data.n_classes)))
+    splits = "" if comm.size == 1 and prepared.splits is None else \
+        ",".join(map(str, grid_splits(data, hidden, comm, prepared.splits)))
+    say = print if comm.rank == 0 else (lambda *a, **k: None)
+    say(f"reproduce: {plan.problem.data}, network {network}, {comm.size} rank(s), "
+        f"{len(settings)} settings x {plan.seeds} seeds = {total} runs -> {plan.out}", flush=True)
+    for note in notes:
+        say(f"  left out: {note}", flush=True)
+    rows, curves = [], []
+    for seed in range(plan.seeds):
+        for setting in settings:
+            got = run_one(comm, prepared, hidden, setting, seed, plan)
+            if got is None:
+                continue
+            row, curve = got
+            row.update(run=len(rows) + 1, data=plan.problem.data, network=network,
+                       ranks=comm.size, splits=splits, train_size=len(data.y_train))
+            rows.append(row)
+            curves += [dict(c, run=row["run"], method=setting.method, setting=setting.label,
+                            seed=seed) for c in curve]
+            records.write_csv(paths["runs.csv"], rows, records.RUN_COLUMNS)
+            records.write_csv(paths["curves.csv"], curves, records.CURVE_COLUMNS)
+            say(_progress(row, total, setting, seed), flush=True)
+    if comm.rank == 0:
+        info = dict(machine_info(), ranks=comm.size, load_start=load_start,
+                    load_end=environment.load_average())
+        _write_report(plan, paths, info, rows, curves, notes, started,
+                      time.perf_counter() - tic, data_note, f"{plan.problem.data}, {network}, "
+                      f"{comm.size} rank(s)")
+    return 0
+
+
+def _progress(row, total, setting, seed):
+    fmt = report._fmt
+    return (f"[{row['run']:>3}/{total}] {setting.label:<30} seed {seed}: test "
+            f"{fmt(row['test_accuracy'], '.4f')}, f {fmt(row['objective'], '.4g')}, "
+            f"{row['iterations']} {row['unit']}s, {row['wall_time']:.2f} s, "
+            f"{row['bytes_total'] / 1e6:.2f} MB (CG {row['bytes_cg'] / 1e6:.3f})"
+            + (", DIVERGED" if row["diverged"] else ""))
+
+
+def _write_report(plan, paths, info, rows, curves, notes, started, seconds, data_note, title):
+    from .figures import accuracy_time_panels, robustness_strip
+    stats = report.aggregate(rows)
+    summary = report.summary_markdown(plan, info, stats, rows, curves, notes, started, seconds,
+                                      data_note)
+    with open(paths["summary.md"], "w") as f:
+        f.write(summary)
+    panels, groups = report.figure_inputs(stats, rows, curves)
+    accuracy_time_panels(panels, paths["accuracy_vs_time.png"], title=title)
+    robustness_strip(groups, paths["robustness.png"], title=title)
+    print(report.settings_table(stats))
+    print(f"wrote {', '.join(OUTPUTS)} in {plan.out} ({seconds / 60:.1f} min)")
