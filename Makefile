@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine with Python >= 3.10 and make:
 #   make demo   set up .venv, then train Newton and SGD on the embedded digits data
-#   make test   set up .venv, then run the whole test suite (notebooks included)
+#   make test   set up .venv, then the linter and the whole test suite (notebooks included)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -28,6 +28,7 @@ demo: venv
 	$(BIN)/mpiexec -n $(NP) $(BIN)/python -m dnewton_core compare --data digits --hidden 64,64 --iters 30 --out results/demo --overwrite
 
 test: venv
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 lab: venv
