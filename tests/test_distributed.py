@@ -277,3 +277,34 @@ def test_one_rank_grid_needing_two_ranks_raises_config_error():
     a = mpi_jobs.parse(["products", "--splits", "2,1"])
     with pytest.raises(ConfigError, match="need 2 MPI ranks.*but 1 were started"):
         DistributedModel(mpi_jobs.make_data(a), (), (2, 1), Comm(), mpi_jobs.objective_config(a))
+
+
+def test_the_product_needs_the_jacobian_factors_of_a_subsample():
+    """No hidden state: G_S v takes the factors gradient_and_jacobian returned, and refuses
+    anything else with a message saying where they come from; another S gives another G_S."""
+    a = mpi_jobs.parse(["products", "--splits", "1,1"])
+    data, obj = mpi_jobs.make_data(a), mpi_jobs.objective_config(a)
+    for model in (DistributedModel(data, (), (1, 1), Comm(), obj), DenseModel(data, (), obj)):
+        v = np.ones_like(model.theta)
+        with pytest.raises(ValueError, match=r"gradient_and_jacobian\(theta, S\)"):
+            model.gauss_newton(None, v)
+        _, J1 = model.gradient_and_jacobian(model.theta, np.arange(0, 10))
+        _, J2 = model.gradient_and_jacobian(model.theta, np.arange(10, 20))
+        assert list(J1.subsample) == list(range(10))
+        assert not np.allclose(model.gauss_newton(J1, v), model.gauss_newton(J2, v))
+        np.testing.assert_array_equal(model.gauss_newton(J1, v), model.gauss_newton(J1, v))
+
+
+def test_with_gn_is_a_second_view_not_a_switch():
+    """with_gn gives the block-diagonal product of the same partition; the model itself
+    keeps its own Gauss-Newton matrix."""
+    a = mpi_jobs.parse(["products", "--splits", "1,1"])
+    model = DistributedModel(mpi_jobs.make_data(a), (), (1, 1), Comm(),
+                             mpi_jobs.objective_config(a))
+    diag = model.with_gn("diag")
+    assert (model.gn, diag.gn) == ("full", "diag") and diag.theta is model.theta
+    _, J = model.gradient_and_jacobian(model.theta, np.arange(12))
+    v = np.linspace(-1, 1, model.theta.size)
+    np.testing.assert_allclose(diag.gauss_newton(J, v), model.gauss_newton(J, v), rtol=1e-14)
+    with pytest.raises(ConfigError, match="sync fraction below 1 needs"):
+        model.with_gn("full", sync=0.5)

@@ -280,7 +280,7 @@ def _header(plan, info, stats, rows, notes, started, seconds, data_note):
 
 
 def figure_inputs(stats, rows, curves):
-    """(panels for plots.accuracy_time_panels, groups for plots.robustness_strip)."""
+    """(panels for figures.accuracy_time_panels, groups for figures.robustness_strip)."""
     panels = {}
     by_run = {}
     for c in curves:
