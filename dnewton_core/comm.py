@@ -2,8 +2,18 @@
 
 Every message of the method goes through ``Comm``, which sends it with mpi4py's
 buffer-based collectives on numpy arrays and records it in its ``Ledger`` (``ledger.py``:
-the phases, the counting convention, the records).
+the phases, the counting convention, the records). ``Comm.guard`` starts a ``Guard``: a
+thread that ends the whole job with one line when a rank waits too long in a collective
+(a stalled or dead rank) or when a signal (Ctrl-C, SIGTERM) reaches any rank.
 """
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import defaultdict
+
 import numpy as np
 from mpi4py import MPI
 
@@ -12,6 +22,8 @@ from .model import ConfigError
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX}
 _SYNC_TAG = 7
+_GUARD_TAG = 11
+STALL_EXIT, INTERRUPT_EXIT = 4, 130       # exit statuses of a stalled and an interrupted job
 
 
 class Comm(Ledger):
@@ -26,6 +38,9 @@ class Comm(Ledger):
         self.world = world if world is not None else MPI.COMM_SELF
         self.rank, self.size = self.world.Get_rank(), self.world.Get_size()
         self._sync = None
+        self.waiting = None                 # (op, group, its count, phase, since) while in MPI
+        self._calls = defaultdict(int)      # group name -> collectives entered
+        self._guard = None
 
     @classmethod
     def on_world(cls):
@@ -35,6 +50,22 @@ class Comm(Ledger):
     def abort(self, code):
         """End every rank of the job now (after an error on this rank alone)."""
         self.world.Abort(code)
+
+    def guard(self, stall_timeout):
+        """Start the ``Guard`` of this job (collective; main thread; several ranks only).
+        ``stall_timeout`` seconds in one collective end the job (0: never)."""
+        if self.size > 1 and self._guard is None:
+            self._guard = Guard(self, stall_timeout)
+        return self._guard
+
+    def _wait(self, op, group, call):
+        """Run the blocking MPI ``call``, telling the guard where this rank waits."""
+        self._calls[group.name] += 1
+        self.waiting = (op, group, self._calls[group.name], self.current, time.monotonic())
+        try:
+            return call()
+        finally:
+            self.waiting = None
 
     # -- groups -------------------------------------------------------------------------
     def split(self, groups):
@@ -59,7 +90,8 @@ class Comm(Ledger):
     def allreduce(self, buf, group, op="sum"):
         """In-place Allreduce of the numpy array ``buf`` over ``group``; returns ``buf``."""
         if group.size > 1:
-            group.comm.Allreduce(MPI.IN_PLACE, buf, op=_OPS[op])
+            self._wait("allreduce", group,
+                       lambda: group.comm.Allreduce(MPI.IN_PLACE, buf, op=_OPS[op]))
             self.count("allreduce", group.name, buf.nbytes)
         return buf
 
@@ -71,7 +103,7 @@ class Comm(Ledger):
         """Small Python objects to rank 0 (for the end-of-run report); a list on rank 0."""
         if self.size == 1:
             return [obj]
-        out = self.world.gather(obj, root=0)
+        out = self._wait("gather", self.world_group(), lambda: self.world.gather(obj, root=0))
         self.count("gather", "world", len(repr(obj)))
         return out
 
@@ -81,7 +113,8 @@ class Comm(Ledger):
         ``error`` is this rank's message or None. Every rank reaches this call, so a
         problem seen on one rank (a missing file on one machine) ends all of them.
         """
-        errors = self.world.allgather(error) if self.size > 1 else [error]
+        errors = self._wait("allgather", self.world_group(),
+                            lambda: self.world.allgather(error)) if self.size > 1 else [error]
         bad = [(r, e) for r, e in enumerate(errors) if e is not None]
         if bad:
             r, e = bad[0]
@@ -130,7 +163,8 @@ class Comm(Ledger):
         """Send this rank's message if not yet sent, then wait for everyone's."""
         if not self._sync["sent"]:
             self._sync_send()
-        MPI.Request.Waitall(self._sync["recvs"] + self._sync["sends"])
+        requests = self._sync["recvs"] + self._sync["sends"]
+        self._wait("sync", self.world_group(), lambda: MPI.Request.Waitall(requests))
         self._sync = None
 
     def _sync_send(self):
@@ -141,6 +175,129 @@ class Comm(Ledger):
         s["sent"] = True
         for _ in s["sends"]:
             self.count("isend", "world", msg.nbytes)
+
+
+class Guard:
+    """A thread on every rank that ends the whole job, with one line, when
+
+    * this rank has waited more than ``stall_timeout`` seconds in one collective: the ranks
+      that waited too long tell each other where (group and how many collectives into it),
+      and the lowest of them names the phase, the group and the ranks that did not arrive;
+      exit status 4 (``STALL_EXIT``);
+    * a signal (SIGINT, SIGTERM, SIGHUP) reaches this rank, even while it is blocked in MPI
+      (the signal's byte arrives on a wake-up socket the thread watches); exit status 130.
+
+    It talks on a duplicate of the world communicator, so its messages never mix with the
+    method's (they are counted in phase "other", sent only when the job is ending).
+    Needs MPI_THREAD_MULTIPLE (mpi4py's default); without it, each rank reports alone.
+    """
+
+    poll = 0.2          # seconds between the thread's looks
+    grace = 1.0         # seconds to hear from the other ranks before reporting
+
+    def __init__(self, comm, stall_timeout):
+        self.comm, self.stall_timeout = comm, float(stall_timeout)
+        self.talk = comm.world.Dup()
+        self.multiple = MPI.Query_thread() == MPI.THREAD_MULTIPLE
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
+        signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        self._handlers = {sig: signal.signal(sig, lambda *_: None)   # the thread acts
+                          for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="dnewton-guard", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        """End the thread and give the signals back (main thread, before MPI finalizes)."""
+        self._stopped.set()
+        self._thread.join(timeout=2 * self.poll + 1.0)
+        signal.set_wakeup_fd(-1)
+        for sig, handler in self._handlers.items():
+            signal.signal(sig, handler)
+
+    def _watch(self):
+        while not self._stopped.is_set():
+            try:
+                got = self._read.recv(16)
+            except BlockingIOError:
+                got = b""
+            if got:
+                name = signal.Signals(got[0]).name
+                self._end(("signal", name), f"interrupted by {name}", INTERRUPT_EXIT)
+            waiting = self.comm.waiting
+            if waiting and self.stall_timeout > 0 and \
+                    time.monotonic() - waiting[4] > self.stall_timeout:
+                self._end(*self._state(), STALL_EXIT)
+            if self.multiple and self.talk.iprobe(source=MPI.ANY_SOURCE, tag=_GUARD_TAG):
+                self._end(*self._state(), None)      # another rank is ending the job
+            self._stopped.wait(self.poll)
+
+    def _state(self):
+        """(what this rank is doing, a line saying it) for the other ranks' reports."""
+        waiting = self.comm.waiting
+        if waiting is None:
+            return ("running",), f"rank {self.comm.rank} was computing"
+        op, group, count, phase, since = waiting
+        return (("stall", group.name, count),
+                f"stall: rank {self.comm.rank} waited {time.monotonic() - since:.0f} s "
+                f"(limit {self.stall_timeout:g} s, --stall-timeout) in phase {phase or '-'}: "
+                f"{op} number {count} over {group.name} (ranks "
+                f"{','.join(map(str, group.ranks))})")
+
+    def _end(self, what, line, code):
+        """Tell the others, listen for ``grace`` seconds, report once, end the job."""
+        reports = {self.comm.rank: (what, line)}
+        if self.multiple:
+            for r in range(self.comm.size):
+                if r != self.comm.rank:
+                    self.talk.isend((what, line), dest=r, tag=_GUARD_TAG)
+                    self.comm.count("guard", "world", len(line))
+        deadline = time.monotonic() + self.grace
+        while self.multiple and time.monotonic() < deadline:
+            status = MPI.Status()
+            if self.talk.iprobe(source=MPI.ANY_SOURCE, tag=_GUARD_TAG, status=status):
+                source = status.Get_source()
+                reports[source] = self.talk.recv(source=source, tag=_GUARD_TAG)
+            else:
+                time.sleep(0.01)
+        reporter = _reporter(reports)
+        if reporter == self.comm.rank:
+            print(f"error: {summary(reports, reporter, self.comm.size)}", file=sys.__stderr__,
+                  flush=True)
+            time.sleep(0.5)                          # let mpiexec forward the line first
+        else:
+            time.sleep(2.0)                          # the reporting rank ends the job first
+        kinds = {w[0] for w, _ in reports.values()}
+        code = INTERRUPT_EXIT if "signal" in kinds else code or STALL_EXIT
+        self.comm.world.Abort(code)
+        os._exit(code)
+
+
+def _reporter(reports):
+    """The rank that prints: the lowest that got a signal, else that waited, else lowest."""
+    for kind in ("signal", "stall", "running"):
+        ranks = [r for r, (w, _) in reports.items() if w[0] == kind]
+        if ranks:
+            return min(ranks)
+
+
+def summary(reports, reporter, size):
+    """One line from the ranks' reports {rank: (what, line)}: the reporter's line and, for a
+    stall, the ranks of its group that were not waiting in the same collective."""
+    what, line = reports[reporter]
+    if what[0] != "stall":
+        ranks = sorted(r for r, (w, _) in reports.items() if w[0] == what[0])
+        return f"{line} (rank{'s' if len(ranks) > 1 else ''} {','.join(map(str, ranks))})"
+    group = line.rsplit("(ranks ", 1)[1].rstrip(")").split(",")
+    arrived = {r for r, (w, _) in reports.items() if w == what}
+    missing = [r for r in map(int, group) if r not in arrived]
+    silent = [r for r in range(size) if r not in reports]
+    return (f"{line}; did not arrive: rank{'s' if len(missing) != 1 else ''} "
+            f"{','.join(map(str, missing)) or '-'}"
+            + (f"; no answer from rank{'s' if len(silent) != 1 else ''} "
+               f"{','.join(map(str, silent))}" if silent else ""))
 
 
 class Group:

@@ -1,0 +1,115 @@
+"""The guard (``comm.Guard``): a stalled rank, a rank that never arrives, and a signal to
+mpiexec or to a single rank each end the whole job within seconds, with one line that
+says what happened and the right exit status; no process is left. Each job is
+``tests/guarded_job.py`` under ``mpiexec -n 4`` in its own process group."""
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from dnewton_core.comm import INTERRUPT_EXIT, STALL_EXIT
+from dnewton_core.environment import blas_environment, find_mpiexec
+
+ROOT = Path(__file__).resolve().parent.parent
+JOB = str(ROOT / "tests" / "guarded_job.py")
+MARK = "DNEWTON_GUARD_TEST"
+
+
+def start(*args):
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, **blas_environment(), **{MARK: marker})
+    proc = subprocess.Popen([find_mpiexec(), "-n", "4", sys.executable, JOB, *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=ROOT, start_new_session=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc, marker
+
+
+def ranks(marker):
+    """{MPI rank: process} of a job."""
+    out = {}
+    for p in psutil.process_iter():
+        try:
+            env = p.environ()
+        except (psutil.Error, OSError):
+            continue
+        if env.get(MARK) == marker and "PMI_RANK" in env and "guarded_job" in " ".join(p.cmdline()):
+            out[int(env["PMI_RANK"])] = p
+    return out
+
+
+def finish(proc, marker, within):
+    """(exit status, error lines, seconds); fails if the job outlives ``within`` seconds or
+    leaves a process."""
+    tic = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        for p in ranks(marker).values():
+            p.kill()
+        pytest.fail(f"the job did not end within {within} s")
+    time.sleep(0.5)
+    left = ranks(marker)
+    for p in left.values():
+        p.kill()
+    assert not left, f"ranks left running: {sorted(left)}"
+    return proc.returncode, [ln for ln in err.splitlines() if ln.startswith("error:")], \
+        time.monotonic() - tic
+
+
+def test_a_stopped_rank_ends_the_job_naming_it():
+    proc, marker = start("--stop", 2, "--stall-timeout", 2)
+    code, errors, seconds = finish(proc, marker, within=15)
+    assert code == STALL_EXIT and len(errors) == 1, errors
+    assert "stall:" in errors[0] and "phase cg" in errors[0] and "over world" in errors[0]
+    assert "did not arrive: rank 2" in errors[0] and "no answer from rank 2" in errors[0]
+
+
+def test_a_rank_that_never_arrives_is_named_and_the_others_are_not():
+    proc, marker = start("--hang", 3, "--stall-timeout", 2)
+    code, errors, _ = finish(proc, marker, within=15)
+    assert code == STALL_EXIT and len(errors) == 1, errors
+    assert "did not arrive: rank 3" in errors[0] and "no answer" not in errors[0]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_mpiexec_ends_every_rank_within_5_s(sig):
+    proc, marker = start("--stall-timeout", 0)
+    time.sleep(1.0)
+    tic = time.monotonic()
+    proc.send_signal(sig)
+    code, errors, _ = finish(proc, marker, within=10)
+    assert time.monotonic() - tic < 5.0 + 1.0          # + finish's look for leftovers
+    assert code == INTERRUPT_EXIT and len(errors) == 1, errors
+    assert f"interrupted by {sig.name}" in errors[0]
+
+
+def test_ctrl_c_on_one_rank_ends_the_job():
+    proc, marker = start("--stall-timeout", 0)
+    time.sleep(1.0)
+    ranks(marker)[2].send_signal(signal.SIGINT)
+    code, errors, seconds = finish(proc, marker, within=10)
+    assert code == INTERRUPT_EXIT and errors == ["error: interrupted by SIGINT (rank 2)"]
+    assert seconds < 5.0
+
+
+def test_a_zero_stall_timeout_never_ends_a_slow_job():
+    proc, marker = start("--hang", 3, "--stall-timeout", 0)
+    time.sleep(4.0)
+    assert proc.poll() is None                        # still waiting for rank 3
+    proc.send_signal(signal.SIGINT)
+    code, _, _ = finish(proc, marker, within=10)
+    assert code == INTERRUPT_EXIT
+
+
+def test_a_guarded_job_that_finishes_says_nothing():
+    proc, marker = start("--iters", 200, "--stall-timeout", 2)
+    code, errors, _ = finish(proc, marker, within=30)
+    assert code == 0 and errors == []
