@@ -1,9 +1,22 @@
 """Command line: ``python -m dnewton_core {train,compare,reproduce} ...``: the top of the kit.
 
 Run it alone (one process, the dense model) or under ``mpiexec -n N`` (N ranks, one per
-partition). Only rank 0 prints. Errors are one line on standard error and exit status 2:
-a problem found while checking the configuration and the data is agreed on by all ranks
-before the first collective; anything raised later on one rank aborts the whole job.
+partition). Only rank 0 prints. Errors are one line on standard error.
+
+Exit statuses:
+  0    the run (or every run of compare and reproduce) ended; a diverged run inside
+       compare or reproduce is one of their results, not a failure
+  2    an error: a problem found while checking the configuration, the data and the
+       output paths is agreed on by all ranks before the first collective (one line, no
+       iteration run, nothing written); anything raised later on one rank aborts the job
+  3    train diverged: the first non-finite f, |g|, lambda or step ended the run; one line
+       says where, and --json holds the history up to it
+  130  interrupted (Ctrl-C)
+
+Outputs (train --json; compare's compare.json and figure; reproduce's files) are checked
+before the first iteration (writable, and not already there unless --overwrite) and
+written atomically: a temporary file in the same directory, then a rename. train --json
+is rewritten after every iteration or epoch, so a killed run keeps its history so far.
 """
 import argparse
 import json
@@ -18,8 +31,11 @@ from .experiment import OPTIMIZERS, build_model, prepare, run
 from .ledger import training_bytes
 from .model import ConfigError, ObjectiveConfig
 from .newton import NewtonConfig
+from .outputs import write_atomic
 from .sgd import SGDConfig
 from .study import settings as study
+
+DIVERGED = 3       # exit status of a train run that diverged
 
 # Seconds a failing rank waits between printing its error and MPI_Abort: Abort tears the job
 # down at once, and under load mpiexec (hydra) lost the rank's last line (seen once in CI).
@@ -215,7 +231,8 @@ HEADER = f"{'iter':>5} {'f':>11} {'|g|':>9} {'#CG':>4} {'lambda':>9} {'alpha':>7
 def _line(r):
     def num(key, fmt):
         value = r.get(key)
-        return format(value, fmt) if value is not None else "-"
+        width = int(fmt.rstrip("dfg").split(".")[0])
+        return format(value, fmt) if value is not None else "-".rjust(width)
     return (f"{r['iter']:>5} {num('objective', '11.5g')} {num('grad_norm', '9.3g')} "
             f"{num('cg_iters', '4d')} {num('lambda', '9.3g')} {num('alpha', '7.3g')} "
             f"{num('test_accuracy', '7.4f')} {num('wall_time', '7.2f')}")
@@ -238,29 +255,54 @@ def cmd_train(args, comm):
                         p.slow)
     describe_run(comm, model, args.optimizer, args)
     _say(comm, HEADER)
-    _, out = run(model, args.optimizer, newton_config, sgd_config,
-                 callback=lambda r: _say(comm, _line(r)), data=args.data,
-                 hidden=list(args.hidden))
-    if comm.rank == 0:
-        f = out["final"]
-        print(f"final: test accuracy {f['test_accuracy']:.4f}, train accuracy "
-              f"{f['train_accuracy']:.4f}, f {f['objective']:.6g}, {f['wall_time']:.2f} s")
-        if args.json:
-            write_json(args.json, out)
-            print(f"wrote {args.json}")
-    return 0
+    saver = JsonSaver(args.json, args.overwrite) if args.json else None
+    history, out = run(model, args.optimizer, newton_config, sgd_config,
+                       callback=lambda r: _say(comm, _line(r)), snapshot=saver,
+                       data=args.data, hidden=list(args.hidden))
+    status = DIVERGED if history.status == "diverged" else 0   # the same on every rank
+    if comm.rank != 0:
+        return status
+    f = out["final"]
+    print(f"final: test accuracy {_num(f['test_accuracy'], '.4f')}, train accuracy "
+          f"{_num(f['train_accuracy'], '.4f')}, f {_num(f['objective'], '.6g')}, "
+          f"{_num(f['wall_time'], '.2f')} s", flush=True)
+    if saver:
+        saver(out)              # the final file: ledgers summed over ranks
+        print(f"wrote {args.json}", flush=True)
+    if f["status"] == "diverged":
+        last = out["history"][-1]
+        print(f"diverged at {'epoch' if args.optimizer == 'sgd' else 'iteration'} "
+              f"{f['diverged_at']}: non-finite {', '.join(last.get('nonfinite', ['f']))}"
+              + (f"; the history up to it is in {args.json}" if args.json else ""),
+              file=sys.stderr, flush=True)
+    return status
 
 
-def write_json(path, obj):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=1)
+def _num(value, fmt):
+    return "-" if value is None else format(value, fmt)
+
+
+class JsonSaver:
+    """Rewrites one JSON file atomically each time it is called (rank 0). The first write
+    refuses a file that appeared since the check unless --overwrite."""
+
+    def __init__(self, path, overwrite):
+        self.path, self.replace = path, overwrite
+
+    def __call__(self, obj):
+        write_json(self.path, obj, self.replace)
+        self.replace = True
+
+
+def write_json(path, obj, replace=True):
+    write_atomic(path, json.dumps(obj, indent=1), replace)
 
 
 def cmd_compare(args, comm):
     newton_config, sgd_config = solver_configs(args)
     json_path = os.path.join(args.out, "compare.json")
-    p = prepare(problem(args), comm, [json_path], args.overwrite)
+    figure = os.path.join(args.out, "accuracy_vs_time.png")
+    p = prepare(problem(args), comm, [json_path, figure], args.overwrite)
     runs = [("newton", "full")] + ([("newton", "diag")] if comm.size > 1 else []) + [("sgd", "full")]
     results = {}
     for method, gn in runs:
@@ -274,10 +316,10 @@ def cmd_compare(args, comm):
     if comm.rank == 0:
         from .study.figures import accuracy_against_time
         print(compare_table(results))
-        write_json(json_path, results)
-        figure = os.path.join(args.out, "accuracy_vs_time.png")
+        write_json(json_path, results, args.overwrite)
         accuracy_against_time(results, figure, title=f"{args.data}, "
-                              f"{'-'.join(map(str, results['sgd']['config']['layers']))}")
+                              f"{'-'.join(map(str, results['sgd']['config']['layers']))}",
+                              replace=args.overwrite)
         print(f"wrote {json_path} and {figure}")
     return 0
 
@@ -297,8 +339,11 @@ def compare_table(results):
     for name, r in results.items():
         f = r["final"]
         sent = training_bytes(r["history"])
-        rows.append(f"{name:<13} {f['test_accuracy']:>8.4f} {f['train_accuracy']:>9.4f} "
-                    f"{f['objective']:>10.5g} {f['wall_time']:>8.2f} {sent / 1e6:>8.2f}")
+        rows.append(f"{name:<13} {_num(f['test_accuracy'], '>8.4f'):>8} "
+                    f"{_num(f['train_accuracy'], '>9.4f'):>9} {_num(f['objective'], '>10.5g'):>10} "
+                    f"{_num(f['wall_time'], '>8.2f'):>8} {sent / 1e6:>8.2f}"
+                    + (f"  diverged at {f['diverged_at']}" if f.get("status") == "diverged"
+                       else ""))
     return "\n".join(rows)
 
 

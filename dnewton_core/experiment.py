@@ -4,7 +4,6 @@ No printing here.
 """
 import dataclasses
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -15,6 +14,7 @@ from .distributed import DistributedModel
 from .ledger import combine_records
 from .model import ConfigError, ObjectiveConfig, default_C, network_layers, parse_C
 from .newton import NewtonConfig, newton
+from .outputs import check_writable
 from .sgd import SGDConfig, sgd
 from .splits import parse_splits, propose_splits
 
@@ -48,11 +48,15 @@ class Prepared:
 
 def prepare(problem, comm, outputs=(), overwrite=False):
     """Load and check everything on every rank, then agree: a ConfigError everywhere or
-    a ``Prepared`` everywhere. Existing ``outputs`` are an error unless ``overwrite``."""
+    a ``Prepared`` everywhere. The ``outputs`` (file paths) are checked first, on rank 0:
+    an existing file is an error unless ``overwrite``, and so is a path that cannot be
+    written (``outputs.check_writable``), all before the first iteration."""
     return comm.agree_on(lambda: _prepare(problem, comm.rank, outputs, overwrite))
 
 
 def _prepare(problem, rank, outputs, overwrite):
+    if rank == 0:
+        check_writable(outputs, overwrite)
     data = datasets.load_dataset(problem.data, problem.data_path, seed=problem.seed)
     if problem.train_limit is not None and problem.train_limit < len(data.y_train):
         k = problem.train_limit
@@ -63,9 +67,6 @@ def _prepare(problem, rank, outputs, overwrite):
         batch_size=problem.eval_batch, init_seed=problem.seed)
     layers = network_layers(data.n_features, problem.hidden, data.n_classes)
     splits = parse_splits(problem.splits, layers) if problem.splits else None
-    for path in outputs:
-        if rank == 0 and path and os.path.exists(path) and not overwrite:
-            raise ConfigError(f"{path} exists; pass --overwrite to replace it")
     return Prepared(data, objective, splits, _slow(problem.slow_rank))
 
 
@@ -135,20 +136,34 @@ def train(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), c
 
 
 def run(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), callback=None,
-        **about):
+        snapshot=None, **about):
     """Train, then collect: (History, ``result``). ``about`` adds to the result's config
-    (the data set's name, say). Collective on a distributed model."""
-    history = train(model, method, newton_config, sgd_config, callback)
+    (the data set's name, say). ``snapshot(partial)``, if given, is called on rank 0 after
+    every iteration or epoch with the result so far (``partial_result``), so a caller can
+    save it. Collective on a distributed model."""
     comm = getattr(model, "comm", None)
     config = config_dict(
         **about, optimizer=method, gn=model.gn, sync=model.sync,
         ranks=comm.size if comm else 1, objective=model.config,
         **({"newton": newton_config} if method == "newton" else {"sgd": sgd_config}))
+    if snapshot is not None and (comm is None or comm.rank == 0):
+        seen = []
+
+        def each(record):
+            if callback:
+                callback(record)
+            seen.append(record)
+            snapshot(partial_result(model, seen, config))
+    else:
+        each = callback
+    history = train(model, method, newton_config, sgd_config, each)
     return history, result(model, history, config)
 
 
 def result(model, history, config):
-    """{"config", "history", "final"} with messages and bytes summed over ranks.
+    """{"config", "history", "final"} with messages and bytes summed over ranks. "final"
+    holds the last record's accuracies, objective and time, and the run's "status":
+    "finished", or "diverged" with "diverged_at" (the iteration or epoch).
 
     Collective on a distributed model (one gather of the per-iteration ledgers); the
     complete result is on rank 0, other ranks get None.
@@ -164,9 +179,24 @@ def result(model, history, config):
             r["comm"] = combine_records([ledger[k][0] for ledger in per_rank])
             if "cg_iters" in r:
                 r["cg_iters_per_rank"] = [ledger[k][1] for ledger in per_rank]
+    return _assemble(model, records, config, history.status)
+
+
+def partial_result(model, records, config):
+    """The result so far, as ``result`` shapes it, with "status": "running", from this
+    rank's records as they are: no message. On rank 0 of a distributed model the "comm"
+    of each record is rank 0's own ledger, not yet summed over ranks (``result`` does that
+    at the end), and there is no "cg_iters_per_rank"."""
+    return _assemble(model, [dict(r) for r in records], config, "running")
+
+
+def _assemble(model, records, config, status):
     last = records[-1] if records else {}
     final = {key: last.get(key) for key in ("test_accuracy", "train_accuracy", "objective",
                                             "wall_time")}
+    final["status"] = status
+    if status == "diverged":
+        final["diverged_at"] = last.get("iter")
     grid = getattr(model, "grid", None)
     config = dict(config, layers=list(model.layers), C=model.C,
                   splits=list(grid.splits) if grid else None)

@@ -6,9 +6,18 @@ import numpy as np
 
 @dataclass
 class History:
-    """Per-iteration (Newton) or per-epoch (SGD) records, and the final parameters."""
+    """Per-iteration (Newton) or per-epoch (SGD) records, and the final parameters.
+
+    ``status`` is "finished", or "diverged" when a non-finite value ended the run (its
+    last record has ``diverged=True``)."""
     records: list = field(default_factory=list)
     theta: np.ndarray = None
+    status: str = "finished"
+
+    @property
+    def diverged_at(self):
+        """The iteration (or epoch) a diverged run stopped at; None otherwise."""
+        return self.records[-1]["iter"] if self.status == "diverged" and self.records else None
 
     @property
     def final(self):

@@ -34,6 +34,7 @@ class NewtonConfig:
                   ("lambda0", self.lambda0 >= 0), ("boost", self.boost > 1),
                   ("drop", 0 < self.drop < 1), ("eta", 0 < self.eta < 1),
                   ("max_halvings", self.max_halvings >= 0)]
+        checks += [(name, math.isfinite(value)) for name, value in vars(self).items()]
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"NewtonConfig: invalid {name} = {getattr(self, name)!r}")
@@ -78,6 +79,11 @@ def direction(model, J, g, lam, xi, cg_max):
               model.cg_stop)
 
 
+def nonfinite(**values):
+    """The names of the values that are not finite numbers (NaN or infinite)."""
+    return [name for name, value in values.items() if not math.isfinite(value)]
+
+
 def newton(model, config=NewtonConfig(), callback=None):
     """Train ``model`` by subsampled Gauss-Newton; returns a History.
 
@@ -86,7 +92,18 @@ def newton(model, config=NewtonConfig(), callback=None):
     d^T G_S d = -d^T g - d^T r - lambda d^T d comes from CG's residual r, no extra product.
     ``callback(record)`` is called after each iteration (rank 0 prints there). The wall
     time in the records is training time: the accuracy checks are not counted.
+
+    The first non-finite f, |g|, lambda, or inner product of the step (g'd, d'r, d'd) ends
+    the run: that iteration is recorded with ``diverged=True`` (and "nonfinite", the names
+    of the culprits), theta is left at its last finite value and the History's status is
+    "diverged". Each of these values is a global scalar, already summed over every rank,
+    so every rank stops at the same iteration.
     """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _newton(model, config, callback)
+
+
+def _newton(model, config, callback):
     rng = np.random.default_rng(config.seed)
     size = config.subsample_size(model.n_train)
     theta, lam, train_time = model.theta.copy(), config.lambda0, 0.0
@@ -99,10 +116,20 @@ def newton(model, config=NewtonConfig(), callback=None):
         with model.phase("gradient"):
             g, J = model.gradient_and_jacobian(theta, S)
             gnorm = math.sqrt(model.dot(g, g))
-        with model.phase("cg"):
-            res = direction(model, J, g, lam, config.xi, config.cg_max)
-            d = res.x
-            gd, dr, dd = model.dot(g, d), model.dot(d, res.residual), model.dot(d, d)
+        bad = nonfinite(**{"f": f, "|g|": gnorm, "lambda": lam})
+        if not bad:
+            with model.phase("cg"):
+                res = direction(model, J, g, lam, config.xi, config.cg_max)
+                d = res.x
+                gd, dr, dd = model.dot(g, d), model.dot(d, res.residual), model.dot(d, d)
+            bad = nonfinite(**{"g'd": gd, "d'r (CG residual)": dr, "d'd": dd})
+        if bad:
+            train_time += time.perf_counter() - tic
+            history.records.append(record_iteration(model, theta, dict(
+                iter=k, objective=f, grad_norm=gnorm, **{"lambda": lam},
+                wall_time=train_time, diverged=True, nonfinite=bad), callback))
+            history.status = "diverged"
+            break
         with model.phase("line_search"):
             alpha, f_new = line_search(model.objective, theta, d, f, gd, config.eta,
                                        config.max_halvings)
@@ -120,4 +147,3 @@ def newton(model, config=NewtonConfig(), callback=None):
         tic = time.perf_counter()
     history.theta = theta
     return history
-

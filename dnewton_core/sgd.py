@@ -5,6 +5,7 @@ Step t (over all epochs) on mini-batch B:
     lr_t = lr / (1 + decay t).
 The batches come from a seeded permutation per epoch, the same on every rank.
 """
+import math
 import time
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ class SGDConfig:
         checks = [("lr", self.lr > 0), ("momentum", 0 <= self.momentum < 1),
                   ("batch_size", self.batch_size >= 1), ("decay", self.decay >= 0),
                   ("epochs", self.epochs >= 0)]
+        checks += [(name, math.isfinite(value)) for name, value in vars(self).items()]
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"SGDConfig: invalid {name} = {getattr(self, name)!r}")
@@ -64,6 +66,7 @@ def _sgd(model, config, callback):
             iter=epoch, objective=f, lr=config.lr / (1.0 + config.decay * t),
             wall_time=train_time, diverged=not np.isfinite(f)), callback))
         if not np.isfinite(f):      # too large a learning rate: a result, not an error
+            history.status = "diverged"
             break
     history.theta = theta
     return history

@@ -8,7 +8,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dnewton_core"
 KERNEL = {"reference", "cg", "newton", "sgd", "history", "dense", "model", "partition",
-          "splits", "costs", "ledger", "data", "environment"}
+          "splits", "costs", "ledger", "data", "environment", "outputs"}
 MPI_LAYER = {"comm", "distributed"}
 FIGURES = {"figures", "study.figures", "classroom.figures"}
 THIRD_PARTY_OF_KERNEL = {"numpy"}
@@ -122,3 +122,14 @@ def test_no_module_over_about_400_lines():
     long = {name: n for name, path in MODULES.items()
             if (n := len(path.read_text().splitlines())) > 420 and name != "data"}
     assert not long, f"split these modules: {long}"
+
+
+def test_no_function_over_about_50_lines():
+    long = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > 55:
+                    long.append(f"{name}.{node.name}: {n} lines")
+    assert not long, f"split these functions: {long}"

@@ -1,8 +1,10 @@
 """The command line on one process: train, compare, help, and errors as one line."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -81,3 +83,171 @@ def test_help_explains_the_options():
     assert p.returncode == 0
     for flag in ("--splits", "--gn", "--sync", "--subsample", "--lr", "--json"):
         assert flag in p.stdout
+
+
+# -- outputs: checked before the first iteration, written atomically -----------------------
+
+def _files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _fails_on_path(p, started, path):
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert time.monotonic() - started < 10
+    assert len(p.stderr.strip().splitlines()) == 1 and str(path) in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and "iter" not in p.stdout
+
+
+@pytest.mark.parametrize("case", ["proc", "parent_file", "grandparent_file", "directory",
+                                  "read_only"])
+def test_bad_json_path_is_refused_before_training(tmp_path, case):
+    (tmp_path / "afile").write_text("x")
+    path = {"proc": "/proc/x.json", "parent_file": tmp_path / "afile" / "x.json",
+            "grandparent_file": tmp_path / "afile" / "sub" / "x.json",
+            "directory": tmp_path, "read_only": tmp_path / "ro" / "x.json"}[case]
+    if case == "read_only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a read-only directory")
+        (tmp_path / "ro").mkdir(mode=0o555)
+    before = _files(tmp_path)
+    t = time.monotonic()
+    p = cli("train", "--iters", 1000, "--json", path, timeout=60)
+    _fails_on_path(p, t, path)
+    assert _files(tmp_path) == before and not os.path.exists("/proc/x.json")
+
+
+@pytest.mark.parametrize("command", ["compare", "reproduce"])
+def test_out_directory_that_is_a_file_is_refused_before_training(tmp_path, command):
+    out = tmp_path / "out"
+    out.write_text("precious")
+    t = time.monotonic()
+    p = cli(command, "--iters", 50, "--epochs", 50, "--out", out, timeout=60)
+    _fails_on_path(p, t, out)
+    assert _files(tmp_path) == ["out"] and out.read_text() == "precious"
+
+
+def test_compare_refuses_to_replace_an_existing_figure(tmp_path):
+    out = tmp_path / "c"
+    out.mkdir()
+    figure = out / "accuracy_vs_time.png"
+    figure.write_bytes(b"someone's figure")
+    t = time.monotonic()
+    p = cli("compare", "--iters", 50, "--epochs", 50, "--out", out, timeout=60)
+    _fails_on_path(p, t, figure)
+    assert "--overwrite" in p.stderr
+    assert figure.read_bytes() == b"someone's figure" and _files(out) == [figure.name]
+
+
+def test_json_is_rewritten_each_iteration_and_survives_sigkill(tmp_path):
+    out = tmp_path / "f.json"
+    proc = subprocess.Popen([sys.executable, "-m", "dnewton_core", "train", "--iters", "1000",
+                             "--json", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=ENV)
+    try:
+        deadline, seen = time.monotonic() + 60, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.exists():
+                seen = json.loads(out.read_text())   # atomic: never half a file
+                if len(seen["history"]) >= 2:
+                    break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    r = json.loads(out.read_text())
+    assert set(r) == {"config", "history", "final"} and len(r["history"]) >= 2
+    assert r["final"]["status"] == "running" and r["config"]["newton.iters"] == 1000
+    assert [h["iter"] for h in r["history"]] == list(range(1, len(r["history"]) + 1))
+    assert r["final"]["test_accuracy"] == r["history"][-1]["test_accuracy"]
+
+
+def test_json_that_appears_during_the_run_is_not_replaced(tmp_path):
+    out = tmp_path / "f.json"
+    proc = subprocess.Popen([sys.executable, "-m", "dnewton_core", "train", "--iters", "2",
+                             "--hidden", "8", "--cg-max", "3", "--slow-rank", "0:0.4",
+                             "--json", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        for line in proc.stdout:                 # the header: checks done, training starts
+            if line.split()[:2] == ["iter", "f"]:
+                break
+        out.write_text("someone else's")
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2 and "appeared during the run" in err and str(out) in err
+    assert out.read_text() == "someone else's"
+
+
+# -- runs that fail numerically end as results ---------------------------------------------
+
+def test_diverging_sgd_exits_3_and_keeps_its_history(tmp_path):
+    out = tmp_path / "r.json"
+    p = cli("train", "--optimizer", "sgd", "--lr", 1e6, "--epochs", 5, "--hidden", "8",
+            "--json", out)
+    assert p.returncode == 3, p.stderr
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()] and "diverged at epoch 1" in p.stderr
+    assert "Traceback" not in p.stderr
+    r = json.loads(out.read_text())
+    assert set(r) == {"config", "history", "final"}
+    assert r["final"]["status"] == "diverged" and r["final"]["diverged_at"] == 1
+    assert len(r["history"]) == 1 and r["history"][-1]["diverged"] is True
+
+
+@pytest.mark.parametrize("args", [["--iters", 0], ["--optimizer", "sgd", "--epochs", 0]])
+def test_empty_runs_end_normally_and_write_json(tmp_path, args):
+    out = tmp_path / "r.json"
+    p = cli("train", *args, "--hidden", "8", "--json", out)
+    assert p.returncode == 0, p.stderr
+    assert "final: test accuracy -" in p.stdout and "Traceback" not in p.stderr
+    r = json.loads(out.read_text())
+    assert r["history"] == [] and r["final"]["status"] == "finished"
+
+
+@pytest.mark.parametrize("args", [["--lambda0", "1e308"], ["--C", "1e-300"]])
+def test_non_finite_newton_exits_3_without_nan_accuracy(tmp_path, args):
+    out = tmp_path / "r.json"
+    p = cli("train", "--iters", 3, "--hidden", "8", *args, "--json", out)
+    assert p.returncode == 3, p.stderr
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()]
+    assert "diverged at iteration 1: non-finite" in p.stderr
+    rows = [line.split() for line in p.stdout.splitlines() if line.split()[:1] == ["1"]]
+    assert len(rows) == 1 and rows[0][6] != "nan"
+    assert "nan" not in p.stdout.split("final:")[1].split(", f")[0]
+    r = json.loads(out.read_text())
+    assert r["final"]["status"] == "diverged" and r["history"][-1]["diverged"] is True
+    assert r["final"]["test_accuracy"] is not None
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_non_finite_constant_is_a_config_error(value):
+    p = cli("train", "--iters", 3, "--lambda0", value)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [p.stderr.strip()]
+    assert "lambda0" in p.stderr
+
+
+def test_compare_keeps_the_other_runs_when_sgd_diverges(tmp_path):
+    p = cli("compare", "--iters", 2, "--epochs", 3, "--hidden", "8", "--lr", 1e6,
+            "--out", tmp_path / "c")
+    assert p.returncode == 0, p.stderr
+    results = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert results["sgd"]["final"]["status"] == "diverged"
+    assert results["newton-full"]["final"]["status"] == "finished"
+    assert len(results["newton-full"]["history"]) == 2
+    assert (tmp_path / "c" / "accuracy_vs_time.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_reproduce_keeps_a_diverged_newton_run(tmp_path):
+    from dnewton_core.study import records
+    out = tmp_path / "study"
+    p = cli("reproduce", "--settings", "newton-full:0.05,sgd:0.01", "--seeds", 1,
+            "--iters", 2, "--epochs", 1, "--lambda0", 1e308, "--out", out)
+    assert p.returncode == 0, p.stderr
+    rows = {r["method"]: r for r in records.read_runs(out / "runs.csv")}
+    assert rows["newton-full"]["diverged"] is True and rows["sgd"]["diverged"] is False
+    assert _files(out) == sorted(["runs.csv", "curves.csv", "summary.md",
+                                  "accuracy_vs_time.png", "robustness.png"])

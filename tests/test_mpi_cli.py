@@ -169,3 +169,39 @@ def test_unknown_data_set_on_one_process_lists_the_known_ones():
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.strip().splitlines() == [p.stderr.strip()]
     assert "nosuch" in p.stderr and "digits" in p.stderr and "fashion-mnist" in p.stderr
+
+
+# -- outputs checked first; divergence ends every rank with exit status 3 -------------------
+
+def test_unwritable_json_is_refused_on_every_rank_before_training(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for path in ("/proc/x.json", tmp_path / "afile" / "x.json"):
+        t = time.monotonic()
+        p = mpirun(4, "train", "--iters", 1000, "--json", path, timeout=60)
+        assert_fails_fast(p, t, str(path))
+        assert time.monotonic() - t < 10 and "iter" not in p.stdout
+    assert sorted(os.listdir(tmp_path)) == ["afile"]
+
+
+@pytest.mark.parametrize("args", [
+    ["--iters", 3, "--C", "1e-300"],
+    ["--iters", 3, "--lambda0", "1e308", "--gn", "diag", "--sync", 0.5],
+    ["--optimizer", "sgd", "--lr", "1e6", "--epochs", 3, "--splits", "1,1,1,2",
+     "--hidden", "8,8"],
+])
+def test_a_diverging_run_ends_every_rank_with_status_3(tmp_path, args):
+    out = tmp_path / "r.json"
+    t = time.monotonic()
+    p = mpirun(4, "train", "--json", out, *args, timeout=60)
+    assert p.returncode == 3, (p.returncode, p.stderr)
+    assert time.monotonic() - t < 60
+    assert "diverged at" in p.stderr and "Traceback" not in p.stderr
+    r = json.loads(out.read_text())
+    assert r["final"]["status"] == "diverged" and r["history"][-1]["diverged"] is True
+    assert r["config"]["ranks"] == 4 and r["history"][-1]["comm"]   # summed over ranks
+
+
+def test_the_final_json_is_the_one_combined_over_ranks(tmp_path):
+    r = train_json(tmp_path, 4, "--iters", 2, "--hidden", "8")
+    assert r["final"]["status"] == "finished" and len(r["history"]) == 2
+    assert "cg_iters_per_rank" in r["history"][0]    # not rank 0's per-iteration snapshot

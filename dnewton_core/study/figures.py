@@ -9,8 +9,9 @@ from ..figures import METHOD_COLORS
 from ..figures import save as _save
 
 
-def accuracy_against_time(results, path, title=""):
-    """Test accuracy against training time, one line per run; saved to ``path``."""
+def accuracy_against_time(results, path, title="", replace=True):
+    """Test accuracy against training time, one line per run; saved to ``path`` (see
+    ``figures.save`` for ``replace``)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, r in results.items():
         h = [rec for rec in r["history"] if rec.get("test_accuracy") is not None]
@@ -21,10 +22,10 @@ def accuracy_against_time(results, path, title=""):
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return _save(fig, path, replace=replace)
 
 
-def accuracy_time_panels(panels, path, title=""):
+def accuracy_time_panels(panels, path, title="", replace=True):
     """Test accuracy against training time, one panel per method, one line per setting.
 
     ``panels``: {method: {setting label: (times, accuracies)}} (e.g. means over seeds).
@@ -52,10 +53,10 @@ def accuracy_time_panels(panels, path, title=""):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     axes[0][0].set_ylabel("test accuracy")
-    return _save(fig, path, title)
+    return _save(fig, path, title, replace)
 
 
-def robustness_strip(groups, path, title=""):
+def robustness_strip(groups, path, title="", replace=True):
     """Final test accuracy of every run, one column per setting, grouped by method.
 
     ``groups``: [(method, setting label, accuracies over seeds, diverged flags)]. Runs are
@@ -82,7 +83,7 @@ def robustness_strip(groups, path, title=""):
     ax.grid(alpha=0.3, axis="y")
     for method, color in METHOD_COLORS.items():
         ax.plot([], [], "o", color=color, label=method)
-    ax.plot([], [], "x", color="gray", label="diverged (SGD)")
+    ax.plot([], [], "x", color="gray", label="diverged")
     ax.legend(fontsize=7, loc="lower left")
     names = list(means)
     newton = [m for k in names if k.startswith("newton") for m in means[k]]
@@ -96,4 +97,4 @@ def robustness_strip(groups, path, title=""):
         box.set_xticklabels([name for name, _ in data], fontsize=8)
     box.set_title("spread of per-setting means", fontsize=9)
     box.grid(alpha=0.3, axis="y")
-    return _save(fig, path, title)
+    return _save(fig, path, title, replace)

@@ -1,9 +1,11 @@
 """The study's files of record: one row per run (runs.csv), one per iteration (curves.csv)."""
 import csv
+import io
 
 import numpy as np
 
 from ..ledger import LEDGER_PHASES, MONITORING, training_bytes
+from ..outputs import write_atomic
 
 
 def summarize_run(out, setting, seed, elapsed, budget):
@@ -49,12 +51,14 @@ CURVE_COLUMNS = ["run", "method", "setting", "seed", "iter", "wall_time", "objec
                  "train_accuracy", "test_accuracy", "cg_iters", "bytes"]
 
 
-def write_csv(path, rows, columns):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+def write_csv(path, rows, columns, replace=True):
+    """Write ``rows`` atomically (``outputs.write_atomic``; see there for ``replace``)."""
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    write_atomic(path, f.getvalue(), replace)
 
 
 def read_runs(path):

@@ -10,9 +10,11 @@ rank 0 alone prints (one line per run) and writes:
   summary.md      command, date, machine; the table per setting; the claims, measured
   accuracy_vs_time.png, robustness.png
 
-runs.csv and curves.csv are rewritten after every run, so a study cut short keeps the runs
-it finished. Seeds 0..K-1 seed the initialization, the subsamples S and the SGD batch
-order; the train/test split is the data set's own and is the same in every run.
+Every file is checked before the first run (``experiment.prepare``) and written atomically
+(``outputs``). runs.csv and curves.csv are rewritten after every run, so a study cut short
+keeps the runs it finished; a run that diverges (SGD or Newton) is one of them. Seeds
+0..K-1 seed the initialization, the subsamples S and the SGD batch order; the train/test
+split is the data set's own and is the same in every run.
 """
 import dataclasses
 import datetime
@@ -22,6 +24,7 @@ import time
 from .. import environment
 from ..experiment import build_model, grid_splits, prepare, run
 from ..newton import NewtonConfig
+from ..outputs import write_atomic
 from ..sgd import SGDConfig
 from . import records, report
 from .provenance import machine_info
@@ -90,8 +93,10 @@ def run_study(plan, comm):
             rows.append(row)
             curves += [dict(c, run=row["run"], method=setting.method, setting=setting.label,
                             seed=seed) for c in curve]
-            records.write_csv(paths["runs.csv"], rows, records.RUN_COLUMNS)
-            records.write_csv(paths["curves.csv"], curves, records.CURVE_COLUMNS)
+            first = len(rows) == 1          # a file that appeared since the check: refuse
+            replace = plan.overwrite or not first
+            records.write_csv(paths["runs.csv"], rows, records.RUN_COLUMNS, replace)
+            records.write_csv(paths["curves.csv"], curves, records.CURVE_COLUMNS, replace)
             say(_progress(row, total, setting, seed), flush=True)
     if comm.rank == 0:
         info = dict(machine_info(), ranks=comm.size, load_start=load_start,
@@ -106,7 +111,7 @@ def _progress(row, total, setting, seed):
     fmt = report._fmt
     return (f"[{row['run']:>3}/{total}] {setting.label:<30} seed {seed}: test "
             f"{fmt(row['test_accuracy'], '.4f')}, f {fmt(row['objective'], '.4g')}, "
-            f"{row['iterations']} {row['unit']}s, {row['wall_time']:.2f} s, "
+            f"{row['iterations']} {row['unit']}s, {fmt(row['wall_time'], '.2f')} s, "
             f"{row['bytes_total'] / 1e6:.2f} MB (CG {row['bytes_cg'] / 1e6:.3f})"
             + (", DIVERGED" if row["diverged"] else ""))
 
@@ -116,10 +121,10 @@ def _write_report(plan, paths, info, rows, curves, notes, started, seconds, data
     stats = report.aggregate(rows)
     summary = report.summary_markdown(plan, info, stats, rows, curves, notes, started, seconds,
                                       data_note)
-    with open(paths["summary.md"], "w") as f:
-        f.write(summary)
+    write_atomic(paths["summary.md"], summary, plan.overwrite)
     panels, groups = report.figure_inputs(stats, rows, curves)
-    accuracy_time_panels(panels, paths["accuracy_vs_time.png"], title=title)
-    robustness_strip(groups, paths["robustness.png"], title=title)
+    accuracy_time_panels(panels, paths["accuracy_vs_time.png"], title=title,
+                         replace=plan.overwrite)
+    robustness_strip(groups, paths["robustness.png"], title=title, replace=plan.overwrite)
     print(report.settings_table(stats))
     print(f"wrote {', '.join(OUTPUTS)} in {plan.out} ({seconds / 60:.1f} min)")

@@ -1,0 +1,102 @@
+"""Output files: checked before a run, written atomically.
+
+``check_writable`` runs before the first iteration (on rank 0, inside the agreed
+validation of ``experiment.prepare``): a bad place to write ends the run at once with one
+line naming the path, instead of after the whole training. ``write_atomic`` and
+``atomic_path`` write into a temporary file in the same directory and then rename it over
+the target, so a reader (or a run killed mid-write, or a full disk) sees the old file or
+the new one, never half of one. Standard library only.
+"""
+import contextlib
+import os
+import tempfile
+
+
+def check_writable(paths, overwrite=False):
+    """Raise ValueError (a ``model.ConfigError`` is one) naming the first path of ``paths``
+    that cannot be written: an existing file without ``overwrite``, a directory, or a
+    parent that cannot be created or written. Creates nothing: the probe file is removed."""
+    for path in paths:
+        if not path:
+            continue
+        if os.path.isdir(path):
+            raise ValueError(f"cannot write {path}: it is a directory")
+        if os.path.lexists(path) and not overwrite:
+            raise ValueError(f"{path} exists; pass --overwrite to replace it")
+        _probe(path, _existing_ancestor(path))
+
+
+def _existing_ancestor(path):
+    """The nearest existing ancestor directory of ``path``'s parent, or a ValueError."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"cannot write {path}: {parent} is not a directory")
+    return parent
+
+
+def _probe(path, directory):
+    """Create and remove a file in ``directory`` (which may be an ancestor of the parent)."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-check-")
+    except OSError as e:
+        raise ValueError(f"cannot write {path}: {directory} is not writable "
+                         f"({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def write_atomic(path, data, replace=True):
+    """Write ``data`` (str or bytes) to ``path`` through a temporary file in the same
+    directory (created if missing), then rename it over ``path``. With ``replace=False`` an
+    existing ``path`` (one that appeared since it was checked) is a FileExistsError and is
+    left alone."""
+    mode = "wb" if isinstance(data, (bytes, bytearray)) else "w"
+    with atomic_path(path, replace) as tmp, open(tmp, mode) as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path, replace=True):
+    """Yield a temporary path in ``path``'s directory with the same suffix (so writers such
+    as matplotlib's ``savefig`` infer the format); when the block ends without an error,
+    rename it to ``path`` (see ``write_atomic`` for ``replace``). On an error the
+    temporary file is removed and ``path`` is untouched."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    name = os.path.basename(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.",
+                               suffix=os.path.splitext(name)[1] or ".tmp")
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())      # as open() would create it, not mkstemp's 0600
+        yield tmp
+        _rename(tmp, path, replace)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def _rename(tmp, path, replace):
+    if replace:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)                    # atomic, and fails if path exists
+    except FileExistsError:
+        raise FileExistsError(f"{path} appeared during the run; pass --overwrite to "
+                              "replace it") from None
+    except OSError:                           # a file system without hard links
+        if os.path.lexists(path):
+            raise FileExistsError(f"{path} appeared during the run; pass --overwrite to "
+                                  "replace it") from None
+        os.replace(tmp, path)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
