@@ -11,7 +11,9 @@ Exit statuses:
        iteration run, nothing written); anything raised later on one rank aborts the job
   3    train diverged: the first non-finite f, |g|, lambda or step ended the run; one line
        says where, and --json holds the history up to it
-  130  interrupted (Ctrl-C)
+  4    under mpiexec, a rank waited longer than --stall-timeout in one collective: one line
+       names the phase, the group and the ranks that did not arrive
+  130  interrupted: Ctrl-C or SIGTERM, to mpiexec or to any rank (one line)
 
 Outputs (train --json; compare's compare.json and figure; reproduce's files) are checked
 before the first iteration (writable, and not already there unless --overwrite) and
@@ -21,6 +23,7 @@ is rewritten after every iteration or epoch, so a killed run keeps its history s
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -37,9 +40,23 @@ from .study import settings as study
 
 DIVERGED = 3       # exit status of a train run that diverged
 
+# Seconds one collective may wait before the job ends as stalled: far above any wait of the
+# committed studies (a Newton iteration of Fashion-MNIST 784-300-300-10 takes about 8 s).
+STALL_TIMEOUT = 600.0
+
 # Seconds a failing rank waits between printing its error and MPI_Abort: Abort tears the job
 # down at once, and under load mpiexec (hydra) lost the rank's last line (seen once in CI).
 ABORT_GRACE = 0.5
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def _positive_ints(text):
@@ -168,6 +185,10 @@ def shared_options(hidden=(64, 64)):
                    help="teaching device: make RANK sleep SECONDS in each Gauss-Newton product")
     g.add_argument("--overwrite", action="store_true",
                    help="replace existing output files instead of stopping")
+    g.add_argument("--stall-timeout", type=_seconds, default=STALL_TIMEOUT, metavar="SECONDS",
+                   help="under mpiexec: end the job, naming the ranks that did not arrive, "
+                        "when a rank waits longer than this in one collective (default "
+                        f"{STALL_TIMEOUT:g}; 0: never)")
 
     return network, _constants(), _budgets()
 
@@ -353,15 +374,20 @@ def main(argv=None):
     comm = Comm.on_world()
     if comm.rank != 0:                                # argparse talks on rank 0 only
         sys.stdout = sys.stderr = open(os.devnull, "w")
+    signal.signal(signal.SIGTERM, _interrupt)         # one process: as Ctrl-C
+    guard = None
     try:
         args = parser().parse_args(argv)
+        guard = comm.guard(args.stall_timeout)        # several ranks: signals and stalls
         commands = {"train": cmd_train, "compare": cmd_compare, "reproduce": cmd_reproduce}
         return commands[args.command](args, comm)
     except ConfigError as e:                          # agreed on by every rank
         if comm.rank == 0:
             print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:                         # one process (the guard has the others)
+        print("error: interrupted; the outputs hold the last completed iteration",
+              file=sys.__stderr__, flush=True)
         return 130
     except Exception as e:                           # one rank failed mid-run: end them all
         print(f"error: rank {comm.rank}: {type(e).__name__}: {e}", file=sys.__stderr__,
@@ -370,3 +396,10 @@ def main(argv=None):
             time.sleep(ABORT_GRACE)                   # let mpiexec forward the line first
             comm.abort(2)
         return 2
+    finally:
+        if guard is not None:
+            guard.stop()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

@@ -113,3 +113,45 @@ def test_a_guarded_job_that_finishes_says_nothing():
     proc, marker = start("--iters", 200, "--stall-timeout", 2)
     code, errors, _ = finish(proc, marker, within=30)
     assert code == 0 and errors == []
+
+
+def _train(tmp_path, n, *extra):
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, **blas_environment(), **{MARK: marker})
+    cmd = [sys.executable, "-m", "dnewton_core", "train", "--iters", "100000", "--json",
+           str(tmp_path / "run.json"), *extra]
+    if n > 1:
+        cmd = [find_mpiexec(), "-n", str(n), *cmd]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "run.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    return proc, marker
+
+
+@pytest.mark.parametrize("n, sig", [(4, signal.SIGINT), (4, signal.SIGTERM),
+                                    (1, signal.SIGINT), (1, signal.SIGTERM)])
+def test_an_interrupted_training_ends_with_one_line_and_keeps_its_history(tmp_path, n, sig):
+    import json
+    proc, marker = _train(tmp_path, n)
+    tic = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the run did not end within 10 s of the signal")
+    assert time.monotonic() - tic < 5.0
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == INTERRUPT_EXIT and len(errors) == 1, err[-2000:]
+    assert "interrupted" in errors[0]
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert len(saved["history"]) >= 1 and saved["final"]["status"] == "running"
+
+
+def test_the_stall_timeout_is_checked():
+    out = subprocess.run([sys.executable, "-m", "dnewton_core", "train", "--stall-timeout",
+                          "-1"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and "--stall-timeout" in out.stderr
