@@ -12,9 +12,16 @@ Sources (see ``data/README.md`` for how to get the files):
   a directory; pixels divided by 255, images flattened to 784 features. Fashion-MNIST is looked
   for in ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``) if no path
   is given.
-* ``letter``, ``pendigits``, ``satimage``, ``usps``, ``sensit-vehicle``, ``mnist-libsvm`` --
-  the LIBSVM files of the paper's experiments in a directory (plain or ``.bz2``); with no path,
-  ``data/cache/<name>`` (where :func:`download_libsvm` puts them) is tried.
+* ``satimage``, ``letter``, ``shuttle``, ``dna`` -- the Statlog sets as R data files of the R
+  package mlbench (``Satellite.rda``, ...), read with the pure-Python package ``rdata`` (R is never
+  started); found where Debian's ``r-cran-mlbench`` installs them (``MLBENCH_DIRS``), or in the
+  directory (or file) ``path``. The standard split: the first rows train, the last test
+  (``STATLOG_FILES``); features scaled to [-1, 1] from the training part as LIBSVM's ``.scale``
+  files are (:func:`svm_scale`), DNA's 0/1 indicators kept as 0/1.
+* ``letter-libsvm``, ``satimage-libsvm``, ``pendigits``, ``usps``, ``sensit-vehicle``,
+  ``mnist-libsvm`` -- the LIBSVM files of the paper's experiments in a directory (plain or
+  ``.bz2``); with no path, ``data/cache/<name>`` (where :func:`download_libsvm` puts them) is
+  tried.
 * ``svmlight`` -- any svmlight/LIBSVM file pair, ``path="TRAIN[,TEST]"``; with no test file a
   seeded, stratified 80/20 split of TRAIN.
 
@@ -122,9 +129,17 @@ DATASETS = {
     "fashion-mnist": "Zalando's Fashion-MNIST IDX files, 60000/10000, 784 features, 10 classes "
                      f"(default path {FASHION_MNIST_DIR})",
     "mnist": "MNIST IDX files, 60000/10000, 784 features, 10 classes (path=DIR)",
-    "letter": "LIBSVM letter.scale[.t], 15000/5000, 16 features, 26 classes (path=DIR)",
+    "satimage": "Statlog Landsat satimage, mlbench's Satellite.rda, 4435/2000, 36 features, "
+                "6 classes, scaled to [-1, 1] (found where r-cran-mlbench installs it, or path=DIR|FILE)",
+    "letter": "Statlog letter, mlbench's LetterRecognition.rda, 15000/5000, 16 features, 26 classes, "
+              "scaled to [-1, 1] (found where r-cran-mlbench installs it, or path=DIR|FILE)",
+    "shuttle": "Statlog shuttle, mlbench's Shuttle.rda, 43500/14500, 9 features, 7 classes, "
+               "scaled to [-1, 1] (found where r-cran-mlbench installs it, or path=DIR|FILE)",
+    "dna": "Statlog DNA splice junctions, mlbench's DNA.rda, 2000/1186, 180 binary features, "
+           "3 classes (found where r-cran-mlbench installs it, or path=DIR|FILE)",
+    "letter-libsvm": "LIBSVM letter.scale[.t], 15000/5000, 16 features, 26 classes (path=DIR)",
+    "satimage-libsvm": "LIBSVM satimage.scale[.t], 4435/2000, 36 features, 6 classes (path=DIR)",
     "pendigits": "LIBSVM pendigits[.t], 7494/3498, 16 features, 10 classes (path=DIR)",
-    "satimage": "LIBSVM satimage.scale[.t], 4435/2000, 36 features, 6 classes (path=DIR)",
     "usps": "LIBSVM usps[.t], 7291/2007, 256 features, 10 classes (path=DIR)",
     "sensit-vehicle": "LIBSVM SensIT Vehicle combined_scale[.t], 78823/19705, 100 features, "
                       "3 classes (path=DIR)",
@@ -280,9 +295,9 @@ def _load_idx_dir(name, directory):
 # plain, .bz2 or .gz. The SHA-256 sums could not be obtained where this was written (no network):
 # download_libsvm records the sum it sees first in CACHE_DIR/SHA256SUMS (trust on first use).
 LIBSVM_FILES = {
-    "letter": ("letter.scale", "letter.scale.t"),
+    "letter-libsvm": ("letter.scale", "letter.scale.t"),
+    "satimage-libsvm": ("satimage.scale", "satimage.scale.t"),
     "pendigits": ("pendigits", "pendigits.t"),
-    "satimage": ("satimage.scale", "satimage.scale.t"),
     "usps": ("usps.bz2", "usps.t.bz2"),
     "sensit-vehicle": ("vehicle/combined_scale.bz2", "vehicle/combined_scale.t.bz2"),
     "mnist-libsvm": ("mnist.scale.bz2", "mnist.scale.t.bz2"),
@@ -469,6 +484,177 @@ def _load_libsvm_dir(name, directory):
     return _svmlight_dataset(name, str(directory), *found)
 
 
+# --------------------------------------------------------------------------- Statlog sets (R data)
+
+# The Statlog sets as the R package mlbench ships them (Debian: r-cran-mlbench): R data files, read
+# with the pure-Python package rdata (R is never started). Each file holds one data frame: the
+# feature columns and a factor class column, the rows of the Statlog training file first, then
+# those of its test file (data/README.md: what was checked, and against what).
+MLBENCH_DIRS = ("/usr/lib/R/site-library/mlbench/data", "/usr/local/lib/R/site-library/mlbench/data")
+MLBENCH_INSTALL = "apt-get install --no-install-recommends r-cran-mlbench"
+
+
+@dataclass(frozen=True)
+class StatlogFile:
+    """A Statlog set in mlbench: its file, the data frame in it, the class column (an R factor),
+    and the standard split, the first ``n_train`` rows train and the last ``n_test`` test."""
+
+    file: str
+    frame: str
+    label: str
+    n_train: int
+    n_test: int
+    n_features: int
+    binary: bool = False  # 0/1 indicators (R factors in DNA.rda): kept as 0/1, not rescaled
+
+
+STATLOG_FILES = {
+    "satimage": StatlogFile("Satellite.rda", "Satellite", "classes", 4435, 2000, 36),
+    "letter": StatlogFile("LetterRecognition.rda", "LetterRecognition", "lettr", 15000, 5000, 16),
+    "shuttle": StatlogFile("Shuttle.rda", "Shuttle", "Class", 43500, 14500, 9),
+    "dna": StatlogFile("DNA.rda", "DNA", "Class", 2000, 1186, 180, binary=True),
+}
+
+
+def svm_scale(X_train, *others, lower=-1.0, upper=1.0):
+    """Scale every feature linearly to [lower, upper] by its minimum and maximum over ``X_train``,
+    as LIBSVM's ``svm-scale`` makes the ``.scale`` files (the test part gets the training ranges,
+    ``svm-scale -r``, so it may fall outside). A feature constant in training maps to 0 in every
+    part (``svm-scale`` writes no value for it). Returns the scaled ``X_train, *others``."""
+    X_train = np.asarray(X_train, dtype=np.float64)
+    lo, hi = X_train.min(axis=0), X_train.max(axis=0)
+    width = np.where(hi > lo, hi - lo, 1.0)
+
+    def scale(X):
+        X = np.asarray(X, dtype=np.float64)
+        return np.where(hi > lo, lower + (upper - lower) * (X - lo) / width, 0.0)
+    return (scale(X_train),) + tuple(scale(X) for X in others)
+
+
+def _statlog_hint(name):
+    spec = STATLOG_FILES[name]
+    twin = f" (LIBSVM's {name} files: '{name}-libsvm')" if f"{name}-libsvm" in LIBSVM_FILES else ""
+    return (f"The '{name}' data set{twin} reads {spec.file} of the R package mlbench: install it "
+            f"with `{MLBENCH_INSTALL}` (Debian/Ubuntu; R is never started), or give path= "
+            f"(--data-path) a directory holding {spec.file}, or the file itself; see data/README.md.")
+
+
+def _find_statlog_file(name, path):
+    """The .rda file of Statlog set ``name``: ``path`` (a directory holding it, or the file), or
+    with no path the first of MLBENCH_DIRS that holds it; DataError, one line, otherwise."""
+    spec = STATLOG_FILES[name]
+    if path is None:
+        for directory in MLBENCH_DIRS:
+            if (Path(directory) / spec.file).is_file():
+                return Path(directory) / spec.file
+        raise DataError(f"no {spec.file} in {' or '.join(MLBENCH_DIRS)}. {_statlog_hint(name)}")
+    path = Path(path)
+    if path.is_dir():
+        if not (path / spec.file).is_file():
+            raise DataError(f"{path}: no {spec.file} in this directory. {_statlog_hint(name)}")
+        return path / spec.file
+    if not path.is_file():
+        raise DataError(f"{path}: no such file or directory. {_statlog_hint(name)}")
+    return path
+
+
+def _read_rda_frame(path, spec):
+    """The data frame ``spec.frame`` of an R data file (or its only object), read by rdata."""
+    try:
+        import rdata
+    except ImportError as e:
+        raise DataError(f"{path}: reading R data files needs the Python package rdata "
+                        "(pip install rdata)") from e
+    try:
+        with warnings.catch_warnings():
+            # rdata's guesses: mlbench's files (R format 2) name no text encoding (their strings
+            # are ASCII); a file that is no .rda is tried as .rds. What it reads is checked below.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"rdata(\.|$)")
+            objects = rdata.read_rda(str(path))
+    except Exception as e:  # rdata's parser raises EOFError, ValueError, lzma/zlib errors, ...
+        detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        raise DataError(f"{path}: cannot read as an R data file, truncated or corrupt? "
+                        f"({detail})") from e
+    only = next(iter(objects.values())) if len(objects) == 1 else None
+    frame = objects.get(spec.frame, only)
+    if not hasattr(frame, "columns"):
+        raise DataError(f"{path}: no data frame '{spec.frame}' in the file (it holds: "
+                        f"{', '.join(map(str, objects)) or 'nothing'})")
+    return frame
+
+
+def _abbreviate(names, keep=6):
+    names = [repr(str(n)) for n in names]
+    more = f", ... ({len(names)} in all)" if len(names) > keep else ""
+    return ", ".join(names[:keep]) + more
+
+
+def _feature_values(path, name, column, binary):
+    """One feature column as float64 (NaN where R has NA). Numbers, or for ``binary`` sets also
+    factors with levels '0' and '1' (DNA.rda's indicators)."""
+    if hasattr(column, "cat"):
+        levels = [str(v) for v in column.cat.categories]
+        if not (binary and set(levels) <= {"0", "1"}):
+            raise DataError(f"{path}: feature column '{name}' is a factor (levels "
+                            f"{_abbreviate(levels, 4)}); expected numbers")
+        codes = column.cat.codes.to_numpy()
+        return np.array([float(v) for v in levels] + [np.nan])[codes]  # code -1 (NA) -> NaN
+    if column.dtype.kind not in "biuf":
+        raise DataError(f"{path}: feature column '{name}' holds {column.dtype}, not numbers")
+    return column.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _statlog_arrays(path, frame, spec):
+    """(X (l, n_features) float64, class codes (l,), factor levels) of the frame, checked."""
+    columns = list(frame.columns)
+    if spec.label not in columns:
+        raise DataError(f"{path}: no class column '{spec.label}' (columns: {_abbreviate(columns)})")
+    features = [c for c in columns if c != spec.label]
+    if len(features) != spec.n_features:
+        raise DataError(f"{path}: {len(features)} feature columns besides '{spec.label}', "
+                        f"expected {spec.n_features} ({_abbreviate(features)})")
+    label = frame[spec.label]
+    if not hasattr(label, "cat"):
+        raise DataError(f"{path}: class column '{spec.label}' is not a factor ({label.dtype})")
+    codes = label.cat.codes.to_numpy().astype(np.int64)
+    if (codes < 0).any():
+        raise DataError(f"{path}: missing class (NA) in row {np.flatnonzero(codes < 0)[0] + 1}")
+    X = np.column_stack([_feature_values(path, c, frame[c], spec.binary) for c in features])
+    bad = ~np.isfinite(X)
+    if bad.any():
+        row = int(np.flatnonzero(bad.any(axis=1))[0])
+        col = int(np.flatnonzero(bad[row])[0])
+        raise DataError(f"{path}: missing or non-finite value ({X[row, col]}) in feature column "
+                        f"'{features[col]}', row {row + 1}")
+    if spec.binary and not np.isin(X, (0.0, 1.0)).all():
+        row, col = (int(i[0]) for i in np.nonzero(~np.isin(X, (0.0, 1.0))))
+        raise DataError(f"{path}: value {X[row, col]} in feature column '{features[col]}', row "
+                        f"{row + 1}; expected 0 or 1")
+    return X, codes, [str(v) for v in label.cat.categories]
+
+
+def _load_statlog(name, path):
+    """Statlog set ``name`` with its standard split: features scaled by svm_scale from the
+    training rows (binary sets as they are); class c is the c-th factor level that occurs, so the
+    classes keep the order of the Statlog codes (data/README.md)."""
+    spec = STATLOG_FILES[name]
+    file = _find_statlog_file(name, path)
+    frame = _read_rda_frame(file, spec)
+    need = spec.n_train + spec.n_test
+    if len(frame) != need:
+        problem = "too few" if len(frame) < need else "too many"
+        raise DataError(f"{file}: {len(frame)} rows, {problem} for the standard split of '{name}' "
+                        f"(the first {spec.n_train} rows train, the last {spec.n_test} test)")
+    X, codes, levels = _statlog_arrays(file, frame, spec)
+    used = np.unique(codes)
+    y = np.searchsorted(used, codes)
+    X_train, X_test = X[:spec.n_train], X[spec.n_train:]
+    if not spec.binary:
+        X_train, X_test = svm_scale(X_train, X_test)
+    return Dataset(name, X_train, y[:spec.n_train], X_test, y[spec.n_train:],
+                   tuple(levels[c] for c in used), str(file))
+
+
 # --------------------------------------------------------------------------- the one entry point
 
 def load_dataset(name: str, path: str | None = None, seed: int = 0) -> Dataset:
@@ -485,6 +671,8 @@ def load_dataset(name: str, path: str | None = None, seed: int = 0) -> Dataset:
             raise DataError("the 'mnist' data set needs path=DIR holding the IDX files "
                             f"{', '.join(_IDX_FILES)} (each may be .gz); see data/README.md")
         return _load_idx_dir(name, path)
+    if name in STATLOG_FILES:
+        return _load_statlog(name, path)
     if name == "svmlight":
         if not path:
             raise DataError("the 'svmlight' data set needs path=TRAIN[,TEST] (svmlight/LIBSVM "

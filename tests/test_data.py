@@ -24,6 +24,7 @@ from dnewton_core.data import (
     load_dataset,
     load_idx,
     load_svmlight_pair,
+    svm_scale,
 )
 
 # ------------------------------------------------------------------ digits and Dataset
@@ -99,8 +100,9 @@ def test_unknown_name_lists_known_names():
     assert "unknown data set 'nosuch'" in str(err.value)
     for name in DATASETS:
         assert name in str(err.value)
-    assert {"digits", "fashion-mnist", "mnist", "letter", "pendigits", "satimage", "usps",
-            "sensit-vehicle", "mnist-libsvm", "svmlight"} <= set(DATASETS)
+    assert {"digits", "fashion-mnist", "mnist", "satimage", "letter", "shuttle", "dna",
+            "letter-libsvm", "satimage-libsvm", "pendigits", "usps", "sensit-vehicle",
+            "mnist-libsvm", "svmlight"} <= set(DATASETS)
 
 
 # ------------------------------------------------------------------ IDX
@@ -336,8 +338,8 @@ def test_named_libsvm_set_from_a_directory_with_bz2(tmp_path):
         f.write(TRAIN)
     (tmp_path / "letter.scale.t").write_bytes(TEST)
     with unseen_9():
-        ds = load_dataset("letter", path=str(tmp_path))
-    assert ds.name == "letter" and ds.source == str(tmp_path)
+        ds = load_dataset("letter-libsvm", path=str(tmp_path))
+    assert ds.name == "letter-libsvm" and ds.source == str(tmp_path)
     assert ds.X_train.shape == (4, 8) and ds.classes == (-1, 3, 7, 9)
 
 
@@ -417,9 +419,9 @@ def test_svmlight_test_classes_never_seen_in_training_warn_once(tmp_path):
         ds = load_svmlight_pair(tr, te)
     assert ds.classes == (1, 2, 7, 8) and ds.y_test.tolist() == [0, 2, 3]
     with pytest.warns(DataWarning) as record:
-        load_dataset("satimage", path=str(tmp_path))
+        load_dataset("satimage-libsvm", path=str(tmp_path))
     assert len(record) == 1  # the directory loader builds its Dataset once
-    assert str(record[0].message).startswith(f"satimage ({tmp_path}): the test part has "
+    assert str(record[0].message).startswith(f"satimage-libsvm ({tmp_path}): the test part has "
                                              "classes never seen in training: 7, 8")
     assert record[0].filename == data.__file__  # points at the loader, not into dataclasses
 
@@ -439,45 +441,45 @@ def no_partial_files(directory):
 
 def test_download_caches_records_sums_and_does_not_download_again(tmp_path):
     url, cache = serve_letter(tmp_path / "remote"), tmp_path / "cache"
-    train, test = download_libsvm("letter", cache_dir=cache, base_url=url)
-    assert (train, test) == (str(cache / "letter" / "letter.scale"),
-                             str(cache / "letter" / "letter.scale.t"))
+    train, test = download_libsvm("letter-libsvm", cache_dir=cache, base_url=url)
+    assert (train, test) == (str(cache / "letter-libsvm" / "letter.scale"),
+                             str(cache / "letter-libsvm" / "letter.scale.t"))
     assert Path(train).read_bytes() == TRAIN and Path(test).read_bytes() == TEST
     sums = (cache / "SHA256SUMS").read_text().splitlines()
-    assert sums == [f"{hashlib.sha256(TRAIN).hexdigest()}  letter/letter.scale",
-                    f"{hashlib.sha256(TEST).hexdigest()}  letter/letter.scale.t"]
+    assert sums == [f"{hashlib.sha256(TRAIN).hexdigest()}  letter-libsvm/letter.scale",
+                    f"{hashlib.sha256(TEST).hexdigest()}  letter-libsvm/letter.scale.t"]
     assert no_partial_files(cache)
     with unseen_9():
-        assert load_dataset("letter", path=str(cache / "letter")).X_train.shape == (4, 8)
+        assert load_dataset("letter-libsvm", path=str(cache / "letter-libsvm")).X_train.shape == (4, 8)
 
     shutil.rmtree(tmp_path / "remote")  # a second download would now fail
-    assert download_libsvm("letter", cache_dir=cache, base_url=url) == (train, test)
+    assert download_libsvm("letter-libsvm", cache_dir=cache, base_url=url) == (train, test)
 
 
 def test_download_checks_against_the_recorded_sum(tmp_path):
     url, cache = serve_letter(tmp_path / "remote"), tmp_path / "cache"
-    train, _ = download_libsvm("letter", cache_dir=cache, base_url=url)
-    (cache / "letter" / "letter.scale").unlink()
+    train, _ = download_libsvm("letter-libsvm", cache_dir=cache, base_url=url)
+    (cache / "letter-libsvm" / "letter.scale").unlink()
     serve_letter(tmp_path / "remote", train=TRAIN + b"1 1:1\n")  # the server's copy changed
     with pytest.raises(DataError, match="SHA-256 .* differs from") as err:
-        download_libsvm("letter", cache_dir=cache, base_url=url)
+        download_libsvm("letter-libsvm", cache_dir=cache, base_url=url)
     assert "letter.scale" in str(err.value)
-    assert not (cache / "letter" / "letter.scale").exists() and no_partial_files(cache)
+    assert not (cache / "letter-libsvm" / "letter.scale").exists() and no_partial_files(cache)
 
 
 def test_download_refuses_a_changed_cached_file(tmp_path):
     url, cache = serve_letter(tmp_path / "remote"), tmp_path / "cache"
-    _, test = download_libsvm("letter", cache_dir=cache, base_url=url)
+    _, test = download_libsvm("letter-libsvm", cache_dir=cache, base_url=url)
     with open(test, "ab") as f:
         f.write(b"3 1:1\n")
     with pytest.raises(DataError, match=rf"{test}: SHA-256 .* differs"):
-        download_libsvm("letter", cache_dir=cache, base_url=url)
+        download_libsvm("letter-libsvm", cache_dir=cache, base_url=url)
 
 
 def pin_sum(cache, digest):
     """Write letter.scale's sum into SHA256SUMS before any download (pinning it)."""
     cache.mkdir()
-    (cache / "SHA256SUMS").write_text(f"{digest}  letter/letter.scale\n")
+    (cache / "SHA256SUMS").write_text(f"{digest}  letter-libsvm/letter.scale\n")
     return (cache / "SHA256SUMS").read_text()
 
 
@@ -485,24 +487,24 @@ def test_download_pinned_sum_mismatch_deletes_the_download(tmp_path):
     url, cache = serve_letter(tmp_path / "remote"), tmp_path / "cache"
     pinned = pin_sum(cache, "0" * 64)
     with pytest.raises(DataError, match=rf"differs from 0{{64}} recorded in {cache}/SHA256SUMS"):
-        download_libsvm("letter", cache_dir=cache, base_url=url)
-    assert list((cache / "letter").iterdir()) == []
+        download_libsvm("letter-libsvm", cache_dir=cache, base_url=url)
+    assert list((cache / "letter-libsvm").iterdir()) == []
     assert (cache / "SHA256SUMS").read_text() == pinned  # nothing recorded
 
 
 def test_download_pinned_right_sum_is_accepted_and_kept(tmp_path):
     url, cache = serve_letter(tmp_path / "remote"), tmp_path / "cache"
     pinned = pin_sum(cache, hashlib.sha256(TRAIN).hexdigest())
-    download_libsvm("letter", cache_dir=cache, base_url=url)
+    download_libsvm("letter-libsvm", cache_dir=cache, base_url=url)
     assert (cache / "SHA256SUMS").read_text() == \
-        pinned + f"{hashlib.sha256(TEST).hexdigest()}  letter/letter.scale.t\n"
+        pinned + f"{hashlib.sha256(TEST).hexdigest()}  letter-libsvm/letter.scale.t\n"
 
 
 def test_libsvm_registry_is_shared_by_loader_and_downloader(tmp_path):
     assert data.LIBSVM_FILES["sensit-vehicle"] == ("vehicle/combined_scale.bz2",
                                                    "vehicle/combined_scale.t.bz2")
     assert set(data.LIBSVM_FILES) == set(DATASETS) - {"digits", "fashion-mnist", "mnist",
-                                                      "svmlight"}
+                                                      "svmlight"} - set(data.STATLOG_FILES)
     with pytest.raises(DataError, match="needs combined_scale and combined_scale.t "):
         load_dataset("sensit-vehicle", path=str(tmp_path))
 
@@ -510,12 +512,12 @@ def test_libsvm_registry_is_shared_by_loader_and_downloader(tmp_path):
 def test_download_failure_leaves_nothing(tmp_path):
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match="download failed"):
-        download_libsvm("letter", cache_dir=cache, base_url=(tmp_path / "empty").as_uri())
-    assert list((cache / "letter").iterdir()) == []
+        download_libsvm("letter-libsvm", cache_dir=cache, base_url=(tmp_path / "empty").as_uri())
+    assert list((cache / "letter-libsvm").iterdir()) == []
 
 
 def test_download_unknown_set(tmp_path):
-    with pytest.raises(DataError, match="known: letter"):
+    with pytest.raises(DataError, match="known: letter-libsvm"):
         download_libsvm("digits", cache_dir=tmp_path)
 
 
@@ -552,3 +554,215 @@ def test_download_over_http_subdirectory_and_request_count(tmp_path):
     with unseen_9():
         ds = load_dataset("sensit-vehicle", path=str(cache / "sensit-vehicle"))
     assert ds.name == "sensit-vehicle" and ds.classes == (-1, 3, 7, 9)
+
+
+# ------------------------------------------------------------------ Statlog sets (R data files)
+
+SAT_LEVELS = ["red soil", "cotton crop", "grey soil", "damp grey soil", "vegetation stubble",
+              "very damp grey soil"]  # mlbench's factor levels: Statlog codes 1, 2, 3, 4, 5, 7
+SMALL_SAT = data.StatlogFile("Satellite.rda", "Satellite", "classes", 5, 3, 3)
+SMALL_X = np.array([[0, 5, 7], [10, 5, 9], [4, 5, 8], [2, 5, 7], [6, 5, 9],  # train
+                    [12, 5, 8], [-5, 6, 7], [5, 4, 9]], dtype=float)        # test
+SMALL_Y = ["very damp grey soil", "red soil", "grey soil", "red soil", "very damp grey soil",
+           "grey soil", "red soil", "very damp grey soil"]
+
+
+def r_frame(X, labels, levels=SAT_LEVELS, label="classes", prefix="x."):
+    """A pandas data frame as mlbench's: numeric columns x.1, x.2, ... and a factor column."""
+    import pandas as pd
+    columns = {f"{prefix}{j + 1}": np.asarray(X, dtype=float)[:, j] for j in range(np.shape(X)[1])}
+    columns[label] = pd.Categorical(labels, categories=levels)
+    return pd.DataFrame(columns)
+
+
+def write_rda(path, objects, **options):
+    """An R data file written by rdata (R 4.2's load() reads these files: checked by hand when the
+    tests were written; mlbench's own files, R-written, are read by the tests at the end)."""
+    import rdata
+    rdata.write_rda(str(path), objects, **options)
+    return path
+
+
+@pytest.fixture
+def small_satimage(tmp_path, monkeypatch):
+    """'satimage' with a 5 + 3 row split and 3 features, its file in tmp_path/Satellite.rda."""
+    monkeypatch.setitem(data.STATLOG_FILES, "satimage", SMALL_SAT)
+    return write_rda(tmp_path / "Satellite.rda", {"Satellite": r_frame(SMALL_X, SMALL_Y)},
+                     format_version=2, compression="xz")  # mlbench's format and compression
+
+
+def test_svm_scale_uses_training_ranges_and_zeroes_constant_features():
+    train, test = svm_scale(SMALL_X[:5], SMALL_X[5:])
+    assert np.allclose(train, [[-1, 0, -1], [1, 0, 1], [-0.2, 0, 0], [-0.6, 0, -1], [0.2, 0, 1]])
+    assert np.allclose(test, [[1.4, 0, 0], [-2, 0, -1], [0, 0, 1]])  # beyond [-1, 1]: kept
+    assert np.allclose(svm_scale([[1.0, 3.0], [3.0, 3.0]], lower=0.0)[0], [[0, 0], [1, 0]])
+
+
+def test_statlog_small_file_split_scaling_and_labels(small_satimage):
+    for path in (small_satimage.parent, small_satimage):  # the directory, or the file itself
+        ds = load_dataset("satimage", path=str(path))
+        assert (ds.name, ds.source) == ("satimage", str(small_satimage))
+        assert ds.X_train.shape == (5, 3) and ds.X_test.shape == (3, 3)
+        train, test = svm_scale(SMALL_X[:5], SMALL_X[5:])
+        assert np.array_equal(ds.X_train, train) and np.array_equal(ds.X_test, test)
+        # the factor's order (Statlog codes 1, 3, 7), not the alphabet; unused levels dropped
+        assert ds.classes == ("red soil", "grey soil", "very damp grey soil")
+        assert ds.y_train.tolist() == [2, 0, 1, 0, 2] and ds.y_test.tolist() == [1, 0, 2]
+
+
+def test_statlog_file_of_any_name_and_from_the_mlbench_directories(tmp_path, small_satimage,
+                                                                      monkeypatch):
+    mine = tmp_path / "mine.rda"
+    mine.write_bytes(small_satimage.read_bytes())
+    assert load_dataset("satimage", path=str(mine)).source == str(mine)
+    monkeypatch.setattr(data, "MLBENCH_DIRS", (str(tmp_path / "nowhere"), str(tmp_path)))
+    assert load_dataset("satimage").source == str(small_satimage)
+
+
+def test_statlog_dna_keeps_its_binary_factors_as_0_1(tmp_path, monkeypatch):
+    import pandas as pd
+    monkeypatch.setitem(data.STATLOG_FILES, "dna",
+                        data.StatlogFile("DNA.rda", "DNA", "Class", 3, 2, 4, binary=True))
+    bits = np.array([[1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 1, 1], [0, 0, 0, 1], [1, 0, 0, 0]])
+    frame = pd.DataFrame({f"V{j + 1}": pd.Categorical(bits[:, j].astype(str), categories=["0", "1"])
+                          for j in range(4)})
+    frame["Class"] = pd.Categorical(["n", "ei", "ie", "ei", "n"], categories=["ei", "ie", "n"])
+    write_rda(tmp_path / "DNA.rda", {"DNA": frame})
+    ds = load_dataset("dna", path=str(tmp_path))
+    assert np.array_equal(ds.X_train, bits[:3]) and np.array_equal(ds.X_test, bits[3:])
+    assert ds.classes == ("ei", "ie", "n") and ds.y_train.tolist() == [2, 0, 1]
+    frame["V2"] = pd.Categorical(np.where(bits[:, 1], "G", "A"))  # a nucleotide, not an indicator
+    write_rda(tmp_path / "DNA.rda", {"DNA": frame})
+    with pytest.raises(DataError, match=r"feature column 'V2' is a factor \(levels 'A', 'G'\)"):
+        load_dataset("dna", path=str(tmp_path))
+
+
+def statlog_bad_file(case, path):
+    """Write the broken Satellite.rda of ``case`` to ``path``; returns the expected message."""
+    good = r_frame(SMALL_X, SMALL_Y)
+    unreadable = "cannot read as an R data file, truncated or corrupt"
+    raw = write_rda(path, {"Satellite": good}).read_bytes()  # gzip-compressed
+    if case.startswith("truncated") or case in ("empty", "not_rdata"):
+        plain = gzip.decompress(raw)
+        path.write_bytes({"truncated_half": raw[:len(raw) // 2], "truncated_last_byte": raw[:-1],
+                          "truncated_header": raw[:4], "truncated_uncompressed": plain[:-5],
+                          "empty": b"", "not_rdata": b"RDX2\nX\nnot really\n"}[case])
+        return unreadable
+    broken = good.copy()
+    if case == "no_class_column":
+        broken = broken.rename(columns={"classes": "Class"})
+        expected = r"no class column 'classes' \(columns: 'x.1', 'x.2', 'x.3', 'Class'\)"
+    elif case == "class_not_a_factor":
+        broken["classes"] = np.arange(8.0)
+        expected = r"class column 'classes' is not a factor \(float64\)"
+    elif case == "too_few_features":
+        broken = broken.drop(columns="x.2")
+        expected = r"2 feature columns besides 'classes', expected 3 \('x.1', 'x.3'\)"
+    elif case == "text_feature":
+        broken["x.2"] = ["a", "b", "c", "d", "e", "f", "g", "h"]
+        expected = r"feature column 'x.2' holds .*, not numbers"
+    elif case in ("nan_feature", "inf_feature"):
+        broken.loc[3, "x.3"] = np.nan if case == "nan_feature" else -np.inf
+        expected = rf"missing or non-finite value \({'nan' if case == 'nan_feature' else '-inf'}\) " \
+                   r"in feature column 'x.3', row 4$"
+    elif case in ("too_few_rows", "too_many_rows"):
+        broken = r_frame(np.zeros((7 if case == "too_few_rows" else 9, 3)), ["red soil"] * 9
+                         if case == "too_many_rows" else ["red soil"] * 7)
+        expected = (rf"{7 if case == 'too_few_rows' else 9} rows, "
+                    rf"too {'few' if case == 'too_few_rows' else 'many'} for the standard split of "
+                    r"'satimage' \(the first 5 rows train, the last 3 test\)")
+    elif case == "no_such_frame":
+        write_rda(path, {"foo": good, "bar": np.arange(3.0)})
+        return r"no data frame 'Satellite' in the file \(it holds: foo, bar\)"
+    write_rda(path, {"Satellite": broken})
+    return expected
+
+
+STATLOG_BAD = ["truncated_half", "truncated_last_byte", "truncated_header", "truncated_uncompressed",
+               "empty", "not_rdata", "no_class_column", "class_not_a_factor", "too_few_features",
+               "text_feature", "nan_feature", "inf_feature", "too_few_rows", "too_many_rows",
+               "no_such_frame"]
+
+
+@pytest.mark.parametrize("case", STATLOG_BAD)
+def test_statlog_bad_files_name_the_file(tmp_path, monkeypatch, case):
+    monkeypatch.setitem(data.STATLOG_FILES, "satimage", SMALL_SAT)
+    expected = statlog_bad_file(case, tmp_path / "Satellite.rda")
+    with pytest.raises(DataError, match=expected) as err:
+        load_dataset("satimage", path=str(tmp_path))
+    assert str(err.value).startswith(f"{tmp_path / 'Satellite.rda'}: ")
+    assert "\n" not in str(err.value)
+
+
+def test_statlog_missing_class_is_an_error():
+    import pandas as pd
+    frame = r_frame(SMALL_X, SMALL_Y)
+    frame["classes"] = pd.Categorical([*SMALL_Y[:2], None, *SMALL_Y[3:]], categories=SAT_LEVELS)
+    with pytest.raises(DataError, match=r"^here.rda: missing class \(NA\) in row 3$"):
+        data._statlog_arrays("here.rda", frame, SMALL_SAT)
+
+
+def test_statlog_real_split_sizes_are_checked(tmp_path):
+    """The registry's split, not the file, decides: a short file is refused, naming both."""
+    write_rda(tmp_path / "Shuttle.rda", {"Shuttle": r_frame(np.ones((100, 9)), ["High"] * 100,
+                                                            levels=["High"], label="Class",
+                                                            prefix="V")})
+    with pytest.raises(DataError, match=r"Shuttle.rda: 100 rows, too few for the standard split "
+                                        r"of 'shuttle' \(the first 43500 rows train, the last "
+                                        r"14500 test\)"):
+        load_dataset("shuttle", path=str(tmp_path / "Shuttle.rda"))
+
+
+def test_statlog_without_mlbench_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "MLBENCH_DIRS", (str(tmp_path / "a"), str(tmp_path / "b")))
+    for name, spec in data.STATLOG_FILES.items():
+        with pytest.raises(DataError) as err:
+            load_dataset(name)
+        message = str(err.value)
+        assert message.startswith(f"no {spec.file} in {tmp_path / 'a'} or {tmp_path / 'b'}. ")
+        assert data.MLBENCH_INSTALL in message and "--data-path" in message
+        assert "\n" not in message
+        assert (f"'{name}-libsvm'" in message) == (name in ("letter", "satimage"))
+    with pytest.raises(DataError, match=rf"^{tmp_path}: no LetterRecognition.rda in this "
+                                        r"directory\. .*'letter-libsvm'"):
+        load_dataset("letter", path=str(tmp_path))  # e.g. a directory of LIBSVM files
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'nope'}: no such file or directory\. "):
+        load_dataset("dna", path=str(tmp_path / "nope"))
+
+
+# The class counts of the standard splits of the real files, per class in the order of the
+# Statlog codes (= mlbench's factor levels). Which of them were checked against which source:
+# data/README.md ("The Statlog sets").
+STATLOG_COUNTS = {
+    "satimage": ([1072, 479, 961, 415, 470, 1038], [461, 224, 397, 211, 237, 470]),
+    "letter": ([583, 593, 565, 589, 577, 581, 565, 556, 550, 564, 562, 556, 605, 585, 572, 596,
+                566, 550, 550, 612, 598, 596, 585, 601, 603, 540],
+               [206, 173, 171, 216, 191, 194, 208, 178, 205, 183, 177, 205, 187, 198, 181, 207,
+                217, 208, 198, 184, 215, 168, 167, 186, 183, 194]),
+    "shuttle": ([34108, 37, 132, 6748, 2458, 6, 11], [11478, 13, 39, 2155, 809, 4, 2]),
+    "dna": ([464, 485, 1051], [303, 280, 603]),
+}
+# letter-recognition.names (UCI): the 20000 letters per class, A to Z
+LETTER_TOTALS = [789, 766, 736, 805, 768, 775, 773, 734, 755, 747, 739, 761, 792, 783, 753, 803,
+                 783, 758, 748, 796, 813, 764, 752, 787, 786, 734]
+
+
+@pytest.mark.parametrize("name", sorted(STATLOG_COUNTS))
+def test_statlog_real_files_standard_splits(name):
+    spec = data.STATLOG_FILES[name]
+    if not any((Path(d) / spec.file).is_file() for d in data.MLBENCH_DIRS):
+        pytest.skip(f"no {spec.file}: Debian's r-cran-mlbench is not installed")
+    ds = load_dataset(name)
+    train, test = STATLOG_COUNTS[name]
+    assert ds.X_train.shape == (spec.n_train, spec.n_features) and len(ds.y_test) == spec.n_test
+    assert np.bincount(ds.y_train).tolist() == train and np.bincount(ds.y_test).tolist() == test
+    if name == "dna":  # A, C, G, T -> 100, 010, 001, 000: at most one 1 per nucleotide
+        assert set(np.unique(np.vstack([ds.X_train, ds.X_test]))) == {0.0, 1.0}
+        assert ds.X_train.reshape(-1, 60, 3).sum(axis=2).max() == 1
+    else:  # svm_scale from the training part: every feature spans exactly [-1, 1] there
+        assert np.all(ds.X_train.min(axis=0) == -1) and np.all(ds.X_train.max(axis=0) == 1)
+    if name == "letter":
+        assert ds.classes == tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+        assert (np.bincount(ds.y_train) + np.bincount(ds.y_test)).tolist() == LETTER_TOTALS
+    if name == "satimage":
+        assert ds.classes == tuple(SAT_LEVELS)
