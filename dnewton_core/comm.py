@@ -17,6 +17,7 @@ from collections import defaultdict
 import numpy as np
 from mpi4py import MPI
 
+from . import network as netmodel
 from .ledger import Ledger
 from .model import ConfigError
 
@@ -30,11 +31,18 @@ class Comm(Ledger):
     """A world communicator, its sub-communicators, and the ledger of what they sent.
 
     ``world`` defaults to ``MPI.COMM_SELF``: one process, no messages, so everything built
-    on it runs serially in a test or a notebook cell. ``Comm.world()`` is every rank.
+    on it runs serially in a test or a notebook cell. ``Comm.on_world()`` is every rank.
+
+    With a ``network`` (``network.Network``), every collective is also charged its modeled
+    time on that network (docs/method.md §8): the records gain, per phase, the seconds this
+    rank spent in MPI (``mpi_seconds``) and the modeled ones (``network_seconds``). With
+    ``inject=True`` a collective that returns sooner than its model is made to last it
+    (the rank sleeps the difference), so waiting acts on the real clock.
     """
 
-    def __init__(self, world=None):
+    def __init__(self, world=None, network=None, inject=False):
         super().__init__()
+        self.network, self.inject = network, inject
         self.world = world if world is not None else MPI.COMM_SELF
         self.rank, self.size = self.world.Get_rank(), self.world.Get_size()
         self._sync = None
@@ -43,9 +51,9 @@ class Comm(Ledger):
         self._guard = None
 
     @classmethod
-    def on_world(cls):
+    def on_world(cls, network=None, inject=False):
         """A ``Comm`` over ``MPI.COMM_WORLD``: every rank started by mpiexec."""
-        return cls(MPI.COMM_WORLD)
+        return cls(MPI.COMM_WORLD, network, inject)
 
     def abort(self, code):
         """End every rank of the job now (after an error on this rank alone)."""
@@ -58,14 +66,33 @@ class Comm(Ledger):
             self._guard = Guard(self, stall_timeout)
         return self._guard
 
-    def _wait(self, op, group, call):
-        """Run the blocking MPI ``call``, telling the guard where this rank waits."""
+    def _wait(self, op, group, call, nbytes=0):
+        """Run the blocking MPI ``call``, telling the guard where this rank waits, and
+        charge it on the network model if there is one."""
         self._calls[group.name] += 1
-        self.waiting = (op, group, self._calls[group.name], self.current, time.monotonic())
+        tic = time.monotonic()
+        self.waiting = (op, group, self._calls[group.name], self.current, tic)
         try:
-            return call()
+            out = call()
         finally:
             self.waiting = None
+        if self.network is not None:
+            self._charge(netmodel.seconds(op, nbytes, group.size, self.network),
+                         time.monotonic() - tic)
+        return out
+
+    def _charge_only(self, modeled):
+        self.extra["network_seconds"][self.current or "other"] += modeled
+
+    def _charge(self, modeled, spent):
+        """Record ``spent`` seconds in MPI and ``modeled`` on the network (inject: sleep
+        the difference, so the call lasts its modeled time)."""
+        phase = self.current or "other"
+        if self.inject and modeled > spent:
+            time.sleep(modeled - spent)
+            spent = modeled
+        self.extra["mpi_seconds"][phase] += spent
+        self.extra["network_seconds"][phase] += modeled
 
     # -- groups -------------------------------------------------------------------------
     def split(self, groups):
@@ -91,7 +118,7 @@ class Comm(Ledger):
         """In-place Allreduce of the numpy array ``buf`` over ``group``; returns ``buf``."""
         if group.size > 1:
             self._wait("allreduce", group,
-                       lambda: group.comm.Allreduce(MPI.IN_PLACE, buf, op=_OPS[op]))
+                       lambda: group.comm.Allreduce(MPI.IN_PLACE, buf, op=_OPS[op]), buf.nbytes)
             self.count("allreduce", group.name, buf.nbytes)
         return buf
 
@@ -103,7 +130,8 @@ class Comm(Ledger):
         """Small Python objects to rank 0 (for the end-of-run report); a list on rank 0."""
         if self.size == 1:
             return [obj]
-        out = self._wait("gather", self.world_group(), lambda: self.world.gather(obj, root=0))
+        out = self._wait("gather", self.world_group(), lambda: self.world.gather(obj, root=0),
+                         len(repr(obj)))
         self.count("gather", "world", len(repr(obj)))
         return out
 
@@ -113,8 +141,8 @@ class Comm(Ledger):
         ``error`` is this rank's message or None. Every rank reaches this call, so a
         problem seen on one rank (a missing file on one machine) ends all of them.
         """
-        errors = self._wait("allgather", self.world_group(),
-                            lambda: self.world.allgather(error)) if self.size > 1 else [error]
+        errors = self._wait("allgather", self.world_group(), lambda: self.world.allgather(error),
+                            len(repr(error))) if self.size > 1 else [error]
         bad = [(r, e) for r, e in enumerate(errors) if e is not None]
         if bad:
             r, e = bad[0]
@@ -164,7 +192,7 @@ class Comm(Ledger):
         if not self._sync["sent"]:
             self._sync_send()
         requests = self._sync["recvs"] + self._sync["sends"]
-        self._wait("sync", self.world_group(), lambda: MPI.Request.Waitall(requests))
+        self._wait("waitall", self.world_group(), lambda: MPI.Request.Waitall(requests))
         self._sync = None
 
     def _sync_send(self):
@@ -175,6 +203,8 @@ class Comm(Ledger):
         s["sent"] = True
         for _ in s["sends"]:
             self.count("isend", "world", msg.nbytes)
+        if self.network is not None:         # charged, not delayed: the sends do not block
+            self._charge_only(len(s["sends"]) * netmodel.send(msg.nbytes, self.network))
 
 
 class Guard:

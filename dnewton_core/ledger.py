@@ -25,6 +25,7 @@ class Ledger:
     def __init__(self):
         self.ledger = defaultdict(lambda: [0, 0])      # (phase, op, group) -> [messages, bytes]
         self.seconds = defaultdict(float)              # phase -> seconds on this rank
+        self.extra = defaultdict(lambda: defaultdict(float))  # name -> phase -> seconds
         self.current = None                            # the phase being timed, if any
         self.trace = None                              # a list to log every message into
         self._tic = time.perf_counter()
@@ -66,6 +67,9 @@ class Ledger:
             out[phase]["bytes"] += b
         for phase, s in self.seconds.items():
             out[phase]["seconds"] = s
+        for name, per_phase in self.extra.items():       # with a network model, see comm.py
+            for phase, s in per_phase.items():
+                out[phase][name] = s
         return dict(out)
 
     def take_record(self):
@@ -82,15 +86,26 @@ def difference(after, before):
 
 
 def combine_records(per_rank):
-    """Sum messages and bytes over ranks, take the slowest rank's seconds."""
+    """Sum messages and bytes over ranks; of every kind of seconds, the slowest rank's."""
     out = {}
     for record in per_rank:
         for phase, d in record.items():
             o = out.setdefault(phase, dict(messages=0, bytes=0, seconds=0.0))
-            o["messages"] += d["messages"]
-            o["bytes"] += d["bytes"]
-            o["seconds"] = max(o["seconds"], d["seconds"])
+            for key, value in d.items():
+                o[key] = max(o.get(key, 0.0), value) if key.endswith("seconds") else \
+                    o.get(key, 0) + value
     return out
+
+
+def modeled_seconds(record):
+    """One rank's time for one record on the modeled network: per training phase, the
+    seconds it measured, less those it spent in MPI, plus its messages' modeled time (no
+    overlap of computing and sending). None without a network model."""
+    phases = [d for p, d in record.items() if p not in MONITORING]
+    if not any("network_seconds" in d for d in phases):
+        return None
+    return sum(d.get("seconds", 0.0) - d.get("mpi_seconds", 0.0) + d.get("network_seconds", 0.0)
+               for d in phases)
 
 
 def training_bytes(records):

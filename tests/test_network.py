@@ -1,0 +1,57 @@
+"""The network model (network.py) against values worked by hand from the formulas of
+docs/method.md §8."""
+import pytest
+
+from dnewton_core import network as net
+from dnewton_core.network import Network, parse_network
+
+GIG = net.PRESETS["1gbe"]                      # 50 us, 125 MB/s, gamma 0.25 ns/byte
+TEN = Network("10gbe, no gamma", 20e-6, 1.25e9, gamma=0.0)
+
+
+def test_short_allreduce_is_recursive_doubling():
+    # p = 4: two steps of (alpha + n beta + n gamma), n = 8 bytes
+    assert net.allreduce(8, 4, GIG) == pytest.approx(2 * (50e-6 + 8 / 125e6 + 8 * 2.5e-10))
+
+
+def test_short_allreduce_folds_extra_ranks_when_p_is_not_a_power_of_two():
+    a, b, c, n = 50e-6, 1 / 125e6, 2.5e-10, 16
+    # p = 3: fold in (a + nb + nc), one step on p' = 2, send back (a + nb)
+    assert net.allreduce(n, 3, GIG) == pytest.approx(3 * a + 3 * n * b + 2 * n * c)
+    # p = 6: fold, two steps on p' = 4, send back
+    assert net.allreduce(n, 6, GIG) == pytest.approx(4 * a + 4 * n * b + 3 * n * c)
+
+
+def test_long_allreduce_is_rabenseifner():
+    # the example of docs/method.md §8: 72 x 10 float64 over 8 ranks on 10 GbE, no gamma
+    assert net.allreduce(5760, 8, TEN) == pytest.approx(6 * 20e-6 + 2 * 7 / 8 * 5760 / 1.25e9)
+    assert net.allreduce(5760, 8, TEN) == pytest.approx(128.064e-6)
+
+
+def test_the_switch_is_at_mpich_2048_bytes():
+    short = net.allreduce(2048, 8, TEN)
+    assert short == pytest.approx(3 * (20e-6 + 2048 / 1.25e9))
+    assert net.allreduce(2049, 8, TEN) == pytest.approx(6 * 20e-6 + 2 * 7 / 8 * 2049 / 1.25e9)
+
+
+def test_bcast_reduce_gather_send():
+    assert net.bcast(1000, 4, GIG) == pytest.approx(2 * (50e-6 + 1000 / 125e6))
+    assert net.bcast(10**6, 4, GIG) == pytest.approx(5 * 50e-6 + 2 * 0.75 * 10**6 / 125e6)
+    assert net.reduce(800, 5, GIG) == pytest.approx(3 * (50e-6 + 800 / 125e6 + 800 * 2.5e-10))
+    assert net.gather(100, 4, GIG) == pytest.approx(2 * 50e-6 + 3 * 100 / 125e6)
+    assert net.send(8, GIG) == pytest.approx(50e-6 + 8 / 125e6)
+
+
+def test_one_rank_costs_nothing():
+    assert all(net.seconds(op, 10**6, 1, GIG) == 0.0 for op in net.SECONDS)
+
+
+def test_presets_and_parsing():
+    assert parse_network("none") is None and parse_network(None) is None
+    assert parse_network("1gbe") is GIG and all(p.source for p in net.PRESETS.values())
+    custom = parse_network("20:10")
+    assert custom.latency == pytest.approx(20e-6) and custom.bandwidth == pytest.approx(1.25e9)
+    assert parse_network("20:10:1").gamma == pytest.approx(1e-9)
+    for bad in ("fast", "20", "20:x", "1:2:3:4", "-1:10", "20:0"):
+        with pytest.raises(ValueError, match="network"):
+            parse_network(bad)
