@@ -18,7 +18,7 @@ import numpy as np
 from mpi4py import MPI
 
 from . import network as netmodel
-from .ledger import Ledger
+from .ledger import Ledger, event
 from .model import ConfigError
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX}
@@ -70,15 +70,18 @@ class Comm(Ledger):
         """Run the blocking MPI ``call``, telling the guard where this rank waits, and
         charge it on the network model if there is one."""
         self._calls[group.name] += 1
-        tic = time.monotonic()
+        tic, start = time.monotonic(), time.time()
         self.waiting = (op, group, self._calls[group.name], self.current, tic)
         try:
             out = call()
         finally:
             self.waiting = None
+        modeled = None
         if self.network is not None:
-            self._charge(netmodel.seconds(op, nbytes, group.size, self.network),
-                         time.monotonic() - tic)
+            modeled = netmodel.seconds(op, nbytes, group.size, self.network)
+            self._charge(modeled, time.monotonic() - tic)
+        if self.timeline is not None:
+            self.timeline.append(event(op, group.name, nbytes, start, time.time(), modeled))
         return out
 
     def _charge_only(self, modeled):

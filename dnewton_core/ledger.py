@@ -28,8 +28,15 @@ class Ledger:
         self.extra = defaultdict(lambda: defaultdict(float))  # name -> phase -> seconds
         self.current = None                            # the phase being timed, if any
         self.trace = None                              # a list to log every message into
+        self.timeline = None                           # a list of trace events, when kept
         self._tic = time.perf_counter()
         self._mark = {}
+
+    def keep_timeline(self):
+        """Log from now on every phase span and every message, with its time, into
+        ``self.timeline`` (Chrome trace events, see ``trace_events``)."""
+        self.timeline = []
+        self._span_start = time.time()
 
     @contextmanager
     def phase(self, name):
@@ -49,6 +56,13 @@ class Ledger:
         now = time.perf_counter()
         if self.current is not None:
             self.seconds[self.current] += now - self._tic
+        if self.timeline is not None:
+            wall = time.time()
+            if self.current is not None:
+                self.timeline.append(dict(name=self.current, ph="X", tid=0,
+                                          ts=1e6 * self._span_start,
+                                          dur=1e6 * (wall - self._span_start)))
+            self._span_start = wall
         self.current, self._tic = name, now
 
     def count(self, op, group, nbytes):
@@ -77,6 +91,30 @@ class Ledger:
         now = self.totals()
         before, self._mark = self._mark, now
         return difference(now, before)
+
+
+def event(op, group, nbytes, start, end, modeled=None):
+    """A trace event for one message: its group and bytes, and its modeled seconds."""
+    args = {"group": group, "bytes": nbytes}
+    if modeled is not None:
+        args["modeled_us"] = round(1e6 * modeled, 3)
+    return dict(name=op, ph="X", tid=1, ts=1e6 * start, dur=1e6 * (end - start), args=args)
+
+
+def trace_events(per_rank, names=None):
+    """A Chrome trace (the JSON Perfetto and chrome://tracing open) from every rank's
+    timeline: one process row per rank (named by ``names[rank]``), a thread for its phases
+    and one for its messages; times in microseconds from the earliest event."""
+    origin = min((e["ts"] for events in per_rank for e in events), default=0.0)
+    out = []
+    for rank, events in enumerate(per_rank):
+        label = names[rank] if names else f"rank {rank}"
+        out += [dict(name="process_name", ph="M", pid=rank, args={"name": label}),
+                dict(name="thread_name", ph="M", pid=rank, tid=0, args={"name": "phases"}),
+                dict(name="thread_name", ph="M", pid=rank, tid=1, args={"name": "messages"})]
+        out += [dict(e, pid=rank, ts=round(e["ts"] - origin, 3), dur=round(e["dur"], 3))
+                for e in events]
+    return {"traceEvents": out, "displayTimeUnit": "ms"}
 
 
 def difference(after, before):

@@ -217,3 +217,36 @@ def accuracy_by_setting(groups, key="test_accuracy"):
     ax.legend(handles=handles, fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+PHASE_COLOURS = {"function": "tab:gray", "gradient": "tab:blue", "jacobian": "tab:purple",
+                 "cg": "tab:orange", "sync": "tab:red", "line_search": "tab:green",
+                 "sgd": "tab:cyan", "evaluate": "whitesmoke", "report": "whitesmoke",
+                 "setup": "whitesmoke"}
+
+
+def timeline(trace, title="every rank's time line"):
+    """Every rank's phases (wide bars) and messages (thin black bars, their modeled time as
+    a red tick where a network is modeled) from a Chrome trace (``ledger.trace_events``)."""
+    events = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    ranks = sorted({e["pid"] for e in events})
+    fig, ax = plt.subplots(figsize=(9, 0.6 + 0.55 * len(ranks)), dpi=NOTEBOOK_DPI)
+    for e in events:
+        y, start, width = e["pid"], e["ts"] / 1e3, e["dur"] / 1e3
+        if e["tid"] == 0:
+            ax.barh(y, width, left=start, height=0.7, color=PHASE_COLOURS.get(e["name"], "k"),
+                    edgecolor="none")
+        else:
+            ax.barh(y + 0.25, max(width, 1e-3), left=start, height=0.2, color="black")
+            modeled = e.get("args", {}).get("modeled_us")
+            if modeled is not None:
+                ax.plot([start + modeled / 1e3] * 2, [y + 0.1, y + 0.4], color="red", lw=1)
+    seen = sorted({e["name"] for e in events if e["tid"] == 0})
+    ax.legend(handles=[Patch(color=PHASE_COLOURS.get(p, "k"), label=p) for p in seen],
+              fontsize=7, ncol=min(4, len(seen)), loc="upper right", frameon=False)
+    ax.set_yticks(ranks, [f"rank {r}" for r in ranks])
+    ax.invert_yaxis()
+    ax.set_xlabel("milliseconds")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
