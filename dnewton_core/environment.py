@@ -1,8 +1,25 @@
 """The machine a run starts on: where mpiexec is, how many BLAS threads each rank gets,
-and what to record about the machine. Standard library only.
+which network a local run may use, and what to record about the machine. Standard library only.
 
 Several MPI ranks on few cores are many times slower with BLAS's default threading (README,
 Installation): every launch the kit makes gives each rank ``blas_environment()``.
+
+A run on this machine only listens on the loopback interface (127.0.0.1), never on an
+address another machine can reach. Every local launch the kit makes (``make demo``, the
+notebooks' ``MPICluster``, the tests) is ``local_launch(n) + command`` with
+``local_environment()``; from a shell: ``python -m dnewton_core.environment -n 4 COMMAND``.
+Two things listen in an MPICH run, and each is kept on loopback here:
+
+- the process manager. Hydra (``mpiexec``) binds its control port to 0.0.0.0 whatever
+  ``-iface``/``HYDRA_IFACE``/``-localhost`` say (those only choose the address it
+  advertises), so local runs use MPICH's single-machine launcher ``mpiexec.gforker``,
+  installed beside it by ``pip install mpich``: it talks to the ranks over socket pairs and
+  opens no TCP port. Runs across machines use hydra (README, Several machines).
+- each rank's network module. The pip wheel's MPICH is ``ch4:ucx`` (``ofi`` when
+  ``MPIR_CVAR_CH4_NETMOD=ofi``); UCX's TCP transport listens on every non-loopback interface
+  unless ``UCX_NET_DEVICES=lo``, libfabric's tcp and sockets providers unless
+  ``FI_TCP_IFACE``/``FI_SOCKETS_IFACE=lo`` (``LOOPBACK_ENVIRONMENT``). Shared memory still
+  carries the messages between ranks of one machine.
 """
 import os
 import platform
@@ -10,6 +27,12 @@ import shutil
 import sys
 
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+LOOPBACK_ENVIRONMENT = {
+    "UCX_NET_DEVICES": "lo",       # ch4:ucx, the pip wheel's default network module
+    "FI_TCP_IFACE": "lo",          # ch4:ofi: libfabric's tcp provider ...
+    "FI_SOCKETS_IFACE": "lo",      # ... and its sockets provider
+}
+LOCAL_LAUNCHER = "mpiexec.gforker"   # MPICH's one-machine process manager: no TCP port
 
 
 class LaunchError(RuntimeError):
@@ -41,6 +64,34 @@ def find_mpiexec(mpiexec=None):
         raise LaunchError(f"no mpiexec in {os.path.dirname(own)} or on PATH: install an MPI into "
                           f"this environment ({sys.executable} -m pip install mpich mpi4py)")
     return path
+
+
+def loopback_environment():
+    """{variable: value} that keep every rank's MPI network module on the loopback interface."""
+    return dict(LOOPBACK_ENVIRONMENT)
+
+
+def local_environment(threads=1, base=None):
+    """The environment of a local run: ``base`` (default: this process's environment) with
+    ``threads`` BLAS threads per rank and the network modules on loopback only."""
+    env = dict(os.environ if base is None else base)
+    env.update(blas_environment(threads))
+    env.update(loopback_environment())
+    return env
+
+
+def local_mpiexec(mpiexec=None):
+    """The launcher of a run on this machine only: ``mpiexec.gforker`` beside the mpiexec that
+    :func:`find_mpiexec` finds (MPICH installs both), else that mpiexec itself."""
+    path = find_mpiexec(mpiexec)
+    gforker = os.path.join(os.path.dirname(path), LOCAL_LAUNCHER)
+    return gforker if os.access(gforker, os.X_OK) else path
+
+
+def local_launch(n, mpiexec=None):
+    """The argv prefix that starts ``n`` ranks on this machine, listening on loopback only
+    (with :func:`local_environment`): ``local_launch(4) + [sys.executable, "-m", ...]``."""
+    return [local_mpiexec(mpiexec), "-n", str(n)]
 
 
 def speed_environment():
@@ -75,3 +126,25 @@ def load_average():
         return f"{os.getloadavg()[0]:.2f}"
     except (AttributeError, OSError):
         return "unknown"
+
+
+def main(argv=None):
+    """``python -m dnewton_core.environment [-n N] COMMAND ...``: COMMAND on N ranks of this
+    machine (default 4), loopback only, one BLAS thread per rank (what ``make demo`` runs)."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m dnewton_core.environment",
+                                     description=main.__doc__.split(":", 1)[1].strip())
+    parser.add_argument("-n", type=int, default=4, help="number of MPI ranks (default 4)")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if not args.command or args.n < 1:
+        parser.error("give a positive -n and a command to run")
+    try:
+        argv = local_launch(args.n) + args.command
+    except LaunchError as e:
+        parser.exit(2, f"error: {e}\n")
+    os.execve(argv[0], argv, local_environment())
+
+
+if __name__ == "__main__":
+    main()

@@ -137,3 +137,45 @@ def test_engines_end_when_the_kernel_dies():
     while time.monotonic() < deadline and cluster_processes(**{CLUSTER_MARK: cluster_id}):
         time.sleep(0.25)
     assert cluster_processes(**{CLUSTER_MARK: cluster_id}) == []
+
+
+def test_engines_end_when_the_kernel_dies_during_start():
+    """A kernel killed while it waits for the engines to register (in start()): the watchdog,
+    started before the controller, ends the controller, mpiexec and the engines."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import uuid
+    mark = "DNEWTON_KERNEL_TEST"
+    marker = uuid.uuid4().hex
+    script = ("from dnewton_core.classroom.cluster import MPICluster\n"
+              "MPICluster(2, timeout=300).start()\nprint('started', flush=True)\n"
+              "import time; time.sleep(600)\n")
+    kernel = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, **{mark: marker}))
+    try:
+        engines, deadline = [], time.monotonic() + 120
+        while len(engines) < 2 and time.monotonic() < deadline and kernel.poll() is None:
+            engines = [p for p in cluster_processes(**{mark: marker, "PMI_SIZE": 2})
+                       if "ipyparallel.engine" in " ".join(_cmdline(p))]     # the ranks
+            time.sleep(0.1)
+        assert len(engines) == 2, "the engines never started"
+        cluster_id = engines[0].environ()[CLUSTER_MARK]
+    finally:
+        kernel.send_signal(signal.SIGKILL)              # no exit handler runs
+        out, _ = kernel.communicate()
+    assert "started" not in out                          # it died inside start()
+    assert cluster_processes(**{CLUSTER_MARK: cluster_id}), "nothing to clean up: too late?"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and cluster_processes(**{mark: marker}):
+        time.sleep(0.25)
+    assert cluster_processes(**{CLUSTER_MARK: cluster_id}) == []
+    assert cluster_processes(**{mark: marker}) == []     # the watchdog ended too
+
+
+def _cmdline(proc):
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []

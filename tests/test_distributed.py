@@ -20,7 +20,6 @@ import functools
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import pytest
 from dnewton_core.comm import Comm
 from dnewton_core.dense import DenseModel
 from dnewton_core.distributed import DistributedModel
+from dnewton_core.environment import LaunchError, local_environment, local_mpiexec
 from dnewton_core.model import ConfigError
 from dnewton_core.newton import NewtonConfig, newton
 
@@ -48,8 +48,11 @@ _spec.loader.exec_module(mpi_jobs)
 
 
 def _mpiexec():
-    here = Path(sys.executable).parent / "mpiexec"
-    return str(here) if here.exists() else shutil.which("mpiexec")
+    """The launcher of local runs (environment.local_mpiexec), or None if there is none."""
+    try:
+        return local_mpiexec()
+    except LaunchError:
+        return None
 
 
 MPIEXEC = _mpiexec()
@@ -60,7 +63,7 @@ def launch(n, args, timeout=LAUNCH_TIMEOUT):
     """Run mpi_jobs.py on n ranks: (returncode, parsed rank-0 JSON or None, stdout, stderr, s).
 
     Started in a new session so that a hang can be ended by killing the whole group."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = local_environment()          # one BLAS thread per rank, MPI on loopback only
     cmd = [MPIEXEC, "-n", str(n), sys.executable, "-m", "mpi4py", str(JOBS_SCRIPT), *args]
     tic = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

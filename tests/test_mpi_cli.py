@@ -14,16 +14,16 @@ import pytest
 
 from dnewton_core import costs
 from dnewton_core.data import load_dataset
+from dnewton_core.environment import local_environment, local_launch
 from dnewton_core.newton import NewtonConfig
 from dnewton_core.partition import Grid
 
-BIN = Path(sys.executable).parent
-ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+ENV = local_environment()          # one BLAS thread per rank, MPI on loopback only
 HERE = Path(__file__).parent
 
 
 def mpirun(n, *args, timeout=120, script=None):
-    cmd = [str(BIN / "mpiexec"), "-n", str(n), sys.executable]
+    cmd = local_launch(n) + [sys.executable]
     cmd += [str(script)] if script else ["-m", "dnewton_core"]
     return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
                           timeout=timeout, env=ENV)

@@ -8,7 +8,6 @@ the figures; a third launch must refuse to overwrite. The pure parts (grid, sett
 aggregation, table) are tested in-process.
 """
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from dnewton_core import cli
+from dnewton_core.environment import LaunchError, local_environment, local_mpiexec
 from dnewton_core.ledger import LEDGER_PHASES
 from dnewton_core.study import provenance, records, report
 from dnewton_core.study import settings as plan
@@ -28,8 +28,11 @@ TIMEOUT = 180                # a launch that takes longer is a hang
 
 
 def _mpiexec():
-    here = Path(sys.executable).parent / "mpiexec"
-    return str(here) if here.exists() else shutil.which("mpiexec")
+    """The launcher of local runs (environment.local_mpiexec), or None if there is none."""
+    try:
+        return local_mpiexec()
+    except LaunchError:
+        return None
 
 
 MPIEXEC = _mpiexec()
@@ -40,7 +43,7 @@ def launch(args, n=None, timeout=TIMEOUT):
     cmd = [sys.executable, "-m", "dnewton_core", *args]
     if n:
         cmd = [MPIEXEC, "-n", str(n), *cmd]
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = local_environment()          # one BLAS thread per rank, MPI on loopback only
     tic = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=ROOT, start_new_session=True)

@@ -9,12 +9,15 @@ Client side (the notebook's kernel)::
         cl.view                          # the DirectView (rank order) behind %px / %%px
 
 ``MPICluster`` starts a controller and ``mpiexec -n N python -m ipyparallel.engine --mpi``
-with this environment's own ``mpiexec`` (``sys.prefix/bin``, so a kernel whose PATH lacks
+with this environment's own MPI launcher (``sys.prefix/bin``, so a kernel whose PATH lacks
 it still works) and one BLAS thread per rank (several ranks on few cores are many times
-slower otherwise). It asks every engine its MPI rank and orders the view by it, so
+slower otherwise). Like the controller, the launcher and the ranks listen on the loopback
+interface only (``environment.local_launch``: MPICH's ``mpiexec.gforker``, the network
+modules on ``lo``). It asks every engine its MPI rank and orders the view by it, so
 results and ``%%px`` output come back rank 0, 1, 2, ... It stops on ``stop()``, at the end
-of a ``with`` block, and when the kernel exits (a watchdog process ends the engines even
-if the kernel dies without running its exit handlers). Problems (no ``mpiexec``, no ``mpi4py``,
+of a ``with`` block, and when the kernel exits: a watchdog process, started before the
+controller, ends every process of the cluster even if the kernel dies without running its
+exit handlers, at any moment, ``start()`` included. Problems (no ``mpiexec``, no ``mpi4py``,
 ``mpiexec`` failing, engines not registering within ``timeout``) raise ``ClusterError``
 with a message saying what to do.
 
@@ -31,7 +34,7 @@ import time
 import weakref
 
 from .. import environment
-from ..environment import blas_environment
+from ..environment import blas_environment, loopback_environment
 
 CLUSTER_MARK = "DNEWTON_CLUSTER_ID"     # set in the environment of every process of a cluster
 _RUNNING = weakref.WeakSet()            # clusters to stop when the kernel exits
@@ -42,9 +45,10 @@ class ClusterError(RuntimeError):
 
 
 def find_mpiexec(mpiexec=None):
-    """``environment.find_mpiexec``, failing with a ``ClusterError``."""
+    """``environment.local_mpiexec``: the launcher of a run on this machine (MPICH's
+    ``mpiexec.gforker`` beside ``mpiexec``, else ``mpiexec``), failing with a ``ClusterError``."""
     try:
-        return environment.find_mpiexec(mpiexec)
+        return environment.local_mpiexec(mpiexec)
     except environment.LaunchError as e:
         raise ClusterError(str(e)) from None
 
@@ -74,35 +78,51 @@ def cluster_processes(**environ):
 
 
 # A small process that ends a cluster if the kernel dies without stopping it (atexit
-# handlers do not run then). It exits by itself once the cluster is gone.
+# handlers do not run then). It starts before the controller, so it finds the cluster's
+# processes by their environment marker, not by pid: once the kernel is gone, it ends every
+# process carrying the marker, again until none is left (one may still be starting). While
+# the kernel lives, it waits; stop() ends it after the cluster.
 _WATCHDOG = r"""
-import os, sys, time
+import sys, time
 import psutil
-parent, key, value = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-watched = [int(p) for p in sys.argv[4:]]
+key, value = sys.argv[2], sys.argv[3]
+try:
+    kernel = psutil.Process(int(sys.argv[1]))
+except psutil.Error:
+    kernel = None
 
-def alive(pid):
+def alive(proc):
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
-while alive(parent) and any(alive(p) for p in watched):
-    time.sleep(1.0)
-if not alive(parent):
-    procs = []
+def marked():
+    found = []
     for proc in psutil.process_iter():
         try:
-            if proc.environ().get(key) == value:
-                procs.append(proc)
+            if proc.environ().get(key) == value and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
         except psutil.Error:
             pass
+    return found
+
+while kernel is not None and alive(kernel):
+    time.sleep(0.5)
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    procs = marked()
+    if not procs:
+        time.sleep(0.5)
+        if not marked():
+            break
+        continue
     for proc in procs:
         try:
             proc.terminate()
         except psutil.Error:
             pass
-    _, rest = psutil.wait_procs(procs, timeout=5)
+    _, rest = psutil.wait_procs(procs, timeout=3)
     for proc in rest:
         try:
             proc.kill()
@@ -116,7 +136,8 @@ class MPICluster:
 
     n        number of engines = MPI ranks (one per partition of the network)
     timeout  seconds to wait for every engine to register before giving up
-    mpiexec  path of mpiexec (default: this environment's own, see :func:`find_mpiexec`)
+    mpiexec  path of mpiexec (default: this environment's own; MPICH's mpiexec.gforker beside
+             it is used if there is one, see :func:`find_mpiexec`)
     threads  BLAS threads per rank (1: the ranks share few cores)
     activate register ``%px``/``%%px`` (in IPython) on the rank-ordered view
     """
@@ -151,16 +172,17 @@ class MPICluster:
         cluster = ipp.Cluster(engines="mpi", n=self.n, log_level=logging.ERROR,
                               engine_timeout=max(1, math.ceil(self.timeout)))
         cluster.config.MPILauncher.mpi_cmd = [mpiexec]
-        cluster.config.BaseLauncher.environment = dict(blas, **{CLUSTER_MARK: cluster.cluster_id})
+        cluster.config.BaseLauncher.environment = dict(
+            blas, **loopback_environment(), **{CLUSTER_MARK: cluster.cluster_id})
         self.cluster, self._cluster_id = cluster, cluster.cluster_id
         _RUNNING.add(self)
         try:
+            self._start_watchdog()           # before any process of the cluster exists
             cluster.start_cluster_sync()
             _register_atexit()               # after ipyparallel's own, so it runs before it
             self.client = cluster.connect_client_sync()
             self._wait_for_engines(mpiexec)
             self._order_by_rank()
-            self._start_watchdog()
         except BaseException:
             self.stop()
             raise
@@ -169,14 +191,12 @@ class MPICluster:
         return self
 
     def _start_watchdog(self):
-        """A process that stops this cluster if this process dies without stopping it."""
+        """A process that ends every process of this cluster if this process dies without
+        stopping it (it carries no marker itself, and outlives a kill of the kernel's group)."""
         import subprocess
-        launchers = [self.cluster.controller, *self.cluster.engines.values()]
-        pids = [str(launcher.process.pid) for launcher in launchers
-                if getattr(launcher, "process", None) is not None]
         env = {k: v for k, v in os.environ.items() if k != CLUSTER_MARK}
         self._watchdog = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), CLUSTER_MARK, self.cluster_id, *pids],
+            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), CLUSTER_MARK, self.cluster_id],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env=env, start_new_session=True)
 
@@ -249,9 +269,13 @@ class MPICluster:
         cluster, client = self.cluster, self.client
         self.cluster = self.client = self.view = self.ranks = None
         _RUNNING.discard(self)
-        self._stop_watchdog()
-        if cluster is None:
-            return
+        try:
+            if cluster is not None:
+                self._stop_cluster(cluster, client)
+        finally:
+            self._stop_watchdog()            # last: it covers a kernel dying during stop()
+
+    def _stop_cluster(self, cluster, client):
         try:
             if client is not None:
                 if len(client.ids) == self.n:    # all registered: they can exit by themselves

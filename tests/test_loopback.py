@@ -1,0 +1,109 @@
+"""Local runs listen on the loopback interface only (environment.local_launch).
+
+A 4-rank training run is started the way ``make demo`` starts one (``python -m
+dnewton_core.environment -n 4 ...``, which the tests' launchers share), and an MPICluster the
+way a notebook does; while they run, no process of theirs may listen on an address other
+than loopback (TCP listeners, bound UDP sockets). Hydra (``mpiexec``) would listen on
+0.0.0.0 and UCX on the machine's external address: this fails if either comes back.
+"""
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from dnewton_core.classroom.cluster import MPICluster
+from dnewton_core.environment import LaunchError, local_environment, local_launch
+
+ROOT = Path(__file__).resolve().parent.parent
+MARK = "DNEWTON_LOOPBACK_TEST"
+
+
+def listening(procs):
+    """{(process name, pid): [address listened on, ...]} of these processes; skips the test
+    if the platform cannot tell which sockets a process holds."""
+    out = {}
+    for proc in procs:
+        try:
+            conns = proc.net_connections(kind="inet")
+            name = proc.name()
+        except psutil.NoSuchProcess:
+            continue
+        except (psutil.AccessDenied, NotImplementedError, OSError) as e:
+            pytest.skip(f"this platform does not tell which sockets a process holds ({e!r})")
+        addrs = [c.laddr.ip for c in conns if c.laddr and (
+            c.status == psutil.CONN_LISTEN or (c.status == psutil.CONN_NONE and not c.raddr))]
+        out[(name, proc.pid)] = addrs
+    return out
+
+
+def exposed(procs):
+    """The (process, address) pairs listening on anything but loopback."""
+    return [(who, ip) for who, ips in listening(procs).items() for ip in ips
+            if not ipaddress.ip_address(ip.split("%")[0]).is_loopback]
+
+
+def marked(marker):
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(MARK) == marker:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
+def test_a_local_run_listens_on_loopback_only():
+    try:
+        local_launch(4)
+    except LaunchError as e:
+        pytest.skip(str(e))
+    marker = uuid.uuid4().hex
+    env = dict(local_environment(), **{MARK: marker})
+    cmd = [sys.executable, "-m", "dnewton_core.environment", "-n", "4",
+           sys.executable, "-m", "dnewton_core", "train", "--iters", "100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT, start_new_session=True)
+    timer = threading.Timer(120, os.killpg, (proc.pid, signal.SIGKILL))   # a hang fails, not CI
+    timer.start()
+    try:
+        lines = iter(proc.stdout.readline, "")
+        started = any(line.split()[:1] and line.split()[0].isdigit() for line in lines)
+        assert started, f"the run never printed an iteration:\n{proc.stderr.read()[-2000:]}"
+        procs = marked(marker)               # the launcher and the ranks, all in MPI by now
+        ranks = [p for p in procs if "dnewton_core" in " ".join(p.cmdline())
+                 and "environment" not in " ".join(p.cmdline())]
+        assert len(ranks) >= 4, [p.cmdline() for p in procs]
+        assert exposed(procs) == [], listening(procs)
+    finally:
+        timer.cancel()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        for p in marked(marker):
+            p.kill()
+
+
+def test_an_mpicluster_listens_on_loopback_only():
+    with MPICluster(2, timeout=120) as cl:
+        procs = cl.processes()
+        names = " ".join(" ".join(p.cmdline()) for p in procs)
+        assert "ipyparallel.engine" in names and "ipyparallel.controller" in names
+        assert cl.run(sum, [1, 2]) == [3, 3]              # the engines are up and in MPI
+        assert exposed(procs) == [], listening(procs)
+
+
+def test_make_demo_goes_through_the_local_launcher():
+    text = (ROOT / "Makefile").read_text()
+    assert "LAUNCH ?= $(BIN)/python -m dnewton_core.environment -n $(NP)" in text
+    demo = text.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert "$(LAUNCH) $(BIN)/python -m dnewton_core" in demo and "mpiexec" not in demo
