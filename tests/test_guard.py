@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from dnewton_core.comm import INTERRUPT_EXIT, STALL_EXIT
-from dnewton_core.environment import blas_environment, find_mpiexec
+from dnewton_core.environment import local_environment, local_launch
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB = str(ROOT / "tests" / "guarded_job.py")
@@ -23,8 +23,8 @@ MARK = "DNEWTON_GUARD_TEST"
 
 def start(*args):
     marker = uuid.uuid4().hex
-    env = dict(os.environ, **blas_environment(), **{MARK: marker})
-    proc = subprocess.Popen([find_mpiexec(), "-n", "4", sys.executable, JOB, *map(str, args)],
+    env = dict(local_environment(), **{MARK: marker})
+    proc = subprocess.Popen([*local_launch(4), sys.executable, JOB, *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=ROOT, start_new_session=True)
     assert proc.stdout.readline().strip() == "ready"
@@ -37,6 +37,8 @@ def ranks(marker):
     for p in psutil.process_iter():
         try:
             env = p.environ()
+            if p.status() == psutil.STATUS_ZOMBIE:      # ended, not yet reaped
+                continue
         except (psutil.Error, OSError):
             continue
         if env.get(MARK) == marker and "PMI_RANK" in env and "guarded_job" in " ".join(p.cmdline()):
@@ -117,11 +119,11 @@ def test_a_guarded_job_that_finishes_says_nothing():
 
 def _train(tmp_path, n, *extra):
     marker = uuid.uuid4().hex
-    env = dict(os.environ, **blas_environment(), **{MARK: marker})
+    env = dict(local_environment(), **{MARK: marker})
     cmd = [sys.executable, "-m", "dnewton_core", "train", "--iters", "100000", "--json",
            str(tmp_path / "run.json"), *extra]
     if n > 1:
-        cmd = [find_mpiexec(), "-n", str(n), *cmd]
+        cmd = [*local_launch(n), *cmd]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=ROOT, start_new_session=True)
     deadline = time.monotonic() + 60
