@@ -71,11 +71,6 @@ def network_layers(n_features, hidden, n_classes):
     return (n_features, *hidden, n_classes)
 
 
-def accuracy(outputs, y):
-    """Fraction of rows whose largest output is the label."""
-    return float(np.mean(np.argmax(outputs, axis=1) == y)) if len(y) else float("nan")
-
-
 @dataclass(frozen=True, eq=False)
 class JacobianFactors:
     """J on the subsample S, in the form the model's Gauss-Newton product needs.

@@ -48,7 +48,7 @@ def softmax(s):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _forward(params, X, activation):
+def forward(params, X, activation):
     """[z^0, ..., z^L], z^m of shape (l, n_m)."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
@@ -91,7 +91,7 @@ def curvature_product(JV, p, loss):
     raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
 
 
-def _loss_terms(zL, Y, loss):
+def loss_terms(zL, Y, loss):
     """xi(z^{L,i}; y^i) per instance (l,), d xi / d z^L (l, n_L), and p (softmax) or None."""
     if loss == "squared":
         return (*squared_terms(zL, Y), None)
@@ -100,7 +100,7 @@ def _loss_terms(zL, Y, loss):
     raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
 
 
-def _backward(params, zs, U, activation):
+def backward(params, zs, U, activation):
     """J^T-style backward pass: given U = d(.)/d z^L (l, n_L), return [(dW, db)] summed over rows."""
     grads, delta = [], U
     for m in range(len(params), 0, -1):
@@ -121,15 +121,15 @@ def _jv(params, zs, V, activation):
 
 def objective(params, X, Y, C, activation="relu", loss="squared"):
     """f(theta) = theta^T theta / (2C) + (1/l) sum_i xi(z^{L,i}; y^i)   (docs/method.md §1)."""
-    xi, _, _ = _loss_terms(_forward(params, X, activation)[-1], Y, loss)
+    xi, _, _ = loss_terms(forward(params, X, activation)[-1], Y, loss)
     return float(flatten(params) @ flatten(params) / (2.0 * C) + xi.mean())
 
 
 def gradient(params, X, Y, C, activation="relu", loss="squared"):
     """grad f = theta / C + (1/l) sum_i (J^i)^T d xi_i / d z^{L,i}   (docs/method.md §2)."""
-    zs = _forward(params, X, activation)
-    _, dxi, _ = _loss_terms(zs[-1], Y, loss)
-    back = _backward(params, zs, dxi / len(X), activation)
+    zs = forward(params, X, activation)
+    _, dxi, _ = loss_terms(zs[-1], Y, loss)
+    back = backward(params, zs, dxi / len(X), activation)
     return [(dW + W / C, db + b / C) for (W, b), (dW, db) in zip(params, back)]
 
 
@@ -141,10 +141,10 @@ def gauss_newton_product(params, X, V, C, activation="relu", loss="squared"):
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
-    zs = _forward(params, X, activation)
+    zs = forward(params, X, activation)
     JV = _jv(params, zs, V, activation)                                   # (|S|, n_L)
     BJV = curvature_product(JV, softmax(zs[-1]) if loss == "cross_entropy" else None, loss)
-    back = _backward(params, zs, BJV / len(X), activation)
+    back = backward(params, zs, BJV / len(X), activation)
     return [(dW + VW / C, db + Vb / C) for (VW, Vb), (dW, db) in zip(V, back)]
 
 
@@ -166,7 +166,7 @@ def block_diagonal_gauss_newton_product(theta, X, v, C, layers, blocks, activati
 
 def predict(params, X, activation="relu"):
     """Network outputs z^L, shape (l, n_L); the predicted class is their argmax."""
-    return _forward(params, X, activation)[-1]
+    return forward(params, X, activation)[-1]
 
 
 def flatten(params):

@@ -41,7 +41,7 @@ def _one_hot(labels, k):
 
 
 def _hidden_preactivations(params, X, activation):
-    """s^1..s^{L-1} recomputed independently of reference._forward."""
+    """s^1..s^{L-1} recomputed independently of reference.forward."""
     z, out = X, []
     for W, b in params[:-1]:
         s = z @ W + b
@@ -106,7 +106,7 @@ def explicit_jacobians(params, X, activation):
     """J with J[i, :, k] = d z^{L,i} / d theta_k, built from _jv on unit vectors: (l, n_L, n)."""
     layers = layers_of(params)
     n = len(flatten(params))
-    zs = ref._forward(params, X, activation)
+    zs = ref.forward(params, X, activation)
     return np.stack([ref._jv(params, zs, unit_params(layers, k, n), activation) for k in range(n)],
                     axis=2)
 
@@ -124,7 +124,7 @@ def loss_hessians(zL, loss):
 def explicit_gauss_newton(params, X, C, activation, loss):
     """I/C + (1/l) sum_i J_i^T B_i J_i as a dense n x n matrix."""
     J = explicit_jacobians(params, X, activation)
-    B = loss_hessians(ref._forward(params, X, activation)[-1], loss)
+    B = loss_hessians(ref.forward(params, X, activation)[-1], loss)
     n = J.shape[2]
     return np.eye(n) / C + np.einsum("iak,iab,ibm->km", J, B, J) / len(X)
 
@@ -185,7 +185,7 @@ def test_jv_matches_directional_differences(layers, activation):
         return predict(unflatten(t, layers), X, activation)
 
     jv_fd = (zL(theta + h * v) - zL(theta - h * v)) / (2 * h)
-    jv = ref._jv(params, ref._forward(params, X, activation), V, activation)
+    jv = ref._jv(params, ref.forward(params, X, activation), V, activation)
     assert jv.shape == (N_INST, layers[-1])
     assert rel_err(jv, jv_fd) < 1e-6
 
@@ -199,7 +199,7 @@ def test_jtu_matches_differences_of_u_dot_zL(layers, activation):
     def phi(t):
         return float((U * predict(unflatten(t, layers), X, activation)).sum())
 
-    jtu = flatten(ref._backward(params, ref._forward(params, X, activation), U, activation))
+    jtu = flatten(ref.backward(params, ref.forward(params, X, activation), U, activation))
     assert rel_err(jtu, fd_gradient(phi, flatten(params))) < 1e-6
 
 
@@ -208,12 +208,12 @@ def test_jtu_matches_differences_of_u_dot_zL(layers, activation):
 def test_adjoint_identity(layers, activation):
     params, X, _ = make_problem(layers, activation, seed=4)
     rng = np.random.default_rng(13)
-    zs = ref._forward(params, X, activation)
+    zs = ref.forward(params, X, activation)
     for _ in range(3):
         V = random_direction(layers, rng)
         U = rng.standard_normal((N_INST, layers[-1]))
         lhs = float((U * ref._jv(params, zs, V, activation)).sum())
-        rhs = float(flatten(ref._backward(params, zs, U, activation)) @ flatten(V))
+        rhs = float(flatten(ref.backward(params, zs, U, activation)) @ flatten(V))
         assert abs(lhs - rhs) <= 1e-12 * max(abs(lhs), abs(rhs))
 
 
