@@ -242,6 +242,7 @@ class Guard:
         self._handlers = {sig: signal.signal(sig, lambda *_: None)   # the thread acts
                           for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         self._stopped = threading.Event()
+        self.ending = False               # set once this rank takes part in ending the job
         self._thread = threading.Thread(target=self._watch, name="dnewton-guard", daemon=True)
         self._thread.start()
 
@@ -284,6 +285,7 @@ class Guard:
 
     def _end(self, what, line, code):
         """Tell the others, listen for ``grace`` seconds, report once, end the job."""
+        self.ending = True
         reports = {self.comm.rank: (what, line)}
         if self.multiple:
             for r in range(self.comm.size):

@@ -6,6 +6,7 @@ of theta). Vectors are the part of theta the process holds. No model keeps state
 calls that changes a result: the Jacobian factors that ``gradient_and_jacobian`` computes
 on a subsample S are returned as a ``JacobianFactors`` and passed to ``gauss_newton``.
 """
+import math
 from dataclasses import dataclass
 from typing import Any, ContextManager, Protocol
 
@@ -33,8 +34,8 @@ class ObjectiveConfig:
                              f"choose from {', '.join(ref.ACTIVATIONS)}")
         if self.loss not in ref.LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose from {', '.join(ref.LOSSES)}")
-        if self.C is not None and not self.C > 0:
-            raise ValueError(f"C must be positive, got {self.C}")
+        if self.C is not None and not (self.C > 0 and math.isfinite(self.C)):
+            raise ValueError(f"C must be a positive finite number, got {self.C}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -61,8 +62,8 @@ def parse_C(text, l):
     except ValueError:
         raise ValueError(f"--C expects a number or a multiple of l such as 0.01l, "
                          f"got {text!r}") from None
-    if not value > 0:
-        raise ValueError(f"--C must be positive, got {text!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"--C must be a positive finite number, got {text!r}")
     return value
 
 

@@ -170,12 +170,11 @@ CASES = [
              "status 0 (rank 1 on one process; the same with 4:0.1 under mpiexec -n 4)"),
     case("unknown-command", "bogus", 2, r"error: .*bogus", bug=ARGPARSE),
     # -- constants and budgets
-    case("C-negative", "train --C -1", 2, r"error: --C must be positive"),
+    case("C-negative", "train --C -1", 2, r"error: --C must be a positive finite number"),
     case("C-letters", "train --C abc", 2, r"error: --C expects a number"),
-    case("C-zero-l", "train --C 0l", 2, r"error: --C must be positive"),
-    case("C-inf", "train --iters 1 --C inf", 2, r"error: .*--C",
-         bug="a non-finite --C is accepted (a non-finite --lambda0 is refused); the run ends "
-             "with status 0 and its JSON records C as null"),
+    case("C-zero-l", "train --C 0l", 2, r"error: --C must be a positive finite number"),
+    case("C-inf", "train --iters 1 --C inf", 2, r"error: --C must be a positive finite number"),
+    case("C-overflow", "train --iters 1 --C 1e400", 2, r"error: --C must be a positive finite"),
     case("lambda0-inf", "train --lambda0 inf", 2, r"error: .*lambda0"),
     case("lambda0-nan", "train --lambda0 nan", 2, r"error: .*lambda0"),
     case("xi-0", "train --xi 0", 2, r"error: .*xi"),
