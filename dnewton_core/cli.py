@@ -1,4 +1,5 @@
-"""Command line: ``python -m dnewton_core {train,compare,reproduce} ...``: the top of the kit.
+"""Command line: ``python -m dnewton_core {train,compare,reproduce,evaluate} ...``: the top
+of the kit.
 
 Run it alone (one process, the dense model) or under ``mpiexec -n N`` (N ranks, one per
 partition). Only rank 0 prints. Errors are one line on standard error.
@@ -19,22 +20,22 @@ Outputs (train --json; compare's compare.json and figure; reproduce's files) are
 before the first iteration (writable, and not already there unless --overwrite) and
 written atomically: a temporary file in the same directory, then a rename. train --json
 is rewritten after every iteration or epoch, so a killed run keeps its history so far.
+train --checkpoint DIR saves what --resume DIR continues, on any grid (``checkpoint.py``).
 """
 import argparse
-import json
 import os
 import signal
 import sys
 import time
 
 from . import data as datasets
+from .checkpoint import JsonSaver, Plan, restore, save_model, write_json
 from .comm import Comm
 from .distributed import GN_MODES
-from .experiment import OPTIMIZERS, build_model, prepare, run
+from .experiment import OPTIMIZERS, build_model, evaluate, prepare, run
 from .ledger import training_bytes
 from .model import ConfigError, ObjectiveConfig
 from .newton import NewtonConfig
-from .outputs import write_atomic
 from .sgd import SGDConfig
 from .study import settings as study
 
@@ -69,7 +70,6 @@ def _positive_ints(text):
     return values
 
 
-
 def parser():
     top = argparse.ArgumentParser(
         prog="python -m dnewton_core",
@@ -94,6 +94,7 @@ def parser():
                        description="Train one network and print one line per iteration.")
     p.add_argument("--optimizer", default="newton", choices=OPTIMIZERS)
     p.add_argument("--json", help="write {config, history, final} to this file")
+    add_keep(p)
 
     p = sub.add_parser("compare", parents=common, help="Newton (full, diagonal) against SGD",
                        description="Newton with the full and (on several ranks) the diagonal "
@@ -101,7 +102,23 @@ def parser():
                                    "and grid: a table, compare.json and a figure.")
     p.add_argument("--out", default="results/compare", help="output directory")
     add_reproduce(sub, parents=shared_options(hidden=None)[:2])
+    p = sub.add_parser("evaluate", help="train and test accuracy and f of weights that "
+                                        "train --save wrote (one process)")
+    p.add_argument("--model", required=True, help="the file train --save wrote")
+    p.add_argument("--data", help="data set (default: the one the model was trained on)")
+    p.add_argument("--data-path", help="directory or file(s) of the data set")
     return top
+
+
+def add_keep(p):
+    g = p.add_argument_group("checkpoints and weights")
+    g.add_argument("--checkpoint", metavar="DIR", help="save the run into DIR after each "
+                   "iteration or epoch (each rank its block; a checkpoint is complete or absent)")
+    g.add_argument("--checkpoint-every", type=int, default=1, metavar="K",
+                   help="checkpoint every K iterations or epochs, and after the last")
+    g.add_argument("--resume", metavar="DIR", help="continue the run checkpointed in DIR, on "
+                   "any grid (--iters and --epochs count from the start of the run)")
+    g.add_argument("--save", metavar="FILE", help="write the final weights (.npz), see evaluate")
 
 
 def _floats(text):
@@ -224,11 +241,6 @@ def _budgets():
     return budgets
 
 
-def problem(args):
-    """The ``experiment.Problem`` of the command line's options."""
-    return study.problem_of(vars(args))
-
-
 def solver_configs(args):
     """(NewtonConfig, SGDConfig) of a single run; ConfigError names a bad value (every
     rank sees the same options, so every rank raises it before any message)."""
@@ -271,15 +283,24 @@ def describe_run(comm, model, method, args):
 
 def cmd_train(args, comm):
     newton_config, sgd_config = solver_configs(args)
-    p = prepare(problem(args), comm, [args.json], args.overwrite)
+    keep = Plan(args.checkpoint, args.checkpoint_every, args.resume, args.save, args.optimizer,
+                args.iters if args.optimizer == "newton" else args.epochs)
+    p = prepare(study.problem_of(vars(args)), comm, [args.json], args.overwrite, keep)
     model = build_model(p.data, args.hidden, p.objective, comm, p.splits, args.gn, args.sync,
                         p.slow)
+    resume = comm.agree_on(lambda: restore(p.resume, model)) if p.resume else None
     describe_run(comm, model, args.optimizer, args)
+    if resume:
+        _say(comm, f"resumed from {args.resume} after {resume.done} "
+                   f"{'iterations' if args.optimizer == 'newton' else 'epochs'}")
     _say(comm, HEADER)
     saver = JsonSaver(args.json, args.overwrite) if args.json else None
     history, out = run(model, args.optimizer, newton_config, sgd_config,
-                       callback=lambda r: _say(comm, _line(r)), snapshot=saver,
-                       data=args.data, hidden=list(args.hidden))
+                       callback=lambda r: _say(comm, _line(r)), snapshot=saver, resume=resume,
+                       keep=keep, data=args.data, hidden=list(args.hidden))
+    if args.save:
+        save_model(args.save, model, history.theta, args.overwrite, data=args.data,
+                   seed=args.seed)
     status = DIVERGED if history.status == "diverged" else 0   # the same on every rank
     if comm.rank != 0:
         return status
@@ -289,7 +310,8 @@ def cmd_train(args, comm):
           f"{_num(f['wall_time'], '.2f')} s", flush=True)
     if saver:
         saver(out)              # the final file: ledgers summed over ranks
-        print(f"wrote {args.json}", flush=True)
+    for path in filter(None, (args.json, args.save)):
+        print(f"wrote {path}", flush=True)
     if f["status"] == "diverged":
         last = out["history"][-1]
         print(f"diverged at {'epoch' if args.optimizer == 'sgd' else 'iteration'} "
@@ -303,27 +325,11 @@ def _num(value, fmt):
     return "-" if value is None else format(value, fmt)
 
 
-class JsonSaver:
-    """Rewrites one JSON file atomically each time it is called (rank 0). The first write
-    refuses a file that appeared since the check unless --overwrite."""
-
-    def __init__(self, path, overwrite):
-        self.path, self.replace = path, overwrite
-
-    def __call__(self, obj):
-        write_json(self.path, obj, self.replace)
-        self.replace = True
-
-
-def write_json(path, obj, replace=True):
-    write_atomic(path, json.dumps(obj, indent=1), replace)
-
-
 def cmd_compare(args, comm):
     newton_config, sgd_config = solver_configs(args)
     json_path = os.path.join(args.out, "compare.json")
     figure = os.path.join(args.out, "accuracy_vs_time.png")
-    p = prepare(problem(args), comm, [json_path, figure], args.overwrite)
+    p = prepare(study.problem_of(vars(args)), comm, [json_path, figure], args.overwrite)
     runs = [("newton", "full")] + ([("newton", "diag")] if comm.size > 1 else []) + [("sgd", "full")]
     results = {}
     for method, gn in runs:
@@ -342,6 +348,14 @@ def cmd_compare(args, comm):
                               f"{'-'.join(map(str, results['sgd']['config']['layers']))}",
                               replace=args.overwrite)
         print(f"wrote {json_path} and {figure}")
+    return 0
+
+
+def cmd_evaluate(args, comm):
+    out = evaluate(args.model, args.data, args.data_path)
+    _say(comm, f"{args.model}: network {'-'.join(map(str, out['layers']))} on {out['data']}: "
+               f"test accuracy {out['test_accuracy']!r}, train accuracy "
+               f"{out['train_accuracy']!r}, f {out['objective']!r}")
     return 0
 
 
@@ -378,8 +392,9 @@ def main(argv=None):
     guard = None
     try:
         args = parser().parse_args(argv)
-        guard = comm.guard(args.stall_timeout)        # several ranks: signals and stalls
-        commands = {"train": cmd_train, "compare": cmd_compare, "reproduce": cmd_reproduce}
+        guard = comm.guard(getattr(args, "stall_timeout", STALL_TIMEOUT))  # several ranks
+        commands = {"train": cmd_train, "compare": cmd_compare, "reproduce": cmd_reproduce,
+                    "evaluate": cmd_evaluate}
         return commands[args.command](args, comm)
     except ConfigError as e:                          # agreed on by every rank
         if comm.rank == 0:

@@ -7,11 +7,12 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
+from . import checkpoint
 from . import data as datasets
+from .checkpoint import Plan, Writer, check_compatible, gather_records, load_model
 from .comm import Comm
 from .dense import DenseModel
 from .distributed import DistributedModel
-from .ledger import combine_records
 from .model import ConfigError, ObjectiveConfig, default_C, network_layers, parse_C
 from .newton import NewtonConfig, newton
 from .outputs import check_writable
@@ -44,19 +45,24 @@ class Prepared:
     objective: ObjectiveConfig
     splits: tuple | None
     slow: tuple | None                # (rank, seconds) or None
+    resume: checkpoint.Saved | None = None    # the checkpoint to continue, read and checked
 
 
-def prepare(problem, comm, outputs=(), overwrite=False):
+def prepare(problem, comm, outputs=(), overwrite=False, keep=Plan()):
     """Load and check everything on every rank, then agree: a ConfigError everywhere or
     a ``Prepared`` everywhere. The ``outputs`` (file paths) are checked first, on rank 0:
     an existing file is an error unless ``overwrite``, and so is a path that cannot be
-    written (``outputs.check_writable``), all before the first iteration."""
-    return comm.agree_on(lambda: _prepare(problem, comm.rank, outputs, overwrite))
+    written (``outputs.check_writable``), all before the first iteration. So are the
+    checkpoint directory and the saved model of ``keep`` (a ``checkpoint.Plan``), and the
+    checkpoint it resumes from is read and must match the problem's layers, data set and
+    optimizer (``checkpoint.check_compatible``)."""
+    return comm.agree_on(lambda: _prepare(problem, comm.rank, outputs, overwrite, keep))
 
 
-def _prepare(problem, rank, outputs, overwrite):
+def _prepare(problem, rank, outputs, overwrite, keep):
     if rank == 0:
-        check_writable(outputs, overwrite)
+        check_writable([*outputs, keep.save], overwrite)
+        checkpoint.check_plan(keep, overwrite)
     data = datasets.load_dataset(problem.data, problem.data_path, seed=problem.seed)
     if problem.train_limit is not None and problem.train_limit < len(data.y_train):
         k = problem.train_limit
@@ -67,7 +73,10 @@ def _prepare(problem, rank, outputs, overwrite):
         batch_size=problem.eval_batch, init_seed=problem.seed)
     layers = network_layers(data.n_features, problem.hidden, data.n_classes)
     splits = parse_splits(problem.splits, layers) if problem.splits else None
-    return Prepared(data, objective, splits, _slow(problem.slow_rank))
+    saved = checkpoint.read(keep.resume) if keep.resume else None
+    if saved:
+        check_compatible(saved, layers, keep, problem.data)
+    return Prepared(data, objective, splits, _slow(problem.slow_rank), saved)
 
 
 def _slow(text):
@@ -126,28 +135,35 @@ class Straggler:
         return out
 
 
-def train(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), callback=None):
-    """Train with "newton" or "sgd"; returns the History."""
+def train(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), callback=None,
+          resume=None, on_state=None):
+    """Train with "newton" or "sgd"; returns the History. ``resume`` and ``on_state``: see
+    ``newton.newton``."""
     if method == "newton":
-        return newton(model, newton_config, callback)
+        return newton(model, newton_config, callback, resume, on_state)
     if method == "sgd":
-        return sgd(model, sgd_config, callback)
+        return sgd(model, sgd_config, callback, resume, on_state)
     raise ConfigError(f"unknown optimizer {method!r}; choose from {', '.join(OPTIMIZERS)}")
 
 
 def run(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), callback=None,
-        snapshot=None, **about):
+        snapshot=None, resume=None, keep=Plan(), **about):
     """Train, then collect: (History, ``result``). ``about`` adds to the result's config
     (the data set's name, say). ``snapshot(partial)``, if given, is called on rank 0 after
     every iteration or epoch with the result so far (``partial_result``), so a caller can
-    save it. Collective on a distributed model."""
+    save it. ``resume`` (a ``history.State``, ``checkpoint.restore``) continues a run;
+    with ``keep.directory`` a checkpoint is written every ``keep.every`` iterations or
+    epochs and after the last (``checkpoint.Writer``). Collective on a distributed model."""
     comm = getattr(model, "comm", None)
     config = config_dict(
         **about, optimizer=method, gn=model.gn, sync=model.sync,
         ranks=comm.size if comm else 1, objective=model.config,
         **({"newton": newton_config} if method == "newton" else {"sgd": sgd_config}))
+    previous = resume.records if resume else []
+    writer = Writer(keep.directory, keep.every, newton_config.iters if method == "newton"
+                    else sgd_config.epochs, model, config, previous) if keep.directory else None
     if snapshot is not None and (comm is None or comm.rank == 0):
-        seen = []
+        seen = list(previous)
 
         def each(record):
             if callback:
@@ -156,7 +172,7 @@ def run(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), cal
             snapshot(partial_result(model, seen, config))
     else:
         each = callback
-    history = train(model, method, newton_config, sgd_config, each)
+    history = train(model, method, newton_config, sgd_config, each, resume, writer)
     return history, result(model, history, config)
 
 
@@ -165,21 +181,16 @@ def result(model, history, config):
     holds the last record's accuracies, objective and time, and the run's "status":
     "finished", or "diverged" with "diverged_at" (the iteration or epoch).
 
-    Collective on a distributed model (one gather of the per-iteration ledgers); the
-    complete result is on rank 0, other ranks get None.
+    Collective on a distributed model (one gather of the per-iteration ledgers, but for
+    the first ``history.combined``, already summed in a checkpoint); the complete result
+    is on rank 0, other ranks get None. Each rank ran its own CG in diag mode: every
+    count is kept ("cg_iters_per_rank").
     """
-    records = [dict(r) for r in history.records]
-    comm = getattr(model, "comm", None)
-    if comm is not None:       # each rank ran its own CG in diag mode: keep every count
-        with comm.phase("report"):
-            per_rank = comm.gather_objects([(r["comm"], r.get("cg_iters")) for r in records])
-        if comm.rank != 0:
-            return None
-        for k, r in enumerate(records):
-            r["comm"] = combine_records([ledger[k][0] for ledger in per_rank])
-            if "cg_iters" in r:
-                r["cg_iters_per_rank"] = [ledger[k][1] for ledger in per_rank]
-    return _assemble(model, records, config, history.status)
+    done = history.records[:history.combined]
+    records = gather_records(getattr(model, "comm", None), history.records[history.combined:])
+    if records is None:
+        return None
+    return _assemble(model, [dict(r) for r in done] + records, config, history.status)
 
 
 def partial_result(model, records, config):
@@ -225,3 +236,27 @@ def config_dict(**configs):
         else:
             out[name] = value
     return out
+
+
+def evaluate(path, data=None, data_path=None):
+    """Train and test accuracy and f of the weights ``checkpoint.save_model`` wrote, on
+    one process: {"model", "data", "train_accuracy", "test_accuracy", "objective"}. The
+    data set (by default the one trained on) is split with the saved seed, and must have
+    the network's numbers of features and classes (else a ConfigError)."""
+    try:
+        saved = load_model(path)
+        data = data or saved["data"]
+        dataset = datasets.load_dataset(data, data_path, seed=saved["seed"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    layers = saved["layers"]
+    if (dataset.n_features, dataset.n_classes) != (layers[0], layers[-1]):
+        raise ConfigError(f"{path} is a {'-'.join(map(str, layers))} network ({layers[0]} "
+                          f"features, {layers[-1]} classes); data set {data} has "
+                          f"{dataset.n_features} features and {dataset.n_classes} classes")
+    model = DenseModel(dataset, layers[1:-1], ObjectiveConfig(
+        activation=saved["activation"], loss=saved["loss"], C=saved["C"],
+        batch_size=saved["batch_size"]))
+    train_accuracy, test_accuracy = model.accuracy(saved["theta"])
+    return dict(model=path, data=data, layers=layers, train_accuracy=train_accuracy,
+                test_accuracy=test_accuracy, objective=model.objective(saved["theta"]))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cg import cg
-from .history import History, record_iteration
+from .history import History, State, generator, record_iteration
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def nonfinite(**values):
     return [name for name, value in values.items() if not math.isfinite(value)]
 
 
-def newton(model, config=NewtonConfig(), callback=None):
+def newton(model, config=NewtonConfig(), callback=None, resume=None, on_state=None):
     """Train ``model`` by subsampled Gauss-Newton; returns a History.
 
     Iteration k (docs/method.md §2): draw S; solve (G_S + lambda I) d = -g by CG; backtrack on
@@ -98,20 +98,34 @@ def newton(model, config=NewtonConfig(), callback=None):
     of the culprits), theta is left at its last finite value and the History's status is
     "diverged". Each of these values is a global scalar, already summed over every rank,
     so every rank stops at the same iteration.
+
+    ``on_state(state)``, if given, is called after each completed iteration with the
+    ``history.State`` after it (scalars "lambda" and "f"), on every rank (a checkpoint is
+    collective); its time is not training time. ``resume``, such a State, continues a run
+    after its ``done`` iterations: theta, lambda, f and the subsample generator are set
+    from it (f is not recomputed), and iterations done+1 .. config.iters follow.
     """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return _newton(model, config, callback)
+        return _newton(model, config, callback, resume, on_state)
 
 
-def _newton(model, config, callback):
-    rng = np.random.default_rng(config.seed)
-    size = config.subsample_size(model.n_train)
-    theta, lam, train_time = model.theta.copy(), config.lambda0, 0.0
-    history = History()
-    tic = time.perf_counter()
+def _start(model, config, resume):
+    """(rng, theta, lambda, f, training time, History) before the first new iteration."""
+    rng = generator(config.seed, resume)
+    if resume is not None:
+        return (rng, resume.theta.copy(), resume.scalars["lambda"], resume.scalars["f"],
+                resume.train_time, resume.history())
+    theta = model.theta.copy()
     with model.phase("function"):
         f = model.objective(theta)
-    for k in range(1, config.iters + 1):
+    return rng, theta, config.lambda0, f, 0.0, History()
+
+
+def _newton(model, config, callback, resume, on_state):
+    size = config.subsample_size(model.n_train)
+    tic = time.perf_counter()
+    rng, theta, lam, f, train_time, history = _start(model, config, resume)
+    for k in range(resume.done + 1 if resume else 1, config.iters + 1):
         S = draw_subsample(rng, model.n_train, size)
         with model.phase("gradient"):
             g, J = model.gradient_and_jacobian(theta, S)
@@ -124,11 +138,9 @@ def _newton(model, config, callback):
                 gd, dr, dd = model.dot(g, d), model.dot(d, res.residual), model.dot(d, d)
             bad = nonfinite(**{"g'd": gd, "d'r (CG residual)": dr, "d'd": dd})
         if bad:
-            train_time += time.perf_counter() - tic
-            history.records.append(record_iteration(model, theta, dict(
+            _diverged(model, theta, history, callback, dict(
                 iter=k, objective=f, grad_norm=gnorm, **{"lambda": lam},
-                wall_time=train_time, diverged=True, nonfinite=bad), callback))
-            history.status = "diverged"
+                wall_time=train_time + time.perf_counter() - tic, diverged=True, nonfinite=bad))
             break
         with model.phase("line_search"):
             alpha, f_new = line_search(model.objective, theta, d, f, gd, config.eta,
@@ -144,6 +156,15 @@ def _newton(model, config, callback):
             iter=k, objective=f, grad_norm=gnorm, cg_iters=res.iterations,
             cg_status=res.status, **{"lambda": lam}, alpha=alpha, ratio=rho,
             wall_time=train_time), callback))
+        if on_state:
+            on_state(State(k, theta, {"lambda": lam, "f": f}, rng.bit_generator.state,
+                           train_time, history.records))
         tic = time.perf_counter()
     history.theta = theta
     return history
+
+
+def _diverged(model, theta, history, callback, record):
+    """Record the iteration that ended the run with a non-finite value."""
+    history.records.append(record_iteration(model, theta, record, callback))
+    history.status = "diverged"

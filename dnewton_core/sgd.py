@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .history import History, record_iteration
+from .history import History, State, generator, record_iteration
 
 
 @dataclass(frozen=True)
@@ -33,22 +33,33 @@ class SGDConfig:
                 raise ValueError(f"SGDConfig: invalid {name} = {getattr(self, name)!r}")
 
 
-def sgd(model, config=SGDConfig(), callback=None):
+def sgd(model, config=SGDConfig(), callback=None, resume=None, on_state=None):
     """Train ``model`` by SGD with momentum; returns a History with one record per epoch.
 
     Too large a learning rate makes f overflow: that epoch is recorded with
     ``diverged=True`` and training stops (a result of the study, not an error).
+
+    ``on_state(state)``, if given, is called after each completed epoch with the
+    ``history.State`` after it (scalar "t", the steps taken; vector "velocity"), on every
+    rank. ``resume``, such a State, continues a run after its ``done`` epochs, bit for bit.
     """
     with np.errstate(over="ignore", invalid="ignore"):
-        return _sgd(model, config, callback)
+        return _sgd(model, config, callback, resume, on_state)
 
 
-def _sgd(model, config, callback):
-    rng = np.random.default_rng(config.seed)
+def _start(model, config, resume):
+    """(rng, theta, velocity, History, training time, t) before the first new epoch."""
+    rng = generator(config.seed, resume)
+    if resume is not None:
+        return (rng, resume.theta.copy(), resume.vectors["velocity"].copy(),
+                resume.history(), resume.train_time, int(resume.scalars["t"]))
     theta = model.theta.copy()
-    velocity = np.zeros_like(theta)
-    history, train_time, t = History(), 0.0, 0
-    for epoch in range(1, config.epochs + 1):
+    return rng, theta, np.zeros_like(theta), History(), 0.0, 0
+
+
+def _sgd(model, config, callback, resume, on_state):
+    rng, theta, velocity, history, train_time, t = _start(model, config, resume)
+    for epoch in range(resume.done + 1 if resume else 1, config.epochs + 1):
         tic = time.perf_counter()
         order = rng.permutation(model.n_train)
         with model.phase("sgd"):
@@ -68,5 +79,8 @@ def _sgd(model, config, callback):
         if not np.isfinite(f):      # too large a learning rate: a result, not an error
             history.status = "diverged"
             break
+        if on_state:
+            on_state(State(epoch, theta, {"t": t}, rng.bit_generator.state, train_time,
+                           history.records, {"velocity": velocity}))
     history.theta = theta
     return history

@@ -8,8 +8,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dnewton_core"
 KERNEL = {"reference", "cg", "newton", "sgd", "history", "dense", "model", "partition",
-          "splits", "costs", "ledger", "data", "environment", "outputs", "network"}
-MPI_LAYER = {"comm", "distributed"}
+          "splits", "costs", "ledger", "data", "environment", "outputs", "network",
+          "projection"}
+MPI_LAYER = {"comm", "distributed", "checkpoint"}
 FIGURES = {"figures", "study.figures", "classroom.figures"}
 THIRD_PARTY_OF_KERNEL = {"numpy"}
 EXCEPTIONS = {

@@ -1,0 +1,323 @@
+"""What a training run keeps: checkpoints to resume from (on any grid) and the final weights.
+
+A checkpoint directory DIR holds, after iteration (or epoch) N::
+
+    DIR/step-00000N/block-R.npz   rank R's part of theta (SGD: and of its velocity)
+    DIR/step-00000N/state.json    the solver's state (``history.State``: lambda and f, or
+                                  the step count t; the generator's state; the training time;
+                                  the records so far, summed over ranks), the configuration
+                                  and the grid (layers, splits or null for the one-process
+                                  dense model, rank count)
+    DIR/manifest.json             written last, atomically: the step to resume from
+
+so a checkpoint is complete or absent (as PyTorch's distributed checkpoint does with its
+metadata file): a run killed while writing step N leaves the manifest on step N - k, whose
+files are whole. Older steps are removed once the manifest points past them.
+
+A block is the part of ``reference.flatten``'s vector that a partition holds
+(``partition.Grid.param_slices``; the dense model's one block is the whole vector), so a
+run resumes on another grid or rank count by placing the old blocks with the old grid's
+slices and reading its own with the new grid's. Every message goes through the model's
+``comm.Comm`` (none on one process): this module is part of the MPI layer without importing
+MPI.
+"""
+import io
+import json
+import os
+import re
+import shutil
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from .history import State
+from .ledger import combine_records
+from .model import ConfigError
+from .outputs import check_writable, write_atomic
+from .partition import Grid
+
+MANIFEST, STATE = "manifest.json", "state.json"
+STEP = re.compile(r"step-\d{6}$")
+KEYS = ["done", "scalars", "rng", "train_time", "vectors", "records", "config", "grid"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one train run keeps and continues from (the command line's options)."""
+    directory: str | None = None      # --checkpoint DIR
+    every: int = 1                    # --checkpoint-every K
+    resume: str | None = None         # --resume DIR
+    save: str | None = None           # --save FILE: the final weights
+    optimizer: str = "newton"         # what is resumed must have been trained the same way
+    budget: int | None = None         # --iters or --epochs, counted from the run's start
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A complete checkpoint, as read: its directory, step and state.json."""
+    directory: str
+    step: str
+    state: dict
+
+    @property
+    def done(self):
+        return self.state["done"]
+
+
+def check_plan(plan, overwrite):
+    """Before the first iteration (rank 0): the checkpoint directory can be written and
+    holds no checkpoint, unless --overwrite or --resume. ValueError otherwise."""
+    if plan.every < 1:
+        raise ValueError(f"--checkpoint-every must be at least 1, got {plan.every}")
+    if not plan.directory:
+        return
+    if os.path.exists(plan.directory) and not os.path.isdir(plan.directory):
+        raise ValueError(f"cannot write checkpoints into {plan.directory}: not a directory")
+    manifest = os.path.join(plan.directory, MANIFEST)
+    if os.path.lexists(manifest) and not (overwrite or plan.resume):
+        raise ValueError(f"{plan.directory} holds a checkpoint; pass --resume "
+                         f"{plan.directory} to continue it or --overwrite to replace it")
+    check_writable([manifest], overwrite=True)
+
+
+def read(directory):
+    """The checkpoint the manifest of ``directory`` points at; ValueError if none."""
+    manifest = _read_json(os.path.join(directory, MANIFEST),
+                          f"no checkpoint in {directory} (no readable {MANIFEST})")
+    step = manifest.get("step") if isinstance(manifest, dict) else None
+    if not isinstance(step, str) or not STEP.match(step):
+        raise ValueError(f"{os.path.join(directory, MANIFEST)} names no step")
+    path = os.path.join(directory, step, STATE)
+    state = _read_json(path, f"cannot read {path}")
+    missing = [key for key in KEYS if key not in state] if isinstance(state, dict) else KEYS
+    if missing:
+        raise ValueError(f"{path} is not a checkpoint's state: no {', '.join(missing)}")
+    return Saved(directory, step, state)
+
+
+def _read_json(path, message):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{message}: {getattr(e, 'strerror', None) or e}") from None
+
+
+def check_compatible(saved, layers, plan, data):
+    """ValueError, one line, if ``saved`` was not written by a run of the same layers,
+    optimizer and data set, or has already done more than the budget."""
+    config, grid = saved.state["config"], saved.state["grid"]
+    pairs = (("data set is", config.get("data"), data),
+             ("optimizer is", config.get("optimizer"), plan.optimizer),
+             ("layers are", _dash(grid["layers"]), _dash(layers)))
+    differ = [f"{what} {theirs}, this run's {ours}" for what, theirs, ours in pairs
+              if theirs != ours]
+    if differ:
+        raise ValueError(f"cannot resume from {saved.directory}: its " + "; its ".join(differ))
+    unit = "iterations" if plan.optimizer == "newton" else "epochs"
+    if plan.budget is not None and plan.budget < saved.done:
+        raise ValueError(f"cannot resume from {saved.directory}: it is after {saved.done} "
+                         f"{unit}, more than the {plan.budget} asked (they count from the "
+                         "start of the run)")
+
+
+def _dash(layers):
+    return "-".join(map(str, layers))
+
+
+def restore(saved, model):
+    """The ``history.State`` this rank resumes from: its block of the saved theta (and of
+    SGD's velocity) on the model's grid, whatever grid wrote them. ValueError if a block
+    file is missing or does not fit."""
+    s, grid = saved.state, getattr(model, "grid", None)
+    mine = grid.param_slices(model.comm.rank) if grid is not None else slice(None)
+    blocks = {name: whole(saved, name)[mine] for name in ["theta"] + s["vectors"]}
+    return State(s["done"], blocks.pop("theta"), s["scalars"], s["rng"], s["train_time"],
+                 s["records"], blocks)
+
+
+def whole(saved, name):
+    """The whole flat vector ``name`` of a checkpoint, from every block it was saved in."""
+    g = saved.state["grid"]
+    old = Grid(tuple(g["layers"]), tuple(g["splits"])) if g["splits"] else None
+    flat = np.full(n_params(g["layers"]), np.nan)
+    for rank in range(g["ranks"] if old else 1):
+        path = os.path.join(saved.directory, saved.step, f"block-{rank}.npz")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                block = z[name]
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"cannot read {name} from {path}: {e}") from None
+        where = old.param_slices(rank) if old else slice(None)
+        if block.shape != flat[where].shape:
+            raise ValueError(f"{path}: {name} has {block.size} values, the grid says "
+                             f"{flat[where].size}")
+        flat[where] = block
+    if np.isnan(flat).any():
+        raise ValueError(f"{saved.directory}: the blocks of {saved.step} do not cover {name}")
+    return flat
+
+
+def n_params(layers):
+    """Length of ``reference.flatten``'s vector: W^m and b^m of every layer."""
+    return sum((a + 1) * b for a, b in zip(layers[:-1], layers[1:]))
+
+
+def gather_records(comm, records):
+    """Copies of ``records`` with messages and bytes summed over ranks (the slowest rank's
+    seconds) and, for Newton, "cg_iters_per_rank", on rank 0; None on the other ranks.
+    Collective (one gather, phase "report"); ``comm`` None (the dense model): as they are."""
+    records = [dict(r) for r in records]
+    if comm is None:
+        return records
+    with comm.phase("report"):
+        per_rank = comm.gather_objects([(r["comm"], r.get("cg_iters")) for r in records])
+    if comm.rank != 0:
+        return None
+    for k, r in enumerate(records):
+        r["comm"] = combine_records([ledger[k][0] for ledger in per_rank])
+        if "cg_iters" in r:
+            r["cg_iters_per_rank"] = [ledger[k][1] for ledger in per_rank]
+    return records
+
+
+class Writer:
+    """The ``on_state`` hook of a run with --checkpoint: saves every ``every`` iterations
+    (or epochs) and after the last one (``last``). Collective on a distributed model."""
+
+    def __init__(self, directory, every, last, model, config, records=()):
+        self.directory, self.every, self.last = directory, every, last
+        self.model, self.config = model, config
+        self.comm = getattr(model, "comm", None)
+        self.rank = self.comm.rank if self.comm else 0
+        self.records = list(records)              # rank 0: saved so far, summed over ranks
+        self.gathered = len(self.records)         # every rank: records gathered so far
+        grid = getattr(model, "grid", None)
+        self.grid = dict(layers=list(model.layers), splits=list(grid.splits) if grid else None,
+                         ranks=self.comm.size if grid else 1)
+
+    def __call__(self, state):
+        if state.done % self.every and state.done != self.last:
+            return
+        step = f"step-{state.done:06d}"
+        with self.model.phase("report"):
+            self._agree(self._clear, step)                    # also a barrier
+            records = gather_records(self.comm, state.records[self.gathered:])
+            self.gathered = len(state.records)
+            self._agree(self._write, step, state, records)    # every block is written
+            if self.rank == 0:
+                self._publish(step, state.done)
+
+    def _agree(self, action, *args):
+        """Run ``action`` (which raises OSError or ValueError on failure), then agree."""
+        error = None
+        try:
+            action(*args)
+        except (OSError, ValueError) as e:
+            error = f"checkpoint {os.path.join(self.directory, args[0])}: {e}"
+        if self.comm is not None:
+            self.comm.agree(error)
+        elif error:
+            raise ConfigError(error)
+
+    def _clear(self, step):
+        """Rank 0: an empty step directory, which no manifest points at."""
+        if self.rank != 0:
+            return
+        where = os.path.join(self.directory, step)
+        manifest = os.path.join(self.directory, MANIFEST)
+        if os.path.exists(manifest) and _points_at(manifest) == step:
+            os.unlink(manifest)                   # a checkpoint of another run: now absent
+        shutil.rmtree(where, ignore_errors=True)
+        os.makedirs(where)
+
+    def _write(self, step, state, records):
+        where = os.path.join(self.directory, step)
+        arrays = dict(theta=state.theta, **state.vectors)
+        write_atomic(os.path.join(where, f"block-{self.rank}.npz"), npz_bytes(arrays))
+        if self.rank != 0:
+            return
+        self.records += records
+        body = dict(optimizer=self.config.get("optimizer"), done=state.done,
+                    scalars=state.scalars, rng=state.rng, train_time=state.train_time,
+                    vectors=sorted(state.vectors), records=self.records,
+                    config=self.config, grid=self.grid)
+        write_atomic(os.path.join(where, STATE), json.dumps(body, indent=1))
+
+    def _publish(self, step, done):
+        """Rank 0, once every block is written: the manifest, then the old steps go."""
+        write_atomic(os.path.join(self.directory, MANIFEST), json.dumps(dict(
+            step=step, done=done, optimizer=self.config.get("optimizer"),
+            data=self.config.get("data"), **self.grid), indent=1))
+        for name in os.listdir(self.directory):
+            if STEP.match(name) and name != step:
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+
+def _points_at(manifest):
+    try:
+        with open(manifest) as f:
+            return json.load(f).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def npz_bytes(arrays):
+    """The bytes of ``np.savez`` of ``arrays`` (for ``outputs.write_atomic``)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+class JsonSaver:
+    """Rewrites one JSON file atomically each time it is called (rank 0). The first write
+    refuses a file that appeared since the check unless --overwrite."""
+
+    def __init__(self, path, overwrite):
+        self.path, self.replace = path, overwrite
+
+    def __call__(self, obj):
+        write_json(self.path, obj, self.replace)
+        self.replace = True
+
+
+def write_json(path, obj, replace=True):
+    write_atomic(path, json.dumps(obj, indent=1), replace)
+
+
+def save_model(path, model, theta, replace, **about):
+    """Write the whole trained theta (gathered on rank 0 from every block, phase "report")
+    and what evaluates it (layers, activation, loss, C, the batch size f is summed in, and
+    ``about``: the data set's name, the seed of its split) to ``path``, atomically.
+    Collective on a distributed model."""
+    grid = getattr(model, "grid", None)
+    if grid is not None:
+        with model.comm.phase("report"):
+            blocks = model.comm.gather_objects(theta)
+        if model.comm.rank != 0:
+            return
+        theta = np.empty(grid.n_params)
+        for rank, block in enumerate(blocks):
+            theta[grid.param_slices(rank)] = block
+    write_atomic(path, npz_bytes(dict(
+        theta=theta, layers=np.asarray(model.layers), activation=model.config.activation,
+        loss=model.config.loss, C=model.C, batch_size=model.config.batch_size, **about)),
+        replace)
+
+
+def load_model(path):
+    """What ``save_model`` wrote, as a dict of plain values; ValueError if it cannot."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {key: z[key] for key in z.files}
+        model = dict(theta=out["theta"], layers=tuple(int(n) for n in out["layers"]),
+                     activation=str(out["activation"]), loss=str(out["loss"]),
+                     C=float(out["C"]), batch_size=int(out["batch_size"]),
+                     data=str(out["data"]), seed=int(out["seed"]))
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"cannot read a model from {path}: {e}") from None
+    if model["theta"].shape != (n_params(model["layers"]),):
+        raise ValueError(f"{path}: theta has {model['theta'].size} values, a "
+                         f"{_dash(model['layers'])} network {n_params(model['layers'])}")
+    return model

@@ -1,0 +1,223 @@
+"""Checkpoint and resume, on any grid, and the saved weights (``checkpoint.py``).
+
+On the same grid a resumed run is the uninterrupted one bit for bit; on another grid or rank
+count (one process included) it follows it to 1e-8 in f. A killed run leaves a complete
+checkpoint or none. Every job runs in a subprocess with a timeout, as in test_mpi_cli.py.
+"""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from dnewton_core import checkpoint
+from dnewton_core.data import load_dataset
+from dnewton_core.environment import local_environment, local_launch
+
+ENV = local_environment()          # one BLAS thread per rank, MPI on loopback only
+EXACT = ("objective", "cg_iters", "lambda", "alpha")
+
+
+def cli(*args, n=1, timeout=120):
+    cmd = (local_launch(n) if n > 1 else []) + [sys.executable, "-m", "dnewton_core"]
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+
+
+def train(tmp_path, name, *args, n=1):
+    """The JSON of a train run that must succeed (and its weights in NAME.npz)."""
+    out, weights = tmp_path / f"{name}.json", tmp_path / f"{name}.npz"
+    p = cli("train", "--json", out, "--save", weights, *args, n=n)
+    assert p.returncode == 0, p.stderr
+    return json.loads(out.read_text())
+
+
+def theta(tmp_path, name):
+    return np.load(tmp_path / f"{name}.npz")["theta"]
+
+
+def trajectory(result, keys=EXACT):
+    return [[r.get(k) for k in keys] for r in result["history"]]
+
+
+def one_line_error(p):
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in p.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def four_ranks(tmp_path_factory):
+    """On 4 ranks (splits 2,1,1,1): 8 Newton iterations in full.json and full.npz, and 4
+    with a checkpoint in ck/, which the tests below only read."""
+    where = tmp_path_factory.mktemp("four")
+    full = train(where, "full", "--iters", 8, n=4)
+    first = train(where, "first", "--iters", 4, "--checkpoint", where / "ck", n=4)
+    return where, full, first
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_newton_resumed_on_the_same_grid_is_the_uninterrupted_run_bit_for_bit(tmp_path, n,
+                                                                               four_ranks):
+    if n == 1:
+        full = train(tmp_path, "full", "--iters", 8)
+        first = train(tmp_path, "first", "--iters", 4, "--checkpoint", tmp_path / "ck")
+        where = tmp_path
+    else:
+        where, full, first = four_ranks
+    assert checkpoint.read(where / "ck").done == 4 and len(first["history"]) == 4
+    resumed = train(tmp_path, "resumed", "--iters", 8, "--resume", where / "ck", n=n)
+    assert [r["iter"] for r in resumed["history"]] == list(range(1, 9))
+    assert trajectory(resumed) == trajectory(full)
+    assert resumed["final"] == {**full["final"], "wall_time": resumed["final"]["wall_time"]}
+    assert np.array_equal(theta(tmp_path, "resumed"), theta(where, "full"))
+    if n > 1:          # the first four records were summed over ranks in the checkpoint
+        assert [r["cg_iters_per_rank"] for r in resumed["history"]] == \
+            [r["cg_iters_per_rank"] for r in full["history"]]
+        assert all(set(r["comm"]) >= {"gradient", "cg"} for r in resumed["history"])
+
+
+def relative(a, b):
+    return abs(a - b) / abs(b)
+
+
+@pytest.mark.parametrize("n,splits", [(1, None), (3, None), (4, "1,1,1,2"), (5, "1,1,2,1")])
+def test_newton_resumed_on_another_grid_follows_the_run_to_1e_8(tmp_path, n, splits,
+                                                                 four_ranks):
+    where, full, _ = four_ranks                                     # splits 2,1,1,1
+    resumed = train(tmp_path, "resumed", "--iters", 8, "--resume", where / "ck",
+                    *(["--splits", splits] if splits else []), n=n)
+    assert resumed["config"]["splits"] != full["config"]["splits"]
+    assert trajectory(resumed)[:4] == trajectory(full)[:4]        # from the checkpoint
+    for new, old in zip(resumed["history"][4:], full["history"][4:]):
+        assert relative(new["objective"], old["objective"]) < 1e-8, (new["iter"], n, splits)
+    assert np.allclose(theta(tmp_path, "resumed"), theta(where, "full"), rtol=1e-6,
+                       atol=1e-9)
+
+
+def test_sgd_resumed_is_bit_for_bit_and_on_another_grid_to_1e_8(tmp_path):
+    sgd = ("--optimizer", "sgd", "--lr", "0.05")
+    full = train(tmp_path, "full", *sgd, "--epochs", 6)
+    ck = tmp_path / "ck"
+    train(tmp_path, "first", *sgd, "--epochs", 3, "--checkpoint", ck, "--checkpoint-every", 2)
+    assert checkpoint.read(ck).done == 3          # every 2 epochs, and after the last
+    resumed = train(tmp_path, "resumed", *sgd, "--epochs", 6, "--resume", ck)
+    assert trajectory(resumed, ("objective", "lr")) == trajectory(full, ("objective", "lr"))
+    assert np.array_equal(theta(tmp_path, "resumed"), theta(tmp_path, "full"))
+
+    full4 = train(tmp_path, "full4", *sgd, "--epochs", 6, n=4)
+    train(tmp_path, "first4", *sgd, "--epochs", 3, "--checkpoint", tmp_path / "ck4", n=4)
+    assert sorted(os.listdir(tmp_path / "ck4" / "step-000003")) == \
+        ["block-0.npz", "block-1.npz", "block-2.npz", "block-3.npz", "state.json"]
+    one = train(tmp_path, "one", *sgd, "--epochs", 6, "--resume", tmp_path / "ck4")
+    for new, old in zip(one["history"][3:], full4["history"][3:]):
+        assert relative(new["objective"], old["objective"]) < 1e-8
+
+
+def test_a_checkpoint_is_complete_or_absent(tmp_path):
+    """A half-written step (a killed run) is never pointed at; older steps are removed
+    once the manifest has moved on."""
+    ck = tmp_path / "ck"
+    train(tmp_path, "first", "--iters", 3, "--checkpoint", ck)
+    assert sorted(os.listdir(ck)) == ["manifest.json", "step-000003"]
+    partial = ck / "step-000004"
+    partial.mkdir()
+    (partial / "block-0.npz").write_bytes(b"half a file")
+    resumed = train(tmp_path, "resumed", "--iters", 5, "--resume", ck, "--checkpoint", ck)
+    assert trajectory(resumed) == trajectory(train(tmp_path, "full", "--iters", 5))
+    assert sorted(os.listdir(ck)) == ["manifest.json", "step-000005"]
+
+
+def test_a_run_killed_mid_way_leaves_a_complete_checkpoint_that_resumes(tmp_path):
+    """SIGKILL at random moments while a checkpoint is written after every iteration: the
+    manifest always points at a complete step, and resuming from it gives the run."""
+    ck, rng = tmp_path / "ck", random.Random(1)
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "dnewton_core", "train", "--iters",
+                                 "1000", "--checkpoint", ck, "--overwrite"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+        try:
+            deadline = time.monotonic() + 60
+            while not (ck / "manifest.json").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.05, 0.4))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        saved = checkpoint.read(ck)              # the manifest names a whole step
+        assert saved.done >= 1 and len(saved.state["records"]) == saved.done
+        assert checkpoint.whole(saved, "theta").shape == (checkpoint.n_params([64, 64, 64, 10]),)
+    done = saved.done
+    resumed = train(tmp_path, "resumed", "--iters", done + 2, "--resume", ck)
+    full = train(tmp_path, "full", "--iters", done + 2)
+    assert trajectory(resumed) == trajectory(full)
+    assert np.array_equal(theta(tmp_path, "resumed"), theta(tmp_path, "full"))
+
+
+@pytest.fixture(scope="module")
+def svmlight_digits(tmp_path_factory):
+    """digits as svmlight files: the same layers under another data set's name."""
+    from sklearn.datasets import dump_svmlight_file
+    d, where = load_dataset("digits"), tmp_path_factory.mktemp("svm")
+    X_train, X_test = d.X_train.copy(), d.X_test.copy()
+    X_train[0, -1] = X_test[0, -1] = 1.0           # every file reaches feature 64
+    for X, y, name in ((X_train, d.y_train, "train"), (X_test, d.y_test, "test"),
+                       (X_train[:, :5], d.y_train % 2, "small")):
+        dump_svmlight_file(X, y, str(where / f"{name}.svm"), zero_based=False)
+    return f"{where / 'train.svm'},{where / 'test.svm'}", str(where / "small.svm")
+
+
+def test_a_checkpoint_of_another_network_optimizer_or_data_set_is_refused(tmp_path,
+                                                                          svmlight_digits):
+    ck = tmp_path / "ck"
+    train(tmp_path, "first", "--iters", 2, "--checkpoint", ck)
+    cases = {"layers are 64-64-64-10, this run's 64-32-10": ("--hidden", "32"),
+             "optimizer is newton, this run's sgd": ("--optimizer", "sgd"),
+             "data set is digits, this run's svmlight": ("--data", "svmlight", "--data-path",
+                                                     svmlight_digits[0])}
+    for words, args in cases.items():
+        line = one_line_error(cli("train", "--iters", 4, "--resume", ck, *args))
+        assert words in line and str(ck) in line, line
+    line = one_line_error(cli("train", "--iters", 1, "--resume", ck))
+    assert "after 2 iterations" in line
+    line = one_line_error(cli("train", "--iters", 4, "--checkpoint", ck))
+    assert "--overwrite" in line and "--resume" in line
+    line = one_line_error(cli("train", "--resume", tmp_path / "nothing"))
+    assert "no checkpoint" in line
+    assert sorted(os.listdir(ck)) == ["manifest.json", "step-000002"]
+    (tmp_path / "afile").write_text("x")
+    assert "not a directory" in one_line_error(cli("train", "--checkpoint", tmp_path / "afile"))
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_saved_weights_evaluate_to_the_runs_final_values(tmp_path, svmlight_digits, n,
+                                                         four_ranks):
+    if n == 1:
+        where, run = tmp_path, train(tmp_path, "full", "--iters", 5, "--hidden", "32",
+                                     "--eval-batch", 300)    # f summed in 5 batches
+    else:
+        where, run, _ = four_ranks
+    p = cli("evaluate", "--model", where / "full.npz", "--data", "digits")
+    assert p.returncode == 0, p.stderr
+    words = p.stdout.replace(",", "").split()
+    got = {key: float(words[words.index(word) + 1]) for key, word in (
+        ("test_accuracy", "accuracy"), ("objective", "f"))}
+    got["train_accuracy"] = float(words[words.index("train") + 2])
+    final = run["final"]
+    assert got["test_accuracy"] == final["test_accuracy"]
+    assert got["train_accuracy"] == final["train_accuracy"]
+    if n == 1:
+        assert got["objective"] == final["objective"]
+    else:              # f summed over the blocks of a grid, in another order
+        assert relative(got["objective"], final["objective"]) < 1e-12
+    line = one_line_error(cli("evaluate", "--model", where / "full.npz", "--data",
+                              "svmlight", "--data-path", svmlight_digits[1]))
+    assert "-10 network" in line and "5 features and 2 classes" in line, line
+    line = one_line_error(cli("evaluate", "--model", where / "full.json"))
+    assert "cannot read a model" in line
