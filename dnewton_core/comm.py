@@ -231,9 +231,6 @@ class Guard:
     def __init__(self, comm, stall_timeout):
         self.comm, self.stall_timeout = comm, float(stall_timeout)
         self.talk = comm.world.Dup()
-        # every rank's machine and process id: a rank that never arrives on the reporter's
-        # own machine is killed there (a launcher may not end a stopped process)
-        self.where = self.talk.allgather((socket.gethostname(), os.getpid()))
         self.multiple = MPI.Query_thread() == MPI.THREAD_MULTIPLE
         self._read, self._write = socket.socketpair()
         self._read.setblocking(False)
@@ -304,7 +301,6 @@ class Guard:
         if reporter == self.comm.rank:
             print(f"error: {summary(reports, reporter, self.comm.size)}", file=sys.__stderr__,
                   flush=True)
-            self._kill_silent(reports)
             time.sleep(0.5)                          # let mpiexec forward the line first
         else:
             time.sleep(2.0)                          # the reporting rank ends the job first
@@ -312,17 +308,6 @@ class Guard:
         code = INTERRUPT_EXIT if "signal" in kinds else code or STALL_EXIT
         self.comm.world.Abort(code)
         os._exit(code)
-
-
-    def _kill_silent(self, reports):
-        """End the ranks on this machine that sent no report (stopped or stuck)."""
-        host = socket.gethostname()
-        for rank, (where, pid) in enumerate(self.where):
-            if rank not in reports and where == host:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
 
 
 def _reporter(reports):

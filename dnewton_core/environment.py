@@ -4,22 +4,21 @@ which network a local run may use, and what to record about the machine. Standar
 Several MPI ranks on few cores are many times slower with BLAS's default threading (README,
 Installation): every launch the kit makes gives each rank ``blas_environment()``.
 
-A run on this machine only listens on the loopback interface (127.0.0.1), never on an
-address another machine can reach. Every local launch the kit makes (``make demo``, the
-notebooks' ``MPICluster``, the tests) is ``local_launch(n) + command`` with
-``local_environment()``; from a shell: ``python -m dnewton_core.environment -n 4 COMMAND``.
-Two things listen in an MPICH run, and each is kept on loopback here:
+The ranks of a run on this machine talk over shared memory, and their network modules are
+kept on the loopback interface (``LOOPBACK_ENVIRONMENT``): every local launch the kit makes
+(``make demo``, the notebooks' ``MPICluster``, the tests) is ``local_launch(n) + command``
+with ``local_environment()``; from a shell: ``python -m dnewton_core.environment -n 4
+COMMAND``. The pip wheel's MPICH is ``ch4:ucx`` (``ofi`` when ``MPIR_CVAR_CH4_NETMOD=ofi``):
+UCX's TCP transport listens on every non-loopback interface unless ``UCX_NET_DEVICES=lo``,
+libfabric's tcp and sockets providers unless ``FI_TCP_IFACE``/``FI_SOCKETS_IFACE=lo``.
 
-- the process manager. Hydra (``mpiexec``) binds its control port to 0.0.0.0 whatever
-  ``-iface``/``HYDRA_IFACE``/``-localhost`` say (those only choose the address it
-  advertises), so local runs use MPICH's single-machine launcher ``mpiexec.gforker``,
-  installed beside it by ``pip install mpich``: it talks to the ranks over socket pairs and
-  opens no TCP port. Runs across machines use hydra (README, Several machines).
-- each rank's network module. The pip wheel's MPICH is ``ch4:ucx`` (``ofi`` when
-  ``MPIR_CVAR_CH4_NETMOD=ofi``); UCX's TCP transport listens on every non-loopback interface
-  unless ``UCX_NET_DEVICES=lo``, libfabric's tcp and sockets providers unless
-  ``FI_TCP_IFACE``/``FI_SOCKETS_IFACE=lo`` (``LOOPBACK_ENVIRONMENT``). Shared memory still
-  carries the messages between ranks of one machine.
+One listener is left: hydra (``mpiexec``) binds its control port to 0.0.0.0 whatever
+``-iface``, ``HYDRA_IFACE`` or ``-localhost`` say (they choose only the address it
+advertises; MPICH 5.0.2's ``HYDU_sock_listen``). MPICH's one-machine launcher
+``mpiexec.gforker`` opens no port, but was measured unfit here: it broke its ranks' output
+on the first non-ASCII character (a ``reproduce`` table ended in BrokenPipeError), added
+several seconds to every launch on 2 loaded cores, and left a stopped rank running after an
+abort. So local runs keep hydra, whose port answers only its own protocol.
 """
 import os
 import platform
@@ -32,7 +31,6 @@ LOOPBACK_ENVIRONMENT = {
     "FI_TCP_IFACE": "lo",          # ch4:ofi: libfabric's tcp provider ...
     "FI_SOCKETS_IFACE": "lo",      # ... and its sockets provider
 }
-LOCAL_LAUNCHER = "mpiexec.gforker"   # MPICH's one-machine process manager: no TCP port
 
 
 class LaunchError(RuntimeError):
@@ -80,18 +78,10 @@ def local_environment(threads=1, base=None):
     return env
 
 
-def local_mpiexec(mpiexec=None):
-    """The launcher of a run on this machine only: ``mpiexec.gforker`` beside the mpiexec that
-    :func:`find_mpiexec` finds (MPICH installs both), else that mpiexec itself."""
-    path = find_mpiexec(mpiexec)
-    gforker = os.path.join(os.path.dirname(path), LOCAL_LAUNCHER)
-    return gforker if os.access(gforker, os.X_OK) else path
-
-
 def local_launch(n, mpiexec=None):
-    """The argv prefix that starts ``n`` ranks on this machine, listening on loopback only
-    (with :func:`local_environment`): ``local_launch(4) + [sys.executable, "-m", ...]``."""
-    return [local_mpiexec(mpiexec), "-n", str(n)]
+    """The argv prefix that starts ``n`` ranks on this machine, their network modules on
+    loopback (with :func:`local_environment`): ``local_launch(4) + [sys.executable, ...]``."""
+    return [find_mpiexec(mpiexec), "-n", str(n)]
 
 
 def speed_environment():

@@ -32,7 +32,7 @@ import pytest
 from dnewton_core.comm import Comm
 from dnewton_core.dense import DenseModel
 from dnewton_core.distributed import DistributedModel
-from dnewton_core.environment import LaunchError, local_environment, local_mpiexec
+from dnewton_core.environment import LaunchError, find_mpiexec, local_environment
 from dnewton_core.model import ConfigError
 from dnewton_core.newton import NewtonConfig, newton
 
@@ -48,9 +48,9 @@ _spec.loader.exec_module(mpi_jobs)
 
 
 def _mpiexec():
-    """The launcher of local runs (environment.local_mpiexec), or None if there is none."""
+    """The launcher of local runs (environment.find_mpiexec), or None if there is none."""
     try:
-        return local_mpiexec()
+        return find_mpiexec()
     except LaunchError:
         return None
 

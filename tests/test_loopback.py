@@ -1,10 +1,12 @@
-"""Local runs listen on the loopback interface only (environment.local_launch).
+"""Local runs keep their ranks on the loopback interface (environment.local_environment).
 
 A 4-rank training run is started the way ``make demo`` starts one (``python -m
 dnewton_core.environment -n 4 ...``, which the tests' launchers share), and an MPICluster the
-way a notebook does; while they run, no process of theirs may listen on an address other
-than loopback (TCP listeners, bound UDP sockets). Hydra (``mpiexec``) would listen on
-0.0.0.0 and UCX on the machine's external address: this fails if either comes back.
+way a notebook does; while they run, no rank may listen on an address other than loopback
+(TCP listeners, bound UDP sockets): without the loopback variables UCX listens on the
+machine's external address. Hydra's control port (``mpiexec``, ``hydra_pmi_proxy``) is the
+one listener MPICH cannot keep on loopback (environment.py says why): it is allowed, and
+nothing else is.
 """
 import ipaddress
 import os
@@ -37,16 +39,23 @@ def listening(procs):
             continue
         except (psutil.AccessDenied, NotImplementedError, OSError) as e:
             pytest.skip(f"this platform does not tell which sockets a process holds ({e!r})")
-        addrs = [c.laddr.ip for c in conns if c.laddr and (
+        addrs = [(c.laddr.ip, c.laddr.port) for c in conns if c.laddr and (
             c.status == psutil.CONN_LISTEN or (c.status == psutil.CONN_NONE and not c.raddr))]
         out[(name, proc.pid)] = addrs
     return out
 
 
+HYDRA = ("mpiexec", "mpiexec.hydra", "hydra_pmi_proxy")
+
+
 def exposed(procs):
-    """The (process, address) pairs listening on anything but loopback."""
-    return [(who, ip) for who, ips in listening(procs).items() for ip in ips
-            if not ipaddress.ip_address(ip.split("%")[0]).is_loopback]
+    """The (process, address) pairs listening on anything but loopback, except hydra's
+    control port (which its ranks inherit as an open descriptor)."""
+    held = listening(procs)
+    hydra = {addr for who, addrs in held.items() if who[0] in HYDRA for addr in addrs}
+    return [(who, addr) for who, addrs in held.items() for addr in addrs
+            if addr not in hydra
+            and not ipaddress.ip_address(addr[0].split("%")[0]).is_loopback]
 
 
 def marked(marker):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dnewton_core import cli
-from dnewton_core.environment import LaunchError, local_environment, local_mpiexec
+from dnewton_core.environment import LaunchError, find_mpiexec, local_environment
 from dnewton_core.ledger import LEDGER_PHASES
 from dnewton_core.study import provenance, records, report
 from dnewton_core.study import settings as plan
@@ -28,9 +28,9 @@ TIMEOUT = 180                # a launch that takes longer is a hang
 
 
 def _mpiexec():
-    """The launcher of local runs (environment.local_mpiexec), or None if there is none."""
+    """The launcher of local runs (environment.find_mpiexec), or None if there is none."""
     try:
-        return local_mpiexec()
+        return find_mpiexec()
     except LaunchError:
         return None
 

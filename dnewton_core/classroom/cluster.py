@@ -11,9 +11,9 @@ Client side (the notebook's kernel)::
 ``MPICluster`` starts a controller and ``mpiexec -n N python -m ipyparallel.engine --mpi``
 with this environment's own MPI launcher (``sys.prefix/bin``, so a kernel whose PATH lacks
 it still works) and one BLAS thread per rank (several ranks on few cores are many times
-slower otherwise). Like the controller, the launcher and the ranks listen on the loopback
-interface only (``environment.local_launch``: MPICH's ``mpiexec.gforker``, the network
-modules on ``lo``). It asks every engine its MPI rank and orders the view by it, so
+slower otherwise). Like the controller, the ranks listen on the loopback interface only
+(``environment.local_environment``; hydra's own control port is the one exception, see
+``environment.py``). It asks every engine its MPI rank and orders the view by it, so
 results and ``%%px`` output come back rank 0, 1, 2, ... It stops on ``stop()``, at the end
 of a ``with`` block, and when the kernel exits: a watchdog process, started before the
 controller, ends every process of the cluster even if the kernel dies without running its
@@ -45,10 +45,9 @@ class ClusterError(RuntimeError):
 
 
 def find_mpiexec(mpiexec=None):
-    """``environment.local_mpiexec``: the launcher of a run on this machine (MPICH's
-    ``mpiexec.gforker`` beside ``mpiexec``, else ``mpiexec``), failing with a ``ClusterError``."""
+    """``environment.find_mpiexec``, failing with a ``ClusterError``."""
     try:
-        return environment.local_mpiexec(mpiexec)
+        return environment.find_mpiexec(mpiexec)
     except environment.LaunchError as e:
         raise ClusterError(str(e)) from None
 
@@ -136,8 +135,7 @@ class MPICluster:
 
     n        number of engines = MPI ranks (one per partition of the network)
     timeout  seconds to wait for every engine to register before giving up
-    mpiexec  path of mpiexec (default: this environment's own; MPICH's mpiexec.gforker beside
-             it is used if there is one, see :func:`find_mpiexec`)
+    mpiexec  path of mpiexec (default: this environment's own, see :func:`find_mpiexec`)
     threads  BLAS threads per rank (1: the ranks share few cores)
     activate register ``%px``/``%%px`` (in IPython) on the rank-ordered view
     """
