@@ -22,223 +22,27 @@ written atomically: a temporary file in the same directory, then a rename. train
 is rewritten after every iteration or epoch, so a killed run keeps its history so far.
 train --checkpoint DIR saves what --resume DIR continues, on any grid (``checkpoint.py``).
 """
-import argparse
 import os
 import signal
 import sys
 import time
+import warnings
 
-from . import data as datasets
 from .checkpoint import JsonSaver, Plan, restore, save_model, write_json
 from .comm import Comm
-from .distributed import GN_MODES
-from .experiment import OPTIMIZERS, build_model, evaluate, prepare, run
+from .experiment import build_model, evaluate, prepare, run
 from .ledger import training_bytes
-from .model import ConfigError, ObjectiveConfig
+from .model import ConfigError
 from .newton import NewtonConfig
+from .options import STALL_TIMEOUT, parser
 from .sgd import SGDConfig
 from .study import settings as study
 
 DIVERGED = 3       # exit status of a train run that diverged
 
-# Seconds one collective may wait before the job ends as stalled: far above any wait of the
-# committed studies (a Newton iteration of Fashion-MNIST 784-300-300-10 takes about 8 s).
-STALL_TIMEOUT = 600.0
-
 # Seconds a failing rank waits between printing its error and MPI_Abort: Abort tears the job
 # down at once, and under load mpiexec (hydra) lost the rank's last line (seen once in CI).
 ABORT_GRACE = 0.5
-
-
-def _seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
-
-
-def _positive_ints(text):
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
-    return values
-
-
-def parser():
-    top = argparse.ArgumentParser(
-        prog="python -m dnewton_core",
-        description="Distributed Newton methods for deep neural networks (Wang et al., "
-                    "Neural Computation 2018). Run alone for one process, or under "
-                    "'mpiexec -n N' for N ranks, one per partition of the network.")
-    sub = top.add_subparsers(dest="command", required=True)
-
-    network, constants, budgets = shared_options()
-    single = argparse.ArgumentParser(add_help=False)
-    common = [network, single, constants, budgets]
-    g = single.add_argument_group("a single run")
-    g.add_argument("--seed", type=int, default=0,
-                   help="seeds initialization, subsamples and batches (default 0)")
-    g.add_argument("--gn", default="full", choices=GN_MODES,
-                   help="Gauss-Newton matrix: full, or block-diagonal (no messages in CG)")
-    g.add_argument("--sync", type=float, default=1.0,
-                   help="with --gn diag: stop every CG once this fraction of partitions "
-                        "is done (default 1: wait for all)")
-
-    p = sub.add_parser("train", parents=common, help="train one network, one line per iteration",
-                       description="Train one network and print one line per iteration.")
-    p.add_argument("--optimizer", default="newton", choices=OPTIMIZERS)
-    p.add_argument("--json", help="write {config, history, final} to this file")
-    add_keep(p)
-
-    p = sub.add_parser("compare", parents=common, help="Newton (full, diagonal) against SGD",
-                       description="Newton with the full and (on several ranks) the diagonal "
-                                   "Gauss-Newton matrix against SGD, on the same data, network "
-                                   "and grid: a table, compare.json and a figure.")
-    p.add_argument("--out", default="results/compare", help="output directory")
-    add_reproduce(sub, parents=shared_options(hidden=None)[:2])
-    p = sub.add_parser("evaluate", help="train and test accuracy and f of weights that "
-                                        "train --save wrote (one process)")
-    p.add_argument("--model", required=True, help="the file train --save wrote")
-    p.add_argument("--data", help="data set (default: the one the model was trained on)")
-    p.add_argument("--data-path", help="directory or file(s) of the data set")
-    return top
-
-
-def add_keep(p):
-    g = p.add_argument_group("checkpoints and weights")
-    g.add_argument("--checkpoint", metavar="DIR", help="save the run into DIR after each "
-                   "iteration or epoch (each rank its block; a checkpoint is complete or absent)")
-    g.add_argument("--checkpoint-every", type=int, default=1, metavar="K",
-                   help="checkpoint every K iterations or epochs, and after the last")
-    g.add_argument("--resume", metavar="DIR", help="continue the run checkpointed in DIR, on "
-                   "any grid (--iters and --epochs count from the start of the run)")
-    g.add_argument("--save", metavar="FILE", help="write the final weights (.npz), see evaluate")
-
-
-def _floats(text):
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
-
-
-def add_reproduce(subparsers, parents):
-    """``reproduce``, with its shared options (data, network, partitions, constants)."""
-    p = subparsers.add_parser(
-        "reproduce", parents=parents,
-        help="the paper's claims, measured: a grid of runs, tables and figures",
-        description="Run the reproduction study (Newton full and diagonal over subsample "
-                    "and sync-fraction grids, SGD over a learning-rate grid, several seeds) "
-                    "and write runs.csv, curves.csv, summary.md and two figures into --out.")
-    p.add_argument("--train-limit", type=int, default=None, metavar="K",
-                   help="train on the first K training instances only (stated in summary.md)")
-    grid, ratio = study.GRID, study.DEFAULTS
-    g = p.add_argument_group("the grid")
-    g.add_argument("--methods", default=",".join(study.METHODS),
-                   help="comma-separated subset of " + ", ".join(study.METHODS))
-    g.add_argument("--subsamples", type=_floats, default=grid["subsamples"],
-                   help="Gauss-Newton subsample fractions (default 0.05,0.2)")
-    g.add_argument("--syncs", type=_floats, default=grid["syncs"],
-                   help="sync fractions of newton-diag (default 1,0.75,0.5)")
-    g.add_argument("--lrs", type=_floats, default=grid["lrs"],
-                   help="SGD learning rates (default 1e-4,1e-3,1e-2,1e-1,1)")
-    g.add_argument("--settings", default=None,
-                   help="an explicit list instead of the grid: comma-separated "
-                        "newton-full:S, newton-diag:S:SYNC, sgd:LR (e.g. "
-                        "newton-full:0.05,newton-diag:0.05:0.5,sgd:0.01)")
-    g.add_argument("--seeds", type=int, default=grid["seeds"],
-                   help=f"number of seeds, 0..K-1 (default {grid['seeds']})")
-    g.add_argument("--iters", type=int, default=None,
-                   help=f"Newton iterations per run (default {NewtonConfig.iters}, simpleNN's)")
-    g.add_argument("--epochs", type=int, default=None,
-                   help="SGD epochs per run (default: iters times the measured ratio of "
-                        "a Newton iteration's time to an SGD epoch's, "
-                        f"{ratio['digits']['epochs_per_iter']:g} for digits, "
-                        f"{ratio[None]['epochs_per_iter']:g} otherwise, so both get a "
-                        "similar time; see summary.md)")
-    g = p.add_argument_group("output")
-    g.add_argument("--quick", action="store_true",
-                   help="digits, 2 seeds, a small grid, few iterations: a minute or two")
-    g.add_argument("--out", default=None, help="output directory (default results/<data>)")
-    return p
-
-
-def shared_options(hidden=(64, 64)):
-    """Parent parsers: (data, network and partitions; Newton's and SGD's constants; the
-    budgets and step sizes of one run). ``reproduce`` shares the first two, with no default
-    for ``--hidden`` (its default depends on the data set). Each call makes new parsers:
-    argparse shares option objects between a parent and its children."""
-    network = argparse.ArgumentParser(add_help=False)
-    g = network.add_argument_group("data and network")
-    g.add_argument("--data", default="digits",
-                   help="data set: " + ", ".join(datasets.DATASETS) + " (default digits, "
-                        "embedded; the others read local files, see --data-path)")
-    g.add_argument("--data-path", help="directory or file(s) of the data set")
-    g.add_argument("--hidden", type=_positive_ints, default=hidden,
-                   help="hidden layer widths, e.g. 300,300 (default "
-                        + (",".join(map(str, hidden)) if hidden else
-                           "64,64 for digits, 300,300 otherwise") + ")")
-    g.add_argument("--activation", default="relu", help="relu (default), sigmoid or tanh")
-    g.add_argument("--loss", default="squared", help="squared (default) or cross_entropy")
-    g.add_argument("--C", default=None,
-                   help="regularization C in theta'theta/(2C): a number or a multiple of "
-                        "the training size l such as 0.01l (default 0.01l as in simpleNN; "
-                        "0.1l for digits, see README)")
-    g.add_argument("--eval-batch", type=int, default=ObjectiveConfig.batch_size,
-                   help="instances per mini-batch when evaluating f and its gradient")
-    g.add_argument("--splits", help="P_0,...,P_L: how many groups each layer's neurons are "
-                                    "split into; needs sum P_(m-1) P_m ranks (default: "
-                                    "proposed for the number of ranks, under mpiexec)")
-    g.add_argument("--slow-rank", metavar="RANK:SECONDS",
-                   help="teaching device: make RANK sleep SECONDS in each Gauss-Newton product")
-    g.add_argument("--overwrite", action="store_true",
-                   help="replace existing output files instead of stopping")
-    g.add_argument("--stall-timeout", type=_seconds, default=STALL_TIMEOUT, metavar="SECONDS",
-                   help="under mpiexec: end the job, naming the ranks that did not arrive, "
-                        "when a rank waits longer than this in one collective (default "
-                        f"{STALL_TIMEOUT:g}; 0: never)")
-
-    return network, _constants(), _budgets()
-
-
-def _constants():
-    n, s = NewtonConfig, SGDConfig            # the defaults live in the config dataclasses
-    constants = argparse.ArgumentParser(add_help=False)
-    g = constants.add_argument_group("constants (defaults: simpleNN's for Newton, the kit's "
-                                     "for SGD)")
-    g.add_argument("--xi", type=float, default=n.xi, help=f"CG tolerance xi ({n.xi:g})")
-    g.add_argument("--cg-max", type=int, default=n.cg_max,
-                   help=f"CG iteration limit ({n.cg_max})")
-    g.add_argument("--lambda0", type=float, default=n.lambda0,
-                   help=f"initial damping ({n.lambda0:g})")
-    g.add_argument("--momentum", type=float, default=s.momentum,
-                   help=f"SGD momentum ({s.momentum:g})")
-    g.add_argument("--batch-size", type=int, default=s.batch_size,
-                   help=f"SGD instances per step ({s.batch_size})")
-    return constants
-
-
-def _budgets():
-    n, s = NewtonConfig, SGDConfig
-    budgets = argparse.ArgumentParser(add_help=False)
-    g = budgets.add_argument_group("budgets and step sizes")
-    g.add_argument("--iters", type=int, default=n.iters, help=f"Newton iterations ({n.iters})")
-    g.add_argument("--subsample", type=float, default=n.subsample,
-                   help=f"fraction of instances in the Gauss-Newton subsample S ({n.subsample:g})")
-    g.add_argument("--lr", type=float, default=s.lr, help=f"SGD learning rate ({s.lr:g})")
-    g.add_argument("--decay", type=float, default=s.decay,
-                   help=f"SGD: lr_t = lr / (1 + decay t) ({s.decay:g})")
-    g.add_argument("--epochs", type=int, default=s.epochs, help=f"SGD epochs ({s.epochs})")
-    return budgets
 
 
 def solver_configs(args):
@@ -389,6 +193,7 @@ def main(argv=None):
     if comm.rank != 0:                                # argparse talks on rank 0 only
         sys.stdout = sys.stderr = open(os.devnull, "w")
     signal.signal(signal.SIGTERM, _interrupt)         # one process: as Ctrl-C
+    warnings.showwarning = _warning                   # one line each (rank 0's stderr)
     guard = None
     try:
         args = parser().parse_args(argv)
@@ -405,6 +210,8 @@ def main(argv=None):
               file=sys.__stderr__, flush=True)
         return 130
     except Exception as e:                           # one rank failed mid-run: end them all
+        if guard is not None and guard.ending:        # the guard is ending the job already
+            time.sleep(2 * guard.grace + 5.0)         # (an MPI call failed as a rank left)
         print(f"error: rank {comm.rank}: {type(e).__name__}: {e}", file=sys.__stderr__,
               flush=True)
         if comm.size > 1:
@@ -418,3 +225,7 @@ def main(argv=None):
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -20,6 +20,7 @@ from mpi4py import MPI
 from . import network as netmodel
 from .ledger import Ledger, event
 from .model import ConfigError
+from .outputs import WRITING
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX}
 _SYNC_TAG = 7
@@ -306,6 +307,7 @@ class Guard:
             time.sleep(2.0)                          # the reporting rank ends the job first
         kinds = {w[0] for w, _ in reports.values()}
         code = INTERRUPT_EXIT if "signal" in kinds else code or STALL_EXIT
+        WRITING.acquire(timeout=10.0)                # let a file being written land
         self.comm.world.Abort(code)
         os._exit(code)
 

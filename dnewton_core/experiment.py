@@ -56,10 +56,11 @@ def prepare(problem, comm, outputs=(), overwrite=False, keep=Plan()):
     checkpoint directory and the saved model of ``keep`` (a ``checkpoint.Plan``), and the
     checkpoint it resumes from is read and must match the problem's layers, data set and
     optimizer (``checkpoint.check_compatible``)."""
-    return comm.agree_on(lambda: _prepare(problem, comm.rank, outputs, overwrite, keep))
+    return comm.agree_on(lambda: _prepare(problem, comm, outputs, overwrite, keep))
 
 
-def _prepare(problem, rank, outputs, overwrite, keep):
+def _prepare(problem, comm, outputs, overwrite, keep):
+    rank = comm.rank
     if rank == 0:
         check_writable([*outputs, keep.save], overwrite)
         checkpoint.check_plan(keep, overwrite)
@@ -76,17 +77,24 @@ def _prepare(problem, rank, outputs, overwrite, keep):
     saved = checkpoint.read(keep.resume) if keep.resume else None
     if saved:
         check_compatible(saved, layers, keep, problem.data)
-    return Prepared(data, objective, splits, _slow(problem.slow_rank), saved)
+    return Prepared(data, objective, splits, _slow(problem.slow_rank, comm.size), saved)
 
 
-def _slow(text):
+def _slow(text, n_ranks):
+    """(rank, seconds) of --slow-rank RANK:SECONDS, checked against the job's ranks."""
     if text is None:
         return None
     try:
         rank, seconds = text.split(":")
-        return int(rank), float(seconds)
+        rank, seconds = int(rank), float(seconds)
     except ValueError:
         raise ConfigError(f"--slow-rank expects RANK:SECONDS, got {text!r}") from None
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ConfigError(f"--slow-rank {text}: SECONDS must be a finite number >= 0")
+    if not 0 <= rank < n_ranks:
+        raise ConfigError(f"--slow-rank {text}: this job has rank{'s 0..' if n_ranks > 1 else ' '}"
+                          f"{n_ranks - 1}, no rank {rank}")
+    return rank, seconds
 
 
 def grid_splits(data, hidden, comm, splits=None):
@@ -109,7 +117,7 @@ def build_model(data, hidden, objective, comm=None, splits=None, gn="full", sync
     if comm.size == 1 and splits is None:
         if gn != "full" or sync != 1.0:
             raise ConfigError("--gn diag and --sync need a grid of several partitions: "
-                              "run under mpiexec -n N (or give --splits)")
+                              "run under mpiexec -n N, one rank per partition")
         model = DenseModel(data, hidden, objective)
     else:
         model = DistributedModel(data, hidden, grid_splits(data, hidden, comm, splits), comm,

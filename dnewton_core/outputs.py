@@ -10,6 +10,7 @@ the new one, never half of one. Standard library only.
 import contextlib
 import os
 import tempfile
+import threading
 
 
 def check_writable(paths, overwrite=False):
@@ -47,6 +48,11 @@ def _probe(path, directory):
     os.unlink(probe)
 
 
+# Held while a file is being written: whoever ends the process on purpose (comm.Guard) takes
+# it first, so that no temporary file is left behind.
+WRITING = threading.RLock()
+
+
 def write_atomic(path, data, replace=True):
     """Write ``data`` (str or bytes) to ``path`` through a temporary file in the same
     directory (created if missing), then rename it over ``path``. With ``replace=False`` an
@@ -68,16 +74,17 @@ def atomic_path(path, replace=True):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     name = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.",
-                               suffix=os.path.splitext(name)[1] or ".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())      # as open() would create it, not mkstemp's 0600
-        yield tmp
-        _rename(tmp, path, replace)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+    with WRITING:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.",
+                                   suffix=os.path.splitext(name)[1] or ".tmp")
+        os.close(fd)
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
+            yield tmp
+            _rename(tmp, path, replace)
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
 
 
 def _rename(tmp, path, replace):
