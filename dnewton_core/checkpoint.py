@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .history import State
-from .ledger import combine_records
+from .ledger import combine_records, modeled_seconds
 from .model import ConfigError
 from .outputs import check_writable, write_atomic
 from .partition import Grid
@@ -177,6 +177,9 @@ def gather_records(comm, records):
         return None
     for k, r in enumerate(records):
         r["comm"] = combine_records([ledger[k][0] for ledger in per_rank])
+        modeled = [modeled_seconds(ledger[k][0]) for ledger in per_rank]
+        if None not in modeled:                     # a network model: the slowest rank's
+            r["modeled_seconds"] = max(modeled)
         if "cg_iters" in r:
             r["cg_iters_per_rank"] = [ledger[k][1] for ledger in per_rank]
     return records

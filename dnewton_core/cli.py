@@ -31,8 +31,9 @@ import warnings
 from .checkpoint import JsonSaver, Plan, restore, save_model, write_json
 from .comm import Comm
 from .experiment import build_model, evaluate, prepare, run
-from .ledger import training_bytes
+from .ledger import trace_events, training_bytes
 from .model import ConfigError
+from .network import parse_network
 from .newton import NewtonConfig
 from .options import STALL_TIMEOUT, parser
 from .sgd import SGDConfig
@@ -89,9 +90,12 @@ def cmd_train(args, comm):
     newton_config, sgd_config = solver_configs(args)
     keep = Plan(args.checkpoint, args.checkpoint_every, args.resume, args.save, args.optimizer,
                 args.iters if args.optimizer == "newton" else args.epochs)
-    p = prepare(study.problem_of(vars(args)), comm, [args.json], args.overwrite, keep)
+    p = prepare(study.problem_of(vars(args)), comm, [args.json, args.trace], args.overwrite,
+                keep)
     model = build_model(p.data, args.hidden, p.objective, comm, p.splits, args.gn, args.sync,
                         p.slow)
+    if args.trace:
+        comm.keep_timeline()
     resume = comm.agree_on(lambda: restore(p.resume, model)) if p.resume else None
     describe_run(comm, model, args.optimizer, args)
     if resume:
@@ -105,6 +109,8 @@ def cmd_train(args, comm):
     if args.save:
         save_model(args.save, model, history.theta, args.overwrite, data=args.data,
                    seed=args.seed)
+    if args.trace:
+        write_trace(args.trace, comm, model, args.overwrite)
     status = DIVERGED if history.status == "diverged" else 0   # the same on every rank
     if comm.rank != 0:
         return status
@@ -114,7 +120,7 @@ def cmd_train(args, comm):
           f"{_num(f['wall_time'], '.2f')} s", flush=True)
     if saver:
         saver(out)              # the final file: ledgers summed over ranks
-    for path in filter(None, (args.json, args.save)):
+    for path in filter(None, (args.json, args.save, args.trace)):
         print(f"wrote {path}", flush=True)
     if f["status"] == "diverged":
         last = out["history"][-1]
@@ -123,6 +129,27 @@ def cmd_train(args, comm):
               + (f"; the history up to it is in {args.json}" if args.json else ""),
               file=sys.stderr, flush=True)
     return status
+
+
+def write_trace(path, comm, model, overwrite):
+    """Every rank's time line to rank 0, written as one Chrome trace (collective)."""
+    with comm.phase("report"):
+        per_rank = comm.gather_objects(comm.timeline)
+    if comm.rank == 0:
+        grid = getattr(model, "grid", None)
+        names = [f"rank {r}" + (" (m, i, j) = ({}, {}, {})".format(
+            *(lambda q: (q.m, q.i, q.j))(grid.partition(r))) if grid else "")
+            for r in range(comm.size)]
+        write_json(path, trace_events(per_rank, names), overwrite)
+
+
+def _network(args, comm):
+    """Set the communicator's network model from --network and --network-mode."""
+    try:
+        comm.network = parse_network(getattr(args, "network", None))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    comm.inject = comm.network is not None and args.network_mode == "inject"
 
 
 def _num(value, fmt):
@@ -198,6 +225,7 @@ def main(argv=None):
     try:
         args = parser().parse_args(argv)
         guard = comm.guard(getattr(args, "stall_timeout", STALL_TIMEOUT))  # several ranks
+        _network(args, comm)
         commands = {"train": cmd_train, "compare": cmd_compare, "reproduce": cmd_reproduce,
                     "evaluate": cmd_evaluate}
         return commands[args.command](args, comm)

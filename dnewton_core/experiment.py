@@ -210,9 +210,15 @@ def partial_result(model, records, config):
 
 
 def _assemble(model, records, config, status):
+    total = 0.0
+    for r in records:                 # with a network model: the time the run would take
+        if "modeled_seconds" in r:
+            total += r["modeled_seconds"]
+            r["modeled_time"] = total
     last = records[-1] if records else {}
     final = {key: last.get(key) for key in ("test_accuracy", "train_accuracy", "objective",
-                                            "wall_time")}
+                                            "wall_time") + (("modeled_time",)
+                                                            if "modeled_time" in last else ())}
     final["status"] = status
     if status == "diverged":
         final["diverged_at"] = last.get("iter")

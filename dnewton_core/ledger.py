@@ -139,7 +139,7 @@ def modeled_seconds(record):
     """One rank's time for one record on the modeled network: per training phase, the
     seconds it measured, less those it spent in MPI, plus its messages' modeled time (no
     overlap of computing and sending). None without a network model."""
-    phases = [d for p, d in record.items() if p not in MONITORING]
+    phases = [d for p, d in record.items() if p in TRAINING_PHASES]
     if not any("network_seconds" in d for d in phases):
         return None
     return sum(d.get("seconds", 0.0) - d.get("mpi_seconds", 0.0) + d.get("network_seconds", 0.0)

@@ -7,6 +7,7 @@ from . import data as datasets
 from .distributed import GN_MODES
 from .experiment import OPTIMIZERS
 from .model import ObjectiveConfig
+from .network import PRESETS
 from .newton import NewtonConfig
 from .sgd import SGDConfig
 from .study import settings as study
@@ -66,11 +67,22 @@ def parser():
     g.add_argument("--sync", type=float, default=1.0,
                    help="with --gn diag: stop every CG once this fraction of partitions "
                         "is done (default 1: wait for all)")
+    g.add_argument("--network", default="none", metavar="NAME|LAT_US:GBIT",
+                   help="charge every message its time on a network (docs/method.md §8): "
+                        "none (default), " + ", ".join(PRESETS) + ", or LATENCY_US:"
+                        "BANDWIDTH_GBIT[:GAMMA_NS_PER_BYTE]")
+    g.add_argument("--network-mode", default="model", choices=("model", "inject"),
+                   help="model: record each phase's modeled network seconds and the run's "
+                        "modeled_time, the run is not slowed (default); inject: each "
+                        "collective really lasts at least its modeled time")
 
     p = sub.add_parser("train", parents=common, help="train one network, one line per iteration",
                        description="Train one network and print one line per iteration.")
     p.add_argument("--optimizer", default="newton", choices=OPTIMIZERS)
     p.add_argument("--json", help="write {config, history, final} to this file")
+    p.add_argument("--trace", metavar="FILE.json",
+                   help="write every rank's time line (phases, messages) as a Chrome trace "
+                        "that Perfetto or chrome://tracing opens")
     add_keep(p)
 
     p = sub.add_parser("compare", parents=common, help="Newton (full, diagonal) against SGD",

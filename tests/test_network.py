@@ -3,6 +3,7 @@ docs/method.md §8."""
 import pytest
 
 from dnewton_core import network as net
+from dnewton_core.ledger import TRAINING_PHASES
 from dnewton_core.network import Network, parse_network
 
 GIG = net.PRESETS["1gbe"]                      # 50 us, 125 MB/s, gamma 0.25 ns/byte
@@ -55,3 +56,68 @@ def test_presets_and_parsing():
     for bad in ("fast", "20", "20:x", "1:2:3:4", "-1:10", "20:0"):
         with pytest.raises(ValueError, match="network"):
             parse_network(bad)
+
+
+# -------------------------------------------------------------- on a run (command line)
+
+def _train(tmp_path, name, *args, n=4):
+    import json
+    import subprocess
+    import sys
+
+    from dnewton_core.environment import local_environment, local_launch
+    out = tmp_path / f"{name}.json"
+    cmd = [*local_launch(n), sys.executable, "-m", "dnewton_core", "train", "--iters", "4",
+           "--json", str(out), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=local_environment(),
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+def test_a_run_on_a_modeled_network_records_its_time_and_inject_makes_it_real(tmp_path):
+    modeled = _train(tmp_path, "model", "--network", "1gbe")
+    for record in modeled["history"]:
+        phases = [d for p, d in record["comm"].items() if p not in ("evaluate", "report")]
+        assert all("network_seconds" in d and "mpi_seconds" in d for d in phases)
+        assert record["modeled_seconds"] > 0
+    times = [r["modeled_time"] for r in modeled["history"]]
+    assert times == sorted(times) and modeled["final"]["modeled_time"] == times[-1]
+    # the same run with every collective lasting its modeled time: the training clock is at
+    # least the slowest rank's modeled network seconds
+    real = _train(tmp_path, "inject", "--network", "1gbe", "--network-mode", "inject")
+    network = [sum(d.get("network_seconds", 0.0) for p, d in r["comm"].items()
+                   if p in TRAINING_PHASES) for r in real["history"]]
+    assert all(r["modeled_seconds"] >= 0.999 * n for r, n in zip(real["history"], network))
+    assert real["final"]["wall_time"] >= max(network)
+    assert [r["objective"] for r in real["history"]] == \
+        [r["objective"] for r in modeled["history"]]            # the model changes no result
+
+
+def test_no_network_records_no_network_time(tmp_path):
+    plain = _train(tmp_path, "plain")
+    assert "modeled_time" not in plain["final"]
+    assert all("network_seconds" not in d for r in plain["history"] for d in r["comm"].values())
+
+
+def test_a_trace_has_one_process_row_per_rank(tmp_path):
+    import json
+    trace = tmp_path / "trace.json"
+    _train(tmp_path, "traced", "--network", "10gbe", "--trace", str(trace))
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert {e["pid"] for e in events} == {0, 1, 2, 3}
+    names = [e["args"]["name"] for e in events if e["name"] == "process_name"]
+    assert names[0].startswith("rank 0 (m, i, j) = (1, 0, 0)")
+    messages = [e for e in events if e.get("tid") == 1 and e["ph"] == "X"]
+    assert messages and all("modeled_us" in e["args"] and "bytes" in e["args"] for e in messages)
+    assert {e["name"] for e in events if e.get("tid") == 0 and e["ph"] == "X"} >= \
+        {"gradient", "cg", "line_search"}
+
+
+def test_a_bad_network_is_one_line():
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "dnewton_core", "train", "--network", "fast"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: --network: expected none, infiniband")

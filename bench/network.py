@@ -1,0 +1,48 @@
+"""The network model checked against itself made real: for each case, the modeled time of
+a run (``--network NAME``, model mode: measured compute plus modeled messages) against the
+training clock of the same run with every collective made to last its modeled time
+(``--network-mode inject``).
+
+    .venv/bin/python bench/network.py            # digits, 4 and 6 ranks, 1gbe and 10gbe
+
+Prints one row per case: ranks, network, method, modeled seconds, injected seconds, ratio.
+On a machine with fewer cores than ranks the model (one rank per machine) leaves out the
+time ranks wait for a shared core; the ratio shows how much.
+"""
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dnewton_core.environment import local_environment, local_launch  # noqa: E402
+
+CASES = [("newton full", ["--iters", "8"]), ("newton diag", ["--iters", "8", "--gn", "diag"]),
+         ("sgd", ["--optimizer", "sgd", "--epochs", "3"])]
+
+
+def run(n, network, args, mode, out):
+    cmd = [*local_launch(n), sys.executable, "-m", "dnewton_core", "train", "--network",
+           network, "--network-mode", mode, "--json", str(out), "--overwrite", *args]
+    subprocess.run(cmd, check=True, capture_output=True, env=local_environment())
+    final = json.loads(out.read_text())["final"]
+    return final["modeled_time"] if mode == "model" else final["wall_time"]
+
+
+def main():
+    print(f"{'ranks':>5} {'network':>8} {'method':<12} {'modeled s':>10} {'injected s':>11} "
+          f"{'ratio':>6}")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run.json"
+        for n in (4, 6):
+            for network in ("1gbe", "10gbe"):
+                for name, args in CASES:
+                    model = run(n, network, args, "model", out)
+                    inject = run(n, network, args, "inject", out)
+                    print(f"{n:>5} {network:>8} {name:<12} {model:>10.3f} {inject:>11.3f} "
+                          f"{model / inject:>6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
