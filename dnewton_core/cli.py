@@ -131,6 +131,12 @@ def cmd_train(args, comm):
     return status
 
 
+def cmd_project(args, comm):
+    """The projection (rank 0 only; it sends nothing)."""
+    from .project import project_command
+    return project_command(args) if comm.rank == 0 else 0
+
+
 def write_trace(path, comm, model, overwrite):
     """Every rank's time line to rank 0, written as one Chrome trace (collective)."""
     with comm.phase("report"):
@@ -145,8 +151,10 @@ def write_trace(path, comm, model, overwrite):
 
 def _network(args, comm):
     """Set the communicator's network model from --network and --network-mode."""
+    if not hasattr(args, "network_mode"):           # project takes several networks itself
+        return
     try:
-        comm.network = parse_network(getattr(args, "network", None))
+        comm.network = parse_network(args.network)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     comm.inject = comm.network is not None and args.network_mode == "inject"
@@ -227,7 +235,7 @@ def main(argv=None):
         guard = comm.guard(getattr(args, "stall_timeout", STALL_TIMEOUT))  # several ranks
         _network(args, comm)
         commands = {"train": cmd_train, "compare": cmd_compare, "reproduce": cmd_reproduce,
-                    "evaluate": cmd_evaluate}
+                    "evaluate": cmd_evaluate, "project": cmd_project}
         return commands[args.command](args, comm)
     except ConfigError as e:                          # agreed on by every rank
         if comm.rank == 0:

@@ -91,6 +91,7 @@ def parser():
                                    "and grid: a table, compare.json and a figure.")
     p.add_argument("--out", default="results/compare", help="output directory")
     add_reproduce(sub, parents=shared_options(hidden=None)[:2])
+    add_project(sub)
     p = sub.add_parser("evaluate", help="train and test accuracy and f of weights that "
                                         "train --save wrote (one process)")
     p.add_argument("--model", required=True, help="the file train --save wrote")
@@ -228,3 +229,26 @@ def _budgets():
                    help=f"SGD: lr_t = lr / (1 + decay t) ({s.decay:g})")
     g.add_argument("--epochs", type=int, default=s.epochs, help=f"SGD epochs ({s.epochs})")
     return budgets
+
+def add_project(sub):
+    """``project``: the projection to many machines (project.py)."""
+    p = sub.add_parser("project", help="predicted seconds per Newton iteration and SGD epoch "
+                                       "on 1 to many machines, on a modeled network",
+                       description="Project a Newton iteration (full and block-diagonal G) "
+                                   "and an SGD epoch to many machines, one rank each, from the "
+                                   "closed-form messages, the network model and a compute "
+                                   "rate measured here (docs/method.md §8).")
+    p.add_argument("--data", default="digits", help="data set (its sizes only)")
+    p.add_argument("--data-path", help="directory or file(s) of the data set")
+    p.add_argument("--hidden", type=_positive_ints, default=(64, 64), help="hidden widths")
+    p.add_argument("--network", default="10gbe", help="one or several (comma-separated) of "
+                   + ", ".join(PRESETS) + " or LATENCY_US:BANDWIDTH_GBIT")
+    p.add_argument("--machines", type=_positive_ints, default=(1, 2, 4, 8, 16, 32, 64),
+                   help="machine counts (default 1,2,4,8,16,32,64)")
+    p.add_argument("--subsample", type=float, default=NewtonConfig.subsample,
+                   help="|S| / l (default 0.05)")
+    p.add_argument("--rate", type=float, default=None, metavar="GFLOPS",
+                   help="compute rate of one core (default: measured by a short calibration)")
+    p.add_argument("--json", help="write the projection to this file")
+    p.add_argument("--figure", help="write the figure (seconds against machines) to this PNG")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -55,3 +55,22 @@ def test_no_split_is_said_and_a_bad_rate_refused():
     assert pj.project(w, [2], RATE, GIG, lambda P: None) == [dict(machines=2, splits=None)]
     with pytest.raises(ValueError, match="compute rate"):
         pj.project(w, [1], 0.0, GIG, lambda P: None)
+
+
+def test_the_project_command_writes_a_table_a_json_and_a_figure(tmp_path):
+    import json
+    import subprocess
+    import sys
+    out, fig = tmp_path / "p.json", tmp_path / "p.png"
+    proc = subprocess.run([sys.executable, "-m", "dnewton_core", "project", "--network",
+                           "1gbe,10gbe", "--machines", "1,2,4", "--rate", "20", "--json",
+                           str(out), "--figure", str(fig)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "no split" in proc.stdout and "given (--rate)" in proc.stdout
+    got = json.loads(out.read_text())
+    assert set(got["networks"]) == {"1gbe", "10gbe"} and got["rate_gflops"] == 20
+    four = got["networks"]["1gbe"][2]
+    assert four["machines"] == 4 and four["splits"] == [2, 1, 1, 1]
+    assert four["newton-full seconds"] > got["networks"]["10gbe"][2]["newton-full seconds"]
+    assert fig.stat().st_size > 10_000

@@ -98,3 +98,24 @@ def robustness_strip(groups, path, title="", replace=True):
     box.set_title("spread of per-setting means", fontsize=9)
     box.grid(alpha=0.3, axis="y")
     return _save(fig, path, title, replace)
+
+
+def projection_figure(projection, path, replace=True):
+    """Seconds per Newton iteration (full, diagonal) and per SGD epoch against machines,
+    one line style per network (``project --json``'s content)."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    styles = ["-", "--", ":", "-."]
+    for k, (name, rows) in enumerate(projection["networks"].items()):
+        rows = [r for r in rows if r.get("splits")]
+        for method in METHOD_COLORS:
+            ax.plot([r["machines"] for r in rows], [r[method + " seconds"] for r in rows],
+                    styles[k % len(styles)], marker="o", ms=3, color=METHOD_COLORS[method],
+                    label=f"{method}, {name}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("machines (one rank each)")
+    ax.set_ylabel("seconds per Newton iteration / SGD epoch")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    layers = "-".join(map(str, projection["layers"]))
+    return _save(fig, path, f"projection: {layers}, l = {projection['l']}", replace=replace)
