@@ -158,7 +158,8 @@ def add_reproduce(subparsers, parents):
     g = p.add_argument_group("output")
     g.add_argument("--quick", action="store_true",
                    help="digits, 2 seeds, a small grid, few iterations: a minute or two")
-    g.add_argument("--out", default=None, help="output directory (default results/<data>)")
+    g.add_argument("--out", default=None, help="output directory (default results/<data>; "
+                                               "with --quick the scratch results/quick)")
     return p
 
 

@@ -213,6 +213,7 @@ def test_resolve_defaults_and_checks():
     assert plan.resolve(_args("--iters", "10", "--epochs", "3")).epochs == 3
     a = plan.resolve(_args("--quick"))
     assert a.seeds == 2 and a.iters == 8 and a.lrs == (1e-3, 1e-1, 1.0)
+    assert a.out == "results/quick"                 # a scratch directory, not the committed study
     a = plan.resolve(_args("--settings", "newton-diag:0.05:0.5,sgd:0.01"))
     assert a.methods == ("newton-diag", "sgd") and a.settings[0].sync == 0.5
     for bad in (["--syncs", "0"], ["--seeds", "0"], ["--methods", "adam"],
