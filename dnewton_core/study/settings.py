@@ -183,7 +183,8 @@ def resolve(args):
         problem=problem_of(a), methods=methods, subsamples=tuple(a["subsamples"]),
         syncs=tuple(a["syncs"]), lrs=tuple(a["lrs"]), settings=explicit, seeds=a["seeds"],
         iters=a["iters"], epochs=epochs, epochs_rule=rule,
-        out=a["out"] or os.path.join("results", "quick" if a["quick"] else a["data"]), overwrite=a["overwrite"],
+        out=a["out"] or os.path.join("results", "quick" if a["quick"] else a["data"]),
+        overwrite=a["overwrite"],
         newton=NewtonConfig(iters=a["iters"], xi=a["xi"], cg_max=a["cg_max"],
                             lambda0=a["lambda0"]),
         sgd=SGDConfig(epochs=epochs, momentum=a["momentum"], batch_size=a["batch_size"]))
