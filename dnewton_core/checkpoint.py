@@ -75,7 +75,9 @@ def check_plan(plan, overwrite):
     if os.path.exists(plan.directory) and not os.path.isdir(plan.directory):
         raise ValueError(f"cannot write checkpoints into {plan.directory}: not a directory")
     manifest = os.path.join(plan.directory, MANIFEST)
-    if os.path.lexists(manifest) and not (overwrite or plan.resume):
+    resuming_here = plan.resume and os.path.realpath(plan.resume) == \
+        os.path.realpath(plan.directory)
+    if os.path.lexists(manifest) and not (overwrite or resuming_here):
         raise ValueError(f"{plan.directory} holds a checkpoint; pass --resume "
                          f"{plan.directory} to continue it or --overwrite to replace it")
     check_writable([manifest], overwrite=True)
@@ -104,13 +106,17 @@ def _read_json(path, message):
         raise ValueError(f"{message}: {getattr(e, 'strerror', None) or e}") from None
 
 
-def check_compatible(saved, layers, plan, data):
+def check_compatible(saved, layers, plan, data, objective=None):
     """ValueError, one line, if ``saved`` was not written by a run of the same layers,
-    optimizer and data set, or has already done more than the budget."""
+    optimizer, data set and objective (activation, loss, C, evaluation batch, seed), or has
+    already done more than the budget."""
     config, grid = saved.state["config"], saved.state["grid"]
-    pairs = (("data set is", config.get("data"), data),
+    pairs = [("data set is", config.get("data"), data),
              ("optimizer is", config.get("optimizer"), plan.optimizer),
-             ("layers are", _dash(grid["layers"]), _dash(layers)))
+             ("layers are", _dash(grid["layers"]), _dash(layers))]
+    if objective is not None:
+        pairs += [(f"{key} is", config.get(f"objective.{key}"), value)
+                  for key, value in vars(objective).items()]
     differ = [f"{what} {theirs}, this run's {ours}" for what, theirs, ours in pairs
               if theirs != ours]
     if differ:

@@ -25,6 +25,7 @@ train --checkpoint DIR saves what --resume DIR continues, on any grid (``checkpo
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 
@@ -247,7 +248,7 @@ def main(argv=None):
         return 130
     except Exception as e:                           # one rank failed mid-run: end them all
         if guard is not None and guard.ending:        # the guard is ending the job already
-            time.sleep(2 * guard.grace + 5.0)         # (an MPI call failed as a rank left)
+            threading.Event().wait()                  # (an MPI call failed as a rank left)
         print(f"error: rank {comm.rank}: {type(e).__name__}: {e}", file=sys.__stderr__,
               flush=True)
         if comm.size > 1:

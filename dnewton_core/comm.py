@@ -25,6 +25,7 @@ from .outputs import WRITING
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX}
 _SYNC_TAG = 7
 _GUARD_TAG = 11
+_SIGNALS = {int(s) for s in signal.Signals}
 STALL_EXIT, INTERRUPT_EXIT = 4, 130       # exit statuses of a stalled and an interrupted job
 
 
@@ -93,8 +94,9 @@ class Comm(Ledger):
         the difference, so the call lasts its modeled time)."""
         phase = self.current or "other"
         if self.inject and modeled > spent:
-            time.sleep(modeled - spent)
-            spent = modeled
+            tic = time.monotonic()
+            time.sleep(modeled - spent)              # Linux oversleeps short sleeps: measure
+            spent += time.monotonic() - tic
         self.extra["mpi_seconds"][phase] += spent
         self.extra["network_seconds"][phase] += modeled
 
@@ -222,8 +224,9 @@ class Guard:
       (the signal's byte arrives on a wake-up socket the thread watches); exit status 130.
 
     It talks on a duplicate of the world communicator, so its messages never mix with the
-    method's (they are counted in phase "other", sent only when the job is ending).
-    Needs MPI_THREAD_MULTIPLE (mpi4py's default); without it, each rank reports alone.
+    method's (they are sent only while the job is ending, and not counted). Needs
+    MPI_THREAD_MULTIPLE (mpi4py's default): without it each rank reports alone, and calling
+    MPI_Abort from the thread is outside the MPI standard.
     """
 
     poll = 0.2          # seconds between the thread's looks
@@ -236,7 +239,7 @@ class Guard:
         self._read, self._write = socket.socketpair()
         self._read.setblocking(False)
         self._write.setblocking(False)
-        signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        self._old_wakeup = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
         self._handlers = {sig: signal.signal(sig, lambda *_: None)   # the thread acts
                           for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         self._stopped = threading.Event()
@@ -245,37 +248,49 @@ class Guard:
         self._thread.start()
 
     def stop(self):
-        """End the thread and give the signals back (main thread, before MPI finalizes)."""
+        """End the thread and give the signals back (main thread, before MPI finalizes).
+        If the thread is ending the job, wait for it: it aborts, and this never returns."""
         self._stopped.set()
-        self._thread.join(timeout=2 * self.poll + 1.0)
-        signal.set_wakeup_fd(-1)
+        self._thread.join(timeout=None if self.ending else 2 * self.poll + 1.0)
+        if self.ending:                               # the thread died before its abort
+            os._exit(STALL_EXIT)
+        signal.set_wakeup_fd(self._old_wakeup)
         for sig, handler in self._handlers.items():
             signal.signal(sig, handler)
+        self._read.close()
+        self._write.close()
 
     def _watch(self):
-        while not self._stopped.is_set():
-            try:
-                got = self._read.recv(16)
-            except BlockingIOError:
-                got = b""
-            if got:
-                name = signal.Signals(got[0]).name
-                self._end(("signal", name), f"interrupted by {name}", INTERRUPT_EXIT)
-            waiting = self.comm.waiting
-            if waiting and self.stall_timeout > 0 and \
-                    time.monotonic() - waiting[4] > self.stall_timeout:
-                self._end(*self._state(), STALL_EXIT)
-            if self.multiple and self.talk.iprobe(source=MPI.ANY_SOURCE, tag=_GUARD_TAG):
-                self._end(*self._state(), None)      # another rank is ending the job
-            self._stopped.wait(self.poll)
+        try:
+            while not self._stopped.is_set():
+                self._look()
+                self._stopped.wait(self.poll)
+        except Exception as e:                        # never die silently: end the job
+            print(f"error: rank {self.comm.rank}: the guard failed ({type(e).__name__}: {e})",
+                  file=sys.__stderr__, flush=True)
+            self._abort(STALL_EXIT)
 
-    def _state(self):
+    def _look(self):
+        try:
+            got = self._read.recv(16)
+        except BlockingIOError:
+            got = b""
+        if got:
+            name = signal.Signals(got[0]).name if got[0] in _SIGNALS else f"signal {got[0]}"
+            self._end(("signal", name), f"interrupted by {name}", INTERRUPT_EXIT)
+        waiting = self.comm.waiting                   # read once: the call may end meanwhile
+        if waiting and self.stall_timeout > 0 and \
+                time.monotonic() - waiting[4] > self.stall_timeout:
+            self._end(*self._state(waiting), STALL_EXIT)
+        if self.multiple and self.talk.iprobe(source=MPI.ANY_SOURCE, tag=_GUARD_TAG):
+            self._end(*self._state(self.comm.waiting), None)   # another rank is ending it
+
+    def _state(self, waiting):
         """(what this rank is doing, a line saying it) for the other ranks' reports."""
-        waiting = self.comm.waiting
         if waiting is None:
             return ("running",), f"rank {self.comm.rank} was computing"
         op, group, count, phase, since = waiting
-        return (("stall", group.name, count),
+        return (("stall", group.name, count, group.ranks),
                 f"stall: rank {self.comm.rank} waited {time.monotonic() - since:.0f} s "
                 f"(limit {self.stall_timeout:g} s, --stall-timeout) in phase {phase or '-'}: "
                 f"{op} number {count} over {group.name} (ranks "
@@ -285,19 +300,10 @@ class Guard:
         """Tell the others, listen for ``grace`` seconds, report once, end the job."""
         self.ending = True
         reports = {self.comm.rank: (what, line)}
-        if self.multiple:
-            for r in range(self.comm.size):
-                if r != self.comm.rank:
-                    self.talk.isend((what, line), dest=r, tag=_GUARD_TAG)
-                    self.comm.count("guard", "world", len(line))
-        deadline = time.monotonic() + self.grace
-        while self.multiple and time.monotonic() < deadline:
-            status = MPI.Status()
-            if self.talk.iprobe(source=MPI.ANY_SOURCE, tag=_GUARD_TAG, status=status):
-                source = status.Get_source()
-                reports[source] = self.talk.recv(source=source, tag=_GUARD_TAG)
-            else:
-                time.sleep(0.01)
+        try:
+            self._exchange(what, line, reports)
+        except Exception:                             # a rank may be gone: report what we have
+            pass
         reporter = _reporter(reports)
         if reporter == self.comm.rank:
             print(f"error: {summary(reports, reporter, self.comm.size)}", file=sys.__stderr__,
@@ -306,10 +312,30 @@ class Guard:
         else:
             time.sleep(2.0)                          # the reporting rank ends the job first
         kinds = {w[0] for w, _ in reports.values()}
-        code = INTERRUPT_EXIT if "signal" in kinds else code or STALL_EXIT
+        self._abort(INTERRUPT_EXIT if "signal" in kinds else code or STALL_EXIT)
+
+    def _exchange(self, what, line, reports):
+        """Send this rank's report to every other rank; collect theirs for ``grace`` s."""
+        if not self.multiple:
+            return
+        for r in range(self.comm.size):
+            if r != self.comm.rank:
+                self.talk.isend((what, line), dest=r, tag=_GUARD_TAG)
+        deadline = time.monotonic() + self.grace
+        while time.monotonic() < deadline:
+            status = MPI.Status()
+            if self.talk.iprobe(source=MPI.ANY_SOURCE, tag=_GUARD_TAG, status=status):
+                source = status.Get_source()
+                reports[source] = self.talk.recv(source=source, tag=_GUARD_TAG)
+            else:
+                time.sleep(0.01)
+
+    def _abort(self, code):
         WRITING.acquire(timeout=10.0)                # let a file being written land
-        self.comm.world.Abort(code)
-        os._exit(code)
+        try:
+            self.comm.world.Abort(code)
+        finally:
+            os._exit(code)
 
 
 def _reporter(reports):
@@ -327,9 +353,8 @@ def summary(reports, reporter, size):
     if what[0] != "stall":
         ranks = sorted(r for r, (w, _) in reports.items() if w[0] == what[0])
         return f"{line} (rank{'s' if len(ranks) > 1 else ''} {','.join(map(str, ranks))})"
-    group = line.rsplit("(ranks ", 1)[1].rstrip(")").split(",")
-    arrived = {r for r, (w, _) in reports.items() if w == what}
-    missing = [r for r in map(int, group) if r not in arrived]
+    arrived = {r for r, (w, _) in reports.items() if tuple(w) == tuple(what)}
+    missing = [r for r in what[3] if r not in arrived]
     silent = [r for r in range(size) if r not in reports]
     return (f"{line}; did not arrive: rank{'s' if len(missing) != 1 else ''} "
             f"{','.join(map(str, missing)) or '-'}"
@@ -349,7 +374,7 @@ class Group:
 
 
 def world_rank():
-    """This process's rank in ``MPI.COMM_WORLD`` and the world's size, and the MPI library."""
+    """This process's rank in ``MPI.COMM_WORLD`` and the world's size."""
     world = MPI.COMM_WORLD
     return world.Get_rank(), world.Get_size()
 

@@ -76,7 +76,7 @@ def _prepare(problem, comm, outputs, overwrite, keep):
     splits = parse_splits(problem.splits, layers) if problem.splits else None
     saved = checkpoint.read(keep.resume) if keep.resume else None
     if saved:
-        check_compatible(saved, layers, keep, problem.data)
+        check_compatible(saved, layers, keep, problem.data, objective)
     return Prepared(data, objective, splits, _slow(problem.slow_rank, comm.size), saved)
 
 

@@ -76,8 +76,10 @@ def network_layers(n_features, hidden, n_classes):
 class JacobianFactors:
     """J on the subsample S, in the form the model's Gauss-Newton product needs.
 
-    ``subsample`` is S (sorted instance indices); ``factors`` is the model's own: for the
-    distributed model (z^{m-1} on S, D_ij, softmax p on S or None), docs/method.md §4.
+    ``subsample`` is S (sorted instance indices); ``factors`` is the model's own: for a
+    partition of the distributed model (z^{m-1} on S, D_ij, softmax p on S or None), for
+    the dense model ([z^0..z^{L-1}] on S, [D^1..D^L] with D^L = I as None, p or None);
+    docs/method.md §4.
     """
     subsample: np.ndarray
     factors: tuple

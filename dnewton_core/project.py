@@ -7,6 +7,7 @@ from . import data as datasets
 from . import projection
 from .model import ConfigError, network_layers
 from .network import parse_network
+from .newton import NewtonConfig
 from .outputs import check_writable, write_atomic
 from .splits import propose_splits
 
@@ -23,7 +24,7 @@ def project_command(args):
             raise ValueError("--network: the projection needs a network, not none")
         layers = network_layers(data.n_features, args.hidden, data.n_classes)
         l = len(data.y_train)
-        size = max(1, min(l, round(args.subsample * l)))
+        size = NewtonConfig(subsample=args.subsample).subsample_size(l)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     tic = time.perf_counter()

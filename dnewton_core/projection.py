@@ -1,7 +1,8 @@
 """Projection to many machines (docs/method.md §8): the seconds of one Newton iteration
 (full and block-diagonal G) and of one SGD epoch on P machines, one rank each.
 
-Assumptions, stated in the output: one rank per machine; every pass runs layer after layer
+Assumptions (``project`` prints and writes them): one rank per machine; squared loss (the
+softmax normalizer's messages are left out); every pass runs layer after layer
 (no pipelining, as the kit's code does today) and no computing overlaps a message; each
 layer's compute is its largest block's, at one compute rate (FLOP/s of one core, measured
 by ``calibrate`` or given); each collective costs what ``network.py`` says (the slowest
@@ -17,9 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import network as netmodel
+from .costs import F64, batch_sizes, link_sizes
 from .partition import Grid
-
-F64 = 8
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,7 @@ def _layer_blocks(grid, m):
     """(rows, cols) of layer m's largest block, and the size of its link group."""
     rows = max(len(T) for T in grid.groups(m - 1))
     cols = max(len(T) for T in grid.groups(m))
-    link = grid.splits[m - 1] + (grid.splits[m + 1] if m < grid.L else 0)
-    return rows, cols, link
+    return rows, cols, link_sizes(grid)[m - 1]
 
 
 def _pass(grid, b, rate, net, backward=False, width=1):
@@ -74,10 +73,6 @@ def _pass(grid, b, rate, net, backward=False, width=1):
     return compute, comm
 
 
-def _batches(n, size):
-    return [min(size, n - k) for k in range(0, n, size)]
-
-
 def _allreduce(n, p, net):
     """Modeled seconds; nothing on one machine (``net`` None)."""
     return netmodel.allreduce(n, p, net) if net is not None and p > 1 else 0.0
@@ -94,9 +89,9 @@ def _add(*pairs):
 def newton_iteration(grid, w, rate, net, gn="full"):
     """{phase: (compute seconds, network seconds)} of one Newton iteration (``net`` None:
     one machine, which computes every partition's product itself)."""
-    function = _add(*(_pass(grid, b, rate, net) for b in _batches(w.l, w.batch)),
+    function = _add(*(_pass(grid, b, rate, net) for b in batch_sizes(w.l, w.batch)),
                     (0.0, _scalars(1, grid, net)))
-    sizes = _batches(w.l - w.subsample, w.batch) + [w.subsample]
+    sizes = batch_sizes(w.l - w.subsample, w.batch) + [w.subsample]
     gradient = _add(*(_add(_pass(grid, b, rate, net), _pass(grid, b, rate, net, True))
                       for b in sizes), (0.0, _scalars(1, grid, net)))
     n_L = grid.layers[-1]
@@ -116,8 +111,8 @@ def newton_iteration(grid, w, rate, net, gn="full"):
 def sgd_epoch(grid, w, rate, net):
     """{phase: (compute, network)} of one SGD epoch and its evaluation of f."""
     steps = _add(*(_add(_pass(grid, b, rate, net), _pass(grid, b, rate, net, True))
-                   for b in _batches(w.l, w.sgd_batch)))
-    function = _add(*(_pass(grid, b, rate, net) for b in _batches(w.l, w.batch)),
+                   for b in batch_sizes(w.l, w.sgd_batch)))
+    function = _add(*(_pass(grid, b, rate, net) for b in batch_sizes(w.l, w.batch)),
                     (0.0, _scalars(1, grid, net)))
     return {"sgd": steps, "function": function}
 
@@ -142,16 +137,6 @@ def project(workload, machines, rate, net, propose):
             row[name + " seconds"] = sum(c + n for c, n in phases.values())
         rows.append(row)
     return rows
-
-
-def ideal_speedup(rows):
-    """Seconds at 1 machine over seconds at P, per method (how far from P the split gets)."""
-    base = next((r for r in rows if r.get("splits") and r["machines"] == 1), None)
-    if base is None:
-        return {}
-    return {r["machines"]: {m: base[m + " seconds"] / r[m + " seconds"]
-                            for m in ("newton-full", "newton-diag", "sgd")}
-            for r in rows if r.get("splits")}
 
 
 def _check(rate):

@@ -180,7 +180,9 @@ def test_a_checkpoint_of_another_network_optimizer_or_data_set_is_refused(tmp_pa
     cases = {"layers are 64-64-64-10, this run's 64-32-10": ("--hidden", "32"),
              "optimizer is newton, this run's sgd": ("--optimizer", "sgd"),
              "data set is digits, this run's svmlight": ("--data", "svmlight", "--data-path",
-                                                     svmlight_digits[0])}
+                                                     svmlight_digits[0]),
+             "loss is squared, this run's cross_entropy": ("--loss", "cross_entropy"),
+             "init_seed is 0, this run's 3": ("--seed", "3")}
     for words, args in cases.items():
         line = one_line_error(cli("train", "--iters", 4, "--resume", ck, *args))
         assert words in line and str(ck) in line, line
@@ -188,6 +190,10 @@ def test_a_checkpoint_of_another_network_optimizer_or_data_set_is_refused(tmp_pa
     assert "after 2 iterations" in line
     line = one_line_error(cli("train", "--iters", 4, "--checkpoint", ck))
     assert "--overwrite" in line and "--resume" in line
+    other = tmp_path / "other"                    # resuming elsewhere does not unlock ck
+    train(tmp_path, "second", "--iters", 1, "--checkpoint", other)
+    line = one_line_error(cli("train", "--iters", 4, "--checkpoint", ck, "--resume", other))
+    assert "--overwrite" in line
     line = one_line_error(cli("train", "--resume", tmp_path / "nothing"))
     assert "no checkpoint" in line
     assert sorted(os.listdir(ck)) == ["manifest.json", "step-000002"]
