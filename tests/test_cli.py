@@ -251,3 +251,10 @@ def test_reproduce_keeps_a_diverged_newton_run(tmp_path):
     assert rows["newton-full"]["diverged"] is True and rows["sgd"]["diverged"] is False
     assert _files(out) == sorted(["runs.csv", "curves.csv", "summary.md",
                                   "accuracy_vs_time.png", "robustness.png"])
+
+
+def test_compare_prints_progress_per_method_and_iteration(tmp_path):
+    p = cli("compare", "--iters", 3, "--epochs", 2, "--hidden", "8", "--out", tmp_path / "c")
+    assert p.returncode == 0, p.stderr
+    for line in ("newton-full iteration 3: f", "sgd epoch 2: f"):
+        assert line in p.stdout

@@ -205,3 +205,16 @@ def test_the_final_json_is_the_one_combined_over_ranks(tmp_path):
     r = train_json(tmp_path, 4, "--iters", 2, "--hidden", "8")
     assert r["final"]["status"] == "finished" and len(r["history"]) == 2
     assert "cg_iters_per_rank" in r["history"][0]    # not rank 0's per-iteration snapshot
+
+
+def test_ranks_that_ask_for_more_blas_threads_than_cores_are_warned():
+    if 4 * 4 <= (os.cpu_count() or 1):
+        pytest.skip("16 BLAS threads fit this machine's cores: nothing to warn about")
+    many = dict(ENV, OMP_NUM_THREADS="4", OPENBLAS_NUM_THREADS="4", MKL_NUM_THREADS="4")
+    p = subprocess.run(local_launch(4) + [sys.executable, "-m", "dnewton_core", "train",
+                                          "--iters", "1"], capture_output=True, text=True,
+                       timeout=120, env=many)
+    assert p.returncode == 0, p.stderr
+    warnings = [ln for ln in p.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "4 ranks with 4 BLAS thread(s)" in warnings[0]
+    assert "warning:" not in mpirun(4, "train", "--iters", 1).stderr      # one thread each
