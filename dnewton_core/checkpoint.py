@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import reference as ref
 from .history import State
 from .ledger import combine_records, modeled_seconds
 from .model import ConfigError
@@ -147,7 +148,7 @@ def whole(saved, name):
     """The whole flat vector ``name`` of a checkpoint, from every block it was saved in."""
     g = saved.state["grid"]
     old = Grid(tuple(g["layers"]), tuple(g["splits"])) if g["splits"] else None
-    flat = np.full(n_params(g["layers"]), np.nan)
+    flat = np.full(ref.n_params(g["layers"]), np.nan)
     for rank in range(g["ranks"] if old else 1):
         path = os.path.join(saved.directory, saved.step, f"block-{rank}.npz")
         try:
@@ -163,11 +164,6 @@ def whole(saved, name):
     if np.isnan(flat).any():
         raise ValueError(f"{saved.directory}: the blocks of {saved.step} do not cover {name}")
     return flat
-
-
-def n_params(layers):
-    """Length of ``reference.flatten``'s vector: W^m and b^m of every layer."""
-    return sum((a + 1) * b for a, b in zip(layers[:-1], layers[1:]))
 
 
 def gather_records(comm, records):
@@ -326,7 +322,7 @@ def load_model(path):
                      data=str(out["data"]), seed=int(out["seed"]))
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"cannot read a model from {path}: {e}") from None
-    if model["theta"].shape != (n_params(model["layers"]),):
+    if model["theta"].shape != (ref.n_params(model["layers"]),):
         raise ValueError(f"{path}: theta has {model['theta'].size} values, a "
-                         f"{_dash(model['layers'])} network {n_params(model['layers'])}")
+                         f"{_dash(model['layers'])} network {ref.n_params(model['layers'])}")
     return model

@@ -32,6 +32,8 @@ from functools import cached_property
 
 import numpy as np
 
+from .reference import n_params
+
 __all__ = ["neuron_groups", "Partition", "Grid"]
 
 _BYTES_PER_VALUE = 8  # float64
@@ -167,7 +169,7 @@ class Grid:
     @property
     def n_params(self):
         """n = sum_m (n_{m-1} + 1) n_m: the number of parameters of the whole network."""
-        return sum((self.layers[m - 1] + 1) * self.layers[m] for m in range(1, self.L + 1))
+        return n_params(self.layers)
 
     def groups(self, m):
         """T_{m,0..P_m-1} for m = 0..L."""

@@ -174,9 +174,14 @@ def flatten(params):
     return np.concatenate([np.concatenate([W.ravel(), b]) for W, b in params])
 
 
+def n_params(layers):
+    """n = sum_m (n_{m-1} + 1) n_m: the length of ``flatten``'s vector."""
+    return sum((n_in + 1) * n_out for n_in, n_out in zip(layers[:-1], layers[1:]))
+
+
 def unflatten(vector, layers):
     """Inverse of flatten: the list of (W, b) for layer sizes n_0..n_L."""
-    need = sum((n_in + 1) * n_out for n_in, n_out in zip(layers[:-1], layers[1:]))
+    need = n_params(layers)
     if len(vector) != need:
         raise ValueError(f"vector has {len(vector)} entries, layers {tuple(layers)} need {need}")
     params, k = [], 0

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from dnewton_core import checkpoint
+from dnewton_core import checkpoint, reference
 from dnewton_core.data import load_dataset
 from dnewton_core.environment import local_environment, local_launch
 
@@ -152,7 +152,7 @@ def test_a_run_killed_mid_way_leaves_a_complete_checkpoint_that_resumes(tmp_path
             proc.wait(timeout=30)
         saved = checkpoint.read(ck)              # the manifest names a whole step
         assert saved.done >= 1 and len(saved.state["records"]) == saved.done
-        assert checkpoint.whole(saved, "theta").shape == (checkpoint.n_params([64, 64, 64, 10]),)
+        assert checkpoint.whole(saved, "theta").shape == (reference.n_params([64, 64, 64, 10]),)
     done = saved.done
     resumed = train(tmp_path, "resumed", "--iters", done + 2, "--resume", ck)
     full = train(tmp_path, "full", "--iters", done + 2)

@@ -27,6 +27,7 @@ import numpy as np
 import psutil
 import pytest
 
+from dnewton_core.classroom.cluster import cluster_processes
 from dnewton_core.environment import blas_environment, find_mpiexec
 
 HERE = Path(__file__).resolve().parent
@@ -222,14 +223,7 @@ CASES = [
 
 def processes(marker):
     """The live processes whose environment holds the case's marker."""
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get(MARK) == marker:
-                out.append(p)
-        except (psutil.Error, OSError):
-            continue
-    return out
+    return cluster_processes(**{MARK: marker})
 
 
 def described(procs):

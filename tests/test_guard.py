@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from dnewton_core.classroom.cluster import cluster_processes
 from dnewton_core.comm import INTERRUPT_EXIT, STALL_EXIT
 from dnewton_core.environment import local_environment, local_launch
 
@@ -34,14 +35,12 @@ def start(*args):
 def ranks(marker):
     """{MPI rank: process} of a job."""
     out = {}
-    for p in psutil.process_iter():
+    for p in cluster_processes(**{MARK: marker}):    # live ones: zombies are ended
         try:
-            env = p.environ()
-            if p.status() == psutil.STATUS_ZOMBIE:      # ended, not yet reaped
-                continue
-        except (psutil.Error, OSError):
+            env, cmd = p.environ(), " ".join(p.cmdline())
+        except psutil.Error:
             continue
-        if env.get(MARK) == marker and "PMI_RANK" in env and "guarded_job" in " ".join(p.cmdline()):
+        if "PMI_RANK" in env and "guarded_job" in cmd:
             out[int(env["PMI_RANK"])] = p
     return out
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dnewton_core.classroom.cluster import MPICluster
+from dnewton_core.classroom.cluster import MPICluster, cluster_processes
 from dnewton_core.environment import LaunchError, local_environment, local_launch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,14 +59,7 @@ def exposed(procs):
 
 
 def marked(marker):
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(MARK) == marker:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            pass
-    return found
+    return cluster_processes(**{MARK: marker})
 
 
 def test_a_local_run_listens_on_loopback_only():
