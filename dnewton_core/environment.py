@@ -5,24 +5,33 @@ Several MPI ranks on few cores are many times slower with BLAS's default threadi
 Installation): every launch the kit makes gives each rank ``blas_environment()``.
 
 The ranks of a run on this machine talk over shared memory, and their network modules are
-kept on the loopback interface (``LOOPBACK_ENVIRONMENT``): every local launch the kit makes
-(``make demo``, the notebooks' ``MPICluster``, the tests) is ``local_launch(n) + command``
-with ``local_environment()``; from a shell: ``python -m dnewton_core.environment -n 4
+kept on the loopback interface (``LOOPBACK_ENVIRONMENT``) in every local launch the kit
+makes: ``make demo`` and the tests run ``local_launch(n) + command`` with
+``local_environment()``, the notebooks' ``MPICluster`` gives its engines the same variables;
+from a shell: ``python -m dnewton_core.environment -n 4
 COMMAND``. The pip wheel's MPICH is ``ch4:ucx`` (``ofi`` when ``MPIR_CVAR_CH4_NETMOD=ofi``):
 UCX's TCP transport listens on every non-loopback interface unless ``UCX_NET_DEVICES=lo``,
 libfabric's tcp and sockets providers unless ``FI_TCP_IFACE``/``FI_SOCKETS_IFACE=lo``.
 
-One listener is left: hydra (``mpiexec``) binds its control port to 0.0.0.0 whatever
-``-iface``, ``HYDRA_IFACE`` or ``-localhost`` say (they choose only the address it
-advertises; MPICH 5.0.2's ``HYDU_sock_listen``). MPICH's one-machine launcher
-``mpiexec.gforker`` opens no port, but was measured unfit here: it broke its ranks' output
-on the first non-ASCII character (a ``reproduce`` table ended in BrokenPipeError), added
-several seconds to every launch on 2 loaded cores, and left a stopped rank running after an
-abort. So local runs keep hydra, whose port answers only its own protocol.
+Hydra (``mpiexec``) binds its control port to 0.0.0.0 whatever ``-iface``, ``HYDRA_IFACE``
+or ``-localhost`` say (they choose only the address it advertises; MPICH 5.0.2's
+``HYDU_sock_listen``). So on Linux a local launch first moves into a private network
+namespace (:func:`enter_private_network`: a new user and network namespace, the user's own
+uid mapped to itself, loopback up): there 0.0.0.0 is the loopback interface and nothing
+else, and nobody outside the namespace can reach the port. Where the kernel refuses that
+(not Linux, unprivileged user namespaces disabled, a container's seccomp filter), the
+launch goes on without it and hydra's port listens on every interface while the run lasts;
+it answers only hydra's own protocol. The notebooks' engines cannot live in such a namespace
+(they reach ipyparallel's controller over TCP on the host's loopback; its ``ipc`` transport
+was tried and never registered an engine), so an ``MPICluster`` keeps that one listener.
+MPICH's port-less ``mpiexec.gforker`` was measured unfit: it broke its ranks' output on the
+first non-ASCII character, added seconds to every launch, and left a stopped rank running.
 """
 import os
 import platform
 import shutil
+import socket
+import struct
 import sys
 
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -79,9 +88,71 @@ def local_environment(threads=1, base=None):
 
 
 def local_launch(n, mpiexec=None):
-    """The argv prefix that starts ``n`` ranks on this machine, their network modules on
-    loopback (with :func:`local_environment`): ``local_launch(4) + [sys.executable, ...]``."""
-    return [find_mpiexec(mpiexec), "-n", str(n)]
+    """The argv prefix that starts ``n`` ranks on this machine, in a private network namespace
+    where the system allows one, their network modules on loopback (with
+    :func:`local_environment`): ``local_launch(4) + [sys.executable, ...]``."""
+    path = find_mpiexec(mpiexec)              # fail here, in the caller, if there is none
+    own = [] if mpiexec is None else ["--mpiexec", path]
+    return [sys.executable, "-m", "dnewton_core.environment", "-n", str(n), *own]
+
+
+_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def _unshare_network():
+    """Move this (single-threaded) process into a new user and network namespace, map its
+    uid and gid to themselves, bring loopback up. Raises OSError where the system refuses."""
+    import ctypes
+    import fcntl
+    uid, gid = os.getuid(), os.getgid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                       ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        request = struct.pack("16sh22x", b"lo", 0)
+        flags = struct.unpack("16sh22x", fcntl.ioctl(s, _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | _IFF_UP))
+
+
+def enter_private_network():
+    """Put this process in a network namespace of its own whose one interface is loopback;
+    True if it now is, False (nothing changed) where the system does not allow it.
+
+    A forked child tries first, so that a system which allows the namespace but not the
+    rest (no capability inside it, as under some AppArmor profiles) leaves this process as
+    it was. Call it only while the process has a single thread (before ``execve``)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    child = os.fork()
+    if child == 0:                                       # the trial run
+        try:
+            _unshare_network()
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        return False
+    _unshare_network()
+    return True
+
+
+def in_private_network(pid):
+    """True if process ``pid`` is in another network namespace than this one and loopback is
+    that namespace's only interface (Linux; False where it cannot be told)."""
+    try:
+        ours, theirs = os.readlink("/proc/self/ns/net"), os.readlink(f"/proc/{pid}/ns/net")
+        with open(f"/proc/{pid}/net/dev") as f:
+            devices = [line.split(":", 1)[0].strip() for line in f if ":" in line]
+    except OSError:
+        return False
+    return ours != theirs and devices == ["lo"]
 
 
 def speed_environment():
@@ -120,19 +191,22 @@ def load_average():
 
 def main(argv=None):
     """``python -m dnewton_core.environment [-n N] COMMAND ...``: COMMAND on N ranks of this
-    machine (default 4), loopback only, one BLAS thread per rank (what ``make demo`` runs)."""
+    machine (default 4), in a private network namespace where the system allows it, MPI on
+    loopback only, one BLAS thread per rank (what ``make demo`` runs)."""
     import argparse
     parser = argparse.ArgumentParser(prog="python -m dnewton_core.environment",
                                      description=main.__doc__.split(":", 1)[1].strip())
     parser.add_argument("-n", type=int, default=4, help="number of MPI ranks (default 4)")
+    parser.add_argument("--mpiexec", help="the MPI launcher (default: this environment's own)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if not args.command or args.n < 1:
         parser.error("give a positive -n and a command to run")
     try:
-        argv = local_launch(args.n) + args.command
+        argv = [find_mpiexec(args.mpiexec), "-n", str(args.n), *args.command]
     except LaunchError as e:
         parser.exit(2, f"error: {e}\n")
+    enter_private_network()
     os.execve(argv[0], argv, local_environment())
 
 

@@ -21,7 +21,12 @@ import psutil
 import pytest
 
 from dnewton_core.classroom.cluster import MPICluster, cluster_processes
-from dnewton_core.environment import LaunchError, local_environment, local_launch
+from dnewton_core.environment import (
+    LaunchError,
+    in_private_network,
+    local_environment,
+    local_launch,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "DNEWTON_LOOPBACK_TEST"
@@ -48,14 +53,24 @@ def listening(procs):
 HYDRA = ("mpiexec", "mpiexec.hydra", "hydra_pmi_proxy")
 
 
-def exposed(procs):
-    """The (process, address) pairs listening on anything but loopback, except hydra's
-    control port (which its ranks inherit as an open descriptor)."""
+def exposed(procs, hydra_allowed):
+    """The (process, address) pairs reachable from outside this machine: listening on
+    anything but loopback, from this network namespace. A process in a private namespace
+    whose one interface is loopback (environment.enter_private_network) is not reachable;
+    hydra's control port (which its ranks inherit as an open descriptor) is allowed only
+    where ``hydra_allowed``."""
     held = listening(procs)
     hydra = {addr for who, addrs in held.items() if who[0] in HYDRA for addr in addrs}
     return [(who, addr) for who, addrs in held.items() for addr in addrs
-            if addr not in hydra
+            if not (hydra_allowed and addr in hydra) and not in_private_network(who[1])
             and not ipaddress.ip_address(addr[0].split("%")[0]).is_loopback]
+
+
+def private_networks():
+    """Whether this system lets a local launch have a network namespace of its own."""
+    code = "from dnewton_core.environment import enter_private_network as e; print(e())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    return out.stdout.strip() == "True"
 
 
 def marked(marker):
@@ -83,7 +98,10 @@ def test_a_local_run_listens_on_loopback_only():
         ranks = [p for p in procs if "dnewton_core" in " ".join(p.cmdline())
                  and "environment" not in " ".join(p.cmdline())]
         assert len(ranks) >= 4, [p.cmdline() for p in procs]
-        assert exposed(procs) == [], listening(procs)
+        private = private_networks()
+        assert exposed(procs, hydra_allowed=not private) == [], listening(procs)
+        if private:                          # hydra's port too is out of reach
+            assert all(in_private_network(p.pid) for p in ranks), [p.cmdline() for p in ranks]
     finally:
         timer.cancel()
         try:
@@ -101,7 +119,7 @@ def test_an_mpicluster_listens_on_loopback_only():
         names = " ".join(" ".join(p.cmdline()) for p in procs)
         assert "ipyparallel.engine" in names and "ipyparallel.controller" in names
         assert cl.run(sum, [1, 2]) == [3, 3]              # the engines are up and in MPI
-        assert exposed(procs) == [], listening(procs)
+        assert exposed(procs, hydra_allowed=True) == [], listening(procs)
 
 
 def test_make_demo_goes_through_the_local_launcher():
