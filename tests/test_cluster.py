@@ -10,7 +10,13 @@ import ipyparallel as ipp
 import psutil
 import pytest
 
-from dnewton_core.classroom.cluster import CLUSTER_MARK, ClusterError, MPICluster, cluster_processes
+from dnewton_core.classroom.cluster import (
+    CLUSTER_MARK,
+    ClusterError,
+    EngineError,
+    MPICluster,
+    cluster_processes,
+)
 
 N = 3
 
@@ -57,6 +63,30 @@ def test_engine_variables_by_reference(cluster):
     assert cluster.push(k=3) is None
     cluster.view.execute("from mpi4py import MPI; twice = k * MPI.COMM_WORLD.Get_rank()")
     assert cluster.run(abs, cluster.ref("twice")) == [3 * r for r in range(N)]
+
+
+@ipp.interactive
+def fail_on(ranks):
+    """On each engine: raise ValueError on the given ranks, else return the rank."""
+    from mpi4py import MPI
+    rank = MPI.COMM_WORLD.Get_rank()
+    if rank in ranks:
+        raise ValueError(f"no partition for rank {rank}")
+    return rank
+
+
+def test_an_engine_error_is_one_line_naming_the_ranks(cluster):
+    with pytest.raises(EngineError) as caught:
+        cluster.run(fail_on, [1])
+    err = caught.value
+    assert str(err) == "rank 1: ValueError: no partition for rank 1"
+    assert cluster.last_error is err and list(err.errors) == [1]
+    assert "fail_on" in err.errors[1][2]                         # the traceback, kept
+    assert len(err._render_traceback_()) == 2                    # what a notebook shows
+    with pytest.raises(EngineError, match=r"^rank 0: ValueError: no partition for rank 0; "
+                                          r"rank 2: ValueError: no partition for rank 2$"):
+        cluster.run(fail_on, [0, 2])
+    assert cluster.run(fail_on, []) == list(range(N))           # the engines still work
 
 
 def test_stop_leaves_no_process(cluster):
@@ -172,6 +202,34 @@ def test_engines_end_when_the_kernel_dies_during_start():
         time.sleep(0.25)
     assert cluster_processes(**{CLUSTER_MARK: cluster_id}) == []
     assert cluster_processes(**{mark: marker}) == []     # the watchdog ended too
+
+
+def test_a_new_cluster_replaces_the_old_and_px_errors_are_short(capsys):
+    """Re-running the cell that starts the engines stops the ones it started before; in
+    IPython, a %%px cell whose ranks raise shows one line."""
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    try:
+        first = MPICluster(2, timeout=120).start()
+        first_id = first.cluster_id
+        second = MPICluster(2, timeout=120).start()
+        try:
+            assert first.cluster is None
+            assert "stopped the 2-engine cluster this kernel started before" in capsys.readouterr().err
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and cluster_processes(**{CLUSTER_MARK: first_id}):
+                time.sleep(0.2)
+            assert cluster_processes(**{CLUSTER_MARK: first_id}) == []
+            result = shell.run_cell("%%px\nfrom mpi4py import MPI\n"
+                                    "assert MPI.COMM_WORLD.Get_rank() == 0, 'not rank 0'")
+            out = capsys.readouterr().out
+            assert result.error_in_exec is not None
+            assert "EngineError: rank 1: AssertionError: not rank 0" in out
+            assert len(out.strip().splitlines()) <= 3, out
+        finally:
+            second.stop()
+    finally:
+        InteractiveShell.clear_instance()
 
 
 def _cmdline(proc):

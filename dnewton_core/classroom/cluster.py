@@ -44,6 +44,33 @@ class ClusterError(RuntimeError):
     """The engines could not be started (or asked): the message says why and what to do."""
 
 
+class EngineError(ClusterError):
+    """Ranks raised an exception: one line per distinct error with the ranks that raised it.
+
+    The notebook shows that line only (IPython's ``_render_traceback_``); the ranks' full
+    tracebacks are a call away: ``err.show()`` (or ``cl.last_error.show(rank)``).
+    """
+
+    def __init__(self, errors):
+        self.errors = dict(sorted(errors.items()))          # {rank: (name, message, traceback)}
+        by_error = {}
+        for rank, (name, message, _) in self.errors.items():
+            by_error.setdefault(f"{name}: {message}", []).append(rank)
+        super().__init__("; ".join(f"rank{'s' if len(ranks) > 1 else ''} "
+                                   f"{', '.join(map(str, ranks))}: {what}"
+                                   for what, ranks in by_error.items()))
+
+    def _render_traceback_(self):
+        return [f"EngineError: {self}",
+                "(the ranks' tracebacks: cl.last_error.show(), or .show(rank) for one rank)"]
+
+    def show(self, rank=None):
+        """Print the engines' tracebacks (all ranks, or one)."""
+        for r, (_, _, traceback) in self.errors.items():
+            if rank is None or r == rank:
+                print(f"--- rank {r} ---\n{traceback}")
+
+
 def find_mpiexec(mpiexec=None):
     """``environment.find_mpiexec``, failing with a ``ClusterError``."""
     try:
@@ -153,6 +180,7 @@ class MPICluster:
         self.ranks = None            # engine ids in rank order (they equal the ranks for --mpi)
         self._cluster_id = None
         self._watchdog = None
+        self.last_error = None       # the last EngineError, with the ranks' tracebacks
 
     # -- starting and stopping ----------------------------------------------------------
     def start(self):
@@ -165,6 +193,7 @@ class MPICluster:
                                f"run: {sys.executable} -m pip install mpi4py")
         import ipyparallel as ipp
 
+        self._stop_earlier_clusters()
         blas = blas_environment(self.threads)
         os.environ.update(blas)                 # for anything this kernel starts later, too
         cluster = ipp.Cluster(engines="mpi", n=self.n, log_level=logging.ERROR,
@@ -186,7 +215,17 @@ class MPICluster:
             raise
         if self.activate and _in_ipython():
             self.view.activate()
+            _short_engine_errors(self)
         return self
+
+    def _stop_earlier_clusters(self):
+        """Re-running a notebook's cell that starts a cluster replaces the one it started
+        before (which would otherwise run, idle, until the kernel exits)."""
+        for earlier in list(_RUNNING):
+            if earlier is not self and earlier.cluster is not None:
+                earlier.stop()
+                print(f"stopped the {earlier.n}-engine cluster this kernel started before",
+                      file=sys.stderr)
 
     def _start_watchdog(self):
         """A process that ends every process of this cluster if this process dies without
@@ -326,7 +365,23 @@ class MPICluster:
         ``func`` must be importable on the engines (a function of ``dnewton_core``), or a
         self-contained function; ``MPICluster.ref(name)`` passes an engine variable.
         """
-        return self._running_view().apply_sync(func, *args, **kwargs)
+        from ipyparallel.error import CompositeError
+        view = self._running_view()
+        try:
+            return view.apply_sync(func, *args, **kwargs)
+        except CompositeError as e:
+            raise self.engine_error(e) from None
+
+    def engine_error(self, composite):
+        """The :class:`EngineError` (ranks, not engine ids) of an ipyparallel CompositeError;
+        it is kept as ``last_error``."""
+        rank_of = {engine: rank for rank, engine in enumerate(self.ranks or [])}
+        errors = {}
+        for name, message, traceback, info in composite.elist:
+            engine = (info or {}).get("engine_id")
+            errors[rank_of.get(engine, engine)] = (name, message, traceback or "")
+        self.last_error = EngineError(errors)
+        return self.last_error
 
     def push(self, **variables):
         """Send copies of these variables to every engine's namespace (for ``%%px`` cells)."""
@@ -348,6 +403,21 @@ class MPICluster:
 def _in_ipython():
     ipython = sys.modules.get("IPython")
     return ipython is not None and ipython.get_ipython() is not None
+
+
+def _short_engine_errors(cluster):
+    """In IPython, a ``%px``/``%%px`` cell whose ranks raise shows one :class:`EngineError`
+    line instead of a traceback per rank."""
+    from ipyparallel.error import CompositeError
+    shell = sys.modules["IPython"].get_ipython()
+
+    def handler(shell, etype, value, tb, tb_offset=None):
+        err = cluster.engine_error(value)
+        lines = err._render_traceback_()
+        shell._showtraceback(EngineError, err, lines)   # ipykernel: the cell's error output
+        return lines
+
+    shell.set_custom_exc((CompositeError,), handler)
 
 
 def _stop_all():
