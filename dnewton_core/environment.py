@@ -16,23 +16,24 @@ libfabric's tcp and sockets providers unless ``FI_TCP_IFACE``/``FI_SOCKETS_IFACE
 Hydra (``mpiexec``) binds its control port to 0.0.0.0 whatever ``-iface``, ``HYDRA_IFACE``
 or ``-localhost`` say (they choose only the address it advertises; MPICH 5.0.2's
 ``HYDU_sock_listen``). So on Linux a local launch first moves into a private network
-namespace (:func:`enter_private_network`: a new user and network namespace, the user's own
-uid mapped to itself, loopback up): there 0.0.0.0 is the loopback interface and nothing
+namespace (``netns.py``: a new user and network namespace, the user's own uid mapped to
+itself, loopback up): there 0.0.0.0 is the loopback interface and nothing
 else, and nobody outside the namespace can reach the port. Where the kernel refuses that
 (not Linux, unprivileged user namespaces disabled, a container's seccomp filter), the
 launch goes on without it and hydra's port listens on every interface while the run lasts;
-it answers only hydra's own protocol. The notebooks' engines cannot live in such a namespace
-(they reach ipyparallel's controller over TCP on the host's loopback; its ``ipc`` transport
-was tried and never registered an engine), so an ``MPICluster`` keeps that one listener.
+it answers only hydra's own protocol. The notebooks' engines live in such a namespace too
+and reach ipyparallel's controller, on the kernel's loopback, through a relay
+(``--forward-from`` the controller's engine connection file, :func:`netns.forward`).
 MPICH's port-less ``mpiexec.gforker`` was measured unfit: it broke its ranks' output on the
 first non-ASCII character, added seconds to every launch, and left a stopped rank running.
 """
+import json
 import os
 import platform
 import shutil
-import socket
-import struct
 import sys
+
+from . import netns
 
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 LOOPBACK_ENVIRONMENT = {
@@ -96,65 +97,6 @@ def local_launch(n, mpiexec=None):
     return [sys.executable, "-m", "dnewton_core.environment", "-n", str(n), *own]
 
 
-_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
-_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
-
-
-def _unshare_network():
-    """Move this (single-threaded) process into a new user and network namespace, map its
-    uid and gid to themselves, bring loopback up. Raises OSError where the system refuses."""
-    import ctypes
-    import fcntl
-    uid, gid = os.getuid(), os.getgid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
-    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
-                       ("gid_map", f"{gid} {gid} 1")):
-        with open(f"/proc/self/{name}", "w") as f:
-            f.write(text)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        request = struct.pack("16sh22x", b"lo", 0)
-        flags = struct.unpack("16sh22x", fcntl.ioctl(s, _SIOCGIFFLAGS, request))[1]
-        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | _IFF_UP))
-
-
-def enter_private_network():
-    """Put this process in a network namespace of its own whose one interface is loopback;
-    True if it now is, False (nothing changed) where the system does not allow it.
-
-    A forked child tries first, so that a system which allows the namespace but not the
-    rest (no capability inside it, as under some AppArmor profiles) leaves this process as
-    it was. Call it only while the process has a single thread (before ``execve``)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    child = os.fork()
-    if child == 0:                                       # the trial run
-        try:
-            _unshare_network()
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
-    _, status = os.waitpid(child, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        return False
-    _unshare_network()
-    return True
-
-
-def in_private_network(pid):
-    """True if process ``pid`` is in another network namespace than this one and loopback is
-    that namespace's only interface (Linux; False where it cannot be told)."""
-    try:
-        ours, theirs = os.readlink("/proc/self/ns/net"), os.readlink(f"/proc/{pid}/ns/net")
-        with open(f"/proc/{pid}/net/dev") as f:
-            devices = [line.split(":", 1)[0].strip() for line in f if ":" in line]
-    except OSError:
-        return False
-    return ours != theirs and devices == ["lo"]
-
-
 def speed_environment():
     """The variables set here that change how fast runs go, never what they compute: BLAS
     threads, and MPICH's tuning variables (MPIR_CVAR_...), as NAME=value strings."""
@@ -189,6 +131,18 @@ def load_average():
         return "unknown"
 
 
+def controller_ports(path):
+    """The ports an ipyparallel engine connects to, from the controller's engine connection
+    file (``ipcontroller-<cluster id>-engine.json``)."""
+    with open(path) as f:
+        info = json.load(f)
+    ports = set()
+    for value in info.values():
+        values = value if isinstance(value, list) else [value]
+        ports.update(v for v in values if isinstance(v, int) and not isinstance(v, bool))
+    return sorted(ports)
+
+
 def main(argv=None):
     """``python -m dnewton_core.environment [-n N] COMMAND ...``: COMMAND on N ranks of this
     machine (default 4), in a private network namespace where the system allows it, MPI on
@@ -198,15 +152,22 @@ def main(argv=None):
                                      description=main.__doc__.split(":", 1)[1].strip())
     parser.add_argument("-n", type=int, default=4, help="number of MPI ranks (default 4)")
     parser.add_argument("--mpiexec", help="the MPI launcher (default: this environment's own)")
+    parser.add_argument("--forward-from", metavar="FILE",
+                        help="an ipyparallel engine connection file: relay its ports from the "
+                             "private network to this machine's loopback")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if not args.command or args.n < 1:
         parser.error("give a positive -n and a command to run")
     try:
         argv = [find_mpiexec(args.mpiexec), "-n", str(args.n), *args.command]
-    except LaunchError as e:
+        ports = controller_ports(args.forward_from) if args.forward_from else None
+    except (LaunchError, OSError, ValueError) as e:
         parser.exit(2, f"error: {e}\n")
-    enter_private_network()
+    if ports is None:
+        netns.enter()
+    else:
+        netns.forward(ports)
     os.execve(argv[0], argv, local_environment())
 
 

@@ -5,8 +5,9 @@ dnewton_core.environment -n 4 ...``, which the tests' launchers share), and an M
 way a notebook does; while they run, no rank may listen on an address other than loopback
 (TCP listeners, bound UDP sockets): without the loopback variables UCX listens on the
 machine's external address. Hydra's control port (``mpiexec``, ``hydra_pmi_proxy``) is the
-one listener MPICH cannot keep on loopback (environment.py says why): it is allowed, and
-nothing else is.
+one listener MPICH cannot keep on loopback (environment.py says why): on Linux it lives in a
+private network namespace whose only interface is loopback (netns.py), which the tests
+check; where the system refuses such namespaces it is allowed, and nothing else is.
 """
 import ipaddress
 import os
@@ -21,12 +22,8 @@ import psutil
 import pytest
 
 from dnewton_core.classroom.cluster import MPICluster, cluster_processes
-from dnewton_core.environment import (
-    LaunchError,
-    in_private_network,
-    local_environment,
-    local_launch,
-)
+from dnewton_core.environment import LaunchError, local_environment, local_launch
+from dnewton_core.netns import in_private_network
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "DNEWTON_LOOPBACK_TEST"
@@ -68,7 +65,7 @@ def exposed(procs, hydra_allowed):
 
 def private_networks():
     """Whether this system lets a local launch have a network namespace of its own."""
-    code = "from dnewton_core.environment import enter_private_network as e; print(e())"
+    code = "from dnewton_core.netns import available; print(available())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     return out.stdout.strip() == "True"
 
@@ -119,7 +116,11 @@ def test_an_mpicluster_listens_on_loopback_only():
         names = " ".join(" ".join(p.cmdline()) for p in procs)
         assert "ipyparallel.engine" in names and "ipyparallel.controller" in names
         assert cl.run(sum, [1, 2]) == [3, 3]              # the engines are up and in MPI
-        assert exposed(procs, hydra_allowed=True) == [], listening(procs)
+        private = private_networks()
+        assert exposed(procs, hydra_allowed=not private) == [], listening(procs)
+        if private:                          # the engines reach the controller by the relay
+            engines = [p for p in procs if p.cmdline()[1:3] == ["-m", "ipyparallel.engine"]]
+            assert len(engines) == 2 and all(in_private_network(p.pid) for p in engines)
 
 
 def test_make_demo_goes_through_the_local_launcher():

@@ -12,8 +12,10 @@ Client side (the notebook's kernel)::
 with this environment's own MPI launcher (``sys.prefix/bin``, so a kernel whose PATH lacks
 it still works) and one BLAS thread per rank (several ranks on few cores are many times
 slower otherwise). Like the controller, the ranks listen on the loopback interface only
-(``environment.local_environment``; hydra's own control port is the one exception, see
-``environment.py``). It asks every engine its MPI rank and orders the view by it, so
+(``environment.local_environment``); on Linux, mpiexec and the engines run in a private
+network namespace and reach the controller through a relay (``netns.py``), so that not
+even hydra's control port, which MPICH binds to every interface, is reachable from
+another machine. It asks every engine its MPI rank and orders the view by it, so
 results and ``%%px`` output come back rank 0, 1, 2, ... It stops on ``stop()``, at the end
 of a ``with`` block, and when the kernel exits: a watchdog process, started before the
 controller, ends every process of the cluster even if the kernel dies without running its
@@ -35,6 +37,7 @@ import weakref
 
 from .. import environment
 from ..environment import blas_environment, loopback_environment
+from .watchdog import start_watchdog
 
 CLUSTER_MARK = "DNEWTON_CLUSTER_ID"     # set in the environment of every process of a cluster
 _RUNNING = weakref.WeakSet()            # clusters to stop when the kernel exits
@@ -103,60 +106,6 @@ def cluster_processes(**environ):
     return found
 
 
-# A small process that ends a cluster if the kernel dies without stopping it (atexit
-# handlers do not run then). It starts before the controller, so it finds the cluster's
-# processes by their environment marker, not by pid: once the kernel is gone, it ends every
-# process carrying the marker, again until none is left (one may still be starting). While
-# the kernel lives, it waits; stop() ends it after the cluster.
-_WATCHDOG = r"""
-import sys, time
-import psutil
-key, value = sys.argv[2], sys.argv[3]
-try:
-    kernel = psutil.Process(int(sys.argv[1]))
-except psutil.Error:
-    kernel = None
-
-def alive(proc):
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-def marked():
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(key) == value and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            pass
-    return found
-
-while kernel is not None and alive(kernel):
-    time.sleep(0.5)
-deadline = time.monotonic() + 30
-while time.monotonic() < deadline:
-    procs = marked()
-    if not procs:
-        time.sleep(0.5)
-        if not marked():
-            break
-        continue
-    for proc in procs:
-        try:
-            proc.terminate()
-        except psutil.Error:
-            pass
-    _, rest = psutil.wait_procs(procs, timeout=3)
-    for proc in rest:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-"""
-
-
 class MPICluster:
     """``n`` MPI engines driven from this process; results in MPI rank order.
 
@@ -198,7 +147,11 @@ class MPICluster:
         os.environ.update(blas)                 # for anything this kernel starts later, too
         cluster = ipp.Cluster(engines="mpi", n=self.n, log_level=logging.ERROR,
                               engine_timeout=max(1, math.ceil(self.timeout)))
-        cluster.config.MPILauncher.mpi_cmd = [mpiexec]
+        engine_file = os.path.join(cluster.profile_dir, "security",
+                                   f"ipcontroller-{cluster.cluster_id}-engine.json")
+        cluster.config.MPILauncher.mpi_cmd = [       # mpiexec in a private network (see above)
+            sys.executable, "-m", "dnewton_core.environment", "--mpiexec", mpiexec,
+            "--forward-from", engine_file]
         cluster.config.BaseLauncher.environment = dict(
             blas, **loopback_environment(), **{CLUSTER_MARK: cluster.cluster_id})
         self.cluster, self._cluster_id = cluster, cluster.cluster_id
@@ -230,12 +183,7 @@ class MPICluster:
     def _start_watchdog(self):
         """A process that ends every process of this cluster if this process dies without
         stopping it (it carries no marker itself, and outlives a kill of the kernel's group)."""
-        import subprocess
-        env = {k: v for k, v in os.environ.items() if k != CLUSTER_MARK}
-        self._watchdog = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), CLUSTER_MARK, self.cluster_id],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env=env, start_new_session=True)
+        self._watchdog = start_watchdog(CLUSTER_MARK, self.cluster_id)
 
     def _stop_watchdog(self):
         watchdog, self._watchdog = self._watchdog, None
