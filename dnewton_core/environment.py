@@ -146,7 +146,8 @@ def controller_ports(path):
 def main(argv=None):
     """``python -m dnewton_core.environment [-n N] COMMAND ...``: COMMAND on N ranks of this
     machine (default 4), in a private network namespace where the system allows it, MPI on
-    loopback only, one BLAS thread per rank (what ``make demo`` runs)."""
+    loopback only, one BLAS thread per rank unless the BLAS variables are set (what ``make
+    demo`` runs)."""
     import argparse
     parser = argparse.ArgumentParser(prog="python -m dnewton_core.environment",
                                      description=main.__doc__.split(":", 1)[1].strip())
@@ -168,7 +169,9 @@ def main(argv=None):
         netns.enter()
     else:
         netns.forward(ports)
-    os.execve(argv[0], argv, local_environment())
+    env = local_environment()             # one BLAS thread per rank, unless the caller set
+    env.update({k: os.environ[k] for k in BLAS_THREADS if k in os.environ})   # its own
+    os.execve(argv[0], argv, env)
 
 
 if __name__ == "__main__":
