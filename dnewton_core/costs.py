@@ -92,17 +92,28 @@ def jacobian(grid, subsample, loss="squared"):
     return _add(_links(grid, subsample, range(1, grid.L), width=n_L), softmax)
 
 
-def cg(grid, subsample, iterations, gn="full"):
+def cg(grid, subsample, iterations, gn="full", rule="partition"):
     """CG with ``iterations`` products, then the three scalars g'd, d'r, d'd.
 
     full: per product one |S| x n_L allreduce and two scalar ones (+1 for ||b||);
-    diag: nothing inside CG, only the three scalars after it.
+    diag: nothing inside CG, only the three scalars after it. The "global" rule of the
+    diagonal G adds one scalar after CG, r'r (docs/method.md §6).
     """
-    after = _world(grid, 3, 1)
+    after = _world(grid, 4 if rule == "global" else 3, 1)
     if gn == "diag":
         return after
     return _add(_world(grid, iterations, subsample * grid.layers[-1]),
                 _world(grid, 1 + 2 * iterations, 1), after)
+
+
+def diag_step(grid, subsample, directions):
+    """The step after CG (docs/method.md §6) along ``directions`` (0: none; 1: rescale, or
+    subspace without a previous step; 2: subspace): one allreduce of the |S| x n_L x
+    ``directions`` products J v, and with two directions one of three scalars."""
+    if directions == 0:
+        return _cost()
+    return _add(_world(grid, 1, directions * subsample * grid.layers[-1]),
+                _world(grid, 1, 3) if directions == 2 else _cost())
 
 
 def sync(grid, fraction):

@@ -7,22 +7,32 @@ Like a partition of the distributed model, it evaluates f and its gradient batch
 (memory does not grow with l) and keeps the Jacobian on S in factored form: for each layer
 m, z^{m-1} on S and D^m = d z^L / d s^m (|S|, n_L, n_m), so a Gauss-Newton product costs
 two passes over the factors and no forward pass.
+
+With ``gn="diag"`` and a grid's ``splits`` it is the block-diagonal G of that grid on one
+process (docs/method.md §6): the product keeps each partition's diagonal block, and each
+partition's CG runs on its own (``cg_blocks``), as the ranks of the distributed model do.
 """
 import contextlib
 
 import numpy as np
 
 from . import reference as ref
-from .model import JacobianFactors, ObjectiveConfig, check_factors, network_layers
+from .model import ConfigError, JacobianFactors, ObjectiveConfig, check_factors, network_layers
+from .partition import Grid
 
 
 class DenseModel:
-    """One process, whole theta: the serial side of every comparison."""
+    """One process, whole theta: the serial side of every comparison.
 
-    gn, sync = "full", 1.0      # one process: one CG over the whole theta
+    ``gn``: "full" (one CG over the whole theta) or "diag" with ``splits`` P_0..P_L: the
+    block-diagonal G of that grid, one CG per partition (``cg_blocks``: the positions of
+    each partition's parameters in theta and its share n_p / n of them).
+    """
+
+    sync = 1.0                  # every partition's CG runs to its own end
     cg_stop = None
 
-    def __init__(self, data, hidden, objective=ObjectiveConfig()):
+    def __init__(self, data, hidden, objective=ObjectiveConfig(), gn="full", splits=None):
         self.data, self.config = data, objective
         self.layers = network_layers(data.n_features, hidden, data.n_classes)
         self.n_train = len(data.y_train)
@@ -30,6 +40,10 @@ class DenseModel:
         self.Y = np.eye(data.n_classes)[data.y_train]
         self.theta = ref.flatten(ref.init_params(self.layers, objective.init_seed))
         self.act, self.loss = objective.activation, objective.loss
+        self.gn, self.diag_grid = gn, _diag_grid(self.layers, gn, splits)
+        grid, n = self.diag_grid, self.theta.size
+        self.cg_blocks = ([(grid.param_slices(r), grid.partition(r).n_params / n)
+                           for r in range(grid.size)] if grid else [(slice(None), 1.0)])
 
     def _params(self, theta):
         return ref.unflatten(theta, self.layers)
@@ -88,19 +102,65 @@ class DenseModel:
 
     def gauss_newton(self, J, v):
         """G_S v from the factors of S: J v = sum_m D^m (z^{m-1} V^m + v_b^m), then
-        J^T (B J v) / |S| layer by layer (docs/method.md §4, one partition per layer)."""
+        J^T (B J v) / |S| layer by layer (docs/method.md §4, one partition per layer).
+        With gn="diag", each partition's block of G_S times v's block (a zero block of v
+        is skipped: its product is zero)."""
         zs, Ds, P = check_factors(J).factors
-        V = self._params(v)
-        Jv = 0.0
-        for z, D, (VW, vb) in zip(zs, Ds, V):
-            u = z @ VW + vb                                           # (|S|, n_m)
-            Jv = Jv + (u if D is None else np.einsum("snk,sk->sn", D, u))
-        BJv = ref.curvature_product(Jv, P, self.loss) / len(zs[0])    # (|S|, n_L)
+        if self.diag_grid is not None:
+            out = np.zeros_like(v)
+            for r, (index, _) in enumerate(self.cg_blocks):
+                if v[index].any():
+                    out[index] = self._block_product(J, self.diag_grid.partition(r), v[index])
+            return out
+        BJv = ref.curvature_product(self._jv(J, v), P, self.loss) / len(zs[0])   # (|S|, n_L)
         out = []
         for z, D in zip(zs, Ds):
             DtB = BJv if D is None else np.einsum("sn,snk->sk", BJv, D)
             out.append((z.T @ DtB, DtB.sum(axis=0)))
         return ref.flatten(out) + v / self.C
+
+    def _jv(self, J, v):
+        """J v on S, (|S|, n_L): sum_m D^m (z^{m-1} V^m + v_b^m)."""
+        zs, Ds, _ = J.factors
+        Jv = 0.0
+        for z, D, (VW, vb) in zip(zs, Ds, self._params(v)):
+            u = z @ VW + vb                                           # (|S|, n_m)
+            Jv = Jv + (u if D is None else np.einsum("snk,sk->sn", D, u))
+        return Jv
+
+    def _block_product(self, J, q, v):
+        """Partition q's diagonal block of G_S times its parameters' part v (W block
+        row-major, then the bias on the bias holder), as its rank computes it (§6)."""
+        zs, Ds, P = J.factors
+        rows, cols = slice(q.rows.start, q.rows.stop), slice(q.cols.start, q.cols.stop)
+        z, D, n_W = zs[q.m - 1][:, rows], Ds[q.m - 1], len(q.rows) * len(q.cols)
+        u = z @ v[:n_W].reshape(len(q.rows), len(q.cols))            # (|S|, |T_{m,j}|)
+        if q.has_bias:
+            u += v[n_W:]
+        if D is None:                                                 # m = L: D^L = I
+            Jv = np.zeros((len(z), self.layers[-1]))
+            Jv[:, cols] = u
+        else:
+            D = D[:, :, cols]                                         # (|S|, n_L, |T_{m,j}|)
+            Jv = np.einsum("snk,sk->sn", D, u)
+        BJv = ref.curvature_product(Jv, P, self.loss) / len(z)
+        DtB = BJv[:, cols] if D is None else np.einsum("sn,snk->sk", BJv, D)
+        out = v / self.C
+        out[:n_W] += (z.T @ DtB).ravel()
+        if q.has_bias:
+            out[n_W:] += DtB.sum(axis=0)
+        return out
+
+    def curvature_gram(self, J, vectors):
+        """(k, k): (1/|S|) sum_{i in S} (J^i v_a)^T B^i (J^i v_b) for the k ``vectors``, the
+        curvature part of V^T G_S V with the full G whatever ``gn`` (docs/method.md §6)."""
+        zs, _, P = check_factors(J).factors
+        JV = np.stack([self._jv(J, v) for v in vectors], axis=-1)   # (|S|, n_L, k)
+        return ref.curvature_gram(JV, P, self.loss)
+
+    def dots(self, pairs):
+        """The inner products a^T b of the (a, b) ``pairs``, as an array."""
+        return np.array([float(a @ b) for a, b in pairs])
 
     @staticmethod
     def dot(a, b):
@@ -127,3 +187,17 @@ class DenseModel:
     @staticmethod
     def take_comm_record():
         return {}
+
+
+def _diag_grid(layers, gn, splits):
+    """The grid whose partitions are the diagonal blocks (gn="diag"), or None (gn="full")."""
+    if gn == "full":
+        return None
+    if gn != "diag":
+        raise ConfigError(f"unknown Gauss-Newton mode {gn!r}; choose full or diag")
+    if splits is None:
+        raise ConfigError("a one-process block-diagonal G needs the grid's --splits P_0,...,P_L")
+    try:
+        return Grid(layers, tuple(splits))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

@@ -6,12 +6,16 @@ process holds. No MPI here: every global sum hides behind the model.
 """
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .cg import cg
+from .cg import CGResult, cg
 from .history import History, State, generator, record_iteration
+from .model import ConfigError
+
+DIAG_STEPS = ("none", "rescale", "subspace")   # the step after CG (docs/method.md §6)
+CG_RULES = ("partition", "global")             # where a partition's CG stops (§6)
 
 
 @dataclass(frozen=True)
@@ -27,14 +31,25 @@ class NewtonConfig:
     eta: float = 1e-4             # Armijo constant of the backtracking line search
     max_halvings: int = 20        # kit's bound on step halvings (simpleNN halves without bound)
     seed: int = 0                 # seeds the subsample draws (identical on every rank)
+    diag_step: str = "none"       # kit's: the step after CG, d as CG gives it ("none"), d
+    #                               rescaled by the full G ("rescale"), or the 2-D model over
+    #                               d and the previous step ("subspace"); docs/method.md §6
+    cg_rule: str = "partition"    # kit's, block-diagonal G: partition p's CG stops at
+    #                               ||r_p|| <= xi ||g_p|| ("partition") or at its share
+    #                               xi ||g|| sqrt(n_p / n) of the global rule ("global")
 
     def __post_init__(self):
+        for name, choices in (("diag_step", DIAG_STEPS), ("cg_rule", CG_RULES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"NewtonConfig: unknown {name} {getattr(self, name)!r}; "
+                                 f"choose from {', '.join(choices)}")
         checks = [("iters", self.iters >= 0), ("subsample", 0 < self.subsample <= 1),
                   ("xi", 0 < self.xi < 1), ("cg_max", self.cg_max >= 1),
                   ("lambda0", self.lambda0 >= 0), ("boost", self.boost > 1),
                   ("drop", 0 < self.drop < 1), ("eta", 0 < self.eta < 1),
                   ("max_halvings", self.max_halvings >= 0)]
-        checks += [(name, math.isfinite(value)) for name, value in vars(self).items()]
+        checks += [(name, math.isfinite(value)) for name, value in vars(self).items()
+                   if not isinstance(value, str)]
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"NewtonConfig: invalid {name} = {getattr(self, name)!r}")
@@ -42,6 +57,24 @@ class NewtonConfig:
     def subsample_size(self, l):
         """|S| = ceil(subsample * l), at least 1."""
         return max(1, min(l, math.ceil(self.subsample * l)))
+
+    def for_gn(self, gn):
+        """This config for a run with the ``gn`` Gauss-Newton matrix: with the full G, the
+        options that need the block-diagonal one ("rescale", the "global" rule) dropped."""
+        if gn != "full":
+            return self
+        return replace(self, diag_step="none" if self.diag_step == "rescale" else self.diag_step,
+                       cg_rule="partition")
+
+
+def check_options(config, gn):
+    """ConfigError when an option of ``config`` means nothing with the ``gn`` matrix."""
+    if gn == "full" and config.diag_step == "rescale":
+        raise ConfigError("--diag-step rescale needs --gn diag: with the full G, CG's d "
+                          "already minimizes the model along d (alpha* = 1)")
+    if gn == "full" and config.cg_rule == "global":
+        raise ConfigError("--cg-rule global needs --gn diag: with the full G there is one "
+                          "CG, and its rule is the global one")
 
 
 def levenberg_marquardt(lam, rho, boost, drop):
@@ -72,11 +105,82 @@ def draw_subsample(rng, l, size):
     return np.sort(rng.choice(l, size=size, replace=False))
 
 
-def direction(model, J, g, lam, xi, cg_max):
+def direction(model, J, g, lam, xi, cg_max, scale=None):
     """The Newton direction: CG on (G_S + lambda I) d = -g from d = 0 (docs/method.md §2,
-    step 2), with the model's product, inner product and stopping rule; a ``cg.CGResult``."""
-    return cg(lambda v: model.gauss_newton(J, v) + lam * v, -g, model.cg_dot, xi, cg_max,
-              model.cg_stop)
+    step 3), with the model's product, inner product and stopping rule; a ``cg.CGResult``.
+
+    One CG per block of ``model.cg_blocks``: one on a rank of the distributed model or on
+    the full G; one per partition on the one-process block-diagonal G (§6), the result
+    then carrying each one's count and the slowest one's as ``iterations``. ``scale`` (the
+    "global" rule): a block with share n_p / n of theta stops at ||r_p|| <= xi scale
+    sqrt(n_p / n) instead of xi ||g_p||.
+    """
+    x, residual, counts, statuses = np.zeros_like(g), np.zeros_like(g), [], []
+    for index, share in model.cg_blocks:
+        res = cg(_product(model, J, index, lam, g.size), -g[index], model.cg_dot, xi, cg_max,
+                 model.cg_stop, None if scale is None else scale * math.sqrt(share))
+        if isinstance(index, slice):             # the whole vector: the only block
+            return res
+        x[index], residual[index] = res.x, res.residual
+        counts.append(res.iterations)
+        statuses.append(res.status)
+    status = next((s for s in ("max_iter", "stopped") if s in statuses), "converged")
+    return CGResult(x, residual, max(counts), status, tuple(counts))
+
+
+def _product(model, J, index, lam, n):
+    """v -> (G_S + lambda I) v on one CG block; a block given by positions goes through a
+    whole vector that is zero elsewhere (``DenseModel.gauss_newton`` skips zero blocks)."""
+    if isinstance(index, slice):
+        return lambda v: model.gauss_newton(J, v) + lam * v
+
+    def product(v):
+        whole = np.zeros(n)
+        whole[index] = v
+        return model.gauss_newton(J, whole)[index] + lam * v
+    return product
+
+
+@dataclass(frozen=True)
+class Step:
+    """The step the line search scales, and its terms of the quadratic model."""
+    s: np.ndarray        # beta_1 d (+ beta_2 s_{k-1}); d itself for diag_step "none"
+    gs: float            # g^T s
+    sGs: float           # s^T G_S s: exact (full G) after a rescale or subspace step, else
+    #                      from CG's residual (the d^T G d identity of docs/method.md §2)
+    beta: tuple = ()     # the coefficients of d (and s_{k-1})
+
+
+def model_minimizer(M, c):
+    """beta minimizing c^T beta + beta^T M beta / 2 for a symmetric positive semidefinite M
+    of size 1 or 2: -M^{-1} c. When the second direction adds nothing (det M <= 1e-12 M_11
+    M_22, the two parallel) the first alone, beta_2 = 0; a zero M_11 (d = 0) gives 0."""
+    if len(c) == 2:
+        if M[0, 0] * M[1, 1] - M[0, 1] ** 2 > 1e-12 * M[0, 0] * M[1, 1]:
+            return np.linalg.solve(M, -c)
+        return np.array([model_minimizer(M[:1, :1], c[:1])[0], 0.0])
+    return np.array([-c[0] / M[0, 0] if M[0, 0] > 0 else 0.0])
+
+
+def take_step(model, J, g, d, gd, dd, lam, prev=None, mode="rescale"):
+    """The step after CG (docs/method.md §6): the minimizer of the damped quadratic model
+    q(s) = g^T s + s^T (G_S + lambda I) s / 2, with the full G_S, over beta d ("rescale",
+    alpha* = -g^T d / (d^T G_S d + lambda d^T d)) or over beta_1 d + beta_2 s_{k-1}
+    ("subspace"; the previous step ``prev``, else d alone). V^T G_S V comes from
+    ``model.curvature_gram`` (one allreduce of |S| x n_L per direction, together) and
+    V^T V / C; with two directions one allreduce of g^T s_{k-1}, d^T s_{k-1}, s_{k-1}^T
+    s_{k-1}. Returns a ``Step`` with the exact s^T G_S s."""
+    V = [d] if mode == "rescale" or prev is None else [d, prev]
+    K = model.curvature_gram(J, V)                     # (k, k), k = len(V)
+    if len(V) == 1:
+        VV, c = np.array([[dd]]), np.array([gd])
+    else:
+        gp, dp, pp = model.dots([(g, prev), (d, prev), (prev, prev)])
+        VV, c = np.array([[dd, dp], [dp, pp]]), np.array([gd, gp])
+    G = 0.5 * (K + K.T) + VV / model.C                 # V^T G_S V
+    beta = model_minimizer(G + lam * VV, c)
+    s = beta[0] * d if len(V) == 1 else beta[0] * d + beta[1] * prev
+    return Step(s, float(beta @ c), float(beta @ G @ beta), tuple(float(b) for b in beta))
 
 
 def nonfinite(**values):
@@ -87,44 +191,73 @@ def nonfinite(**values):
 def newton(model, config=NewtonConfig(), callback=None, resume=None, on_state=None):
     """Train ``model`` by subsampled Gauss-Newton; returns a History.
 
-    Iteration k (docs/method.md §2): draw S; solve (G_S + lambda I) d = -g by CG; backtrack on
-    alpha; rho = (f(theta + alpha d) - f) / (alpha g^T d + alpha^2/2 d^T G_S d), where
-    d^T G_S d = -d^T g - d^T r - lambda d^T d comes from CG's residual r, no extra product.
-    ``callback(record)`` is called after each iteration (rank 0 prints there). The wall
-    time in the records is training time: the accuracy checks are not counted.
+    Iteration k (docs/method.md §2): draw S; solve (G_S + lambda I) d = -g by CG; take the
+    step s = d (or, with ``config.diag_step``, the rescaled d or the 2-D subspace step of
+    §6); backtrack on alpha; rho = (f(theta + alpha s) - f) / (alpha g^T s + alpha^2/2
+    s^T G_S s), where d^T G_S d = -d^T g - d^T r - lambda d^T d comes from CG's residual r
+    (no extra product), or s^T G_S s from the full G of the step. ``callback(record)`` is
+    called after each iteration (rank 0 prints there). The wall time in the records is
+    training time: the accuracy checks are not counted. Options that mean nothing with
+    the model's G raise a ConfigError (``check_options``) before anything is computed.
 
-    The first non-finite f, |g|, lambda, or inner product of the step (g'd, d'r, d'd) ends
-    the run: that iteration is recorded with ``diverged=True`` (and "nonfinite", the names
-    of the culprits), theta is left at its last finite value and the History's status is
-    "diverged". Each of these values is a global scalar, already summed over every rank,
-    so every rank stops at the same iteration.
+    The first non-finite f, |g|, lambda, or inner product of the step (g'd, d'r, d'd, g's,
+    s'Gs) ends the run: that iteration is recorded with ``diverged=True`` (and
+    "nonfinite", the names of the culprits), theta is left at its last finite value and
+    the History's status is "diverged". Each of these values is a global scalar, already
+    summed over every rank, so every rank stops at the same iteration.
 
     ``on_state(state)``, if given, is called after each completed iteration with the
-    ``history.State`` after it (scalars "lambda" and "f"), on every rank (a checkpoint is
+    ``history.State`` after it (scalars "lambda" and "f"; with the subspace step, vector
+    "step", this rank's part of the last step), on every rank (a checkpoint is
     collective); its time is not training time. ``resume``, such a State, continues a run
-    after its ``done`` iterations: theta, lambda, f and the subsample generator are set
-    from it (f is not recomputed), and iterations done+1 .. config.iters follow.
+    after its ``done`` iterations: theta, lambda, f, the last step and the subsample
+    generator are set from it (f is not recomputed), and iterations done+1 .. config.iters
+    follow.
     """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return _newton(model, config, callback, resume, on_state)
 
 
 def _start(model, config, resume):
-    """(rng, theta, lambda, f, training time, History) before the first new iteration."""
+    """(rng, theta, lambda, f, training time, History, last step or None) before the
+    first new iteration."""
     rng = generator(config.seed, resume)
     if resume is not None:
+        step = resume.vectors.get("step")
         return (rng, resume.theta.copy(), resume.scalars["lambda"], resume.scalars["f"],
-                resume.train_time, resume.history())
+                resume.train_time, resume.history(), None if step is None else step.copy())
     theta = model.theta.copy()
     with model.phase("function"):
         f = model.objective(theta)
-    return rng, theta, config.lambda0, f, 0.0, History()
+    return rng, theta, config.lambda0, f, 0.0, History(), None
+
+
+def _solve(model, J, g, gnorm, lam, prev, config):
+    """CG (phase "cg"), then the step (phase "diag_step"): (CGResult, Step, entries of the
+    record, names of the non-finite values)."""
+    rule = config.cg_rule == "global"
+    with model.phase("cg"):
+        res = direction(model, J, g, lam, config.xi, config.cg_max, gnorm if rule else None)
+        d = res.x
+        gd, dr, dd = model.dot(g, d), model.dot(d, res.residual), model.dot(d, d)
+        extra = {"cg_residual": math.sqrt(model.dot(res.residual, res.residual)) / gnorm
+                 if gnorm > 0 else 0.0} if rule else {}
+    if res.block_iterations:
+        extra["cg_iters_per_rank"] = list(res.block_iterations)
+    bad = nonfinite(**{"g'd": gd, "d'r (CG residual)": dr, "d'd": dd})
+    if bad or config.diag_step == "none":
+        return res, Step(d, gd, -gd - dr - lam * dd), extra, bad
+    with model.phase("diag_step"):
+        step = take_step(model, J, g, d, gd, dd, lam, prev, config.diag_step)
+    extra["beta"] = list(step.beta)
+    return res, step, extra, nonfinite(**{"g's": step.gs, "s'Gs": step.sGs})
 
 
 def _newton(model, config, callback, resume, on_state):
+    check_options(config, model.gn)
     size = config.subsample_size(model.n_train)
     tic = time.perf_counter()
-    rng, theta, lam, f, train_time, history = _start(model, config, resume)
+    rng, theta, lam, f, train_time, history, prev = _start(model, config, resume)
     for k in range(resume.done + 1 if resume else 1, config.iters + 1):
         S = draw_subsample(rng, model.n_train, size)
         with model.phase("gradient"):
@@ -132,33 +265,29 @@ def _newton(model, config, callback, resume, on_state):
             gnorm = math.sqrt(model.dot(g, g))
         bad = nonfinite(**{"f": f, "|g|": gnorm, "lambda": lam})
         if not bad:
-            with model.phase("cg"):
-                res = direction(model, J, g, lam, config.xi, config.cg_max)
-                d = res.x
-                gd, dr, dd = model.dot(g, d), model.dot(d, res.residual), model.dot(d, d)
-            bad = nonfinite(**{"g'd": gd, "d'r (CG residual)": dr, "d'd": dd})
+            res, step, extra, bad = _solve(model, J, g, gnorm, lam, prev, config)
         if bad:
             _diverged(model, theta, history, callback, dict(
                 iter=k, objective=f, grad_norm=gnorm, **{"lambda": lam},
                 wall_time=train_time + time.perf_counter() - tic, diverged=True, nonfinite=bad))
             break
         with model.phase("line_search"):
-            alpha, f_new = line_search(model.objective, theta, d, f, gd, config.eta,
+            alpha, f_new = line_search(model.objective, theta, step.s, f, step.gs, config.eta,
                                        config.max_halvings)
-        dGd = -gd - dr - lam * dd
-        prered = alpha * gd + 0.5 * alpha * alpha * dGd
+        prered = alpha * step.gs + 0.5 * alpha * alpha * step.sGs
         rho = (f_new - f) / prered if prered < 0 else -math.inf
         lam = levenberg_marquardt(lam, rho, config.boost, config.drop)
-        theta += alpha * d
+        theta += alpha * step.s
+        prev = alpha * step.s if alpha > 0 and config.diag_step == "subspace" else None
         f = f_new
         train_time += time.perf_counter() - tic
         history.records.append(record_iteration(model, theta, dict(
             iter=k, objective=f, grad_norm=gnorm, cg_iters=res.iterations,
             cg_status=res.status, **{"lambda": lam}, alpha=alpha, ratio=rho,
-            wall_time=train_time), callback))
+            wall_time=train_time, **extra), callback))
         if on_state:
             on_state(State(k, theta, {"lambda": lam, "f": f}, rng.bit_generator.state,
-                           train_time, history.records))
+                           train_time, history.records, {} if prev is None else {"step": prev}))
         tic = time.perf_counter()
     history.theta = theta
     return history

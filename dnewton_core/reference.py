@@ -20,6 +20,30 @@ def init_params(layers, seed=0):
             for n_in, n_out in zip(layers[:-1], layers[1:])]
 
 
+_INIT_CHUNK = 1 << 16     # values drawn at a time by init_block
+
+
+def init_block(layers, seed, m, rows, cols):
+    """(W^m[rows, cols], b^m[cols]) of ``init_params(layers, seed)``, bit for bit, holding
+    only the block (``rows``, ``cols``: ranges). The same generator stream read in chunks:
+    the values before the block are drawn and dropped (the normal sampler consumes a varying
+    number of random words per value, so the stream cannot jump ahead). Time grows with the
+    parameters before the block, memory with the block and one chunk."""
+    rng = np.random.default_rng(seed)
+    n_in, n_out = layers[m - 1], layers[m]
+    ahead = sum(a * b for a, b in zip(layers[:m - 1], layers[1:m])) + rows.start * n_out
+    chunk = np.empty(min(_INIT_CHUNK, max(ahead, 1)))
+    for k in range(0, ahead, len(chunk)):
+        rng.standard_normal(out=chunk[:min(len(chunk), ahead - k)])
+    W = np.empty((len(rows), len(cols)))
+    step = max(1, _INIT_CHUNK // n_out)                          # whole rows of W^m at a time
+    for k in range(0, len(rows), step):
+        drawn = rng.standard_normal((min(step, len(rows) - k), n_out))
+        W[k:k + len(drawn)] = drawn[:, cols.start:cols.stop]
+    W *= np.sqrt(2.0 / (n_in + n_out))
+    return W, np.zeros(len(cols))
+
+
 def activate(s, activation):
     """sigma(s) elementwise."""
     if activation == "relu":
@@ -89,6 +113,14 @@ def curvature_product(JV, p, loss):
     if loss == "cross_entropy":
         return p * JV - p * (p * JV).sum(axis=1, keepdims=True)
     raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
+
+
+def curvature_gram(JV, p, loss):
+    """(k, k) matrix (1/|S|) sum_i (J^i v_a)^T B^i (J^i v_b) from JV (|S|, n_L, k), the J v
+    of k directions on S: the curvature part of V^T G_S V (docs/method.md §6)."""
+    BJV = np.stack([curvature_product(JV[:, :, a], p, loss) for a in range(JV.shape[2])],
+                   axis=-1)                                                # (|S|, n_L, k)
+    return np.einsum("sna,snb->ab", JV, BJV) / len(JV)
 
 
 def loss_terms(zL, Y, loss):

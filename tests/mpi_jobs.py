@@ -15,6 +15,10 @@ tolerances live in ``test_distributed.py``). Jobs:
   sgd        a whole SGD run vs the same run on the DenseModel
   diag_newton  a Newton run with gn=diag and sync fraction --sync (no dense counterpart):
              every rank's objective values, and whether they ever increase
+  diag_step  Newton with the steps after CG (rescale, subspace; docs/method.md §6) vs the
+             same run on the DenseModel with the same G (block-diagonal: the same grid), the
+             messages of each iteration summed over ranks, and V^T G_S V from
+             curvature_gram vs two full products and the reference
   mismatch   build a DistributedModel whose splits need another rank count: every rank's
              ConfigError message is reported, then re-raised (the launch must end non-zero)
 
@@ -33,6 +37,7 @@ from dnewton_core import reference as ref
 from dnewton_core.comm import Comm
 from dnewton_core.dense import DenseModel
 from dnewton_core.distributed import DistributedModel
+from dnewton_core.ledger import combine_records
 from dnewton_core.model import ConfigError, ObjectiveConfig
 from dnewton_core.newton import NewtonConfig, newton
 from dnewton_core.sgd import SGDConfig, sgd
@@ -69,10 +74,29 @@ def parse(argv):
 
 # --------------------------------------------------------------------------- set-up
 
+class RandomData(SimpleNamespace):
+    """The arrays of a problem (the DenseModel reads them whole) and what a rank of the
+    DistributedModel asks for: the sizes, and ``share`` (its feature columns, labels)."""
+
+    @property
+    def n_train(self):
+        return len(self.y_train)
+
+    @property
+    def n_test(self):
+        return len(self.y_test)
+
+    def share(self, features=None, labels=False, limit=None):
+        cols = lambda X: None if features is None else X[:, features.start:features.stop].copy()
+        return SimpleNamespace(X_train=cols(self.X_train), X_test=cols(self.X_test),
+                               y_train=self.y_train.copy() if labels else None,
+                               y_test=self.y_test.copy() if labels else None)
+
+
 def make_data(a):
     """A seeded random problem, identical on every rank."""
     rng = np.random.default_rng(1000 + a.seed)
-    return SimpleNamespace(
+    return RandomData(
         X_train=rng.standard_normal((a.l, a.features)),
         y_train=rng.integers(0, a.classes, a.l),
         X_test=rng.standard_normal((a.n_test, a.features)),
@@ -240,6 +264,65 @@ def job_diag_newton(a, comm):
             "cg_status": comm.world.allgather([r["cg_status"] for r in h.records])}
 
 
+# the step after CG (docs/method.md §6): name -> (Gauss-Newton matrix, NewtonConfig options)
+DIAG_STEP_VARIANTS = {"rescale": ("diag", dict(diag_step="rescale")),
+                      "subspace-global": ("diag", dict(diag_step="subspace", cg_rule="global")),
+                      "full-subspace": ("full", dict(diag_step="subspace"))}
+
+
+def job_diag_step(a, comm):
+    """Each variant of DIAG_STEP_VARIANTS on the distributed model and on the one-process
+    model with the same G (the block-diagonal G of the same grid for "diag"), and every
+    iteration's messages summed over ranks; "gram": V^T G_S V from ``curvature_gram`` and
+    V^T V / C against two full products (``with_gn("full")``) and the dense reference."""
+    data, obj = make_data(a), objective_config(a)
+    out = {"gram": _gram_errors(a, comm, data, obj)}
+    for name, (gn, options) in DIAG_STEP_VARIANTS.items():
+        cfg = NewtonConfig(iters=a.iters, subsample=a.subsample, seed=a.seed, **options)
+        dm = DistributedModel(data, a.hidden, a.splits, comm, obj, gn=gn)
+        dense = DenseModel(data, a.hidden, obj, gn=gn, splits=a.splits if gn == "diag" else None)
+        comm.take_record()                      # this run's messages only
+        hd, hr = newton(dm, cfg), newton(dense, cfg)
+        r = _compare_histories(comm, dm.grid, hd, hr, ["alpha", "cg_status"],
+                               ["objective", "grad_norm", "lambda"])
+        r["beta_err"] = max(rel(x["beta"], y["beta"]) for x, y in zip(hd.records, hr.records))
+        r["beta_len"] = [len(x["beta"]) for x in hd.records]
+        r["beta_len_ref"] = [len(x["beta"]) for x in hr.records]
+        r["cg_residual_err"] = max((rel(x["cg_residual"], y["cg_residual"]) for x, y in
+                                    zip(hd.records, hr.records) if "cg_residual" in y), default=0.0)
+        r["cg_residual"] = [x.get("cg_residual") for x in hd.records]
+        r["cg_iters"] = [comm.world.allgather(x["cg_iters"]) for x in hd.records]
+        r["cg_iters_ref"] = [x.get("cg_iters_per_rank", [x["cg_iters"]] * comm.size)  # full G:
+                             for x in hr.records]                   # one CG, on every rank
+        r["comm"] = [combine_records(comm.world.allgather(x["comm"])) for x in hd.records]
+        r["f0_ref"] = dense.objective(dense.theta)
+        r["objectives_ref"] = [x["objective"] for x in hr.records]
+        dm.close()
+        out[name] = r
+    return out
+
+
+def _gram_errors(a, comm, data, obj):
+    dm = DistributedModel(data, a.hidden, a.splits, comm, obj, gn="diag")
+    dense = DenseModel(data, a.hidden, obj)
+    idx = dm.grid.param_slices(comm.rank)
+    theta, v, v2, S = random_point(a, dense)
+    _, J = dm.gradient_and_jacobian(theta[idx], S)
+    V = [v[idx], v2[idx]]
+    VV = np.array([[x @ y for y in (v, v2)] for x in (v, v2)])
+    gram = dm.curvature_gram(J, V) + VV / dm.C
+    full = dm.with_gn("full")
+    products = [full.gauss_newton(J, x) for x in V]
+    by_products = dm.dots([(x, Gy) for x in V for Gy in products]).reshape(2, 2)
+    params, X = ref.unflatten(theta, dense.layers), data.X_train[S]
+    GV = [ref.flatten(ref.gauss_newton_product(params, X, ref.unflatten(x, dense.layers), dm.C,
+                                               a.act, a.loss)) for x in (v, v2)]
+    reference = np.array([[x @ Gy for Gy in GV] for x in (v, v2)])
+    dm.close()
+    return {"vs_products": rel(gram, by_products), "vs_reference": rel(gram, reference),
+            "same_on_every_rank": world_max(comm, rel(gram, comm.world.bcast(gram))) == 0.0}
+
+
 def job_mismatch(a, comm):
     try:
         build(a, comm, "full")
@@ -252,7 +335,7 @@ def job_mismatch(a, comm):
 
 
 JOBS = {"products": job_products, "diag": job_diag, "newton": job_newton, "sgd": job_sgd,
-        "diag_newton": job_diag_newton, "mismatch": job_mismatch}
+        "diag_newton": job_diag_newton, "diag_step": job_diag_step, "mismatch": job_mismatch}
 
 
 def run(argv, comm):

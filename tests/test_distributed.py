@@ -9,6 +9,10 @@ reads rank 0's JSON line, and several tests assert on it:
   newton    the same run as on the DenseModel: f per iteration 1e-8, same CG iteration
             counts, steps and accuracies, final theta blocks 1e-8
   sgd       the same run as on the DenseModel: f per epoch 1e-8, final theta 1e-8
+  diag_step the steps after CG (rescale, subspace, the global CG rule; docs/method.md §6)
+            as on the DenseModel with the same G (block-diagonal on the same grid): f,
+            lambda, beta 1e-8, same CG counts per partition, steps; every iteration's
+            messages equal to costs.py's closed forms; V^T G_S V 1e-10
 
 Grids cover N = 1, 2, 3, 4, 6 ranks: split input features (7 features 3 ways: uneven),
 split hidden layers, split output layers (P_L > 1 with both losses), several at once, one
@@ -29,12 +33,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dnewton_core import costs
 from dnewton_core.comm import Comm
 from dnewton_core.dense import DenseModel
 from dnewton_core.distributed import DistributedModel
 from dnewton_core.environment import LaunchError, find_mpiexec, local_environment
+from dnewton_core.ledger import TRAINING_PHASES
 from dnewton_core.model import ConfigError
 from dnewton_core.newton import NewtonConfig, newton
+from dnewton_core.partition import Grid
 
 HERE = Path(__file__).resolve().parent
 JOBS_SCRIPT = HERE / "mpi_jobs.py"
@@ -88,21 +95,21 @@ def launch(n, args, timeout=LAUNCH_TIMEOUT):
 CASES = [
     ("n1-L1-squared-relu", 1, ["--splits", "1,1"], ()),
     ("n2-features2-xent-tanh", 2, ["--splits", "2,1", "--loss", "cross_entropy", "--act", "tanh"],
-     ()),
+     ("diag_step",)),
     ("n2-L2-unsplit-squared-relu", 2, ["--splits", "1,1,1", "--hidden", "5"], ()),
     ("n3-features7by3-squared-tanh", 3, ["--splits", "3,1", "--act", "tanh",
                                          "--l", "23", "--batch", "7", "--subsample", "1.0"], ()),
-    ("n3-output4by3-xent-relu", 3, ["--splits", "1,3", "--loss", "cross_entropy"], ()),
+    ("n3-output4by3-xent-relu", 3, ["--splits", "1,3", "--loss", "cross_entropy"], ("diag_step",)),
     ("n3-L2-output2-squared-tanh", 3, ["--splits", "1,1,2", "--hidden", "5", "--act", "tanh",
                                        "--sync", "0.5"], ("diag_newton",)),
     ("n4-hidden5by2-squared-relu", 4, ["--splits", "1,2,1", "--hidden", "5", "--sync", "1.0"],
-     ("diag_newton",)),
+     ("diag_newton", "diag_step")),
     ("n4-features2-output2-xent-relu", 4, ["--splits", "2,1,2", "--hidden", "5",
                                            "--loss", "cross_entropy", "--sync", "0.5"],
      ("diag_newton",)),
     ("n6-L3-features2-hidden2-squared-tanh", 6, ["--splits", "2,1,2,1", "--hidden", "5,4",
                                                  "--act", "tanh", "--sync", "0.5"],
-     ("diag_newton",)),
+     ("diag_newton", "diag_step")),
     ("n6-hidden2-output2-xent-tanh", 6, ["--splits", "1,2,2", "--hidden", "5",
                                          "--loss", "cross_entropy", "--act", "tanh",
                                          "--batch", "100", "--n-test", "0"], ()),
@@ -190,6 +197,52 @@ def check_sgd(r, epochs):
     assert r["theta_moved_ref"] > 1e-3        # SGD did move theta
 
 
+def check_diag_steps(r, a):
+    """Each step variant (docs/method.md §6) follows the one-process run with the same G."""
+    g = r["gram"]
+    assert g["vs_products"] < PRODUCT_TOL and g["vs_reference"] < PRODUCT_TOL, g
+    assert g["same_on_every_rank"]
+    for name, v in ((k, r[k]) for k in mpi_jobs.DIAG_STEP_VARIANTS):
+        assert v["n_records"] == [a.iters, a.iters], name
+        for key in ("objective_err", "grad_norm_err", "lambda_err", "theta", "beta_err",
+                    "cg_residual_err"):
+            assert v[key] < RUN_TOL, f"{name} {key}: relative error {v[key]:.3g}"
+        for key in ("alpha", "cg_status", "beta_len", "cg_iters"):
+            assert _same(v[key], v[key + "_ref"]), (name, key, v[key], v[key + "_ref"])
+        assert v["objectives_ref"][-1] < v["f0_ref"], name           # it did descend
+        # the subspace step used both directions once there was a previous step
+        assert (2 in v["beta_len"]) == name.startswith(("subspace", "full-subspace")), name
+        gn, options = mpi_jobs.DIAG_STEP_VARIANTS[name]
+        if options.get("cg_rule") == "global":     # every share met: the global rule holds
+            for res, status in zip(v["cg_residual"], v["cg_status"]):
+                assert status != "converged" or res <= NewtonConfig().xi, (name, res)
+
+
+def check_diag_step_messages(r, a):
+    """Every iteration's messages, summed over ranks, are costs.py's closed forms."""
+    grid = Grid((a.features, *a.hidden, a.classes), a.splits)
+    S = NewtonConfig(subsample=a.subsample).subsample_size(a.l)
+    none = {"messages": 0, "bytes": 0}
+    for name, (gn, options) in mpi_jobs.DIAG_STEP_VARIANTS.items():
+        v = r[name]
+        for k, rec in enumerate(v["comm"]):
+            trials = costs.line_search_trials(v["alpha"][k], NewtonConfig().max_halvings)
+            want = {"gradient": costs.gradient(grid, a.l, S, a.batch, a.loss),
+                    "jacobian": costs.jacobian(grid, S, a.loss),
+                    "cg": costs.cg(grid, S, v["cg_iters"][k][0], gn,
+                                   options.get("cg_rule", "partition")),
+                    "diag_step": costs.diag_step(grid, S, v["beta_len"][k]),
+                    "line_search": costs.line_search(grid, a.l, a.batch, trials, a.loss),
+                    "function": costs.function(grid, a.l, a.batch, a.loss) if k == 0 else none}
+            for phase in TRAINING_PHASES:
+                got = rec.get(phase, none)
+                assert (got["messages"], got["bytes"]) == \
+                    tuple(want.get(phase, none).values()), (name, k + 1, phase)
+            # one |S| x n_L x k allreduce (k directions), with k = 2 one of three scalars
+            sent = rec.get("diag_step", none)["messages"]
+            assert sent == (grid.size * (1 + (v["beta_len"][k] == 2)) if grid.size > 1 else 0)
+
+
 # --------------------------------------------------------------------------- MPI tests
 
 @needs_mpiexec
@@ -229,6 +282,18 @@ def test_diag_newton_with_sync_fraction_runs_and_descends(case_id):
 
 
 @needs_mpiexec
+@pytest.mark.parametrize("case_id", [c[0] for c in CASES if "diag_step" in c[3]])
+def test_diag_steps_follow_the_dense_run(case_id):
+    check_diag_steps(case_jobs(case_id)["diag_step"], case_args(case_id))
+
+
+@needs_mpiexec
+@pytest.mark.parametrize("case_id", [c[0] for c in CASES if "diag_step" in c[3]])
+def test_diag_step_messages_equal_the_closed_forms(case_id):
+    check_diag_step_messages(case_jobs(case_id)["diag_step"], case_args(case_id))
+
+
+@needs_mpiexec
 @pytest.mark.parametrize("n, splits, hidden, need", [(2, "3,1", "", 3), (2, "1,1", "", 1),
                                                      (3, "1,2,1", "5", 4)])
 def test_rank_count_mismatch_ends_every_rank_with_config_error(n, splits, hidden, need):
@@ -260,6 +325,15 @@ def test_one_rank_in_process_matches_dense(loss, act):
     a = mpi_jobs.parse(argv)
     check_newton(jobs["newton"], a.iters)
     check_sgd(jobs["sgd"], a.epochs)
+
+
+@pytest.mark.parametrize("loss", ["squared", "cross_entropy"])
+def test_one_rank_diag_steps_match_dense(loss):
+    """L = 1 on Comm(): the step variants against the DenseModel, messages: none."""
+    argv = ["diag_step", "--splits", "1,1", "--loss", loss, "--act", "tanh"]
+    r = mpi_jobs.run(argv, Comm())["jobs"]["diag_step"]
+    check_diag_steps(r, mpi_jobs.parse(argv))
+    check_diag_step_messages(r, mpi_jobs.parse(argv))
 
 
 @pytest.mark.parametrize("loss", ["squared", "cross_entropy"])

@@ -1,5 +1,8 @@
-"""The one-process solvers: CG, the Levenberg-Marquardt rule, line search, Newton and SGD."""
+"""The one-process solvers: CG, the Levenberg-Marquardt rule, line search, Newton and SGD,
+and the steps after CG with the block-diagonal G (docs/method.md §6)."""
+import copy
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,8 +11,17 @@ from dnewton_core import reference as ref
 from dnewton_core.cg import cg
 from dnewton_core.data import load_dataset
 from dnewton_core.dense import DenseModel
-from dnewton_core.model import ObjectiveConfig
-from dnewton_core.newton import NewtonConfig, levenberg_marquardt, line_search, newton
+from dnewton_core.model import ConfigError, ObjectiveConfig
+from dnewton_core.newton import (
+    NewtonConfig,
+    check_options,
+    direction,
+    levenberg_marquardt,
+    line_search,
+    model_minimizer,
+    newton,
+    take_step,
+)
 from dnewton_core.sgd import SGDConfig, sgd
 
 
@@ -158,3 +170,144 @@ def test_sgd_divergence_is_a_result_not_an_error(digits):
     model = DenseModel(digits, (16,), ObjectiveConfig())
     history = sgd(model, SGDConfig(lr=1e3, epochs=5))
     assert history.final["diverged"] and len(history.records) < 5
+
+
+# -- the step after CG with the block-diagonal G (docs/method.md §6) --------------------------
+
+def diag_point(loss="squared", splits=(2, 2, 2), seed=0):
+    """A DenseModel with the block-diagonal G of ``splits``, a point, S, g, J, the full G."""
+    rng = np.random.default_rng(seed)
+    data = SimpleNamespace(X_train=rng.random((40, 6)), y_train=rng.integers(0, 3, 40),
+                           X_test=rng.random((5, 6)), y_test=rng.integers(0, 3, 5),
+                           n_features=6, n_classes=3)
+    model = DenseModel(data, (5,), ObjectiveConfig(activation="tanh", loss=loss, C=5.0),
+                       gn="diag", splits=splits)
+    theta = model.theta + 0.3 * rng.standard_normal(model.theta.size)
+    S = np.sort(rng.choice(40, 12, replace=False))
+    g, J = model.gradient_and_jacobian(theta, S)
+    params = ref.unflatten(theta, model.layers)
+    G = np.column_stack([ref.flatten(ref.gauss_newton_product(
+        params, data.X_train[S], ref.unflatten(e, model.layers), 5.0, "tanh", loss))
+        for e in np.eye(theta.size)])
+    return model, g, J, G, rng
+
+
+def quadratic(g, G, lam):
+    """The damped model q(s) = g's + s'(G + lambda I)s / 2."""
+    return lambda s: g @ s + 0.5 * s @ (G @ s + lam * s)
+
+
+@pytest.mark.parametrize("loss", ["squared", "cross_entropy"])
+def test_rescaled_step_is_the_closed_form(loss):
+    model, g, J, G, _ = diag_point(loss)
+    lam = 0.3
+    d = direction(model, J, g, lam, 0.1, 250).x
+    gd, dd = g @ d, d @ d
+    step = take_step(model, J, g, d, gd, dd, lam)
+    alpha = -gd / (d @ G @ d + lam * dd)          # K-FAC §6.4: argmin q(alpha d), full G
+    assert step.beta == pytest.approx((alpha,), rel=1e-12)
+    np.testing.assert_allclose(step.s, alpha * d, rtol=1e-12)
+    assert step.gs == pytest.approx(alpha * gd, rel=1e-12)
+    assert step.sGs == pytest.approx(alpha ** 2 * d @ G @ d, rel=1e-12)   # exact, not CG's
+    # the block-diagonal direction is not the full one's: alpha is not 1
+    assert abs(alpha - 1) > 1e-3
+
+
+@pytest.mark.parametrize("loss", ["squared", "cross_entropy"])
+def test_subspace_step_minimizes_the_model_over_both_directions(loss):
+    model, g, J, G, rng = diag_point(loss)
+    lam = 0.3
+    d = direction(model, J, g, lam, 0.1, 250).x
+    prev = 0.1 * rng.standard_normal(d.size)
+    step = take_step(model, J, g, d, g @ d, d @ d, lam, prev, "subspace")
+    q = quadratic(g, G, lam)
+    np.testing.assert_allclose(step.s, step.beta[0] * d + step.beta[1] * prev, rtol=1e-12)
+    for v in (d, prev):                  # the best multiple of either direction alone
+        best = -(g @ v) / (v @ G @ v + lam * v @ v)
+        assert q(step.s) <= q(best * v) + 1e-14 * abs(q(best * v))
+    assert q(step.s) < q(-(g @ d) / (d @ G @ d + lam * d @ d) * d)    # strictly, here
+    V = np.column_stack([d, prev])      # stationary on the plane: V'(g + (G + lambda I) s) = 0
+    np.testing.assert_allclose(V.T @ (g + G @ step.s + lam * step.s), 0,
+                               atol=1e-10 * np.abs(V.T @ g).max())
+    assert step.sGs == pytest.approx(step.s @ G @ step.s, rel=1e-10)
+    # a previous step parallel to d adds nothing: the rescaled step
+    same = take_step(model, J, g, d, g @ d, d @ d, lam, -2.0 * d, "subspace")
+    assert same.beta[1] == 0.0
+    assert same.beta[0] == pytest.approx(take_step(model, J, g, d, g @ d, d @ d, lam).beta[0])
+
+
+def test_model_minimizer_small_cases():
+    M, c = np.array([[2.0, 0.5], [0.5, 1.0]]), np.array([1.0, -1.0])
+    np.testing.assert_allclose(model_minimizer(M, c), np.linalg.solve(M, -c))
+    assert model_minimizer(np.zeros((1, 1)), np.zeros(1))[0] == 0.0       # d = 0
+    np.testing.assert_allclose(model_minimizer(np.ones((2, 2)), np.array([2.0, 2.0])), [-2, 0])
+
+
+def test_global_cg_rule_meets_the_whole_gradient_target():
+    """Each partition stops at its share xi ||g|| sqrt(n_p / n): summed, ||r|| <= xi ||g||;
+    the "partition" rule measures each against its own ||g_p|| instead."""
+    model, g, J, _, _ = diag_point()
+    xi, lam = 0.1, 0.3
+    res = direction(model, J, g, lam, xi, 250, np.linalg.norm(g))
+    assert res.status == "converged" and len(res.block_iterations) == 8
+    for index, share in model.cg_blocks:
+        assert np.linalg.norm(res.residual[index]) <= xi * np.linalg.norm(g) * math.sqrt(share)
+    assert np.linalg.norm(res.residual) <= xi * np.linalg.norm(g)
+    own = direction(model, J, g, lam, xi, 250)
+    for index, _ in model.cg_blocks:
+        assert np.linalg.norm(own.residual[index]) <= xi * np.linalg.norm(g[index]) * 1.000001
+    assert res.block_iterations != own.block_iterations       # the rules differ here
+    assert sum(share for _, share in model.cg_blocks) == pytest.approx(1.0)
+
+
+def test_cg_scale_sets_the_target():
+    A = spd(30, 1e3, 1)
+    b = np.random.default_rng(2).standard_normal(30)
+    res = cg(lambda v: A @ v, b, np.dot, 0.1, 100, scale=0.01)
+    assert res.status == "converged" and np.linalg.norm(res.residual) <= 0.1 * 0.01
+    assert cg(lambda v: A @ v, b, np.dot, 0.1, 100).iterations < res.iterations
+    with pytest.raises(ValueError, match="scale"):
+        cg(lambda v: v, b, np.dot, 0.1, 5, scale=-1.0)
+
+
+def test_diag_options_refused_where_meaningless(digits):
+    model = DenseModel(digits, (8,), ObjectiveConfig())
+    for options, flag in ((dict(diag_step="rescale"), "--diag-step rescale needs --gn diag"),
+                          (dict(cg_rule="global"), "--cg-rule global needs --gn diag")):
+        with pytest.raises(ConfigError, match=flag):
+            newton(model, NewtonConfig(iters=1, **options))
+        assert NewtonConfig(**options).for_gn("full") == NewtonConfig()
+        assert NewtonConfig(**options).for_gn("diag") == NewtonConfig(**options)
+    check_options(NewtonConfig(diag_step="subspace"), "full")      # meaningful: allowed
+    for field in ("diag_step", "cg_rule"):
+        with pytest.raises(ValueError, match=f"unknown {field} 'bogus'"):
+            NewtonConfig(**{field: "bogus"})
+
+
+def test_one_block_diag_run_is_the_full_run():
+    """A grid of one partition: its block-diagonal G is G, and its one CG (through the
+    positions of the block) is the full model's; with or without the subspace step."""
+    model, _, _, _, _ = diag_point()
+    one = DenseModel(model.data, (), model.config, gn="diag", splits=(1, 1))
+    whole = DenseModel(model.data, (), model.config)
+    assert len(one.cg_blocks) == 1 and not isinstance(one.cg_blocks[0][0], slice)
+    for options in (dict(), dict(diag_step="subspace")):
+        a = newton(one, NewtonConfig(iters=4, subsample=0.3, **options))
+        b = newton(whole, NewtonConfig(iters=4, subsample=0.3, **options))
+        np.testing.assert_allclose([r["objective"] for r in a.records],
+                                   [r["objective"] for r in b.records], rtol=1e-12)
+        assert [r["cg_iters"] for r in a.records] == [r["cg_iters"] for r in b.records]
+        for ra, rb in zip(a.records, b.records):
+            assert ra.get("beta", []) == pytest.approx(rb.get("beta", []), rel=1e-10)
+
+
+def test_subspace_run_resumes_bit_for_bit():
+    """The previous step is part of the state (vector "step"): a resumed run is the same."""
+    model, _, _, _, _ = diag_point()
+    config = NewtonConfig(iters=5, subsample=0.3, diag_step="subspace")
+    states = []
+    whole = newton(model, config, on_state=lambda s: states.append(copy.deepcopy(s)))
+    assert "step" in states[1].vectors and all(len(r["beta"]) == 2 for r in whole.records[1:])
+    rest = newton(model, config, resume=states[1])
+    assert [r["objective"] for r in rest.records] == [r["objective"] for r in whole.records]
+    np.testing.assert_array_equal(rest.theta, whole.theta)
