@@ -33,7 +33,7 @@ import numpy as np
 
 from . import reference as ref
 from .history import State
-from .ledger import combine_records, modeled_seconds
+from .ledger import combine_records, modeled_over_ranks
 from .model import ConfigError
 from .outputs import check_writable, write_atomic
 from .partition import Grid
@@ -138,10 +138,43 @@ def restore(saved, model):
     SGD's velocity) on the model's grid, whatever grid wrote them. ValueError if a block
     file is missing or does not fit."""
     s, grid = saved.state, getattr(model, "grid", None)
-    mine = grid.param_slices(model.comm.rank) if grid is not None else slice(None)
-    blocks = {name: whole(saved, name)[mine] for name in ["theta"] + s["vectors"]}
+    mine = grid.param_slices(model.comm.rank) if grid is not None else \
+        np.arange(ref.n_params(model.layers))
+    blocks = {name: _own_block(saved, name, mine) for name in ["theta"] + s["vectors"]}
     return State(s["done"], blocks.pop("theta"), s["scalars"], s["rng"], s["train_time"],
                  s["records"], blocks)
+
+
+def _own_block(saved, name, mine):
+    """Vector ``name`` at the flat positions ``mine`` (sorted within a layer's W and b),
+    read from the saved blocks that overlap them only: a rank never holds the whole."""
+    g = saved.state["grid"]
+    old = Grid(tuple(g["layers"]), tuple(g["splits"])) if g["splits"] else None
+    out, filled = np.empty(len(mine)), np.zeros(len(mine), dtype=bool)
+    for rank in range(g["ranks"] if old else 1):
+        where = old.param_slices(rank) if old else np.arange(ref.n_params(g["layers"]))
+        if where.max() < mine.min() or where.min() > mine.max():
+            continue                                  # another layer: not read
+        _, here, there = np.intersect1d(mine, where, assume_unique=True, return_indices=True)
+        if not len(here):
+            continue
+        path = os.path.join(saved.directory, saved.step, f"block-{rank}.npz")
+        block = _read_block(path, name)
+        if block.shape != where.shape:
+            raise ValueError(f"{path}: {name} has {block.size} values, the grid says "
+                             f"{where.size}")
+        out[here], filled[here] = block[there], True
+    if not filled.all():
+        raise ValueError(f"{saved.directory}: the blocks of {saved.step} do not cover {name}")
+    return out
+
+
+def _read_block(path, name):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z[name]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"cannot read {name} from {path}: {e}") from None
 
 
 def whole(saved, name):
@@ -151,11 +184,7 @@ def whole(saved, name):
     flat = np.full(ref.n_params(g["layers"]), np.nan)
     for rank in range(g["ranks"] if old else 1):
         path = os.path.join(saved.directory, saved.step, f"block-{rank}.npz")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                block = z[name]
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise ValueError(f"cannot read {name} from {path}: {e}") from None
+        block = _read_block(path, name)
         where = old.param_slices(rank) if old else slice(None)
         if block.shape != flat[where].shape:
             raise ValueError(f"{path}: {name} has {block.size} values, the grid says "
@@ -179,9 +208,7 @@ def gather_records(comm, records):
         return None
     for k, r in enumerate(records):
         r["comm"] = combine_records([ledger[k][0] for ledger in per_rank])
-        modeled = [modeled_seconds(ledger[k][0]) for ledger in per_rank]
-        if None not in modeled:                     # a network model: the slowest rank's
-            r["modeled_seconds"] = max(modeled)
+        r.update(modeled_over_ranks([ledger[k][0] for ledger in per_rank]))  # with a network
         if "cg_iters" in r:
             r["cg_iters_per_rank"] = [ledger[k][1] for ledger in per_rank]
     return records

@@ -25,6 +25,11 @@ Sources (see ``data/README.md`` for how to get the files):
 * ``svmlight`` -- any svmlight/LIBSVM file pair, ``path="TRAIN[,TEST]"``; with no test file a
   seeded, stratified 80/20 split of TRAIN.
 
+One rank of a grid keeps only its share (docs/method.md §3): :func:`open_dataset` reads the
+sizes and the labels, and ``Source.share(features, labels)`` the rank's feature columns, from
+IDX files as they stream (the pixels of other columns are never held), from the other formats
+by slicing what was read whole (the Source is then dropped): a :class:`Share`.
+
 Nothing is ever downloaded unless :func:`download_libsvm` is called explicitly. Every problem
 with the data raises :class:`DataError` with a message naming the file (``FILE:LINE: ...`` where
 a line applies): among them a test file with feature indices beyond the training file's, and a
@@ -34,6 +39,7 @@ training part with fewer than two classes. Test classes never seen in training a
 from __future__ import annotations
 
 import bz2
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -91,23 +97,7 @@ class Dataset:
         if self.X_train.shape[1] != self.X_test.shape[1]:
             raise DataError(f"{self.name} ({self.source}): train has {self.X_train.shape[1]} "
                             f"features, test has {self.X_test.shape[1]}")
-        self._check_classes()
-
-    def _check_classes(self):
-        """DataError if the training part holds fewer than two classes; DataWarning naming the
-        test classes that the training part never shows."""
-        where = f"{self.name} ({self.source})"
-        seen = np.unique(self.y_train)
-        if seen.size < 2:
-            raise DataError(f"{where}: the training part has only one class "
-                            f"({self.classes[seen[0]]!r}, all {self.y_train.size} samples); "
-                            "a classifier needs at least two")
-        unseen = np.setdiff1d(np.unique(self.y_test), seen)
-        if unseen.size:
-            labels = ", ".join(repr(self.classes[c]) for c in unseen)
-            warnings.warn(f"{where}: the test part has classes never seen in training: {labels} "
-                          f"({np.isin(self.y_test, unseen).sum()} of {self.y_test.size} test "
-                          "samples); the model cannot learn them", DataWarning, stacklevel=4)
+        _check_classes(f"{self.name} ({self.source})", self.classes, self.y_train, self.y_test)
 
     @property
     def n_features(self) -> int:
@@ -116,6 +106,141 @@ class Dataset:
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.y_test)
+
+    def share(self, features=None, labels=False, limit=None):
+        """The :class:`Share` of a rank holding the feature columns ``features`` (a range, or
+        None) and, if ``labels``, the labels; copies, so the Dataset may be dropped."""
+        return Source(self.name, self.classes, self.y_train, self.y_test, self.n_features,
+                      self.source, dataset=self).share(features, labels, limit)
+
+
+def _check_classes(where, classes, y_train, y_test):
+    """DataError if the training part holds fewer than two classes; DataWarning naming the
+    test classes that the training part never shows."""
+    seen = np.unique(y_train)
+    if seen.size < 2:
+        raise DataError(f"{where}: the training part has only one class "
+                        f"({classes[seen[0]]!r}, all {y_train.size} samples); "
+                        "a classifier needs at least two")
+    unseen = np.setdiff1d(np.unique(y_test), seen)
+    if unseen.size:
+        labels = ", ".join(repr(classes[c]) for c in unseen)
+        warnings.warn(f"{where}: the test part has classes never seen in training: {labels} "
+                      f"({np.isin(y_test, unseen).sum()} of {y_test.size} test "
+                      "samples); the model cannot learn them", DataWarning, stacklevel=4)
+
+
+@dataclass(frozen=True, eq=False)
+class Share:
+    """What one rank keeps of a data set (docs/method.md §3): the feature columns
+    ``features`` = T_{0,i} of X (partitions (1, i, j)), the labels (partitions (L, i, j)),
+    both, or neither, and the sizes every rank needs. Samples are rows: ``X_train`` is
+    (l, |features|) float64, ``y_train`` (l,) int64 class codes; None where not kept."""
+
+    name: str
+    n_features: int
+    classes: tuple
+    n_train: int
+    n_test: int
+    source: str
+    features: range | None = None
+    X_train: np.ndarray | None = None
+    X_test: np.ndarray | None = None
+    y_train: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def share(self, features=None, labels=False, limit=None):
+        """Itself, if it holds the columns ``features`` and (``labels``) the labels, for
+        the first ``limit`` (None: all) training instances; ValueError otherwise."""
+        held = (f"X[:, {_span(self.features)}]" if self.features else "no feature columns") + \
+            (" and the labels" if self.y_train is not None else "")
+        if features != self.features or (labels and self.y_train is None) or \
+                (limit is not None and limit < self.n_train):
+            raise ValueError(f"this rank read {held} of {self.n_train} training instances of "
+                             f"{self.name}; its partition needs "
+                             f"{'X[:, ' + _span(features) + ']' if features else 'no features'}"
+                             f"{' and the labels' if labels else ''}")
+        return self
+
+
+def _span(r):
+    return f"{r.start}:{r.stop}"
+
+
+@dataclass(frozen=True, eq=False)
+class Source:
+    """A data set opened but not yet read in full: its sizes and labels, and its features
+    either in memory (``dataset``: the formats read whole) or still in IDX files
+    (``images``: {"train", "test"} -> ``IdxImages``), read column by column. ``load`` gives
+    all of it (a Dataset), ``share`` one rank's part (a Share); drop the Source after."""
+
+    name: str
+    classes: tuple
+    y_train: np.ndarray
+    y_test: np.ndarray
+    n_features: int
+    source: str
+    dataset: Dataset | None = None
+    images: dict | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.y_test)
+
+    def _rows(self, limit):
+        return self.n_train if limit is None else min(limit, self.n_train)
+
+    def _columns(self, part, features, n=None):
+        """X_part[:n, features] as a new float64 array (n: all rows when None)."""
+        if self.images is not None:
+            return self.images[part].columns(features, n)
+        X = getattr(self.dataset, "X_" + part)
+        return np.array(X[:n, features.start:features.stop])
+
+    def load(self, limit=None):
+        """The whole Dataset, on its first ``limit`` training instances (None: all)."""
+        k = self._rows(limit)
+        if self.dataset is not None:
+            if k == self.n_train:
+                return self.dataset
+            return dataclasses.replace(self.dataset, X_train=self.dataset.X_train[:k],
+                                       y_train=self.y_train[:k])
+        every = range(self.n_features)
+        return Dataset(self.name, self._columns("train", every, k), self.y_train[:k],
+                       self._columns("test", every), self.y_test, self.classes, self.source)
+
+    def share(self, features=None, labels=False, limit=None):
+        """The Share of a rank holding the feature columns ``features`` (a range, or None)
+        and, if ``labels``, the labels, on the first ``limit`` training instances."""
+        k = self._rows(limit)
+        if self.dataset is None or k < self.n_train:     # what a Dataset checks on creation
+            _check_classes(f"{self.name} ({self.source})", self.classes, self.y_train[:k],
+                           self.y_test)
+        X = (self._columns("train", features, k), self._columns("test", features)) \
+            if features is not None else (None, None)
+        y = (self.y_train[:k].copy(), self.y_test.copy()) if labels else (None, None)
+        return Share(self.name, self.n_features, self.classes, k, self.n_test, self.source,
+                     features, *X, *y)
 
 
 LIBSVM_URL = "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass/"
@@ -221,12 +346,9 @@ def _read_maybe_gzip(path) -> bytes:
     return raw
 
 
-def load_idx(path) -> np.ndarray:
-    """Read an IDX file (gzipped or not) into an array of its shape and (native) type.
-
-    Layout: two zero bytes, a type code (see ``_IDX_DTYPES``), the number of dimensions ``d``,
-    ``d`` big-endian uint32 sizes, then the data, big-endian, C order, nothing after it."""
-    raw = _read_maybe_gzip(path)
+def _idx_header(path, raw):
+    """(dtype, dims, header size) of an IDX file from its first bytes ``raw``; DataError if
+    they are no IDX header."""
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(f"{path}: bad IDX magic number {raw[:4].hex() or '(empty file)'}; "
                         "expected 00 00, a type code in "
@@ -237,16 +359,93 @@ def load_idx(path) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header ({ndim} dimensions need {header} bytes, "
                         f"file has {len(raw)})")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    count = int(np.prod(dims, dtype=object))  # Python int: no overflow on absurd headers
-    need, have = count * dtype.itemsize, len(raw) - header
+    return dtype, dims, header
+
+
+def _check_idx_size(path, dtype, dims, have):
+    """DataError unless ``have`` bytes of data are exactly what ``dims`` need."""
+    need = int(np.prod(dims, dtype=object)) * dtype.itemsize  # no overflow on absurd headers
     if have < need:
         raise DataError(f"{path}: truncated IDX data: dimensions {dims} need {need} bytes, "
                         f"file has {have}")
     if have > need:
         raise DataError(f"{path}: {have - need} bytes of trailing garbage after the IDX data "
                         f"(dimensions {dims})")
-    data = np.frombuffer(raw, dtype, count=count, offset=header).reshape(dims)
+
+
+def load_idx(path) -> np.ndarray:
+    """Read an IDX file (gzipped or not) into an array of its shape and (native) type.
+
+    Layout: two zero bytes, a type code (see ``_IDX_DTYPES``), the number of dimensions ``d``,
+    ``d`` big-endian uint32 sizes, then the data, big-endian, C order, nothing after it."""
+    raw = _read_maybe_gzip(path)
+    dtype, dims, header = _idx_header(path, raw)
+    _check_idx_size(path, dtype, dims, len(raw) - header)
+    data = np.frombuffer(raw, dtype, count=int(np.prod(dims)), offset=header).reshape(dims)
     return data.astype(dtype.newbyteorder("="))
+
+
+@dataclass(frozen=True)
+class IdxImages:
+    """An IDX file of unsigned-byte images (n, rows, cols), header read and checked, data
+    not yet read: ``columns`` reads pixel columns without holding the rest."""
+    path: Path
+    dims: tuple
+    header: int
+    gz: bool
+
+    @property
+    def width(self):
+        return self.dims[1] * self.dims[2]
+
+    def _open(self):
+        return gzip.open(self.path, "rb") if self.gz else open(self.path, "rb")
+
+    def columns(self, features, n=None, chunk=1 << 22):
+        """X[:n, features] / 255 (float64, (n, |features|)) of the images flattened to rows,
+        read in chunks of about ``chunk`` bytes (a gzipped file decompressed as it streams)."""
+        n = self.dims[0] if n is None else n
+        out = np.empty((n, len(features)))
+        step = max(1, chunk // self.width)
+        try:
+            with self._open() as f:
+                f.read(self.header)
+                for k in range(0, n, step):
+                    rows = min(step, n - k)
+                    raw = f.read(rows * self.width)
+                    if len(raw) < rows * self.width:
+                        _check_idx_size(self.path, np.dtype("u1"), self.dims,
+                                        k * self.width + len(raw))
+                    block = np.frombuffer(raw, np.uint8).reshape(rows, self.width)
+                    out[k:k + rows] = block[:, features.start:features.stop] / 255.0
+                if n == self.dims[0] and self.gz:
+                    extra = sum(len(b) for b in iter(lambda: f.read(1 << 20), b""))
+                    _check_idx_size(self.path, np.dtype("u1"), self.dims,
+                                    n * self.width + extra)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{self.path}: corrupt gzip data ({e})") from e
+        return out
+
+
+def open_idx_images(path):
+    """The ``IdxImages`` of ``path``: header and (plain file) size checked, no pixel read."""
+    gz = False
+    try:
+        with open(path, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            raw = f.read(4)
+            raw += f.read(4 * raw[3]) if len(raw) == 4 else b""
+    except (OSError, EOFError, zlib.error) as e:
+        what = "corrupt gzip data" if gz else "cannot read"
+        raise DataError(f"{path}: {what} ({getattr(e, 'strerror', None) or e})") from e
+    dtype, dims, header = _idx_header(path, raw)
+    if len(dims) != 3 or dtype != np.uint8:
+        raise DataError(f"{path}: expected unsigned-byte images (n, rows, cols), "
+                        f"got {dtype.newbyteorder('=')} {dims}")
+    if not gz:
+        _check_idx_size(path, dtype, dims, Path(path).stat().st_size - header)
+    return IdxImages(Path(path), dims, header, gz)
 
 
 def _find_file(directory, base, suffixes, hint):
@@ -259,7 +458,8 @@ def _find_file(directory, base, suffixes, hint):
     raise DataError(f"{directory}: missing {names}. {hint}")
 
 
-def _load_idx_dir(name, directory):
+def _open_idx_dir(name, directory):
+    """The Source of an IDX data set: labels read, images opened (``IdxImages``)."""
     hint = (f"The '{name}' data set needs the IDX files {', '.join(_IDX_FILES)} (each may be "
             "gzipped, .gz) in one directory")
     hint += (f"; on Debian/Ubuntu `apt-get install dataset-fashion-mnist` puts them in "
@@ -270,22 +470,22 @@ def _load_idx_dir(name, directory):
     files = [_find_file(directory, base, ("", ".gz"), hint) for base in _IDX_FILES]
     parts = []
     for images_path, labels_path in (files[:2], files[2:]):
-        images, labels = load_idx(images_path), load_idx(labels_path)
-        if images.ndim != 3 or images.dtype != np.uint8:
-            raise DataError(f"{images_path}: expected unsigned-byte images (n, rows, cols), "
-                            f"got {images.dtype} {images.shape}")
+        images, labels = open_idx_images(images_path), load_idx(labels_path)
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
             raise DataError(f"{labels_path}: expected integer labels (n,), "
                             f"got {labels.dtype} {labels.shape}")
-        if images.shape[0] != labels.shape[0]:
-            raise DataError(f"{images_path} has {images.shape[0]} images but {labels_path} has "
+        if images.dims[0] != labels.shape[0]:
+            raise DataError(f"{images_path} has {images.dims[0]} images but {labels_path} has "
                             f"{labels.shape[0]} labels")
-        parts.append((images.reshape(images.shape[0], -1) / 255.0, labels))
-    (X_train, y_train), (X_test, y_test) = parts
-    if X_train.shape[1] != X_test.shape[1]:
+        if images.dims[0] == 0:
+            raise DataError(f"{images_path}: no images")
+        parts.append((images, labels))
+    (train, y_train), (test, y_test) = parts
+    if train.width != test.width:
         raise DataError(f"{files[0]} and {files[2]}: images of different sizes")
     y_train, y_test, classes = _encode_labels(y_train, y_test)
-    return Dataset(name, X_train, y_train, X_test, y_test, classes, str(directory))
+    return Source(name, classes, y_train, y_test, train.width, str(directory),
+                  images={"train": train, "test": test})
 
 
 # --------------------------------------------------------------------------- svmlight / LIBSVM
@@ -660,26 +860,36 @@ def _load_statlog(name, path):
 def load_dataset(name: str, path: str | None = None, seed: int = 0) -> Dataset:
     """Load data set ``name`` (a key of DATASETS) from ``path``; see the module docstring.
     ``seed`` fixes the train/test split where this module makes one (digits, svmlight)."""
+    return open_dataset(name, path, seed).load()
+
+
+def open_dataset(name: str, path: str | None = None, seed: int = 0) -> Source:
+    """Open data set ``name``: its sizes and labels, the features still in their IDX files
+    (Fashion-MNIST, MNIST) or read whole (the other formats). ``.load()`` is
+    ``load_dataset``; ``.share(features, labels)`` reads one rank's columns only."""
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
-    if name == "digits":
-        return _load_digits(seed)
     if name in ("fashion-mnist", "mnist"):
         if path is None and name == "fashion-mnist":
             path = FASHION_MNIST_DIR
         if path is None:
             raise DataError("the 'mnist' data set needs path=DIR holding the IDX files "
                             f"{', '.join(_IDX_FILES)} (each may be .gz); see data/README.md")
-        return _load_idx_dir(name, path)
-    if name in STATLOG_FILES:
-        return _load_statlog(name, path)
-    if name == "svmlight":
+        return _open_idx_dir(name, path)
+    if name == "digits":
+        whole = _load_digits(seed)
+    elif name in STATLOG_FILES:
+        whole = _load_statlog(name, path)
+    elif name == "svmlight":
         if not path:
             raise DataError("the 'svmlight' data set needs path=TRAIN[,TEST] (svmlight/LIBSVM "
                             "files; without TEST a seeded 80/20 split of TRAIN)")
         train, _, test = str(path).partition(",")
-        return load_svmlight_pair(train, test or None, seed=seed)
-    return _load_libsvm_dir(name, path)
+        whole = load_svmlight_pair(train, test or None, seed=seed)
+    else:
+        whole = _load_libsvm_dir(name, path)
+    return Source(whole.name, whole.classes, whole.y_train, whole.y_test, whole.n_features,
+                  whole.source, dataset=whole)
 
 
 # --------------------------------------------------------------------------- opt-in downloader

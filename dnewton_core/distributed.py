@@ -47,7 +47,7 @@ class DistributedModel:
         grid, rank = self.grid, self.comm.rank
         self.part = p = grid.partition(rank)
         self.L, self.n_L = grid.L, self.layers[-1]
-        self.n_train = len(data.y_train)
+        self.n_train = data.n_train
         self.C = objective.regularization(self.n_train)
         self.act, self.loss = objective.activation, objective.loss
 
@@ -65,21 +65,21 @@ class DistributedModel:
         self._cg_steps = 0                # CG steps of this partition in the current solve
 
     def _hold_share(self, data, seed):
-        """This partition's parameters and data, nothing more."""
+        """This partition's parameters and data, nothing more: its block drawn alone
+        (``reference.init_block``), its columns from ``data.share`` (a ``data.Dataset``
+        copies them out; a ``data.Share`` prepared for this partition is kept as it is)."""
         p = self.part
         self.rows, self.cols = _slice(p.rows), _slice(p.cols)    # T_{m-1,i}, T_{m,j}
-        W, b = ref.init_params(self.layers, seed)[p.m - 1]
-        self.theta = np.concatenate([W[self.rows, self.cols].ravel(),
-                                     b[self.cols] if p.has_bias else []])
+        W, b = ref.init_block(self.layers, seed, p.m, p.rows, p.cols)
+        self.theta = np.concatenate([W.ravel(), b if p.has_bias else []])
+        del W
         self.n_W = len(p.rows) * len(p.cols)
-        # copies, so that no view keeps the whole data set alive on this rank
-        features = lambda A: np.ascontiguousarray(A[:, self.rows])
-        labels = lambda y: np.ascontiguousarray(np.eye(self.n_L)[y][:, self.cols])
-        self.X = features(data.X_train) if p.holds_features else None
-        self.X_test = features(data.X_test) if p.holds_features else None
-        self.Y = labels(data.y_train) if p.holds_labels else None
-        self.Y_test = labels(data.y_test) if p.holds_labels else None
-        self.n_test = len(data.y_test)
+        mine = data.share(p.rows if p.holds_features else None, p.holds_labels)
+        self.X, self.X_test = mine.X_train, mine.X_test      # (l, |T_{0,i}|) when m = 1
+        labels = lambda y: (y[:, None] == np.arange(p.cols.start, p.cols.stop)).astype(float)
+        self.Y = labels(mine.y_train) if p.holds_labels else None    # (l, |T_{L,j}|)
+        self.Y_test = labels(mine.y_test) if p.holds_labels else None
+        self.n_test = data.n_test
 
     def with_gn(self, gn, sync=1.0):
         """The same partition (parameters, data, communicators shared) with another
@@ -245,6 +245,34 @@ class DistributedModel:
         if vb is not None:
             out[self.n_W:] += DtB.sum(axis=0)
         return out
+
+    @property
+    def cg_blocks(self):
+        """The CGs this rank runs, as [(positions in its vector, share of theta)]: one, on
+        its own block; its share n_p / n of theta (all of it with the full G: one CG)."""
+        share = 1.0 if self.gn == "full" else self.theta.size / ref.n_params(self.layers)
+        return [(slice(None), share)]
+
+    def curvature_gram(self, J, vectors):
+        """(k, k): (1/|S|) sum_{i in S} (J^i v_a)^T B^i (J^i v_b) for the k directions whose
+        blocks are ``vectors``, with the full G whatever ``gn`` (docs/method.md §6): the
+        partial J v of every rank summed by one allreduce of (|S|, n_L, k) over the world;
+        every rank then forms the same matrix."""
+        z_in, D, P = check_factors(J).factors
+        JV = np.empty((len(z_in), self.n_L, len(vectors)))
+        for a, v in enumerate(vectors):
+            VW, vb = self.block(v)
+            u = z_in @ VW                                            # (|S|, |T_{m,j}|)
+            if vb is not None:
+                u += vb
+            JV[:, :, a] = np.einsum("snk,sk->sn", D, u)
+        self.comm.allreduce(JV, self.world)
+        return ref.curvature_gram(JV, P, self.loss)
+
+    def dots(self, pairs):
+        """The inner products a^T b over all of theta of the (a, b) ``pairs``: one
+        allreduce of len(pairs) scalars."""
+        return self.comm.allreduce_scalars(*(a @ b for a, b in pairs))
 
     def dot(self, a, b):
         """Inner product over all of theta: local part, one scalar allreduce."""

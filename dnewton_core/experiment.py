@@ -2,22 +2,23 @@
 it, return a JSON-ready result. Shared by the command line, the study and the notebooks.
 No printing here.
 """
-import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
 
-from . import checkpoint
+from . import checkpoint, memory
 from . import data as datasets
 from .checkpoint import Plan, Writer, check_compatible, gather_records, load_model
 from .comm import Comm
 from .dense import DenseModel
 from .distributed import DistributedModel
+from .ledger import accumulate_modeled
 from .model import ConfigError, ObjectiveConfig, default_C, network_layers, parse_C
 from .newton import NewtonConfig, newton
 from .outputs import check_writable
+from .partition import Grid
 from .sgd import SGDConfig, sgd
-from .splits import parse_splits, propose_splits
+from .splits import check_rank_count, parse_splits, propose_splits
 
 OPTIMIZERS = ("newton", "sgd")
 
@@ -36,12 +37,13 @@ class Problem:
     splits: str | None = None         # "P_0,...,P_L"; None: proposed for the rank count
     slow_rank: str | None = None      # "RANK:SECONDS": a straggler on purpose
     train_limit: int | None = None    # train on the first K training instances only
+    subsample: float = NewtonConfig.subsample  # the largest |S| / l: sizes the memory check
 
 
 @dataclass(frozen=True)
 class Prepared:
     """A problem loaded and checked on this rank: what ``build_model`` needs."""
-    data: datasets.Dataset
+    data: datasets.Dataset | datasets.Share   # one process: all; else this rank's columns
     objective: ObjectiveConfig
     splits: tuple | None
     slow: tuple | None                # (rank, seconds) or None
@@ -55,7 +57,9 @@ def prepare(problem, comm, outputs=(), overwrite=False, keep=Plan()):
     written (``outputs.check_writable``), all before the first iteration. So are the
     checkpoint directory and the saved model of ``keep`` (a ``checkpoint.Plan``), and the
     checkpoint it resumes from is read and must match the problem's layers, data set and
-    optimizer (``checkpoint.check_compatible``)."""
+    optimizer (``checkpoint.check_compatible``). Each rank reads only its share of the
+    data (``data.Source.share``), once its share is known to fit the memory it has
+    (``memory``): a refusal names the bytes needed and available."""
     return comm.agree_on(lambda: _prepare(problem, comm, outputs, overwrite, keep))
 
 
@@ -64,20 +68,50 @@ def _prepare(problem, comm, outputs, overwrite, keep):
     if rank == 0:
         check_writable([*outputs, keep.save], overwrite)
         checkpoint.check_plan(keep, overwrite)
-    data = datasets.load_dataset(problem.data, problem.data_path, seed=problem.seed)
-    if problem.train_limit is not None and problem.train_limit < len(data.y_train):
-        k = problem.train_limit
-        data = dataclasses.replace(data, X_train=data.X_train[:k], y_train=data.y_train[:k])
+    source = datasets.open_dataset(problem.data, problem.data_path, seed=problem.seed)
+    limit = problem.train_limit if problem.train_limit is not None and \
+        problem.train_limit < source.n_train else None
+    n_train = source.n_train if limit is None else limit
     objective = ObjectiveConfig(
         activation=problem.activation, loss=problem.loss,
-        C=parse_C(problem.C or default_C(problem.data), len(data.y_train)),
+        C=parse_C(problem.C or default_C(problem.data), n_train),
         batch_size=problem.eval_batch, init_seed=problem.seed)
-    layers = network_layers(data.n_features, problem.hidden, data.n_classes)
+    layers = network_layers(source.n_features, problem.hidden, source.n_classes)
     splits = parse_splits(problem.splits, layers) if problem.splits else None
     saved = checkpoint.read(keep.resume) if keep.resume else None
     if saved:
         check_compatible(saved, layers, keep, problem.data, objective)
-    return Prepared(data, objective, splits, _slow(problem.slow_rank, comm.size), saved)
+    slow = _slow(problem.slow_rank, comm.size)
+    part = _partition(source, problem.hidden, comm, splits)
+    _check_memory(layers, part, n_train, source.n_test, problem, objective)
+    data = source.load(limit) if part is None else source.share(
+        part.rows if part.holds_features else None, part.holds_labels, limit)
+    return Prepared(data, objective, splits, slow, saved)
+
+
+def _partition(source, hidden, comm, splits):
+    """This rank's ``Partition``, or None for the one-process model (one rank; its splits,
+    if any, only choose the blocks of a block-diagonal G)."""
+    if comm.size == 1:
+        return None
+    grid = Grid(network_layers(source.n_features, hidden, source.n_classes),
+                grid_splits(source, hidden, comm, splits))
+    check_rank_count(grid, comm.size)
+    return grid.partition(comm.rank)
+
+
+def _check_memory(layers, part, n_train, n_test, problem, objective):
+    """ConfigError, before the share is read or any parameter drawn, if this rank's share
+    (``memory.partition_bytes``, or ``dense_bytes`` on one process) does not fit the memory
+    it has (``memory.available_bytes``)."""
+    sizes = (n_train, n_test, objective.batch_size,
+             NewtonConfig(subsample=problem.subsample).subsample_size(n_train))
+    need = memory.dense_bytes(layers, *sizes) if part is None else \
+        memory.partition_bytes(layers, part, *sizes)
+    who = "the one-process model" if part is None else f"this rank's share ({part.weights})"
+    line = memory.refusal(need, *memory.available_bytes(memory.local_ranks()), who)
+    if line:
+        raise ConfigError(line)
 
 
 def _slow(text, n_ranks):
@@ -110,15 +144,20 @@ def grid_splits(data, hidden, comm, splits=None):
 
 def build_model(data, hidden, objective, comm=None, splits=None, gn="full", sync=1.0,
                 slow=None):
-    """DenseModel on one process without a grid, else this rank's DistributedModel (on the
-    proposed splits when none are given). ``slow`` = (rank, seconds) makes that rank a
-    ``Straggler``."""
+    """DenseModel on one process (with ``gn="diag"``, G's blocks are those of ``splits``),
+    else this rank's DistributedModel (on the proposed splits when none are given).
+    ``slow`` = (rank, seconds) makes that rank a ``Straggler``."""
     comm = comm or Comm()
-    if comm.size == 1 and splits is None:
-        if gn != "full" or sync != 1.0:
-            raise ConfigError("--gn diag and --sync need a grid of several partitions: "
-                              "run under mpiexec -n N, one rank per partition")
-        model = DenseModel(data, hidden, objective)
+    if not 0 < sync <= 1:
+        raise ConfigError(f"sync fraction must be in (0, 1], got {sync}")
+    if comm.size == 1:
+        if sync != 1.0:
+            raise ConfigError("--sync needs several ranks to wait for: run under mpiexec -n N, "
+                              "one rank per partition")
+        if gn != "full" and splits is None:
+            raise ConfigError("--gn diag needs partitions: run under mpiexec -n N, or give "
+                              "--splits on one process (the blocks of G it keeps)")
+        model = DenseModel(data, hidden, objective, gn=gn, splits=splits)
     else:
         model = DistributedModel(data, hidden, grid_splits(data, hidden, comm, splits), comm,
                                  objective, gn=gn, sync=sync)
@@ -210,15 +249,11 @@ def partial_result(model, records, config):
 
 
 def _assemble(model, records, config, status):
-    total = 0.0
-    for r in records:                 # with a network model: the time the run would take
-        if "modeled_seconds" in r:
-            total += r["modeled_seconds"]
-            r["modeled_time"] = total
+    accumulate_modeled(records)       # with a network model: the time the run would take
     last = records[-1] if records else {}
     final = {key: last.get(key) for key in ("test_accuracy", "train_accuracy", "objective",
-                                            "wall_time") + (("modeled_time",)
-                                                            if "modeled_time" in last else ())}
+                                            "wall_time", "modeled_time", "modeled_time_on")
+             if key in last or key not in ("modeled_time", "modeled_time_on")}
     final["status"] = status
     if status == "diverged":
         final["diverged_at"] = last.get("iter")

@@ -207,6 +207,75 @@ def test_idx_directory_missing_file_names_expected_files(tmp_path):
     assert "train-labels-idx1-ubyte" in str(err.value) and data.ZALANDO_URL in str(err.value)
 
 
+@pytest.mark.parametrize("gz_train", [True, False])
+def test_a_share_reads_only_its_columns_of_the_idx_files(tmp_path, gz_train):
+    fake_idx_dir(tmp_path, gz_train=gz_train)
+    whole = load_dataset("mnist", path=str(tmp_path))
+    source = data.open_dataset("mnist", path=str(tmp_path))
+    assert (source.n_features, source.n_train, source.n_test) == (784, 6, 4)
+    mine = source.share(range(100, 350), labels=False)
+    assert np.array_equal(mine.X_train, whole.X_train[:, 100:350])
+    assert np.array_equal(mine.X_test, whole.X_test[:, 100:350])
+    assert mine.y_train is None and mine.y_test is None and mine.n_train == 6
+    with pytest.warns(DataWarning, match="never seen in training: 1 "):   # not in the first 4
+        labels = source.share(None, labels=True, limit=4)
+    assert labels.X_train is None and labels.n_train == 4 and labels.n_test == 4
+    assert labels.y_train.tolist() == whole.y_train[:4].tolist()
+    assert labels.y_test.tolist() == whole.y_test.tolist()
+    small = source.images["train"].columns(range(700, 784), chunk=784 * 2 + 5)   # 2 rows a time
+    assert np.array_equal(small, whole.X_train[:, 700:])
+
+
+@pytest.mark.parametrize("cut, problem", [(-5, "truncated IDX data"),
+                                          (3, "3 bytes of trailing garbage")])
+def test_a_gzipped_idx_file_of_the_wrong_length_is_found_while_its_columns_are_read(
+        tmp_path, cut, problem):
+    fake_idx_dir(tmp_path)
+    raw = idx_bytes(np.zeros((6, 28, 28), dtype=np.uint8))
+    raw = raw[:cut] if cut < 0 else raw + b"\0" * cut
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw))
+    source = data.open_dataset("mnist", path=str(tmp_path))        # the header is fine
+    assert source.share(None, labels=True).y_train is not None     # pixels never read
+    with pytest.raises(DataError, match=problem):
+        source.share(range(0, 10))
+
+
+def test_a_plain_idx_file_of_the_wrong_length_is_refused_on_opening(tmp_path):
+    fake_idx_dir(tmp_path, gz_train=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(DataError, match="truncated IDX data: dimensions"):
+        data.open_dataset("mnist", path=str(tmp_path))
+
+
+def test_a_share_is_a_copy_and_refuses_another_partition():
+    X = np.arange(24, dtype=float).reshape(6, 4)
+    ds = Dataset("t", X, np.array([0, 1, 0, 1, 0, 1]), X[:2], np.array([1, 0]), (0, 1), "here")
+    mine = ds.share(range(1, 3), labels=True)
+    assert np.array_equal(mine.X_train, X[:, 1:3]) and not np.shares_memory(mine.X_train, X)
+    assert mine.y_train.tolist() == [0, 1, 0, 1, 0, 1] and mine.n_classes == 2
+    assert mine.share(range(1, 3), labels=True) is mine
+    with pytest.raises(ValueError, match=r"this rank read X\[:, 1:3\] and the labels of 6 "
+                                         r"training instances of t; its partition needs "
+                                         r"X\[:, 0:2\]"):
+        mine.share(range(0, 2))
+    with pytest.raises(DataError, match="only one class"):         # the first 1: class 0 only
+        ds.share(range(0, 4), limit=1)
+
+
+def test_a_share_of_an_svmlight_set_equals_its_columns(tmp_path):
+    (tmp_path / "tr").write_bytes(TRAIN)
+    (tmp_path / "te").write_bytes(TEST)
+    with unseen_9():
+        whole = load_dataset("svmlight", path=f"{tmp_path / 'tr'},{tmp_path / 'te'}")
+        source = data.open_dataset("svmlight", path=f"{tmp_path / 'tr'},{tmp_path / 'te'}")
+    with unseen_9():
+        mine = source.share(range(5, 8), labels=True, limit=3)
+    assert np.array_equal(mine.X_train, whole.X_train[:3, 5:8])
+    assert np.array_equal(mine.X_test, whole.X_test[:, 5:8])
+    assert mine.y_train.tolist() == whole.y_train[:3].tolist()
+
+
 def test_fashion_mnist_default_path_missing_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):

@@ -1,0 +1,124 @@
+"""The memory a rank needs for its share, in closed form, and the memory it has (docs/method.md §3).
+
+No MPI here. ``need`` counts the float64 arrays a rank holds at the peak of a Newton
+iteration, from the partition alone (the interpreter and its libraries are not counted:
+``available_bytes`` measures what they leave). For partition (m, i, j) with r = |T_{m-1,i}|
+rows and c = |T_{m,j}| columns of W^m, p = r c (+ c on the bias holder) parameters, l
+training and l_t test instances, b the evaluation batch, s = |S| and n_L outputs:
+
+    data        8 (l + l_t) r       the feature columns (m = 1)
+              + 8 (l + l_t) (c + 1) the label columns and the class codes (m = L)
+    parameters  8 p VECTORS         theta (model and solver), g, CG's x, r, p, A p and its
+                                    terms, the line search's trial point, a block-sized GEMM
+    jacobian    8 s (r + n_L c + n_L) x 2   z^{m-1} and D on S, p for softmax; an iteration
+                                    keeps the last one while it builds the next
+    work        8 max(b', s) (3 r + 5 c) + 8 s n_L r [m > 1]   one batch's forward and
+                                    backward buffers (b' = min(b, max(l, l_t)), the largest
+                                    batch), the Jacobian's backward product
+
+The one-process model (``dense.DenseModel``) holds every layer and the whole data set:
+the same terms summed over the layers, its data X (l + l_t) n_0, the codes and the one-hot
+Y (l n_L), and DENSE_VECTORS parameter-sized vectors (its flatten/unflatten copies).
+"""
+import os
+
+from .partition import Grid
+
+F64 = 8
+VECTORS = 12           # parameter-sized float64 vectors alive at once (see the docstring)
+DENSE_VECTORS = 15     # the same on one process, with the whole theta's flat copies
+JACOBIANS = 2          # the previous iteration's factors live until the new ones are built
+
+
+def _sum(parts):
+    return dict(parts, total=sum(parts.values()))
+
+
+def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size):
+    """{"data", "parameters", "jacobian", "work", "total"}: bytes a rank holding partition
+    ``part`` (a ``partition.Partition``) needs, closed form (module docstring)."""
+    r, c, n_L = len(part.rows), len(part.cols), layers[-1]
+    s, rows = subsample_size, n_train + n_test
+    batch = max(min(batch_size, max(n_train, n_test)), s)
+    data = F64 * rows * ((r if part.holds_features else 0) +
+                         (c + 1 if part.holds_labels else 0))
+    return _sum({
+        "data": data,
+        "parameters": F64 * part.n_params * VECTORS,
+        "jacobian": F64 * s * (r + n_L * c + n_L) * JACOBIANS,
+        "work": F64 * (batch * (3 * r + 5 * c) + (s * n_L * r if part.m > 1 else 0)),
+    })
+
+
+def dense_bytes(layers, n_train, n_test, batch_size, subsample_size):
+    """The same for the one-process model: every layer, the whole data set."""
+    parts = Grid(tuple(layers), (1,) * len(layers)).partitions
+    each = [partition_bytes(layers, p, n_train, n_test, batch_size, subsample_size)
+            for p in parts]
+    n = sum(p.n_params for p in parts)
+    rows = n_train + n_test
+    return _sum({
+        "data": F64 * (rows * (layers[0] + 1) + n_train * layers[-1]),
+        "parameters": F64 * n * DENSE_VECTORS,
+        "jacobian": sum(e["jacobian"] for e in each),
+        "work": sum(e["work"] for e in each),
+    })
+
+
+def local_ranks(environ=None):
+    """Ranks of this job on this machine, as the launcher tells them (MPICH's hydra:
+    MPI_LOCALNRANKS; Open MPI: OMPI_COMM_WORLD_LOCAL_SIZE); 1 when none does."""
+    environ = os.environ if environ is None else environ
+    for name in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE"):
+        if environ.get(name, "").isdigit() and int(environ[name]) > 0:
+            return int(environ[name])
+    return 1
+
+
+def _status_bytes(path, key):
+    """A "Key:  N kB" line of a /proc file, in bytes (None if absent)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name == key:
+                    return int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def available_bytes(n_local=1, meminfo="/proc/meminfo", status="/proc/self/status"):
+    """(bytes this process may still allocate, what bounds them) or (None, "unknown"): the
+    smaller of the address space its soft RLIMIT_AS leaves (the limit less VmSize, the
+    address space in use) and MemAvailable shared among the ``n_local`` ranks here."""
+    bounds = []
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        soft = None
+    used = _status_bytes(status, "VmSize")
+    if soft is not None and soft != resource.RLIM_INFINITY and used is not None:
+        bounds.append((soft - used, f"address-space limit {_mib(soft)} (ulimit -v, prlimit "
+                                    f"--as) less {_mib(used)} in use"))
+    free = _status_bytes(meminfo, "MemAvailable")
+    if free is not None:
+        bounds.append((free // max(1, n_local), f"MemAvailable {_mib(free)} / {n_local} "
+                                                 f"local rank{'s' if n_local > 1 else ''}"))
+    return min(bounds) if bounds else (None, "unknown")
+
+
+def _mib(n):
+    return f"{n / 2 ** 20:,.0f} MiB"
+
+
+def refusal(need, have, why, who="this rank's share"):
+    """The one line that refuses ``who`` needing ``need`` (``partition_bytes``) bytes with
+    ``have`` available (bounded by ``why``), or None when it fits."""
+    if have is None or need["total"] <= have:
+        return None
+    parts = ", ".join(f"{k} {_mib(v)}" for k, v in need.items() if k != "total")
+    return (f"not enough memory: {who} needs {need['total']:,} bytes "
+            f"({_mib(need['total'])}: {parts}) and has {max(have, 0):,} bytes "
+            f"({_mib(max(have, 0))}: {why}); use more ranks, or a smaller network or data set")

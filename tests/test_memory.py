@@ -1,0 +1,218 @@
+"""Each rank holds only its share (docs/method.md §3), and a share that does not fit is refused.
+
+The closed form of ``memory`` is held against the peak that tracemalloc measures (numpy
+reports its arrays to it) on one process; the refusal against a real address-space limit
+(RLIMIT_AS, set in the child before it starts). The demonstration of the premise: a
+network that one process cannot train under a per-process limit trains on 8 ranks, each
+under the same limit.
+"""
+import hashlib
+import json
+import re
+import resource
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from dnewton_core import memory
+from dnewton_core.comm import Comm
+from dnewton_core.data import Dataset
+from dnewton_core.dense import DenseModel
+from dnewton_core.distributed import DistributedModel
+from dnewton_core.environment import LaunchError, local_environment, local_launch
+from dnewton_core.model import ObjectiveConfig
+from dnewton_core.newton import NewtonConfig, newton
+from dnewton_core.partition import Grid
+
+MiB = 2 ** 20
+
+
+def _dataset(n_train, n_test, n_features, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_train + n_test, n_features))
+    y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0.5)
+    return Dataset("t", X[:n_train], y[:n_train], X[n_train:], y[n_train:], (0, 1, 2), "here")
+
+
+def _peak_and_estimate(n_train, n_test, n_features, hidden, splits=None):
+    """(tracemalloc's peak over data, model and two Newton iterations; ``memory``'s need)."""
+    config, newton_config = ObjectiveConfig(batch_size=256), NewtonConfig(iters=2, cg_max=5)
+    tracemalloc.start()
+    try:
+        if splits is None:                 # the one-process model holds the Dataset itself
+            base = tracemalloc.get_traced_memory()[0]
+            model = DenseModel(_dataset(n_train, n_test, n_features), hidden, config)
+        else:                              # a rank's share is copied out of what was read
+            data = _dataset(n_train, n_test, n_features)
+            base = tracemalloc.get_traced_memory()[0]
+            model = DistributedModel(data.share(range(n_features), True), hidden, splits,
+                                     Comm(), config)
+        newton(model, newton_config)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    layers = model.layers
+    sizes = (n_train, n_test, config.batch_size, newton_config.subsample_size(n_train))
+    need = memory.dense_bytes(layers, *sizes) if splits is None else \
+        memory.partition_bytes(layers, Grid(layers, splits).partition(0), *sizes)
+    return peak, need["total"]
+
+
+@pytest.mark.parametrize("shape", [
+    dict(n_train=100, n_test=40, n_features=16, hidden=(600, 600)),   # parameters dominate
+    dict(n_train=3000, n_test=500, n_features=300, hidden=(20,)),      # data dominates
+    dict(n_train=3000, n_test=500, n_features=300, hidden=(), splits=(1, 1)),  # one partition
+])
+def test_the_closed_form_bounds_the_measured_peak_closely(shape):
+    peak, need = _peak_and_estimate(**shape)
+    assert peak <= need <= 2 * peak, (peak / MiB, need / MiB)
+
+
+def test_local_ranks_as_the_launchers_say():
+    assert memory.local_ranks({"MPI_LOCALNRANKS": "8"}) == 8
+    assert memory.local_ranks({"OMPI_COMM_WORLD_LOCAL_SIZE": "3"}) == 3
+    assert memory.local_ranks({"MPI_LOCALNRANKS": "x"}) == 1 and memory.local_ranks({}) == 1
+
+
+def test_available_memory_is_shared_among_the_local_ranks(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:  16000000 kB\nMemAvailable:   8000000 kB\n")
+    if resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY:
+        pytest.skip("this process runs under an address-space limit")
+    have, why = memory.available_bytes(4, meminfo=str(meminfo))
+    assert have == 8000000 * 1024 // 4 and why == "MemAvailable 7,812 MiB / 4 local ranks"
+
+
+def test_the_address_space_limit_counts_what_is_in_use():
+    limit = 3 * 2 ** 30
+    code = ("from dnewton_core import memory; h, why = memory.available_bytes(1, '/nonexistent');"
+            "used = memory._status_bytes('/proc/self/status', 'VmSize'); print(h + used, why)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, preexec_fn=lambda: resource.setrlimit(
+                             resource.RLIMIT_AS, (limit, limit))).stdout.split(maxsplit=1)
+    assert abs(int(out[0]) - limit) < 16 * MiB          # VmSize read twice: a page or two
+    assert out[1].startswith("address-space limit 3,072 MiB (ulimit -v, prlimit --as) less ")
+
+
+def test_the_refusal_is_one_line_with_the_bytes():
+    need = {"data": 10 * MiB, "parameters": 90 * MiB, "total": 100 * MiB}
+    assert memory.refusal(need, 100 * MiB, "x") is None
+    assert memory.refusal(need, None, "unknown") is None
+    line = memory.refusal(need, 60 * MiB, "MemAvailable 480 MiB / 8 local ranks")
+    assert "\n" not in line
+    assert line.startswith(f"not enough memory: this rank's share needs {100 * MiB:,} bytes "
+                           f"(100 MiB: data 10 MiB, parameters 90 MiB) and has {60 * MiB:,} "
+                           "bytes (60 MiB: MemAvailable 480 MiB / 8 local ranks)")
+
+
+# -- the premise, under mpiexec --------------------------------------------------------------
+
+HOLDINGS = """
+import hashlib, json, sys
+from dnewton_core.comm import Comm
+from dnewton_core.experiment import Problem, build_model, prepare
+comm = Comm.on_world()
+p = prepare(Problem(data="digits", hidden=(16, 16), splits="2,1,1,1"), comm)
+model = build_model(p.data, (16, 16), p.objective, comm, p.splits)
+shape = lambda A: None if A is None else list(A.shape)
+held = dict(rank=comm.rank, share=type(p.data).__name__, X=shape(p.data.X_train),
+            y=shape(p.data.y_train), model_X=shape(model.X), model_Y=shape(model.Y),
+            same=model.X is p.data.X_train, theta=hashlib.sha256(model.theta).hexdigest())
+sys.stdout.write(json.dumps(held) + chr(10))          # one write: ranks' lines never mix
+"""
+
+
+def test_each_rank_reads_and_keeps_only_its_columns_and_draws_only_its_block():
+    from dnewton_core import reference
+    p = subprocess.run(_launch(4) + [sys.executable, "-c", HOLDINGS], capture_output=True,
+                       text=True, timeout=120, env=local_environment())
+    assert p.returncode == 0, p.stderr
+    got = sorted((json.loads(line) for line in p.stdout.splitlines()), key=lambda r: r["rank"])
+    l = 1438                                              # digits: 1797 less 359 test
+    assert [(r["share"], r["X"], r["y"]) for r in got] == [
+        ("Share", [l, 32], None), ("Share", [l, 32], None), ("Share", None, None),
+        ("Share", None, [l])]
+    assert [(r["model_X"], r["model_Y"]) for r in got] == [
+        ([l, 32], None), ([l, 32], None), (None, None), (None, [l, 10])]
+    assert got[0]["same"] and got[1]["same"]              # the model keeps the share: no copy
+    layers = (64, 16, 16, 10)
+    theta = reference.flatten(reference.init_params(layers, 0))
+    grid = Grid(layers, (2, 1, 1, 1))
+    for r in got:                                         # bit for bit
+        assert r["theta"] == hashlib.sha256(theta[grid.param_slices(r["rank"])]).hexdigest()
+
+
+HIDDEN = "3000,3000"      # 9.1 M parameters: about 1.1 GB for one process, 0.2 GB per rank of 8
+
+
+def _launch(n):
+    try:
+        return local_launch(n)
+    except LaunchError:
+        pytest.skip("no mpiexec")
+
+
+def _svmlight(path, n=120, features=16):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, features))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
+    path.write_text("".join(f"{c} " + " ".join(f"{j + 1}:{v:.4f}" for j, v in enumerate(x))
+                            + "\n" for x, c in zip(X, y)))
+    return path
+
+
+def _address_space_in_use():
+    """VmSize of a process that has loaded what a run loads before its memory check."""
+    code = ("import sklearn.datasets, dnewton_core.cli; from mpi4py import MPI;"
+            "from dnewton_core import memory;"
+            "print(memory._status_bytes('/proc/self/status', 'VmSize'))")
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, env=local_environment()).stdout)
+
+
+def _train(ranks, limit, data, *args):
+    """`train` on ``ranks`` ranks (1: no mpiexec), every process under RLIMIT_AS = limit."""
+    cmd = ([] if ranks == 1 else _launch(ranks)) + [
+        sys.executable, "-m", "dnewton_core", "train", "--data", "svmlight", "--data-path",
+        str(data), "--hidden", HIDDEN, "--iters", "1", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          env=local_environment(),
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS,
+                                                                (limit, limit)))
+
+
+@pytest.fixture(scope="module")
+def limit():
+    """A per-process limit between the shares of 8 ranks and the whole network."""
+    free = memory._status_bytes("/proc/meminfo", "MemAvailable") or 0
+    if free < 4 * 2 ** 30:
+        pytest.skip("8 ranks of this network need about 4 GB of available memory")
+    return _address_space_in_use() + 512 * MiB
+
+
+def test_a_network_one_process_cannot_hold_trains_on_8_ranks_under_the_same_limit(
+        tmp_path, limit):
+    data = _svmlight(tmp_path / "train.svm")
+    alone = _train(1, limit, data)
+    assert alone.returncode == 2, alone.stderr
+    [line] = alone.stderr.splitlines()                 # one line, no MemoryError traceback
+    assert line.startswith("error: not enough memory: the one-process model needs ")
+    need, have = (int(n.replace(",", "")) for n in
+                  re.fullmatch(r".* needs ([\d,]+) bytes .* has ([\d,]+) bytes .*", line).groups())
+    assert need > 2 * have and "address-space limit" in line
+    spread = _train(8, limit, data)
+    assert spread.returncode == 0, spread.stderr[-2000:]
+    assert "8 ranks, splits 1,2,2,1" in spread.stdout and "final: test accuracy" in spread.stdout
+
+
+def test_a_share_that_does_not_fit_is_refused_on_every_rank_before_training(tmp_path, limit):
+    data = _svmlight(tmp_path / "train.svm")
+    p = _train(3, limit, data, "--splits", "1,1,1,1")  # rank 1 holds all of W^2
+    assert p.returncode == 2, p.stderr
+    [line] = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert line.startswith("error: rank 1: not enough memory: this rank's share "
+                           "(W^2[0:3000, 0:3000]) needs ")
+    assert "iter" not in p.stdout                      # refused before the first iteration
