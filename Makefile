@@ -18,7 +18,7 @@ export MPIR_CVAR_CH4_PROGRESS_THROTTLE=1
 # own launcher: make demo LAUNCH="$(BIN)/mpiexec -f hosts -n 8" (README, Several machines).
 LAUNCH ?= $(BIN)/python -m dnewton_core.environment -n $(NP)
 
-.PHONY: demo test lab bench venv clean
+.PHONY: demo test lab lab-reset browser-check bench venv clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,11 +35,26 @@ test: venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+# The notebooks open as copies in lab/ (git-ignored): run and save them freely, git stays clean
+# and notebooks/ keeps the executed outputs the tests compare against. A notebook is copied only
+# where lab/ has none, so your work is kept; `make lab-reset` replaces lab/ with fresh copies.
 lab: venv
-	$(BIN)/jupyter lab notebooks/
+	@mkdir -p lab
+	@cd notebooks && find . -name '*.ipynb' ! -path '*/.ipynb_checkpoints/*' | while read -r f; do \
+	    test -e "../lab/$$f" || { mkdir -p "../lab/$$(dirname "$$f")" && cp "$$f" "../lab/$$f"; }; done
+	$(BIN)/jupyter lab lab/
+
+lab-reset:
+	rm -rf lab
+	$(MAKE) lab
+
+# Every notebook run through JupyterLab's menus in headless Chromium (Playwright); `make test`
+# runs a cheaper part of it. Needs Chromium: apt-get install -y --no-install-recommends chromium
+browser-check: venv
+	DNEWTON_BROWSER=all $(BIN)/python -m pytest tests/test_browser.py -v
 
 bench: venv
-	$(BIN)/python bench/gauss_newton.py
+	$(BIN)/python bench/ratios.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -36,7 +36,7 @@ from .experiment import build_model, evaluate, prepare, run
 from .ledger import trace_events, training_bytes
 from .model import ConfigError
 from .network import parse_network
-from .newton import NewtonConfig
+from .newton import NewtonConfig, check_options
 from .options import STALL_TIMEOUT, parser
 from .sgd import SGDConfig
 from .study import settings as study
@@ -53,7 +53,8 @@ def solver_configs(args):
     rank sees the same options, so every rank raises it before any message)."""
     try:
         return (NewtonConfig(iters=args.iters, subsample=args.subsample, xi=args.xi,
-                             cg_max=args.cg_max, lambda0=args.lambda0, seed=args.seed),
+                             cg_max=args.cg_max, lambda0=args.lambda0, seed=args.seed,
+                             diag_step=args.diag_step, cg_rule=args.cg_rule),
                 SGDConfig(lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
                           decay=args.decay, epochs=args.epochs, seed=args.seed))
     except ValueError as e:
@@ -65,17 +66,22 @@ def _say(comm, *lines):
         print(*lines, flush=True)
 
 
-HEADER = f"{'iter':>5} {'f':>11} {'|g|':>9} {'#CG':>4} {'lambda':>9} {'alpha':>7} {'test':>7} {'sec':>7}"
+HEADER = (f"{'iter':>5} {'f':>11} {'|g|':>9} {'#CG':>4} {'lambda':>9} {'alpha':>7} {'test':>7} "
+          f"{'sec':>7} {'MB(rank0)':>9}")
 
 
 def _line(r):
+    """One iteration's line; the last column is the megabytes rank 0 sent in it (the
+    training's phases; rank 0 knows only its own before the end: no message), "-" for one
+    process."""
     def num(key, fmt):
         value = r.get(key)
         width = int(fmt.rstrip("dfg").split(".")[0])
         return format(value, fmt) if value is not None else "-".rjust(width)
+    sent = format(training_bytes([r]) / 1e6, "9.3f") if r.get("comm") else "-".rjust(9)
     return (f"{r['iter']:>5} {num('objective', '11.5g')} {num('grad_norm', '9.3g')} "
             f"{num('cg_iters', '4d')} {num('lambda', '9.3g')} {num('alpha', '7.3g')} "
-            f"{num('test_accuracy', '7.4f')} {num('wall_time', '7.2f')}")
+            f"{num('test_accuracy', '7.4f')} {num('wall_time', '7.2f')} {sent}")
 
 
 def describe_run(comm, model, method, args):
@@ -96,6 +102,8 @@ def cmd_train(args, comm):
                 keep)
     model = build_model(p.data, args.hidden, p.objective, comm, p.splits, args.gn, args.sync,
                         p.slow)
+    if args.optimizer == "newton":
+        check_options(newton_config, model.gn)        # before the first line of output
     if args.trace:
         comm.keep_timeline()
     resume = comm.agree_on(lambda: restore(p.resume, model)) if p.resume else None
@@ -119,7 +127,8 @@ def cmd_train(args, comm):
     f = out["final"]
     print(f"final: test accuracy {_num(f['test_accuracy'], '.4f')}, train accuracy "
           f"{_num(f['train_accuracy'], '.4f')}, f {_num(f['objective'], '.6g')}, "
-          f"{_num(f['wall_time'], '.2f')} s", flush=True)
+          f"{_num(f['wall_time'], '.2f')} s, {training_bytes(out['history']) / 1e6:.3f} MB sent "
+          f"(all ranks)", flush=True)
     if saver:
         saver(out)              # the final file: ledgers summed over ranks
     for path in filter(None, (args.json, args.save, args.trace)):
@@ -184,7 +193,7 @@ def cmd_compare(args, comm):
         model = build_model(p.data, args.hidden, p.objective, comm, p.splits, gn,
                             args.sync if gn == "diag" else 1.0, p.slow)
         describe_run(comm, model, method, args)
-        _, results[name] = run(model, method, newton_config, sgd_config,
+        _, results[name] = run(model, method, newton_config.for_gn(gn), sgd_config,
                                callback=lambda r, name=name: _say(comm, _progress(name, r)),
                                data=args.data,
                                hidden=list(args.hidden))

@@ -8,7 +8,7 @@ from .distributed import GN_MODES
 from .experiment import OPTIMIZERS
 from .model import ObjectiveConfig
 from .network import PRESETS
-from .newton import NewtonConfig
+from .newton import CG_RULES, DIAG_STEPS, NewtonConfig
 from .sgd import SGDConfig
 from .study import settings as study
 
@@ -67,6 +67,7 @@ def parser():
     g.add_argument("--sync", type=float, default=1.0,
                    help="with --gn diag: stop every CG once this fraction of partitions "
                         "is done (default 1: wait for all)")
+    add_diag_step(g)
     g.add_argument("--network", default="none", metavar="NAME|LAT_US:GBIT",
                    help="charge every message its time on a network (docs/method.md §8): "
                         "none (default), " + ", ".join(PRESETS) + ", or LATENCY_US:"
@@ -100,6 +101,17 @@ def parser():
     return top
 
 
+def add_diag_step(g):
+    """--diag-step and --cg-rule: the options of the block-diagonal G (docs/method.md §6)."""
+    g.add_argument("--diag-step", default=NewtonConfig.diag_step, choices=DIAG_STEPS,
+                   help="the step after CG (docs/method.md §6): none (d, default), rescale "
+                        "(--gn diag: d times the step length of the full G's model, one "
+                        "|S| x n_L allreduce) or subspace (the model over d and the last step)")
+    g.add_argument("--cg-rule", default=NewtonConfig.cg_rule, choices=CG_RULES,
+                   help="with --gn diag: a partition's CG stops at ||r_p|| <= xi ||g_p|| "
+                        "(partition, default) or at its share xi ||g|| sqrt(n_p/n) (global)")
+
+
 def add_keep(p):
     g = p.add_argument_group("checkpoints and weights")
     g.add_argument("--checkpoint", metavar="DIR", help="save the run into DIR after each "
@@ -109,6 +121,13 @@ def add_keep(p):
     g.add_argument("--resume", metavar="DIR", help="continue the run checkpointed in DIR, on "
                    "any grid (--iters and --epochs count from the start of the run)")
     g.add_argument("--save", metavar="FILE", help="write the final weights (.npz), see evaluate")
+
+
+def _names(text):
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one name")
+    return values
 
 
 def _floats(text):
@@ -139,11 +158,14 @@ def add_reproduce(subparsers, parents):
                    help="Gauss-Newton subsample fractions (default 0.05,0.2)")
     g.add_argument("--syncs", type=_floats, default=grid["syncs"],
                    help="sync fractions of newton-diag (default 1,0.75,0.5)")
+    g.add_argument("--diag-steps", type=_names, default=grid["steps"],
+                   help="newton-diag's steps after CG (default none,rescale; also subspace: "
+                        "docs/method.md §6)")
     g.add_argument("--lrs", type=_floats, default=grid["lrs"],
                    help="SGD learning rates (default 1e-4,1e-3,1e-2,1e-1,1)")
     g.add_argument("--settings", default=None,
                    help="an explicit list instead of the grid: comma-separated "
-                        "newton-full:S, newton-diag:S:SYNC, sgd:LR (e.g. "
+                        "newton-full:S, newton-diag:S:SYNC[:STEP], sgd:LR (e.g. "
                         "newton-full:0.05,newton-diag:0.05:0.5,sgd:0.01)")
     g.add_argument("--seeds", type=int, default=grid["seeds"],
                    help=f"number of seeds, 0..K-1 (default {grid['seeds']})")
@@ -155,6 +177,12 @@ def add_reproduce(subparsers, parents):
                         f"{ratio['digits']['epochs_per_iter']:g} for digits, "
                         f"{ratio[None]['epochs_per_iter']:g} otherwise, so both get a "
                         "similar time; see summary.md)")
+    g = p.add_argument_group("modeled networks")
+    g.add_argument("--network", nargs="+", default=None, metavar="NAME",
+                   help="charge every run on each of these networks at once (model mode, "
+                        "docs/method.md §8): " + ", ".join(PRESETS) + " or LATENCY_US:"
+                        "BANDWIDTH_GBIT; summary.md, runs.csv, curves.csv and a figure give "
+                        "the time to accuracy on each")
     g = p.add_argument_group("output")
     g.add_argument("--quick", action="store_true",
                    help="digits, 2 seeds, a small grid, few iterations: a minute or two")
@@ -183,7 +211,8 @@ def shared_options(hidden=(64, 64)):
     g.add_argument("--C", default=None,
                    help="regularization C in theta'theta/(2C): a number or a multiple of "
                         "the training size l such as 0.01l (default 0.01l as in simpleNN; "
-                        "0.1l for digits, see README)")
+                        "0.1l for digits, 1l for satimage, letter and shuttle: "
+                        "docs/code-map.md)")
     g.add_argument("--eval-batch", type=int, default=ObjectiveConfig.batch_size,
                    help="instances per mini-batch when evaluating f and its gradient")
     g.add_argument("--splits", help="P_0,...,P_L: how many groups each layer's neurons are "

@@ -97,7 +97,8 @@ def check_rank_count(grid, n_ranks):
     except ValueError as err:
         message += f"; no splits work for {n_ranks} ranks: {err}"
     else:
-        message += f"; for {n_ranks} ranks use --splits {_comma(proposal)}"
+        message += (f"; for {n_ranks} ranks use splits {_comma(proposal)} (splits={proposal} in "
+                    f"Python, --splits {_comma(proposal)} on the command line)")
     raise ValueError(message)
 
 

@@ -33,6 +33,9 @@ def test_train_prints_one_line_per_iteration_and_writes_json(tmp_path):
     assert r["final"]["test_accuracy"] == r["history"][-1]["test_accuracy"]
     # the printed test accuracy of the last iteration is the JSON's
     assert float(rows[-1].split()[6]) == pytest.approx(r["final"]["test_accuracy"], abs=1e-4)
+    # one process sends nothing: no megabytes per iteration, none in total
+    assert [row.split()[8] for row in rows] == ["-"] * 4
+    assert "0.000 MB sent (all ranks)" in p.stdout.split("final:")[1]
 
 
 def test_train_refuses_to_overwrite_a_saved_result(tmp_path):

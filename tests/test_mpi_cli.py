@@ -15,6 +15,7 @@ import pytest
 from dnewton_core import costs
 from dnewton_core.data import load_dataset
 from dnewton_core.environment import local_environment, local_launch
+from dnewton_core.ledger import training_bytes
 from dnewton_core.newton import NewtonConfig
 from dnewton_core.partition import Grid
 
@@ -50,6 +51,20 @@ def expected_iteration(grid, rec, loss, gn, sync, S, batch, first):
     if first:
         out["function"] = costs.function(grid, L_DIGITS, batch, loss)
     return out
+
+
+def test_train_shows_the_megabytes_sent(tmp_path):
+    """Each iteration's line ends with the MB rank 0 sent in it (a share of every rank's
+    total in the JSON); the final line gives all ranks' total."""
+    out = tmp_path / "r.json"
+    p = mpirun(2, "train", "--json", out, "--hidden", "8", "--iters", 3)
+    assert p.returncode == 0, p.stderr
+    rows = [line.split() for line in p.stdout.splitlines() if line.split()[:1] in (["1"], ["2"], ["3"])]
+    r = json.loads(out.read_text())
+    assert len(rows) == len(r["history"]) == 3
+    for row, rec in zip(rows, r["history"]):
+        assert 0 < float(row[8]) <= training_bytes([rec]) / 1e6 + 5e-4, (row, rec["comm"])
+    assert f"{training_bytes(r['history']) / 1e6:.3f} MB sent (all ranks)" in p.stdout
 
 
 NEWTON_CASES = [   # ranks, hidden, splits, loss, activation, gn, sync, eval batch
@@ -98,6 +113,11 @@ def test_diagonal_saves_the_cg_messages_but_full_matches_one_process(tmp_path):
     assert one["history"][0]["comm"] == {}
     cg_bytes = lambda r: sum(rec["comm"]["cg"]["bytes"] for rec in r["history"])
     assert cg_bytes(diag) < cg_bytes(full) / 20
+    splits = diag["config"]["splits"]                # one process, G's blocks of that grid
+    alone = train_json(tmp_path, 1, "--iters", 4, "--gn", "diag", "--splits",
+                       ",".join(map(str, splits)))
+    for a, b in zip(alone["history"], diag["history"]):
+        assert b["objective"] == pytest.approx(a["objective"], rel=1e-10)
 
 
 def cg_seconds(run):

@@ -157,6 +157,18 @@ def test_param_slices_pick_the_block_and_bias_out_of_flatten(layers, splits):
     assert np.array_equal(rebuilt, theta)
 
 
+@pytest.mark.parametrize("layers, splits", GRIDS + [((3, 70000, 2), (1, 3, 2))],
+                         ids=grid_ids(GRIDS) + ["rows-longer-than-a-chunk"])
+def test_each_block_drawn_alone_is_the_whole_networks_block_bit_for_bit(layers, splits):
+    g = Grid(layers, splits)
+    theta = reference.flatten(reference.init_params(layers, seed=5))
+    for p in g.partitions:
+        W, b = reference.init_block(layers, 5, p.m, p.rows, p.cols)
+        assert W.shape == p.block_shape and not b.any()
+        local = np.concatenate([W.ravel(), b if p.has_bias else []])
+        assert np.array_equal(local, theta[g.param_slices(p.rank)])
+
+
 @pytest.mark.parametrize("layers, splits", GRIDS, ids=grid_ids(GRIDS))
 def test_bias_held_exactly_once_per_layer_and_column_group(layers, splits):
     g = Grid(layers, splits)
@@ -285,7 +297,8 @@ def test_check_rank_count():
     with pytest.raises(ValueError) as err:
         check_rank_count(g, 4)
     assert str(err.value) == ("splits 1,2,2,1 need 8 MPI ranks (one per partition), but 4 were started; "
-                              "for 4 ranks use --splits 2,1,1,1")
+                              "for 4 ranks use splits 2,1,1,1 (splits=(2, 1, 1, 1) in Python, "
+                              "--splits 2,1,1,1 on the command line)")
     with pytest.raises(ValueError, match=r"but 2 were started; no splits work for 2 ranks: .*at least 3 MPI"):
         check_rank_count(g, 2)
     with pytest.raises(ValueError, match="no splits work for 3 ranks"):

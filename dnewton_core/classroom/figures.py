@@ -1,14 +1,29 @@
-"""The notebooks' figures: each function returns a Figure; the notebook shows it."""
+"""The notebooks' figures: each function returns a Figure in the kit's style
+(``dnewton_core.figures``: 900 pixels wide, fonts of 11 pt and more, one colour per method
+and per phase, plain numbers on log axes); the notebook shows it."""
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from ..figures import METHOD_COLOURS as _METHOD_COLOURS
+from ..figures import (
+    OTHER_COLOURS,
+    PHASE_COLOURS,
+    SMALLEST_FONT,
+    log_axis,
+    method_of,
+    run_styles,
+    styled,
+    subplots,
+)
 from ..figures import rank_colours as _colours
+from .tables import round_bytes
 
-NOTEBOOK_DPI = 72
+SMALL = SMALLEST_FONT
 
 
+@styled
 def partition_network(grid, title=None):
     """The network's weight matrices with every block coloured by the rank that holds it.
 
@@ -19,8 +34,7 @@ def partition_network(grid, title=None):
     """
     colours = _colours(grid.size)
     widths = [n for n in grid.layers[1:]]
-    fig, axes = plt.subplots(1, grid.L, figsize=(2.2 + 1.9 * grid.L, 3.9), dpi=NOTEBOOK_DPI,
-                             gridspec_kw={"width_ratios": widths}, squeeze=False)
+    fig, axes = subplots(grid.L, height=4.8, gridspec_kw={"width_ratios": widths}, squeeze=False)
     for m, ax in enumerate(axes[0], start=1):
         n_in, n_out = grid.layers[m - 1], grid.layers[m]
         gap = max(1.0, n_in / 16)                        # bias row drawn one "gap" below W
@@ -30,7 +44,7 @@ def partition_network(grid, title=None):
             ax.add_patch(Rectangle((c0, r0), c1 - c0, r1 - r0, facecolor=colours[p.rank],
                                    alpha=0.75, edgecolor="k", lw=1))
             ax.text((c0 + c1) / 2, (r0 + r1) / 2, f"rank {p.rank}\n{r1 - r0}x{c1 - c0}",
-                    ha="center", va="center", fontsize=8)
+                    ha="center", va="center", fontsize=SMALL)
             if p.has_bias:
                 ax.add_patch(Rectangle((c0, n_in + gap), c1 - c0, bias_h, facecolor=colours[p.rank],
                                        alpha=0.75, edgecolor="k", lw=1))
@@ -38,25 +52,26 @@ def partition_network(grid, title=None):
         ax.set_ylim(n_in + gap + bias_h, 0)
         rows, cols = grid.groups(m - 1), grid.groups(m)
         ax.set_yticks([T.start + len(T) / 2 for T in rows] + [n_in + gap + bias_h / 2],
-                      [f"$T_{{{m - 1},{i}}}$" for i in range(len(rows))] + [f"$b^{m}$"], fontsize=8)
+                      [f"$T_{{{m - 1},{i}}}$" for i in range(len(rows))] + [f"$b^{m}$"])
         ax.xaxis.tick_top()
         ax.set_xticks([T.start + len(T) / 2 for T in cols],
-                      [f"$T_{{{m},{j}}}$" for j in range(len(cols))], fontsize=8)
+                      [f"$T_{{{m},{j}}}$" for j in range(len(cols))])
         ax.tick_params(length=0)
         for side in ax.spines.values():
             side.set_visible(False)
         ax.set_xlabel(f"$W^{m}$: {n_in} x {n_out}\n($P_{m - 1}$ = {grid.splits[m - 1]}, "
-                      f"$P_{m}$ = {grid.splits[m]})", fontsize=9)
+                      f"$P_{m}$ = {grid.splits[m]})")
     handles = [Patch(color=colours[p.rank], alpha=0.75,
                      label=f"rank {p.rank}: ({p.m}, {p.i}, {p.j})") for p in grid.partitions]
     axes[0][-1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),
-                       fontsize=8, frameon=False)
+                       frameon=False)
     fig.suptitle(title or f"layers {'-'.join(map(str, grid.layers))}, splits "
-                          f"{','.join(map(str, grid.splits))}: {grid.size} partitions", fontsize=11)
+                          f"{','.join(map(str, grid.splits))}: {grid.size} partitions")
     fig.tight_layout()
     return fig
 
 
+@styled
 def feature_split(grid, X, image_shape=None, n_rows=60):
     """The feature-wise split of the data: who holds which columns of X.
 
@@ -70,8 +85,7 @@ def feature_split(grid, X, image_shape=None, n_rows=60):
     rank_colours = _colours(grid.size)             # as in partition_network
     colours = [rank_colours[holders[i][0]] for i in range(len(groups))]
     panels = 2 if image_shape else 1
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels + 1, 3.6), dpi=NOTEBOOK_DPI,
-                             gridspec_kw={"width_ratios": [1.6, 1][:panels]})
+    fig, axes = subplots(panels, height=4.4, gridspec_kw={"width_ratios": [1.6, 1][:panels]})
     axes = np.atleast_1d(axes)
     ax = axes[0]
     rows = X[:n_rows]
@@ -82,10 +96,10 @@ def feature_split(grid, X, image_shape=None, n_rows=60):
         ranks = ",".join(map(str, holders[i]))
         plural = "s" if len(holders[i]) > 1 else ""
         ax.text(T.start + len(T) / 2 - 0.5, -1.5, f"$T_{{0,{i}}}$: rank{plural} {ranks}",
-                ha="center", va="bottom", fontsize=8, color=colours[i])
+                ha="center", va="bottom", fontsize=SMALL, color=colours[i])
     ax.set_xlabel("feature")
     ax.set_ylabel("instance")
-    ax.set_title("X, split by columns", pad=16)
+    ax.set_title("X, split by columns", pad=22)
     if image_shape:
         ax = axes[1]
         ax.imshow(X[0].reshape(image_shape), cmap="gray_r", interpolation="nearest")
@@ -102,135 +116,152 @@ def feature_split(grid, X, image_shape=None, n_rows=60):
     return fig
 
 
+@styled
 def bytes_by_phase(per_iteration, title="bytes per iteration"):
-    """Grouped bars: mean bytes per iteration (summed over ranks) for each phase and run.
+    """Grouped bars: mean bytes per iteration (summed over ranks) for each phase and run,
+    each run in its method's colour.
 
-    ``per_iteration`` is {run name: {phase: bytes}} (``cluster.bytes_per_iteration``). The
-    axis is logarithmic: a few scalars and megabytes share one picture.
+    ``per_iteration`` is {run name: {phase: bytes}} (``tables.bytes_per_iteration``). The
+    axis is logarithmic, labelled in bytes ("100 B", "10 kB"): a few scalars and megabytes
+    share one picture.
     """
     phases = [p for p in ("function", "gradient", "jacobian", "cg", "sync", "line_search", "sgd")
               if any(p in d for d in per_iteration.values())]
-    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=NOTEBOOK_DPI)
+    fig, ax = subplots(height=4.2)
     width = 0.8 / max(1, len(per_iteration))
     x = np.arange(len(phases))
+    styles = run_styles(per_iteration)
     for k, (name, d) in enumerate(per_iteration.items()):
         values = [d.get(p, 0) for p in phases]
-        ax.bar(x + (k - (len(per_iteration) - 1) / 2) * width, values, width, label=name)
+        ax.bar(x + (k - (len(per_iteration) - 1) / 2) * width, values, width, label=name,
+               color=styles[name]["color"])
     ax.set_xticks(x, phases)
-    ax.set_yscale("log")
+    log_axis(ax, "y", label=round_bytes)
     ax.set_ylabel("bytes per iteration (all ranks)")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
 
 
+@styled
 def history_curves(runs, ys=("objective", "test_accuracy"), x="iter", xlabel=None,
                    logy=("objective",)):
     """One panel per quantity in ``ys``, one line per run, against ``x`` (a record key such
-    as "iter" or "wall_time"). ``runs`` is {name: result}."""
-    fig, axes = plt.subplots(1, len(ys), figsize=(4.2 * len(ys), 3.2), dpi=NOTEBOOK_DPI)
+    as "iter" or "wall_time"). ``runs`` is {name: result}; each run is drawn in its method's
+    colour (several settings of one method in shades of it, with their own line style)."""
+    fig, axes = subplots(len(ys), height=4.2)
+    styles = run_styles(runs)
     for ax, y in zip(np.atleast_1d(axes), ys):
         for name, run in runs.items():
             h = [r for r in run["history"] if r.get(y) is not None]
-            ax.plot([r[x] for r in h], [r[y] for r in h], marker=".", label=name)
+            ax.plot([r[x] for r in h], [r[y] for r in h], label=name, markersize=4,
+                    **styles[name])
         ax.set_xlabel(xlabel or {"iter": "iteration", "wall_time": "training time (s)"}.get(x, x))
         if x == "iter":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(y.replace("_", " "))
         if y in logy:
-            ax.set_yscale("log")
+            log_axis(ax, "y")
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[-1].legend(fontsize=8)
+    np.atleast_1d(axes)[-1].legend()
     fig.tight_layout()
     return fig
 
 
+@styled
 def cg_iterations(runs):
     """CG iterations per Newton iteration and rank: one CG for all ranks (full G) is one
-    line; with the block-diagonal G every rank runs its own CG (one line each)."""
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=NOTEBOOK_DPI)
-    for k, (name, run) in enumerate(runs.items()):
+    line; with the block-diagonal G every rank runs its own CG (one line each). Each run in
+    its method's colour."""
+    fig, ax = subplots(height=4.0)
+    styles = run_styles(runs)
+    for name, run in runs.items():
         per_rank = run["cg_iters_per_rank"]
-        style = dict(color=f"C{k}")
+        style = dict(color=styles[name]["color"])
         if all(r == per_rank[0] for r in per_rank):
             ax.plot(range(1, len(per_rank[0]) + 1), per_rank[0], marker="o", label=name, **style)
             continue
         for rank, iters in enumerate(per_rank):
-            ax.plot(range(1, len(iters) + 1), iters, marker=".", alpha=0.7, lw=1,
+            ax.plot(range(1, len(iters) + 1), iters, marker=".", alpha=0.7, lw=1.2,
                     label=f"{name} (each rank)" if rank == 0 else None, **style)
     ax.set_xlabel("Newton iteration")
     ax.set_ylabel("CG iterations")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend()
     fig.tight_layout()
     return fig
 
 
+@styled
 def seconds_by_rank(runs, phases=("cg", "sync")):
     """Stacked bars: seconds each rank spent in ``phases`` over a run, one panel per run
-    (``runs`` from ``cluster.gather_run``, with "per_rank" totals)."""
-    fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 3.0), dpi=NOTEBOOK_DPI,
-                             sharey=True)
+    (``runs`` from ``tables.gather_run``, with "per_rank" totals); phases in their colours."""
+    fig, axes = subplots(len(runs), height=3.8, sharey=True)
     for ax, (name, run) in zip(np.atleast_1d(axes), runs.items()):
         per_rank = run["per_rank"]
         bottom = np.zeros(len(per_rank))
         for k, phase in enumerate(phases):
             values = np.array([t.get(phase, {}).get("seconds", 0.0) for t in per_rank])
-            ax.bar(range(len(per_rank)), values, bottom=bottom, color=f"C{k}", label=phase)
+            ax.bar(range(len(per_rank)), values, bottom=bottom, label=phase,
+                   color=PHASE_COLOURS.get(phase, OTHER_COLOURS[k % len(OTHER_COLOURS)]))
             bottom += values
         ax.set_xticks(range(len(per_rank)))
         ax.set_xlabel("rank")
-        ax.set_title(name, fontsize=10)
+        ax.set_title(name)
         ax.grid(axis="y", alpha=0.3)
     np.atleast_1d(axes)[0].set_ylabel("seconds")
-    np.atleast_1d(axes)[-1].legend(fontsize=8)
+    np.atleast_1d(axes)[-1].legend()
     fig.tight_layout()
     return fig
 
 
+def _method_colour(label, runs):
+    """The colour of a group of runs: its runs' method's, else its label's, else grey."""
+    method = next(iter(filter(None, map(method_of, runs.values()))), None) or method_of(label)
+    return _METHOD_COLOURS.get(method, "#7f7f7f")
+
+
+@styled
 def accuracy_by_setting(groups, key="test_accuracy"):
-    """Final test accuracy of every run, one column of dots per method: how much does each
-    method depend on its settings? ``groups`` is {method: {setting label: result}}."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.2), dpi=NOTEBOOK_DPI)
-    x, ticks, labels = 0, [], []
-    for k, runs in enumerate(groups.values()):
+    """Final test accuracy of every run, one column of dots per method, in the method's
+    colour: how much does each method depend on its settings? ``groups`` is
+    {method: {setting label: result}}; a run that diverged is a cross at 0."""
+    fig, ax = subplots(height=4.4)
+    x, ticks, labels, handles = 0, [], [], []
+    for label, runs in groups.items():
+        colour = _method_colour(label, runs)
         for setting, run in runs.items():
             value = run["final"].get(key)
             if value is None:                      # diverged: drawn at the bottom
-                ax.plot(x, 0.0, marker="x", color=f"C{k}", ms=8)
+                ax.plot(x, 0.0, marker="x", color=colour, ms=9, mew=2)
             else:
-                ax.plot(x, value, marker="o", color=f"C{k}", ms=7)
+                ax.plot(x, value, marker="o", color=colour, ms=9)
             ticks.append(x)
             labels.append(setting)
             x += 1
         x += 0.8
-    ax.set_xticks(ticks, labels, rotation=45, ha="right", fontsize=8)
+        handles.append(plt.Line2D([], [], marker="o", ls="", color=colour, label=label))
+    ax.set_xticks(ticks, labels, rotation=40, ha="right")
     ax.set_ylabel(key.replace("_", " ") + " (final)")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], marker="o", ls="", color=f"C{k}", label=m)
-               for k, m in enumerate(groups)]
-    ax.legend(handles=handles, fontsize=8, loc="lower right")
+    ax.legend(handles=handles, loc="lower right")
     fig.tight_layout()
     return fig
 
 
-PHASE_COLOURS = {"function": "tab:gray", "gradient": "tab:blue", "jacobian": "tab:purple",
-                 "cg": "tab:orange", "sync": "tab:red", "line_search": "tab:green",
-                 "sgd": "tab:cyan", "evaluate": "whitesmoke", "report": "whitesmoke",
-                 "setup": "whitesmoke"}
-
-
+@styled
 def timeline(trace, title="every rank's time line"):
-    """Every rank's phases (wide bars) and messages (thin black bars, their modeled time as
-    a red tick where a network is modeled) from a Chrome trace (``ledger.trace_events``)."""
+    """Every rank's phases (wide bars, in the phases' colours) and messages (thin black bars,
+    their modeled time as a red tick where a network is modeled) from a Chrome trace
+    (``ledger.trace_events``)."""
     events = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     ranks = sorted({e["pid"] for e in events})
-    fig, ax = plt.subplots(figsize=(9, 0.6 + 0.55 * len(ranks)), dpi=NOTEBOOK_DPI)
+    fig, ax = subplots(height=1.6 + 0.6 * len(ranks))
     for e in events:
         y, start, width = e["pid"], e["ts"] / 1e3, e["dur"] / 1e3
         if e["tid"] == 0:
@@ -241,12 +272,16 @@ def timeline(trace, title="every rank's time line"):
             modeled = e.get("args", {}).get("modeled_us")
             if modeled is not None:
                 ax.plot([start + modeled / 1e3] * 2, [y + 0.1, y + 0.4], color="red", lw=1)
-    seen = sorted({e["name"] for e in events if e["tid"] == 0})
+    order = list(PHASE_COLOURS)                                   # the ledger's order
+    seen = sorted({e["name"] for e in events if e["tid"] == 0},
+                  key=lambda p: (order.index(p) if p in order else len(order), p))
+    fits = max(1, int((fig.get_size_inches()[1] - 0.8) / 0.3))     # legend rows that fit
     ax.legend(handles=[Patch(color=PHASE_COLOURS.get(p, "k"), label=p) for p in seen],
-              fontsize=7, ncol=min(4, len(seen)), loc="upper right", frameon=False)
+              ncol=-(-len(seen) // fits), loc="center left", bbox_to_anchor=(1.01, 0.5),
+              frameon=False)
     ax.set_yticks(ranks, [f"rank {r}" for r in ranks])
     ax.invert_yaxis()
     ax.set_xlabel("milliseconds")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title)
     fig.tight_layout()
     return fig

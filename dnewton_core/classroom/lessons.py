@@ -141,28 +141,56 @@ def newton_directions(model, lam=1.0, fraction=0.05, seed=0, xi=0.1, cg_max=250)
             "cg_full": iters["full"], "cg_diag": iters["diag"]}
 
 
-def fit(model, method="newton", newton=None, sgd=None):
+def fit(model, method="newton", newton=None, sgd=None, waits=False):
     """Train this rank's model (it keeps the trained theta); a report for :func:`gather_run`.
 
     Collective. Returns {"rank", "result", "totals", "cg_iters"}: ``result`` is
     ``experiment.result`` (rank 0 only, None elsewhere), ``totals`` this rank's
     {phase: messages, bytes, seconds} of the run, ``cg_iters`` this rank's CG iterations per
-    Newton iteration.
+    Newton iteration. With ``waits=True`` each phase of ``totals`` also has "mpi_seconds",
+    the seconds this rank spent inside blocking MPI calls (mostly waiting for the others).
     """
     from ..experiment import run
     newton, sgd = newton or NewtonConfig(), sgd or SGDConfig()
     comm = model.comm
     before = comm.totals()
-    history, out = run(model, method, newton, sgd)
+    watch = waits and comm.timeline is None and comm.network is None   # a network records them
+    if watch:
+        comm.keep_timeline()
+    try:
+        history, out = run(model, method, newton, sgd)
+    finally:
+        timeline = comm.timeline if watch else None
+        if watch:
+            comm.timeline = None
     totals = difference(comm.totals(), before)
+    for phase, seconds in mpi_seconds(timeline or []).items():
+        totals.setdefault(phase, {"messages": 0, "bytes": 0, "seconds": 0.0})["mpi_seconds"] = seconds
     model.theta = history.theta
     return {"rank": comm.rank, "result": out, "totals": totals,
             "cg_iters": [r.get("cg_iters") for r in history.records]}
 
 
-def train_new(data, hidden, method="newton", newton=None, sgd=None, **model_options):
+def train_new(data, hidden, method="newton", newton=None, sgd=None, waits=False, **model_options):
     """A fresh model (``partitioned_model(data, hidden, **model_options)``), trained by
-    :func:`fit`: one run of an experiment."""
-    return fit(partitioned_model(data, hidden, **model_options), method, newton, sgd)
+    :func:`fit` (``waits``: see there): one run of an experiment."""
+    return fit(partitioned_model(data, hidden, **model_options), method, newton, sgd, waits)
+
+
+def mpi_seconds(timeline):
+    """{phase: seconds inside blocking MPI calls} from a ``Ledger.timeline``.
+
+    The timeline holds phase spans (tid 0) and, for every blocking call, a message event
+    (tid 1) with its start and duration; a call counts in the span that contains its middle.
+    """
+    spans = sorted((e["ts"], e["ts"] + e["dur"], e["name"]) for e in timeline if e["tid"] == 0)
+    calls = sorted((e["ts"] + e["dur"] / 2, e["dur"]) for e in timeline if e["tid"] == 1)
+    out, k = {}, 0
+    for middle, duration in calls:
+        while k < len(spans) and spans[k][1] < middle:
+            k += 1
+        phase = spans[k][2] if k < len(spans) and spans[k][0] <= middle else "other"
+        out[phase] = out.get(phase, 0.0) + duration / 1e6          # trace times are in us
+    return out
 
 

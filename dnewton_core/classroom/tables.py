@@ -1,10 +1,141 @@
 """The notebooks' tables: the engines' answers (``lessons.py``), put in rank order and
 checked against the reference. Runs on the client, which loads no MPI library.
+
+Every ``*_table`` returns a :class:`Table`: its values as data, shown as aligned text by
+``print`` (and in a terminal, and to nbval) and as an HTML table when a notebook displays
+it, both with units and thousands separators (bytes as "1,234 B" or "30.1 MB", seconds as
+"0.12 s").
 """
+import html
+from dataclasses import dataclass
+
 import numpy as np
 
 from .. import reference as ref
-from ..ledger import TRAINING_PHASES, sync_threshold
+from ..ledger import TRAINING_PHASES
+
+# ----------------------------------------------------------------------------- the table
+
+_BYTE_UNITS = ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB"))
+
+
+def format_bytes(n, exact=False):
+    """Bytes for a person: "1,234 B" below 10,000 bytes (or always, with ``exact``), else
+    three significant digits of decimal kB, MB, GB or TB ("30.1 MB", "123 kB")."""
+    if exact or abs(n) < 10_000:
+        return f"{round(n):,} B"
+    for unit, name in _BYTE_UNITS:
+        value = n / unit
+        if abs(value) >= 1 - 5e-4:
+            digits = 2 if abs(value) < 9.995 else 1 if abs(value) < 99.95 else 0
+            return f"{value:,.{digits}f} {name}"
+    return f"{round(n):,} B"
+
+
+def round_bytes(n):
+    """A round number of bytes as short as it goes, for an axis: "10 B", "1 kB", "2.5 MB"."""
+    for unit, name in _BYTE_UNITS:
+        if abs(n) >= unit:
+            return f"{n / unit:g} {name}"
+    return f"{n:g} B"
+
+
+def format_seconds(s):
+    """Seconds with their unit: "0.12 s"."""
+    return f"{s:,.2f} s"
+
+
+def exact_bytes(n):
+    """Every byte counted: "11,496 B"."""
+    return format_bytes(n, exact=True)
+
+
+def fixed(digits):
+    """value -> text with ``digits`` decimals and thousands separators."""
+    return lambda v: f"{v:,.{digits}f}"
+
+
+def significant(digits):
+    """value -> text with ``digits`` significant digits."""
+    return lambda v: f"{v:.{digits}g}"
+
+
+def _plain(v):
+    return f"{v:,}" if isinstance(v, (int, np.integer)) else str(v)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table as data, shown as text or HTML.
+
+    ``header``: the column names; ``rows``: one tuple of values per row (numbers stay
+    numbers; None where nothing applies, shown "-"; a string is shown as it is);
+    ``formats``: per column, a function value -> text (None: ``str``, integers with
+    thousands separators); ``totals``: how many of the last rows are totals (set apart).
+    ``str``/``repr`` give aligned text, ``_repr_html_`` an HTML table; columns of
+    numbers are right-aligned in both.
+    """
+    header: tuple
+    rows: tuple
+    formats: tuple = ()
+    totals: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "header", tuple(self.header))
+        object.__setattr__(self, "rows", tuple(tuple(r) for r in self.rows))
+        if any(len(r) != len(self.header) for r in self.rows):
+            raise ValueError(f"every row needs {len(self.header)} cells")
+        formats = tuple(self.formats) + (None,) * (len(self.header) - len(self.formats))
+        object.__setattr__(self, "formats", formats)
+
+    def records(self):
+        """The rows as [{column: value}]."""
+        return [dict(zip(self.header, r)) for r in self.rows]
+
+    def column(self, name):
+        """The values of one column, totals included."""
+        k = self.header.index(name)
+        return [r[k] for r in self.rows]
+
+    def cells(self):
+        """The rows as text, cell by cell."""
+        return [["-" if v is None else v if isinstance(v, str) else (f or _plain)(v)
+                 for v, f in zip(r, self.formats)] for r in self.rows]
+
+    def numeric(self):
+        """Per column: True when it holds numbers (right-aligned)."""
+        return [any(isinstance(r[k], (int, float, np.number)) and not isinstance(r[k], bool)
+                    for r in self.rows) for k in range(len(self.header))]
+
+    def __str__(self):
+        cells, right = self.cells(), self.numeric()
+        widths = [max(len(c) for c in col) for col in zip(self.header, *cells)]
+        line = lambda row: "  ".join(c.rjust(w) if r else c.ljust(w)
+                                     for c, w, r in zip(row, widths, right)).rstrip()
+        rule = line(["-" * w for w in widths])
+        body = [line(c) for c in cells]
+        if self.totals:
+            body.insert(len(body) - self.totals, rule)
+        return "\n".join([line(self.header), rule] + body)
+
+    __repr__ = __str__
+
+    def _repr_html_(self):
+        cells, right = self.cells(), self.numeric()
+        align = ['style="text-align:right"' if r else 'style="text-align:left"' for r in right]
+        head = "".join(f"<th {a}>{html.escape(h)}</th>" for h, a in zip(self.header, align))
+        rows = []
+        for k, row in enumerate(cells):
+            total = k >= len(cells) - self.totals
+            style = ' style="border-top:2px solid;font-weight:bold"' if total else ""
+            rows.append(f"<tr{style}>" + "".join(f"<td {a}>{html.escape(c)}</td>"
+                                                  for c, a in zip(row, align)) + "</tr>")
+        return "\n".join(['<table class="dnewton-table" style="font-variant-numeric:tabular-nums">',
+                          f"<thead><tr>{head}</tr></thead>", "<tbody>", *rows, "</tbody>",
+                          "</table>"])
+
+
+# ------------------------------------------------------------------ the engines' answers
 
 
 def gather_run(reports):
@@ -31,24 +162,17 @@ def relative_error(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), np.finfo(float).tiny))
 
 
-def _table(header, rows):
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[k]) for r in rows + [header]) for k in range(len(header))]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
 def _shape(shape):
     return "-" if shape is None else "x".join(str(s) for s in shape)
 
 
 def holdings_table(reports):
     """The engines' own account of what they hold, one row per rank."""
-    rows = [[r["rank"], "({}, {}, {})".format(*r["mij"]), _shape(r["W"]),
-             "-" if r["b"] is None else r["b"], _shape(r["X"]), _shape(r["Y"]),
-             r["param_bytes"], r["data_bytes"]] for r in sorted(reports, key=lambda r: r["rank"])]
-    return _table(["rank", "(m, i, j)", "W block", "bias", "X held", "Y held", "param bytes",
-                   "data bytes"], rows)
+    rows = [[r["rank"], "({}, {}, {})".format(*r["mij"]), _shape(r["W"]), r["b"],
+             _shape(r["X"]), _shape(r["Y"]), r["param_bytes"], r["data_bytes"]]
+            for r in sorted(reports, key=lambda r: r["rank"])]
+    return Table(["rank", "(m, i, j)", "W block", "bias", "X held", "Y held", "param bytes",
+                  "data bytes"], rows, [None] * 6 + [exact_bytes] * 2)
 
 
 def holdings_match(reports, grid, n_instances):
@@ -102,8 +226,9 @@ def message_steps(reports):
 
 
 def message_table(reports, floats_per_row=None):
-    """:func:`message_steps` as a table; with ``floats_per_row`` = {rows: label}, a column
-    reads each buffer as rows x columns (e.g. {1437: "l", 72: "|S|"})."""
+    """:func:`message_steps` as a table, every byte counted, a last row of totals; with
+    ``floats_per_row`` = {rows: label}, a column reads each buffer as rows x columns (e.g.
+    {1437: "l", 72: "|S|"})."""
     rows, total_msgs, total_bytes = [], 0, 0
     for step, (phase, op, group, ranks, nbytes) in enumerate(message_steps(reports), 1):
         n = nbytes // 8
@@ -117,8 +242,8 @@ def message_table(reports, floats_per_row=None):
         total_msgs += len(ranks)
         total_bytes += nbytes * len(ranks)
     rows.append(["", "total", "", "", "", "", total_msgs, total_bytes])
-    return _table(["step", "phase", "collective", "ranks", "floats", "bytes each", "messages",
-                   "bytes"], rows)
+    return Table(["step", "phase", "collective", "ranks", "floats", "bytes each", "messages",
+                  "bytes"], rows, [None] * 5 + [exact_bytes, None, exact_bytes], totals=1)
 
 
 def measured(reports):
@@ -154,7 +279,7 @@ def runs_table(runs, seconds=False):
     """One row per run: iterations, CG iterations (per iteration the slowest rank's, when each
     rank runs its own CG), MB sent per iteration, final f, accuracies.
 
-    Seconds (which vary from run to run) only with ``seconds=True``, printed as "x.xx s".
+    Seconds (which vary from run to run) only with ``seconds=True``, shown as "x.xx s".
     """
     header = ["run", "iters", "CG iters", "MB/iter", "final f", "train acc", "test acc"]
     rows = []
@@ -163,14 +288,13 @@ def runs_table(runs, seconds=False):
         cg_iters = _cg_total(run)
         mb = sum(bytes_per_iteration(run).values()) / 1e6
         f = run["final"]
-        row = [name, len(h), cg_iters if cg_iters else "-", f"{mb:.3f}",
-               "-" if f["objective"] is None else f"{f['objective']:.4g}",
-               "-" if f["train_accuracy"] is None else f"{f['train_accuracy']:.3f}",
-               "-" if f["test_accuracy"] is None else f"{f['test_accuracy']:.3f}"]
+        row = [name, len(h), cg_iters or None, mb, f["objective"], f["train_accuracy"],
+               f["test_accuracy"]]
         if seconds:
-            row.append(f"{f['wall_time']:.2f} s")
+            row.append(f["wall_time"])
         rows.append(row)
-    return _table(header + (["time"] if seconds else []), rows)
+    return Table(header + (["time"] if seconds else []), rows,
+                 [None, None, None, fixed(3), significant(4), fixed(3), fixed(3), format_seconds])
 
 
 def jacobian_table(factors):
@@ -178,8 +302,8 @@ def jacobian_table(factors):
     rows = [[r["rank"], "({}, {}, {})".format(*r["mij"]), _shape(r["D"]), _shape(r["z"]),
              r["factored_bytes"], r["dense_bytes"]]
             for r in sorted(factors, key=lambda r: r["rank"])]
-    return _table(["rank", "(m, i, j)", "D_ij", "z^{m-1} on S", "bytes kept", "dense J block bytes"],
-                  rows)
+    return Table(["rank", "(m, i, j)", "D_ij", "z^{m-1} on S", "bytes kept", "dense J block bytes"],
+                 rows, [None] * 4 + [exact_bytes] * 2)
 
 
 def reference_block_diagonal(theta, X_S, v, C, grid, activation="relu", loss="squared"):
@@ -191,13 +315,15 @@ def reference_block_diagonal(theta, X_S, v, C, grid, activation="relu", loss="sq
 
 
 def phase_table(runs, key="bytes"):
-    """Bytes (or ``key="messages"``) per iteration, summed over ranks, by phase; one column
-    per run."""
+    """Bytes (or ``key="messages"``) per iteration, summed over ranks, by phase, and their
+    total; one column per run."""
     per = {name: bytes_per_iteration(run, key) for name, run in runs.items()}
     phases = [p for p in TRAINING_PHASES if any(p in d for d in per.values())]
-    rows = [[p] + [f"{per[name].get(p, 0):.0f}" for name in runs] for p in phases]
-    rows.append(["total"] + [f"{sum(per[name].values()):.0f}" for name in runs])
-    return _table([f"{key} per iteration"] + list(runs), rows)
+    rows = [[p] + [per[name].get(p, 0) for name in runs] for p in phases]
+    rows.append(["total"] + [sum(per[name].values()) for name in runs])
+    fmt = format_bytes if key == "bytes" else fixed(0)
+    return Table([f"{key} per iteration"] + list(runs), rows, [None] + [fmt] * len(runs),
+                 totals=1)
 
 
 def directions_table(points):
@@ -206,32 +332,7 @@ def directions_table(points):
     rows = []
     for name, reports in points.items():
         r0 = min(reports, key=lambda r: r["rank"])
-        rows.append([name, f"{r0['cos']:.3f}", f"{r0['cos_full_g']:.3f}", f"{r0['cos_diag_g']:.3f}",
-                     r0["cg_full"], " ".join(str(r["cg_diag"]) for r in
-                                             sorted(reports, key=lambda r: r["rank"]))])
-    return _table(["point", "cos(d_full, d_diag)", "cos(d_full, -g)", "cos(d_diag, -g)",
-                   "CG full", "CG diag (each rank)"], rows)
-
-
-def sync_table(runs, slow_rank):
-    """One row per run of the block-diagonal method with a slow rank: the stopping threshold
-    ceil(tau N), CG iterations of the slow rank and of the others (totals over the run), and
-    seconds: the slow rank's in CG, the others' mean in CG + sync (mostly waiting)."""
-    rows = []
-    for name, run in runs.items():
-        per_rank, iters = run["per_rank"], run["cg_iters_per_rank"]
-        n = len(per_rank)
-        others = [r for r in range(n) if r != slow_rank]
-        wait = sum(waiting_seconds(run, r) for r in others) / len(others)
-        tau = run["config"].get("sync", 1.0)
-        rows.append([name, f"{sync_threshold(tau, n)} of {n}", sum(iters[slow_rank]),
-                     " ".join(str(sum(iters[r])) for r in others),
-                     f"{per_rank[slow_rank].get('cg', {}).get('seconds', 0.0):.2f} s", f"{wait:.2f} s"])
-    return _table(["run", "stop when done", f"CG iters rank {slow_rank}", "CG iters others",
-                   f"rank {slow_rank} in CG", "others in CG + sync"], rows)
-
-
-def waiting_seconds(run, rank):
-    """Seconds ``rank`` spent in the cg and sync phases of a run (from ``gather_run``)."""
-    totals = run["per_rank"][rank]
-    return sum(totals.get(p, {}).get("seconds", 0.0) for p in ("cg", "sync"))
+        rows.append([name, r0["cos"], r0["cos_full_g"], r0["cos_diag_g"], r0["cg_full"],
+                     " ".join(str(r["cg_diag"]) for r in sorted(reports, key=lambda r: r["rank"]))])
+    return Table(["point", "cos(d_full, d_diag)", "cos(d_full, -g)", "cos(d_diag, -g)",
+                  "CG full", "CG diag (each rank)"], rows, [None] + [fixed(3)] * 3)
