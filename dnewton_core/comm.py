@@ -18,7 +18,7 @@ import numpy as np
 from mpi4py import MPI
 
 from . import network as netmodel
-from .ledger import Ledger, event
+from .ledger import Ledger, event, network_key
 from .model import ConfigError
 from .outputs import WRITING
 
@@ -39,12 +39,16 @@ class Comm(Ledger):
     time on that network (docs/method.md §8): the records gain, per phase, the seconds this
     rank spent in MPI (``mpi_seconds``) and the modeled ones (``network_seconds``). With
     ``inject=True`` a collective that returns sooner than its model is made to last it
-    (the rank sleeps the difference), so waiting acts on the real clock.
+    (the rank sleeps the difference), so waiting acts on the real clock. The networks of
+    ``also`` are charged too, in model mode only: every phase gains, for each modeled
+    network, ``network_seconds@NAME`` (``ledger.network_key``), so one run gives its
+    modeled time on several networks.
     """
 
     def __init__(self, world=None, network=None, inject=False):
         super().__init__()
         self.network, self.inject = network, inject
+        self.also = ()                      # other networks charged (model mode), see above
         self.world = world if world is not None else MPI.COMM_SELF
         self.rank, self.size = self.world.Get_rank(), self.world.Get_size()
         self._sync = None
@@ -79,7 +83,8 @@ class Comm(Ledger):
         finally:
             self.waiting = None
         modeled = None
-        if self.network is not None:
+        if self.network is not None:            # (the accounting counts as time in MPI)
+            self._charge_each(lambda net: netmodel.seconds(op, nbytes, group.size, net))
             modeled = netmodel.seconds(op, nbytes, group.size, self.network)
             self._charge(modeled, time.monotonic() - tic)
         if self.timeline is not None:
@@ -88,6 +93,11 @@ class Comm(Ledger):
 
     def _charge_only(self, modeled):
         self.extra["network_seconds"][self.current or "other"] += modeled
+
+    def _charge_each(self, seconds_on):
+        """Charge ``seconds_on(net)`` to every modeled network under its own key."""
+        for net in (self.network, *self.also):
+            self.extra[network_key(net.name)][self.current or "other"] += seconds_on(net)
 
     def _charge(self, modeled, spent):
         """Record ``spent`` seconds in MPI and ``modeled`` on the network (inject: sleep
@@ -211,6 +221,7 @@ class Comm(Ledger):
             self.count("isend", "world", msg.nbytes)
         if self.network is not None:         # charged, not delayed: the sends do not block
             self._charge_only(len(s["sends"]) * netmodel.send(msg.nbytes, self.network))
+            self._charge_each(lambda net: len(s["sends"]) * netmodel.send(msg.nbytes, net))
 
 
 class Guard:

@@ -13,7 +13,8 @@ from collections import defaultdict
 from contextlib import contextmanager
 
 # The phases of a run, in the order tables show them (docs/method.md §5).
-TRAINING_PHASES = ("function", "gradient", "jacobian", "cg", "sync", "line_search", "sgd")
+TRAINING_PHASES = ("function", "gradient", "jacobian", "cg", "sync", "diag_step", "line_search",
+                   "sgd")
 MONITORING = ("evaluate", "report", "setup")      # phases that watch training, not its cost
 PHASES = TRAINING_PHASES + MONITORING
 LEDGER_PHASES = PHASES + ("other",)               # "other": outside any phase (none expected)
@@ -123,6 +124,16 @@ def difference(after, before):
             for p, d in after.items()}
 
 
+def network_key(name):
+    """The key, in a phase of a record, of the modeled seconds on network ``name`` (every
+    modeled network has one; ``network_seconds`` is the one ``--network-mode`` acts on)."""
+    return f"network_seconds@{name}"
+
+
+def _is_seconds(key):
+    return key.split("@")[0].endswith("seconds")
+
+
 def combine_records(per_rank):
     """Sum messages and bytes over ranks; of every kind of seconds, the slowest rank's."""
     out = {}
@@ -130,20 +141,58 @@ def combine_records(per_rank):
         for phase, d in record.items():
             o = out.setdefault(phase, dict(messages=0, bytes=0, seconds=0.0))
             for key, value in d.items():
-                o[key] = max(o.get(key, 0.0), value) if key.endswith("seconds") else \
+                o[key] = max(o.get(key, 0.0), value) if _is_seconds(key) else \
                     o.get(key, 0) + value
     return out
 
 
-def modeled_seconds(record):
-    """One rank's time for one record on the modeled network: per training phase, the
-    seconds it measured, less those it spent in MPI, plus its messages' modeled time (no
-    overlap of computing and sending). None without a network model."""
-    phases = [d for p, d in record.items() if p in TRAINING_PHASES]
-    if not any("network_seconds" in d for d in phases):
+def modeled_seconds(record, network=None):
+    """One rank's time for one record on the modeled network (``network``: a name, for
+    one of several modeled at once; None: the one ``network_seconds`` holds): per training
+    phase, the seconds it measured, less those it spent in MPI, plus its messages' modeled
+    time (no overlap of computing and sending). An SGD epoch's f is left out, as its
+    ``wall_time`` leaves it out (it only watches the training). None without that model."""
+    key = "network_seconds" if network is None else network_key(network)
+    phases = [d for p, d in record.items() if p in TRAINING_PHASES
+              and not (p == "function" and "sgd" in record)]
+    if not any(key in d for p, d in record.items() if p in TRAINING_PHASES):
         return None
-    return sum(d.get("seconds", 0.0) - d.get("mpi_seconds", 0.0) + d.get("network_seconds", 0.0)
+    return sum(d.get("seconds", 0.0) - d.get("mpi_seconds", 0.0) + d.get(key, 0.0)
                for d in phases)
+
+
+def modeled_networks(record):
+    """The names of the networks modeled in a record (in the order they were charged)."""
+    names = {}
+    for d in record.values():
+        names.update((k.split("@", 1)[1], None) for k in d if k.startswith("network_seconds@"))
+    return list(names)
+
+
+def modeled_over_ranks(per_rank):
+    """{"modeled_seconds": the slowest rank's, "modeled_seconds_on": {network: the slowest
+    rank's}} for one record given by every rank; {} without a network model."""
+    primary = [modeled_seconds(r) for r in per_rank]
+    if None in primary:
+        return {}
+    names = list(dict.fromkeys(n for r in per_rank for n in modeled_networks(r)))
+    return {"modeled_seconds": max(primary), "modeled_seconds_on": {
+        name: max(modeled_seconds(r, name) or 0.0 for r in per_rank) for name in names}}
+
+
+def accumulate_modeled(records):
+    """Give each record with modeled seconds its running sums: ``modeled_time`` and, per
+    network, ``modeled_time_on`` (the records' time axes on the modeled networks)."""
+    total, on = 0.0, {}
+    for r in records:
+        if "modeled_seconds" in r:
+            total += r["modeled_seconds"]
+            r["modeled_time"] = total
+        if "modeled_seconds_on" in r:
+            for name, s in r["modeled_seconds_on"].items():
+                on[name] = on.get(name, 0.0) + s
+            r["modeled_time_on"] = dict(on)
+    return records
 
 
 def training_bytes(records):

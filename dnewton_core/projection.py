@@ -7,19 +7,28 @@ softmax normalizer's messages are left out); every pass runs layer after layer
 layer's compute is its largest block's, at one compute rate (FLOP/s of one core, measured
 by ``calibrate`` or given); each collective costs what ``network.py`` says (the slowest
 rank's path); the CG iterations and line-search trials per Newton iteration are given
-(defaults: the committed Fashion-MNIST study, results/fashion-mnist/long and long-others).
+(defaults: the committed Fashion-MNIST study, results/fashion-mnist/long and long-others);
+an SGD epoch's f is reported apart and not counted, as the training clock does not count it.
 What it cannot know: cache and memory effects of other block sizes, the network's
 contention, stragglers, and how CG behaves on another grid.
+
+Below the projection: ``predict`` sets it against a run of this machine (its grid, CG
+iterations and trials; ``cores`` when its ranks shared cores), ``fitted_rate`` fits the
+compute rate on a run, and ``crossover`` finds where the full and the diagonal G tie.
 """
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from . import network as netmodel
-from .costs import F64, batch_sizes, link_sizes
+from .costs import F64, batch_sizes, line_search_trials, link_sizes
+from .newton import NewtonConfig
 from .partition import Grid
+
+FREE = netmodel.Network("free", 0.0, 1e300, 0.0)     # messages that cost nothing
+COUNT = "count"     # as a network: every collective costs 1, so the "network" counts them
 
 
 @dataclass(frozen=True)
@@ -56,26 +65,35 @@ def _layer_blocks(grid, m):
     return rows, cols, link_sizes(grid)[m - 1]
 
 
-def _pass(grid, b, rate, net, backward=False, width=1):
+def _shared(grid, m, cores):
+    """How much longer layer m's blocks take when its P_{m-1} P_m ranks share ``cores``
+    cores (they compute at the same time, the others wait): 1 with a core each."""
+    return 1.0 if cores is None else max(1.0, grid.splits[m - 1] * grid.splits[m] / cores)
+
+
+def _pass(grid, b, rate, net, backward=False, width=1, cores=None):
     """(compute, network) seconds of a forward pass over b instances, or of the backward
     pass (``width`` outputs at once: n_L for the Jacobian)."""
     compute = comm = 0.0
     for m in range(1, grid.L + 1):
         rows, cols, link = _layer_blocks(grid, m)
+        share = _shared(grid, m, cores)
         if not backward:
-            compute += 2.0 * b * rows * cols / rate
+            compute += share * 2.0 * b * rows * cols / rate
             comm += _allreduce(F64 * b * cols, link, net)
         else:
             products = (2 if m > 1 else 1) if width == 1 else (1 if m > 1 else 0)
-            compute += products * 2.0 * b * width * rows * cols / rate
+            compute += share * products * 2.0 * b * width * rows * cols / rate
             if m < grid.L:
                 comm += _allreduce(F64 * b * width * cols, link, net)
     return compute, comm
 
 
 def _allreduce(n, p, net):
-    """Modeled seconds; nothing on one machine (``net`` None)."""
-    return netmodel.allreduce(n, p, net) if net is not None and p > 1 else 0.0
+    """Modeled seconds; nothing on one machine (``net`` None); 1 with ``net`` = COUNT."""
+    if net is None or p <= 1:
+        return 0.0
+    return 1.0 if net is COUNT else netmodel.allreduce(n, p, net)
 
 
 def _scalars(count, grid, net):
@@ -86,19 +104,31 @@ def _add(*pairs):
     return tuple(map(sum, zip(*pairs)))
 
 
-def newton_iteration(grid, w, rate, net, gn="full"):
+def _function(grid, w, rate, net, cores=None):
+    """One evaluation of f: forward passes over all l instances, one scalar."""
+    return _add(*(_pass(grid, b, rate, net, cores=cores) for b in batch_sizes(w.l, w.batch)),
+                (0.0, _scalars(1, grid, net)))
+
+
+def _steps(grid, sizes, rate, net, cores=None):
+    """Forward and backward passes over batches of these sizes."""
+    return _add(*(_add(_pass(grid, b, rate, net, cores=cores),
+                       _pass(grid, b, rate, net, True, cores=cores)) for b in sizes))
+
+
+def newton_iteration(grid, w, rate, net, gn="full", cores=None):
     """{phase: (compute seconds, network seconds)} of one Newton iteration (``net`` None:
-    one machine, which computes every partition's product itself)."""
-    function = _add(*(_pass(grid, b, rate, net) for b in batch_sizes(w.l, w.batch)),
-                    (0.0, _scalars(1, grid, net)))
+    one machine, which computes every partition's product itself). ``cores``: the ranks
+    share this many cores (a check on one machine, see ``predict``); None: a core each."""
+    function = _function(grid, w, rate, net, cores)
     sizes = batch_sizes(w.l - w.subsample, w.batch) + [w.subsample]
-    gradient = _add(*(_add(_pass(grid, b, rate, net), _pass(grid, b, rate, net, True))
-                      for b in sizes), (0.0, _scalars(1, grid, net)))
+    gradient = _add(_steps(grid, sizes, rate, net, cores), (0.0, _scalars(1, grid, net)))
     n_L = grid.layers[-1]
-    jacobian = _pass(grid, w.subsample, rate, net, backward=True, width=n_L)
+    jacobian = _pass(grid, w.subsample, rate, net, backward=True, width=n_L, cores=cores)
     products = [4.0 * w.subsample * (len(p.rows) + n_L) * len(p.cols) / rate
                 for p in grid.partitions]
-    product = sum(products) if net is None else max(products)
+    product = sum(products) if net is None else \
+        max(max(products), sum(products) / (cores or len(products)))
     iters = w.cg_full if gn == "full" else w.cg_diag
     big = _allreduce(F64 * w.subsample * n_L, grid.size, net)
     cg = (iters * product, (iters * big + _scalars(1 + 2 * iters, grid, net)
@@ -108,13 +138,17 @@ def newton_iteration(grid, w, rate, net, gn="full"):
             "line_search": tuple(trials * x for x in function)}
 
 
-def sgd_epoch(grid, w, rate, net):
-    """{phase: (compute, network)} of one SGD epoch and its evaluation of f."""
-    steps = _add(*(_add(_pass(grid, b, rate, net), _pass(grid, b, rate, net, True))
-                   for b in batch_sizes(w.l, w.sgd_batch)))
-    function = _add(*(_pass(grid, b, rate, net) for b in batch_sizes(w.l, w.batch)),
-                    (0.0, _scalars(1, grid, net)))
-    return {"sgd": steps, "function": function}
+def sgd_epoch(grid, w, rate, net, cores=None):
+    """{phase: (compute, network)} of one SGD epoch and its evaluation of f (which the
+    training clock leaves out: ``seconds`` counts the "sgd" phase only)."""
+    return {"sgd": _steps(grid, batch_sizes(w.l, w.sgd_batch), rate, net, cores),
+            "function": _function(grid, w, rate, net, cores)}
+
+
+def seconds(phases):
+    """The training seconds of ``newton_iteration``'s or ``sgd_epoch``'s phases: their sum
+    (an SGD epoch without its f, as ``wall_time`` counts it)."""
+    return sum(c + n for p, (c, n) in phases.items() if p != "function" or "sgd" not in phases)
 
 
 def project(workload, machines, rate, net, propose):
@@ -134,7 +168,7 @@ def project(workload, machines, rate, net, propose):
                              ("newton-diag", newton_iteration(grid, workload, rate, on, "diag")),
                              ("sgd", sgd_epoch(grid, workload, rate, on))):
             row[name] = {p: {"compute": c, "network": n} for p, (c, n) in phases.items()}
-            row[name + " seconds"] = sum(c + n for c, n in phases.values())
+            row[name + " seconds"] = seconds(phases)
         rows.append(row)
     return rows
 
@@ -142,3 +176,96 @@ def project(workload, machines, rate, net, propose):
 def _check(rate):
     if not (math.isfinite(rate) and rate > 0):
         raise ValueError(f"compute rate must be a positive number of FLOP/s, got {rate!r}")
+
+
+# -- checked against a run, and where full and diagonal G tie --------------------------------
+
+def workload_of(result, l, start=2):
+    """The ``Workload`` of a run (``experiment.result``) on l training instances: its
+    layers, |S| and batch sizes, and per Newton iteration the mean over its records from
+    iteration ``start`` on of the CG iterations (the slowest partition's) and of the
+    line-search trials (iteration 1 also evaluates f at the start: left out by default)."""
+    c = result["config"]
+    records = [r for r in result["history"] if r["iter"] >= start] or result["history"][-1:]
+    cg = [max(r.get("cg_iters_per_rank") or [r.get("cg_iters") or 0]) for r in records]
+    trials = [line_search_trials(r["alpha"], c.get("newton.max_halvings", 20))
+              for r in records if r.get("alpha") is not None]
+    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0
+    size = NewtonConfig(subsample=c.get("newton.subsample", 0.05)).subsample_size(l)
+    return Workload(tuple(c["layers"]), l, size, batch=c["objective.batch_size"],
+                    sgd_batch=c.get("sgd.batch_size", 128), cg_full=mean(cg), cg_diag=mean(cg),
+                    trials_full=mean(trials), trials_diag=mean(trials))
+
+
+def predict(result, l, rate, net, cores=None, start=2):
+    """{phase: (compute, network)} of one iteration (Newton) or epoch (SGD) of a run as the
+    projection sees it: on its grid, with its own CG iterations and line-search trials
+    (``workload_of``). ``net``: the network it ran on (None: messages cost nothing; one
+    process sends none). ``cores``: the ranks shared this many cores (the ranks of a layer
+    then compute in turn); None: a core each."""
+    c = result["config"]
+    w = workload_of(result, l, start)
+    grid = Grid(w.layers, tuple(c["splits"] or (1,) * len(w.layers)))
+    on = (net or FREE) if c["splits"] is not None else None      # None: the dense model
+    if c["optimizer"] == "sgd":
+        return sgd_epoch(grid, w, rate, on, cores)
+    return newton_iteration(grid, w, rate, on, c.get("gn") or "full", cores)
+
+
+def fitted_rate(result, l, measured, start=2):
+    """The compute rate (FLOP/s) at which ``predict``'s computing takes ``measured`` seconds
+    per iteration (epoch) of a run: on one process, its training seconds; on several ranks,
+    its computing (seconds less MPI seconds, the slowest rank's). This code's own rate on
+    this work (matrix products and all around them), where ``calibrate`` times bare ones."""
+    flops = seconds(predict(result, l, 1.0, None, start=start))
+    return flops / measured
+
+
+def crossover(grid, workload, rate, net, vary="latency", iterations=(1.0, 1.0), cores=None):
+    """Where Newton with the full and with the block-diagonal G tie: the latency (seconds)
+    or the bandwidth (bytes/s) of ``net``, its other parameters kept, at which
+    ``iterations[0]`` full-G iterations take as long as ``iterations[1]`` diagonal ones.
+    With (1, 1), per iteration; with the iterations each needs to reach a test accuracy,
+    the time to that accuracy. The times are linear in alpha and in beta = 1/bandwidth
+    (``network.py``), so two evaluations find the tie exactly.
+
+    Returns {"vary", "value" (None: no tie at a positive latency or finite bandwidth),
+    "faster_below" and "faster_above" (the method that is faster with the varied
+    parameter below and above the tie; the same name twice without a tie), "full" and
+    "diag" (seconds at ``net``)}."""
+    if vary not in ("latency", "bandwidth"):
+        raise ValueError(f"crossover: vary latency or bandwidth, not {vary!r}")
+
+    def gap(x):                        # full minus diag, with the varied parameter at x
+        n = replace(net, latency=x) if vary == "latency" else replace(net, bandwidth=1.0 / x)
+        return tuple(k * seconds(newton_iteration(grid, workload, rate, n, gn, cores))
+                     for k, gn in zip(iterations, ("full", "diag")))
+    # x: alpha for latency, beta = 1/bandwidth for bandwidth (the time is linear in both)
+    x0 = 0.0 if vary == "latency" else 1e-12
+    x1 = x0 + (1e-3 if vary == "latency" else 1e-9)
+    (f0, d0), (f1, d1) = gap(x0), gap(x1)
+    slope = ((f1 - d1) - (f0 - d0)) / (x1 - x0)
+    tie = x0 - (f0 - d0) / slope if slope else None
+    full, diag = gap(net.latency if vary == "latency" else net.beta)
+    if tie is None or tie <= 0:
+        name = "newton-full" if full < diag else "newton-diag"
+        return dict(vary=vary, value=None, faster_below=name, faster_above=name,
+                    full=full, diag=diag)
+    low, high = ("newton-full", "newton-diag") if slope > 0 else ("newton-diag", "newton-full")
+    if vary == "bandwidth":            # below the tie in bandwidth = above it in beta
+        return dict(vary=vary, value=1.0 / tie, faster_below=high, faster_above=low,
+                    full=full, diag=diag)
+    return dict(vary=vary, value=tie, faster_below=low, faster_above=high, full=full,
+                diag=diag)
+
+
+def sleep_overshoot(asked=1e-4, samples=100):
+    """Median seconds a sleep of ``asked`` seconds lasts too long on this machine now (the
+    kernel's timer slack and the wait for a core): what each collective of an injected
+    run adds to its modeled time, once per collective on the chain."""
+    extra = []
+    for _ in range(samples):
+        tic = time.perf_counter()
+        time.sleep(asked)
+        extra.append(time.perf_counter() - tic - asked)
+    return sorted(extra)[len(extra) // 2]

@@ -9,9 +9,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "dnewton_core"
 KERNEL = {"reference", "cg", "newton", "sgd", "history", "dense", "model", "partition",
           "splits", "costs", "ledger", "data", "environment", "outputs", "network",
-          "projection", "netns"}
+          "projection", "memory", "netns"}
 MPI_LAYER = {"comm", "distributed", "checkpoint"}
-FIGURES = {"figures", "study.figures", "classroom.figures"}
+FIGURES = {"figures", "study.figures", "classroom.figures", "classroom.network_figures"}
 THIRD_PARTY_OF_KERNEL = {"numpy"}
 EXCEPTIONS = {
     ("data", "sklearn"),    # data.py reads scikit-learn's bundled digits

@@ -2,6 +2,7 @@
 docs/method.md §8."""
 import pytest
 
+from dnewton_core import ledger
 from dnewton_core import network as net
 from dnewton_core.ledger import TRAINING_PHASES
 from dnewton_core.network import Network, parse_network
@@ -121,3 +122,49 @@ def test_a_bad_network_is_one_line():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("error: --network: expected none, infiniband")
+
+
+# -------------------------------------------------------------- several networks at once
+
+def _rank_record(compute, mpi, on):
+    """One rank's record of one iteration: phase gradient, charged on networks ``on``."""
+    d = dict(messages=3, bytes=24, seconds=compute + mpi, mpi_seconds=mpi,
+             network_seconds=on["1gbe"], **{ledger.network_key(n): s for n, s in on.items()})
+    return {"gradient": d, "evaluate": dict(messages=1, bytes=8, seconds=5.0)}
+
+
+def test_every_network_is_the_slowest_rank_of_its_own_sum():
+    # rank 0 computes more, rank 1 sends more: which is slowest depends on the network
+    ranks = [_rank_record(0.010, 0.001, {"1gbe": 0.002, "10gbe": 0.001}),
+             _rank_record(0.004, 0.001, {"1gbe": 0.020, "10gbe": 0.002})]
+    got = ledger.modeled_over_ranks(ranks)
+    assert got["modeled_seconds"] == pytest.approx(0.024)             # rank 1 on 1gbe
+    assert got["modeled_seconds_on"] == pytest.approx({"1gbe": 0.024, "10gbe": 0.011})
+    combined = ledger.combine_records(ranks)["gradient"]
+    assert combined[ledger.network_key("1gbe")] == 0.020 and combined["messages"] == 6
+    assert ledger.modeled_over_ranks([{"gradient": dict(seconds=1.0)}]) == {}
+    records = ledger.accumulate_modeled([dict(got), dict(got)])
+    assert records[1]["modeled_time"] == pytest.approx(0.048)
+    assert records[1]["modeled_time_on"]["10gbe"] == pytest.approx(0.022)
+
+
+def test_an_sgd_epoch_is_timed_without_its_f_as_its_wall_time_is():
+    epoch = {"sgd": dict(seconds=0.5, mpi_seconds=0.1, network_seconds=0.2),
+             "function": dict(seconds=0.3, mpi_seconds=0.1, network_seconds=0.1)}
+    assert ledger.modeled_seconds(epoch) == pytest.approx(0.6)
+    newton = {"function": epoch["function"], "cg": epoch["sgd"]}
+    assert ledger.modeled_seconds(newton) == pytest.approx(0.9)
+
+
+def test_the_notebook_reads_seconds_per_phase_and_iterations_to_a_target():
+    from dnewton_core.classroom import network as wire
+    rec = lambda k, acc: dict(iter=k, test_accuracy=acc, wall_time=0.5 * k, modeled_time=0.2 * k,
+                              comm={"cg": dict(seconds=0.3, mpi_seconds=0.1, network_seconds=0.05),
+                                    "evaluate": dict(seconds=9.0)})
+    run = {"history": [rec(1, 0.5), rec(2, 0.7), rec(3, 0.9)]}
+    assert wire.phase_seconds(run) == {"cg": pytest.approx((0.2, 0.05))}
+    assert wire.per_iteration(run, "wall_time") == pytest.approx(0.5)
+    assert wire.per_iteration(run, "modeled_time") == pytest.approx(0.2)
+    assert (wire.iterations_to(run, 0.7), wire.iterations_to(run, 0.95)) == (2, None)
+    assert wire.describe(net.PRESETS["1gbe"]).startswith(
+        "1gbe: latency alpha = 50 us, bandwidth 1/beta = 1 Gbit/s (125 MB/s)")

@@ -19,7 +19,8 @@ import pytest
 from dnewton_core import cli
 from dnewton_core.environment import LaunchError, find_mpiexec, local_environment
 from dnewton_core.ledger import LEDGER_PHASES
-from dnewton_core.study import provenance, records, report
+from dnewton_core.network import parse_network
+from dnewton_core.study import modeled, provenance, records, report
 from dnewton_core.study import settings as plan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +62,8 @@ def quick4(tmp_path_factory):
     if MPIEXEC is None:
         pytest.skip("no mpiexec next to python or on PATH")
     out_dir = tmp_path_factory.mktemp("quick4") / "study"
-    rc, out, err, seconds = launch(["reproduce", "--quick", "--out", str(out_dir)], n=4)
+    rc, out, err, seconds = launch(["reproduce", "--quick", "--out", str(out_dir),
+                                    "--network", *NETWORKS], n=4)
     assert rc == 0, f"exit {rc}\n{out[-3000:]}\n{err[-3000:]}"
     return out_dir, out, seconds
 
@@ -74,8 +76,10 @@ def quick1(tmp_path_factory):
     return out_dir, out, seconds
 
 
-QUICK_SETTINGS = {"newton-full S=5%", "newton-diag S=5% sync=1", "newton-diag S=5% sync=0.5",
-                  "sgd lr=0.001", "sgd lr=0.1", "sgd lr=1"}
+NETWORKS = ("10gbe", "1gbe")         # quick4 is charged on both at once (model mode)
+DIAG_SETTINGS = {"newton-diag S=5% sync=1", "newton-diag S=5% sync=0.5",
+                 "newton-diag S=5% sync=1 rescale", "newton-diag S=5% sync=0.5 rescale"}
+QUICK_SETTINGS = {"newton-full S=5%", "sgd lr=0.001", "sgd lr=0.1", "sgd lr=1"} | DIAG_SETTINGS
 
 
 # --------------------------------------------------------------------------- under mpiexec -n 4
@@ -84,12 +88,13 @@ def test_quick_finishes_in_time_and_reports_each_run(quick4):
     _, out, seconds = quick4
     assert seconds < QUICK_LIMIT
     progress = [line for line in out.splitlines() if line.startswith("[")]
-    assert len(progress) == 12 and progress[-1].startswith("[ 12/12]")
+    assert len(progress) == 16 and progress[-1].startswith("[ 16/16]")   # 2 diag steps
 
 
 def test_runs_csv_has_a_row_per_run_and_every_column(quick4):
     rows = records.read_runs(quick4[0] / "runs.csv")
-    assert list(rows[0]) == records.RUN_COLUMNS
+    assert list(rows[0]) == records.RUN_COLUMNS + modeled.columns(
+        [parse_network(n) for n in NETWORKS])
     assert len(rows) == 2 * len(QUICK_SETTINGS)
     assert {r["setting"] for r in rows} == QUICK_SETTINGS
     for label in QUICK_SETTINGS:
@@ -153,14 +158,48 @@ def test_summary_has_the_command_machine_and_a_row_per_setting(quick4):
     assert "mpiexec -n 4 python -m dnewton_core reproduce --quick" in text
     for key in ("- date:", "- machine:", "numpy", "mpi4py", "C = 143.8", "0.1l"):
         assert key in text
-    table = [line for line in text.splitlines() if line.startswith("| ")]
+    settings = text.split("## ")[0]                 # the first table, before any section
+    table = [line for line in settings.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| method |") and "test acc (mean ± std)" in table[0]
     body = table[1:]
     assert len(body) == len(QUICK_SETTINGS)
-    assert sum(line.startswith("| newton-diag |") for line in body) == 2
-    assert all(" ± " in line.split("|")[6] for line in body)     # two seeds: a std
+    assert sum(line.startswith("| newton-diag |") for line in body) == len(DIAG_SETTINGS)
+    assert sorted(line.split("|")[4].strip() for line in body
+                  if line.startswith("| newton-diag |")) == ["none", "none", "rescale", "rescale"]
+    assert all(" ± " in line.split("|")[7] for line in body)     # two seeds: a std
     for claim in ("### 1.", "### 2.", "### 3.", "### 4."):
         assert claim in text
+
+
+def test_every_run_has_its_modeled_time_on_each_network(quick4):
+    import csv
+    rows = records.read_runs(quick4[0] / "runs.csv")
+    with open(quick4[0] / "curves.csv", newline="") as f:
+        curves = [{k: float(v) if k.startswith("modeled_time_") else v for k, v in c.items()}
+                  for c in csv.DictReader(f)]
+    ten, one = modeled.column("10gbe"), modeled.column("1gbe")
+    for r in rows:
+        mine = [c for c in curves if int(c["run"]) == r["run"]]
+        assert mine[-1][ten] == pytest.approx(r[ten], rel=1e-12)    # the run's last record
+        times = [c[one] for c in mine]
+        assert times == sorted(times) and times[0] > 0
+        # the same run, charged on both: every message costs more on 1gbe (alpha and beta
+        # both larger), and the computing is the same measured seconds
+        assert all(c[one] > c[ten] for c in mine)
+
+
+def test_summary_gives_time_to_accuracy_per_network(quick4):
+    text = (quick4[0] / "summary.md").read_text()
+    assert "- modeled networks (model mode" in text and "`1gbe` alpha 50 us" in text
+    section = text.split("## Time to accuracy on the modeled networks")[1].split("## ")[0]
+    table = [line for line in section.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| setting | measured s to target | 10gbe: s to target | "
+                               "1gbe: s to target |")
+    assert len(table) == 1 + len(QUICK_SETTINGS)             # the head, one row per setting
+    claim1 = text.split("### 1.")[1].split("### 2.")[0]
+    assert claim1.count("against newton-diag S=5% sync=1 on ") == len(NETWORKS)
+    data = (quick4[0] / "accuracy_vs_modeled_time.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
 def test_figures_are_written(quick4):
@@ -182,9 +221,9 @@ def test_quick_on_one_process_leaves_out_the_diagonal(quick1):
     out_dir, out, seconds = quick1
     assert seconds < QUICK_LIMIT
     rows = records.read_runs(out_dir / "runs.csv")
-    assert {r["setting"] for r in rows} == QUICK_SETTINGS - {
-        "newton-diag S=5% sync=1", "newton-diag S=5% sync=0.5"}
+    assert {r["setting"] for r in rows} == QUICK_SETTINGS - DIAG_SETTINGS
     assert all(r["ranks"] == 1 and r["bytes_total"] == 0 for r in rows)
+    assert list(rows[0]) == records.RUN_COLUMNS                 # no network: no modeled time
     text = (out_dir / "summary.md").read_text()
     assert "left out: newton-diag" in text and "python -m dnewton_core reproduce" in text
     assert (out_dir / "robustness.png").exists() and (out_dir / "accuracy_vs_time.png").exists()
@@ -202,6 +241,11 @@ def test_grid_sync_only_with_the_diagonal_and_diagonal_only_on_a_grid():
     assert all(s.sync == 1.0 for s in settings if s.method == "newton-full")
     settings, notes = plan.study_settings(plan.METHODS, (0.05,), (1.0, 0.5), (0.1,), False)
     assert [s.method for s in settings] == ["newton-full", "sgd"] and len(notes) == 1
+    settings, _ = plan.study_settings(("newton-diag",), (0.05,), (1.0, 0.5), (), True,
+                                      ("none", "rescale", "subspace"))
+    assert [(s.sync, s.diag_step) for s in settings] == [
+        (t, k) for t in (1.0, 0.5) for k in ("none", "rescale", "subspace")]
+    assert len({s.label for s in settings}) == 6                       # every run told apart
 
 
 def test_resolve_defaults_and_checks():
@@ -216,8 +260,12 @@ def test_resolve_defaults_and_checks():
     assert a.out == "results/quick"                 # a scratch directory, not the committed study
     a = plan.resolve(_args("--settings", "newton-diag:0.05:0.5,sgd:0.01"))
     assert a.methods == ("newton-diag", "sgd") and a.settings[0].sync == 0.5
+    a = plan.resolve(_args("--settings", "newton-diag:0.05:1:rescale"))
+    assert a.settings[0].diag_step == "rescale" and a.steps == ("rescale",)
+    assert plan.resolve(_args()).steps == ("none", "rescale")         # the default grid
     for bad in (["--syncs", "0"], ["--seeds", "0"], ["--methods", "adam"],
                 ["--settings", "newton-diag:0.05"], ["--settings", "newton-full:2"],
+                ["--settings", "newton-diag:0.05:1:bogus"], ["--diag-steps", "bogus"],
                 ["--quick", "--data", "usps"]):
         with pytest.raises(ValueError):
             plan.resolve(_args(*bad))
@@ -271,3 +319,36 @@ def test_summary_command_records_the_variables_that_change_speed(monkeypatch):
     assert line.startswith("OMP_NUM_THREADS=1 ") and "MPIR_CVAR_CH4_PROGRESS_THROTTLE=1 " in line
     assert "UNRELATED" not in line
     assert line.endswith("mpiexec -n 4 python -m dnewton_core reproduce --quick")
+
+
+def test_networks_of_the_command_line():
+    assert plan.resolve(_args()).networks == ()
+    assert plan.resolve(_args("--network", "none")).networks == ()
+    nets = plan.resolve(_args("--network", "10gbe", "20:1")).networks
+    assert [n.name for n in nets] == ["10gbe", "20:1"] and nets[1].bandwidth == 1e9 / 8
+    for bad in (["1gbe", "1gbe"], ["none", "1gbe"], ["fast"]):
+        with pytest.raises(ValueError, match="--network"):
+            plan.resolve(_args("--network", *bad))
+
+
+def test_time_to_accuracy_and_the_common_target():
+    curves = [dict(run=1, test_accuracy=a, wall_time=t, m=2 * t)
+              for a, t in ((0.5, 1.0), (0.8, 2.0), (0.9, 3.0))]
+    curves += [dict(run=2, test_accuracy=a, wall_time=t, m=2 * t)
+               for a, t in ((0.7, 1.0), (0.85, 2.0))]
+    assert modeled.time_to(curves, 1, 0.8) == 2.0 and modeled.time_to(curves, 1, 0.8, "m") == 4.0
+    assert modeled.time_to(curves, 2, 0.9) is None
+    rows = [dict(run=1, setting="a"), dict(run=2, setting="a")]
+    assert modeled.setting_time(rows, curves, "a", 0.8, "wall_time") == (2.0, 2, 2)
+    assert modeled.setting_time(rows, curves, "a", 0.86, "wall_time") == (None, 1, 2)
+    stats = [dict(method="newton-full", test=0.9), dict(method="sgd", test=0.7),
+             dict(method="sgd", test=0.85), dict(method="newton-diag", test=None)]
+    assert modeled.common_target(stats) == 0.85
+
+
+def test_modeled_times_of_a_record():
+    record = dict(wall_time=2.0, modeled_time_on={"1gbe": 3.5, "10gbe": 2.5})
+    assert modeled.modeled_times(record, ["10gbe", "1gbe"], False) == \
+        {"modeled_time_10gbe": 2.5, "modeled_time_1gbe": 3.5}
+    # one process sends nothing: its time on any network is its measured time
+    assert modeled.modeled_times(dict(wall_time=2.0), ["1gbe"], True) == {"modeled_time_1gbe": 2.0}

@@ -6,11 +6,15 @@ import numpy as np
 
 from ..ledger import LEDGER_PHASES, MONITORING, training_bytes
 from ..outputs import write_atomic
+from .modeled import modeled_times
 
 
-def summarize_run(out, setting, seed, elapsed, budget):
-    """(row of runs.csv, rows of curves.csv) from a result of ``experiment.result``."""
+def summarize_run(out, setting, seed, elapsed, budget, networks=()):
+    """(row of runs.csv, rows of curves.csv) from a result of ``experiment.result``; with
+    ``networks`` (``network.Network``s the run was charged on), the modeled times on each
+    (``modeled.column``)."""
     history, config, final = out["history"], out["config"], out["final"]
+    names, one_process = [n.name for n in networks], config.get("ranks", 1) == 1
     # each rank's own CG count (they differ under the diagonal G); one process: its own
     per_rank = [r.get("cg_iters_per_rank") or [r.get("cg_iters") or 0] for r in history]
     cg_max = [max(c) for c in per_rank] if setting.method != "sgd" else []
@@ -18,6 +22,7 @@ def summarize_run(out, setting, seed, elapsed, budget):
     row = dict(
         method=setting.method, setting=setting.label,
         subsample=setting.subsample, sync=setting.sync, lr=setting.lr, seed=seed,
+        step=setting.diag_step if setting.method == "newton-diag" else None,
         unit="epoch" if setting.method == "sgd" else "iteration", budget=budget,
         iterations=len(history),
         train_accuracy=final["train_accuracy"], test_accuracy=final["test_accuracy"],
@@ -25,7 +30,7 @@ def summarize_run(out, setting, seed, elapsed, budget):
         elapsed=elapsed, diverged=any(r.get("diverged") for r in history),
         cg_iters=sum(cg_max) if setting.method != "sgd" else None,
         cg_iters_mean=sum(cg_mean) if setting.method != "sgd" else None,
-        C=config["C"])
+        C=config["C"], **modeled_times(final, names, one_process))
     for key in ("bytes", "messages", "seconds"):
         for phase in LEDGER_PHASES:
             row[f"{key}_{phase}"] = sum(r["comm"].get(phase, {}).get(key, 0) for r in history)
@@ -35,7 +40,7 @@ def summarize_run(out, setting, seed, elapsed, budget):
     curves = [dict(iter=r["iter"], wall_time=r["wall_time"], objective=r["objective"],
                    train_accuracy=r["train_accuracy"], test_accuracy=r["test_accuracy"],
                    cg_iters=cg_max[k] if cg_max and setting.method != "sgd" else None,
-                   bytes=training_bytes([r]))
+                   bytes=training_bytes([r]), **modeled_times(r, names, one_process))
               for k, r in enumerate(history)]
     return row, curves
 

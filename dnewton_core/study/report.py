@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ..model import default_C
+from . import modeled
 from .provenance import command_line
 from .settings import METHODS, changes, reductions
 
@@ -29,7 +30,7 @@ def aggregate(rows):
         groups.setdefault(r["setting"], []).append(r)
     out = []
     order = lambda rs: (METHODS.index(rs[0]["method"]), rs[0]["subsample"] or 0,
-                        -(rs[0]["sync"] or 0), rs[0]["lr"] or 0)
+                        -(rs[0]["sync"] or 0), rs[0].get("step") or "", rs[0]["lr"] or 0)
     for label, rs in sorted(groups.items(), key=lambda item: order(item[1])):
         r0 = rs[0]
         iters = [r["iterations"] for r in rs]
@@ -37,6 +38,7 @@ def aggregate(rows):
                                              if r["iterations"] and r[key] is not None])
         out.append(dict(
             setting=label, method=r0["method"], subsample=r0["subsample"], sync=r0["sync"],
+            step=r0.get("step") or ("none" if r0["method"] == "newton-diag" else None),
             lr=r0["lr"], unit=r0["unit"], seeds=len(rs),
             test=_mean([r["test_accuracy"] for r in rs]),
             test_std=_std([r["test_accuracy"] for r in rs]),
@@ -74,14 +76,14 @@ def _pm(mean, std):
 
 def settings_table(stats):
     """The markdown table: one line per setting."""
-    head = ("| method | S | sync | lr | seeds | test acc (mean ± std) | train acc | f | "
+    head = ("| method | S | sync | step | lr | seeds | test acc (mean ± std) | train acc | f | "
             "iters/epochs | time (s) | MB / iter | CG MB / iter | CG its / iter | diverged |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for s in stats:
         lines.append("| " + " | ".join([
             s["method"],
             _fmt(s["subsample"] and 100 * s["subsample"], "g") + ("%" if s["subsample"] else ""),
-            _fmt(s["sync"], "g"), _fmt(s["lr"], "g"), str(s["seeds"]),
+            _fmt(s["sync"], "g"), s.get("step") or "–", _fmt(s["lr"], "g"), str(s["seeds"]),
             _pm(s["test"], s["test_std"]), _fmt(s["train"], ".4f"), _fmt(s["objective"], ".4g"),
             _fmt(s["iterations"], "g") + (" ep" if s["unit"] == "epoch" else ""),
             _fmt(s["time"], ".2f"), _fmt(s["bytes_per_iter"] and s["bytes_per_iter"] / 1e6, ".3f"),
@@ -98,22 +100,85 @@ def _find(stats, **where):
     return None
 
 
-def claims(stats, rows, curves):
-    """(title, bullet lines): each claim of the paper against the numbers of this study."""
+def claims(stats, rows, curves, networks=()):
+    """(title, bullet lines): each claim of the paper against the numbers of this study;
+    with ``networks``, claims 1 and 3 also on each modeled network. Claims 1-3 compare the
+    paper's diagonal method (no step after CG); the kit's steps after CG (rescale,
+    subspace: docs/method.md §6) get their own lines under claim 1."""
+    every, stats = stats, [x for x in stats if x.get("step") in (None, "none")]
     return [("1. Diagonalization removes the communication inside CG at little cost in "
-             "progress", _diagonalization(stats) or ["not measured (needs newton-full and "
-                                                     "newton-diag with sync 1 at the same S)"]),
+             "progress", _diagonalization(stats) + _on_networks(
+                 stats, rows, curves, networks, _diagonal_pairs(stats)) + _steps(every)
+             + _on_networks(every, rows, curves, networks, _step_pairs(every))
+             or ["not measured (needs newton-full and newton-diag with sync 1 at the same S)"]),
             ("2. Subsampling cuts the cost of the Gauss-Newton part",
              _subsampling(stats) or ["not measured (needs two subsample fractions)"]),
             ("3. Early CG termination (sync fraction) cuts the waiting",
-             _sync(stats) or ["not measured (needs newton-diag at two sync fractions)"]),
+             _sync(stats) + _on_networks(stats, rows, curves, networks, _sync_pairs(stats))
+             or ["not measured (needs newton-diag at two sync fractions)"]),
             ("4. Newton is more robust to its settings than SGD to its learning rate, and "
              "may reach better test accuracy",
              _robustness(stats, rows, curves) or ["not measured (needs both methods)"])]
 
 
+def _diagonal_pairs(stats):
+    """(newton-full, newton-diag sync 1) at each S where both ran."""
+    pairs = []
+    for s in sorted({x["subsample"] for x in stats if x["method"] == "newton-full"}):
+        full = _find(stats, method="newton-full", subsample=s)
+        diag = _find(stats, method="newton-diag", subsample=s, sync=1.0)
+        if full and diag:
+            pairs.append((full, diag))
+    return pairs
+
+
+def _sync_pairs(stats):
+    """(newton-diag sync 1, newton-diag sync tau < 1) at each S."""
+    return [(one, x) for one in stats if one["method"] == "newton-diag" and one["sync"] == 1.0
+            for x in stats if x["method"] == "newton-diag" and x["sync"] < 1.0
+            and x["subsample"] == one["subsample"]]
+
+
+def _on_networks(stats, rows, curves, networks, pairs):
+    """Each pair of settings on each modeled network, to the lower of their final test
+    accuracies (``modeled.pair_lines``)."""
+    lines = []
+    for a, b in pairs:
+        if networks and a["test"] is not None and b["test"] is not None:
+            target = min(a["test"], b["test"])
+            lines += [f"{a['setting']} against {b['setting']} " + line for line in
+                      modeled.pair_lines(rows, curves, networks, a["setting"], b["setting"],
+                                         target)]
+    return lines
+
+
 def _mb(nbytes):
     return _fmt(nbytes and nbytes / 1e6, ".3g")
+
+
+def _step_pairs(stats):
+    """(newton-full, newton-diag sync 1 with a step after CG) at each S where both ran."""
+    return [(full, x) for full in stats if full["method"] == "newton-full"
+            for x in stats if x["method"] == "newton-diag" and x["sync"] == 1.0
+            and x.get("step") not in (None, "none") and x["subsample"] == full["subsample"]]
+
+
+def _steps(stats):
+    """Each step after CG of newton-diag (sync 1) against the plain diagonal and full G."""
+    lines = []
+    for x in stats:
+        if x["method"] != "newton-diag" or x["sync"] != 1.0 or x.get("step") in (None, "none"):
+            continue
+        plain = _find(stats, method="newton-diag", subsample=x["subsample"], sync=1.0, step="none")
+        full = _find(stats, method="newton-full", subsample=x["subsample"])
+        acc = lambda y: _pm(y["test"], y["test_std"]) if y else "–"
+        lines.append(
+            f"newton-diag with the {x['step']} step, S={100 * x['subsample']:g}%: test accuracy "
+            f"{acc(x)} (without it {acc(plain)}, full G {acc(full)}); "
+            f"f {_fmt(x['objective'], '.4g')}; "
+            f"CG MB/iter {_mb(x['cg_bytes_per_iter'])}, all training bytes {_mb(x['bytes_per_iter'])} "
+            f"MB/iter; time {_fmt(x['time'], '.1f')} s.")
+    return lines
 
 
 def _diagonalization(stats):
@@ -214,14 +279,31 @@ def summary_markdown(plan, info, stats, rows, curves, notes, started, seconds, d
         "evaluate/report), summed over ranks, per Newton iteration or SGD epoch; CG MB / iter "
         "= the part in CG; CG its / iter = CG iterations per Newton iteration (slowest "
         "partition). Every run is a row of runs.csv; every iteration a row of curves.csv.",
-        "", settings_table(stats), "",
+        "", settings_table(stats), ""] + _modeled_section(plan, stats, rows, curves) + [
         "## The claims, measured (generated from the table)", ""]
-    for title, items in claims(stats, rows, curves):
+    for title, items in claims(stats, rows, curves, plan.networks):
         lines += [f"### {title}", ""] + [f"- {x}" for x in items] + [""]
     lines += ["Figures: `accuracy_vs_time.png` (test accuracy against training time, mean "
               "over seeds, one panel per method), `robustness.png` (final test accuracy of "
               "every run, per setting).", ""]
     return "\n".join(lines)
+
+
+def _modeled_section(plan, stats, rows, curves):
+    """The time to accuracy on each modeled network (``reproduce --network``)."""
+    target = modeled.common_target(stats)
+    if not plan.networks or target is None:
+        return []
+    return ["## Time to accuracy on the modeled networks", "",
+            f"Target: test accuracy {target:.4f}, the highest that the best setting of every "
+            "method reaches at its end (mean over seeds). Seconds to the target: the first "
+            "record of each run at or above it, mean over seeds (\"not reached\" says how "
+            "many seeds got there); measured = training time on this machine; on a network = "
+            "its modeled time (curves.csv's modeled_time_NAME columns hold every record's). "
+            "s / iter: modeled seconds per Newton iteration or SGD epoch.", "",
+            modeled.time_table(stats, rows, curves, plan.networks, target), "",
+            "Figure: `accuracy_vs_modeled_time.png` (the best setting of each method against "
+            "its modeled time, one panel per network).", ""]
 
 
 def _budget(plan, stats):
@@ -256,6 +338,7 @@ def _header(plan, info, stats, rows, notes, started, seconds, data_note):
         "runs and makes the times noisy)",
         f"- ranks: {info['ranks']}, splits {first['splits'] or '(one process, dense model)'}",
         f"- data: {data_note}",
+    ] + (modeled.describe(plan.networks, info["ranks"] == 1) if plan.networks else []) + [
         f"- network {first['network']}, {p.activation}, {p.loss} loss, C = {first['C']:g} "
         f"({C_text}{'' if p.C else ', the kit' + chr(39) + 's default, model.KIT_C'})",
         f"- Newton: simpleNN's constants (xi = {n.xi:g}, CG_max = {n.cg_max}, lambda_0 = "

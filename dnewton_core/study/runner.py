@@ -9,6 +9,8 @@ rank 0 alone prints (one line per run) and writes:
   curves.csv      one row per Newton iteration / SGD epoch of every run
   summary.md      command, date, machine; the table per setting; the claims, measured
   accuracy_vs_time.png, robustness.png
+  with --network: a modeled_time_NAME column per network in both CSV files, the time to
+  accuracy on each network in summary.md, and accuracy_vs_modeled_time.png (``modeled.py``)
 
 Every file is checked before the first run (``experiment.prepare``) and written atomically
 (``outputs``). runs.csv and curves.csv are rewritten after every run, so a study cut short
@@ -26,10 +28,17 @@ from ..experiment import build_model, grid_splits, prepare, run
 from ..newton import NewtonConfig
 from ..outputs import write_atomic
 from ..sgd import SGDConfig
-from . import records, report
+from . import modeled, records, report
+from .modeled import columns
 from .provenance import machine_info
 
 OUTPUTS = ("runs.csv", "curves.csv", "summary.md", "accuracy_vs_time.png", "robustness.png")
+MODELED_FIGURE = "accuracy_vs_modeled_time.png"     # with --network
+
+
+def outputs(plan):
+    """The files a study writes."""
+    return OUTPUTS + ((MODELED_FIGURE,) if plan.networks else ())
 
 
 def run_one(comm, prepared, hidden, setting, seed, plan):
@@ -42,7 +51,8 @@ def run_one(comm, prepared, hidden, setting, seed, plan):
                         setting.sync if setting.method == "newton-diag" else 1.0, prepared.slow)
     comm.take_record()           # start this run's ledger here (not at the last run's report)
     newton = dataclasses.replace(plan.newton, seed=seed,
-                                 subsample=setting.subsample or NewtonConfig.subsample)
+                                 subsample=setting.subsample or NewtonConfig.subsample,
+                                 diag_step=setting.diag_step)
     sgd = dataclasses.replace(plan.sgd, seed=seed, lr=setting.lr or SGDConfig.lr)
     tic = time.perf_counter()
     _, out = run(model, setting.optimizer, newton, sgd)
@@ -51,18 +61,21 @@ def run_one(comm, prepared, hidden, setting, seed, plan):
     if out is None:
         return None
     return records.summarize_run(out, setting, seed, elapsed,
-                                 plan.iters if setting.optimizer == "newton" else plan.epochs)
+                                 plan.iters if setting.optimizer == "newton" else plan.epochs,
+                                 plan.networks)
 
 
 def run_study(plan, comm):
     """The study: agreed validation, then every run, then the report. Exit status 0."""
-    paths = {name: os.path.join(plan.out, name) for name in OUTPUTS}
+    paths = {name: os.path.join(plan.out, name) for name in outputs(plan)}
+    if plan.networks:           # every collective charged on each network (model mode)
+        comm.network, comm.also, comm.inject = plan.networks[0], plan.networks[1:], False
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     load_start = environment.load_average()
     tic = time.perf_counter()
     prepared = prepare(plan.problem, comm, paths.values(), plan.overwrite)
     data, hidden = prepared.data, plan.problem.hidden
-    data_note = f"{data.name}, {len(data.y_train)} training and {len(data.y_test)} test " \
+    data_note = f"{data.name}, {data.n_train} training and {data.n_test} test " \
                 f"instances, {data.n_features} features, {data.n_classes} classes ({data.source})"
     if plan.problem.train_limit is not None:
         data_note += (f"; REDUCED: only the first {plan.problem.train_limit} training "
@@ -89,14 +102,16 @@ def run_study(plan, comm):
                 continue
             row, curve = got
             row.update(run=len(rows) + 1, data=plan.problem.data, network=network,
-                       ranks=comm.size, splits=splits, train_size=len(data.y_train))
+                       ranks=comm.size, splits=splits, train_size=data.n_train)
             rows.append(row)
             curves += [dict(c, run=row["run"], method=setting.method, setting=setting.label,
                             seed=seed) for c in curve]
             first = len(rows) == 1          # a file that appeared since the check: refuse
             replace = plan.overwrite or not first
-            records.write_csv(paths["runs.csv"], rows, records.RUN_COLUMNS, replace)
-            records.write_csv(paths["curves.csv"], curves, records.CURVE_COLUMNS, replace)
+            extra = columns(plan.networks)
+            records.write_csv(paths["runs.csv"], rows, records.RUN_COLUMNS + extra, replace)
+            records.write_csv(paths["curves.csv"], curves, records.CURVE_COLUMNS + extra,
+                              replace)
             say(_progress(row, total, setting, seed), flush=True)
     if comm.rank == 0:
         info = dict(machine_info(), ranks=comm.size, load_start=load_start,
@@ -126,5 +141,10 @@ def _write_report(plan, paths, info, rows, curves, notes, started, seconds, data
     accuracy_time_panels(panels, paths["accuracy_vs_time.png"], title=title,
                          replace=plan.overwrite)
     robustness_strip(groups, paths["robustness.png"], title=title, replace=plan.overwrite)
+    if plan.networks:
+        from .figures import accuracy_against_modeled_time
+        accuracy_against_modeled_time(modeled.figure_inputs(stats, rows, curves, plan.networks),
+                                      paths[MODELED_FIGURE], modeled.common_target(stats),
+                                      title=title, replace=plan.overwrite)
     print(report.settings_table(stats))
-    print(f"wrote {', '.join(OUTPUTS)} in {plan.out} ({seconds / 60:.1f} min)")
+    print(f"wrote {', '.join(paths)} in {plan.out} ({seconds / 60:.1f} min)")

@@ -7,8 +7,9 @@ import dataclasses
 import os
 
 from ..experiment import Problem
-from ..newton import NewtonConfig
+from ..newton import DIAG_STEPS, NewtonConfig
 from ..sgd import SGDConfig
+from .modeled import networks_of
 
 METHODS = ("newton-full", "newton-diag", "sgd")
 
@@ -17,7 +18,7 @@ METHODS = ("newton-full", "newton-diag", "sgd")
 # one Newton iteration to one SGD epoch (batch 128), measured under mpiexec -n 4 on the
 # 2-core machine of the committed results, so both methods get a similar time budget there.
 # summary.md reports the time each method actually took.
-GRID = dict(subsamples=(0.05, 0.2), syncs=(1.0, 0.75, 0.5),
+GRID = dict(subsamples=(0.05, 0.2), syncs=(1.0, 0.75, 0.5), steps=("none", "rescale"),
             lrs=(1e-4, 1e-3, 1e-2, 1e-1, 1.0), seeds=3)
 DEFAULTS = {
     # digits 64-64-64-10: 0.026 s per Newton iteration, 0.012 s per epoch (quiet machine;
@@ -38,13 +39,20 @@ class Setting:
     subsample: float = None        # |S| / l (Newton)
     sync: float = None             # sync fraction tau (Newton; 1.0 for full G)
     lr: float = None               # learning rate (SGD)
+    step: str = None               # newton-diag's step after CG: none, rescale, subspace
+
+    @property
+    def diag_step(self):
+        return self.step or "none"
 
     @property
     def label(self):
         if self.method == "sgd":
             return f"sgd lr={self.lr:g}"
         text = f"{self.method} S={100 * self.subsample:g}%"
-        return text + (f" sync={self.sync:g}" if self.method == "newton-diag" else "")
+        if self.method != "newton-diag":
+            return text
+        return text + f" sync={self.sync:g}" + ("" if self.diag_step == "none" else f" {self.step}")
 
     @property
     def optimizer(self):
@@ -56,32 +64,36 @@ class Setting:
 
 
 def parse_settings(text):
-    """Settings from "newton-full:S,newton-diag:S:SYNC,sgd:LR"; ValueError names a bad item."""
+    """Settings from "newton-full:S,newton-diag:S:SYNC[:STEP],sgd:LR"; ValueError names a
+    bad item."""
     out = []
     for item in (t.strip() for t in text.split(",") if t.strip()):
         method, *values = item.split(":")
+        step = values.pop() if method == "newton-diag" and len(values) == 3 else None
         need = {"newton-full": 1, "newton-diag": 2, "sgd": 1}.get(method)
         try:
-            if need is None or len(values) != need:
+            if need is None or len(values) != need or step not in (None, *DIAG_STEPS):
                 raise ValueError
             nums = [float(v) for v in values]
         except ValueError:
             raise ValueError(f"--settings: bad item {item!r}; expected newton-full:S, "
-                             "newton-diag:S:SYNC or sgd:LR") from None
+                             f"newton-diag:S:SYNC[:{'|'.join(DIAG_STEPS)}] or sgd:LR") from None
         if method == "sgd":
             out.append(Setting(method, lr=nums[0]))
         else:
-            out.append(Setting(method, nums[0], nums[1] if method == "newton-diag" else 1.0))
+            out.append(Setting(method, nums[0], nums[1] if method == "newton-diag" else 1.0,
+                               step=step))
     if not out:
         raise ValueError("--settings: empty")
     return tuple(out)
 
 
-def study_settings(methods, subsamples, syncs, lrs, diag_possible):
+def study_settings(methods, subsamples, syncs, lrs, diag_possible, steps=("none",)):
     """The grid in run order, and notes on what was left out and why.
 
     Newton-full runs every subsample with sync 1 (one CG for all partitions: nothing to
-    stop early); newton-diag runs every subsample with every sync fraction; SGD every lr.
+    stop early); newton-diag runs every subsample with every sync fraction and every step
+    after CG (``steps``); SGD every lr.
     """
     settings, notes = [], []
     for method in methods:
@@ -89,7 +101,8 @@ def study_settings(methods, subsamples, syncs, lrs, diag_possible):
             settings += [Setting(method, s, 1.0) for s in subsamples]
         elif method == "newton-diag":
             if diag_possible:
-                settings += [Setting(method, s, t) for s in subsamples for t in syncs]
+                settings += [Setting(method, s, t, step=None if k == "none" else k)
+                             for s in subsamples for t in syncs for k in steps]
             else:
                 notes.append("newton-diag (and so every sync fraction) left out: the "
                              "block-diagonal Gauss-Newton matrix needs several partitions, "
@@ -116,6 +129,8 @@ class Plan:
     overwrite: bool
     newton: NewtonConfig        # constants and budget (subsample and seed set per run)
     sgd: SGDConfig              # constants and budget (lr and seed set per run)
+    networks: tuple = ()        # network.Network's every run is charged on (model mode)
+    steps: tuple = ("none",)    # newton-diag's steps after CG (--diag-steps)
 
     @property
     def data(self):
@@ -129,7 +144,7 @@ class Plan:
         """The settings to run in order, and notes on what was left out."""
         if self.settings is None:
             return study_settings(self.methods, self.subsamples, self.syncs, self.lrs,
-                                  diag_possible)
+                                  diag_possible, self.steps)
         kept = [x for x in self.settings if diag_possible or x.method != "newton-diag"]
         notes = [] if len(kept) == len(self.settings) else study_settings(
             ("newton-diag",), (), (), (), False)[1]
@@ -167,6 +182,8 @@ def resolve(args):
         a["syncs"] = tuple(sorted({x.sync for x in explicit if x.method == "newton-diag"},
                                   reverse=True))
         a["lrs"] = tuple(sorted({x.lr for x in explicit if x.lr}))
+        a["diag_steps"] = tuple(sorted({x.diag_step for x in explicit
+                                        if x.method == "newton-diag"}))
     rule = "--epochs" if a["epochs"] is not None else \
         f"{a['epochs_per_iter']:g} x --iters (the default ratio for {a['data']})"
     epochs = a["epochs"] if a["epochs"] is not None else max(1, round(a["epochs_per_iter"]
@@ -175,6 +192,7 @@ def resolve(args):
               ("--subsamples", all(0 < s <= 1 for s in a["subsamples"])),
               ("--syncs", all(0 < t <= 1 for t in a["syncs"])),
               ("--lrs", all(lr > 0 for lr in a["lrs"])),
+              ("--diag-steps", set(a["diag_steps"]) <= set(DIAG_STEPS)),
               ("--train-limit", a["train_limit"] is None or a["train_limit"] >= 1)]
     for name, ok in checks:
         if not ok:
@@ -187,7 +205,8 @@ def resolve(args):
         overwrite=a["overwrite"],
         newton=NewtonConfig(iters=a["iters"], xi=a["xi"], cg_max=a["cg_max"],
                             lambda0=a["lambda0"]),
-        sgd=SGDConfig(epochs=epochs, momentum=a["momentum"], batch_size=a["batch_size"]))
+        sgd=SGDConfig(epochs=epochs, momentum=a["momentum"], batch_size=a["batch_size"]),
+        networks=networks_of(a.get("network")), steps=tuple(a["diag_steps"]))
 
 
 def problem_of(options):
@@ -207,7 +226,7 @@ def reductions(plan, diag_possible):
         out.append(f"{plan.seeds} seed(s) instead of {GRID['seeds']}" +
                    (": no spread over seeds" if plan.seeds == 1 else ""))
     full, _ = study_settings(METHODS, GRID["subsamples"], GRID["syncs"], GRID["lrs"],
-                             diag_possible)
+                             diag_possible, GRID["steps"])
     ran = {x.label for x in plan.runs(diag_possible)[0]}
     missing = [x.label for x in full if x.label not in ran]
     if missing:
