@@ -96,7 +96,24 @@ def read(directory):
     missing = [key for key in KEYS if key not in state] if isinstance(state, dict) else KEYS
     if missing:
         raise ValueError(f"{path} is not a checkpoint's state: no {', '.join(missing)}")
+    _check_grid(state["grid"], path)
     return Saved(directory, step, state)
+
+
+def _check_grid(g, path):
+    """ValueError, one line, unless ``g`` is {"layers": [n_0..n_L], "splits": [P_0..P_L] or
+    None, "ranks": the partitions' count (1 without splits)}, every count a positive int."""
+    def counts(v):
+        return isinstance(v, list) and len(v) >= 2 and all(
+            isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
+    ok = isinstance(g, dict) and counts(g.get("layers")) and isinstance(g.get("ranks"), int)
+    if ok and g.get("splits") is not None:
+        ok = counts(g["splits"]) and len(g["splits"]) == len(g["layers"]) and \
+            all(p <= n for p, n in zip(g["splits"], g["layers"])) and \
+            g["ranks"] == Grid(tuple(g["layers"]), tuple(g["splits"])).size
+    if not ok:
+        raise ValueError(f"{path}: its grid is not layers, splits and ranks of this kit "
+                         f"(got {g!r:.120})")
 
 
 def _read_json(path, message):

@@ -227,3 +227,18 @@ def test_saved_weights_evaluate_to_the_runs_final_values(tmp_path, svmlight_digi
     assert "-10 network" in line and "5 features and 2 classes" in line, line
     line = one_line_error(cli("evaluate", "--model", where / "full.json"))
     assert "cannot read a model" in line
+
+
+@pytest.mark.parametrize("grid", [{}, [], {"layers": [64, 10], "splits": None},
+                                  {"layers": [64, "a", 10], "splits": None, "ranks": 1},
+                                  {"layers": [64, 64, 10], "splits": [1, 2], "ranks": 2},
+                                  {"layers": [64, 64, 10], "splits": [1, 2, 1], "ranks": 9}])
+def test_a_malformed_grid_in_the_state_is_one_line(tmp_path, grid):
+    ck = tmp_path / "ck"
+    train(tmp_path, "first", "--iters", 1, "--checkpoint", ck)
+    state = ck / "step-000001" / "state.json"
+    saved = json.loads(state.read_text())
+    saved["grid"] = grid
+    state.write_text(json.dumps(saved))
+    line = one_line_error(cli("train", "--iters", 2, "--resume", ck))
+    assert "its grid is not layers, splits and ranks" in line
