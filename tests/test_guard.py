@@ -116,6 +116,14 @@ def test_a_guarded_job_that_finishes_says_nothing():
     assert code == 0 and errors == []
 
 
+def _ctrl_c_as_in_a_terminal():
+    """SIGINT as a terminal's Ctrl-C finds it. A test suite started in the background
+    (``make test &``, nohup) inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler: the signal the test sends would be ignored, as the shell
+    asked, and the test would measure nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _train(tmp_path, n, *extra):
     marker = uuid.uuid4().hex
     env = dict(local_environment(), **{MARK: marker})
@@ -124,7 +132,8 @@ def _train(tmp_path, n, *extra):
     if n > 1:
         cmd = [*local_launch(n), *cmd]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=ROOT, start_new_session=True)
+                            env=env, cwd=ROOT, start_new_session=True,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
     deadline = time.monotonic() + 60
     while not (tmp_path / "run.json").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
