@@ -11,11 +11,11 @@ export OPENBLAS_NUM_THREADS=1
 export MKL_NUM_THREADS=1
 export IPP_NONINTERACTIVE=1
 # MPICH: a waiting rank sleeps 1 us after 4096 empty polls instead of spinning on a core that
-# a working rank needs. Times only, never results (README, Installation: 3-10% with 4 ranks on 2 cores).
+# a working rank needs. Times only, never results (docs/installation.md: 3-10% with 4 ranks on 2 cores).
 export MPIR_CVAR_CH4_PROGRESS_THROTTLE=1
 # Runs on this machine listen on the loopback interface only: MPICH's one-machine launcher and
 # each rank's network module on lo (dnewton_core/environment.py). Across machines, give your
-# own launcher: make demo LAUNCH="$(BIN)/mpiexec -f hosts -n 8" (README, Several machines).
+# own launcher: make demo LAUNCH="$(BIN)/mpiexec -f hosts -n 8" (docs/command-line.md, Several machines).
 LAUNCH ?= $(BIN)/python -m dnewton_core.environment -n $(NP)
 
 .PHONY: demo test lab lab-reset browser-check bench venv clean

@@ -2,7 +2,7 @@ import os
 import sys
 
 # One BLAS thread per rank unless the user said otherwise, before numpy loads its BLAS
-# (several ranks on few cores are many times slower otherwise: README, Installation).
+# (several ranks on few cores are many times slower otherwise: docs/installation.md).
 from .environment import blas_environment
 
 for _name, _value in blas_environment().items():

@@ -285,7 +285,7 @@ def _warn_threads(comm):
     if comm.rank == 0 and threads > 1 and comm.size * threads > (os.cpu_count() or 1):
         print(f"warning: {comm.size} ranks with {threads} BLAS thread(s) each on "
               f"{os.cpu_count()} cores: set OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "
-              "MKL_NUM_THREADS=1 (measured 4x-19x slower otherwise, README)",
+              "MKL_NUM_THREADS=1 (4x slower otherwise here: docs/installation.md)",
               file=sys.stderr, flush=True)
 
 

@@ -1,8 +1,8 @@
 """The machine a run starts on: where mpiexec is, how many BLAS threads each rank gets,
 which network a local run may use, and what to record about the machine. Standard library only.
 
-Several MPI ranks on few cores are many times slower with BLAS's default threading (README,
-Installation): every launch the kit makes gives each rank ``blas_environment()``.
+Several MPI ranks on few cores are many times slower with BLAS's default threading
+(docs/installation.md): every launch the kit makes gives each rank ``blas_environment()``.
 
 The ranks of a run on this machine talk over shared memory, and their network modules are
 kept on the loopback interface (``LOOPBACK_ENVIRONMENT``) in every local launch the kit
