@@ -62,8 +62,24 @@ class DataWarning(UserWarning):
     """Data that can be used but is suspect (test classes never seen in training)."""
 
 
+class _Sizes:
+    """The counts every data set answers from its classes and labels."""
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.y_test)
+
+
 @dataclass(frozen=True, eq=False)
-class Dataset:
+class Dataset(_Sizes):
     """A train/test pair. Samples are rows; labels are ``0..k-1``, ``classes[c]`` is the original
     label of class ``c``. Arrays are converted to float64 / int64 and checked on construction;
     the training part must hold at least two classes, and test classes it lacks give a
@@ -102,18 +118,6 @@ class Dataset:
     @property
     def n_features(self) -> int:
         return self.X_train.shape[1]
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def n_train(self) -> int:
-        return len(self.y_train)
-
-    @property
-    def n_test(self) -> int:
-        return len(self.y_test)
 
     def share(self, features=None, labels=False, limit=None):
         """The :class:`Share` of a rank holding the feature columns ``features`` (a range, or
@@ -180,7 +184,7 @@ def _span(r):
 
 
 @dataclass(frozen=True, eq=False)
-class Source:
+class Source(_Sizes):
     """A data set opened but not yet read in full: its sizes and labels, and its features
     either in memory (``dataset``: the formats read whole) or still in IDX files
     (``images``: {"train", "test"} -> ``IdxImages``), read column by column. ``load`` gives
@@ -194,18 +198,6 @@ class Source:
     source: str
     dataset: Dataset | None = None
     images: dict | None = None
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def n_train(self) -> int:
-        return len(self.y_train)
-
-    @property
-    def n_test(self) -> int:
-        return len(self.y_test)
 
     def _rows(self, limit):
         return self.n_train if limit is None else min(limit, self.n_train)

@@ -217,3 +217,20 @@ def log_axis(ax, which="y", label=None, base=10):
         axis.set_minor_formatter(PlainLogFormatter(label, minor=True))
     else:
         axis.set_minor_formatter(PlainLogFormatter(lambda x: ""))
+
+
+def machines_lines(ax, rows_by_network, ylabel):
+    """A projection on ``ax``: seconds against machines, one colour per method and one line
+    style per network (``rows_by_network``: {network: the projection's rows})."""
+    styles = ["-", "--", ":", "-."]
+    for k, (name, rows) in enumerate(rows_by_network.items()):
+        rows = [r for r in rows if r.get("splits")]
+        for method, colour in METHOD_COLOURS.items():
+            ax.plot([r["machines"] for r in rows], [r[method + " seconds"] for r in rows],
+                    styles[k % len(styles)], marker="o", ms=4, color=colour,
+                    label=f"{method}, {name}")
+    log_axis(ax, "x", base=2)
+    log_axis(ax, "y")
+    ax.set_xlabel("machines (one rank each)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")

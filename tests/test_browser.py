@@ -37,6 +37,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from test_notebooks import _describe  # the same leftover report as nbval's runs
 
 from dnewton_core.classroom.cluster import cluster_processes
 from dnewton_core.environment import blas_environment
@@ -153,16 +154,6 @@ def _leftovers(marker, keep=(), wait=15.0):
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.25)
-
-
-def _describe(procs):
-    out = []
-    for p in procs:
-        try:
-            out.append(f"{p.pid}: {' '.join(p.cmdline())[:160]}")
-        except Exception:
-            out.append(str(p.pid))
-    return "\n".join(out)
 
 
 @pytest.fixture(scope="module")

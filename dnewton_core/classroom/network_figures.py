@@ -4,7 +4,7 @@
 import numpy as np
 from matplotlib.patches import Patch
 
-from ..figures import METHOD_COLOURS, PHASE_COLOURS, log_axis, styled, subplots
+from ..figures import METHOD_COLOURS, PHASE_COLOURS, log_axis, machines_lines, styled, subplots
 
 
 @styled
@@ -41,18 +41,7 @@ def projection_lines(rows_by_network, title="projection to many machines"):
     """Seconds per Newton iteration (full, diagonal G) and per SGD epoch against machines,
     one line style per network. ``rows_by_network``: {name: ``projection.project`` rows}."""
     fig, ax = subplots(height=4.6)
-    styles = ["-", "--", ":", "-."]
-    for k, (name, rows) in enumerate(rows_by_network.items()):
-        rows = [r for r in rows if r.get("splits")]
-        for method, colour in METHOD_COLOURS.items():
-            ax.plot([r["machines"] for r in rows], [r[method + " seconds"] for r in rows],
-                    styles[k % len(styles)], marker="o", ms=4, color=colour,
-                    label=f"{method}, {name}")
-    log_axis(ax, "x", base=2)
-    log_axis(ax, "y")
-    ax.set_xlabel("machines (one rank each)")
-    ax.set_ylabel("seconds per iteration / epoch")
-    ax.grid(alpha=0.3, which="both")
+    machines_lines(ax, rows_by_network, "seconds per iteration / epoch")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_title(title)
     fig.tight_layout()

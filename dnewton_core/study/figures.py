@@ -7,7 +7,14 @@ the file-only Agg backend.
 """
 import matplotlib.pyplot as plt
 
-from ..figures import METHOD_COLOURS, log_axis, run_styles, styled, subplots, variant_colours
+from ..figures import (
+    METHOD_COLOURS,
+    machines_lines,
+    run_styles,
+    styled,
+    subplots,
+    variant_colours,
+)
 from ..figures import save as _save
 
 
@@ -119,18 +126,7 @@ def projection_figure(projection, path, replace=True):
     one line style per network (``project --json``'s content); both axes logarithmic,
     labelled with plain numbers."""
     fig, ax = subplots(height=5.4)
-    styles = ["-", "--", ":", "-."]
-    for k, (name, rows) in enumerate(projection["networks"].items()):
-        rows = [r for r in rows if r.get("splits")]
-        for method in METHOD_COLOURS:
-            ax.plot([r["machines"] for r in rows], [r[method + " seconds"] for r in rows],
-                    styles[k % len(styles)], marker="o", ms=4, color=METHOD_COLOURS[method],
-                    label=f"{method}, {name}")
-    log_axis(ax, "x", base=2)
-    log_axis(ax, "y")
-    ax.set_xlabel("machines (one rank each)")
-    ax.set_ylabel("seconds per Newton iteration / SGD epoch")
-    ax.grid(alpha=0.3, which="both")
+    machines_lines(ax, projection["networks"], "seconds per Newton iteration / SGD epoch")
     ax.legend(ncol=2)
     layers = "-".join(map(str, projection["layers"]))
     return _save(fig, path, f"projection: {layers}, l = {projection['l']}", replace=replace)

@@ -183,19 +183,18 @@ def _steps(stats):
 
 def _diagonalization(stats):
     lines = []
-    for s in sorted({x["subsample"] for x in stats if x["method"] == "newton-full"}):
-        full = _find(stats, method="newton-full", subsample=s)
-        diag = _find(stats, method="newton-diag", subsample=s, sync=1.0)
-        if full and diag:
-            lines.append(
-                f"S={100 * s:g}%: CG sends {_mb(full['cg_bytes_per_iter'])} MB per Newton "
-                f"iteration with the full G, {_mb(diag['cg_bytes_per_iter'])} MB with the "
-                f"diagonal G (sync 1); all training bytes {_mb(full['bytes_per_iter'])} against "
-                f"{_mb(diag['bytes_per_iter'])} MB/iter; test accuracy {_pm(full['test'], full['test_std'])}"
-                f" against {_pm(diag['test'], diag['test_std'])}; final f {_fmt(full['objective'], '.4g')}"
-                f" against {_fmt(diag['objective'], '.4g')}; time {_fmt(full['time'], '.1f')} s "
-                f"against {_fmt(diag['time'], '.1f')} s.")
+    for full, diag in _diagonal_pairs(stats):
+        lines.append(
+            f"S={100 * full['subsample']:g}%: CG sends {_mb(full['cg_bytes_per_iter'])} MB per Newton "
+            f"iteration with the full G, {_mb(diag['cg_bytes_per_iter'])} MB with the "
+            f"diagonal G (sync 1); all training bytes {_mb(full['bytes_per_iter'])} against "
+            f"{_mb(diag['bytes_per_iter'])} MB/iter; test accuracy {_pm(full['test'], full['test_std'])}"
+            f" against {_pm(diag['test'], diag['test_std'])}; final f {_fmt(full['objective'], '.4g')}"
+            f" against {_fmt(diag['objective'], '.4g')}; time {_fmt(full['time'], '.1f')} s "
+            f"against {_fmt(diag['time'], '.1f')} s.")
     return lines
+
+
 
 
 def _subsampling(stats):
