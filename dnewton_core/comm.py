@@ -130,12 +130,16 @@ class Comm(Ledger):
         return Group("world", self.world, tuple(range(self.size)))
 
     # -- collectives --------------------------------------------------------------------
-    def allreduce(self, buf, group, op="sum"):
-        """In-place Allreduce of the numpy array ``buf`` over ``group``; returns ``buf``."""
+    def allreduce(self, buf, group, op="sum", receives=False):
+        """In-place Allreduce of the numpy array ``buf`` over ``group``; returns ``buf``.
+
+        ``receives=True``: ``buf`` is zeros, this rank takes part only to receive the sum
+        (a link's receiving side, docs/method.md §5). The message costs the same; the
+        message log (``trace``) marks it, for the notebooks' message-flow figure."""
         if group.size > 1:
             self._wait("allreduce", group,
                        lambda: group.comm.Allreduce(MPI.IN_PLACE, buf, op=_OPS[op]), buf.nbytes)
-            self.count("allreduce", group.name, buf.nbytes)
+            self.count("allreduce", group.name, buf.nbytes, sends=not receives)
         return buf
 
     def allreduce_scalars(self, *values):

@@ -103,7 +103,7 @@ class DistributedModel:
         if p.m == 1:
             z_in = X[rows]
         else:
-            s = self.comm.allreduce(np.zeros((n, len(p.rows))), self.in_link)
+            s = self.comm.allreduce(np.zeros((n, len(p.rows))), self.in_link, receives=True)
             z_in = ref.activate(s, self.act)
         partial = z_in @ W                                           # (n, |T_{m,j}|)
         if b is not None:
@@ -123,7 +123,7 @@ class DistributedModel:
         total = np.exp(zL - shift[:, None]).sum(axis=1)
         if split:
             total = self.comm.allreduce(total if self.part.i == 0 else np.zeros_like(total),
-                                        self.output)
+                                        self.output, receives=self.part.i != 0)
         _, dxi, prob = ref.cross_entropy_terms(zL, Y, shift, total)
         log_norm = (np.log(total) + shift).sum() if self.part.j == 0 else 0.0  # counted once
         return log_norm - (zL * Y).sum(), dxi, prob
@@ -146,7 +146,7 @@ class DistributedModel:
         if p.m == self.L:
             delta = dxi * scale                                      # (n, |T_{L,j}|)
         else:
-            dz = self.comm.allreduce(np.zeros((n, len(p.cols))), self.out_link)
+            dz = self.comm.allreduce(np.zeros((n, len(p.cols))), self.out_link, receives=True)
             delta = dz * ref.activation_derivative(z_out, self.act)  # (n, |T_{m,j}|)
         grad[:self.n_W] += (z_in.T @ delta).ravel()
         if p.has_bias:
@@ -171,7 +171,8 @@ class DistributedModel:
             D = np.zeros((n, self.n_L, cols))
             D[:, np.arange(p.cols.start, p.cols.stop), np.arange(cols)] = 1.0
         else:
-            D = self.comm.allreduce(np.zeros((n, self.n_L, cols)), self.out_link)
+            D = self.comm.allreduce(np.zeros((n, self.n_L, cols)), self.out_link,
+                                    receives=True)
             D *= ref.activation_derivative(z_out, self.act)[:, None, :]
         if p.m > 1:
             back = (D.reshape(n * self.n_L, cols) @ W.T).reshape(n, self.n_L, rows)
@@ -179,9 +180,10 @@ class DistributedModel:
         P = None
         if self.loss == "cross_entropy":
             P = np.zeros((n, self.n_L))
-            if p.m == self.L and p.i == 0:
+            owner = p.m == self.L and p.i == 0
+            if owner:
                 P[:, self.cols] = prob
-            self.comm.allreduce(P, self.world)
+            self.comm.allreduce(P, self.world, receives=not owner)
         return z_in, D, P
 
     # -- the model interface ------------------------------------------------------------
@@ -317,7 +319,7 @@ class DistributedModel:
                     full = np.zeros((len(rows), self.n_L))
                     if p.i == 0:
                         full[:, self.cols] = z
-                    z = self.comm.allreduce(full, self.output)
+                    z = self.comm.allreduce(full, self.output, receives=p.i != 0)
                     Yr = np.zeros_like(full)
                     Yr[:, self.cols] = Y[rows]
                 else:

@@ -66,13 +66,15 @@ class Ledger:
             self._span_start = wall
         self.current, self._tic = name, now
 
-    def count(self, op, group, nbytes):
-        """Record one message of ``nbytes`` in the current phase."""
+    def count(self, op, group, nbytes, sends=True):
+        """Record one message of ``nbytes`` in the current phase; ``sends=False``: this
+        rank's part of the collective carries no data (it contributes zeros to receive the
+        sum), which only the message log keeps."""
         entry = self.ledger[(self.current or "other", op, group)]
         entry[0] += 1
         entry[1] += nbytes
         if self.trace is not None:
-            self.trace.append((self.current, op, group, nbytes))
+            self.trace.append((self.current, op, group, nbytes, sends))
 
     def totals(self):
         """{phase: {"messages", "bytes", "seconds"}} on this rank since the start."""

@@ -158,7 +158,22 @@ def world_max(comm, x):
 
 # --------------------------------------------------------------------------- jobs
 
+def watch_receivers(comm):
+    """Count, from now on, the allreduces this rank joins only to receive, and those of them
+    whose buffer is not zeros (a rank marked as receiving that does send: a wrong log)."""
+    seen, allreduce = {"receives": 0, "receives_nonzero": 0}, comm.allreduce
+
+    def watched(buf, group, op="sum", receives=False):
+        if receives and group.size > 1:
+            seen["receives"] += 1
+            seen["receives_nonzero"] += bool(np.any(buf))
+        return allreduce(buf, group, op, receives)
+    comm.allreduce = watched
+    return seen
+
+
 def job_products(a, comm):
+    receivers = watch_receivers(comm)
     _, dm, dense = build(a, comm, "full")
     grid, n = dm.grid, len(dense.theta)
     idx = grid.param_slices(comm.rank)
@@ -192,6 +207,8 @@ def job_products(a, comm):
     out["dot"] = rel(dm.dot(v[idx], v2[idx]), float(v @ v2))
     out["accuracy"] = list(dm.accuracy(theta[idx]))
     out["accuracy_ref"] = list(dense.accuracy(theta))
+    del comm.allreduce
+    out["receivers"] = {k: int(sum(comm.world.allgather(v))) for k, v in receivers.items()}
     return out
 
 

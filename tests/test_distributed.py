@@ -164,6 +164,9 @@ def check_products(r):
         assert r[key] < PRODUCT_TOL, f"{key}: relative error {r[key]:.3g}"
     assert r["gauss_newton_keeps_v"], "gauss_newton modified its argument"
     assert _same(r["accuracy"], r["accuracy_ref"]), (r["accuracy"], r["accuracy_ref"])
+    # the message log's roles (the notebooks' message-flow figure): a rank marked as only
+    # receiving contributes zeros (test_products_match_dense: with hidden layers, some do)
+    assert r["receivers"]["receives_nonzero"] == 0, r["receivers"]
 
 
 def check_diag(r, n_ranks):
@@ -248,7 +251,10 @@ def check_diag_step_messages(r, a):
 @needs_mpiexec
 @pytest.mark.parametrize("case_id", CASE_IDS)
 def test_products_match_dense(case_id):
-    check_products(case_jobs(case_id)["products"])
+    r = case_jobs(case_id)["products"]
+    check_products(r)
+    if case_args(case_id).hidden:
+        assert r["receivers"]["receives"] > 0, r["receivers"]
 
 
 @needs_mpiexec

@@ -42,6 +42,18 @@ def trace():
     return trace_events(per_rank)
 
 
+# one forward pass on the grid (2, 1, 2, 1) as the ranks log it: (group, senders, receivers)
+FORWARD = (("link(1,0)", (0, 1), (2, 3)), ("link(2,0)", (2,), (4,)), ("link(2,1)", (3,), (5,)),
+           ("link(3,0)", (4, 5), ()), ("world", tuple(range(6)), ()))
+
+
+def forward_reports():
+    """``traced_step`` reports of FORWARD: each rank logs the collectives it takes part in."""
+    return [{"rank": r, "trace": [("function", "allreduce", group, 8 * 10, r in senders)
+                                  for group, senders, receivers in FORWARD
+                                  if r in senders + receivers]} for r in range(6)]
+
+
 RUNS = {"newton-full": result("newton"), "newton-diag": result("newton", "diag")}
 CLASSROOM = {
     "partition_network": lambda: plots.partition_network(Grid(LAYERS, (2, 1, 2, 1))),
@@ -55,6 +67,7 @@ CLASSROOM = {
     "accuracy_by_setting": lambda: plots.accuracy_by_setting(
         {"Newton": {"a": result("newton")}, "SGD": {"b": result("sgd"), "c": result("sgd")}}),
     "timeline": lambda: plots.timeline(trace()),
+    "message_flow": lambda: plots.message_flow(forward_reports(), Grid(LAYERS, (2, 1, 2, 1))),
 }
 
 
@@ -174,4 +187,18 @@ def test_a_notebook_shows_a_kit_figure_as_a_small_palette_png(monkeypatch):
     full = io.BytesIO()
     fig.savefig(full, format="png", bbox_inches="tight")
     assert len(png) < 0.7 * len(full.getvalue())
+    plt.close(fig)
+
+
+def test_the_message_flow_points_an_arrow_at_every_rank_that_only_receives():
+    fig = plots.message_flow(forward_reports(), Grid(LAYERS, (2, 1, 2, 1)))
+    flow = fig.axes[0]
+    arrows = [(a.xy, a.xyann) for a in flow.texts if a.arrow_patch is not None]
+    expected = [((x, r), (x, min(senders, key=lambda s: abs(s - r))))
+                for x, (_, senders, receivers) in enumerate(FORWARD, 1) for r in receivers]
+    assert sorted(arrows) == sorted(expected)
+    hollow = [tuple(map(tuple, c.get_offsets())) for c in flow.collections
+              if len(c.get_offsets()) and to_hex(c.get_facecolor()[0]) == "#ffffff"]
+    assert sorted(p for points in hollow for p in points) == sorted(
+        (float(x), float(r)) for x, (_, _, receivers) in enumerate(FORWARD, 1) for r in receivers)
     plt.close(fig)

@@ -82,9 +82,24 @@ def test_runs_and_phase_tables():
 
 
 def test_message_table_counts_every_byte():
-    trace = [("function", "Allreduce", "layer 1", 11496), ("function", "Bcast", "world", 80)]
+    trace = [("function", "Allreduce", "layer 1", 11496, True),
+             ("function", "Bcast", "world", 80, True)]
     reports = [{"rank": r, "trace": trace} for r in (0, 1)]
     t = tables.message_table(reports, {1437: "l"})
     assert t.column("bytes") == [2 * 11496, 2 * 80, 2 * (11496 + 80)]
     assert t.column("floats")[0] == "l" and t.column("messages")[-1] == 4
     assert str(t).splitlines()[-1].split() == ["total", "4", "23,152", "B"]
+
+
+def test_message_steps_keep_who_sends_and_who_only_receives():
+    forward = [("function", "allreduce", "link(1,0)", 80, True),
+               ("function", "allreduce", "world", 8, True)]
+    backward = [("gradient", "allreduce", "link(1,0)", 80, False),
+                ("gradient", "allreduce", "world", 8, True)]
+    receiver = [(p, op, g, n, g == "world") for p, op, g, n, _ in forward]
+    sender = [(p, op, g, n, True) for p, op, g, n, _ in backward]
+    reports = [{"rank": 0, "trace": forward + backward}, {"rank": 1, "trace": receiver + sender}]
+    steps = tables.message_steps(reports)
+    assert [(s[0], s[2], s[3], s[5]) for s in steps] == [
+        ("function", "link(1,0)", (0, 1), (0,)), ("function", "world", (0, 1), (0, 1)),
+        ("gradient", "link(1,0)", (0, 1), (1,)), ("gradient", "world", (0, 1), (0, 1))]

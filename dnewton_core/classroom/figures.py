@@ -1,8 +1,8 @@
 """The notebooks' figures: each function returns a Figure in the kit's style
 (``dnewton_core.figures``: 900 pixels wide, fonts of 11 pt and more, one colour per method
 and per phase, plain numbers on log axes); the notebook shows it."""
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
@@ -18,7 +18,7 @@ from ..figures import (
     subplots,
 )
 from ..figures import rank_colours as _colours
-from .tables import round_bytes
+from .tables import message_steps, round_bytes
 
 SMALL = SMALLEST_FONT
 
@@ -244,7 +244,7 @@ def accuracy_by_setting(groups, key="test_accuracy"):
             labels.append(setting)
             x += 1
         x += 0.8
-        handles.append(plt.Line2D([], [], marker="o", ls="", color=colour, label=label))
+        handles.append(Line2D([], [], marker="o", ls="", color=colour, label=label))
     ax.set_xticks(ticks, labels, rotation=40, ha="right")
     ax.set_ylabel(key.replace("_", " ") + " (final)")
     ax.set_ylim(-0.03, 1.03)
@@ -283,5 +283,52 @@ def timeline(trace, title="every rank's time line"):
     ax.invert_yaxis()
     ax.set_xlabel("milliseconds")
     ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+@styled
+def message_flow(reports, grid, title="who sends what to whom"):
+    """The message log of one step (``lessons.traced_step`` on every rank) as a picture.
+
+    Top: one row per rank (its block of W^m), one column per collective in the order of
+    :func:`tables.message_steps`, in its phase's colour. A filled dot is a rank whose part
+    carries data; an arrow points at a hollow dot, a rank that only receives the sum (its
+    part is zeros).
+    A column of filled dots only is a sum that every member adds to and receives.
+    Bottom: the bytes of each collective, summed over the ranks taking part.
+    """
+    steps = message_steps(reports)
+    fig, (ax, bars) = subplots(nrows=2, height=2.2 + 0.45 * grid.size,
+                               gridspec_kw={"height_ratios": [grid.size, 2.5]}, sharex=True)
+    for x, (phase, _, _, ranks, nbytes, senders) in enumerate(steps, 1):
+        colour = PHASE_COLOURS.get(phase, "k")
+        ax.plot([x, x], [min(ranks), max(ranks)], color=colour, lw=1.5, alpha=0.5)
+        ax.scatter([x] * len(senders), senders, s=60, color=colour, zorder=3)
+        receivers = sorted(set(ranks) - set(senders))
+        ax.scatter([x] * len(receivers), receivers, s=60, facecolor="white", edgecolor=colour,
+                   lw=1.5, zorder=3)
+        for r in receivers:
+            source = min(senders, key=lambda s: abs(s - r), default=r)
+            ax.annotate("", xy=(x, r), xytext=(x, source), zorder=2,
+                        arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.5,
+                                        shrinkA=5, shrinkB=5, mutation_scale=14))
+        bars.bar(x, nbytes * len(ranks), 0.7, color=colour)
+    ax.set_yticks(range(grid.size), [f"rank {p.rank}: $W^{p.m}_{{{p.i}{p.j}}}$"
+                                     for p in grid.partitions])
+    ax.set_ylim(grid.size - 0.5, -0.5)
+    for m in range(1, grid.L):                          # a line between layers
+        ax.axhline(max(p.rank for p in grid.partitions if p.m == m) + 0.5, color="0.7", lw=1)
+    ax.grid(axis="x", alpha=0.2)
+    seen = list(dict.fromkeys(step[0] for step in steps))
+    roles = [Line2D([], [], ls="", marker="o", ms=8, color="k", label="sends its part"),
+             Line2D([], [], ls="", marker="o", ms=8, mfc="white", mec="k", label="receives")]
+    ax.legend(handles=[Patch(color=PHASE_COLOURS.get(p, "k"), label=p) for p in seen] + roles,
+              loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.set_title(title)
+    log_axis(bars, "y", label=round_bytes)
+    bars.set_ylabel("bytes")
+    bars.set_xlabel("collective, in the order they happen")
+    bars.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return fig

@@ -197,16 +197,18 @@ def message_steps(reports):
     Every member of a group runs that group's collectives in the same order, so the k-th
     (group, op, bytes) of one rank is the k-th of every other member: one row per such
     collective, ordered consistently with every rank's own order (ties: lowest rank first).
-    Returns [(phase, op, group, ranks, bytes per message)].
+    Returns [(phase, op, group, ranks, bytes per message, senders)]: ``senders`` are the
+    ranks whose part carries data; the others take part to receive (``Comm.allreduce``).
     """
-    sequences, members, phase_of = [], {}, {}
+    sequences, members, senders, phase_of = [], {}, {}, {}
     for r in sorted(reports, key=lambda r: r["rank"]):
         seen, seq = {}, []
-        for phase, op, group, nbytes in r["trace"]:
+        for phase, op, group, nbytes, sends in r["trace"]:
             k = seen[(op, group)] = seen.get((op, group), -1) + 1
             key = (op, group, k)
             seq.append(key)
             members.setdefault(key, []).append(r["rank"])
+            senders.setdefault(key, []).extend([r["rank"]] if sends else [])
             phase_of[key] = (phase, nbytes)
         sequences.append(seq)
     after = {key: set() for key in members}          # key -> keys that must come before it
@@ -222,7 +224,8 @@ def message_steps(reports):
         key = min(ready, key=lambda k: (first[k], members[k][0]))
         order.append(key)
         done.add(key)
-    return [(phase_of[k][0], k[0], k[1], tuple(members[k]), phase_of[k][1]) for k in order]
+    return [(phase_of[k][0], k[0], k[1], tuple(members[k]), phase_of[k][1], tuple(senders[k]))
+            for k in order]
 
 
 def message_table(reports, floats_per_row=None):
@@ -230,7 +233,7 @@ def message_table(reports, floats_per_row=None):
     ``floats_per_row`` = {rows: label}, a column reads each buffer as rows x columns (e.g.
     {1437: "l", 72: "|S|"})."""
     rows, total_msgs, total_bytes = [], 0, 0
-    for step, (phase, op, group, ranks, nbytes) in enumerate(message_steps(reports), 1):
+    for step, (phase, op, group, ranks, nbytes, _) in enumerate(message_steps(reports), 1):
         n = nbytes // 8
         shape = str(n)
         for count, label in (floats_per_row or {}).items():
