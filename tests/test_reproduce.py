@@ -20,7 +20,7 @@ from dnewton_core import cli
 from dnewton_core.environment import LaunchError, find_mpiexec, local_environment
 from dnewton_core.ledger import LEDGER_PHASES
 from dnewton_core.network import parse_network
-from dnewton_core.study import modeled, provenance, records, report
+from dnewton_core.study import across, modeled, provenance, records, report
 from dnewton_core.study import settings as plan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,6 +103,8 @@ def test_runs_csv_has_a_row_per_run_and_every_column(quick4):
         assert r["data"] == "digits" and r["network"] == "64-64-64-10"
         assert r["ranks"] == 4 and r["splits"] == "2,1,1,1"
         assert 0 <= r["test_accuracy"] <= 1 and r["wall_time"] > 0
+        assert r["step"] == (r["setting"].split()[-1] if r["setting"].endswith("rescale")
+                             else "none" if r["method"] == "newton-diag" else None)
         if r["method"] == "sgd":
             assert r["lr"] is not None and r["subsample"] is None and r["unit"] == "epoch"
             assert r["cg_iters"] is None
@@ -206,6 +208,42 @@ def test_figures_are_written(quick4):
     for name in ("accuracy_vs_time.png", "robustness.png"):
         data = (quick4[0] / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def _table(text, heading):
+    """The body rows of the Markdown table under ``### heading``, split into cells."""
+    section = text.split(f"### {heading}")[1].split("###")[0]
+    return [[c.strip() for c in line.strip("|").split("|")]
+            for line in section.splitlines()[4:] if line.startswith("| ")]
+
+
+def test_the_claims_across_studies(quick4, quick1, tmp_path):
+    statlog = tmp_path / "dna"                   # quick4's runs, as if on a Statlog set
+    statlog.mkdir()
+    for name in ("runs.csv", "curves.csv"):
+        text = (quick4[0] / name).read_text()
+        (statlog / name).write_text(text.replace(",digits,", ",dna,") if name == "runs.csv"
+                                    else text)
+    text = across.markdown([quick4[0], quick1[0], statlog])
+    summary = (quick4[0] / "summary.md").read_text().split("## ")[0]    # its settings table
+    accuracy = {(c[0], c[2], c[3]): c[6] for c in
+                ([c.strip() for c in line.strip("|").split("|")] for line in summary.splitlines()
+                 if line.startswith("| newton"))}
+    claim1 = _table(text, "Claim 1")
+    assert len(claim1) == 2                      # quick4 and its copy; one process: no diag
+    assert claim1[0][4] == accuracy[("newton-full", "1", "–")]
+    assert claim1[0][5] == accuracy[("newton-diag", "1", "none")]
+    assert claim1[0][6] == accuracy[("newton-diag", "1", "rescale")]
+    assert claim1[0][3] == "96 B"               # 3 scalars x 8 bytes x 4 ranks, per iteration
+    assert [r[2] for r in _table(text, "Claim 3")] == ["1", "0.5", "1", "0.5"]
+    assert [r[1] for r in _table(text, "Claims 1 and 4")] == list(NETWORKS) * 2
+    best = max(report.aggregate(records.read_runs(statlog / "runs.csv")),
+               key=lambda x: x["test"] if x["method"] != "sgd" else -1)
+    (anchor,) = _table(text, "Against the SVM anchors")
+    assert anchor[1] == "0.9545" and anchor[2].startswith(best["setting"])
+    assert anchor[2].endswith(f"gap {100 * (0.9545 - best['test']):+.2f}")
+    with pytest.raises(ValueError, match="no runs.csv"):
+        across.load(tmp_path)
 
 
 def test_refuses_to_overwrite(quick4):

@@ -4,7 +4,8 @@ measured over a grid of settings and seeds.
 ``settings.py`` what runs (the grid, budgets, the ``Plan``); ``runner.py`` runs it;
 ``records.py`` the CSV files of record; ``report.py`` the table, the claims and summary.md;
 ``provenance.py`` the machine and the command; ``figures.py`` the figures; ``modeled.py``
-the times on modeled networks (``--network``). The claims, as
+the times on modeled networks (``--network``); ``across.py`` the claims over several
+studies, one table per claim. The claims, as
 ``report.claims`` measures them:
 
   1. diagonalization (block-diagonal G) removes the messages inside CG at little cost in

@@ -5,6 +5,7 @@ import io
 import numpy as np
 
 from ..ledger import LEDGER_PHASES, MONITORING, training_bytes
+from ..newton import DIAG_STEPS
 from ..outputs import write_atomic
 from .modeled import modeled_times
 
@@ -46,7 +47,7 @@ def summarize_run(out, setting, seed, elapsed, budget, networks=()):
 
 
 RUN_COLUMNS = (["run", "data", "network", "splits", "ranks", "train_size", "C", "method",
-                "setting", "subsample", "sync", "lr", "seed", "unit", "budget", "iterations",
+                "setting", "subsample", "sync", "step", "lr", "seed", "unit", "budget", "iterations",
                 "train_accuracy", "test_accuracy", "objective", "wall_time", "elapsed",
                 "diverged", "cg_iters", "cg_iters_mean", "bytes_total", "messages_total"]
                + [f"bytes_{p}" for p in LEDGER_PHASES]
@@ -81,4 +82,9 @@ def read_runs(path):
             except ValueError:
                 return v
     with open(path, newline="") as f:
-        return [{k: parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        rows = [{k: parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    for r in rows:          # written before runs.csv had "step": the setting's label names it
+        if "step" not in r and r["method"] == "newton-diag":
+            last = r["setting"].split()[-1]
+            r["step"] = last if last in DIAG_STEPS else "none"
+    return rows
