@@ -53,19 +53,19 @@ def _table(head, rows):
 
 
 def _acc(x):
-    return report._pm(x["test"], x["test_std"]) if x else "–"
+    return report.plus_minus(x["test"], x["test_std"]) if x else "–"
 
 
-def _mb(x, key):
+def _mb_of(x, key):
     """Bytes per iteration in MB, or in bytes when under 10 kB."""
     if not x or x[key] is None:
         return "–"
-    return f"{x[key]:.0f} B" if x[key] < 1e4 else report._mb(x[key])
+    return f"{x[key]:.0f} B" if x[key] < 1e4 else report.megabytes(x[key])
 
 
 def _plain(stats, **where):
     """The setting of ``where`` without a step after CG (the paper's method)."""
-    return report._find([x for x in stats if x.get("step") in (None, "none")], **where)
+    return report.find([x for x in stats if x.get("step") in (None, "none")], **where)
 
 
 def diagonalization(studies):
@@ -73,15 +73,15 @@ def diagonalization(studies):
     rows = []
     for study in studies:
         name, stats = study.name, study.stats
-        for full, diag in report._diagonal_pairs(
+        for full, diag in report.diagonal_pairs(
                 [x for x in stats if x.get("step") in (None, "none")]):
-            rescale = report._find(stats, method="newton-diag", subsample=full["subsample"],
+            rescale = report.find(stats, method="newton-diag", subsample=full["subsample"],
                                    sync=1.0, step="rescale")
-            rows.append([name, f"{100 * full['subsample']:g}%", _mb(full, "cg_bytes_per_iter"),
-                         _mb(diag, "cg_bytes_per_iter"), _acc(full), _acc(diag), _acc(rescale),
-                         report._fmt(full["objective"], ".3g"),
-                         report._fmt(diag["objective"], ".3g"),
-                         report._fmt(rescale and rescale["objective"], ".3g")])
+            rows.append([name, f"{100 * full['subsample']:g}%", _mb_of(full, "cg_bytes_per_iter"),
+                         _mb_of(diag, "cg_bytes_per_iter"), _acc(full), _acc(diag), _acc(rescale),
+                         report.fmt(full["objective"], ".3g"),
+                         report.fmt(diag["objective"], ".3g"),
+                         report.fmt(rescale and rescale["objective"], ".3g")])
     return _table(["study", "S", "CG MB/iter, full G", "diag G", "test acc, full G", "diag G",
                    "diag G + rescale", "f, full", "diag", "diag + rescale"], rows)
 
@@ -94,9 +94,9 @@ def subsampling(studies):
         pts = sorted((x for x in stats if x["method"] == "newton-full"),
                      key=lambda x: x["subsample"])
         if len(pts) > 1:
-            rows += [[name, f"{100 * x['subsample']:g}%", _mb(x, "gn_bytes_per_iter"),
-                      report._fmt(x["time_per_iter"], ".3g"), report._fmt(x["cg_per_iter"], ".1f"),
-                      _acc(x), report._fmt(x["objective"], ".3g")] for x in pts]
+            rows += [[name, f"{100 * x['subsample']:g}%", _mb_of(x, "gn_bytes_per_iter"),
+                      report.fmt(x["time_per_iter"], ".3g"), report.fmt(x["cg_per_iter"], ".1f"),
+                      _acc(x), report.fmt(x["objective"], ".3g")] for x in pts]
     return _table(["study", "S", "Jacobian + CG MB/iter", "s/iter (measured)", "CG its/iter",
                    "test acc", "f"], rows)
 
@@ -109,8 +109,8 @@ def sync_fraction(studies):
         diag = [x for x in stats if x["method"] == "newton-diag" and x.get("step") in (None, "none")]
         if len({x["sync"] for x in diag}) > 1:
             s = min(x["subsample"] for x in diag)
-            rows += [[name, f"{100 * s:g}%", f"{x['sync']:g}", report._fmt(x["cg_per_iter"], ".1f"),
-                      report._fmt(x["cg_seconds_per_iter"], ".3g"), report._fmt(x["time"], ".1f"),
+            rows += [[name, f"{100 * s:g}%", f"{x['sync']:g}", report.fmt(x["cg_per_iter"], ".1f"),
+                      report.fmt(x["cg_seconds_per_iter"], ".3g"), report.fmt(x["time"], ".1f"),
                       _acc(x)] for x in sorted((x for x in diag if x["subsample"] == s),
                                                key=lambda x: -x["sync"])]
     return _table(["study", "S", "sync", "CG its/iter (slowest)", "CG s/iter (slowest rank)",
@@ -163,7 +163,7 @@ def _best(stats, method, step=None):
 
 
 def _seconds_to(study, setting, target, net):
-    return modeled._cell(modeled.setting_time(study.rows, study.curves, setting["setting"],
+    return modeled.cell(modeled.setting_time(study.rows, study.curves, setting["setting"],
                                               target, modeled.column(net)))
 
 

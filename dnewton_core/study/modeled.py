@@ -71,7 +71,7 @@ def setting_time(rows, curves, setting, target, key):
             len(reached), len(runs))
 
 
-def _cell(got):
+def cell(got):
     mean, reached, runs = got
     return f"{mean:.3g}" if mean is not None else f"not reached ({reached}/{runs})"
 
@@ -89,8 +89,8 @@ def time_table(stats, rows, curves, networks, target):
                            if r["setting"] == s["setting"] and r["iterations"]
                            and r.get(column(n)) is not None]) for n in names]
         lines.append("| " + " | ".join(
-            [s["setting"], _cell(setting_time(rows, curves, s["setting"], target, "wall_time"))]
-            + [_cell(setting_time(rows, curves, s["setting"], target, column(n)))
+            [s["setting"], cell(setting_time(rows, curves, s["setting"], target, "wall_time"))]
+            + [cell(setting_time(rows, curves, s["setting"], target, column(n)))
                for n in names]
             + [f"{x:.3g}" if x is not None else "–" for x in per_iter]) + " |")
     return "\n".join(lines)

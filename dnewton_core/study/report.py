@@ -65,13 +65,13 @@ def accuracy_at(curves, run, t):
     return best
 
 
-def _fmt(value, spec, missing="–"):
+def fmt(value, spec, missing="–"):
     return missing if value is None or (isinstance(value, float) and math.isnan(value)) \
         else format(value, spec)
 
 
-def _pm(mean, std):
-    return _fmt(mean, ".4f") + (f" ± {std:.4f}" if std is not None else "")
+def plus_minus(mean, std):
+    return fmt(mean, ".4f") + (f" ± {std:.4f}" if std is not None else "")
 
 
 def settings_table(stats):
@@ -82,18 +82,18 @@ def settings_table(stats):
     for s in stats:
         lines.append("| " + " | ".join([
             s["method"],
-            _fmt(s["subsample"] and 100 * s["subsample"], "g") + ("%" if s["subsample"] else ""),
-            _fmt(s["sync"], "g"), s.get("step") or "–", _fmt(s["lr"], "g"), str(s["seeds"]),
-            _pm(s["test"], s["test_std"]), _fmt(s["train"], ".4f"), _fmt(s["objective"], ".4g"),
-            _fmt(s["iterations"], "g") + (" ep" if s["unit"] == "epoch" else ""),
-            _fmt(s["time"], ".2f"), _fmt(s["bytes_per_iter"] and s["bytes_per_iter"] / 1e6, ".3f"),
-            _fmt(s["cg_bytes_per_iter"] and s["cg_bytes_per_iter"] / 1e6, ".4f")
+            fmt(s["subsample"] and 100 * s["subsample"], "g") + ("%" if s["subsample"] else ""),
+            fmt(s["sync"], "g"), s.get("step") or "–", fmt(s["lr"], "g"), str(s["seeds"]),
+            plus_minus(s["test"], s["test_std"]), fmt(s["train"], ".4f"), fmt(s["objective"], ".4g"),
+            fmt(s["iterations"], "g") + (" ep" if s["unit"] == "epoch" else ""),
+            fmt(s["time"], ".2f"), fmt(s["bytes_per_iter"] and s["bytes_per_iter"] / 1e6, ".3f"),
+            fmt(s["cg_bytes_per_iter"] and s["cg_bytes_per_iter"] / 1e6, ".4f")
             if s["method"] != "sgd" else "–",
-            _fmt(s["cg_per_iter"], ".1f"), f"{s['diverged']}/{s['seeds']}"]) + " |")
+            fmt(s["cg_per_iter"], ".1f"), f"{s['diverged']}/{s['seeds']}"]) + " |")
     return "\n".join(lines)
 
 
-def _find(stats, **where):
+def find(stats, **where):
     for s in stats:
         if all(s[k] == v for k, v in where.items()):
             return s
@@ -108,7 +108,7 @@ def claims(stats, rows, curves, networks=()):
     every, stats = stats, [x for x in stats if x.get("step") in (None, "none")]
     return [("1. Diagonalization removes the communication inside CG at little cost in "
              "progress", _diagonalization(stats) + _on_networks(
-                 stats, rows, curves, networks, _diagonal_pairs(stats)) + _steps(every)
+                 stats, rows, curves, networks, diagonal_pairs(stats)) + _steps(every)
              + _on_networks(every, rows, curves, networks, _step_pairs(every))
              or ["not measured (needs newton-full and newton-diag with sync 1 at the same S)"]),
             ("2. Subsampling cuts the cost of the Gauss-Newton part",
@@ -121,12 +121,12 @@ def claims(stats, rows, curves, networks=()):
              _robustness(stats, rows, curves) or ["not measured (needs both methods)"])]
 
 
-def _diagonal_pairs(stats):
+def diagonal_pairs(stats):
     """(newton-full, newton-diag sync 1) at each S where both ran."""
     pairs = []
     for s in sorted({x["subsample"] for x in stats if x["method"] == "newton-full"}):
-        full = _find(stats, method="newton-full", subsample=s)
-        diag = _find(stats, method="newton-diag", subsample=s, sync=1.0)
+        full = find(stats, method="newton-full", subsample=s)
+        diag = find(stats, method="newton-diag", subsample=s, sync=1.0)
         if full and diag:
             pairs.append((full, diag))
     return pairs
@@ -152,8 +152,8 @@ def _on_networks(stats, rows, curves, networks, pairs):
     return lines
 
 
-def _mb(nbytes):
-    return _fmt(nbytes and nbytes / 1e6, ".3g")
+def megabytes(nbytes):
+    return fmt(nbytes and nbytes / 1e6, ".3g")
 
 
 def _step_pairs(stats):
@@ -169,29 +169,30 @@ def _steps(stats):
     for x in stats:
         if x["method"] != "newton-diag" or x["sync"] != 1.0 or x.get("step") in (None, "none"):
             continue
-        plain = _find(stats, method="newton-diag", subsample=x["subsample"], sync=1.0, step="none")
-        full = _find(stats, method="newton-full", subsample=x["subsample"])
-        acc = lambda y: _pm(y["test"], y["test_std"]) if y else "–"
+        plain = find(stats, method="newton-diag", subsample=x["subsample"], sync=1.0, step="none")
+        full = find(stats, method="newton-full", subsample=x["subsample"])
+        acc = lambda y: plus_minus(y["test"], y["test_std"]) if y else "–"
         lines.append(
             f"newton-diag with the {x['step']} step, S={100 * x['subsample']:g}%: test accuracy "
             f"{acc(x)} (without it {acc(plain)}, full G {acc(full)}); "
-            f"f {_fmt(x['objective'], '.4g')}; "
-            f"CG MB/iter {_mb(x['cg_bytes_per_iter'])}, all training bytes {_mb(x['bytes_per_iter'])} "
-            f"MB/iter; time {_fmt(x['time'], '.1f')} s.")
+            f"f {fmt(x['objective'], '.4g')}; "
+            f"CG MB/iter {megabytes(x['cg_bytes_per_iter'])}, all training bytes "
+            f"{megabytes(x['bytes_per_iter'])} MB/iter; time {fmt(x['time'], '.1f')} s.")
     return lines
 
 
 def _diagonalization(stats):
     lines = []
-    for full, diag in _diagonal_pairs(stats):
+    for full, diag in diagonal_pairs(stats):
         lines.append(
-            f"S={100 * full['subsample']:g}%: CG sends {_mb(full['cg_bytes_per_iter'])} MB per Newton "
-            f"iteration with the full G, {_mb(diag['cg_bytes_per_iter'])} MB with the "
-            f"diagonal G (sync 1); all training bytes {_mb(full['bytes_per_iter'])} against "
-            f"{_mb(diag['bytes_per_iter'])} MB/iter; test accuracy {_pm(full['test'], full['test_std'])}"
-            f" against {_pm(diag['test'], diag['test_std'])}; final f {_fmt(full['objective'], '.4g')}"
-            f" against {_fmt(diag['objective'], '.4g')}; time {_fmt(full['time'], '.1f')} s "
-            f"against {_fmt(diag['time'], '.1f')} s.")
+            f"S={100 * full['subsample']:g}%: CG sends {megabytes(full['cg_bytes_per_iter'])} MB per Newton "
+            f"iteration with the full G, {megabytes(diag['cg_bytes_per_iter'])} MB with the "
+            f"diagonal G (sync 1); all training bytes {megabytes(full['bytes_per_iter'])} against "
+            f"{megabytes(diag['bytes_per_iter'])} MB/iter; test accuracy "
+            f"{plus_minus(full['test'], full['test_std'])} against "
+            f"{plus_minus(diag['test'], diag['test_std'])}; final f {fmt(full['objective'], '.4g')}"
+            f" against {fmt(diag['objective'], '.4g')}; time {fmt(full['time'], '.1f')} s "
+            f"against {fmt(diag['time'], '.1f')} s.")
     return lines
 
 
@@ -204,11 +205,11 @@ def _subsampling(stats):
                      key=lambda x: x["subsample"])
         if len(pts) > 1:
             lines.append(f"{method}: " + "; ".join(
-                f"S={100 * x['subsample']:g}%: {_fmt(x['time_per_iter'], '.3g')} s/iter "
-                f"(Jacobian {_fmt(x['jacobian_seconds_per_iter'], '.3g')} s, CG "
-                f"{_fmt(x['cg_seconds_per_iter'], '.3g')} s), Jacobian+CG "
-                f"{_mb(x['gn_bytes_per_iter'])} MB/iter, {_fmt(x['cg_per_iter'], '.1f')} CG its/iter, "
-                f"test {_pm(x['test'], x['test_std'])}, f {_fmt(x['objective'], '.4g')}"
+                f"S={100 * x['subsample']:g}%: {fmt(x['time_per_iter'], '.3g')} s/iter "
+                f"(Jacobian {fmt(x['jacobian_seconds_per_iter'], '.3g')} s, CG "
+                f"{fmt(x['cg_seconds_per_iter'], '.3g')} s), Jacobian+CG "
+                f"{megabytes(x['gn_bytes_per_iter'])} MB/iter, {fmt(x['cg_per_iter'], '.1f')} CG its/iter, "
+                f"test {plus_minus(x['test'], x['test_std'])}, f {fmt(x['objective'], '.4g')}"
                 for x in pts) + ".")
     return lines
 
@@ -220,10 +221,10 @@ def _sync(stats):
                      key=lambda x: -x["sync"])
         if len(pts) > 1:
             lines.append(f"newton-diag S={100 * s:g}%: " + "; ".join(
-                f"sync {x['sync']:g}: CG {_fmt(x['cg_seconds_per_iter'], '.3g')} s/iter "
-                f"(slowest rank), {_fmt(x['cg_per_iter'], '.1f')} CG its/iter, total "
-                f"{_fmt(x['time'], '.1f')} s, test {_pm(x['test'], x['test_std'])}, "
-                f"f {_fmt(x['objective'], '.4g')}" for x in pts) + ".")
+                f"sync {x['sync']:g}: CG {fmt(x['cg_seconds_per_iter'], '.3g')} s/iter "
+                f"(slowest rank), {fmt(x['cg_per_iter'], '.1f')} CG its/iter, total "
+                f"{fmt(x['time'], '.1f')} s, test {plus_minus(x['test'], x['test_std'])}, "
+                f"f {fmt(x['objective'], '.4g')}" for x in pts) + ".")
     return lines
 
 
@@ -255,9 +256,9 @@ def _robustness(stats, rows, curves):
                         else "") + ".")
     if len(newton) == 1 or len(sgd) == 1:
         lines.append("Robustness not measured: it needs two or more settings of each method.")
-    lines.append(f"Best Newton: {best_n['setting']}, {_pm(best_n['test'], best_n['test_std'])}"
-                 f" in {_fmt(best_n['time'], '.1f')} s; best SGD: {best_s['setting']}, "
-                 f"{_pm(best_s['test'], best_s['test_std'])} in {_fmt(best_s['time'], '.1f')} s"
+    lines.append(f"Best Newton: {best_n['setting']}, {plus_minus(best_n['test'], best_n['test_std'])}"
+                 f" in {fmt(best_n['time'], '.1f')} s; best SGD: {best_s['setting']}, "
+                 f"{plus_minus(best_s['test'], best_s['test_std'])} in {fmt(best_s['time'], '.1f')} s"
                  f" (difference {best_n['test'] - best_s['test']:+.4f}).")
     t = min(best_n["time"], best_s["time"])
     at = {}
@@ -265,7 +266,7 @@ def _robustness(stats, rows, curves):
         runs = [r["run"] for r in rows if r["setting"] == best["setting"]]
         at[best["setting"]] = _mean([accuracy_at(curves, run, t) for run in runs])
     lines.append(f"At the same training time t = {t:.1f} s (the shorter of the two): "
-                 + "; ".join(f"{k} {_fmt(v, '.4f')}" for k, v in at.items()) + ".")
+                 + "; ".join(f"{k} {fmt(v, '.4f')}" for k, v in at.items()) + ".")
     return lines
 
 

@@ -123,7 +123,7 @@ def run_study(plan, comm):
 
 
 def _progress(row, total, setting, seed):
-    fmt = report._fmt
+    fmt = report.fmt
     return (f"[{row['run']:>3}/{total}] {setting.label:<30} seed {seed}: test "
             f"{fmt(row['test_accuracy'], '.4f')}, f {fmt(row['objective'], '.4g')}, "
             f"{row['iterations']} {row['unit']}s, {fmt(row['wall_time'], '.2f')} s, "
