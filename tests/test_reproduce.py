@@ -243,7 +243,12 @@ def test_the_claims_across_studies(quick4, quick1, tmp_path):
     assert anchor[1] == "0.9545" and anchor[2].startswith(best["setting"])
     assert anchor[2].endswith(f"gap {100 * (0.9545 - best['test']):+.2f}")
     with pytest.raises(ValueError, match="no runs.csv"):
-        across.load(tmp_path)
+        across.load(str(tmp_path))
+    with pytest.raises(ValueError, match="different data sets"):
+        across.load(f"{quick4[0]}+{statlog}")
+    twice = across.load(f"{quick4[0]}+{quick4[0]}")      # pooled: every setting, 2 x 2 seeds
+    assert {x["seeds"] for x in twice.stats} == {4} and len(twice.curves) == 2 * len(
+        across.load(str(quick4[0])).curves)
 
 
 def test_refuses_to_overwrite(quick4):

@@ -3,7 +3,8 @@ study, generated from the studies' runs.csv (results/README.md's tables come fro
 
     python -m dnewton_core.study.across results/digits/network results/dna results/satimage
 
-Each study is one ``reproduce`` output directory; its rows are aggregated over seeds as in
+Each study is one ``reproduce`` output directory, or several of one data set joined by "+"
+(their runs pooled); its rows are aggregated over seeds as in
 its own summary.md (``report.aggregate``). A table leaves out the studies that did not run
 what it compares. Where the data set has an SVM anchor (``data.STATLOG_FILES``: Hsu and Lin,
 2002, on the same split), the last table gives the gap to it.
@@ -35,16 +36,29 @@ class Study:
         return [k[len(prefix):] for k in self.rows[0] if k.startswith(prefix)]
 
 
-def load(directory):
-    """The ``Study`` in ``directory``."""
+def _read(directory, k):
+    """runs.csv and curves.csv of ``directory``, their run numbers prefixed with ``k``."""
     path = Path(directory)
     if not (path / "runs.csv").is_file() or not (path / "curves.csv").is_file():
         raise ValueError(f"{directory}: no runs.csv and curves.csv (not a reproduce output?)")
-    rows = read_runs(path / "runs.csv")
+    rows, curves = read_runs(path / "runs.csv"), read_runs(path / "curves.csv")
     if not rows:
         raise ValueError(f"{path / 'runs.csv'}: no runs")
-    return Study(rows[0]["data"], f"{rows[0]['data']} ({path.as_posix()})", rows,
-                 read_runs(path / "curves.csv"), report.aggregate(rows))
+    for r in rows + curves:
+        r["run"] = f"{k}:{r['run']}"
+    return rows, curves
+
+
+def load(spec):
+    """The ``Study`` in a directory, or in several joined by "+" (studies of one data set
+    that ran different settings: results/fashion-mnist/long+results/fashion-mnist/long-others)."""
+    spec = str(spec)
+    parts = [_read(d, k) for k, d in enumerate(spec.split("+"))]
+    rows = [r for p in parts for r in p[0]]
+    if len({r["data"] for r in rows}) > 1:
+        raise ValueError(f"{spec}: studies of different data sets cannot be joined")
+    return Study(rows[0]["data"], f"{rows[0]['data']} ({spec})", rows,
+                 [c for p in parts for c in p[1]], report.aggregate(rows))
 
 
 def _table(head, rows):
@@ -57,10 +71,12 @@ def _acc(x):
 
 
 def _mb_of(x, key):
-    """Bytes per iteration in MB, or in bytes when under 10 kB."""
+    """Bytes per iteration in MB (three digits, whole MB from 100 MB), or in bytes under
+    10 kB."""
     if not x or x[key] is None:
         return "–"
-    return f"{x[key]:.0f} B" if x[key] < 1e4 else report.megabytes(x[key])
+    mb = x[key] / 1e6
+    return f"{x[key]:.0f} B" if x[key] < 1e4 else f"{mb:,.0f}" if mb >= 100 else f"{mb:.3g}"
 
 
 def _plain(stats, **where):
