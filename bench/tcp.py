@@ -3,7 +3,7 @@ bandwidth) against a real TCP stream through a rate limit: in a private network 
 loopback gets a token-bucket qdisc (``tc ... tbf rate R``) and one process sends n bytes to
 another over 127.0.0.1, which answers with one byte once it has all n.
 
-    .venv/bin/python bench/tcp.py                           # 100mbit 1gbit 10gbit none; ~30 s
+    .venv/bin/python bench/tcp.py                           # 100mbit 1gbit 10gbit none; ~20 s
     .venv/bin/python bench/tcp.py --mtu 1500 --rates 1gbit  # Ethernet's packet size
 
 Plain TCP sockets, not MPI: MPICH would not run over TCP on a namespace's loopback here

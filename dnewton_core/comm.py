@@ -134,17 +134,20 @@ class Comm(Ledger):
         """In-place Allreduce of the numpy array ``buf`` over ``group``; returns ``buf``.
 
         ``receives=True``: ``buf`` is zeros, this rank takes part only to receive the sum
-        (a link's receiving side, docs/method.md §5). The message costs the same; the
-        message log (``trace``) marks it, for the notebooks' message-flow figure."""
+        (the receiving side of a link, docs/method.md §4, or a rank without a slice to add
+        on the output group or the world). The message costs the same; the message log
+        (``trace``) marks it, for the notebooks' message-flow figure."""
         if group.size > 1:
             self._wait("allreduce", group,
                        lambda: group.comm.Allreduce(MPI.IN_PLACE, buf, op=_OPS[op]), buf.nbytes)
             self.count("allreduce", group.name, buf.nbytes, sends=not receives)
         return buf
 
-    def allreduce_scalars(self, *values):
-        """Sum a few floats over the world in one message; returns a float64 array."""
-        return self.allreduce(np.array(values, dtype=np.float64), self.world_group())
+    def allreduce_scalars(self, *values, receives=False):
+        """Sum a few floats over the world in one message; returns a float64 array
+        (``receives``: as in ``allreduce``)."""
+        return self.allreduce(np.array(values, dtype=np.float64), self.world_group(),
+                              receives=receives)
 
     def gather_objects(self, obj):
         """Small Python objects to rank 0 (for the end-of-run report); a list on rank 0."""

@@ -327,7 +327,8 @@ class DistributedModel:
                 if p.i == 0:
                     hits += Yr[np.arange(len(rows)), z.argmax(axis=1)].sum()
             correct.append(hits)
-        c_train, c_test = self.comm.allreduce_scalars(*correct)
+        c_train, c_test = self.comm.allreduce_scalars(*correct,
+                                                      receives=not (p.m == self.L and p.i == 0))
         return c_train / self.n_train, (c_test / self.n_test if self.n_test else float("nan"))
 
     def close(self):

@@ -159,14 +159,16 @@ def world_max(comm, x):
 # --------------------------------------------------------------------------- jobs
 
 def watch_receivers(comm):
-    """Count, from now on, the allreduces this rank joins only to receive, and those of them
-    whose buffer is not zeros (a rank marked as receiving that does send: a wrong log)."""
-    seen, allreduce = {"receives": 0, "receives_nonzero": 0}, comm.allreduce
+    """Count, from now on, the allreduces this rank joins only to receive, those of them whose
+    buffer is not zeros (a rank marked as receiving that does send), and the unmarked ones
+    whose buffer is all zeros (a receiver not marked): either is a wrong message log."""
+    seen, allreduce = {"receives": 0, "receives_nonzero": 0, "sends_zeros": 0}, comm.allreduce
 
     def watched(buf, group, op="sum", receives=False):
-        if receives and group.size > 1:
-            seen["receives"] += 1
-            seen["receives_nonzero"] += bool(np.any(buf))
+        if group.size > 1:
+            seen["receives"] += receives
+            seen["receives_nonzero"] += receives and bool(np.any(buf))
+            seen["sends_zeros"] += not receives and not np.any(buf)
         return allreduce(buf, group, op, receives)
     comm.allreduce = watched
     return seen

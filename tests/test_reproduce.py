@@ -7,6 +7,7 @@ diagonal Gauss-Newton's CG bytes, diverged SGD kept), curves.csv, the table of s
 the figures; a third launch must refuse to overwrite. The pure parts (grid, settings,
 aggregation, table) are tested in-process.
 """
+import csv
 import os
 import signal
 import subprocess
@@ -244,11 +245,26 @@ def test_the_claims_across_studies(quick4, quick1, tmp_path):
     assert anchor[2].endswith(f"gap {100 * (0.9545 - best['test']):+.2f}")
     with pytest.raises(ValueError, match="no runs.csv"):
         across.load(str(tmp_path))
-    with pytest.raises(ValueError, match="different data sets"):
+    with pytest.raises(ValueError, match="differ in data"):
         across.load(f"{quick4[0]}+{statlog}")
-    twice = across.load(f"{quick4[0]}+{quick4[0]}")      # pooled: every setting, 2 x 2 seeds
-    assert {x["seeds"] for x in twice.stats} == {4} and len(twice.curves) == 2 * len(
-        across.load(str(quick4[0])).curves)
+    with pytest.raises(ValueError, match="joined twice"):
+        across.load(f"{quick4[0]}+{quick4[0]}")
+    halves = []                                  # quick4's Newton runs and its SGD runs apart
+    for name, keep in (("newton", lambda m: m != "sgd"), ("sgd", lambda m: m == "sgd")):
+        where = tmp_path / name
+        where.mkdir()
+        for csv_name in ("runs.csv", "curves.csv"):
+            with open(quick4[0] / csv_name, newline="") as f, \
+                    open(where / csv_name, "w", newline="") as out:
+                reader = csv.DictReader(f)
+                writer = csv.DictWriter(out, reader.fieldnames)
+                writer.writeheader()
+                writer.writerows(r for r in reader if keep(r["method"]))
+        halves.append(str(where))
+    joined, whole = across.load("+".join(halves)), across.load(str(quick4[0]))
+    assert joined.stats == whole.stats and len(joined.curves) == len(whole.curves)
+    with pytest.raises(ValueError, match="same setting and seed"):
+        across.load(f"{quick4[0]}+{halves[1]}")
 
 
 def test_refuses_to_overwrite(quick4):

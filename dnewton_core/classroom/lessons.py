@@ -57,8 +57,8 @@ def traced_step(model, step, arg=None):
     phase jacobian); "gauss_newton": G_S v for ``arg`` = the whole v (phase cg; after a
     "gradient" step of this model, or of the model it was made from by ``with_gn``).
     Returns {"rank", "value", "trace", "record"}: value is f or this rank's block, trace
-    the (phase, op, group, bytes) of every message in order, record {phase: {"messages",
-    "bytes"}} on this rank.
+    the (phase, op, group, bytes, sends) of every message in order (``Ledger.count``),
+    record {phase: {"messages", "bytes"}} on this rank.
     """
     comm, theta = model.comm, model.theta
     comm.take_record()

@@ -1,15 +1,17 @@
 """The paper's claims across data sets: one Markdown table per claim, one row per committed
-study, generated from the studies' runs.csv (results/README.md's tables come from here).
+study, generated from the studies' runs.csv (for results/README.md's tables).
 
-    python -m dnewton_core.study.across results/digits/network results/dna results/satimage
+    python -m dnewton_core.study.across results/digits/network results/dna
 
-Each study is one ``reproduce`` output directory, or several of one data set joined by "+"
-(their runs pooled); its rows are aggregated over seeds as in
-its own summary.md (``report.aggregate``). A table leaves out the studies that did not run
-what it compares. Where the data set has an SVM anchor (``data.STATLOG_FILES``: Hsu and Lin,
-2002, on the same split), the last table gives the gap to it.
+Each study is one ``reproduce`` output directory, or several of one data set, network, C and
+splits joined by "+" (their runs pooled: different settings, or other seeds); its rows are
+aggregated over seeds as in its own summary.md (``report.aggregate``), leaving out settings
+without a test accuracy. A table leaves out the studies that did not run what it compares.
+Where the data set has an SVM anchor (``data.STATLOG_FILES``: Hsu and Lin, 2002, on the same
+split), the last table gives the gap to it.
 """
 import argparse
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,8 @@ from pathlib import Path
 from ..data import STATLOG_FILES
 from . import modeled, report
 from .records import read_runs
+
+SAME = ("data", "network", "C", "splits")      # what the studies joined by "+" share
 
 
 @dataclass(frozen=True)
@@ -50,18 +54,30 @@ def _read(directory, k):
 
 
 def load(spec):
-    """The ``Study`` in a directory, or in several joined by "+" (studies of one data set
-    that ran different settings: results/fashion-mnist/long+results/fashion-mnist/long-others)."""
+    """The ``Study`` in a directory, or in several joined by "+" (one data set, network, C and
+    splits: results/fashion-mnist/long+results/fashion-mnist/long-others)."""
     spec = str(spec)
-    parts = [_read(d, k) for k, d in enumerate(spec.split("+"))]
+    directories = spec.split("+")
+    if len(set(directories)) < len(directories):
+        raise ValueError(f"{spec}: a directory is joined twice")
+    parts = [_read(d, k) for k, d in enumerate(directories)]
     rows = [r for p in parts for r in p[0]]
-    if len({r["data"] for r in rows}) > 1:
-        raise ValueError(f"{spec}: studies of different data sets cannot be joined")
+    for key in SAME:
+        if len({str(r.get(key)) for r in rows}) > 1:
+            raise ValueError(f"{spec}: the studies differ in {key}; only studies of one "
+                             f"{', '.join(SAME)} can be joined")
+    seen = [(r["setting"], r["seed"]) for r in rows]
+    if len(set(seen)) < len(seen):
+        raise ValueError(f"{spec}: the same setting and seed ran in two of the studies")
+    stats = [x for x in report.aggregate(rows)
+             if x["test"] is not None and not math.isnan(x["test"])]
     return Study(rows[0]["data"], f"{rows[0]['data']} ({spec})", rows,
-                 [c for p in parts for c in p[1]], report.aggregate(rows))
+                 [c for p in parts for c in p[1]], stats)
 
 
 def _table(head, rows):
+    if not rows:
+        return "Not measured in these studies."
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
 
@@ -79,25 +95,17 @@ def _mb_of(x, key):
     return f"{x[key]:.0f} B" if x[key] < 1e4 else f"{mb:,.0f}" if mb >= 100 else f"{mb:.3g}"
 
 
-def _plain(stats, **where):
-    """The setting of ``where`` without a step after CG (the paper's method)."""
-    return report.find([x for x in stats if x.get("step") in (None, "none")], **where)
-
-
 def diagonalization(studies):
     """Claim 1 at each S where the full and the diagonal G (sync 1) both ran."""
     rows = []
     for study in studies:
-        name, stats = study.name, study.stats
-        for full, diag in report.diagonal_pairs(
-                [x for x in stats if x.get("step") in (None, "none")]):
-            rescale = report.find(stats, method="newton-diag", subsample=full["subsample"],
-                                   sync=1.0, step="rescale")
-            rows.append([name, f"{100 * full['subsample']:g}%", _mb_of(full, "cg_bytes_per_iter"),
-                         _mb_of(diag, "cg_bytes_per_iter"), _acc(full), _acc(diag), _acc(rescale),
-                         report.fmt(full["objective"], ".3g"),
-                         report.fmt(diag["objective"], ".3g"),
-                         report.fmt(rescale and rescale["objective"], ".3g")])
+        for full, diag in report.diagonal_pairs(report.without_step(study.stats)):
+            rescale = report.find(study.stats, method="newton-diag", subsample=full["subsample"],
+                                  sync=1.0, step="rescale")
+            rows.append([study.name, f"{100 * full['subsample']:g}%",
+                         _mb_of(full, "cg_bytes_per_iter"), _mb_of(diag, "cg_bytes_per_iter"),
+                         _acc(full), _acc(diag), _acc(rescale)]
+                        + [report.fmt(x and x["objective"], ".3g") for x in (full, diag, rescale)])
     return _table(["study", "S", "CG MB/iter, full G", "diag G", "test acc, full G", "diag G",
                    "diag G + rescale", "f, full", "diag", "diag + rescale"], rows)
 
@@ -106,11 +114,10 @@ def subsampling(studies):
     """Claim 2: the full G at each subsample fraction."""
     rows = []
     for study in studies:
-        name, stats = study.name, study.stats
-        pts = sorted((x for x in stats if x["method"] == "newton-full"),
+        pts = sorted((x for x in study.stats if x["method"] == "newton-full"),
                      key=lambda x: x["subsample"])
         if len(pts) > 1:
-            rows += [[name, f"{100 * x['subsample']:g}%", _mb_of(x, "gn_bytes_per_iter"),
+            rows += [[study.name, f"{100 * x['subsample']:g}%", _mb_of(x, "gn_bytes_per_iter"),
                       report.fmt(x["time_per_iter"], ".3g"), report.fmt(x["cg_per_iter"], ".1f"),
                       _acc(x), report.fmt(x["objective"], ".3g")] for x in pts]
     return _table(["study", "S", "Jacobian + CG MB/iter", "s/iter (measured)", "CG its/iter",
@@ -118,40 +125,48 @@ def subsampling(studies):
 
 
 def sync_fraction(studies):
-    """Claim 3: the diagonal G (no step after CG) at each sync fraction, smallest S."""
+    """Claim 3: the diagonal G (no step after CG) at each sync fraction, at the smallest S
+    that ran more than one."""
     rows = []
     for study in studies:
-        name, stats = study.name, study.stats
-        diag = [x for x in stats if x["method"] == "newton-diag" and x.get("step") in (None, "none")]
-        if len({x["sync"] for x in diag}) > 1:
-            s = min(x["subsample"] for x in diag)
-            rows += [[name, f"{100 * s:g}%", f"{x['sync']:g}", report.fmt(x["cg_per_iter"], ".1f"),
-                      report.fmt(x["cg_seconds_per_iter"], ".3g"), report.fmt(x["time"], ".1f"),
-                      _acc(x)] for x in sorted((x for x in diag if x["subsample"] == s),
-                                               key=lambda x: -x["sync"])]
+        diag = [x for x in report.without_step(study.stats) if x["method"] == "newton-diag"]
+        several = sorted(s for s in {x["subsample"] for x in diag}
+                         if len({x["sync"] for x in diag if x["subsample"] == s}) > 1)
+        if several:
+            pts = sorted((x for x in diag if x["subsample"] == several[0]), key=lambda x: -x["sync"])
+            rows += [[study.name, f"{100 * several[0]:g}%", f"{x['sync']:g}",
+                      report.fmt(x["cg_per_iter"], ".1f"), report.fmt(x["cg_seconds_per_iter"], ".3g"),
+                      report.fmt(x["time"], ".1f"), _acc(x)] for x in pts]
     return _table(["study", "S", "sync", "CG its/iter (slowest)", "CG s/iter (slowest rank)",
                    "time (s)", "test acc"], rows)
 
 
 def _spread(pts):
-    tests = [x["test"] for x in pts if x["test"] is not None]
+    tests = [x["test"] for x in pts]
     return f"{min(tests):.4f} - {max(tests):.4f} ({max(tests) - min(tests):.4f})"
+
+
+def _best(stats, method, step=None):
+    """The setting of ``method`` (Newton: both; with ``step``, that step after CG only) with
+    the highest mean test accuracy, or None."""
+    of = (lambda m: m != "sgd") if method == "newton" else (lambda m: m == method)
+    pts = [x for x in stats if of(x["method"]) and (step is None or x.get("step") == step)]
+    return max(pts, key=lambda x: x["test"], default=None)
 
 
 def robustness(studies):
     """Claim 4: the spread of final test accuracy over each method's settings, and the best."""
     rows = []
     for study in studies:
-        name, stats = study.name, study.stats
-        newton = [x for x in stats if x["method"] != "sgd"]
-        sgd = [x for x in stats if x["method"] == "sgd"]
+        newton = [x for x in study.stats if x["method"] != "sgd"]
+        sgd = [x for x in study.stats if x["method"] == "sgd"]
         if len(newton) > 1 and len(sgd) > 1:
-            converged = [x for x in sgd if not x["diverged"]]
-            best_n, best_s = (max(p, key=lambda x: x["test"]) for p in (newton, sgd))
-            rows.append([name, f"{_spread(newton)}, {len(newton)} settings",
-                         f"{_spread(sgd)}, {len(sgd)} rates; "
-                         f"{len(sgd) - len(converged)} diverged in some seed",
-                         f"{best_n['setting']}: {_acc(best_n)}", f"{best_s['setting']}: {_acc(best_s)}"])
+            diverged = sum(bool(x["diverged"]) for x in sgd)
+            best_n, best_s = _best(study.stats, "newton"), _best(study.stats, "sgd")
+            rows.append([study.name, f"{_spread(newton)}, {len(newton)} settings",
+                         f"{_spread(sgd)}, {len(sgd)} rates; {diverged} diverged in some seed",
+                         f"{best_n['setting']}: {_acc(best_n)}",
+                         f"{best_s['setting']}: {_acc(best_s)}"])
     return _table(["study", "Newton: range of test acc (width)", "SGD: range (width)",
                    "best Newton", "best SGD"], rows)
 
@@ -160,27 +175,19 @@ def anchors(studies):
     """The best Newton and SGD settings against the SVM of Hsu and Lin (Statlog sets)."""
     rows = []
     for study in studies:
-        name, stats = study.name, study.stats
-        svm = STATLOG_FILES.get(name.split(" ")[0])
-        if svm is None:
-            continue
-        best = {m: max((x for x in stats if (x["method"] == "sgd") == (m == "sgd")),
-                       key=lambda x: x["test"], default=None) for m in ("newton", "sgd")}
-        rows.append([name, f"{svm.svm_accuracy:.4f}"] + [
-            f"{x['setting']}: {_acc(x)}, gap {100 * (svm.svm_accuracy - x['test']):+.2f}"
-            if x else "–" for x in best.values()])
+        statlog = STATLOG_FILES.get(study.data)
+        if statlog is not None:
+            svm = statlog.svm_accuracy
+            rows.append([study.name, f"{svm:.4f}"] + [
+                f"{x['setting']}: {_acc(x)}, gap {100 * (svm - x['test']):+.2f}" if x else "–"
+                for x in (_best(study.stats, "newton"), _best(study.stats, "sgd"))])
     return _table(["study", "SVM (Hsu and Lin 2002)", "best Newton, gap in points",
                    "best SGD, gap in points"], rows)
 
 
-def _best(stats, method, step=None):
-    pts = [x for x in stats if x["method"] == method and (step is None or x.get("step") == step)]
-    return max(pts, key=lambda x: x["test"], default=None)
-
-
 def _seconds_to(study, setting, target, net):
     return modeled.cell(modeled.setting_time(study.rows, study.curves, setting["setting"],
-                                              target, modeled.column(net)))
+                                             target, modeled.column(net)))
 
 
 def on_networks(studies):
@@ -192,7 +199,7 @@ def on_networks(studies):
     for study in studies:
         target = modeled.common_target(study.stats)
         best = [_best(study.stats, *kind) for kind in kinds]
-        for net in study.networks:
+        for net in study.networks if target is not None else ():
             rows.append([study.name, net, f"{target:.4f}"] + [
                 f"{_seconds_to(study, x, target, net)} ({x['setting']})" if x else "–"
                 for x in best])

@@ -93,6 +93,11 @@ def settings_table(stats):
     return "\n".join(lines)
 
 
+def without_step(stats):
+    """The settings of the paper's methods: no step after CG (docs/method.md §6)."""
+    return [x for x in stats if x.get("step") in (None, "none")]
+
+
 def find(stats, **where):
     for s in stats:
         if all(s[k] == v for k, v in where.items()):
@@ -105,7 +110,7 @@ def claims(stats, rows, curves, networks=()):
     with ``networks``, claims 1 and 3 also on each modeled network. Claims 1-3 compare the
     paper's diagonal method (no step after CG); the kit's steps after CG (rescale,
     subspace: docs/method.md §6) get their own lines under claim 1."""
-    every, stats = stats, [x for x in stats if x.get("step") in (None, "none")]
+    every, stats = stats, without_step(stats)
     return [("1. Diagonalization removes the communication inside CG at little cost in "
              "progress", _diagonalization(stats) + _on_networks(
                  stats, rows, curves, networks, diagonal_pairs(stats)) + _steps(every)
@@ -152,7 +157,7 @@ def _on_networks(stats, rows, curves, networks, pairs):
     return lines
 
 
-def megabytes(nbytes):
+def _mb(nbytes):
     return fmt(nbytes and nbytes / 1e6, ".3g")
 
 
@@ -176,8 +181,8 @@ def _steps(stats):
             f"newton-diag with the {x['step']} step, S={100 * x['subsample']:g}%: test accuracy "
             f"{acc(x)} (without it {acc(plain)}, full G {acc(full)}); "
             f"f {fmt(x['objective'], '.4g')}; "
-            f"CG MB/iter {megabytes(x['cg_bytes_per_iter'])}, all training bytes "
-            f"{megabytes(x['bytes_per_iter'])} MB/iter; time {fmt(x['time'], '.1f')} s.")
+            f"CG MB/iter {_mb(x['cg_bytes_per_iter'])}, all training bytes "
+            f"{_mb(x['bytes_per_iter'])} MB/iter; time {fmt(x['time'], '.1f')} s.")
     return lines
 
 
@@ -185,10 +190,10 @@ def _diagonalization(stats):
     lines = []
     for full, diag in diagonal_pairs(stats):
         lines.append(
-            f"S={100 * full['subsample']:g}%: CG sends {megabytes(full['cg_bytes_per_iter'])} MB per Newton "
-            f"iteration with the full G, {megabytes(diag['cg_bytes_per_iter'])} MB with the "
-            f"diagonal G (sync 1); all training bytes {megabytes(full['bytes_per_iter'])} against "
-            f"{megabytes(diag['bytes_per_iter'])} MB/iter; test accuracy "
+            f"S={100 * full['subsample']:g}%: CG sends {_mb(full['cg_bytes_per_iter'])} MB per Newton "
+            f"iteration with the full G, {_mb(diag['cg_bytes_per_iter'])} MB with the "
+            f"diagonal G (sync 1); all training bytes {_mb(full['bytes_per_iter'])} against "
+            f"{_mb(diag['bytes_per_iter'])} MB/iter; test accuracy "
             f"{plus_minus(full['test'], full['test_std'])} against "
             f"{plus_minus(diag['test'], diag['test_std'])}; final f {fmt(full['objective'], '.4g')}"
             f" against {fmt(diag['objective'], '.4g')}; time {fmt(full['time'], '.1f')} s "
@@ -208,7 +213,7 @@ def _subsampling(stats):
                 f"S={100 * x['subsample']:g}%: {fmt(x['time_per_iter'], '.3g')} s/iter "
                 f"(Jacobian {fmt(x['jacobian_seconds_per_iter'], '.3g')} s, CG "
                 f"{fmt(x['cg_seconds_per_iter'], '.3g')} s), Jacobian+CG "
-                f"{megabytes(x['gn_bytes_per_iter'])} MB/iter, {fmt(x['cg_per_iter'], '.1f')} CG its/iter, "
+                f"{_mb(x['gn_bytes_per_iter'])} MB/iter, {fmt(x['cg_per_iter'], '.1f')} CG its/iter, "
                 f"test {plus_minus(x['test'], x['test_std'])}, f {fmt(x['objective'], '.4g')}"
                 for x in pts) + ".")
     return lines
