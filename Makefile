@@ -48,10 +48,10 @@ lab-reset:
 	rm -rf lab
 	$(MAKE) lab
 
-# Every notebook run through JupyterLab's menus in headless Chromium (Playwright); `make test`
-# runs a cheaper part of it. Needs Chromium: apt-get install -y --no-install-recommends chromium
+# Only the browser check of `make test`: every notebook through JupyterLab's menus in headless
+# Chromium (Playwright). Needs Chromium: apt-get install -y --no-install-recommends chromium
 browser-check: venv
-	DNEWTON_BROWSER=all $(BIN)/python -m pytest tests/test_browser.py -v
+	$(BIN)/python -m pytest tests/test_browser.py -v
 
 bench: venv
 	$(BIN)/python bench/ratios.py
