@@ -17,7 +17,9 @@ Sources (see ``data/README.md`` for how to get the files):
   started); found where Debian's ``r-cran-mlbench`` installs them (``MLBENCH_DIRS``), or in the
   directory (or file) ``path``. The standard split: the first rows train, the last test
   (``STATLOG_FILES``); features scaled to [-1, 1] from the training part as LIBSVM's ``.scale``
-  files are (:func:`svm_scale`), DNA's 0/1 indicators kept as 0/1.
+  files are (:func:`svm_scale`), except shuttle's, standardized (:func:`standardize`: a few
+  outliers squeeze its columns into narrow bands under [-1, 1], results/defaults/README.md),
+  and DNA's 0/1 indicators kept as 0/1.
 * ``letter-libsvm``, ``satimage-libsvm``, ``pendigits``, ``usps``, ``sensit-vehicle``,
   ``mnist-libsvm`` -- the LIBSVM files of the paper's experiments in a directory (plain or
   ``.bz2``); with no path, ``data/cache/<name>`` (where :func:`download_libsvm` puts them) is
@@ -251,7 +253,7 @@ DATASETS = {
     "letter": "Statlog letter, mlbench's LetterRecognition.rda, 15000/5000, 16 features, 26 classes, "
               "scaled to [-1, 1] (found where r-cran-mlbench installs it, or path=DIR|FILE)",
     "shuttle": "Statlog shuttle, mlbench's Shuttle.rda, 43500/14500, 9 features, 7 classes, "
-               "scaled to [-1, 1] (found where r-cran-mlbench installs it, or path=DIR|FILE)",
+               "standardized (found where r-cran-mlbench installs it, or path=DIR|FILE)",
     "dna": "Statlog DNA splice junctions, mlbench's DNA.rda, 2000/1186, 180 binary features, "
            "3 classes (found where r-cran-mlbench installs it, or path=DIR|FILE)",
     "letter-libsvm": "LIBSVM letter.scale[.t], 15000/5000, 16 features, 26 classes (path=DIR)",
@@ -689,9 +691,11 @@ MLBENCH_INSTALL = "apt-get install --no-install-recommends r-cran-mlbench"
 @dataclass(frozen=True)
 class StatlogFile:
     """A Statlog set in mlbench: its file, the data frame in it, the class column (an R factor),
-    the standard split, the first ``n_train`` rows train and the last ``n_test`` test, and
-    the test accuracy of the RBF-kernel SVM on that split (Hsu and Lin, IEEE TNN 2002: the
-    anchor the reproduction compares with, data/README.md)."""
+    the standard split, the first ``n_train`` rows train and the last ``n_test`` test, the
+    test accuracy of the RBF-kernel SVM on that split (Hsu and Lin, IEEE TNN 2002: the anchor
+    the reproduction compares with, data/README.md), and how its features are scaled from the
+    training rows: "minmax" (:func:`svm_scale`, as LIBSVM's files) or "standard"
+    (:func:`standardize`)."""
 
     file: str
     frame: str
@@ -699,15 +703,17 @@ class StatlogFile:
     n_train: int
     n_test: int
     n_features: int
-    svm_accuracy: float
+    svm_accuracy: float | None = None
     binary: bool = False  # 0/1 indicators (R factors in DNA.rda): kept as 0/1, not rescaled
+    scaling: str = "minmax"
 
 
 STATLOG_FILES = {
     "satimage": StatlogFile("Satellite.rda", "Satellite", "classes", 4435, 2000, 36, 0.9170),
     "letter": StatlogFile("LetterRecognition.rda", "LetterRecognition", "lettr", 15000, 5000, 16,
                           0.9798),
-    "shuttle": StatlogFile("Shuttle.rda", "Shuttle", "Class", 43500, 14500, 9, 0.9992),
+    "shuttle": StatlogFile("Shuttle.rda", "Shuttle", "Class", 43500, 14500, 9, 0.9992,
+                           scaling="standard"),
     "dna": StatlogFile("DNA.rda", "DNA", "Class", 2000, 1186, 180, 0.9545, binary=True),
 }
 
@@ -725,6 +731,22 @@ def svm_scale(X_train, *others, lower=-1.0, upper=1.0):
         X = np.asarray(X, dtype=np.float64)
         return np.where(hi > lo, lower + (upper - lower) * (X - lo) / width, 0.0)
     return (scale(X_train),) + tuple(scale(X) for X in others)
+
+
+def standardize(X_train, *others):
+    """Subtract each feature's mean over ``X_train`` and divide by its standard deviation there
+    (the other parts get the training statistics); a feature constant in training maps to 0.
+    Returns the scaled ``X_train, *others``."""
+    X_train = np.asarray(X_train, dtype=np.float64)
+    mean, std = X_train.mean(axis=0), X_train.std(axis=0)
+
+    def scale(X):
+        X = np.asarray(X, dtype=np.float64)
+        return np.where(std > 0, (X - mean) / np.where(std > 0, std, 1.0), 0.0)
+    return (scale(X_train),) + tuple(scale(X) for X in others)
+
+
+SCALINGS = {"minmax": svm_scale, "standard": standardize}
 
 
 def _statlog_hint(name):
@@ -830,9 +852,9 @@ def _statlog_arrays(path, frame, spec):
 
 
 def _load_statlog(name, path):
-    """Statlog set ``name`` with its standard split: features scaled by svm_scale from the
-    training rows (binary sets as they are); class c is the c-th factor level that occurs, so the
-    classes keep the order of the Statlog codes (data/README.md)."""
+    """Statlog set ``name`` with its standard split: features scaled from the training rows
+    as its ``StatlogFile.scaling`` says (binary sets as they are); class c is the c-th factor
+    level that occurs, so the classes keep the order of the Statlog codes (data/README.md)."""
     spec = STATLOG_FILES[name]
     file = _find_statlog_file(name, path)
     frame = _read_rda_frame(file, spec)
@@ -846,7 +868,7 @@ def _load_statlog(name, path):
     y = np.searchsorted(used, codes)
     X_train, X_test = X[:spec.n_train], X[spec.n_train:]
     if not spec.binary:
-        X_train, X_test = svm_scale(X_train, X_test)
+        X_train, X_test = SCALINGS[spec.scaling](X_train, X_test)
     return Dataset(name, X_train, y[:spec.n_train], X_test, y[spec.n_train:],
                    tuple(levels[c] for c in used), str(file))
 

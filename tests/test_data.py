@@ -1,6 +1,7 @@
 """Tests of dnewton_core.data: real digits, IDX and svmlight readers on small files written here,
 and the opt-in downloader against files served locally. Nothing here touches the network."""
 import bz2
+import dataclasses
 import gzip
 import hashlib
 import http.server
@@ -667,6 +668,11 @@ def test_svm_scale_uses_training_ranges_and_zeroes_constant_features():
     assert np.allclose(svm_scale([[1.0, 3.0], [3.0, 3.0]], lower=0.0)[0], [[0, 0], [1, 0]])
 
 
+def test_standardize_uses_training_statistics_and_zeroes_constant_features():
+    train, test = data.standardize([[1.0, 5.0], [3.0, 5.0]], [[5.0, 2.0]])
+    assert np.array_equal(train, [[-1, 0], [1, 0]]) and np.array_equal(test, [[3, 0]])
+
+
 def test_statlog_small_file_split_scaling_and_labels(small_satimage):
     for path in (small_satimage.parent, small_satimage):  # the directory, or the file itself
         ds = load_dataset("satimage", path=str(path))
@@ -677,6 +683,15 @@ def test_statlog_small_file_split_scaling_and_labels(small_satimage):
         # the factor's order (Statlog codes 1, 3, 7), not the alphabet; unused levels dropped
         assert ds.classes == ("red soil", "grey soil", "very damp grey soil")
         assert ds.y_train.tolist() == [2, 0, 1, 0, 2] and ds.y_test.tolist() == [1, 0, 2]
+
+
+def test_statlog_set_with_standard_scaling(small_satimage, monkeypatch):
+    monkeypatch.setitem(data.STATLOG_FILES, "satimage",
+                        dataclasses.replace(SMALL_SAT, scaling="standard"))
+    ds = load_dataset("satimage", path=str(small_satimage))
+    train, test = data.standardize(SMALL_X[:5], SMALL_X[5:])
+    assert np.array_equal(ds.X_train, train) and np.array_equal(ds.X_test, test)
+    assert not np.array_equal(train, svm_scale(SMALL_X[:5])[0])
 
 
 def test_statlog_file_of_any_name_and_from_the_mlbench_directories(tmp_path, small_satimage,
@@ -828,8 +843,12 @@ def test_statlog_real_files_standard_splits(name):
     if name == "dna":  # A, C, G, T -> 100, 010, 001, 000: at most one 1 per nucleotide
         assert set(np.unique(np.vstack([ds.X_train, ds.X_test]))) == {0.0, 1.0}
         assert ds.X_train.reshape(-1, 60, 3).sum(axis=2).max() == 1
+    elif spec.scaling == "standard":  # mean 0 and std 1 over the training part
+        assert np.allclose(ds.X_train.mean(axis=0), 0, atol=1e-12)
+        assert np.allclose(ds.X_train.std(axis=0), 1, atol=1e-12)
     else:  # svm_scale from the training part: every feature spans exactly [-1, 1] there
         assert np.all(ds.X_train.min(axis=0) == -1) and np.all(ds.X_train.max(axis=0) == 1)
+    assert spec.scaling == ("standard" if name == "shuttle" else "minmax")
     if name == "letter":
         assert ds.classes == tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
         assert (np.bincount(ds.y_train) + np.bincount(ds.y_test)).tolist() == LETTER_TOTALS
