@@ -17,9 +17,10 @@ Sources (see ``data/README.md`` for how to get the files):
   started); found where Debian's ``r-cran-mlbench`` installs them (``MLBENCH_DIRS``), or in the
   directory (or file) ``path``. The standard split: the first rows train, the last test
   (``STATLOG_FILES``); features scaled to [-1, 1] from the training part as LIBSVM's ``.scale``
-  files are (:func:`svm_scale`), except shuttle's, standardized (:func:`standardize`: a few
-  outliers squeeze its columns into narrow bands under [-1, 1], results/defaults/README.md),
-  and DNA's 0/1 indicators kept as 0/1.
+  files are (:func:`svm_scale`), except shuttle's and letter's, standardized
+  (:func:`standardize`: under [-1, 1] a few outliers squeeze shuttle's columns into narrow
+  bands, and letter gains a point; results/defaults/README.md), and DNA's 0/1 indicators kept
+  as 0/1.
 * ``letter-libsvm``, ``satimage-libsvm``, ``pendigits``, ``usps``, ``sensit-vehicle``,
   ``mnist-libsvm`` -- the LIBSVM files of the paper's experiments in a directory (plain or
   ``.bz2``); with no path, ``data/cache/<name>`` (where :func:`download_libsvm` puts them) is
@@ -251,7 +252,7 @@ DATASETS = {
     "satimage": "Statlog Landsat satimage, mlbench's Satellite.rda, 4435/2000, 36 features, "
                 "6 classes, scaled to [-1, 1] (found where r-cran-mlbench installs it, or path=DIR|FILE)",
     "letter": "Statlog letter, mlbench's LetterRecognition.rda, 15000/5000, 16 features, 26 classes, "
-              "scaled to [-1, 1] (found where r-cran-mlbench installs it, or path=DIR|FILE)",
+              "standardized (found where r-cran-mlbench installs it, or path=DIR|FILE)",
     "shuttle": "Statlog shuttle, mlbench's Shuttle.rda, 43500/14500, 9 features, 7 classes, "
                "standardized (found where r-cran-mlbench installs it, or path=DIR|FILE)",
     "dna": "Statlog DNA splice junctions, mlbench's DNA.rda, 2000/1186, 180 binary features, "
@@ -711,7 +712,7 @@ class StatlogFile:
 STATLOG_FILES = {
     "satimage": StatlogFile("Satellite.rda", "Satellite", "classes", 4435, 2000, 36, 0.9170),
     "letter": StatlogFile("LetterRecognition.rda", "LetterRecognition", "lettr", 15000, 5000, 16,
-                          0.9798),
+                          0.9798, scaling="standard"),
     "shuttle": StatlogFile("Shuttle.rda", "Shuttle", "Class", 43500, 14500, 9, 0.9992,
                            scaling="standard"),
     "dna": StatlogFile("DNA.rda", "DNA", "Class", 2000, 1186, 180, 0.9545, binary=True),
