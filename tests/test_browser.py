@@ -15,7 +15,8 @@ touched. Every process it starts (kernels, controllers, mpiexec, engines) inheri
 in its environment (``DNEWTON_NOTEBOOK_RUN``, as in ``test_notebooks.py``): after each
 notebook no kernel or engine may be left, and after the server none at all.
 
-Every notebook runs, each in 10-35 s here (about 3 minutes for all of them on 2 cores).
+Every notebook runs: 16-22 s each for those that start engines on a quiet 2-core machine,
+about 2.5 minutes for all of them (measured 2026-11-26).
 ``DNEWTON_BROWSER=05,07`` runs those whose names start so (``make browser-check`` runs this
 test alone).
 """

@@ -142,8 +142,8 @@ def sync_fraction(studies):
 
 
 def _spread(pts):
-    tests = [x["test"] for x in pts]
-    return f"{min(tests):.4f} - {max(tests):.4f} ({max(tests) - min(tests):.4f})"
+    lo, hi, _ = report.spread(pts)
+    return f"{lo:.4f} - {hi:.4f} ({hi - lo:.4f})"
 
 
 def _best(stats, method, step=None):

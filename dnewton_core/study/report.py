@@ -233,7 +233,7 @@ def _sync(stats):
     return lines
 
 
-def _spread(pts):
+def spread(pts):
     vals = [x["test"] for x in pts if x["test"] is not None]
     return min(vals), max(vals), float(np.std(vals))
 
@@ -244,8 +244,8 @@ def _robustness(stats, rows, curves):
     sgd = [x for x in stats if x["method"] == "sgd"]
     if not (newton and sgd):
         return lines
-    n_lo, n_hi, n_sd = _spread(newton)
-    s_lo, s_hi, s_sd = _spread(sgd)
+    n_lo, n_hi, n_sd = spread(newton)
+    s_lo, s_hi, s_sd = spread(sgd)
     best_n = max(newton, key=lambda x: x["test"])
     best_s = max(sgd, key=lambda x: x["test"])
     conv = [x for x in sgd if not x["diverged"]]
