@@ -188,6 +188,10 @@ def add_reproduce(subparsers, parents):
                    help="digits, 2 seeds, a small grid, few iterations: a minute or two")
     g.add_argument("--out", default=None, help="output directory (default results/<data>; "
                                                "with --quick the scratch results/quick)")
+    g.add_argument("--continue", dest="resume_study", action="store_true",
+                   help="continue the study in --out with the same options: keep the runs "
+                        "runs.csv and curves.csv hold, run the others, then rewrite the "
+                        "report and the figures from all of them")
     return p
 
 

@@ -256,6 +256,41 @@ def test_reproduce_keeps_a_diverged_newton_run(tmp_path):
                                   "accuracy_vs_time.png", "robustness.png"])
 
 
+def test_reproduce_continue_runs_only_what_is_missing(tmp_path):
+    """A study run in two parts (--continue) has the rows of one run in one part."""
+    from dnewton_core.study import records
+    study = ("reproduce", "--settings", "newton-full:0.05,sgd:0.01", "--iters", 2,
+             "--epochs", 1, "--hidden", 8)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert cli(*study, "--seeds", 2, "--out", whole).returncode == 0
+    assert cli(*study, "--seeds", 1, "--out", parts).returncode == 0
+    p = cli(*study, "--seeds", 2, "--out", parts, "--continue")
+    assert p.returncode == 0, p.stderr
+    assert "(2 finished before: --continue)" in p.stdout
+    assert [line.split("]")[0] for line in p.stdout.splitlines() if line.startswith("[")] \
+        == ["[  3/4", "[  4/4"]
+    kept = ("run", "setting", "seed", "iterations", "objective", "test_accuracy", "bytes_total")
+    one, two = records.read_runs(whole / "runs.csv"), records.read_runs(parts / "runs.csv")
+    assert [[r[k] for k in kept] for r in two] == [[r[k] for k in kept] for r in one]
+    curve = lambda path: [(c["run"], c["iter"], c["objective"])
+                          for c in records.read_runs(path / "curves.csv")]
+    assert curve(parts) == curve(whole)
+    assert "it continued 2 runs finished before (--continue)" in \
+        (parts / "summary.md").read_text()
+
+    before = (parts / "runs.csv").read_bytes()
+    settings = ("reproduce", "--settings", "newton-full:0.05,sgd:0.01", "--hidden", 8)
+    for changed, message in (
+            (("--iters", 3, "--epochs", 1, "--seeds", 2), "budget is '2', this study's is '3'"),
+            (("--iters", 2, "--epochs", 1, "--seeds", 1), "line 4: 'newton-full S=5%' seed 1 is not a run"),
+            (("--iters", 2, "--epochs", 1, "--seeds", 2, "--overwrite"), "choose one")):
+        p = cli(*settings, *changed, "--out", parts, "--continue")
+        assert p.returncode == 2 and message in p.stderr, (changed, p.stderr)
+    assert (parts / "runs.csv").read_bytes() == before
+    p = cli(*study, "--seeds", 2, "--out", tmp_path / "none", "--continue")
+    assert p.returncode == 2 and "does not exist: no study to continue" in p.stderr
+
+
 def test_compare_prints_progress_per_method_and_iteration(tmp_path):
     p = cli("compare", "--iters", 3, "--epochs", 2, "--hidden", "8", "--out", tmp_path / "c")
     assert p.returncode == 0, p.stderr

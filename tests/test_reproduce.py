@@ -274,6 +274,36 @@ def test_refuses_to_overwrite(quick4):
     assert {p.name: p.read_bytes() for p in quick4[0].iterdir()} == before
 
 
+def test_continue_finishes_a_study_cut_short(quick4, tmp_path):
+    """quick4 cut after all but its last three runs (SGD), then --continue on 4 ranks: the
+    three runs again, the same rows and curves as the study in one go (these are short runs on the same
+    machine and grid, compared to a stated tolerance), and a report from all of them."""
+    cut = tmp_path / "study"
+    cut.mkdir()
+    whole = records.read_runs(quick4[0] / "runs.csv")
+    last = whole[-4]["run"]
+    for name in ("runs.csv", "curves.csv"):
+        with open(quick4[0] / name, newline="") as f, open(cut / name, "w", newline="") as out:
+            reader = csv.DictReader(f)
+            writer = csv.DictWriter(out, reader.fieldnames)
+            writer.writeheader()
+            writer.writerows(r for r in reader if int(r["run"]) <= last)
+    rc, out, err, _ = launch(["reproduce", "--quick", "--out", str(cut), "--network", *NETWORKS,
+                              "--continue"], n=4)
+    assert rc == 0, f"exit {rc}\n{out[-3000:]}\n{err[-3000:]}"
+    assert f"({last} finished before: --continue)" in out
+    assert len([line for line in out.splitlines() if line.startswith("[")]) == 3
+    again = records.read_runs(cut / "runs.csv")
+    same = ("run", "setting", "seed", "iterations", "diverged", "bytes_jacobian")
+    assert [[r[k] for k in same] for r in again] == [[r[k] for k in same] for r in whole]
+    for a, b in zip(again[last:], whole[last:]):
+        assert a["objective"] == (b["objective"] and pytest.approx(b["objective"], rel=1e-9))
+    assert len(records.read_runs(cut / "curves.csv")) == \
+        len(records.read_runs(quick4[0] / "curves.csv"))
+    assert f"it continued {last} runs finished before" in (cut / "summary.md").read_text()
+    assert {p.name for p in cut.iterdir()} == {p.name for p in quick4[0].iterdir()}
+
+
 # --------------------------------------------------------------------------- one process
 
 def test_quick_on_one_process_leaves_out_the_diagonal(quick1):

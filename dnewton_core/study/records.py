@@ -1,6 +1,7 @@
 """The study's files of record: one row per run (runs.csv), one per iteration (curves.csv)."""
 import csv
 import io
+import os
 
 import numpy as np
 
@@ -88,3 +89,36 @@ def read_runs(path):
             last = r["setting"].split()[-1]
             r["step"] = last if last in DIAG_STEPS else "none"
     return rows
+
+
+def read_finished(runs_path, curves_path, settings, seeds, identity):
+    """The (rows, curves) of a study cut short that ``reproduce --continue`` keeps, checked to
+    be runs of this study: every row's ``identity`` columns (data, network, grid, C, budget
+    per unit, ...) as this study's, its setting among ``settings`` and its seed below
+    ``seeds``, no (setting, seed) twice. A ValueError names the file, line and column."""
+    for path in (runs_path, curves_path):
+        if not os.path.exists(path):
+            raise ValueError(f"--continue: {path} does not exist: no study to continue there "
+                             "(leave out --continue to start one)")
+    rows, curves = read_runs(runs_path), read_runs(curves_path)
+    labels, seen = {x.label for x in settings}, set()
+    text = lambda v: "" if v is None else str(v)
+    for line, r in enumerate(rows, start=2):
+        where = f"--continue: {runs_path} line {line}"
+        wanted = dict(identity, budget=identity["budget"][r.get("unit")])
+        for key, value in wanted.items():
+            if text(r.get(key)) != text(value):
+                raise ValueError(f"{where}: {key} is {text(r.get(key)) or '(empty)'!r}, this "
+                                 f"study's is {text(value)!r}; continue with the options of the "
+                                 "first part")
+        pair = (r["setting"], r["seed"])
+        if r["setting"] not in labels or not (isinstance(r["seed"], int) and 0 <= r["seed"] < seeds):
+            raise ValueError(f"{where}: {r['setting']!r} seed {r['seed']} is not a run of this "
+                             f"study ({len(labels)} settings, seeds 0..{seeds - 1})")
+        if pair in seen:
+            raise ValueError(f"{where}: {r['setting']!r} seed {r['seed']} is there twice")
+        seen.add(pair)
+        if r["run"] != line - 1:
+            raise ValueError(f"{where}: run number {r['run']}, expected {line - 1}")
+    finished = {r["run"] for r in rows}
+    return rows, [c for c in curves if c["run"] in finished]

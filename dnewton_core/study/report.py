@@ -334,7 +334,9 @@ def _header(plan, info, stats, rows, notes, started, seconds, data_note):
         f"# Reproduction study: {p.data}, network {first['network']}", "",
         f"- command: `{command_line(info['ranks'])}`",
         f"- date: {started} (study wall time {seconds / 60:.1f} min, data loading and "
-        "accuracy checks included)",
+        "accuracy checks included" + (f"; this part only: it continued {info['continued']} "
+                                      "runs finished before (--continue)"
+                                      if info.get("continued") else "") + ")",
         f"- machine: {info['cores']} cores ({info['usable_cores']} usable), {info['cpu']}, "
         f"{info['platform']}; Python {info['python']}, numpy {info['numpy']}, mpi4py "
         f"{info['mpi4py']}, {info['mpi']}; BLAS threads: {info['threads']}",

@@ -14,7 +14,8 @@ rank 0 alone prints (one line per run) and writes:
 
 Every file is checked before the first run (``experiment.prepare``) and written atomically
 (``outputs``). runs.csv and curves.csv are rewritten after every run, so a study cut short
-keeps the runs it finished; a run that diverges (SGD or Newton) is one of them. Seeds
+keeps the runs it finished, and ``--continue`` runs the rest of it later (the same options:
+every kept row is checked against them); a run that diverges (SGD or Newton) is one of them. Seeds
 0..K-1 seed the initialization, the subsamples S and the SGD batch order; the train/test
 split is the data set's own and is the same in every run.
 """
@@ -22,6 +23,8 @@ import dataclasses
 import datetime
 import os
 import time
+
+import numpy as np
 
 from .. import environment
 from ..experiment import build_model, grid_splits, prepare, run
@@ -73,7 +76,7 @@ def run_study(plan, comm):
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     load_start = environment.load_average()
     tic = time.perf_counter()
-    prepared = prepare(plan.problem, comm, paths.values(), plan.overwrite)
+    prepared = prepare(plan.problem, comm, paths.values(), plan.overwrite or plan.resume)
     data, hidden = prepared.data, plan.problem.hidden
     data_note = f"{data.name}, {data.n_train} training and {data.n_test} test " \
                 f"instances, {data.n_features} features, {data.n_classes} classes ({data.source})"
@@ -89,14 +92,22 @@ def run_study(plan, comm):
     network = "-".join(map(str, (data.n_features, *hidden, data.n_classes)))
     splits = "" if comm.size == 1 and prepared.splits is None else \
         ",".join(map(str, grid_splits(data, hidden, comm, prepared.splits)))
+    identity = dict(data=plan.problem.data, network=network, ranks=comm.size, splits=splits,
+                    train_size=data.n_train, C=prepared.objective.regularization(data.n_train),
+                    budget=dict(iteration=plan.iters, epoch=plan.epochs))
+    rows, curves, done = _finished(plan, comm, paths, settings, identity)
     say = print if comm.rank == 0 else (lambda *a, **k: None)
     say(f"reproduce: {plan.problem.data}, network {network}, {comm.size} rank(s), "
-        f"{len(settings)} settings x {plan.seeds} seeds = {total} runs -> {plan.out}", flush=True)
+        f"{len(settings)} settings x {plan.seeds} seeds = {total} runs -> {plan.out}"
+        + (f" ({int(done.sum())} finished before: --continue)" if plan.resume else ""),
+        flush=True)
     for note in notes:
         say(f"  left out: {note}", flush=True)
-    rows, curves = [], []
+    kept = len(rows)
     for seed in range(plan.seeds):
-        for setting in settings:
+        for k, setting in enumerate(settings):
+            if done[seed, k]:
+                continue
             got = run_one(comm, prepared, hidden, setting, seed, plan)
             if got is None:
                 continue
@@ -107,7 +118,7 @@ def run_study(plan, comm):
             curves += [dict(c, run=row["run"], method=setting.method, setting=setting.label,
                             seed=seed) for c in curve]
             first = len(rows) == 1          # a file that appeared since the check: refuse
-            replace = plan.overwrite or not first
+            replace = plan.overwrite or plan.resume or not first
             extra = columns(plan.networks)
             records.write_csv(paths["runs.csv"], rows, records.RUN_COLUMNS + extra, replace)
             records.write_csv(paths["curves.csv"], curves, records.CURVE_COLUMNS + extra,
@@ -115,11 +126,30 @@ def run_study(plan, comm):
             say(_progress(row, total, setting, seed), flush=True)
     if comm.rank == 0:
         info = dict(machine_info(), ranks=comm.size, load_start=load_start,
-                    load_end=environment.load_average())
+                    load_end=environment.load_average(), continued=kept)
         _write_report(plan, paths, info, rows, curves, notes, started,
                       time.perf_counter() - tic, data_note, f"{plan.problem.data}, {network}, "
                       f"{comm.size} rank(s)")
     return 0
+
+
+def _finished(plan, comm, paths, settings, identity):
+    """(rows, curves, done): with --continue, the runs already in runs.csv and curves.csv
+    (read and checked on rank 0, ``records.read_finished``) and on every rank which
+    (seed, setting) they are, as a (seeds, settings) mask sent from rank 0 in one message;
+    otherwise nothing."""
+    done = np.zeros((plan.seeds, len(settings)))
+    if not plan.resume:
+        return [], [], done.astype(bool)
+    kept = comm.agree_on(lambda: records.read_finished(
+        paths["runs.csv"], paths["curves.csv"], settings, plan.seeds, identity)
+        if comm.rank == 0 else ([], []))
+    index = {x.label: k for k, x in enumerate(settings)}
+    for r in kept[0]:
+        done[r["seed"], index[r["setting"]]] = 1
+    with comm.phase("setup"):
+        comm.allreduce(done, comm.world_group(), receives=comm.rank != 0)
+    return (*kept, done.astype(bool))
 
 
 def _progress(row, total, setting, seed):
@@ -133,18 +163,18 @@ def _progress(row, total, setting, seed):
 
 def _write_report(plan, paths, info, rows, curves, notes, started, seconds, data_note, title):
     from .figures import accuracy_time_panels, robustness_strip
-    stats = report.aggregate(rows)
+    stats, replace = report.aggregate(rows), plan.overwrite or plan.resume
     summary = report.summary_markdown(plan, info, stats, rows, curves, notes, started, seconds,
                                       data_note)
-    write_atomic(paths["summary.md"], summary, plan.overwrite)
+    write_atomic(paths["summary.md"], summary, replace)
     panels, groups = report.figure_inputs(stats, rows, curves)
     accuracy_time_panels(panels, paths["accuracy_vs_time.png"], title=title,
-                         replace=plan.overwrite)
-    robustness_strip(groups, paths["robustness.png"], title=title, replace=plan.overwrite)
+                         replace=replace)
+    robustness_strip(groups, paths["robustness.png"], title=title, replace=replace)
     if plan.networks:
         from .figures import accuracy_against_modeled_time
         accuracy_against_modeled_time(modeled.figure_inputs(stats, rows, curves, plan.networks),
                                       paths[MODELED_FIGURE], modeled.common_target(stats),
-                                      title=title, replace=plan.overwrite)
+                                      title=title, replace=replace)
     print(report.settings_table(stats))
     print(f"wrote {', '.join(paths)} in {plan.out} ({seconds / 60:.1f} min)")

@@ -131,6 +131,7 @@ class Plan:
     sgd: SGDConfig              # constants and budget (lr and seed set per run)
     networks: tuple = ()        # network.Network's every run is charged on (model mode)
     steps: tuple = ("none",)    # newton-diag's steps after CG (--diag-steps)
+    resume: bool = False        # --continue: keep the finished runs in out, run the others
 
     @property
     def data(self):
@@ -197,6 +198,9 @@ def resolve(args):
     for name, ok in checks:
         if not ok:
             raise ValueError(f"{name}: invalid value {a[name[2:].replace('-', '_')]!r}")
+    if a.get("resume_study") and a["overwrite"]:
+        raise ValueError("--continue keeps the runs in --out and --overwrite replaces them: "
+                         "choose one")
     return Plan(
         problem=problem_of(a), methods=methods, subsamples=tuple(a["subsamples"]),
         syncs=tuple(a["syncs"]), lrs=tuple(a["lrs"]), settings=explicit, seeds=a["seeds"],
@@ -206,7 +210,8 @@ def resolve(args):
         newton=NewtonConfig(iters=a["iters"], xi=a["xi"], cg_max=a["cg_max"],
                             lambda0=a["lambda0"]),
         sgd=SGDConfig(epochs=epochs, momentum=a["momentum"], batch_size=a["batch_size"]),
-        networks=networks_of(a.get("network")), steps=tuple(a["diag_steps"]))
+        networks=networks_of(a.get("network")), steps=tuple(a["diag_steps"]),
+        resume=bool(a.get("resume_study")))
 
 
 def problem_of(options):
