@@ -73,6 +73,7 @@ def test_compare_writes_table_json_and_figure(tmp_path):
     (["--activation", "softsign"], "softsign"),
     (["--splits", "1,2"], "entries"),
     (["--gn", "diag"], "mpiexec"),
+    (["--dtype", "float16"], "--dtype: invalid choice: 'float16' (choose from 'float64', 'float32')"),
 ])
 def test_bad_settings_are_one_line_errors(args, needle):
     p = cli("train", "--iters", 1, *args)

@@ -47,7 +47,7 @@ def summarize_run(out, setting, seed, elapsed, budget, networks=()):
     return row, curves
 
 
-RUN_COLUMNS = (["run", "data", "network", "splits", "ranks", "train_size", "C", "method",
+RUN_COLUMNS = (["run", "data", "network", "splits", "ranks", "train_size", "C", "dtype", "method",
                 "setting", "subsample", "sync", "step", "lr", "seed", "unit", "budget", "iterations",
                 "train_accuracy", "test_accuracy", "objective", "wall_time", "elapsed",
                 "diverged", "cg_iters", "cg_iters_mean", "bytes_total", "messages_total"]
@@ -88,6 +88,8 @@ def read_runs(path):
         if "step" not in r and r["method"] == "newton-diag":
             last = r["setting"].split()[-1]
             r["step"] = last if last in DIAG_STEPS else "none"
+        if "dtype" not in r and "budget" in r:     # runs.csv written before --dtype
+            r["dtype"] = "float64"
     return rows
 
 

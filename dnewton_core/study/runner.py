@@ -78,23 +78,14 @@ def run_study(plan, comm):
     tic = time.perf_counter()
     prepared = prepare(plan.problem, comm, paths.values(), plan.overwrite or plan.resume)
     data, hidden = prepared.data, plan.problem.hidden
-    data_note = f"{data.name}, {data.n_train} training and {data.n_test} test " \
-                f"instances, {data.n_features} features, {data.n_classes} classes ({data.source})"
-    if plan.problem.train_limit is not None:
-        data_note += (f"; REDUCED: only the first {plan.problem.train_limit} training "
-                      "instances are used (--train-limit)")
     settings, notes = plan.runs(comm.size > 1 or prepared.splits is not None)
     if not settings:
         comm.agree("nothing to run: " + "; ".join(notes))
     if comm.rank == 0:
         os.makedirs(plan.out, exist_ok=True)
     total = len(settings) * plan.seeds
-    network = "-".join(map(str, (data.n_features, *hidden, data.n_classes)))
-    splits = "" if comm.size == 1 and prepared.splits is None else \
-        ",".join(map(str, grid_splits(data, hidden, comm, prepared.splits)))
-    identity = dict(data=plan.problem.data, network=network, ranks=comm.size, splits=splits,
-                    train_size=data.n_train, C=prepared.objective.regularization(data.n_train),
-                    budget=dict(iteration=plan.iters, epoch=plan.epochs))
+    identity = _identity(plan, comm, prepared)
+    network = identity["network"]
     rows, curves, done = _finished(plan, comm, paths, settings, identity)
     say = print if comm.rank == 0 else (lambda *a, **k: None)
     say(f"reproduce: {plan.problem.data}, network {network}, {comm.size} rank(s), "
@@ -112,8 +103,8 @@ def run_study(plan, comm):
             if got is None:
                 continue
             row, curve = got
-            row.update(run=len(rows) + 1, data=plan.problem.data, network=network,
-                       ranks=comm.size, splits=splits, train_size=data.n_train)
+            row.update(run=len(rows) + 1, **{k: v for k, v in identity.items()
+                                             if k not in row and k != "budget"})
             rows.append(row)
             curves += [dict(c, run=row["run"], method=setting.method, setting=setting.label,
                             seed=seed) for c in curve]
@@ -128,9 +119,31 @@ def run_study(plan, comm):
         info = dict(machine_info(), ranks=comm.size, load_start=load_start,
                     load_end=environment.load_average(), continued=kept)
         _write_report(plan, paths, info, rows, curves, notes, started,
-                      time.perf_counter() - tic, data_note, f"{plan.problem.data}, {network}, "
-                      f"{comm.size} rank(s)")
+                      time.perf_counter() - tic, _data_note(plan, data),
+                      f"{plan.problem.data}, {network}, {comm.size} rank(s)")
     return 0
+
+
+def _identity(plan, comm, prepared):
+    """The columns every row of this study has alike (and --continue checks), with the
+    budget of each unit."""
+    data, hidden = prepared.data, plan.problem.hidden
+    splits = "" if comm.size == 1 and prepared.splits is None else \
+        ",".join(map(str, grid_splits(data, hidden, comm, prepared.splits)))
+    return dict(data=plan.problem.data, ranks=comm.size, splits=splits,
+                network="-".join(map(str, (data.n_features, *hidden, data.n_classes))),
+                train_size=data.n_train, C=prepared.objective.regularization(data.n_train),
+                dtype=prepared.objective.dtype,
+                budget=dict(iteration=plan.iters, epoch=plan.epochs))
+
+
+def _data_note(plan, data):
+    note = f"{data.name}, {data.n_train} training and {data.n_test} test instances, " \
+           f"{data.n_features} features, {data.n_classes} classes ({data.source})"
+    if plan.problem.train_limit is not None:
+        note += (f"; REDUCED: only the first {plan.problem.train_limit} training "
+                 "instances are used (--train-limit)")
+    return note
 
 
 def _finished(plan, comm, paths, settings, identity):

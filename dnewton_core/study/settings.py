@@ -189,6 +189,22 @@ def resolve(args):
         f"{a['epochs_per_iter']:g} x --iters (the default ratio for {a['data']})"
     epochs = a["epochs"] if a["epochs"] is not None else max(1, round(a["epochs_per_iter"]
                                                                       * a["iters"]))
+    _check(a, epochs)
+    return Plan(
+        problem=problem_of(a), methods=methods, subsamples=tuple(a["subsamples"]),
+        syncs=tuple(a["syncs"]), lrs=tuple(a["lrs"]), settings=explicit, seeds=a["seeds"],
+        iters=a["iters"], epochs=epochs, epochs_rule=rule,
+        out=a["out"] or os.path.join("results", "quick" if a["quick"] else a["data"]),
+        overwrite=a["overwrite"],
+        newton=NewtonConfig(iters=a["iters"], xi=a["xi"], cg_max=a["cg_max"],
+                            lambda0=a["lambda0"]),
+        sgd=SGDConfig(epochs=epochs, momentum=a["momentum"], batch_size=a["batch_size"]),
+        networks=networks_of(a.get("network")), steps=tuple(a["diag_steps"]),
+        resume=bool(a.get("resume_study")))
+
+
+def _check(a, epochs):
+    """ValueError naming the first invalid option of ``reproduce`` (a dict of them)."""
     checks = [("--seeds", a["seeds"] >= 1), ("--iters", a["iters"] >= 1), ("--epochs", epochs >= 1),
               ("--subsamples", all(0 < s <= 1 for s in a["subsamples"])),
               ("--syncs", all(0 < t <= 1 for t in a["syncs"])),
@@ -201,17 +217,6 @@ def resolve(args):
     if a.get("resume_study") and a["overwrite"]:
         raise ValueError("--continue keeps the runs in --out and --overwrite replaces them: "
                          "choose one")
-    return Plan(
-        problem=problem_of(a), methods=methods, subsamples=tuple(a["subsamples"]),
-        syncs=tuple(a["syncs"]), lrs=tuple(a["lrs"]), settings=explicit, seeds=a["seeds"],
-        iters=a["iters"], epochs=epochs, epochs_rule=rule,
-        out=a["out"] or os.path.join("results", "quick" if a["quick"] else a["data"]),
-        overwrite=a["overwrite"],
-        newton=NewtonConfig(iters=a["iters"], xi=a["xi"], cg_max=a["cg_max"],
-                            lambda0=a["lambda0"]),
-        sgd=SGDConfig(epochs=epochs, momentum=a["momentum"], batch_size=a["batch_size"]),
-        networks=networks_of(a.get("network")), steps=tuple(a["diag_steps"]),
-        resume=bool(a.get("resume_study")))
 
 
 def problem_of(options):
