@@ -9,7 +9,7 @@ Not a test: it measures and prints. Two parts, each an MPI program:
            The sum over partitions of those times is what ONE core needs for the whole
            product: that is the "one rank" figure. (A single MPI rank cannot hold all the
            layers: a DistributedModel needs one rank per partition.) It is compared with
-           this machine's one-thread dense float64 matmul rate. The ranks are also timed
+           this machine's one-thread dense matmul rate (in --dtype). The ranks are also timed
            running at once (the parallel figure), which is only fair with >= L cores.
   comm     grid --comm-splits (default 2,1,1,1: 4 ranks); --iters Newton iterations with
            gn=full and then gn=diag; prints the bytes (and messages) per phase of each
@@ -20,6 +20,7 @@ Run both (launches mpiexec itself; BLAS is pinned to one thread per process):
 
     .venv/bin/python bench/gauss_newton.py                 # or: make bench
     .venv/bin/python bench/gauss_newton.py --quick         # small sizes, a few seconds
+    .venv/bin/python bench/gauss_newton.py --dtype float32 # the model and the matmul in float32
 
 or one part by hand:
 
@@ -86,6 +87,8 @@ def parse_args(argv=None):
     ap.add_argument("--cg-max", type=int, default=250,
                     help="comm part: CG iteration limit (default 250, simpleNN's)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random data (default 0)")
+    ap.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                    help="numbers of the model, and of the reference matmul (default float64)")
     ap.add_argument("--mpiexec", default=None, help="launcher for --part all (default: the "
                     "mpiexec next to this python, else the one on PATH)")
     ap.add_argument("--quick", action="store_true",
@@ -109,7 +112,7 @@ def child_argv(args, part):
     """The flags that reproduce this run's sizes for one part."""
     out = [f"--part={part}", f"--features={args.features}", f"--hidden={args.hidden}",
            f"--classes={args.classes}", f"--subsample-size={args.subsample_size}",
-           f"--seed={args.seed}"]
+           f"--seed={args.seed}", f"--dtype={args.dtype}"]
     if part == "product":
         out += [f"--repeats={args.repeats}", f"--matmul-repeats={args.matmul_repeats}"]
         out += ["--profile"] if args.profile else []
@@ -224,12 +227,12 @@ def blas_info():
     return "; ".join(rows) or "no BLAS found by threadpoolctl"
 
 
-def matmul_rates(n_S, n_0, n_1, repeats):
-    """One-thread float64 GFLOP/s of (|S| x n_0) @ (n_0 x n_1) and of 1000^2 @ 1000^2 (best)."""
+def matmul_rates(n_S, n_0, n_1, repeats, dtype="float64"):
+    """One-thread ``dtype`` GFLOP/s of (|S| x n_0) @ (n_0 x n_1) and of 1000^2 @ 1000^2 (best)."""
     rng = np.random.default_rng(1)
     out = []
     for m, k, n in ((n_S, n_0, n_1), (1000, 1000, 1000)):
-        A, B = rng.random((m, k)), rng.random((k, n))
+        A, B = rng.random((m, k)).astype(dtype), rng.random((k, n)).astype(dtype)
         product = functools.partial(np.matmul, A, B)
         product()                                    # warm-up
         best = min(timed(product, repeats))
@@ -243,6 +246,7 @@ def run_product(args):
 
     from dnewton_core.comm import Comm
     from dnewton_core.distributed import DistributedModel
+    from dnewton_core.model import ObjectiveConfig
 
     world = MPI.COMM_WORLD
     rank, size = world.Get_rank(), world.Get_size()
@@ -255,11 +259,12 @@ def run_product(args):
         return 2
     n_S, n_L = args.subsample_size, args.classes
     data = random_data(args.features, n_L, n_S, 100, args.seed)
-    model = DistributedModel(data, args.hidden_sizes, splits, Comm(world), gn="diag")
+    model = DistributedModel(data, args.hidden_sizes, splits, Comm(world),
+                             ObjectiveConfig(dtype=args.dtype), gn="diag")
     S = np.arange(n_S)
     with model.phase("gradient"):
         _, J = model.gradient_and_jacobian(model.theta, S)
-    v = np.random.default_rng(100 + rank).standard_normal(model.theta.shape)
+    v = np.random.default_rng(100 + rank).standard_normal(model.theta.shape).astype(args.dtype)
     p = model.part
     gemm_f, batched_f = product_flops(len(p.rows), len(p.cols), n_S, n_L)
     for _ in range(2):
@@ -277,7 +282,8 @@ def run_product(args):
             if args.profile:
                 prof = profile_product(model, J, v, args.repeats)
             if rank == 0:
-                mm = matmul_rates(n_S, args.features, args.layers[1], args.matmul_repeats)
+                mm = matmul_rates(n_S, args.features, args.layers[1], args.matmul_repeats,
+                                  args.dtype)
         polite_barrier(world)
     if rank == 0:
         busy[1] = machine_busy()
@@ -298,7 +304,7 @@ def run_product(args):
 
 def report_product(args, rows, mm, busy):
     n_S = args.subsample_size
-    print(f"\n== 1. Gauss-Newton product G_S v, float64, network {'-'.join(map(str, args.layers))}, "
+    print(f"\n== 1. Gauss-Newton product G_S v, {args.dtype}, network {'-'.join(map(str, args.layers))}, "
           f"|S| = {n_S}, grid {','.join(['1'] * len(args.layers))}, gn=diag (no message) ==")
     print("FLOPs per partition: 2|S| r c (z V) + 2|S| n_L c (D u) + 2|S| n_L c (D^T w) "
           "+ 2|S| r c (z^T .),  r x c = block of W^m")
@@ -321,7 +327,7 @@ def report_product(args, rows, mm, busy):
     print(f"one core, whole product (sum of the partitions' times): "
           f"{1 / total_best:.2f} products/s best, {1 / total_med:.2f} median; "
           f"{rate:.2f} GFLOP/s")
-    print("one-thread dense float64 matmul on this machine (best of "
+    print(f"one-thread dense {args.dtype} matmul on this machine (best of "
           f"{args.matmul_repeats}):")
     for (m, k, n), best, gf in mm:
         print(f"    ({m} x {k}) @ ({k} x {n}): {best * 1e3:8.2f} ms  {gf:6.2f} GFLOP/s")
@@ -350,7 +356,7 @@ def profile_product(model, J, v, repeats):
     VW, _ = model.block(v)
     n_S, n_L, c = D.shape
     u = z_in @ VW
-    w = np.random.default_rng(7).standard_normal((n_S, n_L)) / n_S
+    w = (np.random.default_rng(7).standard_normal((n_S, n_L)) / n_S).astype(D.dtype)
     Dt = np.ascontiguousarray(D.transpose(0, 2, 1))              # (|S|, c, n_L) layout
     ref_Du = np.einsum("snk,sk->sn", D, u)                     # as in gauss_newton
     ref_Dtw = np.einsum("sn,snk->sk", w, D)
@@ -420,6 +426,7 @@ def run_comm(args):
     from dnewton_core.comm import Comm
     from dnewton_core.distributed import DistributedModel
     from dnewton_core.ledger import combine_records
+    from dnewton_core.model import ObjectiveConfig
     from dnewton_core.newton import NewtonConfig, newton
     from dnewton_core.partition import Grid
 
@@ -442,7 +449,8 @@ def run_comm(args):
     results = {}
     for gn in ("full", "diag"):
         world.Barrier()
-        model = DistributedModel(data, args.hidden_sizes, args.splits, Comm(world), gn=gn)
+        model = DistributedModel(data, args.hidden_sizes, args.splits, Comm(world),
+                                 ObjectiveConfig(dtype=args.dtype), gn=gn)
         hist = newton(model, cfg)
         mine = [dict(comm=r["comm"], cg=r["cg_iters"], wall=r["wall_time"])
                 for r in hist.records]
@@ -485,8 +493,8 @@ def report_comm(args, grid, n_S, results, combine_records):
     print(f"{'CG iters':<12}" + "".join(f"{c:>22}" for c in cg))
     wall = [f"{max(ranks[k]['wall'] for ranks in results[gn]):.2f}" for gn, k in cols]
     print(f"{'wall s (cum)':<12}" + "".join(f"{c:>22}" for c in wall))
-    jv = n_S * n_L * 8
-    print(f"full: each CG iteration allreduces J v ({n_S} x {n_L} float64 = {jv:,} bytes) on "
+    jv = n_S * n_L * np.dtype(args.dtype).itemsize
+    print(f"full: each CG iteration allreduces J v ({n_S} x {n_L} {args.dtype} = {jv:,} bytes) on "
           f"every one of the {grid.size} ranks = {grid.size * jv:,} bytes, plus scalar inner "
           "products; diag: only scalars after CG.")
     print("function in it1 is the objective at the starting point (later values come from the "

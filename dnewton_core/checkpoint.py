@@ -34,13 +34,14 @@ import numpy as np
 from . import reference as ref
 from .history import State
 from .ledger import combine_records, modeled_over_ranks
-from .model import ConfigError
+from .model import DTYPES, ConfigError
 from .outputs import check_writable, write_atomic
 from .partition import Grid
 
 MANIFEST, STATE = "manifest.json", "state.json"
 STEP = re.compile(r"step-\d{6}$")
 KEYS = ["done", "scalars", "rng", "train_time", "vectors", "records", "config", "grid"]
+OLD_DEFAULTS = {"dtype": "float64"}    # what checkpoints and weights from before a field hold
 
 
 @dataclass(frozen=True)
@@ -126,14 +127,15 @@ def _read_json(path, message):
 
 def check_compatible(saved, layers, plan, data, objective=None):
     """ValueError, one line, if ``saved`` was not written by a run of the same layers,
-    optimizer, data set and objective (activation, loss, C, evaluation batch, seed), or has
-    already done more than the budget."""
+    optimizer, data set and objective (activation, loss, C, evaluation batch, seed, dtype:
+    a float64 run is not continued in float32 nor the reverse), or has already done more
+    than the budget. A checkpoint from before the dtype option is float64."""
     config, grid = saved.state["config"], saved.state["grid"]
     pairs = [("data set is", config.get("data"), data),
              ("optimizer is", config.get("optimizer"), plan.optimizer),
              ("layers are", _dash(grid["layers"]), _dash(layers))]
     if objective is not None:
-        pairs += [(f"{key} is", config.get(f"objective.{key}"), value)
+        pairs += [(f"{key} is", config.get(f"objective.{key}", OLD_DEFAULTS.get(key)), value)
                   for key, value in vars(objective).items()]
     differ = [f"{what} {theirs}, this run's {ours}" for what, theirs, ours in pairs
               if theirs != ours]
@@ -157,7 +159,8 @@ def restore(saved, model):
     s, grid = saved.state, getattr(model, "grid", None)
     mine = grid.param_slices(model.comm.rank) if grid is not None else \
         np.arange(ref.n_params(model.layers))
-    blocks = {name: _own_block(saved, name, mine) for name in ["theta"] + s["vectors"]}
+    blocks = {name: _own_block(saved, name, mine).astype(model.theta.dtype, copy=False)
+              for name in ["theta"] + s["vectors"]}
     return State(s["done"], blocks.pop("theta"), s["scalars"], s["rng"], s["train_time"],
                  s["records"], blocks)
 
@@ -337,8 +340,8 @@ def write_json(path, obj, replace=True):
 
 def save_model(path, model, theta, replace, **about):
     """Write the whole trained theta (gathered on rank 0 from every block, phase "report")
-    and what evaluates it (layers, activation, loss, C, the batch size f is summed in, and
-    ``about``: the data set's name, the seed of its split) to ``path``, atomically.
+    and what evaluates it (layers, activation, loss, C, the batch size f is summed in, the
+    dtype, and ``about``: the data set's name, the seed of its split) to ``path``, atomically.
     Collective on a distributed model."""
     grid = getattr(model, "grid", None)
     if grid is not None:
@@ -346,12 +349,13 @@ def save_model(path, model, theta, replace, **about):
             blocks = model.comm.gather_objects(theta)
         if model.comm.rank != 0:
             return
-        theta = np.empty(grid.n_params)
+        theta = np.empty(grid.n_params, blocks[0].dtype)
         for rank, block in enumerate(blocks):
             theta[grid.param_slices(rank)] = block
     write_atomic(path, npz_bytes(dict(
         theta=theta, layers=np.asarray(model.layers), activation=model.config.activation,
-        loss=model.config.loss, C=model.C, batch_size=model.config.batch_size, **about)),
+        loss=model.config.loss, C=model.C, batch_size=model.config.batch_size,
+        dtype=model.config.dtype, **about)),
         replace)
 
 
@@ -360,10 +364,14 @@ def load_model(path):
     try:
         with np.load(path, allow_pickle=False) as z:
             out = {key: z[key] for key in z.files}
-        model = dict(theta=out["theta"], layers=tuple(int(n) for n in out["layers"]),
+        dtype = str(out.get("dtype", OLD_DEFAULTS["dtype"]))
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}")
+        model = dict(theta=out["theta"].astype(dtype, copy=False),
+                     layers=tuple(int(n) for n in out["layers"]),
                      activation=str(out["activation"]), loss=str(out["loss"]),
                      C=float(out["C"]), batch_size=int(out["batch_size"]),
-                     data=str(out["data"]), seed=int(out["seed"]))
+                     data=str(out["data"]), seed=int(out["seed"]), dtype=dtype)
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"cannot read a model from {path}: {e}") from None
     if model["theta"].shape != (ref.n_params(model["layers"]),):

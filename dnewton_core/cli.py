@@ -91,7 +91,8 @@ def describe_run(comm, model, method, args):
              + (f", sync {model.sync}" if method == "newton" and model.sync < 1 else "")
              if grid else "one process (dense model)")
     _say(comm, f"{method} on {args.data}, network {'-'.join(map(str, model.layers))}, "
-               f"C = {model.C:g}, {where}")
+               f"C = {model.C:g}, {where}"
+               + (f", {model.config.dtype}" if model.config.dtype != "float64" else ""))
 
 
 def cmd_train(args, comm):
@@ -251,6 +252,8 @@ def main(argv=None):
     try:
         args = parser().parse_args(argv)
         guard = comm.guard(getattr(args, "stall_timeout", STALL_TIMEOUT))  # several ranks
+        if os.environ.get("DNEWTON_WAIT"):            # how a waiting rank waits (polling.py)
+            comm.agree_on(lambda: comm.choose_wait(os.environ["DNEWTON_WAIT"]))
         _network(args, comm)
         _warn_threads(comm)
         commands = {"train": cmd_train, "compare": cmd_compare, "reproduce": cmd_reproduce,

@@ -18,6 +18,7 @@ import numpy as np
 from mpi4py import MPI
 
 from . import network as netmodel
+from . import polling
 from .ledger import Ledger, event, network_key
 from .model import ConfigError
 from .outputs import WRITING
@@ -55,11 +56,23 @@ class Comm(Ledger):
         self.waiting = None                 # (op, group, its count, phase, since) while in MPI
         self._calls = defaultdict(int)      # group name -> collectives entered
         self._guard = None
+        self.wait = "spin"                  # how this rank waits in a collective (polling.py)
 
     @classmethod
     def on_world(cls, network=None, inject=False):
-        """A ``Comm`` over ``MPI.COMM_WORLD``: every rank started by mpiexec."""
-        return cls(MPI.COMM_WORLD, network, inject)
+        """A ``Comm`` over ``MPI.COMM_WORLD``: every rank started by mpiexec. Its ranks nap
+        while they wait when they outnumber this machine's cores (``choose_wait``)."""
+        comm = cls(MPI.COMM_WORLD, network, inject)
+        comm.choose_wait()
+        return comm
+
+    def choose_wait(self, choice=None):
+        """Set how this rank waits (``polling.wait_mode``; ValueError for a bad ``choice``).
+        Collective over the world: it counts the ranks that share this machine."""
+        node = self.world.Split_type(MPI.COMM_TYPE_SHARED)
+        local = node.Get_size()
+        node.Free()
+        self.wait = polling.wait_mode(local, polling.usable_cores(), choice)
 
     def abort(self, code):
         """End every rank of the job now (after an error on this rank alone)."""
@@ -138,8 +151,11 @@ class Comm(Ledger):
         on the output group or the world). The message costs the same; the message log
         (``trace``) marks it, for the notebooks' message-flow figure."""
         if group.size > 1:
-            self._wait("allreduce", group,
-                       lambda: group.comm.Allreduce(MPI.IN_PLACE, buf, op=_OPS[op]), buf.nbytes)
+            def call():                   # MPI's own (spinning) wait, or poll and nap
+                if self.wait == "spin":
+                    return group.comm.Allreduce(MPI.IN_PLACE, buf, op=_OPS[op])
+                polling.complete(group.comm.Iallreduce(MPI.IN_PLACE, buf, op=_OPS[op]))
+            self._wait("allreduce", group, call, buf.nbytes)
             self.count("allreduce", group.name, buf.nbytes, sends=not receives)
         return buf
 

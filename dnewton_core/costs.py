@@ -4,18 +4,22 @@ Counting convention as in ``comm.py``: a collective over g > 1 ranks counts g me
 one per rank, each of the buffer's size; a group of one rank counts nothing. With
 
     g_m = P_{m-1} + P_{m+1}  (m < L),   g_L = P_{L-1}      the size of each link(m, j)
-    [x] = 1 if x > 1 else 0,            N = sum_m P_{m-1} P_m,   8 bytes per float64
+    [x] = 1 if x > 1 else 0,            N = sum_m P_{m-1} P_m,   E bytes per number
 
 one forward pass over b instances sends, over the P_m links of each layer,
-    messages  sum_m [g_m] P_m g_m,        bytes  8 b sum_m [g_m] g_m n_m
+    messages  sum_m [g_m] P_m g_m,        bytes  E b sum_m [g_m] g_m n_m
 plus, for softmax with P_L > 1, two (b,) allreduces over the P_{L-1} P_L output ranks.
 A backward pass sends the same as the forward pass over layers 1..L-1 only; the Jacobian's
 backward pass the same again with every buffer n_L times larger.
+E is the model's element size (``dtype``: 8 for float64, 4 for float32) for the arrays;
+the scalar sums (f, inner products) and the sync notifications are 8 bytes in either type.
 Every function returns {"messages": int, "bytes": int}.
 """
 import math
 
-F64 = 8
+from .model import element_bytes
+
+F64 = 8                     # bytes of a scalar sum (always float64) or a notification (int64)
 
 
 def _cost(messages=0, nbytes=0):
@@ -36,25 +40,27 @@ def link_sizes(grid):
     return [P[m - 1] + (P[m + 1] if m < L else 0) for m in range(1, L + 1)]
 
 
-def _links(grid, b, layers, width=1):
+def _links(grid, b, layers, width=1, dtype="float64"):
     """The link allreduces of one pass over ``layers`` with b instances (x ``width``)."""
-    g = link_sizes(grid)
+    g, E = link_sizes(grid), element_bytes(dtype)
     msgs = sum(grid.splits[m] * g[m - 1] for m in layers if g[m - 1] > 1)
-    nbytes = sum(F64 * b * width * g[m - 1] * grid.layers[m] for m in layers if g[m - 1] > 1)
+    nbytes = sum(E * b * width * g[m - 1] * grid.layers[m] for m in layers if g[m - 1] > 1)
     return _cost(msgs, nbytes)
 
 
-def _world(grid, count, floats_each):
-    """``count`` allreduces over all N ranks of ``floats_each`` float64 each."""
+def _world(grid, count, floats_each, dtype="float64"):
+    """``count`` allreduces over all N ranks of ``floats_each`` numbers of ``dtype`` each
+    (the scalar sums: float64)."""
     N = grid.size
-    return _cost(N * count, N * count * floats_each * F64) if N > 1 else _cost()
+    return _cost(N * count, N * count * floats_each * element_bytes(dtype)) if N > 1 \
+        else _cost()
 
 
-def _softmax_normalizer(grid, b, loss):
+def _softmax_normalizer(grid, b, loss, dtype):
     ranks = grid.splits[-2] * grid.splits[-1]
     if loss != "cross_entropy" or grid.splits[-1] == 1 or ranks == 1:
         return _cost()
-    return _cost(2 * ranks, 2 * ranks * b * F64)
+    return _cost(2 * ranks, 2 * ranks * b * element_bytes(dtype))
 
 
 def batch_sizes(n, batch_size):
@@ -62,37 +68,38 @@ def batch_sizes(n, batch_size):
     return [min(batch_size, n - k) for k in range(0, n, batch_size)]
 
 
-def forward(grid, b, loss="squared"):
+def forward(grid, b, loss="squared", dtype="float64"):
     """One forward pass over b instances (with the softmax normalizer when it is split)."""
-    return _add(_links(grid, b, range(1, grid.L + 1)), _softmax_normalizer(grid, b, loss))
+    return _add(_links(grid, b, range(1, grid.L + 1), dtype=dtype),
+                _softmax_normalizer(grid, b, loss, dtype))
 
 
-def backward(grid, b):
+def backward(grid, b, dtype="float64"):
     """One backward pass over b instances: the links of layers 1..L-1."""
-    return _links(grid, b, range(1, grid.L))
+    return _links(grid, b, range(1, grid.L), dtype=dtype)
 
 
-def function(grid, l, batch_size, loss="squared"):
+def function(grid, l, batch_size, loss="squared", dtype="float64"):
     """One evaluation of f: forward passes over all l instances, one scalar allreduce."""
-    return _add(*(forward(grid, b, loss) for b in batch_sizes(l, batch_size)),
+    return _add(*(forward(grid, b, loss, dtype) for b in batch_sizes(l, batch_size)),
                 _world(grid, 1, 1))
 
 
-def gradient(grid, l, subsample, batch_size, loss="squared"):
+def gradient(grid, l, subsample, batch_size, loss="squared", dtype="float64"):
     """grad f with S as the last batch, and the norm ||g|| (one scalar allreduce)."""
     sizes = batch_sizes(l - subsample, batch_size) + [subsample]
-    return _add(*(_add(forward(grid, b, loss), backward(grid, b)) for b in sizes),
-                _world(grid, 1, 1))
+    return _add(*(_add(forward(grid, b, loss, dtype), backward(grid, b, dtype))
+                  for b in sizes), _world(grid, 1, 1))
 
 
-def jacobian(grid, subsample, loss="squared"):
+def jacobian(grid, subsample, loss="squared", dtype="float64"):
     """The factored Jacobian on S: the backward links x n_L (+ p on S for softmax)."""
     n_L = grid.layers[-1]
-    softmax = _world(grid, 1, subsample * n_L) if loss == "cross_entropy" else _cost()
-    return _add(_links(grid, subsample, range(1, grid.L), width=n_L), softmax)
+    softmax = _world(grid, 1, subsample * n_L, dtype) if loss == "cross_entropy" else _cost()
+    return _add(_links(grid, subsample, range(1, grid.L), width=n_L, dtype=dtype), softmax)
 
 
-def cg(grid, subsample, iterations, gn="full", rule="partition"):
+def cg(grid, subsample, iterations, gn="full", rule="partition", dtype="float64"):
     """CG with ``iterations`` products, then the three scalars g'd, d'r, d'd.
 
     full: per product one |S| x n_L allreduce and two scalar ones (+1 for ||b||);
@@ -102,17 +109,17 @@ def cg(grid, subsample, iterations, gn="full", rule="partition"):
     after = _world(grid, 4 if rule == "global" else 3, 1)
     if gn == "diag":
         return after
-    return _add(_world(grid, iterations, subsample * grid.layers[-1]),
+    return _add(_world(grid, iterations, subsample * grid.layers[-1], dtype),
                 _world(grid, 1 + 2 * iterations, 1), after)
 
 
-def diag_step(grid, subsample, directions):
+def diag_step(grid, subsample, directions, dtype="float64"):
     """The step after CG (docs/method.md §6) along ``directions`` (0: none; 1: rescale, or
     subspace without a previous step; 2: subspace): one allreduce of the |S| x n_L x
     ``directions`` products J v, and with two directions one of three scalars."""
     if directions == 0:
         return _cost()
-    return _add(_world(grid, 1, directions * subsample * grid.layers[-1]),
+    return _add(_world(grid, 1, directions * subsample * grid.layers[-1], dtype),
                 _world(grid, 1, 3) if directions == 2 else _cost())
 
 
@@ -122,14 +129,14 @@ def sync(grid, fraction):
     return _cost(N * (N - 1), N * (N - 1) * F64) if fraction < 1 and N > 1 else _cost()
 
 
-def line_search(grid, l, batch_size, trials, loss="squared"):
+def line_search(grid, l, batch_size, trials, loss="squared", dtype="float64"):
     """``trials`` evaluations of f."""
-    return _scale(function(grid, l, batch_size, loss), trials)
+    return _scale(function(grid, l, batch_size, loss, dtype), trials)
 
 
-def sgd_epoch(grid, l, batch_size, loss="squared"):
+def sgd_epoch(grid, l, batch_size, loss="squared", dtype="float64"):
     """One epoch of SGD: forward and backward over each mini-batch."""
-    return _add(*(_add(forward(grid, b, loss), backward(grid, b))
+    return _add(*(_add(forward(grid, b, loss, dtype), backward(grid, b, dtype))
                   for b in batch_sizes(l, batch_size)))
 
 

@@ -1,8 +1,8 @@
 """Real data sets, offline by default.
 
-Every loader returns a :class:`Dataset`. Samples are rows: ``X_train`` is ``(l, n_0)`` float64,
-``y_train`` is ``(l,)`` int64 with labels ``0..k-1``; ``classes[c]`` is the original label of
-class ``c``.
+Every loader returns a :class:`Dataset`. Samples are rows: ``X_train`` is ``(l, n_0)`` float64
+(or float32, the float64 values rounded once, for a model computing in float32), ``y_train``
+is ``(l,)`` int64 with labels ``0..k-1``; ``classes[c]`` is the original label of class ``c``.
 
 Sources (see ``data/README.md`` for how to get the files):
 
@@ -56,6 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .model import DTYPES
+
 
 class DataError(ValueError):
     """A data file is missing, malformed or inconsistent; the message names the file."""
@@ -84,10 +86,10 @@ class _Sizes:
 @dataclass(frozen=True, eq=False)
 class Dataset(_Sizes):
     """A train/test pair. Samples are rows; labels are ``0..k-1``, ``classes[c]`` is the original
-    label of class ``c``. Arrays are converted to float64 / int64 and checked on construction;
-    the training part must hold at least two classes, and test classes it lacks give a
-    :class:`DataWarning`. (``eq=False``: compare the arrays yourself; ``==`` on arrays is
-    elementwise.)"""
+    label of class ``c``. Arrays are converted to ``dtype`` (float64 or float32) / int64 and
+    checked on construction; the training part must hold at least two classes, and test
+    classes it lacks give a :class:`DataWarning`. (``eq=False``: compare the arrays
+    yourself; ``==`` on arrays is elementwise.)"""
 
     name: str
     X_train: np.ndarray
@@ -96,13 +98,17 @@ class Dataset(_Sizes):
     y_test: np.ndarray
     classes: tuple
     source: str
+    dtype: str = "float64"        # of X: float64, or float32 for a float32 model
 
     def __post_init__(self):
         set_ = lambda field, value: object.__setattr__(self, field, value)
         set_("classes", tuple(self.classes))
+        if self.dtype not in DTYPES:
+            raise DataError(f"{self.name}: dtype must be one of {', '.join(DTYPES)}, "
+                            f"got {self.dtype!r}")
         k = len(self.classes)
         for part in ("train", "test"):
-            X = np.asarray(getattr(self, "X_" + part), dtype=np.float64)
+            X = np.asarray(getattr(self, "X_" + part), dtype=self.dtype)
             y = np.asarray(getattr(self, "y_" + part))
             where = f"{self.name} ({self.source}), {part} part"
             if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
@@ -122,11 +128,13 @@ class Dataset(_Sizes):
     def n_features(self) -> int:
         return self.X_train.shape[1]
 
-    def share(self, features=None, labels=False, limit=None):
+    def share(self, features=None, labels=False, limit=None, dtype=None):
         """The :class:`Share` of a rank holding the feature columns ``features`` (a range, or
-        None) and, if ``labels``, the labels; copies, so the Dataset may be dropped."""
+        None) and, if ``labels``, the labels, in ``dtype`` (None: this Dataset's); copies,
+        so the Dataset may be dropped."""
         return Source(self.name, self.classes, self.y_train, self.y_test, self.n_features,
-                      self.source, dataset=self).share(features, labels, limit)
+                      self.source, dataset=self).share(features, labels, limit,
+                                                       dtype or self.dtype)
 
 
 def _check_classes(where, classes, y_train, y_test):
@@ -150,7 +158,8 @@ class Share:
     """What one rank keeps of a data set (docs/method.md §3): the feature columns
     ``features`` = T_{0,i} of X (partitions (1, i, j)), the labels (partitions (L, i, j)),
     both, or neither, and the sizes every rank needs. Samples are rows: ``X_train`` is
-    (l, |features|) float64, ``y_train`` (l,) int64 class codes; None where not kept."""
+    (l, |features|) float64 or float32, ``y_train`` (l,) int64 class codes; None where not
+    kept."""
 
     name: str
     n_features: int
@@ -168,9 +177,10 @@ class Share:
     def n_classes(self) -> int:
         return len(self.classes)
 
-    def share(self, features=None, labels=False, limit=None):
+    def share(self, features=None, labels=False, limit=None, dtype=None):
         """Itself, if it holds the columns ``features`` and (``labels``) the labels, for
-        the first ``limit`` (None: all) training instances; ValueError otherwise."""
+        the first ``limit`` (None: all) training instances; ValueError otherwise. With
+        another ``dtype`` than its columns', a copy with the columns cast to it."""
         held = (f"X[:, {_span(self.features)}]" if self.features else "no feature columns") + \
             (" and the labels" if self.y_train is not None else "")
         if features != self.features or (labels and self.y_train is None) or \
@@ -179,7 +189,10 @@ class Share:
                              f"{self.name}; its partition needs "
                              f"{'X[:, ' + _span(features) + ']' if features else 'no features'}"
                              f"{' and the labels' if labels else ''}")
-        return self
+        if dtype is None or self.X_train is None or self.X_train.dtype == dtype:
+            return self
+        return dataclasses.replace(self, X_train=self.X_train.astype(dtype),
+                                   X_test=self.X_test.astype(dtype))
 
 
 def _span(r):
@@ -205,34 +218,37 @@ class Source(_Sizes):
     def _rows(self, limit):
         return self.n_train if limit is None else min(limit, self.n_train)
 
-    def _columns(self, part, features, n=None):
-        """X_part[:n, features] as a new float64 array (n: all rows when None)."""
+    def _columns(self, part, features, n=None, dtype="float64"):
+        """X_part[:n, features] as a new ``dtype`` array (n: all rows when None)."""
         if self.images is not None:
-            return self.images[part].columns(features, n)
+            return self.images[part].columns(features, n, dtype=dtype)
         X = getattr(self.dataset, "X_" + part)
-        return np.array(X[:n, features.start:features.stop])
+        return np.array(X[:n, features.start:features.stop], dtype=dtype)
 
-    def load(self, limit=None):
-        """The whole Dataset, on its first ``limit`` training instances (None: all)."""
+    def load(self, limit=None, dtype="float64"):
+        """The whole Dataset, on its first ``limit`` training instances (None: all), its
+        features in ``dtype`` (IDX images are read into it directly)."""
         k = self._rows(limit)
         if self.dataset is not None:
-            if k == self.n_train:
+            if k == self.n_train and dtype == self.dataset.dtype:
                 return self.dataset
             return dataclasses.replace(self.dataset, X_train=self.dataset.X_train[:k],
-                                       y_train=self.y_train[:k])
+                                       y_train=self.y_train[:k], dtype=dtype)
         every = range(self.n_features)
-        return Dataset(self.name, self._columns("train", every, k), self.y_train[:k],
-                       self._columns("test", every), self.y_test, self.classes, self.source)
+        return Dataset(self.name, self._columns("train", every, k, dtype), self.y_train[:k],
+                       self._columns("test", every, dtype=dtype), self.y_test, self.classes,
+                       self.source, dtype)
 
-    def share(self, features=None, labels=False, limit=None):
+    def share(self, features=None, labels=False, limit=None, dtype="float64"):
         """The Share of a rank holding the feature columns ``features`` (a range, or None)
-        and, if ``labels``, the labels, on the first ``limit`` training instances."""
+        in ``dtype`` and, if ``labels``, the labels, on the first ``limit`` training
+        instances."""
         k = self._rows(limit)
         if self.dataset is None or k < self.n_train:     # what a Dataset checks on creation
             _check_classes(f"{self.name} ({self.source})", self.classes, self.y_train[:k],
                            self.y_test)
-        X = (self._columns("train", features, k), self._columns("test", features)) \
-            if features is not None else (None, None)
+        X = (self._columns("train", features, k, dtype),
+             self._columns("test", features, dtype=dtype)) if features is not None else (None, None)
         y = (self.y_train[:k].copy(), self.y_test.copy()) if labels else (None, None)
         return Share(self.name, self.n_features, self.classes, k, self.n_test, self.source,
                      features, *X, *y)
@@ -396,11 +412,12 @@ class IdxImages:
     def _open(self):
         return gzip.open(self.path, "rb") if self.gz else open(self.path, "rb")
 
-    def columns(self, features, n=None, chunk=1 << 22):
-        """X[:n, features] / 255 (float64, (n, |features|)) of the images flattened to rows,
-        read in chunks of about ``chunk`` bytes (a gzipped file decompressed as it streams)."""
+    def columns(self, features, n=None, chunk=1 << 22, dtype="float64"):
+        """X[:n, features] / 255 (``dtype``, (n, |features|); float32: the float64 quotient
+        rounded) of the images flattened to rows, read in chunks of about ``chunk`` bytes (a
+        gzipped file decompressed as it streams)."""
         n = self.dims[0] if n is None else n
-        out = np.empty((n, len(features)))
+        out = np.empty((n, len(features)), dtype=dtype)
         step = max(1, chunk // self.width)
         try:
             with self._open() as f:

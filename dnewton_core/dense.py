@@ -37,8 +37,12 @@ class DenseModel:
         self.layers = network_layers(data.n_features, hidden, data.n_classes)
         self.n_train = len(data.y_train)
         self.C = objective.regularization(self.n_train)
-        self.Y = np.eye(data.n_classes)[data.y_train]
-        self.theta = ref.flatten(ref.init_params(self.layers, objective.init_seed))
+        dtype = objective.dtype          # every array in it; f and inner products in float64
+        self.X_train = np.asarray(data.X_train, dtype=dtype)      # no copy if already dtype
+        self.X_test = np.asarray(data.X_test, dtype=dtype)
+        self.Y = np.eye(data.n_classes, dtype=dtype)[data.y_train]
+        self.theta = ref.flatten(ref.init_params(self.layers, objective.init_seed)).astype(
+            dtype, copy=False)           # drawn in float64, then rounded
         self.act, self.loss = objective.activation, objective.loss
         self.gn, self.diag_grid = gn, _diag_grid(self.layers, gn, splits)
         grid, n = self.diag_grid, self.theta.size
@@ -55,13 +59,13 @@ class DenseModel:
     def objective(self, theta):
         params, xi = self._params(theta), 0.0
         for rows in self._batches(np.arange(self.n_train)):
-            zL = ref.forward(params, self.data.X_train[rows], self.act)[-1]
-            xi += ref.loss_terms(zL, self.Y[rows], self.loss)[0].sum()
-        return float(theta @ theta / (2.0 * self.C) + xi / self.n_train)
+            zL = ref.forward(params, self.X_train[rows], self.act)[-1]
+            xi += float(ref.loss_terms(zL, self.Y[rows], self.loss)[0].sum())
+        return float(theta @ theta) / (2.0 * self.C) + xi / self.n_train
 
     def _add_gradient(self, params, rows, scale, grad):
         """grad += scale * J^T dxi over ``rows``; returns the forward pass's z^0..z^L."""
-        zs = ref.forward(params, self.data.X_train[rows], self.act)
+        zs = ref.forward(params, self.X_train[rows], self.act)
         dxi = ref.loss_terms(zs[-1], self.Y[rows], self.loss)[1]
         grad += ref.flatten(ref.backward(params, zs, dxi * scale, self.act))
         return zs
@@ -138,7 +142,7 @@ class DenseModel:
         if q.has_bias:
             u += v[n_W:]
         if D is None:                                                 # m = L: D^L = I
-            Jv = np.zeros((len(z), self.layers[-1]))
+            Jv = np.zeros((len(z), self.layers[-1]), dtype=z.dtype)
             Jv[:, cols] = u
         else:
             D = D[:, :, cols]                                         # (|S|, n_L, |T_{m,j}|)
@@ -171,7 +175,7 @@ class DenseModel:
     def accuracy(self, theta):
         params = self._params(theta)
         out = []
-        for X, y in ((self.data.X_train, self.data.y_train), (self.data.X_test, self.data.y_test)):
+        for X, y in ((self.X_train, self.data.y_train), (self.X_test, self.data.y_test)):
             hits = sum(int((ref.forward(params, X[rows], self.act)[-1].argmax(axis=1)
                             == y[rows]).sum()) for rows in self._batches(np.arange(len(y))))
             out.append(hits / len(y) if len(y) else float("nan"))

@@ -21,7 +21,7 @@ import numpy as np
 from . import reference as ref
 from .comm import Comm
 from .ledger import sync_threshold
-from .model import ConfigError, JacobianFactors, ObjectiveConfig, check_factors, network_layers
+from .model import PIPELINE, ConfigError, JacobianFactors, ObjectiveConfig, check_factors, network_layers
 from .partition import Grid
 from .splits import check_rank_count
 
@@ -50,6 +50,7 @@ class DistributedModel:
         self.n_train = data.n_train
         self.C = objective.regularization(self.n_train)
         self.act, self.loss = objective.activation, objective.loss
+        self.dtype = objective.dtype      # of every array; f and inner products in float64
 
         # groups: a link per (m, j), and the output layer for the softmax normalizer
         groups = {f"link({m},{j})": grid.link_group(m, j)
@@ -71,12 +72,15 @@ class DistributedModel:
         p = self.part
         self.rows, self.cols = _slice(p.rows), _slice(p.cols)    # T_{m-1,i}, T_{m,j}
         W, b = ref.init_block(self.layers, seed, p.m, p.rows, p.cols)
-        self.theta = np.concatenate([W.ravel(), b if p.has_bias else []])
+        self.theta = np.concatenate([W.ravel(), b if p.has_bias else []]).astype(
+            self.dtype, copy=False)                          # drawn in float64, then rounded
         del W
         self.n_W = len(p.rows) * len(p.cols)
-        mine = data.share(p.rows if p.holds_features else None, p.holds_labels)
+        mine = data.share(p.rows if p.holds_features else None, p.holds_labels,
+                          dtype=self.dtype)
         self.X, self.X_test = mine.X_train, mine.X_test      # (l, |T_{0,i}|) when m = 1
-        labels = lambda y: (y[:, None] == np.arange(p.cols.start, p.cols.stop)).astype(float)
+        labels = lambda y: (y[:, None] == np.arange(p.cols.start, p.cols.stop)).astype(
+            self.dtype)
         self.Y = labels(mine.y_train) if p.holds_labels else None    # (l, |T_{L,j}|)
         self.Y_test = labels(mine.y_test) if p.holds_labels else None
         self.n_test = data.n_test
@@ -103,7 +107,8 @@ class DistributedModel:
         if p.m == 1:
             z_in = X[rows]
         else:
-            s = self.comm.allreduce(np.zeros((n, len(p.rows))), self.in_link, receives=True)
+            s = self.comm.allreduce(np.zeros((n, len(p.rows)), self.dtype), self.in_link,
+                                    receives=True)
             z_in = ref.activate(s, self.act)
         partial = z_in @ W                                           # (n, |T_{m,j}|)
         if b is not None:
@@ -134,30 +139,55 @@ class DistributedModel:
         Returns (this rank's loss contribution, z^m on its slice, the Jacobian factors on
         these rows when ``jacobian`` else None).
         """
-        p, n = self.part, len(rows)
         W, b = self.block(theta)
-        z_in, z_out = self._forward(W, b, X, rows)
-        loss, dxi, prob = 0.0, None, None
-        if p.m == self.L:
-            loss, dxi, prob = self._output_terms(z_out, Y[rows])
-            loss *= (p.i == 0)                       # each output slice counted once
+        z_in, z_out, loss, dxi, prob = self._forward_terms(W, b, X, Y, rows)
         if grad is None:
             return loss, z_out, None
+        self._backward(W, z_in, z_out, dxi, scale, grad)
+        factors = None
+        if jacobian:
+            with self.comm.phase("jacobian"):
+                factors = self._factor_jacobian(W, z_in, z_out, prob)
+        return loss, z_out, factors
+
+    def _forward_terms(self, W, b, X, Y, rows):
+        """Forward over one batch: (z^{m-1}, z^m on this rank's slices, its loss contribution,
+        and on layer L d xi / d z^L and softmax p on its slice, else None)."""
+        z_in, z_out = self._forward(W, b, X, rows)
+        if self.part.m != self.L:
+            return z_in, z_out, 0.0, None, None
+        loss, dxi, prob = self._output_terms(z_out, Y[rows])
+        return z_in, z_out, loss * (self.part.i == 0), dxi, prob   # each slice counted once
+
+    def _backward(self, W, z_in, z_out, dxi, scale, grad):
+        """Backward over one batch: grad += scale * (this block's part of J^T dxi), and
+        delta^m W_ij^T (n, |T_{m-1,i}|) sent back to layer m - 1."""
+        p, n = self.part, len(z_in)
         if p.m == self.L:
             delta = dxi * scale                                      # (n, |T_{L,j}|)
         else:
-            dz = self.comm.allreduce(np.zeros((n, len(p.cols))), self.out_link, receives=True)
+            dz = self.comm.allreduce(np.zeros((n, len(p.cols)), self.dtype), self.out_link,
+                                     receives=True)
             delta = dz * ref.activation_derivative(z_out, self.act)  # (n, |T_{m,j}|)
         grad[:self.n_W] += (z_in.T @ delta).ravel()
         if p.has_bias:
             grad[self.n_W:] += delta.sum(axis=0)
         if p.m > 1:
             self.comm.allreduce(delta @ W.T, self.in_link)          # (n, |T_{m-1,i}|)
-        factors = None
-        if jacobian:
-            with self.comm.phase("jacobian"):
-                factors = self._factor_jacobian(W, z_in, z_out, prob)
-        return loss, z_out, factors
+
+    def _pipelined(self, theta, batches, grad):
+        """grad += (1/l) J^T dxi over ``batches``, in waves of ``PIPELINE`` batches: every
+        forward pass of a wave, then every backward pass in the same order (docs/method.md
+        §4). While layer m works on batch k, layer m + 1 works on batch k - 1, so the layers
+        compute at the same time; each rank adds the batches in the same order as one
+        batch after the other would, so the gradient is the same to the last bit."""
+        W, b = self.block(theta)
+        for start in range(0, len(batches), PIPELINE):
+            wave = [self._forward_terms(W, b, self.X, self.Y, rows)
+                    for rows in batches[start:start + PIPELINE]]
+            while wave:                       # each batch freed once its backward is done
+                z_in, z_out, _, dxi, _ = wave.pop(0)
+                self._backward(W, z_in, z_out, dxi, 1.0 / self.n_train, grad)
 
     def _factor_jacobian(self, W, z_in, z_out, prob):
         """(z^{m-1}[S, T_{m-1,i}], D_ij = d z^L / d s^m[T_{m,j}] (|S|, n_L, |T_{m,j}|), p or None).
@@ -168,10 +198,10 @@ class DistributedModel:
         p, n = self.part, len(z_in)
         cols, rows = len(p.cols), len(p.rows)
         if p.m == self.L:
-            D = np.zeros((n, self.n_L, cols))
+            D = np.zeros((n, self.n_L, cols), self.dtype)
             D[:, np.arange(p.cols.start, p.cols.stop), np.arange(cols)] = 1.0
         else:
-            D = self.comm.allreduce(np.zeros((n, self.n_L, cols)), self.out_link,
+            D = self.comm.allreduce(np.zeros((n, self.n_L, cols), self.dtype), self.out_link,
                                     receives=True)
             D *= ref.activation_derivative(z_out, self.act)[:, None, :]
         if p.m > 1:
@@ -179,7 +209,7 @@ class DistributedModel:
             self.comm.allreduce(back, self.in_link)
         P = None
         if self.loss == "cross_entropy":
-            P = np.zeros((n, self.n_L))
+            P = np.zeros((n, self.n_L), self.dtype)
             owner = p.m == self.L and p.i == 0
             if owner:
                 P[:, self.cols] = prob
@@ -193,16 +223,15 @@ class DistributedModel:
 
     def objective(self, theta):
         """f(theta): mini-batched forward passes, then one scalar allreduce over all ranks."""
-        loss = sum(self._pass(theta, rows, self.X, self.Y)[0]
+        loss = sum(float(self._pass(theta, rows, self.X, self.Y)[0])
                    for rows in self._batches(np.arange(self.n_train)))
-        local = theta @ theta / (2.0 * self.C) + loss / self.n_train
+        local = float(theta @ theta) / (2.0 * self.C) + loss / self.n_train
         return float(self.comm.allreduce_scalars(local)[0])
 
     def gradient(self, theta):
-        """This rank's block of grad f: mini-batched forward and backward passes."""
+        """This rank's block of grad f: mini-batched forward and backward passes, pipelined."""
         grad = theta / self.C
-        for rows in self._batches(np.arange(self.n_train)):
-            self._pass(theta, rows, self.X, self.Y, 1.0 / self.n_train, grad)
+        self._pipelined(theta, self._batches(np.arange(self.n_train)), grad)
         return grad
 
     def gradient_and_jacobian(self, theta, S):
@@ -213,8 +242,7 @@ class DistributedModel:
         S = np.asarray(S)
         grad = theta / self.C
         rest = np.setdiff1d(np.arange(self.n_train), S, assume_unique=True)
-        for rows in self._batches(rest):
-            self._pass(theta, rows, self.X, self.Y, 1.0 / self.n_train, grad)
+        self._pipelined(theta, self._batches(rest), grad)
         factors = self._pass(theta, S, self.X, self.Y, 1.0 / self.n_train, grad,
                              jacobian=True)[2]
         return grad, JacobianFactors(S, factors)
@@ -261,7 +289,7 @@ class DistributedModel:
         partial J v of every rank summed by one allreduce of (|S|, n_L, k) over the world;
         every rank then forms the same matrix."""
         z_in, D, P = check_factors(J).factors
-        JV = np.empty((len(z_in), self.n_L, len(vectors)))
+        JV = np.empty((len(z_in), self.n_L, len(vectors)), self.dtype)
         for a, v in enumerate(vectors):
             VW, vb = self.block(v)
             u = z_in @ VW                                            # (|S|, |T_{m,j}|)
@@ -316,7 +344,7 @@ class DistributedModel:
                 if p.m != self.L:
                     continue
                 if self.grid.splits[-1] > 1:
-                    full = np.zeros((len(rows), self.n_L))
+                    full = np.zeros((len(rows), self.n_L), self.dtype)
                     if p.i == 0:
                         full[:, self.cols] = z
                     z = self.comm.allreduce(full, self.output, receives=p.i != 0)

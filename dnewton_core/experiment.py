@@ -38,6 +38,7 @@ class Problem:
     slow_rank: str | None = None      # "RANK:SECONDS": a straggler on purpose
     train_limit: int | None = None    # train on the first K training instances only
     subsample: float = NewtonConfig.subsample  # the largest |S| / l: sizes the memory check
+    dtype: str = ObjectiveConfig.dtype  # numbers of the model: float64 (the reference) or float32
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def _prepare(problem, comm, outputs, overwrite, keep):
     objective = ObjectiveConfig(
         activation=problem.activation, loss=problem.loss,
         C=parse_C(problem.C or default_C(problem.data), n_train),
-        batch_size=problem.eval_batch, init_seed=problem.seed)
+        batch_size=problem.eval_batch, init_seed=problem.seed, dtype=problem.dtype)
     layers = network_layers(source.n_features, problem.hidden, source.n_classes)
     splits = parse_splits(problem.splits, layers) if problem.splits else None
     saved = checkpoint.read(keep.resume) if keep.resume else None
@@ -84,8 +85,8 @@ def _prepare(problem, comm, outputs, overwrite, keep):
     slow = _slow(problem.slow_rank, comm.size)
     part = _partition(source, problem.hidden, comm, splits)
     _check_memory(layers, part, n_train, source.n_test, problem, objective)
-    data = source.load(limit) if part is None else source.share(
-        part.rows if part.holds_features else None, part.holds_labels, limit)
+    data = source.load(limit, objective.dtype) if part is None else source.share(
+        part.rows if part.holds_features else None, part.holds_labels, limit, objective.dtype)
     return Prepared(data, objective, splits, slow, saved)
 
 
@@ -106,8 +107,8 @@ def _check_memory(layers, part, n_train, n_test, problem, objective):
     it has (``memory.available_bytes``)."""
     sizes = (n_train, n_test, objective.batch_size,
              NewtonConfig(subsample=problem.subsample).subsample_size(n_train))
-    need = memory.dense_bytes(layers, *sizes) if part is None else \
-        memory.partition_bytes(layers, part, *sizes)
+    need = memory.dense_bytes(layers, *sizes, objective.dtype) if part is None else \
+        memory.partition_bytes(layers, part, *sizes, objective.dtype)
     who = "the one-process model" if part is None else f"this rank's share ({part.weights})"
     line = memory.refusal(need, *memory.available_bytes(memory.local_ranks()), who)
     if line:
@@ -295,7 +296,8 @@ def evaluate(path, data=None, data_path=None):
     try:
         saved = load_model(path)
         data = data or saved["data"]
-        dataset = datasets.load_dataset(data, data_path, seed=saved["seed"])
+        dataset = datasets.open_dataset(data, data_path, seed=saved["seed"]).load(
+            dtype=saved["dtype"])
     except ValueError as e:
         raise ConfigError(str(e)) from None
     layers = saved["layers"]
@@ -305,7 +307,7 @@ def evaluate(path, data=None, data_path=None):
                           f"{dataset.n_features} features and {dataset.n_classes} classes")
     model = DenseModel(dataset, layers[1:-1], ObjectiveConfig(
         activation=saved["activation"], loss=saved["loss"], C=saved["C"],
-        batch_size=saved["batch_size"]))
+        batch_size=saved["batch_size"], dtype=saved["dtype"]))
     train_accuracy, test_accuracy = model.accuracy(saved["theta"])
     return dict(model=path, data=data, layers=layers, train_accuracy=train_accuracy,
                 test_accuracy=test_accuracy, objective=model.objective(saved["theta"]))

@@ -1,20 +1,23 @@
 """The memory a rank needs for its share, in closed form, and the memory it has (docs/method.md §3).
 
-No MPI here. ``need`` counts the float64 arrays a rank holds at the peak of a Newton
-iteration, from the partition alone (the interpreter and its libraries are not counted:
+No MPI here. ``need`` counts the arrays a rank holds at the peak of a Newton iteration,
+from the partition alone (the interpreter and its libraries are not counted:
 ``available_bytes`` measures what they leave). For partition (m, i, j) with r = |T_{m-1,i}|
 rows and c = |T_{m,j}| columns of W^m, p = r c (+ c on the bias holder) parameters, l
-training and l_t test instances, b the evaluation batch, s = |S| and n_L outputs:
+training and l_t test instances, b the evaluation batch, s = |S|, n_L outputs, E bytes per
+number (the model's dtype: 8 for float64, 4 for float32) and 8 per int64 class code:
 
-    data        8 (l + l_t) r       the feature columns (m = 1)
-              + 8 (l + l_t) (c + 1) the label columns and the class codes (m = L)
-    parameters  8 p VECTORS         theta (model and solver), g, CG's x, r, p, A p and its
+    data        E (l + l_t) r       the feature columns (m = 1)
+              + (E c + 8) (l + l_t) the label columns and the class codes (m = L)
+    parameters  E p VECTORS         theta (model and solver), g, CG's x, r, p, A p and its
                                     terms, the line search's trial point, a block-sized GEMM
-    jacobian    8 s (r + n_L c + n_L) x 2   z^{m-1} and D on S, p for softmax; an iteration
+    jacobian    E s (r + n_L c + n_L) x 2   z^{m-1} and D on S, p for softmax; an iteration
                                     keeps the last one while it builds the next
-    work        8 max(b', s) (3 r + 5 c) + 8 s n_L r [m > 1]   one batch's forward and
+    work        E max(b', s) (3 r + 5 c) + E s n_L r [m > 1]   one batch's forward and
                                     backward buffers (b' = min(b, max(l, l_t)), the largest
                                     batch), the Jacobian's backward product
+              + E b' (PIPELINE - 1) (r + c)   the other batches of a pipelined gradient
+                                    pass's wave: z^{m-1} and z^m (model.PIPELINE)
 
 The one-process model (``dense.DenseModel``) holds every layer and the whole data set:
 the same terms summed over the layers, its data X (l + l_t) n_0, the codes and the one-hot
@@ -22,10 +25,11 @@ Y (l n_L), and DENSE_VECTORS parameter-sized vectors (its flatten/unflatten copi
 """
 import os
 
+from .model import PIPELINE, element_bytes
 from .partition import Grid
 
-F64 = 8
-VECTORS = 12           # parameter-sized float64 vectors alive at once (see the docstring)
+CODE = 8               # bytes of a class code (int64)
+VECTORS = 12           # parameter-sized vectors alive at once (see the docstring)
 DENSE_VECTORS = 15     # the same on one process, with the whole theta's flat copies
 JACOBIANS = 2          # the previous iteration's factors live until the new ones are built
 
@@ -34,32 +38,36 @@ def _sum(parts):
     return dict(parts, total=sum(parts.values()))
 
 
-def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size):
+def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
+                    dtype="float64", pipeline=PIPELINE):
     """{"data", "parameters", "jacobian", "work", "total"}: bytes a rank holding partition
-    ``part`` (a ``partition.Partition``) needs, closed form (module docstring)."""
-    r, c, n_L = len(part.rows), len(part.cols), layers[-1]
+    ``part`` (a ``partition.Partition``) needs, closed form (module docstring), for a
+    model computing in ``dtype`` with ``pipeline`` batches in flight."""
+    r, c, n_L, E = len(part.rows), len(part.cols), layers[-1], element_bytes(dtype)
     s, rows = subsample_size, n_train + n_test
-    batch = max(min(batch_size, max(n_train, n_test)), s)
-    data = F64 * rows * ((r if part.holds_features else 0) +
-                         (c + 1 if part.holds_labels else 0))
+    largest = min(batch_size, max(n_train, n_test))
+    batch = max(largest, s)
+    data = rows * ((E * r if part.holds_features else 0) +
+                   (E * c + CODE if part.holds_labels else 0))
     return _sum({
         "data": data,
-        "parameters": F64 * part.n_params * VECTORS,
-        "jacobian": F64 * s * (r + n_L * c + n_L) * JACOBIANS,
-        "work": F64 * (batch * (3 * r + 5 * c) + (s * n_L * r if part.m > 1 else 0)),
+        "parameters": E * part.n_params * VECTORS,
+        "jacobian": E * s * (r + n_L * c + n_L) * JACOBIANS,
+        "work": E * (batch * (3 * r + 5 * c) + (s * n_L * r if part.m > 1 else 0)
+                     + largest * (pipeline - 1) * (r + c)),
     })
 
 
-def dense_bytes(layers, n_train, n_test, batch_size, subsample_size):
+def dense_bytes(layers, n_train, n_test, batch_size, subsample_size, dtype="float64"):
     """The same for the one-process model: every layer, the whole data set."""
     parts = Grid(tuple(layers), (1,) * len(layers)).partitions
-    each = [partition_bytes(layers, p, n_train, n_test, batch_size, subsample_size)
+    each = [partition_bytes(layers, p, n_train, n_test, batch_size, subsample_size, dtype, 1)
             for p in parts]
-    n = sum(p.n_params for p in parts)
+    n, E = sum(p.n_params for p in parts), element_bytes(dtype)
     rows = n_train + n_test
     return _sum({
-        "data": F64 * (rows * (layers[0] + 1) + n_train * layers[-1]),
-        "parameters": F64 * n * DENSE_VECTORS,
+        "data": E * (rows * layers[0] + n_train * layers[-1]) + CODE * rows,
+        "parameters": E * n * DENSE_VECTORS,
         "jacobian": sum(e["jacobian"] for e in each),
         "work": sum(e["work"] for e in each),
     })

@@ -19,6 +19,20 @@ class ConfigError(ValueError):
     """A configuration or data problem, found identically (or agreed) on every rank."""
 
 
+# The numeric types a model computes in (docs/method.md §5): float64, the reference, or
+# float32 (about twice the matmul rate, half the bytes of every array message). Scalars
+# (f, inner products) are summed in float64 either way.
+DTYPES = ("float64", "float32")
+# How close one product (f, grad f, G v) of a model in each type comes to the float64
+# reference, relative to the largest entry: what the tests hold every model to.
+PRODUCT_RTOL = {"float64": 1e-10, "float32": 1e-4}
+
+
+def element_bytes(dtype):
+    """Bytes of one number of ``dtype`` (a name in DTYPES): 8 or 4."""
+    return np.dtype(dtype).itemsize
+
+
 @dataclass(frozen=True)
 class ObjectiveConfig:
     """f(theta) = theta^T theta / (2C) + (1/l) sum_i xi_i (docs/method.md §1)."""
@@ -27,6 +41,7 @@ class ObjectiveConfig:
     C: float | None = None        # regularization; None means 0.01 * l (simpleNN)
     batch_size: int = 4096        # instances per mini-batch when evaluating f and grad f
     init_seed: int = 0            # seed of reference.init_params
+    dtype: str = "float64"        # numbers of parameters, data and every array: float64 or float32
 
     def __post_init__(self):
         if self.activation not in ref.ACTIVATIONS:
@@ -38,10 +53,12 @@ class ObjectiveConfig:
             raise ValueError(f"C must be a positive finite number, got {self.C}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
 
     def regularization(self, l):
         """The C in use for l training instances."""
-        return 0.01 * l if self.C is None else float(self.C)
+        return float(0.01 * l) if self.C is None else float(self.C)
 
 
 # The kit's choices, not simpleNN's (docs/method.md §9): simpleNN's C = 0.01 l over-regularizes
@@ -68,6 +85,12 @@ def parse_C(text, l):
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"--C must be a positive finite number, got {text!r}")
     return value
+
+
+# Batches in flight in the distributed model's gradient pass: each wave runs the forward
+# passes of PIPELINE batches, then their backward passes (docs/method.md §4), so the layers
+# compute at the same time; a rank keeps z^{m-1} and z^m of a wave.
+PIPELINE = 4
 
 
 def network_layers(n_features, hidden, n_classes):

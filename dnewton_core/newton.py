@@ -135,7 +135,7 @@ def _product(model, J, index, lam, n):
         return lambda v: model.gauss_newton(J, v) + lam * v
 
     def product(v):
-        whole = np.zeros(n)
+        whole = np.zeros(n, v.dtype)
         whole[index] = v
         return model.gauss_newton(J, whole)[index] + lam * v
     return product
@@ -179,8 +179,9 @@ def take_step(model, J, g, d, gd, dd, lam, prev=None, mode="rescale"):
         VV, c = np.array([[dd, dp], [dp, pp]]), np.array([gd, gp])
     G = 0.5 * (K + K.T) + VV / model.C                 # V^T G_S V
     beta = model_minimizer(G + lam * VV, c)
-    s = beta[0] * d if len(V) == 1 else beta[0] * d + beta[1] * prev
-    return Step(s, float(beta @ c), float(beta @ G @ beta), tuple(float(b) for b in beta))
+    b = [float(x) for x in beta]                       # Python floats keep d's dtype (float32)
+    s = b[0] * d if len(V) == 1 else b[0] * d + b[1] * prev
+    return Step(s, float(beta @ c), float(beta @ G @ beta), tuple(b))
 
 
 def nonfinite(**values):

@@ -6,7 +6,7 @@ import sys
 from . import data as datasets
 from .distributed import GN_MODES
 from .experiment import OPTIMIZERS
-from .model import ObjectiveConfig
+from .model import DTYPES, ObjectiveConfig
 from .network import PRESETS
 from .newton import CG_RULES, DIAG_STEPS, NewtonConfig
 from .sgd import SGDConfig
@@ -219,6 +219,10 @@ def shared_options(hidden=(64, 64)):
                         "docs/code-map.md)")
     g.add_argument("--eval-batch", type=int, default=ObjectiveConfig.batch_size,
                    help="instances per mini-batch when evaluating f and its gradient")
+    g.add_argument("--dtype", default=ObjectiveConfig.dtype, choices=DTYPES,
+                   help="numbers of the parameters, the data and every message: float64 "
+                        "(default, the reference) or float32 (about twice the matmul rate, "
+                        "half the bytes; scalar sums stay float64)")
     g.add_argument("--splits", help="P_0,...,P_L: how many groups each layer's neurons are "
                                     "split into; needs sum P_(m-1) P_m ranks (default: "
                                     "proposed for the number of ranks, under mpiexec)")

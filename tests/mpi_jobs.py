@@ -21,11 +21,16 @@ tolerances live in ``test_distributed.py``). Jobs:
              curvature_gram vs two full products and the reference
   mismatch   build a DistributedModel whose splits need another rank count: every rank's
              ConfigError message is reported, then re-raised (the launch must end non-zero)
+  float32    the products of "products" with dtype float32, against the DenseModel in
+             float32; the dtypes of every array they return, hold or send (allreduce
+             buffers; the scalar sums excepted); the messages and bytes per phase of the
+             same calls in float32 and float64, summed over ranks
 
 ``run(argv, comm)`` does the same in-process (the one-rank tests call it with ``Comm()``).
 Relative errors are normwise: max |distributed - dense| / max |dense| over the whole vector.
 """
 import argparse
+import dataclasses
 import json
 import sys
 from types import SimpleNamespace
@@ -86,8 +91,9 @@ class RandomData(SimpleNamespace):
     def n_test(self):
         return len(self.y_test)
 
-    def share(self, features=None, labels=False, limit=None):
-        cols = lambda X: None if features is None else X[:, features.start:features.stop].copy()
+    def share(self, features=None, labels=False, limit=None, dtype="float64"):
+        cols = lambda X: None if features is None else \
+            X[:, features.start:features.stop].astype(dtype)
         return SimpleNamespace(X_train=cols(self.X_train), X_test=cols(self.X_test),
                                y_train=self.y_train.copy() if labels else None,
                                y_test=self.y_test.copy() if labels else None)
@@ -190,8 +196,13 @@ def job_products(a, comm):
     fs = comm.world.allgather(f)
     out["objective_spread"] = max(fs) - min(fs)           # the same float on every rank
 
-    out["gradient"] = rel(assemble(comm, grid, dm.gradient(theta[idx]), n)[0],
-                          dense.gradient(theta))
+    g = dm.gradient(theta[idx])
+    out["gradient"] = rel(assemble(comm, grid, g, n)[0], dense.gradient(theta))
+    # the pipelined pass adds the same batches in the same order as one batch at a time
+    one_by_one = theta[idx] / dm.C
+    for rows in dm._batches(np.arange(a.l)):
+        dm._pass(theta[idx], rows, dm.X, dm.Y, 1.0 / a.l, one_by_one)
+    out["pipelined_bitwise"] = int(sum(comm.world.allgather(int(np.array_equal(g, one_by_one)))))
     b = np.sort(np.random.default_rng(3000 + a.seed).choice(a.l, size=min(a.l, 9), replace=False))
     out["stochastic_gradient"] = rel(assemble(comm, grid, dm.stochastic_gradient(theta[idx], b),
                                               n)[0], dense.stochastic_gradient(theta, b))
@@ -353,8 +364,87 @@ def job_mismatch(a, comm):
     return {"messages": None}     # no error: the test fails on this
 
 
+def watch_dtypes(comm):
+    """The dtypes, from now on, of the buffers of the allreduces this rank joins, but for
+    the scalar sums of ``allreduce_scalars`` (float64 by design)."""
+    seen, allreduce, scalars = set(), comm.allreduce, comm.allreduce_scalars
+    inside = []
+
+    def watched(buf, group, op="sum", receives=False):
+        if not inside:
+            seen.add(str(buf.dtype))
+        return allreduce(buf, group, op, receives)
+
+    def watched_scalars(*values, receives=False):
+        inside.append(1)
+        try:
+            return scalars(*values, receives=receives)
+        finally:
+            inside.pop()
+    comm.allreduce, comm.allreduce_scalars = watched, watched_scalars
+    return seen
+
+
+def _phase_calls(model, theta, v, S, batch):
+    """One call of each product, each in its own phase; this rank's record of them."""
+    model.comm.take_record()
+    with model.phase("function"):
+        model.objective(theta)
+    with model.phase("gradient"):
+        model.gradient(theta)
+    with model.phase("line_search"):        # grad f with S: its Jacobian in phase "jacobian"
+        _, J = model.gradient_and_jacobian(theta, S)
+    with model.phase("cg"):
+        model.gauss_newton(J, v)
+    with model.phase("sgd"):
+        model.stochastic_gradient(theta, batch)
+    return model.comm.take_record()
+
+
+def job_float32(a, comm):
+    obj64 = objective_config(a)
+    obj32 = dataclasses.replace(obj64, dtype="float32")
+    data = make_data(a)
+    seen = watch_dtypes(comm)
+    dm = DistributedModel(data, a.hidden, a.splits, comm, obj32)
+    dense, dense64 = DenseModel(data, a.hidden, obj32), DenseModel(data, a.hidden, obj64)
+    grid, n = dm.grid, len(dense.theta)
+    idx = grid.param_slices(comm.rank)
+    theta, v, _, S = random_point(a, dense64)
+    theta, v = theta.astype(np.float32), v.astype(np.float32)
+    b = np.sort(np.random.default_rng(3000 + a.seed).choice(a.l, size=min(a.l, 9), replace=False))
+    whole = lambda local: assemble(comm, grid, local, n)[0]
+    out = {"init": rel(whole(dm.theta), dense.theta),            # the float64 draw, rounded
+           "init_rounded": bool(world_max(comm, rel(dm.theta, dense64.theta[idx].astype(
+               np.float32))) == 0.0),
+           "objective": rel(dm.objective(theta[idx]), dense.objective(theta)),
+           "gradient": rel(whole(dm.gradient(theta[idx])), dense.gradient(theta))}
+    g, sg = dm.gradient(theta[idx]), dm.stochastic_gradient(theta[idx], b)
+    out["stochastic_gradient"] = rel(whole(sg), dense.stochastic_gradient(theta, b))
+    g_S, J = dm.gradient_and_jacobian(theta[idx], S)
+    g_ref, J_ref = dense.gradient_and_jacobian(theta, S)
+    out["gradient_S"] = rel(whole(g_S), g_ref)
+    Gv = dm.gauss_newton(J, v[idx])
+    out["gauss_newton"] = rel(whole(Gv), dense.gauss_newton(J_ref, v))
+    out["accuracy"], out["accuracy_ref"] = list(dm.accuracy(theta[idx])), list(dense.accuracy(theta))
+    held = [dm.theta, g, sg, g_S, Gv, dm.X, dm.X_test, dm.Y, dm.Y_test,
+            *(x for x in J.factors if x is not None)]
+    seen.update(str(x.dtype) for x in held if x is not None)
+    del comm.allreduce, comm.allreduce_scalars
+    out["dtypes"] = sorted(set().union(*comm.world.allgather(seen)))
+    dm64 = DistributedModel(data, a.hidden, a.splits, comm, obj64)
+    out["ledger"] = {
+        dtype: combine_records(comm.world.allgather(_phase_calls(
+            model, theta[idx].astype(dtype), v[idx].astype(dtype), S, b)))
+        for dtype, model in (("float32", dm), ("float64", dm64))}
+    dm.close()
+    dm64.close()
+    return out
+
+
 JOBS = {"products": job_products, "diag": job_diag, "newton": job_newton, "sgd": job_sgd,
-        "diag_newton": job_diag_newton, "diag_step": job_diag_step, "mismatch": job_mismatch}
+        "diag_newton": job_diag_newton, "diag_step": job_diag_step, "mismatch": job_mismatch,
+        "float32": job_float32}
 
 
 def run(argv, comm):

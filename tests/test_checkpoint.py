@@ -182,7 +182,8 @@ def test_a_checkpoint_of_another_network_optimizer_or_data_set_is_refused(tmp_pa
              "data set is digits, this run's svmlight": ("--data", "svmlight", "--data-path",
                                                      svmlight_digits[0]),
              "loss is squared, this run's cross_entropy": ("--loss", "cross_entropy"),
-             "init_seed is 0, this run's 3": ("--seed", "3")}
+             "init_seed is 0, this run's 3": ("--seed", "3"),
+             "dtype is float64, this run's float32": ("--dtype", "float32")}
     for words, args in cases.items():
         line = one_line_error(cli("train", "--iters", 4, "--resume", ck, *args))
         assert words in line and str(ck) in line, line
@@ -242,3 +243,28 @@ def test_a_malformed_grid_in_the_state_is_one_line(tmp_path, grid):
     state.write_text(json.dumps(saved))
     line = one_line_error(cli("train", "--iters", 2, "--resume", ck))
     assert "its grid is not layers, splits and ranks" in line
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_float32_resumes_bit_for_bit_and_evaluates_in_float32(tmp_path, n):
+    """--dtype float32: the checkpoint's blocks are float32 and resume the run bit for bit;
+    resuming it in float64 is refused; its saved weights evaluate (in float32, the dtype
+    saved with them) to the run's final values."""
+    f32 = ("--dtype", "float32", "--hidden", "16")
+    full = train(tmp_path, "full", *f32, "--iters", 4, n=n)
+    assert full["config"]["objective.dtype"] == "float32"
+    train(tmp_path, "first", *f32, "--iters", 2, "--checkpoint", tmp_path / "ck", n=n)
+    resumed = train(tmp_path, "resumed", *f32, "--iters", 4, "--resume", tmp_path / "ck", n=n)
+    assert trajectory(resumed) == trajectory(full)
+    assert theta(tmp_path, "resumed").dtype == np.float32
+    assert np.array_equal(theta(tmp_path, "resumed"), theta(tmp_path, "full"))
+    if n > 1:
+        return
+    line = one_line_error(cli("train", "--hidden", "16", "--iters", 4, "--resume",
+                              tmp_path / "ck"))
+    assert "dtype is float32, this run's float64" in line, line
+    p = cli("evaluate", "--model", tmp_path / "full.npz")
+    assert p.returncode == 0, p.stderr
+    words = p.stdout.replace(",", "").split()
+    assert float(words[words.index("f") + 1]) == full["final"]["objective"]
+    assert float(words[words.index("accuracy") + 1]) == full["final"]["test_accuracy"]

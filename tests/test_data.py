@@ -225,6 +225,11 @@ def test_a_share_reads_only_its_columns_of_the_idx_files(tmp_path, gz_train):
     assert labels.y_test.tolist() == whole.y_test.tolist()
     small = source.images["train"].columns(range(700, 784), chunk=784 * 2 + 5)   # 2 rows a time
     assert np.array_equal(small, whole.X_train[:, 700:])
+    # float32 (--dtype): read into float32 directly, the float64 values rounded
+    mine32, whole32 = source.share(range(100, 350), dtype="float32"), source.load(dtype="float32")
+    assert mine32.X_train.dtype == whole32.X_test.dtype == np.float32
+    assert np.array_equal(mine32.X_train, whole.X_train[:, 100:350].astype(np.float32))
+    assert np.array_equal(whole32.X_test, whole.X_test.astype(np.float32))
 
 
 @pytest.mark.parametrize("cut, problem", [(-5, "truncated IDX data"),

@@ -1,13 +1,18 @@
 """The one-process model against the dense reference: mini-batched f and gradient, the
-factored-Jacobian Gauss-Newton product (full, and block-diagonal on a grid), accuracies."""
+factored-Jacobian Gauss-Newton product (full, and block-diagonal on a grid), accuracies;
+in float32, against the float64 model."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from dnewton_core import reference as ref
 from dnewton_core.data import Dataset
 from dnewton_core.dense import DenseModel
-from dnewton_core.model import ConfigError, ObjectiveConfig
+from dnewton_core.model import PRODUCT_RTOL, ConfigError, ObjectiveConfig
+from dnewton_core.newton import NewtonConfig, newton
 from dnewton_core.partition import Grid
+from dnewton_core.sgd import SGDConfig, sgd
 
 
 def data(l=37, n=6, k=4, seed=0):
@@ -83,3 +88,98 @@ def test_diag_dense_model_needs_a_grid():
         DenseModel(data(), (5,), gn="half", splits=(1, 1, 1))
     with pytest.raises(ConfigError, match="splits has 2 entries"):
         DenseModel(data(), (5,), gn="diag", splits=(1, 1))
+
+
+def _close(a, b, rtol):
+    """max |a - b| <= rtol max |b| (normwise, as the distributed tests measure)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return a.shape == b.shape and np.abs(a - b).max() <= rtol * np.abs(b).max()
+
+
+@pytest.mark.parametrize("loss", ["squared", "cross_entropy"])
+@pytest.mark.parametrize("gn", ["full", "diag"])
+def test_float32_model_is_the_float64_one_rounded(loss, gn):
+    """--dtype float32: the float64 network rounded; f, grad f, G_S v and V^T G_S V within
+    PRODUCT_RTOL["float32"] of the float64 model at the same point; every array it holds,
+    returns or factors J into is float32 (f and the inner products are Python floats)."""
+    d, tol = data(), PRODUCT_RTOL["float32"]
+    obj = ObjectiveConfig(activation="tanh", loss=loss, C=3.0, batch_size=8)
+    kw = dict(gn=gn, splits=(2, 2, 1) if gn == "diag" else None)
+    m64 = DenseModel(d, (5,), obj, **kw)
+    m32 = DenseModel(d, (5,), replace(obj, dtype="float32"), **kw)
+    assert np.array_equal(m32.theta, m64.theta.astype(np.float32))
+    rng = np.random.default_rng(3)
+    theta = (m64.theta + 0.3 * rng.standard_normal(m64.theta.size)).astype(np.float32)
+    v, w = rng.standard_normal((2, theta.size)).astype(np.float32)
+    f32, f64 = m32.objective(theta), m64.objective(theta.astype(np.float64))
+    assert type(f32) is float and abs(f32 - f64) <= tol * abs(f64)
+    S, batch = np.array([2, 5, 11, 30]), np.array([1, 4, 9, 20, 33])
+    (g32, J32), (g64, J64) = (m.gradient_and_jacobian(theta.astype(m.theta.dtype), S)
+                              for m in (m32, m64))
+    out = {"gradient": (m32.gradient(theta), g64), "gradient_S": (g32, g64),
+           "G v": (m32.gauss_newton(J32, v), m64.gauss_newton(J64, v.astype(np.float64))),
+           "stochastic": (m32.stochastic_gradient(theta, batch),
+                          m64.stochastic_gradient(theta.astype(np.float64), batch)),
+           "gram": (m32.curvature_gram(J32, [v, w]),
+                    m64.curvature_gram(J64, [v.astype(np.float64), w.astype(np.float64)]))}
+    for name, (got, want) in out.items():
+        assert _close(got, want, tol), name
+    zs, Ds, P = J32.factors
+    arrays = [m32.theta, m32.X_train, m32.X_test, m32.Y, *(got for got, _ in out.values()),
+              *zs, *(D for D in Ds if D is not None), *([] if P is None else [P])]
+    assert {a.dtype for a in arrays} == {np.dtype(np.float32)}
+    assert type(m32.dot(v, w)) is float and abs(m32.dot(v, w) - float(
+        v.astype(np.float64) @ w)) <= tol * float(np.abs(v) @ np.abs(w))
+
+
+def _watched(model, seen):
+    """``model`` with the float dtypes of every array its solvers pass it and get back
+    (but the inner products, float64 scalars by design) added to ``seen``."""
+    for name in ("objective", "gradient_and_jacobian", "gauss_newton", "stochastic_gradient",
+                 "curvature_gram"):
+        def spy(*args, _method=getattr(model, name)):
+            out = _method(*args)
+            values = [*args, *(out if isinstance(out, tuple) else (out,))]
+            values = [y for x in values for y in (x if isinstance(x, list) else [x])]
+            seen.update(y.dtype for x in values for y in (x if isinstance(x, tuple) else (x,))
+                        if isinstance(y, np.ndarray) and y.dtype.kind == "f")
+            return out
+        setattr(model, name, spy)
+    return model
+
+
+@pytest.mark.parametrize("step", ["none", "subspace"])
+def test_float32_training_stays_float32_and_follows_float64(step):
+    """Newton (full G, and the block-diagonal G with the subspace step) and SGD in float32:
+    every vector the solvers hand the model, and every one it returns, is float32; f after
+    a few iterations is float64's to 1e-4 (the trajectories part only by rounding)."""
+    d = data(l=120, n=8)
+    obj = ObjectiveConfig(loss="cross_entropy", C=10.0, batch_size=50)
+    kw = dict(gn="diag", splits=(2, 1, 2)) if step == "subspace" else {}
+    cfg = NewtonConfig(iters=4, subsample=0.3, diag_step=step)
+    runs, seen = {}, {"float32": set(), "float64": set()}
+    for dtype in seen:
+        model = lambda dtype=dtype, **more: _watched(
+            DenseModel(d, (6,), replace(obj, dtype=dtype), **more), seen[dtype])
+        runs[dtype] = newton(model(**kw), cfg), sgd(model(), SGDConfig(epochs=2))
+        assert seen[dtype] == {np.dtype(dtype)}, seen
+        assert all(h.theta.dtype == np.dtype(dtype) for h in runs[dtype])
+    for h32, h64 in zip(runs["float32"], runs["float64"]):
+        f32, f64 = h32.records[-1]["objective"], h64.records[-1]["objective"]
+        assert f64 < h64.records[0]["objective"] and abs(f32 - f64) <= 1e-4 * f64
+
+
+def test_a_dtype_other_than_float64_or_float32_is_refused():
+    with pytest.raises(ValueError, match="unknown dtype 'float16'; choose from float64, float32"):
+        ObjectiveConfig(dtype="float16")
+    d = data()
+    with pytest.raises(ValueError, match="dtype must be one of float64, float32"):
+        replace(d, dtype="int8")
+    d32 = replace(d, dtype="float32")        # the features rounded once; labels unchanged
+    assert d32.X_train.dtype == np.float32 and np.array_equal(d32.X_train,
+                                                              d.X_train.astype(np.float32))
+    assert d32.y_train.dtype == np.int64
+    mine = d.share(range(1, 3), labels=True, dtype="float32")
+    assert mine.X_train.dtype == mine.X_test.dtype == np.float32
+    assert mine.share(range(1, 3), labels=True) is mine
+    assert mine.share(range(1, 3), labels=True, dtype="float64").X_train.dtype == np.float64

@@ -13,6 +13,9 @@ reads rank 0's JSON line, and several tests assert on it:
             as on the DenseModel with the same G (block-diagonal on the same grid): f,
             lambda, beta 1e-8, same CG counts per partition, steps; every iteration's
             messages equal to costs.py's closed forms; V^T G_S V 1e-10
+  float32   (two grids) the products in float32 against the DenseModel in float32,
+            model.PRODUCT_RTOL["float32"]; every array float32; each array message half
+            the bytes of float64's, the scalar sums unchanged
 
 Grids cover N = 1, 2, 3, 4, 6 ranks: split input features (7 features 3 ways: uneven),
 split hidden layers, split output layers (P_L > 1 with both losses), several at once, one
@@ -39,13 +42,13 @@ from dnewton_core.dense import DenseModel
 from dnewton_core.distributed import DistributedModel
 from dnewton_core.environment import LaunchError, find_mpiexec, local_environment
 from dnewton_core.ledger import TRAINING_PHASES
-from dnewton_core.model import ConfigError
+from dnewton_core.model import PRODUCT_RTOL, ConfigError
 from dnewton_core.newton import NewtonConfig, newton
 from dnewton_core.partition import Grid
 
 HERE = Path(__file__).resolve().parent
 JOBS_SCRIPT = HERE / "mpi_jobs.py"
-PRODUCT_TOL = 1e-10          # one product: only rounding separates the two computations
+PRODUCT_TOL = PRODUCT_RTOL["float64"]   # one product: only rounding separates the two computations
 RUN_TOL = 1e-8               # a whole run: rounding may grow over the iterations
 LAUNCH_TIMEOUT = 60          # seconds; a healthy launch takes about one
 
@@ -99,7 +102,8 @@ CASES = [
     ("n2-L2-unsplit-squared-relu", 2, ["--splits", "1,1,1", "--hidden", "5"], ()),
     ("n3-features7by3-squared-tanh", 3, ["--splits", "3,1", "--act", "tanh",
                                          "--l", "23", "--batch", "7", "--subsample", "1.0"], ()),
-    ("n3-output4by3-xent-relu", 3, ["--splits", "1,3", "--loss", "cross_entropy"], ("diag_step",)),
+    ("n3-output4by3-xent-relu", 3, ["--splits", "1,3", "--loss", "cross_entropy"],
+     ("diag_step", "float32")),
     ("n3-L2-output2-squared-tanh", 3, ["--splits", "1,1,2", "--hidden", "5", "--act", "tanh",
                                        "--sync", "0.5"], ("diag_newton",)),
     ("n4-hidden5by2-squared-relu", 4, ["--splits", "1,2,1", "--hidden", "5", "--sync", "1.0"],
@@ -109,7 +113,7 @@ CASES = [
      ("diag_newton",)),
     ("n6-L3-features2-hidden2-squared-tanh", 6, ["--splits", "2,1,2,1", "--hidden", "5,4",
                                                  "--act", "tanh", "--sync", "0.5"],
-     ("diag_newton", "diag_step")),
+     ("diag_newton", "diag_step", "float32")),
     ("n6-hidden2-output2-xent-tanh", 6, ["--splits", "1,2,2", "--hidden", "5",
                                          "--loss", "cross_entropy", "--act", "tanh",
                                          "--batch", "100", "--n-test", "0"], ()),
@@ -254,6 +258,7 @@ def test_products_match_dense(case_id):
     r = case_jobs(case_id)["products"]
     check_products(r)
     a = case_args(case_id)
+    assert r["pipelined_bitwise"] == _BY_ID[case_id][1]      # on every rank
     if a.hidden:
         assert r["receivers"]["receives"] > 0, r["receivers"]
     if a.act != "relu":     # relu: a slice of dead units sends true zeros; tanh: only by chance
@@ -300,6 +305,28 @@ def test_diag_steps_follow_the_dense_run(case_id):
 @pytest.mark.parametrize("case_id", [c[0] for c in CASES if "diag_step" in c[3]])
 def test_diag_step_messages_equal_the_closed_forms(case_id):
     check_diag_step_messages(case_jobs(case_id)["diag_step"], case_args(case_id))
+
+
+@needs_mpiexec
+@pytest.mark.parametrize("case_id", [c[0] for c in CASES if "float32" in c[3]])
+def test_float32_follows_the_dense_model_in_float32(case_id):
+    """--dtype float32: the network is the float64 one rounded; the products follow the
+    one-process model in float32; no float64 array is held, returned or sent but the
+    scalar sums; the same messages as in float64, each array message half the bytes."""
+    r, a, n = case_jobs(case_id)["float32"], case_args(case_id), _BY_ID[case_id][1]
+    assert r["init"] == 0.0 and r["init_rounded"]
+    for key in ("objective", "gradient", "stochastic_gradient", "gradient_S", "gauss_newton"):
+        assert r[key] < PRODUCT_RTOL["float32"], f"{key}: relative error {r[key]:.3g}"
+    for acc, ref, count in zip(r["accuracy"], r["accuracy_ref"], (a.l, a.n_test)):
+        assert abs(acc - ref) * count <= 1 + 1e-9, (r["accuracy"], r["accuracy_ref"])
+    assert r["dtypes"] == ["float32"], r["dtypes"]
+    f32, f64 = r["ledger"]["float32"], r["ledger"]["float64"]
+    for phase in ("gradient", "jacobian", "line_search", "cg", "sgd"):   # arrays only
+        assert f32[phase]["messages"] == f64[phase]["messages"] > 0, phase
+        assert 2 * f32[phase]["bytes"] == f64[phase]["bytes"], phase
+    scalar = 8 * n                    # f's one float64 sum, on every rank
+    assert f32["function"]["messages"] == f64["function"]["messages"]
+    assert 2 * (f32["function"]["bytes"] - scalar) == f64["function"]["bytes"] - scalar
 
 
 @needs_mpiexec

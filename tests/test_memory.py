@@ -30,23 +30,26 @@ from dnewton_core.partition import Grid
 MiB = 2 ** 20
 
 
-def _dataset(n_train, n_test, n_features, seed=0):
+def _dataset(n_train, n_test, n_features, seed=0, dtype="float64"):
     rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n_train + n_test, n_features))
+    X = rng.standard_normal((n_train + n_test, n_features), dtype=dtype)   # no float64 copy
     y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0.5)
-    return Dataset("t", X[:n_train], y[:n_train], X[n_train:], y[n_train:], (0, 1, 2), "here")
+    return Dataset("t", X[:n_train], y[:n_train], X[n_train:], y[n_train:], (0, 1, 2), "here",
+                   dtype)
 
 
-def _peak_and_estimate(n_train, n_test, n_features, hidden, splits=None):
+def _peak_and_estimate(n_train, n_test, n_features, hidden, splits=None, dtype="float64"):
     """(tracemalloc's peak over data, model and two Newton iterations; ``memory``'s need)."""
-    config, newton_config = ObjectiveConfig(batch_size=256), NewtonConfig(iters=2, cg_max=5)
+    config = ObjectiveConfig(batch_size=256, dtype=dtype)
+    newton_config = NewtonConfig(iters=2, cg_max=5)
     tracemalloc.start()
     try:
         if splits is None:                 # the one-process model holds the Dataset itself
             base = tracemalloc.get_traced_memory()[0]
-            model = DenseModel(_dataset(n_train, n_test, n_features), hidden, config)
+            model = DenseModel(_dataset(n_train, n_test, n_features, dtype=dtype), hidden,
+                               config)
         else:                              # a rank's share is copied out of what was read
-            data = _dataset(n_train, n_test, n_features)
+            data = _dataset(n_train, n_test, n_features, dtype=dtype)
             base = tracemalloc.get_traced_memory()[0]
             model = DistributedModel(data.share(range(n_features), True), hidden, splits,
                                      Comm(), config)
@@ -56,8 +59,8 @@ def _peak_and_estimate(n_train, n_test, n_features, hidden, splits=None):
         tracemalloc.stop()
     layers = model.layers
     sizes = (n_train, n_test, config.batch_size, newton_config.subsample_size(n_train))
-    need = memory.dense_bytes(layers, *sizes) if splits is None else \
-        memory.partition_bytes(layers, Grid(layers, splits).partition(0), *sizes)
+    need = memory.dense_bytes(layers, *sizes, dtype) if splits is None else \
+        memory.partition_bytes(layers, Grid(layers, splits).partition(0), *sizes, dtype)
     return peak, need["total"]
 
 
@@ -65,10 +68,27 @@ def _peak_and_estimate(n_train, n_test, n_features, hidden, splits=None):
     dict(n_train=100, n_test=40, n_features=16, hidden=(600, 600)),   # parameters dominate
     dict(n_train=3000, n_test=500, n_features=300, hidden=(20,)),      # data dominates
     dict(n_train=3000, n_test=500, n_features=300, hidden=(), splits=(1, 1)),  # one partition
+    dict(n_train=100, n_test=40, n_features=16, hidden=(600, 600), dtype="float32"),
+    dict(n_train=3000, n_test=500, n_features=300, hidden=(20,), dtype="float32"),
+    dict(n_train=3000, n_test=500, n_features=300, hidden=(), splits=(1, 1), dtype="float32"),
 ])
 def test_the_closed_form_bounds_the_measured_peak_closely(shape):
     peak, need = _peak_and_estimate(**shape)
     assert peak <= need <= 2 * peak, (peak / MiB, need / MiB)
+
+
+def test_float32_needs_half_but_the_class_codes():
+    """--dtype float32: every term halves but the class codes (int64) of the data."""
+    layers, grid = (300, 20, 3), Grid((300, 20, 3), (1, 1, 1))
+    sizes = (3000, 500, 256, 150)
+    for part in grid.partitions:
+        b64, b32 = (memory.partition_bytes(layers, part, *sizes, dtype)
+                    for dtype in ("float64", "float32"))
+        codes = 8 * 3500 * part.holds_labels
+        assert b32["data"] - codes == (b64["data"] - codes) // 2
+        assert all(2 * b32[k] == b64[k] for k in ("parameters", "jacobian", "work"))
+    d64, d32 = (memory.dense_bytes(layers, *sizes, dtype) for dtype in ("float64", "float32"))
+    assert d32["data"] - 8 * 3500 == (d64["data"] - 8 * 3500) // 2
 
 
 def test_local_ranks_as_the_launchers_say():

@@ -40,16 +40,16 @@ def train_json(tmp_path, n, *args):
 L_DIGITS = len(load_dataset("digits").y_train)
 
 
-def expected_iteration(grid, rec, loss, gn, sync, S, batch, first):
+def expected_iteration(grid, rec, loss, gn, sync, S, batch, first, dtype="float64"):
     """What docs/method.md §5's formulas say one Newton iteration sends, per phase."""
     trials = costs.line_search_trials(rec["alpha"], NewtonConfig().max_halvings)
-    out = {"gradient": costs.gradient(grid, L_DIGITS, S, batch, loss),
-           "jacobian": costs.jacobian(grid, S, loss),
-           "cg": costs.cg(grid, S, rec["cg_iters"], gn),
+    out = {"gradient": costs.gradient(grid, L_DIGITS, S, batch, loss, dtype),
+           "jacobian": costs.jacobian(grid, S, loss, dtype),
+           "cg": costs.cg(grid, S, rec["cg_iters"], gn, dtype=dtype),
            "sync": costs.sync(grid, sync),
-           "line_search": costs.line_search(grid, L_DIGITS, batch, trials, loss)}
+           "line_search": costs.line_search(grid, L_DIGITS, batch, trials, loss, dtype)}
     if first:
-        out["function"] = costs.function(grid, L_DIGITS, batch, loss)
+        out["function"] = costs.function(grid, L_DIGITS, batch, loss, dtype)
     return out
 
 
@@ -67,24 +67,27 @@ def test_train_shows_the_megabytes_sent(tmp_path):
     assert f"{training_bytes(r['history']) / 1e6:.3f} MB sent (all ranks)" in p.stdout
 
 
-NEWTON_CASES = [   # ranks, hidden, splits, loss, activation, gn, sync, eval batch
-    (4, "64,64", "2,1,1,1", "squared", "relu", "full", 1.0, 4096),
-    (6, "8,8", "1,2,1,2", "cross_entropy", "tanh", "full", 1.0, 500),
-    (5, "9", "2,1,3", "cross_entropy", "relu", "diag", 0.5, 700),
-    (4, "8,8", "1,1,1,2", "squared", "sigmoid", "diag", 1.0, 4096),
+NEWTON_CASES = [   # ranks, hidden, splits, loss, activation, gn, sync, eval batch, dtype
+    (4, "64,64", "2,1,1,1", "squared", "relu", "full", 1.0, 4096, "float64"),
+    (6, "8,8", "1,2,1,2", "cross_entropy", "tanh", "full", 1.0, 500, "float64"),
+    (5, "9", "2,1,3", "cross_entropy", "relu", "diag", 0.5, 700, "float64"),
+    (4, "8,8", "1,1,1,2", "squared", "sigmoid", "diag", 1.0, 4096, "float64"),
+    (6, "8,8", "1,2,1,2", "cross_entropy", "tanh", "full", 1.0, 500, "float32"),
+    (5, "9", "2,1,3", "cross_entropy", "relu", "diag", 0.5, 700, "float32"),
 ]
 
 
-@pytest.mark.parametrize("n,hidden,splits,loss,act,gn,sync,batch", NEWTON_CASES)
+@pytest.mark.parametrize("n,hidden,splits,loss,act,gn,sync,batch,dtype", NEWTON_CASES)
 def test_measured_messages_equal_the_closed_forms(tmp_path, n, hidden, splits, loss, act, gn,
-                                                  sync, batch):
+                                                  sync, batch, dtype):
     r = train_json(tmp_path, n, "--hidden", hidden, "--splits", splits, "--loss", loss,
                    "--activation", act, "--gn", gn, "--sync", sync, "--iters", 3,
-                   "--eval-batch", batch, "--subsample", 0.1)
+                   "--eval-batch", batch, "--subsample", 0.1, "--dtype", dtype)
+    assert r["config"]["objective.dtype"] == dtype
     grid = Grid(r["config"]["layers"], r["config"]["splits"])
     S = NewtonConfig(subsample=0.1).subsample_size(L_DIGITS)
     for k, rec in enumerate(r["history"]):
-        want = expected_iteration(grid, rec, loss, gn, sync, S, batch, first=k == 0)
+        want = expected_iteration(grid, rec, loss, gn, sync, S, batch, k == 0, dtype)
         for phase, cost in want.items():
             got = rec["comm"].get(phase, {"messages": 0, "bytes": 0})
             assert (got["messages"], got["bytes"]) == (cost["messages"], cost["bytes"]), \
@@ -238,3 +241,33 @@ def test_ranks_that_ask_for_more_blas_threads_than_cores_are_warned():
     warnings = [ln for ln in p.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warnings) == 1 and "4 ranks with 4 BLAS thread(s)" in warnings[0]
     assert "warning:" not in mpirun(4, "train", "--iters", 1).stderr      # one thread each
+
+
+def test_waiting_ranks_nap_or_spin_and_train_alike(tmp_path, monkeypatch):
+    """DNEWTON_WAIT: 4 ranks on this machine's cores, waiting in MPI's own way or napping
+    (polling.py): the same messages, and the same run to a stated tolerance (the two wait on
+    different MPI calls, Allreduce and Iallreduce, which may add in another order)."""
+    runs = {}
+    for mode in ("spin", "nap"):
+        monkeypatch.setitem(ENV, "DNEWTON_WAIT", mode)
+        runs[mode] = train_json(tmp_path, 4, "--iters", 3, "--hidden", "16,16",
+                                "--splits", "2,1,1,1")
+    spin, nap = runs["spin"]["history"], runs["nap"]["history"]
+    sent = lambda history: [{p: (v["messages"], v["bytes"]) for p, v in r["comm"].items()}
+                            for r in history]
+    assert len(spin) == 3 and sent(spin) == sent(nap)
+    for a, b in zip(spin, nap):
+        assert a["objective"] == pytest.approx(b["objective"], rel=1e-10)
+    monkeypatch.setitem(ENV, "DNEWTON_WAIT", "doze")
+    p = mpirun(4, "train", "--iters", 1, "--hidden", "8")
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == \
+        ["error: DNEWTON_WAIT='doze': choose spin, nap or auto"], p.stderr
+
+
+def test_wait_mode_naps_only_when_ranks_outnumber_cores():
+    from dnewton_core.polling import wait_mode
+    assert wait_mode(4, 2) == "nap" and wait_mode(2, 2) == "spin" and wait_mode(1, 8) == "spin"
+    assert wait_mode(4, 2, "spin") == "spin" and wait_mode(1, 2, " NAP ") == "nap"
+    assert wait_mode(4, 2, "auto") == "nap"
+    with pytest.raises(ValueError, match="DNEWTON_WAIT='x': choose spin, nap or auto"):
+        wait_mode(1, 1, "x")
