@@ -103,7 +103,7 @@ class DistributedModel:
     # -- forward and backward over one batch --------------------------------------------
     def _forward(self, W, b, X, rows):
         """z^{m-1}[rows, T_{m-1,i}], and z^m[rows, T_{m,j}] (z^L when m = L)."""
-        p, n = self.part, len(rows)
+        p, n = self.part, _count(rows)
         if p.m == 1:
             z_in = X[rows]
         else:
@@ -221,17 +221,22 @@ class DistributedModel:
         size = self.config.batch_size
         return [rows[k:k + size] for k in range(0, len(rows), size)]
 
+    def _ranges(self, n):
+        """Instances 0..n-1 in batches, as slices: a slice of X is a view, not a copy."""
+        size = self.config.batch_size
+        return [slice(k, min(k + size, n)) for k in range(0, n, size)]
+
     def objective(self, theta):
         """f(theta): mini-batched forward passes, then one scalar allreduce over all ranks."""
         loss = sum(float(self._pass(theta, rows, self.X, self.Y)[0])
-                   for rows in self._batches(np.arange(self.n_train)))
+                   for rows in self._ranges(self.n_train))
         local = float(theta @ theta) / (2.0 * self.C) + loss / self.n_train
         return float(self.comm.allreduce_scalars(local)[0])
 
     def gradient(self, theta):
         """This rank's block of grad f: mini-batched forward and backward passes, pipelined."""
         grad = theta / self.C
-        self._pipelined(theta, self._batches(np.arange(self.n_train)), grad)
+        self._pipelined(theta, self._ranges(self.n_train), grad)
         return grad
 
     def gradient_and_jacobian(self, theta, S):
@@ -338,13 +343,13 @@ class DistributedModel:
         correct = []
         for X, Y, n in ((self.X, self.Y, self.n_train), (self.X_test, self.Y_test, self.n_test)):
             hits = 0
-            for rows in self._batches(np.arange(n)):
+            for rows in self._ranges(n):
                 W, b = self.block(theta)
                 _, z = self._forward(W, b, X, rows)
                 if p.m != self.L:
                     continue
                 if self.grid.splits[-1] > 1:
-                    full = np.zeros((len(rows), self.n_L), self.dtype)
+                    full = np.zeros((_count(rows), self.n_L), self.dtype)
                     if p.i == 0:
                         full[:, self.cols] = z
                     z = self.comm.allreduce(full, self.output, receives=p.i != 0)
@@ -353,7 +358,7 @@ class DistributedModel:
                 else:
                     Yr = Y[rows]
                 if p.i == 0:
-                    hits += Yr[np.arange(len(rows)), z.argmax(axis=1)].sum()
+                    hits += Yr[np.arange(_count(rows)), z.argmax(axis=1)].sum()
             correct.append(hits)
         c_train, c_test = self.comm.allreduce_scalars(*correct,
                                                       receives=not (p.m == self.L and p.i == 0))
@@ -388,6 +393,11 @@ def _check_mode(gn, sync):
     if sync < 1 and gn != "diag":
         raise ConfigError("a sync fraction below 1 needs --gn diag: with the full "
                           "Gauss-Newton matrix all partitions share one CG")
+
+
+def _count(rows):
+    """Instances in a batch: a slice (a range of instances) or an array of indices."""
+    return rows.stop - rows.start if isinstance(rows, slice) else len(rows)
 
 
 def _slice(r):
