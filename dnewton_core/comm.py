@@ -56,12 +56,12 @@ class Comm(Ledger):
         self.waiting = None                 # (op, group, its count, phase, since) while in MPI
         self._calls = defaultdict(int)      # group name -> collectives entered
         self._guard = None
-        self.wait = "spin"                  # how this rank waits in a collective (polling.py)
+        self.patience = polling.Patience()  # how this rank waits in a collective (polling.py)
 
     @classmethod
     def on_world(cls, network=None, inject=False):
-        """A ``Comm`` over ``MPI.COMM_WORLD``: every rank started by mpiexec. Its ranks nap
-        while they wait when they outnumber this machine's cores (``choose_wait``)."""
+        """A ``Comm`` over ``MPI.COMM_WORLD``: every rank started by mpiexec. Its ranks are
+        patient when they outnumber this machine's cores (``choose_wait``)."""
         comm = cls(MPI.COMM_WORLD, network, inject)
         comm.choose_wait()
         return comm
@@ -70,9 +70,10 @@ class Comm(Ledger):
         """Set how this rank waits (``polling.wait_mode``; ValueError for a bad ``choice``).
         Collective over the world: it counts the ranks that share this machine."""
         node = self.world.Split_type(MPI.COMM_TYPE_SHARED)
+        cores = set().union(*node.allgather(polling.usable_cores()))   # a rank may be bound
         local = node.Get_size()
         node.Free()
-        self.wait = polling.wait_mode(local, polling.usable_cores(), choice)
+        self.patience = polling.Patience(polling.wait_mode(local, len(cores), choice))
 
     def abort(self, code):
         """End every rank of the job now (after an error on this rank alone)."""
@@ -151,11 +152,8 @@ class Comm(Ledger):
         on the output group or the world). The message costs the same; the message log
         (``trace``) marks it, for the notebooks' message-flow figure."""
         if group.size > 1:
-            def call():                   # MPI's own (spinning) wait, or poll and nap
-                if self.wait == "spin":
-                    return group.comm.Allreduce(MPI.IN_PLACE, buf, op=_OPS[op])
-                polling.complete(group.comm.Iallreduce(MPI.IN_PLACE, buf, op=_OPS[op]))
-            self._wait("allreduce", group, call, buf.nbytes)
+            self._wait("allreduce", group, lambda: self.patience.complete(
+                group.comm.Iallreduce(MPI.IN_PLACE, buf, op=_OPS[op])), buf.nbytes)
             self.count("allreduce", group.name, buf.nbytes, sends=not receives)
         return buf
 

@@ -37,7 +37,7 @@ class DenseModel:
         self.layers = network_layers(data.n_features, hidden, data.n_classes)
         self.n_train = len(data.y_train)
         self.C = objective.regularization(self.n_train)
-        dtype = objective.dtype          # every array in it; f and inner products in float64
+        dtype = objective.dtype          # every array in it; sums over batches in float64
         self.X_train = np.asarray(data.X_train, dtype=dtype)      # no copy if already dtype
         self.X_test = np.asarray(data.X_test, dtype=dtype)
         self.Y = np.eye(data.n_classes, dtype=dtype)[data.y_train]

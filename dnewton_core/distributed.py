@@ -46,11 +46,12 @@ class DistributedModel:
         self.gn, self.sync = gn, sync
         grid, rank = self.grid, self.comm.rank
         self.part = p = grid.partition(rank)
+        self.largest_block = max(q.n_params for q in grid.partitions)   # of the grid
         self.L, self.n_L = grid.L, self.layers[-1]
         self.n_train = data.n_train
         self.C = objective.regularization(self.n_train)
         self.act, self.loss = objective.activation, objective.loss
-        self.dtype = objective.dtype      # of every array; f and inner products in float64
+        self.dtype = objective.dtype      # of every array; sums over batches and ranks in float64
 
         # groups: a link per (m, j), and the output layer for the softmax normalizer
         groups = {f"link({m},{j})": grid.link_group(m, j)
@@ -104,6 +105,7 @@ class DistributedModel:
     def _forward(self, W, b, X, rows):
         """z^{m-1}[rows, T_{m-1,i}], and z^m[rows, T_{m,j}] (z^L when m = L)."""
         p, n = self.part, _count(rows)
+        self.comm.patience.expect(2.0 * n * self.largest_block)      # polling.py
         if p.m == 1:
             z_in = X[rows]
         else:
@@ -265,6 +267,7 @@ class DistributedModel:
         diag: (G_p v)_p = v_p / C + (1/|S|) J_p^T B J_p v_p, no message.
         """
         z_in, D, P = check_factors(J).factors
+        self.comm.patience.expect(4.0 * len(z_in) * self.largest_block)
         VW, vb = self.block(v)
         u = z_in @ VW                                                # (|S|, |T_{m,j}|)
         if vb is not None:

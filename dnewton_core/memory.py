@@ -16,8 +16,9 @@ number (the model's dtype: 8 for float64, 4 for float32) and 8 per int64 class c
     work        E max(b', s) (3 r + 5 c) + E s n_L r [m > 1]   one batch's forward and
                                     backward buffers (b' = min(b, max(l, l_t)), the largest
                                     batch), the Jacobian's backward product
-              + E b' (PIPELINE - 1) (r + c)   the other batches of a pipelined gradient
-                                    pass's wave: z^{m-1} and z^m (model.PIPELINE)
+              + E b' (PIPELINE - 1) (r + c (1 + 2 [m = L]))   the other batches of a
+                                    pipelined gradient pass's wave: z^{m-1}, z^m and on
+                                    layer L d xi / d z^L and p (model.PIPELINE)
 
 The one-process model (``dense.DenseModel``) holds every layer and the whole data set:
 the same terms summed over the layers, its data X (l + l_t) n_0, the codes and the one-hot
@@ -54,7 +55,7 @@ def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
         "parameters": E * part.n_params * VECTORS,
         "jacobian": E * s * (r + n_L * c + n_L) * JACOBIANS,
         "work": E * (batch * (3 * r + 5 * c) + (s * n_L * r if part.m > 1 else 0)
-                     + largest * (pipeline - 1) * (r + c)),
+                     + largest * (pipeline - 1) * (r + c * (1 + 2 * part.holds_labels))),
     })
 
 

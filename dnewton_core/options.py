@@ -222,7 +222,8 @@ def shared_options(hidden=(64, 64)):
     g.add_argument("--dtype", default=ObjectiveConfig.dtype, choices=DTYPES,
                    help="numbers of the parameters, the data and every message: float64 "
                         "(default, the reference) or float32 (about twice the matmul rate, "
-                        "half the bytes; scalar sums stay float64)")
+                        "half the bytes; the sums of f and of inner products over batches and ranks "
+                        "stay float64)")
     g.add_argument("--splits", help="P_0,...,P_L: how many groups each layer's neurons are "
                                     "split into; needs sum P_(m-1) P_m ranks (default: "
                                     "proposed for the number of ranks, under mpiexec)")

@@ -1,51 +1,78 @@
-"""How a rank waits for a collective to complete (docs/method.md §5).
+"""How a rank waits for a collective to complete (docs/method.md §4).
 
 MPI libraries wait by spinning: a waiting rank polls its messages without pause. That is
-the fastest way when every rank has a core of its own, and the slowest when ranks
-outnumber cores (a laptop, this kit's 2-core machine): the waiting ranks then take their
-share of every core from the ranks that compute, and the layer that is working runs at
-half speed while the others wait for it.
+the fastest way when every rank has a core of its own, and a slow one when ranks outnumber
+cores (a laptop, this kit's 2-core machine): the waiting ranks then take their share of
+every core from the ranks that compute, and the layer that is working runs at half speed
+while the others wait for it. Napping is no cure for every wait either: a rank that sleeps
+wakes up late, and a run of many short collectives (digits, SGD's small batches) pays that
+at every one.
 
-So a rank that shares its cores ``naps``: it starts the collective non-blocking, polls it
-for ``SPIN`` seconds (a quick message is there by then) and then sleeps ``NAP`` seconds
-between polls, leaving the core to a rank that computes. Measured here (4 ranks on 2 cores,
-two computing 60 matrix products while two wait in an allreduce): the computing ranks took
-0.91 s with MPI's own waiting and 0.56 s when the waiting ranks nap; a 72 MB allreduce
-took 0.3 s either way. How a rank waits changes times, never which messages are sent.
+So every collective starts non-blocking (``Iallreduce``: the same algorithm, hence the same
+sums, however the rank waits), and a rank that shares its cores is ``Patience``'s "patient":
+before a pass whose largest block product is long (``LONG_FLOP``: a Newton pass over 4096
+Fashion-MNIST images, not an SGD step of 128 nor a digits batch) the model says so
+(``expect``), and the rank then naps in its collectives (polls for ``SPIN`` seconds, then
+sleeps ``NAP`` seconds between polls); otherwise it leaves the waiting to MPI. Measured here
+with 4 ranks on 2 cores (``bench/waiting.py``): two ranks computing 60 matrix products while
+two wait took 0.89 s with MPI's waiting and 0.51 s with napping, and 72 MB allreduces no
+longer; but a run of short collectives is slower napping (docs/performance.md).
 
-``Comm.on_world`` chooses: nap when the ranks on this machine outnumber its usable cores.
-On the command line, ``DNEWTON_WAIT`` = spin, nap or auto overrides the choice.
+``Comm.on_world`` chooses "auto" (patient when the ranks on this machine outnumber its
+usable cores, MPI's waiting otherwise); on the command line ``DNEWTON_WAIT`` = spin, nap or
+auto overrides it.
 """
 import os
 import time
 
-MODES = ("spin", "nap")
+MODES = ("spin", "nap", "auto")
 SPIN = 50e-6          # seconds of polling before the first nap
 NAP = 100e-6          # seconds asleep between polls (Linux adds about 50 us of timer slack)
+LONG_FLOP = 1e8       # a pass whose largest block product has more FLOPs makes a rank nap
 
 
 def wait_mode(local_ranks, cores, choice=None):
-    """"spin" or "nap" for a rank sharing ``cores`` usable cores with ``local_ranks`` ranks
-    (itself included); ``choice`` is DNEWTON_WAIT's value (None or "auto": decide)."""
+    """"spin", "nap" or "patient" for a rank sharing ``cores`` usable cores with
+    ``local_ranks`` ranks (itself included); ``choice`` is DNEWTON_WAIT's value (None or
+    "auto": patient when the ranks outnumber the cores, else spin)."""
     choice = (choice or "auto").strip().lower()
-    if choice == "auto":
-        return "nap" if local_ranks > cores else "spin"
     if choice not in MODES:
         raise ValueError(f"DNEWTON_WAIT={choice!r}: choose spin, nap or auto")
+    if choice == "auto":
+        return "patient" if local_ranks > cores else "spin"
     return choice
 
 
+class Patience:
+    """How a rank waits: ``mode`` "spin" (MPI's own waiting), "nap" (always napping) or
+    "patient" (napping while the pass at hand is long, ``expect``)."""
+
+    def __init__(self, mode="spin"):
+        self.mode, self.long = mode, False
+
+    def expect(self, flops):
+        """The pass about to start multiplies a block in ``flops`` floating-point operations:
+        its collectives will keep ranks waiting about that long."""
+        self.long = flops > LONG_FLOP
+
+    def naps(self):
+        return self.mode == "nap" or (self.mode == "patient" and self.long)
+
+    def complete(self, request):
+        """Return once the non-blocking MPI ``request`` is complete."""
+        if not self.naps():
+            request.Wait()
+            return
+        deadline = time.perf_counter() + SPIN
+        while not request.Test():
+            if time.perf_counter() > deadline:
+                time.sleep(NAP)
+
+
 def usable_cores():
-    """The cores this process may run on."""
+    """The set of cores this process may run on (``Comm.choose_wait`` joins the sets of the
+    ranks on a machine: a rank bound to one core still has a core of its own)."""
     try:
-        return len(os.sched_getaffinity(0))
+        return set(os.sched_getaffinity(0))
     except AttributeError:                 # not Linux
-        return os.cpu_count() or 1
-
-
-def complete(request):
-    """Return once the non-blocking MPI ``request`` is complete: poll, then poll and nap."""
-    deadline = time.perf_counter() + SPIN
-    while not request.Test():
-        if time.perf_counter() > deadline:
-            time.sleep(NAP)
+        return set(range(os.cpu_count() or 1))

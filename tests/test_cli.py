@@ -290,6 +290,16 @@ def test_reproduce_continue_runs_only_what_is_missing(tmp_path):
     assert (parts / "runs.csv").read_bytes() == before
     p = cli(*study, "--seeds", 2, "--out", tmp_path / "none", "--continue")
     assert p.returncode == 2 and "does not exist: no study to continue" in p.stderr
+    assert not (tmp_path / "none").exists()
+    p = cli(*study, "--seeds", 2, "--out", parts, "--continue", "--network", "10gbe")
+    assert p.returncode == 2 and "has no column 'modeled_time_10gbe'" in p.stderr, p.stderr
+    curves = (parts / "curves.csv").read_text().splitlines(keepends=True)
+    (parts / "curves.csv").write_text("".join(curves[:-1]))        # cut inside run 4's rows
+    p = cli(*study, "--seeds", 2, "--out", parts, "--continue")
+    assert p.returncode == 2 and "has 0 rows of run 4" in p.stderr, p.stderr
+    (parts / "runs.csv").write_text("seed,accuracy\n0,0.5\n")     # not a study's file
+    p = cli(*study, "--seeds", 2, "--out", parts, "--continue")
+    assert p.returncode == 2 and "has no column 'run'" in p.stderr, p.stderr
 
 
 def test_compare_prints_progress_per_method_and_iteration(tmp_path):

@@ -244,30 +244,39 @@ def test_ranks_that_ask_for_more_blas_threads_than_cores_are_warned():
 
 
 def test_waiting_ranks_nap_or_spin_and_train_alike(tmp_path, monkeypatch):
-    """DNEWTON_WAIT: 4 ranks on this machine's cores, waiting in MPI's own way or napping
-    (polling.py): the same messages, and the same run to a stated tolerance (the two wait on
-    different MPI calls, Allreduce and Iallreduce, which may add in another order)."""
+    """DNEWTON_WAIT: 4 ranks on this machine's cores, waiting in MPI's own way, napping or
+    patient (polling.py): every collective is the same Iallreduce whichever way a rank waits,
+    so the messages and the run are the same to the last bit."""
     runs = {}
-    for mode in ("spin", "nap"):
+    for mode in ("spin", "nap", "auto"):
         monkeypatch.setitem(ENV, "DNEWTON_WAIT", mode)
         runs[mode] = train_json(tmp_path, 4, "--iters", 3, "--hidden", "16,16",
-                                "--splits", "2,1,1,1")
-    spin, nap = runs["spin"]["history"], runs["nap"]["history"]
+                                "--splits", "2,1,1,1")["history"]
     sent = lambda history: [{p: (v["messages"], v["bytes"]) for p, v in r["comm"].items()}
                             for r in history]
-    assert len(spin) == 3 and sent(spin) == sent(nap)
-    for a, b in zip(spin, nap):
-        assert a["objective"] == pytest.approx(b["objective"], rel=1e-10)
+    path = lambda history: [(r["objective"], r["cg_iters"], r["alpha"]) for r in history]
+    assert len(runs["spin"]) == 3
+    assert sent(runs["spin"]) == sent(runs["nap"]) == sent(runs["auto"])
+    assert path(runs["spin"]) == path(runs["nap"]) == path(runs["auto"])
     monkeypatch.setitem(ENV, "DNEWTON_WAIT", "doze")
     p = mpirun(4, "train", "--iters", 1, "--hidden", "8")
     assert p.returncode == 2 and p.stderr.strip().splitlines() == \
         ["error: DNEWTON_WAIT='doze': choose spin, nap or auto"], p.stderr
 
 
-def test_wait_mode_naps_only_when_ranks_outnumber_cores():
-    from dnewton_core.polling import wait_mode
-    assert wait_mode(4, 2) == "nap" and wait_mode(2, 2) == "spin" and wait_mode(1, 8) == "spin"
+def test_wait_mode_and_patience():
+    """Patient ranks (auto, more ranks than cores) nap only while the pass at hand is long."""
+    from dnewton_core.polling import LONG_FLOP, Patience, wait_mode
+    assert wait_mode(4, 2) == "patient" and wait_mode(2, 2) == "spin" == wait_mode(1, 8)
     assert wait_mode(4, 2, "spin") == "spin" and wait_mode(1, 2, " NAP ") == "nap"
-    assert wait_mode(4, 2, "auto") == "nap"
     with pytest.raises(ValueError, match="DNEWTON_WAIT='x': choose spin, nap or auto"):
         wait_mode(1, 1, "x")
+    patient = Patience("patient")
+    assert not patient.naps()                        # nothing known yet: MPI waits
+    patient.expect(2 * 4096 * 392 * 300)             # a Newton batch of Fashion-MNIST
+    assert patient.naps() and LONG_FLOP < 2 * 4096 * 392 * 300
+    patient.expect(2 * 128 * 392 * 300)              # an SGD step
+    assert not patient.naps()
+    patient.expect(2 * 1438 * 64 * 64)               # a digits batch
+    assert not patient.naps()
+    assert Patience("nap").naps() and not Patience("spin").naps()

@@ -93,21 +93,26 @@ def read_runs(path):
     return rows
 
 
-def read_finished(runs_path, curves_path, settings, seeds, identity):
+def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
     """The (rows, curves) of a study cut short that ``reproduce --continue`` keeps, checked to
-    be runs of this study: every row's ``identity`` columns (data, network, grid, C, budget
-    per unit, ...) as this study's, its setting among ``settings`` and its seed below
-    ``seeds``, no (setting, seed) twice. A ValueError names the file, line and column."""
+    be runs of this study: the columns of this study (``extra``: its modeled networks'), every
+    row's ``identity`` columns (data, network, grid, C, dtype, budget per unit, ...) as this
+    study's, its setting among ``settings`` and its seed below ``seeds``, no (setting, seed)
+    twice, and a curve row per iteration of every kept run. A ValueError names the file, line
+    and column."""
     for path in (runs_path, curves_path):
         if not os.path.exists(path):
             raise ValueError(f"--continue: {path} does not exist: no study to continue there "
                              "(leave out --continue to start one)")
+    _check_header(runs_path, [c for c in RUN_COLUMNS if c not in ("step", "dtype")], extra)
+    _check_header(curves_path, CURVE_COLUMNS, extra)
     rows, curves = read_runs(runs_path), read_runs(curves_path)
     labels, seen = {x.label for x in settings}, set()
     text = lambda v: "" if v is None else str(v)
     for line, r in enumerate(rows, start=2):
         where = f"--continue: {runs_path} line {line}"
-        wanted = dict(identity, budget=identity["budget"][r.get("unit")])
+        wanted = dict(identity, budget=identity["budget"].get(r["unit"], "(a unit of "
+                                                              "iteration or epoch)"))
         for key, value in wanted.items():
             if text(r.get(key)) != text(value):
                 raise ValueError(f"{where}: {key} is {text(r.get(key)) or '(empty)'!r}, this "
@@ -122,5 +127,26 @@ def read_finished(runs_path, curves_path, settings, seeds, identity):
         seen.add(pair)
         if r["run"] != line - 1:
             raise ValueError(f"{where}: run number {r['run']}, expected {line - 1}")
+        mine = [c for c in curves if c["run"] == r["run"]]
+        if len(mine) != r["iterations"] or any((c["setting"], c["seed"]) != pair for c in mine):
+            raise ValueError(f"--continue: {curves_path} has {len(mine)} rows of run {r['run']} "
+                             f"({r['setting']}, seed {r['seed']}), which ran {r['iterations']} "
+                             f"{r['unit']}s: the study was cut while writing; remove that run "
+                             f"from {runs_path} and continue")
     finished = {r["run"] for r in rows}
     return rows, [c for c in curves if c["run"] in finished]
+
+
+def _check_header(path, required, extra):
+    """ValueError unless the CSV file at ``path`` has the ``required`` columns and, of the
+    modeled networks' columns, exactly ``extra``."""
+    with open(path, newline="") as f:
+        header = next(csv.reader(f), [])
+    missing = [c for c in [*required, *extra] if c not in header]
+    if missing:
+        raise ValueError(f"--continue: {path} has no column {missing[0]!r}: not a study of "
+                         "this kit, or one of other --network names")
+    other = [c for c in header if c.startswith("modeled_time") and c not in extra]
+    if other:
+        raise ValueError(f"--continue: {path} has column {other[0]!r}: the study ran with "
+                         "other --network names; continue with the same ones")

@@ -81,12 +81,12 @@ def run_study(plan, comm):
     settings, notes = plan.runs(comm.size > 1 or prepared.splits is not None)
     if not settings:
         comm.agree("nothing to run: " + "; ".join(notes))
-    if comm.rank == 0:
-        os.makedirs(plan.out, exist_ok=True)
     total = len(settings) * plan.seeds
     identity = _identity(plan, comm, prepared)
     network = identity["network"]
     rows, curves, done = _finished(plan, comm, paths, settings, identity)
+    if comm.rank == 0:
+        os.makedirs(plan.out, exist_ok=True)
     say = print if comm.rank == 0 else (lambda *a, **k: None)
     say(f"reproduce: {plan.problem.data}, network {network}, {comm.size} rank(s), "
         f"{len(settings)} settings x {plan.seeds} seeds = {total} runs -> {plan.out}"
@@ -111,9 +111,9 @@ def run_study(plan, comm):
             first = len(rows) == 1          # a file that appeared since the check: refuse
             replace = plan.overwrite or plan.resume or not first
             extra = columns(plan.networks)
-            records.write_csv(paths["runs.csv"], rows, records.RUN_COLUMNS + extra, replace)
             records.write_csv(paths["curves.csv"], curves, records.CURVE_COLUMNS + extra,
-                              replace)
+                              replace)          # first: a run in runs.csv has its curves
+            records.write_csv(paths["runs.csv"], rows, records.RUN_COLUMNS + extra, replace)
             say(_progress(row, total, setting, seed), flush=True)
     if comm.rank == 0:
         info = dict(machine_info(), ranks=comm.size, load_start=load_start,
@@ -155,8 +155,8 @@ def _finished(plan, comm, paths, settings, identity):
     if not plan.resume:
         return [], [], done.astype(bool)
     kept = comm.agree_on(lambda: records.read_finished(
-        paths["runs.csv"], paths["curves.csv"], settings, plan.seeds, identity)
-        if comm.rank == 0 else ([], []))
+        paths["runs.csv"], paths["curves.csv"], settings, plan.seeds, identity,
+        columns(plan.networks)) if comm.rank == 0 else ([], []))
     index = {x.label: k for k, x in enumerate(settings)}
     for r in kept[0]:
         done[r["seed"], index[r["setting"]]] = 1
