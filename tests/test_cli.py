@@ -284,6 +284,8 @@ def test_reproduce_continue_runs_only_what_is_missing(tmp_path):
     for changed, message in (
             (("--iters", 3, "--epochs", 1, "--seeds", 2), "budget is '2', this study's is '3'"),
             (("--iters", 2, "--epochs", 1, "--seeds", 1), "line 4: 'newton-full S=5%' seed 1 is not a run"),
+            (("--iters", 2, "--epochs", 1, "--seeds", 2, "--activation", "tanh"),
+             "line 2: options is 'relu squared eval_batch=4096"),
             (("--iters", 2, "--epochs", 1, "--seeds", 2, "--overwrite"), "choose one")):
         p = cli(*settings, *changed, "--out", parts, "--continue")
         assert p.returncode == 2 and message in p.stderr, (changed, p.stderr)

@@ -49,11 +49,12 @@ def summarize_run(out, setting, seed, elapsed, budget, networks=()):
 
 RUN_COLUMNS = (["run", "data", "network", "splits", "ranks", "train_size", "C", "dtype", "method",
                 "setting", "subsample", "sync", "step", "lr", "seed", "unit", "budget", "iterations",
-                "train_accuracy", "test_accuracy", "objective", "wall_time", "elapsed",
+                "options", "train_accuracy", "test_accuracy", "objective", "wall_time", "elapsed",
                 "diverged", "cg_iters", "cg_iters_mean", "bytes_total", "messages_total"]
                + [f"bytes_{p}" for p in LEDGER_PHASES]
                + [f"messages_{p}" for p in LEDGER_PHASES]
                + [f"seconds_{p}" for p in LEDGER_PHASES])
+NEWER = ("step", "dtype", "options")      # columns an older runs.csv may lack
 CURVE_COLUMNS = ["run", "method", "setting", "seed", "iter", "wall_time", "objective",
                  "train_accuracy", "test_accuracy", "cg_iters", "bytes"]
 
@@ -104,7 +105,7 @@ def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
         if not os.path.exists(path):
             raise ValueError(f"--continue: {path} does not exist: no study to continue there "
                              "(leave out --continue to start one)")
-    _check_header(runs_path, [c for c in RUN_COLUMNS if c not in ("step", "dtype")], extra)
+    _check_header(runs_path, [c for c in RUN_COLUMNS if c not in NEWER], extra)
     _check_header(curves_path, CURVE_COLUMNS, extra)
     rows, curves = read_runs(runs_path), read_runs(curves_path)
     labels, seen = {x.label for x in settings}, set()
@@ -114,6 +115,8 @@ def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
         wanted = dict(identity, budget=identity["budget"].get(r["unit"], "(a unit of "
                                                               "iteration or epoch)"))
         for key, value in wanted.items():
+            if key == "options" and r.get(key) is None:   # written before runs.csv had it
+                continue
             if text(r.get(key)) != text(value):
                 raise ValueError(f"{where}: {key} is {text(r.get(key)) or '(empty)'!r}, this "
                                  f"study's is {text(value)!r}; continue with the options of the "

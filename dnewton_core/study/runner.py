@@ -133,8 +133,16 @@ def _identity(plan, comm, prepared):
     return dict(data=plan.problem.data, ranks=comm.size, splits=splits,
                 network="-".join(map(str, (data.n_features, *hidden, data.n_classes))),
                 train_size=data.n_train, C=prepared.objective.regularization(data.n_train),
-                dtype=prepared.objective.dtype,
+                dtype=prepared.objective.dtype, options=_options(plan),
                 budget=dict(iteration=plan.iters, epoch=plan.epochs))
+
+
+def _options(plan):
+    """The options that change a run and are not columns of their own, as one text."""
+    p, n, s = plan.problem, plan.newton, plan.sgd
+    return (f"{p.activation} {p.loss} eval_batch={p.eval_batch} xi={n.xi:g} cg_max={n.cg_max} "
+            f"lambda0={n.lambda0:g} momentum={s.momentum:g} sgd_batch={s.batch_size} "
+            f"slow_rank={p.slow_rank or '-'} train_limit={p.train_limit or '-'}")
 
 
 def _data_note(plan, data):
