@@ -315,8 +315,10 @@ def test_float32_follows_the_dense_model_in_float32(case_id):
     scalar sums; the same messages as in float64, each array message half the bytes."""
     r, a, n = case_jobs(case_id)["float32"], case_args(case_id), _BY_ID[case_id][1]
     assert r["init"] == 0.0 and r["init_rounded"]
+    # both models in float32: they differ only in the order of their sums, so the bound is
+    # tighter than PRODUCT_RTOL's against float64 (observed about 1e-7)
     for key in ("objective", "gradient", "stochastic_gradient", "gradient_S", "gauss_newton"):
-        assert r[key] < PRODUCT_RTOL["float32"], f"{key}: relative error {r[key]:.3g}"
+        assert r[key] < PRODUCT_RTOL["float32"] / 10, f"{key}: relative error {r[key]:.3g}"
     for acc, ref, count in zip(r["accuracy"], r["accuracy_ref"], (a.l, a.n_test)):
         assert abs(acc - ref) * count <= 1 + 1e-9, (r["accuracy"], r["accuracy_ref"])
     assert r["dtypes"] == ["float32"], r["dtypes"]
