@@ -103,8 +103,8 @@ def run_study(plan, comm):
             if got is None:
                 continue
             row, curve = got
-            row.update(run=len(rows) + 1, **{k: v for k, v in identity.items()
-                                             if k not in row and k != "budget"})
+            row.update(run=len(rows) + 1, **{key: value for key, value in identity.items()
+                                             if key not in row and key != "budget"})
             rows.append(row)
             curves += [dict(c, run=row["run"], method=setting.method, setting=setting.label,
                             seed=seed) for c in curve]
