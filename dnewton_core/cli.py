@@ -264,7 +264,8 @@ def main(argv=None):
             print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:                         # one process (the guard has the others)
-        print("error: interrupted; the outputs hold the last completed iteration",
+        print("error: interrupted; the outputs hold the last completed iteration (reproduce: "
+              "the finished runs, and --continue runs the rest)",
               file=sys.__stderr__, flush=True)
         return 130
     except Exception as e:                           # one rank failed mid-run: end them all

@@ -295,6 +295,12 @@ def test_reproduce_continue_runs_only_what_is_missing(tmp_path):
     assert not (tmp_path / "none").exists()
     p = cli(*study, "--seeds", 2, "--out", parts, "--continue", "--network", "10gbe")
     assert p.returncode == 2 and "has no column 'modeled_time_10gbe'" in p.stderr, p.stderr
+    (parts / "runs.csv").write_text(before.decode().replace(
+        f",{records.read_runs(parts / 'runs.csv')[0]['test_accuracy']!r},", ",abc,", 1))
+    p = cli(*study, "--seeds", 2, "--out", parts, "--continue")
+    assert p.returncode == 2 and "line 2: " in p.stderr and "is 'abc', not a number" in \
+        p.stderr, p.stderr
+    (parts / "runs.csv").write_bytes(before)
     curves = (parts / "curves.csv").read_text().splitlines(keepends=True)
     (parts / "curves.csv").write_text("".join(curves[:-1]))        # cut inside run 4's rows
     p = cli(*study, "--seeds", 2, "--out", parts, "--continue")
@@ -302,6 +308,9 @@ def test_reproduce_continue_runs_only_what_is_missing(tmp_path):
     (parts / "runs.csv").write_text("seed,accuracy\n0,0.5\n")     # not a study's file
     p = cli(*study, "--seeds", 2, "--out", parts, "--continue")
     assert p.returncode == 2 and "has no column 'run'" in p.stderr, p.stderr
+    (parts / "curves.csv").unlink()
+    p = cli(*study, "--seeds", 2, "--out", parts, "--continue")
+    assert p.returncode == 2 and "curves.csv is not: the runs' curves are lost" in p.stderr
 
 
 def test_compare_prints_progress_per_method_and_iteration(tmp_path):

@@ -55,6 +55,7 @@ RUN_COLUMNS = (["run", "data", "network", "splits", "ranks", "train_size", "C", 
                + [f"messages_{p}" for p in LEDGER_PHASES]
                + [f"seconds_{p}" for p in LEDGER_PHASES])
 NEWER = ("step", "dtype", "options")      # columns an older runs.csv may lack
+TEXTS = ("data", "network", "splits", "method", "setting", "step", "unit", "dtype", "options")
 CURVE_COLUMNS = ["run", "method", "setting", "seed", "iter", "wall_time", "objective",
                  "train_accuracy", "test_accuracy", "cg_iters", "bytes"]
 
@@ -101,10 +102,13 @@ def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
     study's, its setting among ``settings`` and its seed below ``seeds``, no (setting, seed)
     twice, and a curve row per iteration of every kept run. A ValueError names the file, line
     and column."""
-    for path in (runs_path, curves_path):
-        if not os.path.exists(path):
-            raise ValueError(f"--continue: {path} does not exist: no study to continue there "
-                             "(leave out --continue to start one)")
+    if not os.path.exists(runs_path):
+        raise ValueError(f"--continue: {runs_path} does not exist: no study to continue there "
+                         "(leave out --continue to start one)")
+    if not os.path.exists(curves_path):
+        raise ValueError(f"--continue: {runs_path} is there but {curves_path} is not: the "
+                         "runs' curves are lost; restore the file, or start again with "
+                         "--overwrite")
     _check_header(runs_path, [c for c in RUN_COLUMNS if c not in NEWER], extra)
     _check_header(curves_path, CURVE_COLUMNS, extra)
     rows, curves = read_runs(runs_path), read_runs(curves_path)
@@ -114,6 +118,9 @@ def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
         where = f"--continue: {runs_path} line {line}"
         wanted = dict(identity, budget=identity["budget"].get(r["unit"], "(a unit of "
                                                               "iteration or epoch)"))
+        bad = [k for k in NUMBERS if not isinstance(r.get(k), (int, float, type(None)))]
+        if bad:
+            raise ValueError(f"{where}: {bad[0]} is {r[bad[0]]!r}, not a number")
         for key, value in wanted.items():
             if key == "options" and r.get(key) is None:   # written before runs.csv had it
                 continue
@@ -145,11 +152,19 @@ def _check_header(path, required, extra):
     modeled networks' columns, exactly ``extra``."""
     with open(path, newline="") as f:
         header = next(csv.reader(f), [])
-    missing = [c for c in [*required, *extra] if c not in header]
+    missing = [c for c in required if c not in header]
     if missing:
-        raise ValueError(f"--continue: {path} has no column {missing[0]!r}: not a study of "
-                         "this kit, or one of other --network names")
+        raise ValueError(f"--continue: {path} has no column {missing[0]!r}: not a file "
+                         "that reproduce wrote")
+    missing = [c for c in extra if c not in header]
+    if missing:
+        raise ValueError(f"--continue: {path} has no column {missing[0]!r}: the first part "
+                         f"ran without --network {missing[0][len('modeled_time_'):]}; "
+                         "continue with the same --network names")
     other = [c for c in header if c.startswith("modeled_time") and c not in extra]
     if other:
         raise ValueError(f"--continue: {path} has column {other[0]!r}: the study ran with "
                          "other --network names; continue with the same ones")
+
+
+NUMBERS = [c for c in RUN_COLUMNS if c not in TEXTS]   # in runs.csv: numbers or empty
