@@ -19,6 +19,7 @@ from mpi4py import MPI
 
 from . import network as netmodel
 from . import polling
+from .environment import usable_cores
 from .ledger import Ledger, event, network_key
 from .model import ConfigError
 from .outputs import WRITING
@@ -70,7 +71,7 @@ class Comm(Ledger):
         """Set how this rank waits (``polling.wait_mode``; ValueError for a bad ``choice``).
         Collective over the world: it counts the ranks that share this machine."""
         node = self.world.Split_type(MPI.COMM_TYPE_SHARED)
-        cores = set().union(*node.allgather(polling.usable_cores()))   # a rank may be bound
+        cores = set().union(*node.allgather(usable_cores()))   # of all its ranks (bound ones)
         local = node.Get_size()
         node.Free()
         self.patience = polling.Patience(polling.wait_mode(local, len(cores), choice))

@@ -113,14 +113,18 @@ def machine():
                         if line.startswith("model name")), cpu)
     except OSError:
         pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return dict(cores=os.cpu_count(), usable_cores=usable, cpu=cpu or "unknown",
+    return dict(cores=os.cpu_count(), usable_cores=len(usable_cores()), cpu=cpu or "unknown",
                 platform=platform.platform(), python=platform.python_version(),
                 threads=", ".join(f"{k}={os.environ[k]}" for k in BLAS_THREADS
                                   if k in os.environ) or "not set")
+
+
+def usable_cores():
+    """The set of cores this process may run on."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except AttributeError:                 # not Linux
+        return set(range(os.cpu_count() or 1))
 
 
 def load_average():

@@ -20,8 +20,8 @@ class ConfigError(ValueError):
 
 
 # The numeric types a model computes in (docs/method.md §5): float64, the reference, or
-# float32 (about twice the matmul rate, half the bytes of every array message). Scalars
-# (f, inner products) are summed in float64 either way.
+# float32 (about twice the matmul rate, half the bytes of every array message). The sums of
+# f and of inner products over batches and ranks are float64 either way.
 DTYPES = ("float64", "float32")
 # How close one product (f, grad f, G v) of a model in each type comes to the float64
 # reference, relative to the largest entry: what the tests hold every model to.

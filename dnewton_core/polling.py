@@ -22,7 +22,6 @@ longer; but a run of short collectives is slower napping (docs/performance.md).
 usable cores, MPI's waiting otherwise); on the command line ``DNEWTON_WAIT`` = spin, nap or
 auto overrides it.
 """
-import os
 import time
 
 MODES = ("spin", "nap", "auto")
@@ -67,12 +66,3 @@ class Patience:
         while not request.Test():
             if time.perf_counter() > deadline:
                 time.sleep(NAP)
-
-
-def usable_cores():
-    """The set of cores this process may run on (``Comm.choose_wait`` joins the sets of the
-    ranks on a machine: a rank bound to one core still has a core of its own)."""
-    try:
-        return set(os.sched_getaffinity(0))
-    except AttributeError:                 # not Linux
-        return set(range(os.cpu_count() or 1))

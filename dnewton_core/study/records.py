@@ -56,6 +56,7 @@ RUN_COLUMNS = (["run", "data", "network", "splits", "ranks", "train_size", "C", 
                + [f"seconds_{p}" for p in LEDGER_PHASES])
 NEWER = ("step", "dtype", "options")      # columns an older runs.csv may lack
 TEXTS = ("data", "network", "splits", "method", "setting", "step", "unit", "dtype", "options")
+NUMBERS = [c for c in RUN_COLUMNS if c not in TEXTS]   # in runs.csv: numbers or empty
 CURVE_COLUMNS = ["run", "method", "setting", "seed", "iter", "wall_time", "objective",
                  "train_accuracy", "test_accuracy", "cg_iters", "bytes"]
 
@@ -112,7 +113,9 @@ def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
     _check_header(runs_path, [c for c in RUN_COLUMNS if c not in NEWER], extra)
     _check_header(curves_path, CURVE_COLUMNS, extra)
     rows, curves = read_runs(runs_path), read_runs(curves_path)
-    labels, seen = {x.label for x in settings}, set()
+    labels, seen, by_run = {x.label for x in settings}, set(), {}
+    for c in curves:
+        by_run.setdefault(c["run"], []).append((c["setting"], c["seed"]))
     text = lambda v: "" if v is None else str(v)
     for line, r in enumerate(rows, start=2):
         where = f"--continue: {runs_path} line {line}"
@@ -137,8 +140,8 @@ def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
         seen.add(pair)
         if r["run"] != line - 1:
             raise ValueError(f"{where}: run number {r['run']}, expected {line - 1}")
-        mine = [c for c in curves if c["run"] == r["run"]]
-        if len(mine) != r["iterations"] or any((c["setting"], c["seed"]) != pair for c in mine):
+        mine = by_run.get(r["run"], [])
+        if len(mine) != r["iterations"] or any(c != pair for c in mine):
             raise ValueError(f"--continue: {curves_path} has {len(mine)} rows of run {r['run']} "
                              f"({r['setting']}, seed {r['seed']}), which ran {r['iterations']} "
                              f"{r['unit']}s: the study was cut while writing; remove that run "
@@ -165,6 +168,3 @@ def _check_header(path, required, extra):
     if other:
         raise ValueError(f"--continue: {path} has column {other[0]!r}: the study ran with "
                          "other --network names; continue with the same ones")
-
-
-NUMBERS = [c for c in RUN_COLUMNS if c not in TEXTS]   # in runs.csv: numbers or empty
