@@ -20,6 +20,7 @@ from mpi4py import MPI
 from . import network as netmodel
 from . import polling
 from .environment import usable_cores
+from .ending import reporter_of, summary
 from .ledger import Ledger, event, network_key
 from .model import ConfigError
 from .outputs import WRITING
@@ -149,13 +150,32 @@ class Comm(Ledger):
         """In-place Allreduce of the numpy array ``buf`` over ``group``; returns ``buf``.
 
         ``receives=True``: ``buf`` is zeros, this rank takes part only to receive the sum
-        (the receiving side of a link, docs/method.md §4, or a rank without a slice to add
-        on the output group or the world). The message costs the same; the message log
-        (``trace``) marks it, for the notebooks' message-flow figure."""
+        (a link with several senders and receivers, docs/method.md §4, or a rank without a
+        slice to add on the output group or the world). The message costs the same; the
+        message log (``trace``) marks it, for the notebooks' message-flow figure."""
+        return self._collective("allreduce", buf, group, not receives,
+                                lambda c: c.Iallreduce(MPI.IN_PLACE, buf, op=_OPS[op]))
+
+    def bcast(self, buf, group, root):
+        """In-place Bcast of ``buf`` from ``root`` (its rank in ``group``): a link with one
+        sender. Counted as an allreduce is, one message of buf's size per rank."""
+        return self._collective("bcast", buf, group, group.comm.Get_rank() == root,
+                                lambda c: c.Ibcast(buf, root=root))
+
+    def reduce(self, buf, group, root):
+        """The sum of every rank's ``buf`` into ``root``'s (which holds zeros, and alone
+        gets the sum): a link with one receiver. Counted as an allreduce is."""
+        mine = group.comm.Get_rank() == root
+        return self._collective("reduce", buf, group, not mine, lambda c: c.Ireduce(
+            MPI.IN_PLACE if mine else buf, buf if mine else None, op=MPI.SUM, root=root))
+
+    def _collective(self, op, buf, group, sends, start):
+        """Start the non-blocking ``op`` (``start(sub-communicator)``), wait as this rank
+        waits (``polling.py``), count it; nothing on a group of one rank."""
         if group.size > 1:
-            self._wait("allreduce", group, lambda: self.patience.complete(
-                group.comm.Iallreduce(MPI.IN_PLACE, buf, op=_OPS[op])), buf.nbytes)
-            self.count("allreduce", group.name, buf.nbytes, sends=not receives)
+            self._wait(op, group, lambda: self.patience.complete(start(group.comm)),
+                       buf.nbytes)
+            self.count(op, group.name, buf.nbytes, sends=sends)
         return buf
 
     def allreduce_scalars(self, *values, receives=False):
@@ -337,7 +357,7 @@ class Guard:
             self._exchange(what, line, reports)
         except Exception:                             # a rank may be gone: report what we have
             pass
-        reporter = _reporter(reports)
+        reporter = reporter_of(reports)
         if reporter == self.comm.rank:
             print(f"error: {summary(reports, reporter, self.comm.size)}", file=sys.__stderr__,
                   flush=True)
@@ -369,30 +389,6 @@ class Guard:
             self.comm.world.Abort(code)
         finally:
             os._exit(code)
-
-
-def _reporter(reports):
-    """The rank that prints: the lowest that got a signal, else that waited, else lowest."""
-    for kind in ("signal", "stall", "running"):
-        ranks = [r for r, (w, _) in reports.items() if w[0] == kind]
-        if ranks:
-            return min(ranks)
-
-
-def summary(reports, reporter, size):
-    """One line from the ranks' reports {rank: (what, line)}: the reporter's line and, for a
-    stall, the ranks of its group that were not waiting in the same collective."""
-    what, line = reports[reporter]
-    if what[0] != "stall":
-        ranks = sorted(r for r, (w, _) in reports.items() if w[0] == what[0])
-        return f"{line} (rank{'s' if len(ranks) > 1 else ''} {','.join(map(str, ranks))})"
-    arrived = {r for r, (w, _) in reports.items() if tuple(w) == tuple(what)}
-    missing = [r for r in what[3] if r not in arrived]
-    silent = [r for r in range(size) if r not in reports]
-    return (f"{line}; did not arrive: rank{'s' if len(missing) != 1 else ''} "
-            f"{','.join(map(str, missing)) or '-'}"
-            + (f"; no answer from rank{'s' if len(silent) != 1 else ''} "
-               f"{','.join(map(str, silent))}" if silent else ""))
 
 
 class Group:

@@ -1,7 +1,8 @@
 """Closed-form message counts per phase (docs/method.md §5), summed over ranks. No MPI here.
 
-Counting convention as in ``comm.py``: a collective over g > 1 ranks counts g messages,
-one per rank, each of the buffer's size; a group of one rank counts nothing. With
+Counting convention as in ``comm.py``: a collective over g > 1 ranks (an allreduce, or
+the bcast or reduce of a link with one sender or one receiver, ``link_op``) counts g
+messages, one per rank, each of the buffer's size; a group of one rank counts nothing. With
 
     g_m = P_{m-1} + P_{m+1}  (m < L),   g_L = P_{L-1}      the size of each link(m, j)
     [x] = 1 if x > 1 else 0,            N = sum_m P_{m-1} P_m,   E bytes per number
@@ -40,8 +41,25 @@ def link_sizes(grid):
     return [P[m - 1] + (P[m + 1] if m < L else 0) for m in range(1, L + 1)]
 
 
+def link_op(grid, m, backward=False):
+    """(collective, root's rank in the link group or None) of link(m, j) (docs/method.md §4).
+
+    Forward, the P_{m-1} ranks of layer m send and every rank needs the sum: a bcast from
+    the one sender (root 0) when P_{m-1} = 1, else an allreduce. Backward (m < L), the
+    P_{m+1} ranks of layer m + 1 send to the P_{m-1} of layer m: a bcast from the one
+    sender (root P_{m-1}) when P_{m+1} = 1, else a reduce to the one receiver (root 0)
+    when P_{m-1} = 1, else an allreduce. All are counted alike (one message per rank).
+    """
+    P = grid.splits
+    if not backward:
+        return ("bcast", 0) if P[m - 1] == 1 else ("allreduce", None)
+    if P[m + 1] == 1:
+        return "bcast", P[m - 1]
+    return ("reduce", 0) if P[m - 1] == 1 else ("allreduce", None)
+
+
 def _links(grid, b, layers, width=1, dtype="float64"):
-    """The link allreduces of one pass over ``layers`` with b instances (x ``width``)."""
+    """The link collectives of one pass over ``layers`` with b instances (x ``width``)."""
     g, E = link_sizes(grid), element_bytes(dtype)
     msgs = sum(grid.splits[m] * g[m - 1] for m in layers if g[m - 1] > 1)
     nbytes = sum(E * b * width * g[m - 1] * grid.layers[m] for m in layers if g[m - 1] > 1)

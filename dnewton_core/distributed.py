@@ -5,7 +5,8 @@ feature columns X[:, T_{0,i}] when m = 1, the label columns Y[:, T_{L,j}] when m
 nothing else of the model or the data. Samples are rows, as in ``reference.py``.
 
 Messages (all through ``comm.Comm``; shapes for a batch of b instances):
-  link(m, j) = column group (m, j) + row group (m+1, j), one sub-communicator each:
+  link(m, j) = column group (m, j) + row group (m+1, j), one sub-communicator each, an
+  allreduce, or a bcast or reduce when one rank sends or one receives (``costs.link_op``):
     forward   sum over i of z^{m-1}[T_{m-1,i}] W_ij (+ b)   -> s^m[T_{m,j}]        (b, |T_{m,j}|)
     backward  sum over k of delta^{m+1}[T_{m+1,k}] W_jk^T    -> dz^m[T_{m,j}]       (b, |T_{m,j}|)
     jacobian  the same for the n_L outputs at once, on S     -> dz^L/dz^m[T_{m,j}]  (|S|, n_L, |T_{m,j}|)
@@ -20,6 +21,7 @@ import numpy as np
 
 from . import reference as ref
 from .comm import Comm
+from .costs import link_op
 from .ledger import sync_threshold
 from .model import PIPELINE, ConfigError, JacobianFactors, ObjectiveConfig, check_factors, network_layers
 from .partition import Grid
@@ -109,14 +111,26 @@ class DistributedModel:
         if p.m == 1:
             z_in = X[rows]
         else:
-            s = self.comm.allreduce(np.zeros((n, len(p.rows)), self.dtype), self.in_link,
-                                    receives=True)
-            z_in = ref.activate(s, self.act)
+            z_in = ref.activate(self._receive((n, len(p.rows)), self.in_link, p.m - 1), self.act)
         partial = z_in @ W                                           # (n, |T_{m,j}|)
         if b is not None:
             partial += b
-        s = self.comm.allreduce(partial, self.out_link)
+        s = self._send(partial, self.out_link, p.m)
         return z_in, (s if p.m == self.L else ref.activate(s, self.act))
+
+    def _send(self, buf, link, m, backward=False, receives=False):
+        """Put this rank's ``buf`` into the sum over ``link``, layer m's link, by its
+        collective (``costs.link_op``: bcast, reduce or allreduce); returns ``buf``."""
+        op, root = link_op(self.grid, m, backward)
+        if op == "allreduce":
+            return self.comm.allreduce(buf, link, receives=receives)
+        return getattr(self.comm, op)(buf, link, root)
+
+    def _receive(self, shape, link, m, backward=False):
+        """The sum over ``link`` that this rank receives without adding to it (shape)."""
+        bcast = link_op(self.grid, m, backward)[0] == "bcast"   # (else it adds zeros)
+        return self._send((np.empty if bcast else np.zeros)(shape, self.dtype), link, m,
+                          backward, receives=True)
 
     def _output_terms(self, zL, Y):
         """This slice's loss sum, d xi / d z^L[., T_{L,j}], and softmax p on it (or None)."""
@@ -168,14 +182,13 @@ class DistributedModel:
         if p.m == self.L:
             delta = dxi * scale                                      # (n, |T_{L,j}|)
         else:
-            dz = self.comm.allreduce(np.zeros((n, len(p.cols)), self.dtype), self.out_link,
-                                     receives=True)
+            dz = self._receive((n, len(p.cols)), self.out_link, p.m, backward=True)
             delta = dz * ref.activation_derivative(z_out, self.act)  # (n, |T_{m,j}|)
         grad[:self.n_W] += (z_in.T @ delta).ravel()
         if p.has_bias:
             grad[self.n_W:] += delta.sum(axis=0)
         if p.m > 1:
-            self.comm.allreduce(delta @ W.T, self.in_link)          # (n, |T_{m-1,i}|)
+            self._send(delta @ W.T, self.in_link, p.m - 1, backward=True)  # (n, |T_{m-1,i}|)
 
     def _pipelined(self, theta, batches, grad):
         """grad += (1/l) J^T dxi over ``batches``, in waves of ``PIPELINE`` batches: every
@@ -203,12 +216,11 @@ class DistributedModel:
             D = np.zeros((n, self.n_L, cols), self.dtype)
             D[:, np.arange(p.cols.start, p.cols.stop), np.arange(cols)] = 1.0
         else:
-            D = self.comm.allreduce(np.zeros((n, self.n_L, cols), self.dtype), self.out_link,
-                                    receives=True)
+            D = self._receive((n, self.n_L, cols), self.out_link, p.m, backward=True)
             D *= ref.activation_derivative(z_out, self.act)[:, None, :]
         if p.m > 1:
             back = (D.reshape(n * self.n_L, cols) @ W.T).reshape(n, self.n_L, rows)
-            self.comm.allreduce(back, self.in_link)
+            self._send(back, self.in_link, p.m - 1, backward=True)
         P = None
         if self.loss == "cross_entropy":
             P = np.zeros((n, self.n_L), self.dtype)

@@ -13,18 +13,23 @@ partners first and sends them the result last, one step each):
     + when p != p': (alpha + n beta + n gamma) before and (alpha + n beta) after
   bcast, n <= 12288 bytes (binomial tree)            ceil(lg p) (alpha + n beta)
   bcast, longer (scatter, then allgather)   (ceil(lg p) + p - 1) alpha + 2 (p-1)/p n beta
-  reduce (binomial tree)                              ceil(lg p) (alpha + n beta + n gamma)
+  reduce, n <= 2048 bytes (binomial tree)            ceil(lg p) (alpha + n beta + n gamma)
+  reduce, longer (Rabenseifner: reduce-scatter, then gather)
+                                  2 lg p' alpha + 2 (p'-1)/p' n beta + (p'-1)/p' n gamma
+    + when p != p': (alpha + n beta + n gamma) before
   gather, allgather of n bytes from each rank         ceil(lg p) alpha + (p-1) n beta
   a point-to-point send (isend)                       alpha + n beta
 
 The size thresholds are MPICH's defaults (MPIR_CVAR_ALLREDUCE_SHORT_MSG_SIZE = 2048,
-MPIR_CVAR_BCAST_SHORT_MSG_SIZE = 12288). Every rank of the group is charged the whole time.
+MPIR_CVAR_BCAST_SHORT_MSG_SIZE = 12288, MPIR_CVAR_REDUCE_SHORT_MSG_SIZE = 2048). Every
+rank of the group is charged the whole time.
 """
 import math
 from dataclasses import dataclass
 
 ALLREDUCE_SHORT = 2048       # bytes: MPICH's switch from recursive doubling to Rabenseifner
 BCAST_SHORT = 12288          # bytes: MPICH's switch from a binomial tree to scatter-allgather
+REDUCE_SHORT = 2048          # bytes: MPICH's switch from a binomial tree to Rabenseifner
 
 
 @dataclass(frozen=True)
@@ -107,8 +112,17 @@ def bcast(n, p, net):
 
 
 def reduce(n, p, net):
-    """Seconds of a reduction of n bytes from p ranks to one (binomial tree)."""
-    return _lg(p) * (net.latency + n * net.beta + n * net.gamma) if p > 1 else 0.0
+    """Seconds of a reduction of n bytes from p ranks to one: a binomial tree up to
+    REDUCE_SHORT bytes, else Rabenseifner's reduce-scatter, then a gather to the root."""
+    if p <= 1:
+        return 0.0
+    a, b, c = net.latency, net.beta, net.gamma
+    if n <= REDUCE_SHORT:
+        return _lg(p) * (a + n * b + n * c)
+    p2 = 1 << (p.bit_length() - 1)
+    fold = a + n * b + n * c if p2 != p else 0.0
+    share = (p2 - 1) / p2 * n
+    return fold + 2 * (p2.bit_length() - 1) * a + 2 * share * b + share * c
 
 
 def gather(n, p, net):

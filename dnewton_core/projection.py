@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import network as netmodel
-from .costs import F64, batch_sizes, line_search_trials, link_sizes
+from .costs import F64, batch_sizes, line_search_trials, link_op, link_sizes
 from .newton import NewtonConfig
 from .partition import Grid
 
@@ -80,20 +80,26 @@ def _pass(grid, b, rate, net, backward=False, width=1, cores=None):
         share = _shared(grid, m, cores)
         if not backward:
             compute += share * 2.0 * b * rows * cols / rate
-            comm += _allreduce(F64 * b * cols, link, net)
+            comm += _collective(link_op(grid, m)[0], F64 * b * cols, link, net)
         else:
             products = (2 if m > 1 else 1) if width == 1 else (1 if m > 1 else 0)
             compute += share * products * 2.0 * b * width * rows * cols / rate
             if m < grid.L:
-                comm += _allreduce(F64 * b * width * cols, link, net)
+                comm += _collective(link_op(grid, m, backward=True)[0],
+                                    F64 * b * width * cols, link, net)
     return compute, comm
 
 
-def _allreduce(n, p, net):
-    """Modeled seconds; nothing on one machine (``net`` None); 1 with ``net`` = COUNT."""
+def _collective(op, n, p, net):
+    """Modeled seconds of ``op`` (network.SECONDS); nothing on one machine (``net`` None);
+    1 with ``net`` = COUNT."""
     if net is None or p <= 1:
         return 0.0
-    return 1.0 if net is COUNT else netmodel.allreduce(n, p, net)
+    return 1.0 if net is COUNT else netmodel.seconds(op, n, p, net)
+
+
+def _allreduce(n, p, net):
+    return _collective("allreduce", n, p, net)
 
 
 def _scalars(count, grid, net):

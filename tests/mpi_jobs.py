@@ -221,6 +221,8 @@ def job_products(a, comm):
     out["accuracy"] = list(dm.accuracy(theta[idx]))
     out["accuracy_ref"] = list(dense.accuracy(theta))
     del comm.allreduce
+    ops = {f"{g} {op}" for _, op, g in comm.ledger if g.startswith("link(")}
+    out["link_ops"] = sorted(set().union(*comm.world.allgather(ops)))
     out["receivers"] = {k: int(sum(comm.world.allgather(v))) for k, v in receivers.items()}
     return out
 

@@ -263,6 +263,13 @@ def test_products_match_dense(case_id):
         assert r["receivers"]["receives"] > 0, r["receivers"]
     if a.act != "relu":     # relu: a slice of dead units sends true zeros; tanh: only by chance
         assert r["receivers"]["sends_zeros"] == 0, r["receivers"]
+    # every link sends by the collective costs.link_op names (bcast: one sender, reduce:
+    # one receiver), forward and, below layer L, backward; a group of one rank sends nothing
+    grid = Grid((a.features, *a.hidden, a.classes), a.splits)
+    want = {f"link({m},{j}) {costs.link_op(grid, m, back)[0]}"
+            for m in range(1, grid.L + 1) if costs.link_sizes(grid)[m - 1] > 1
+            for j in range(grid.splits[m]) for back in ((False, True) if m < grid.L else (False,))}
+    assert r["link_ops"] == sorted(want)
 
 
 @needs_mpiexec

@@ -40,6 +40,10 @@ def test_bcast_reduce_gather_send():
     assert net.bcast(1000, 4, GIG) == pytest.approx(2 * (50e-6 + 1000 / 125e6))
     assert net.bcast(10**6, 4, GIG) == pytest.approx(5 * 50e-6 + 2 * 0.75 * 10**6 / 125e6)
     assert net.reduce(800, 5, GIG) == pytest.approx(3 * (50e-6 + 800 / 125e6 + 800 * 2.5e-10))
+    assert net.reduce(2048, 5, GIG) == pytest.approx(3 * (50e-6 + 2048 / 125e6 + 2048 * 2.5e-10))
+    # longer: reduce-scatter, then gather; 3 ranks fold one in first (hand-worked: 16.525 ms)
+    assert net.reduce(10**6, 4, GIG) == pytest.approx(4 * 50e-6 + 1.5 * 8e-3 + 0.75e6 * 2.5e-10)
+    assert net.reduce(10**6, 3, GIG) == pytest.approx(16.525e-3)
     assert net.gather(100, 4, GIG) == pytest.approx(2 * 50e-6 + 3 * 100 / 125e6)
     assert net.send(8, GIG) == pytest.approx(50e-6 + 8 / 125e6)
 
