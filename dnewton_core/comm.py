@@ -19,8 +19,8 @@ from mpi4py import MPI
 
 from . import network as netmodel
 from . import polling
-from .environment import usable_cores
 from .ending import reporter_of, summary
+from .environment import usable_cores
 from .ledger import Ledger, event, network_key
 from .model import ConfigError
 from .outputs import WRITING
