@@ -1,13 +1,13 @@
 """The network model checked against itself made real: for each case, the modeled time of
-a run (``--network NAME``, model mode: measured compute plus modeled messages) against the
-training clock of the same run with every collective made to last its modeled time
-(``--network-mode inject``).
+a run (``--network NAME``, model mode: the measured run with every collective lasting at
+least its modeled time, ``ledger.modeled_seconds``) against the training clock of the same
+run with every collective made to last its modeled time (``--network-mode inject``).
 
     .venv/bin/python bench/network.py            # digits, 4 and 6 ranks, 1gbe and 10gbe
 
 Prints one row per case: ranks, network, method, modeled seconds, injected seconds, ratio.
-On a machine with fewer cores than ranks the model (one rank per machine) leaves out the
-time ranks wait for a shared core; the ratio shows how much.
+They differ where a delay travels from rank to rank (a rank sleeping in inject mode holds up
+those that wait for it later, and lends its core meanwhile), which the model does not know.
 """
 import json
 import subprocess

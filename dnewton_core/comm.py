@@ -21,7 +21,7 @@ from . import network as netmodel
 from . import polling
 from .ending import reporter_of, summary
 from .environment import usable_cores
-from .ledger import Ledger, event, network_key
+from .ledger import Ledger, event
 from .model import ConfigError
 from .outputs import WRITING
 
@@ -40,12 +40,14 @@ class Comm(Ledger):
 
     With a ``network`` (``network.Network``), every collective is also charged its modeled
     time on that network (docs/method.md §8): the records gain, per phase, the seconds this
-    rank spent in MPI (``mpi_seconds``) and the modeled ones (``network_seconds``). With
-    ``inject=True`` a collective that returns sooner than its model is made to last it
-    (the rank sleeps the difference), so waiting acts on the real clock. The networks of
-    ``also`` are charged too, in model mode only: every phase gains, for each modeled
-    network, ``network_seconds@NAME`` (``ledger.network_key``), so one run gives its
-    modeled time on several networks.
+    rank spent in MPI (``mpi_seconds``), the modeled ones (``network_seconds``), and the
+    seconds by which the modeled calls outlast the measured ones (``network_added_seconds``:
+    the modeled time is the measured plus these). With ``inject=True`` a collective that
+    returns sooner than its model is made to last it (the rank sleeps the difference), so
+    waiting acts on the real clock. The networks of ``also`` are charged too, in model mode
+    only: every phase gains, for each modeled network, ``network_seconds@NAME`` and
+    ``network_added_seconds@NAME`` (``ledger.network_key``, ``ledger.added_key``), so one
+    run gives its modeled time on several networks.
     """
 
     def __init__(self, world=None, network=None, inject=False):
@@ -100,31 +102,26 @@ class Comm(Ledger):
             self.waiting = None
         modeled = None
         if self.network is not None:            # (the accounting counts as time in MPI)
-            self._charge_each(lambda net: netmodel.seconds(op, nbytes, group.size, net))
             modeled = netmodel.seconds(op, nbytes, group.size, self.network)
-            self._charge(modeled, time.monotonic() - tic)
+            spent = self._inject(modeled, time.monotonic() - tic)
+            self.charge(modeled, spent,
+                        self._on_each(lambda net: netmodel.seconds(op, nbytes, group.size, net)))
         if self.timeline is not None:
             self.timeline.append(event(op, group.name, nbytes, start, time.time(), modeled))
         return out
 
-    def _charge_only(self, modeled):
-        self.extra["network_seconds"][self.current or "other"] += modeled
-
-    def _charge_each(self, seconds_on):
-        """Charge ``seconds_on(net)`` to every modeled network under its own key."""
-        for net in (self.network, *self.also):
-            self.extra[network_key(net.name)][self.current or "other"] += seconds_on(net)
-
-    def _charge(self, modeled, spent):
-        """Record ``spent`` seconds in MPI and ``modeled`` on the network (inject: sleep
-        the difference, so the call lasts its modeled time)."""
-        phase = self.current or "other"
+    def _inject(self, modeled, spent):
+        """Inject mode: sleep until the call has lasted its ``modeled`` seconds. Returns the
+        seconds the call took in all."""
         if self.inject and modeled > spent:
             tic = time.monotonic()
             time.sleep(modeled - spent)              # Linux oversleeps short sleeps: measure
             spent += time.monotonic() - tic
-        self.extra["mpi_seconds"][phase] += spent
-        self.extra["network_seconds"][phase] += modeled
+        return spent
+
+    def _on_each(self, seconds_on):
+        """{name: seconds_on(net)} for every modeled network."""
+        return {net.name: seconds_on(net) for net in (self.network, *self.also)}
 
     # -- groups -------------------------------------------------------------------------
     def split(self, groups):
@@ -262,8 +259,8 @@ class Comm(Ledger):
         for _ in s["sends"]:
             self.count("isend", "world", msg.nbytes)
         if self.network is not None:         # charged, not delayed: the sends do not block
-            self._charge_only(len(s["sends"]) * netmodel.send(msg.nbytes, self.network))
-            self._charge_each(lambda net: len(s["sends"]) * netmodel.send(msg.nbytes, net))
+            cost = lambda net: len(s["sends"]) * netmodel.send(msg.nbytes, net)  # noqa: E731
+            self.charge(cost(self.network), None, self._on_each(cost))
 
 
 class Guard:

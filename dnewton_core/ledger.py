@@ -76,6 +76,20 @@ class Ledger:
         if self.trace is not None:
             self.trace.append((self.current, op, group, nbytes, sends))
 
+    def charge(self, modeled, spent, on_each=None):
+        """Charge one message's ``modeled`` seconds on the network of the run, ``spent`` the
+        seconds its call took (None: a message that does not block), and the seconds by
+        which the modeled call outlasts the measured one (``network_added_seconds``: the
+        modeled time of a run is its measured time plus these, docs/method.md §8);
+        ``on_each``: {network name: modeled seconds}, the same under each one's keys."""
+        phase, waited = self.current or "other", spent or 0.0
+        if spent is not None:
+            self.extra["mpi_seconds"][phase] += spent
+        for key, add, s in [("network_seconds", "network_added_seconds", modeled)] + \
+                [(network_key(n), added_key(n), s) for n, s in (on_each or {}).items()]:
+            self.extra[key][phase] += s
+            self.extra[add][phase] += max(0.0, s - waited)
+
     def totals(self):
         """{phase: {"messages", "bytes", "seconds"}} on this rank since the start."""
         out = defaultdict(lambda: dict(messages=0, bytes=0, seconds=0.0))
@@ -132,6 +146,11 @@ def network_key(name):
     return f"network_seconds@{name}"
 
 
+def added_key(name):
+    """The key of the seconds the modeled network ``name`` adds to the measured ones."""
+    return f"network_added_seconds@{name}"
+
+
 def _is_seconds(key):
     return key.split("@")[0].endswith("seconds")
 
@@ -150,17 +169,18 @@ def combine_records(per_rank):
 
 def modeled_seconds(record, network=None):
     """One rank's time for one record on the modeled network (``network``: a name, for
-    one of several modeled at once; None: the one ``network_seconds`` holds): per training
-    phase, the seconds it measured, less those it spent in MPI, plus its messages' modeled
-    time (no overlap of computing and sending). An SGD epoch's f is left out, as its
+    one of several modeled at once; None: the one ``network_added_seconds`` holds): per
+    training phase, the seconds it measured, each collective made to last at least its
+    modeled time (``Ledger.charge``), as mode inject makes it on the real clock. So the
+    waits for other ranks and for a shared core stay, and the shared-memory transfer gives
+    way to the network's when that is longer. An SGD epoch's f is left out, as its
     ``wall_time`` leaves it out (it only watches the training). None without that model."""
-    key = "network_seconds" if network is None else network_key(network)
+    key = "network_added_seconds" if network is None else added_key(network)
     phases = [d for p, d in record.items() if p in TRAINING_PHASES
               and not (p == "function" and "sgd" in record)]
     if not any(key in d for p, d in record.items() if p in TRAINING_PHASES):
         return None
-    return sum(d.get("seconds", 0.0) - d.get("mpi_seconds", 0.0) + d.get(key, 0.0)
-               for d in phases)
+    return sum(d.get("seconds", 0.0) + d.get(key, 0.0) for d in phases)
 
 
 def modeled_networks(record):

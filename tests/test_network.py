@@ -131,10 +131,30 @@ def test_a_bad_network_is_one_line():
 # -------------------------------------------------------------- several networks at once
 
 def _rank_record(compute, mpi, on):
-    """One rank's record of one iteration: phase gradient, charged on networks ``on``."""
-    d = dict(messages=3, bytes=24, seconds=compute + mpi, mpi_seconds=mpi,
-             network_seconds=on["1gbe"], **{ledger.network_key(n): s for n, s in on.items()})
+    """One rank's record of one iteration: phase gradient, one collective that took ``mpi``
+    seconds, charged on networks ``on`` ({name: modeled seconds})."""
+    led = ledger.Ledger()
+    led.charge(on["1gbe"], mpi, on)
+    d = dict(messages=3, bytes=24, seconds=compute + mpi,
+             **{key: per_phase["other"] for key, per_phase in led.extra.items()})
     return {"gradient": d, "evaluate": dict(messages=1, bytes=8, seconds=5.0)}
+
+
+def test_the_modeled_time_keeps_the_waits_and_adds_what_the_network_adds():
+    led = ledger.Ledger()
+    with led.phase("cg"):
+        led.charge(0.003, 0.001, {"1gbe": 0.003, "10gbe": 0.0005})  # 1 ms here, 3 on 1gbe
+        led.charge(0.002, 0.010, {"1gbe": 0.002, "10gbe": 0.0004})  # waited 10 ms for a rank
+        led.charge(0.001, None, {"1gbe": 0.001, "10gbe": 0.0001})   # a send: does not block
+    d = led.totals()["cg"]
+    assert d["mpi_seconds"] == pytest.approx(0.011)
+    assert d["network_seconds"] == pytest.approx(0.006)
+    assert d["network_added_seconds"] == pytest.approx(0.002 + 0.0 + 0.001)
+    assert d[ledger.added_key("10gbe")] == pytest.approx(0.0001)
+    assert d[ledger.network_key("10gbe")] == pytest.approx(0.001)
+    record = {"cg": dict(d, seconds=0.05)}
+    assert ledger.modeled_seconds(record) == pytest.approx(0.053)
+    assert ledger.modeled_seconds(record, "10gbe") == pytest.approx(0.0501)
 
 
 def test_every_network_is_the_slowest_rank_of_its_own_sum():
@@ -153,11 +173,11 @@ def test_every_network_is_the_slowest_rank_of_its_own_sum():
 
 
 def test_an_sgd_epoch_is_timed_without_its_f_as_its_wall_time_is():
-    epoch = {"sgd": dict(seconds=0.5, mpi_seconds=0.1, network_seconds=0.2),
-             "function": dict(seconds=0.3, mpi_seconds=0.1, network_seconds=0.1)}
+    epoch = {"sgd": dict(seconds=0.5, mpi_seconds=0.1, network_added_seconds=0.1),
+             "function": dict(seconds=0.3, mpi_seconds=0.1, network_added_seconds=0.05)}
     assert ledger.modeled_seconds(epoch) == pytest.approx(0.6)
     newton = {"function": epoch["function"], "cg": epoch["sgd"]}
-    assert ledger.modeled_seconds(newton) == pytest.approx(0.9)
+    assert ledger.modeled_seconds(newton) == pytest.approx(0.95)
 
 
 def test_the_notebook_reads_seconds_per_phase_and_iterations_to_a_target():
