@@ -102,10 +102,9 @@ class Comm(Ledger):
             self.waiting = None
         modeled = None
         if self.network is not None:            # (the accounting counts as time in MPI)
-            modeled = netmodel.seconds(op, nbytes, group.size, self.network)
-            spent = self._inject(modeled, time.monotonic() - tic)
-            self.charge(modeled, spent,
-                        self._on_each(lambda net: netmodel.seconds(op, nbytes, group.size, net)))
+            each = self._on_each(lambda net: netmodel.seconds(op, nbytes, group.size, net))
+            modeled = each[self.network.name]
+            self.charge(modeled, self._inject(modeled, time.monotonic() - tic), each)
         if self.timeline is not None:
             self.timeline.append(event(op, group.name, nbytes, start, time.time(), modeled))
         return out
@@ -259,8 +258,8 @@ class Comm(Ledger):
         for _ in s["sends"]:
             self.count("isend", "world", msg.nbytes)
         if self.network is not None:         # charged, not delayed: the sends do not block
-            cost = lambda net: len(s["sends"]) * netmodel.send(msg.nbytes, net)  # noqa: E731
-            self.charge(cost(self.network), None, self._on_each(cost))
+            each = self._on_each(lambda net: len(s["sends"]) * netmodel.send(msg.nbytes, net))
+            self.charge(each[self.network.name], None, each)
 
 
 class Guard:

@@ -119,8 +119,8 @@ class DistributedModel:
         return z_in, (s if p.m == self.L else ref.activate(s, self.act))
 
     def _send(self, buf, link, m, backward=False, receives=False):
-        """Put this rank's ``buf`` into the sum over ``link``, layer m's link, by its
-        collective (``costs.link_op``: bcast, reduce or allreduce); returns ``buf``."""
+        """Put this rank's ``buf`` into the sum over layer m's ``link`` by its collective
+        (``costs.link_op``); returns ``buf``: the sum, but on a rank sending into a reduce."""
         op, root = link_op(self.grid, m, backward)
         if op == "allreduce":
             return self.comm.allreduce(buf, link, receives=receives)

@@ -8,12 +8,13 @@ while the others wait for it. Napping is no cure for every wait either: a rank t
 wakes up late, and a run of many short collectives (digits, SGD's small batches) pays that
 at every one.
 
-So every collective starts non-blocking (``Iallreduce``: the same algorithm, hence the same
-sums, however the rank waits), and a rank that shares its cores is ``Patience``'s "patient":
-before a pass whose largest block product is long (``LONG_FLOP``: a Newton pass over 4096
-Fashion-MNIST images, not an SGD step of 128 nor a digits batch) the model says so
-(``expect``), and the rank then naps in its collectives (polls for ``SPIN`` seconds, then
-sleeps ``NAP`` seconds between polls); otherwise it leaves the waiting to MPI. Measured here
+So every collective starts non-blocking (``Iallreduce``, ``Ibcast``, ``Ireduce``: the same
+algorithms, hence the same sums, however the rank waits), and a rank that shares its cores
+is ``Patience``'s "patient": before a pass whose largest block product is long
+(``LONG_FLOP``: a Newton pass over 4096 Fashion-MNIST images, not an SGD step of 128 nor a
+digits batch) the model says so (``expect``), and the rank then naps in its collectives
+(polls for ``SPIN`` seconds, then sleeps ``NAP`` seconds between polls); otherwise it leaves
+the waiting to MPI. Measured here
 with 4 ranks on 2 cores (``bench/waiting.py``): two ranks computing 60 matrix products while
 two wait took 0.89 s with MPI's waiting and 0.51 s with napping, and 72 MB allreduces no
 longer; but a run of short collectives is slower napping (docs/performance.md).

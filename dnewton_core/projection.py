@@ -3,7 +3,8 @@
 
 Assumptions (``project`` prints and writes them): one rank per machine; squared loss (the
 softmax normalizer's messages are left out); every pass runs layer after layer
-(no pipelining, as the kit's code does today) and no computing overlaps a message; each
+(no pipelining, though the kit's gradient pass now overlaps the layers) and no computing
+overlaps a message; each
 layer's compute is its largest block's, at one compute rate (FLOP/s of one core, measured
 by ``calibrate`` or given); each collective costs what ``network.py`` says (the slowest
 rank's path); the CG iterations and line-search trials per Newton iteration are given
@@ -99,6 +100,7 @@ def _collective(op, n, p, net):
 
 
 def _allreduce(n, p, net):
+    """Modeled seconds of an allreduce of n bytes over p ranks (``_collective``)."""
     return _collective("allreduce", n, p, net)
 
 

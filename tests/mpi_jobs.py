@@ -22,8 +22,8 @@ tolerances live in ``test_distributed.py``). Jobs:
   mismatch   build a DistributedModel whose splits need another rank count: every rank's
              ConfigError message is reported, then re-raised (the launch must end non-zero)
   float32    the products of "products" with dtype float32, against the DenseModel in
-             float32; the dtypes of every array they return, hold or send (allreduce
-             buffers; the scalar sums excepted); the messages and bytes per phase of the
+             float32; the dtypes of every array they return, hold or send (the buffers of
+             every collective; the scalar sums excepted); the messages and bytes per phase of the
              same calls in float32 and float64, summed over ranks
 
 ``run(argv, comm)`` does the same in-process (the one-rank tests call it with ``Comm()``).
@@ -165,18 +165,20 @@ def world_max(comm, x):
 # --------------------------------------------------------------------------- jobs
 
 def watch_receivers(comm):
-    """Count, from now on, the allreduces this rank joins only to receive, those of them whose
-    buffer is not zeros (a rank marked as receiving that does send), and the unmarked ones
-    whose buffer is all zeros (a receiver not marked): either is a wrong message log."""
-    seen, allreduce = {"receives": 0, "receives_nonzero": 0, "sends_zeros": 0}, comm.allreduce
+    """Count, from now on, the collectives (allreduce, bcast, reduce) this rank joins only
+    to receive, those of them whose buffer is not zeros (a rank marked as receiving that
+    does add to a sum; a bcast receiver's buffer is only written, so it is not looked at),
+    and the unmarked ones whose buffer is all zeros (a receiver not marked): either is a
+    wrong message log."""
+    seen, collective = {"receives": 0, "receives_nonzero": 0, "sends_zeros": 0}, comm._collective
 
-    def watched(buf, group, op="sum", receives=False):
+    def watched(op, buf, group, sends, start):
         if group.size > 1:
-            seen["receives"] += receives
-            seen["receives_nonzero"] += receives and bool(np.any(buf))
-            seen["sends_zeros"] += not receives and not np.any(buf)
-        return allreduce(buf, group, op, receives)
-    comm.allreduce = watched
+            seen["receives"] += not sends
+            seen["receives_nonzero"] += not sends and op != "bcast" and bool(np.any(buf))
+            seen["sends_zeros"] += sends and not np.any(buf)
+        return collective(op, buf, group, sends, start)
+    comm._collective = watched
     return seen
 
 
@@ -220,7 +222,7 @@ def job_products(a, comm):
     out["dot"] = rel(dm.dot(v[idx], v2[idx]), float(v @ v2))
     out["accuracy"] = list(dm.accuracy(theta[idx]))
     out["accuracy_ref"] = list(dense.accuracy(theta))
-    del comm.allreduce
+    del comm._collective
     ops = {f"{g} {op}" for _, op, g in comm.ledger if g.startswith("link(")}
     out["link_ops"] = sorted(set().union(*comm.world.allgather(ops)))
     out["receivers"] = {k: int(sum(comm.world.allgather(v))) for k, v in receivers.items()}
@@ -367,15 +369,15 @@ def job_mismatch(a, comm):
 
 
 def watch_dtypes(comm):
-    """The dtypes, from now on, of the buffers of the allreduces this rank joins, but for
-    the scalar sums of ``allreduce_scalars`` (float64 by design)."""
-    seen, allreduce, scalars = set(), comm.allreduce, comm.allreduce_scalars
+    """The dtypes, from now on, of the buffers of the collectives (allreduce, bcast, reduce)
+    this rank joins, but for the scalar sums of ``allreduce_scalars`` (float64 by design)."""
+    seen, collective, scalars = set(), comm._collective, comm.allreduce_scalars
     inside = []
 
-    def watched(buf, group, op="sum", receives=False):
+    def watched(op, buf, group, sends, start):
         if not inside:
             seen.add(str(buf.dtype))
-        return allreduce(buf, group, op, receives)
+        return collective(op, buf, group, sends, start)
 
     def watched_scalars(*values, receives=False):
         inside.append(1)
@@ -383,7 +385,7 @@ def watch_dtypes(comm):
             return scalars(*values, receives=receives)
         finally:
             inside.pop()
-    comm.allreduce, comm.allreduce_scalars = watched, watched_scalars
+    comm._collective, comm.allreduce_scalars = watched, watched_scalars
     return seen
 
 
@@ -432,7 +434,7 @@ def job_float32(a, comm):
     held = [dm.theta, g, sg, g_S, Gv, dm.X, dm.X_test, dm.Y, dm.Y_test,
             *(x for x in J.factors if x is not None)]
     seen.update(str(x.dtype) for x in held if x is not None)
-    del comm.allreduce, comm.allreduce_scalars
+    del comm._collective, comm.allreduce_scalars
     out["dtypes"] = sorted(set().union(*comm.world.allgather(seen)))
     dm64 = DistributedModel(data, a.hidden, a.splits, comm, obj64)
     out["ledger"] = {

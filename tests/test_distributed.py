@@ -105,7 +105,7 @@ CASES = [
     ("n3-output4by3-xent-relu", 3, ["--splits", "1,3", "--loss", "cross_entropy"],
      ("diag_step", "float32")),
     ("n3-L2-output2-squared-tanh", 3, ["--splits", "1,1,2", "--hidden", "5", "--act", "tanh",
-                                       "--sync", "0.5"], ("diag_newton",)),
+                                       "--sync", "0.5"], ("diag_newton", "float32")),
     ("n4-hidden5by2-squared-relu", 4, ["--splits", "1,2,1", "--hidden", "5", "--sync", "1.0"],
      ("diag_newton", "diag_step")),
     ("n4-features2-output2-xent-relu", 4, ["--splits", "2,1,2", "--hidden", "5",

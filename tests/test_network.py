@@ -99,6 +99,22 @@ def test_a_run_on_a_modeled_network_records_its_time_and_inject_makes_it_real(tm
         [r["objective"] for r in modeled["history"]]            # the model changes no result
 
 
+def test_inject_sleeps_what_model_mode_adds():
+    from dnewton_core.comm import Comm, Group
+    gig, group, t = net.PRESETS["1gbe"], Group("g", None, (0, 1)), net.allreduce(10**5, 2,
+                                                                             net.PRESETS["1gbe"])
+    phases = {}
+    for inject in (False, True):
+        comm = Comm(network=gig, inject=inject)
+        with comm.phase("cg"):
+            comm._wait("allreduce", group, lambda: None, 10**5)    # a call that returns at once
+        phases[inject] = comm.totals()["cg"]
+    model, real = phases[False], phases[True]
+    assert model["network_seconds"] == real["network_seconds"] == pytest.approx(t)
+    assert model["network_added_seconds"] == pytest.approx(t - model["mpi_seconds"])
+    assert real["network_added_seconds"] == 0.0 and real["mpi_seconds"] >= t   # slept it
+
+
 def test_no_network_records_no_network_time(tmp_path):
     plain = _train(tmp_path, "plain")
     assert "modeled_time" not in plain["final"]

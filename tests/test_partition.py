@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dnewton_core import reference
+from dnewton_core.costs import link_op
 from dnewton_core.partition import Grid, Partition, neuron_groups
 from dnewton_core.splits import check_rank_count, parse_splits, propose_splits
 
@@ -376,3 +377,25 @@ def test_propose_splits_is_fast_for_deep_networks():
         splits = propose_splits((784, 300, 300, 300, 300, 300, 10), n_ranks)
         assert Grid((784, 300, 300, 300, 300, 300, 10), splits).size == n_ranks
     assert time.perf_counter() - start < 2.0
+
+
+@pytest.mark.parametrize("splits", [(2, 1, 1, 1), (1, 2, 2), (1, 1, 2), (3, 1, 3), (2, 1, 2, 1),
+                                    (1, 3, 2, 2), (2, 2, 1, 3)])
+def test_each_link_collective_roots_at_its_one_sender_or_receiver(splits):
+    grid = Grid((7,) + (6,) * (len(splits) - 2) + (4,), splits)
+    for m in range(1, grid.L + 1):
+        for j in range(grid.splits[m]):
+            link = grid.link_group(m, j)
+            senders = {"fwd": grid.column_group(m, j),
+                       "back": grid.row_group(m + 1, j) if m < grid.L else ()}
+            receivers = {"fwd": link, "back": grid.column_group(m, j)}
+            for way, back in (("fwd", False), ("back", True)):
+                if way == "back" and m == grid.L:
+                    continue
+                op, root = link_op(grid, m, back)
+                if op == "bcast":
+                    assert senders[way] == (link[root],)
+                elif op == "reduce":
+                    assert receivers[way] == (link[root],) and len(senders[way]) > 1
+                else:
+                    assert root is None and len(senders[way]) > 1

@@ -198,7 +198,8 @@ def message_steps(reports):
     (group, op, bytes) of one rank is the k-th of every other member: one row per such
     collective, ordered consistently with every rank's own order (ties: lowest rank first).
     Returns [(phase, op, group, ranks, bytes per message, senders)]: ``senders`` are the
-    ranks whose part carries data; the others take part to receive (``Comm.allreduce``).
+    ranks whose part carries data; the others take part to receive (zeros to a
+    ``Comm.allreduce``, the non-roots of a ``Comm.bcast``, the root of a ``Comm.reduce``).
     """
     sequences, members, senders, phase_of = [], {}, {}, {}
     for r in sorted(reports, key=lambda r: r["rank"]):
