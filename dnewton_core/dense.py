@@ -48,6 +48,7 @@ class DenseModel:
         grid, n = self.diag_grid, self.theta.size
         self.cg_blocks = ([(grid.param_slices(r), grid.partition(r).n_params / n)
                            for r in range(grid.size)] if grid else [(slice(None), 1.0)])
+        self._kept, self._kept_theta = None, None     # a kept forward pass (``objective``)
 
     def _params(self, theta):
         return ref.unflatten(theta, self.layers)
@@ -56,34 +57,63 @@ class DenseModel:
         size = self.config.batch_size
         return [rows[k:k + size] for k in range(0, len(rows), size)]
 
-    def objective(self, theta):
+    def _ranges(self, n):
+        """Instances 0..n-1 in batches, as slices: a slice of X is a view, not a copy."""
+        size = self.config.batch_size
+        return [slice(k, min(k + size, n)) for k in range(0, n, size)]
+
+    def objective(self, theta, keep=False):
+        """f(theta), batch by batch. ``keep``: this pass's z^1..z^L on the training set
+        stay (E l (n_1 + ... + n_L) bytes, ``memory.dense_bytes``) for a gradient or the
+        training accuracy at this same theta, which then skip their forward pass: newton's
+        line search keeps each trial, and the accepted one is the next iteration's point."""
         params, xi = self._params(theta), 0.0
-        for rows in self._batches(np.arange(self.n_train)):
-            zL = ref.forward(params, self.X_train[rows], self.act)[-1]
-            xi += float(ref.loss_terms(zL, self.Y[rows], self.loss)[0].sum())
+        kept = self._kept_buffers() if keep else None
+        for rows in self._ranges(self.n_train):
+            zs = ref.forward(params, self.X_train[rows], self.act)
+            xi += float(ref.loss_terms(zs[-1], self.Y[rows], self.loss)[0].sum())
+            for Z, z in zip(kept or (), zs[1:]):
+                Z[rows] = z
+        if keep:
+            self._kept_theta = theta.copy()
         return float(theta @ theta) / (2.0 * self.C) + xi / self.n_train
 
-    def _add_gradient(self, params, rows, scale, grad):
-        """grad += scale * J^T dxi over ``rows``; returns the forward pass's z^0..z^L."""
-        zs = ref.forward(params, self.X_train[rows], self.act)
+    def _kept_buffers(self):
+        """[Z^1 .. Z^L], (l, n_m) each, allocated once; invalid until a pass refills them."""
+        self._kept_theta = None
+        if self._kept is None:
+            self._kept = [np.empty((self.n_train, n), self.theta.dtype) for n in self.layers[1:]]
+        return self._kept
+
+    def _kept_at(self, theta):
+        """[Z^1 .. Z^L] when the last kept forward pass was at exactly this theta, else None."""
+        same = self._kept_theta is not None and np.array_equal(theta, self._kept_theta)
+        return self._kept if same else None
+
+    def _add_gradient(self, params, rows, scale, grad, kept=None):
+        """grad += scale * J^T dxi over ``rows``; returns the forward pass's z^0..z^L
+        (taken from ``kept``, the Z^1..Z^L of a kept pass at this theta, when given)."""
+        X = self.X_train[rows]
+        zs = ref.forward(params, X, self.act) if kept is None else [X] + [Z[rows] for Z in kept]
         dxi = ref.loss_terms(zs[-1], self.Y[rows], self.loss)[1]
         grad += ref.flatten(ref.backward(params, zs, dxi * scale, self.act))
         return zs
 
     def gradient(self, theta):
-        params, grad = self._params(theta), theta / self.C
-        for rows in self._batches(np.arange(self.n_train)):
-            self._add_gradient(params, rows, 1.0 / self.n_train, grad)
+        params, grad, kept = self._params(theta), theta / self.C, self._kept_at(theta)
+        for rows in self._ranges(self.n_train):
+            self._add_gradient(params, rows, 1.0 / self.n_train, grad, kept)
         return grad
 
     def gradient_and_jacobian(self, theta, S):
-        """grad f (S as the last batch), and J on S in factored form (z^{m-1}, D^m, p)."""
+        """grad f (S as the last batch), and J on S in factored form (z^{m-1}, D^m, p);
+        without a forward pass when one was kept at this theta (``objective``)."""
         S = np.asarray(S)
-        params, grad = self._params(theta), theta / self.C
+        params, grad, kept = self._params(theta), theta / self.C, self._kept_at(theta)
         rest = np.setdiff1d(np.arange(self.n_train), S, assume_unique=True)
         for rows in self._batches(rest):
-            self._add_gradient(params, rows, 1.0 / self.n_train, grad)
-        zs = self._add_gradient(params, S, 1.0 / self.n_train, grad)
+            self._add_gradient(params, rows, 1.0 / self.n_train, grad, kept)
+        zs = self._add_gradient(params, S, 1.0 / self.n_train, grad, kept)
         return grad, JacobianFactors(S, (zs[:-1], self._factor(params, zs),
                                          ref.softmax(zs[-1]) if self.loss == "cross_entropy"
                                          else None))
@@ -173,11 +203,14 @@ class DenseModel:
     cg_dot = dot
 
     def accuracy(self, theta):
-        params = self._params(theta)
-        out = []
-        for X, y in ((self.X_train, self.data.y_train), (self.X_test, self.data.y_test)):
-            hits = sum(int((ref.forward(params, X[rows], self.act)[-1].argmax(axis=1)
-                            == y[rows]).sum()) for rows in self._batches(np.arange(len(y))))
+        """(train, test) accuracy: argmax of z^L, the training set's from a forward pass
+        kept at this theta when there is one."""
+        params, kept, out = self._params(theta), self._kept_at(theta), []
+        for X, y, Z in ((self.X_train, self.data.y_train, kept and kept[-1]),
+                        (self.X_test, self.data.y_test, None)):
+            hits = sum(int(((ref.forward(params, X[rows], self.act)[-1] if Z is None
+                             else Z[rows]).argmax(axis=1) == y[rows]).sum())
+                       for rows in self._ranges(len(y)))
             out.append(hits / len(y) if len(y) else float("nan"))
         return tuple(out)
 

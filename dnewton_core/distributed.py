@@ -240,8 +240,8 @@ class DistributedModel:
         size = self.config.batch_size
         return [slice(k, min(k + size, n)) for k in range(0, n, size)]
 
-    def objective(self, theta):
-        """f(theta): mini-batched forward passes, then one scalar allreduce over all ranks."""
+    def objective(self, theta, keep=False):
+        """f(theta): forward passes, one scalar allreduce; ``keep`` unused (docs/method.md §4)."""
         loss = sum(float(self._pass(theta, rows, self.X, self.Y)[0])
                    for rows in self._ranges(self.n_train))
         local = float(theta @ theta) / (2.0 * self.C) + loss / self.n_train

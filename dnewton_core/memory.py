@@ -22,7 +22,9 @@ number (the model's dtype: 8 for float64, 4 for float32) and 8 per int64 class c
 
 The one-process model (``dense.DenseModel``) holds every layer and the whole data set:
 the same terms summed over the layers, its data X (l + l_t) n_0, the codes and the one-hot
-Y (l n_L), and DENSE_VECTORS parameter-sized vectors (its flatten/unflatten copies).
+Y (l n_L), DENSE_VECTORS parameter-sized vectors (its flatten/unflatten copies), and the
+forward pass Newton's line search keeps, E l (n_1 + ... + n_L) ("kept"; SGD keeps none,
+and is counted as if it did).
 """
 import os
 
@@ -71,6 +73,7 @@ def dense_bytes(layers, n_train, n_test, batch_size, subsample_size, dtype="floa
         "parameters": E * n * DENSE_VECTORS,
         "jacobian": sum(e["jacobian"] for e in each),
         "work": sum(e["work"] for e in each),
+        "kept": E * n_train * sum(layers[1:]),
     })
 
 

@@ -126,8 +126,9 @@ class Model(Protocol):
     layers: tuple                 # (n_0, ..., n_L)
     C: float                      # the regularization in use
 
-    def objective(self, theta) -> float:
-        """f(theta), the same float on every rank."""
+    def objective(self, theta, keep=False) -> float:
+        """f(theta), the same float on every rank; ``keep``: the forward pass may be kept
+        for a gradient or accuracy at this same theta (one process only, dense.py)."""
 
     def gradient(self, theta) -> np.ndarray:
         """grad f (this process's part)."""

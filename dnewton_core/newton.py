@@ -229,7 +229,7 @@ def _start(model, config, resume):
                 resume.train_time, resume.history(), None if step is None else step.copy())
     theta = model.theta.copy()
     with model.phase("function"):
-        f = model.objective(theta)
+        f = model.objective(theta, keep=True)
     return rng, theta, config.lambda0, f, 0.0, History(), None
 
 
@@ -273,7 +273,7 @@ def _newton(model, config, callback, resume, on_state):
                 wall_time=train_time + time.perf_counter() - tic, diverged=True, nonfinite=bad))
             break
         with model.phase("line_search"):
-            alpha, f_new = line_search(model.objective, theta, step.s, f, step.gs, config.eta,
+            alpha, f_new = line_search(lambda t: model.objective(t, keep=True), theta, step.s, f, step.gs, config.eta,
                                        config.max_halvings)
         prered = alpha * step.gs + 0.5 * alpha * alpha * step.sGs
         rho = (f_new - f) / prered if prered < 0 else -math.inf
