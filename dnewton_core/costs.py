@@ -103,11 +103,12 @@ def function(grid, l, batch_size, loss="squared", dtype="float64"):
                 _world(grid, 1, 1))
 
 
-def gradient(grid, l, subsample, batch_size, loss="squared", dtype="float64"):
-    """grad f with S as the last batch, and the norm ||g|| (one scalar allreduce)."""
+def gradient(grid, l, subsample, batch_size, loss="squared", dtype="float64", kept=False):
+    """grad f with S as the last batch, and the norm ||g|| (one scalar allreduce);
+    ``kept``: at the point of the line search's kept forward pass, the backward passes only."""
     sizes = batch_sizes(l - subsample, batch_size) + [subsample]
-    return _add(*(_add(forward(grid, b, loss, dtype), backward(grid, b, dtype))
-                  for b in sizes), _world(grid, 1, 1))
+    return _add(*(_add(_cost() if kept else forward(grid, b, loss, dtype),
+                       backward(grid, b, dtype)) for b in sizes), _world(grid, 1, 1))
 
 
 def jacobian(grid, subsample, loss="squared", dtype="float64"):

@@ -17,7 +17,9 @@ import contextlib
 import numpy as np
 
 from . import reference as ref
-from .model import ConfigError, JacobianFactors, ObjectiveConfig, check_factors, network_layers
+from .kept import Kept
+from .model import (ConfigError, JacobianFactors, ObjectiveConfig, check_factors, check_gn_mode,
+                    network_layers)
 from .partition import Grid
 
 
@@ -48,7 +50,7 @@ class DenseModel:
         grid, n = self.diag_grid, self.theta.size
         self.cg_blocks = ([(grid.param_slices(r), grid.partition(r).n_params / n)
                            for r in range(grid.size)] if grid else [(slice(None), 1.0)])
-        self._kept, self._kept_theta = None, None     # a kept forward pass (``objective``)
+        self._kept = Kept()                 # the forward pass objective(keep=True) keeps
 
     def _params(self, theta):
         return ref.unflatten(theta, self.layers)
@@ -63,53 +65,43 @@ class DenseModel:
         return [slice(k, min(k + size, n)) for k in range(0, n, size)]
 
     def objective(self, theta, keep=False):
-        """f(theta), batch by batch. ``keep``: this pass's z^1..z^L on the training set
-        stay (E l (n_1 + ... + n_L) bytes, ``memory.dense_bytes``) for a gradient or the
-        training accuracy at this same theta, which then skip their forward pass: newton's
-        line search keeps each trial, and the accepted one is the next iteration's point."""
+        """f(theta), batch by batch; with ``keep``, z^1..z^L on the training set are kept
+        (``kept.Kept``, E l (n_1 + ... + n_L) bytes) for the gradient and the training
+        accuracy at this same theta."""
         params, xi = self._params(theta), 0.0
-        kept = self._kept_buffers() if keep else None
+        if keep:
+            self._kept.start(self.n_train, dict(enumerate(self.layers[1:], 1)), theta.dtype)
         for rows in self._ranges(self.n_train):
             zs = ref.forward(params, self.X_train[rows], self.act)
             xi += float(ref.loss_terms(zs[-1], self.Y[rows], self.loss)[0].sum())
-            for Z, z in zip(kept or (), zs[1:]):
-                Z[rows] = z
+            if keep:
+                self._kept.put(rows, dict(enumerate(zs)))
         if keep:
-            self._kept_theta = theta.copy()
+            self._kept.finish(theta)
         return float(theta @ theta) / (2.0 * self.C) + xi / self.n_train
-
-    def _kept_buffers(self):
-        """[Z^1 .. Z^L], (l, n_m) each, allocated once; invalid until a pass refills them."""
-        self._kept_theta = None
-        if self._kept is None:
-            self._kept = [np.empty((self.n_train, n), self.theta.dtype) for n in self.layers[1:]]
-        return self._kept
-
-    def _kept_at(self, theta):
-        """[Z^1 .. Z^L] when the last kept forward pass was at exactly this theta, else None."""
-        same = self._kept_theta is not None and np.array_equal(theta, self._kept_theta)
-        return self._kept if same else None
 
     def _add_gradient(self, params, rows, scale, grad, kept=None):
         """grad += scale * J^T dxi over ``rows``; returns the forward pass's z^0..z^L
-        (taken from ``kept``, the Z^1..Z^L of a kept pass at this theta, when given)."""
+        (taken from ``kept``, {m: Z^m} of the kept pass, when given)."""
         X = self.X_train[rows]
-        zs = ref.forward(params, X, self.act) if kept is None else [X] + [Z[rows] for Z in kept]
+        zs = ref.forward(params, X, self.act) if kept is None else \
+            [X] + [kept[m][rows] for m in range(1, len(params) + 1)]
         dxi = ref.loss_terms(zs[-1], self.Y[rows], self.loss)[1]
         grad += ref.flatten(ref.backward(params, zs, dxi * scale, self.act))
         return zs
 
     def gradient(self, theta):
-        params, grad, kept = self._params(theta), theta / self.C, self._kept_at(theta)
+        params, grad = self._params(theta), theta / self.C
         for rows in self._ranges(self.n_train):
-            self._add_gradient(params, rows, 1.0 / self.n_train, grad, kept)
+            self._add_gradient(params, rows, 1.0 / self.n_train, grad)
         return grad
 
-    def gradient_and_jacobian(self, theta, S):
+    def gradient_and_jacobian(self, theta, S, kept=False):
         """grad f (S as the last batch), and J on S in factored form (z^{m-1}, D^m, p);
-        without a forward pass when one was kept at this theta (``objective``)."""
+        ``kept``: theta is the kept point (``objective``), whose forward pass is used."""
         S = np.asarray(S)
-        params, grad, kept = self._params(theta), theta / self.C, self._kept_at(theta)
+        params, grad = self._params(theta), theta / self.C
+        kept = self._kept.at(theta) if kept else None
         rest = np.setdiff1d(np.arange(self.n_train), S, assume_unique=True)
         for rows in self._batches(rest):
             self._add_gradient(params, rows, 1.0 / self.n_train, grad, kept)
@@ -202,11 +194,12 @@ class DenseModel:
 
     cg_dot = dot
 
-    def accuracy(self, theta):
-        """(train, test) accuracy: argmax of z^L, the training set's from a forward pass
-        kept at this theta when there is one."""
-        params, kept, out = self._params(theta), self._kept_at(theta), []
-        for X, y, Z in ((self.X_train, self.data.y_train, kept and kept[-1]),
+    def accuracy(self, theta, kept=False):
+        """(train, test) accuracy: argmax of z^L; the training set's from the kept pass
+        when theta is the kept point (``kept``)."""
+        params, out = self._params(theta), []
+        ZL = self._kept.at(theta)[len(self.layers) - 1] if kept else None
+        for X, y, Z in ((self.X_train, self.data.y_train, ZL),
                         (self.X_test, self.data.y_test, None)):
             hits = sum(int(((ref.forward(params, X[rows], self.act)[-1] if Z is None
                              else Z[rows]).argmax(axis=1) == y[rows]).sum())
@@ -228,10 +221,9 @@ class DenseModel:
 
 def _diag_grid(layers, gn, splits):
     """The grid whose partitions are the diagonal blocks (gn="diag"), or None (gn="full")."""
+    check_gn_mode(gn)
     if gn == "full":
         return None
-    if gn != "diag":
-        raise ConfigError(f"unknown Gauss-Newton mode {gn!r}; choose full or diag")
     if splits is None:
         raise ConfigError("a one-process block-diagonal G needs the grid's --splits P_0,...,P_L")
     try:

@@ -22,12 +22,12 @@ import numpy as np
 from . import reference as ref
 from .comm import Comm
 from .costs import link_op
+from .kept import Kept
 from .ledger import sync_threshold
-from .model import PIPELINE, ConfigError, JacobianFactors, ObjectiveConfig, check_factors, network_layers
+from .model import (PIPELINE, JacobianFactors, ObjectiveConfig, check_factors, check_gn_mode,
+                    network_layers)
 from .partition import Grid
 from .splits import check_rank_count
-
-GN_MODES = ("full", "diag")
 
 
 class DistributedModel:
@@ -66,6 +66,7 @@ class DistributedModel:
         self.output = mine.get("output")
 
         self._hold_share(data, objective.init_seed)
+        self._kept = Kept()               # what objective(keep=True) keeps of its pass
         self._cg_steps = 0                # CG steps of this partition in the current solve
 
     def _hold_share(self, data, seed):
@@ -73,7 +74,8 @@ class DistributedModel:
         (``reference.init_block``), its columns from ``data.share`` (a ``data.Dataset``
         copies them out; a ``data.Share`` prepared for this partition is kept as it is)."""
         p = self.part
-        self.rows, self.cols = _slice(p.rows), _slice(p.cols)    # T_{m-1,i}, T_{m,j}
+        # T_{m-1,i} and T_{m,j} as slices: indexing by them gives views, not copies
+        self.rows, self.cols = (slice(r.start, r.stop) for r in (p.rows, p.cols))
         W, b = ref.init_block(self.layers, seed, p.m, p.rows, p.cols)
         self.theta = np.concatenate([W.ravel(), b if p.has_bias else []]).astype(
             self.dtype, copy=False)                          # drawn in float64, then rounded
@@ -92,7 +94,7 @@ class DistributedModel:
         """The same partition (parameters, data, communicators shared) with another
         Gauss-Newton matrix: to compare the full and block-diagonal directions at one point.
         Close only the original."""
-        _check_mode(gn, sync)
+        check_gn_mode(gn, sync)
         other = copy.copy(self)
         other.gn, other.sync = gn, sync
         return other
@@ -149,14 +151,12 @@ class DistributedModel:
         log_norm = (np.log(total) + shift).sum() if self.part.j == 0 else 0.0  # counted once
         return log_norm - (zL * Y).sum(), dxi, prob
 
-    def _pass(self, theta, rows, X, Y, scale=None, grad=None, jacobian=False):
-        """Forward over one batch; with ``grad``, backward too, adding scale * J^T dxi.
-
-        Returns (this rank's loss contribution, z^m on its slice, the Jacobian factors on
-        these rows when ``jacobian`` else None).
-        """
+    def _pass(self, theta, rows, X, Y, scale=None, grad=None, jacobian=False, kept=None):
+        """Forward over one batch (or its terms ``kept``); with ``grad``, backward too, adding
+        scale * J^T dxi. Returns (this rank's loss contribution, z^m on its slice, the
+        Jacobian factors on these rows when ``jacobian`` else None)."""
         W, b = self.block(theta)
-        z_in, z_out, loss, dxi, prob = self._forward_terms(W, b, X, Y, rows)
+        z_in, z_out, loss, dxi, prob = self._forward_terms(W, b, X, Y, rows, kept)
         if grad is None:
             return loss, z_out, None
         self._backward(W, z_in, z_out, dxi, scale, grad)
@@ -166,14 +166,20 @@ class DistributedModel:
                 factors = self._factor_jacobian(W, z_in, z_out, prob)
         return loss, z_out, factors
 
-    def _forward_terms(self, W, b, X, Y, rows):
+    def _forward_terms(self, W, b, X, Y, rows, kept=None):
         """Forward over one batch: (z^{m-1}, z^m on this rank's slices, its loss contribution,
-        and on layer L d xi / d z^L and softmax p on its slice, else None)."""
+        and on layer L d xi / d z^L and softmax p on its slice, else None); read from the
+        ``kept`` arrays (the loss then 0) without a forward pass or a message when given."""
+        p = self.part
+        if kept is not None:
+            get = lambda name: kept[name][rows] if name in kept else None   # noqa: E731
+            return (X[rows] if p.m == 1 else get("z_in")), get("z_out"), 0.0, get("dxi"), \
+                get("prob")
         z_in, z_out = self._forward(W, b, X, rows)
-        if self.part.m != self.L:
+        if p.m != self.L:
             return z_in, z_out, 0.0, None, None
         loss, dxi, prob = self._output_terms(z_out, Y[rows])
-        return z_in, z_out, loss * (self.part.i == 0), dxi, prob   # each slice counted once
+        return z_in, z_out, loss * (p.i == 0), dxi, prob   # each slice counted once
 
     def _backward(self, W, z_in, z_out, dxi, scale, grad):
         """Backward over one batch: grad += scale * (this block's part of J^T dxi), and
@@ -190,7 +196,7 @@ class DistributedModel:
         if p.m > 1:
             self._send(delta @ W.T, self.in_link, p.m - 1, backward=True)  # (n, |T_{m-1,i}|)
 
-    def _pipelined(self, theta, batches, grad):
+    def _pipelined(self, theta, batches, grad, kept=None):
         """grad += (1/l) J^T dxi over ``batches``, in waves of ``PIPELINE`` batches: every
         forward pass of a wave, then every backward pass in the same order (docs/method.md
         §4). While layer m works on batch k, layer m + 1 works on batch k - 1, so the layers
@@ -198,18 +204,16 @@ class DistributedModel:
         batch after the other would, so the gradient is the same to the last bit."""
         W, b = self.block(theta)
         for start in range(0, len(batches), PIPELINE):
-            wave = [self._forward_terms(W, b, self.X, self.Y, rows)
+            wave = [self._forward_terms(W, b, self.X, self.Y, rows, kept)
                     for rows in batches[start:start + PIPELINE]]
             while wave:                       # each batch freed once its backward is done
                 z_in, z_out, _, dxi, _ = wave.pop(0)
                 self._backward(W, z_in, z_out, dxi, 1.0 / self.n_train, grad)
 
     def _factor_jacobian(self, W, z_in, z_out, prob):
-        """(z^{m-1}[S, T_{m-1,i}], D_ij = d z^L / d s^m[T_{m,j}] (|S|, n_L, |T_{m,j}|), p or None).
-
-        The backward recursion of the gradient, carried for the n_L outputs at once.
-        For softmax, every rank also needs p on S (|S|, n_L) for B = diag(p) - p p^T.
-        """
+        """(z^{m-1}[S, T_{m-1,i}], D_ij = d z^L / d s^m[T_{m,j}] (|S|, n_L, |T_{m,j}|), p or None):
+        the gradient's backward recursion carried for the n_L outputs at once. For softmax,
+        every rank also needs p on S (|S|, n_L) for B = diag(p) - p p^T."""
         p, n = self.part, len(z_in)
         cols, rows = len(p.cols), len(p.rows)
         if p.m == self.L:
@@ -241,9 +245,20 @@ class DistributedModel:
         return [slice(k, min(k + size, n)) for k in range(0, n, size)]
 
     def objective(self, theta, keep=False):
-        """f(theta): forward passes, one scalar allreduce; ``keep`` unused (docs/method.md §4)."""
-        loss = sum(float(self._pass(theta, rows, self.X, self.Y)[0])
-                   for rows in self._ranges(self.n_train))
+        """f(theta): forward passes, one scalar allreduce. ``keep``: z^{m-1} (m > 1), z^m, and
+        on layer L dxi and softmax p stay for the gradient and accuracy here (``kept.py``)."""
+        p, (W, b), loss = self.part, self.block(theta), 0.0
+        if keep:
+            c, L = len(p.cols), p.m == self.L            # widths; 0: not kept on this rank
+            self._kept.start(self.n_train, dict(z_in=len(p.rows) * (p.m > 1), z_out=c, dxi=c * L,
+                                                prob=c * L * (self.loss != "squared")), self.dtype)
+        for rows in self._ranges(self.n_train):
+            z_in, z_out, part, dxi, prob = self._forward_terms(W, b, self.X, self.Y, rows)
+            loss += float(part)
+            if keep:
+                self._kept.put(rows, dict(z_in=z_in, z_out=z_out, dxi=dxi, prob=prob))
+        if keep:
+            self._kept.finish(theta)
         local = float(theta @ theta) / (2.0 * self.C) + loss / self.n_train
         return float(self.comm.allreduce_scalars(local)[0])
 
@@ -253,17 +268,16 @@ class DistributedModel:
         self._pipelined(theta, self._ranges(self.n_train), grad)
         return grad
 
-    def gradient_and_jacobian(self, theta, S):
-        """This rank's block of grad f, and its Jacobian factors on S (``JacobianFactors``).
-
-        S is the last mini-batch, so the z^{m-1} that the Jacobian needs are still here.
-        """
-        S = np.asarray(S)
-        grad = theta / self.C
+    def gradient_and_jacobian(self, theta, S, kept=False):
+        """This rank's block of grad f, and its Jacobian factors on S (``JacobianFactors``);
+        ``kept`` (the solver's word, the same on every rank): theta is the kept point, and
+        the backward passes need no forward pass. S is the last mini-batch, so the z^{m-1}
+        that the Jacobian needs are still here."""
+        S, grad, kept = np.asarray(S), theta / self.C, self._kept.at(theta) if kept else None
         rest = np.setdiff1d(np.arange(self.n_train), S, assume_unique=True)
-        self._pipelined(theta, self._batches(rest), grad)
+        self._pipelined(theta, self._batches(rest), grad, kept)
         factors = self._pass(theta, S, self.X, self.Y, 1.0 / self.n_train, grad,
-                             jacobian=True)[2]
+                             jacobian=True, kept=kept)[2]
         return grad, JacobianFactors(S, factors)
 
     def stochastic_gradient(self, theta, batch):
@@ -273,11 +287,9 @@ class DistributedModel:
         return grad
 
     def gauss_newton(self, J, v):
-        """G_S v on this block (docs/method.md §4): local product, the one big allreduce, local product.
-
-        full: (G_S v)_p = v_p / C + (1/|S|) J_p^T B sum_q J_q v_q
-        diag: (G_p v)_p = v_p / C + (1/|S|) J_p^T B J_p v_p, no message.
-        """
+        """G_S v on this block (docs/method.md §4): local product, the one big allreduce, local
+        product. full: (G_S v)_p = v_p / C + (1/|S|) J_p^T B sum_q J_q v_q;
+        diag: (G_p v)_p = v_p / C + (1/|S|) J_p^T B J_p v_p, no message."""
         z_in, D, P = check_factors(J).factors
         self.comm.patience.expect(4.0 * len(z_in) * self.largest_block)
         VW, vb = self.block(v)
@@ -352,15 +364,16 @@ class DistributedModel:
                 self.comm.sync_finish()
         return stop
 
-    def accuracy(self, theta):
-        """(train, test) accuracy: forward passes, argmax over all outputs, one scalar sum."""
-        p = self.part
-        correct = []
-        for X, Y, n in ((self.X, self.Y, self.n_train), (self.X_test, self.Y_test, self.n_test)):
+    def accuracy(self, theta, kept=False):
+        """(train, test) accuracy: forward passes (the training set's z^L from the kept pass
+        when theta is the kept point, ``kept``), argmax over all outputs, one scalar sum."""
+        p, (W, b), correct = self.part, self.block(theta), []
+        zL = self._kept.at(theta)["z_out"] if kept else None          # z^L when m = L
+        for X, Y, n, Z in ((self.X, self.Y, self.n_train, zL),
+                           (self.X_test, self.Y_test, self.n_test, None)):
             hits = 0
             for rows in self._ranges(n):
-                W, b = self.block(theta)
-                _, z = self._forward(W, b, X, rows)
+                z = self._forward(W, b, X, rows)[1] if Z is None else Z[rows]
                 if p.m != self.L:
                     continue
                 if self.grid.splits[-1] > 1:
@@ -394,27 +407,13 @@ class DistributedModel:
 
 def _checked_grid(layers, splits, gn, sync, n_ranks):
     """The grid, after every check that must hold before the first collective."""
-    _check_mode(gn, sync)
+    check_gn_mode(gn, sync)
     grid = Grid(layers, tuple(splits))
     check_rank_count(grid, n_ranks)
     return grid
-
-
-def _check_mode(gn, sync):
-    if gn not in GN_MODES:
-        raise ConfigError(f"unknown Gauss-Newton mode {gn!r}; choose full or diag")
-    if not 0 < sync <= 1:
-        raise ConfigError(f"sync fraction must be in (0, 1], got {sync}")
-    if sync < 1 and gn != "diag":
-        raise ConfigError("a sync fraction below 1 needs --gn diag: with the full "
-                          "Gauss-Newton matrix all partitions share one CG")
 
 
 def _count(rows):
     """Instances in a batch: a slice (a range of instances) or an array of indices."""
     return rows.stop - rows.start if isinstance(rows, slice) else len(rows)
 
-
-def _slice(r):
-    """A contiguous range of indices as a slice (a view, not a copy, when indexing)."""
-    return slice(r.start, r.stop)

@@ -59,10 +59,11 @@ def generator(seed, resume=None):
     return rng
 
 
-def record_iteration(model, theta, record, callback=None):
-    """Add accuracies and this iteration's messages to ``record``; report it; return it."""
+def record_iteration(model, theta, record, callback=None, kept=False):
+    """Add accuracies and this iteration's messages to ``record``; report it; return it.
+    ``kept``: theta is the point of the model's kept forward pass (``kept.py``)."""
     with model.phase("evaluate"):
-        record["train_accuracy"], record["test_accuracy"] = model.accuracy(theta)
+        record["train_accuracy"], record["test_accuracy"] = model.accuracy(theta, kept=kept)
     record["comm"] = model.take_comm_record()
     if callback:
         callback(record)

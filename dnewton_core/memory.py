@@ -19,12 +19,14 @@ number (the model's dtype: 8 for float64, 4 for float32) and 8 per int64 class c
               + E b' (PIPELINE - 1) (r + c (1 + 2 [m = L]))   the other batches of a
                                     pipelined gradient pass's wave: z^{m-1}, z^m and on
                                     layer L d xi / d z^L and p (model.PIPELINE)
+    kept        E l (r [m > 1] + c (1 + 2 [m = L]))   the forward pass the line search keeps
+                                    (``kept.py``): the same arrays for all l instances
 
 The one-process model (``dense.DenseModel``) holds every layer and the whole data set:
 the same terms summed over the layers, its data X (l + l_t) n_0, the codes and the one-hot
 Y (l n_L), DENSE_VECTORS parameter-sized vectors (its flatten/unflatten copies), and the
-forward pass Newton's line search keeps, E l (n_1 + ... + n_L) ("kept"; SGD keeps none,
-and is counted as if it did).
+forward pass the line search keeps, E l (n_1 + ... + n_L) (SGD keeps none, and is
+counted as if it did, on every rank).
 """
 import os
 
@@ -58,6 +60,7 @@ def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
         "jacobian": E * s * (r + n_L * c + n_L) * JACOBIANS,
         "work": E * (batch * (3 * r + 5 * c) + (s * n_L * r if part.m > 1 else 0)
                      + largest * (pipeline - 1) * (r + c * (1 + 2 * part.holds_labels))),
+        "kept": E * n_train * (r * (part.m > 1) + c * (1 + 2 * part.holds_labels)),
     })
 
 

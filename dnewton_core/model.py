@@ -93,6 +93,21 @@ def parse_C(text, l):
 PIPELINE = 4
 
 
+GN_MODES = ("full", "diag")       # the Gauss-Newton matrix: the whole G_S, or its diagonal blocks
+
+
+def check_gn_mode(gn, sync=1.0):
+    """ConfigError unless ``gn`` is a GN_MODES name and ``sync`` (the fraction of partitions
+    whose CG ends every CG, docs/method.md §6) a fraction in (0, 1], below 1 only with diag."""
+    if gn not in GN_MODES:
+        raise ConfigError(f"unknown Gauss-Newton mode {gn!r}; choose full or diag")
+    if not 0 < sync <= 1:
+        raise ConfigError(f"sync fraction must be in (0, 1], got {sync}")
+    if sync < 1 and gn != "diag":
+        raise ConfigError("a sync fraction below 1 needs --gn diag: with the full "
+                          "Gauss-Newton matrix all partitions share one CG")
+
+
 def network_layers(n_features, hidden, n_classes):
     """(n_0, ..., n_L) from the data's sizes and the hidden layer widths."""
     return (n_features, *hidden, n_classes)
@@ -127,14 +142,15 @@ class Model(Protocol):
     C: float                      # the regularization in use
 
     def objective(self, theta, keep=False) -> float:
-        """f(theta), the same float on every rank; ``keep``: the forward pass may be kept
-        for a gradient or accuracy at this same theta (one process only, dense.py)."""
+        """f(theta), the same float on every rank; ``keep``: keep what the gradient and the
+        training accuracy at this theta need of the forward pass (``kept.py``)."""
 
     def gradient(self, theta) -> np.ndarray:
         """grad f (this process's part)."""
 
-    def gradient_and_jacobian(self, theta, S) -> tuple[np.ndarray, JacobianFactors]:
-        """grad f, and J factored on the subsample S."""
+    def gradient_and_jacobian(self, theta, S, kept=False) -> tuple[np.ndarray, JacobianFactors]:
+        """grad f, and J factored on the subsample S; ``kept``: theta is the point of the
+        last objective(keep=True), whose forward pass is used."""
 
     def gauss_newton(self, J: JacobianFactors, v) -> np.ndarray:
         """G_S v with the factors of S (full or block-diagonal G: fixed when the model is built)."""
@@ -157,8 +173,8 @@ class Model(Protocol):
     def dots(self, pairs) -> np.ndarray:
         """Inner products over all of theta of (a, b) pairs, in one message."""
 
-    def accuracy(self, theta) -> tuple[float, float]:
-        """(train accuracy, test accuracy)."""
+    def accuracy(self, theta, kept=False) -> tuple[float, float]:
+        """(train accuracy, test accuracy); ``kept`` as for ``gradient_and_jacobian``."""
 
     def phase(self, name) -> ContextManager:
         """Context naming what the next messages are for (docs/method.md §5)."""

@@ -259,10 +259,11 @@ def _newton(model, config, callback, resume, on_state):
     size = config.subsample_size(model.n_train)
     tic = time.perf_counter()
     rng, theta, lam, f, train_time, history, prev = _start(model, config, resume)
+    kept = resume is None            # theta is where the last objective(keep=True) ran
     for k in range(resume.done + 1 if resume else 1, config.iters + 1):
         S = draw_subsample(rng, model.n_train, size)
         with model.phase("gradient"):
-            g, J = model.gradient_and_jacobian(theta, S)
+            g, J = model.gradient_and_jacobian(theta, S, kept=kept)
             gnorm = math.sqrt(model.dot(g, g))
         bad = nonfinite(**{"f": f, "|g|": gnorm, "lambda": lam})
         if not bad:
@@ -273,19 +274,20 @@ def _newton(model, config, callback, resume, on_state):
                 wall_time=train_time + time.perf_counter() - tic, diverged=True, nonfinite=bad))
             break
         with model.phase("line_search"):
-            alpha, f_new = line_search(lambda t: model.objective(t, keep=True), theta, step.s, f, step.gs, config.eta,
-                                       config.max_halvings)
+            alpha, f_new = line_search(lambda t: model.objective(t, keep=True), theta, step.s,
+                                       f, step.gs, config.eta, config.max_halvings)
         prered = alpha * step.gs + 0.5 * alpha * alpha * step.sGs
         rho = (f_new - f) / prered if prered < 0 else -math.inf
         lam = levenberg_marquardt(lam, rho, config.boost, config.drop)
         theta += alpha * step.s
+        kept = alpha > 0                 # the accepted trial was the last one evaluated
         prev = alpha * step.s if alpha > 0 and config.diag_step == "subspace" else None
         f = f_new
         train_time += time.perf_counter() - tic
         history.records.append(record_iteration(model, theta, dict(
             iter=k, objective=f, grad_norm=gnorm, cg_iters=res.iterations,
             cg_status=res.status, **{"lambda": lam}, alpha=alpha, ratio=rho,
-            wall_time=train_time, **extra), callback))
+            wall_time=train_time, **extra), callback, kept))
         if on_state:
             on_state(State(k, theta, {"lambda": lam, "f": f}, rng.bit_generator.state,
                            train_time, history.records, {} if prev is None else {"step": prev}))

@@ -4,9 +4,8 @@ import argparse
 import sys
 
 from . import data as datasets
-from .distributed import GN_MODES
 from .experiment import OPTIMIZERS
-from .model import DTYPES, ObjectiveConfig
+from .model import DTYPES, GN_MODES, ObjectiveConfig
 from .network import PRESETS
 from .newton import CG_RULES, DIAG_STEPS, NewtonConfig
 from .sgd import SGDConfig

@@ -9,7 +9,10 @@ layer's compute is its largest block's, at one compute rate (FLOP/s of one core,
 by ``calibrate`` or given); each collective costs what ``network.py`` says (the slowest
 rank's path); the CG iterations and line-search trials per Newton iteration are given
 (defaults: the committed Fashion-MNIST study, results/fashion-mnist/long and long-others);
-an SGD epoch's f is reported apart and not counted, as the training clock does not count it.
+an SGD epoch's f is reported apart and not counted, as the training clock does not count it;
+the gradient pass starts from the forward pass the line search kept (``kept.py``: true
+after every accepted step, and an iteration after a rejected line search passes forward
+again, which is not counted).
 What it cannot know: cache and memory effects of other block sizes, the network's
 contention, stragglers, and how CG behaves on another grid.
 
@@ -118,9 +121,9 @@ def _function(grid, w, rate, net, cores=None):
                 (0.0, _scalars(1, grid, net)))
 
 
-def _steps(grid, sizes, rate, net, cores=None):
-    """Forward and backward passes over batches of these sizes."""
-    return _add(*(_add(_pass(grid, b, rate, net, cores=cores),
+def _steps(grid, sizes, rate, net, cores=None, forward=True):
+    """Forward (unless kept: ``forward`` False) and backward passes over batches of these sizes."""
+    return _add(*(_add(_pass(grid, b, rate, net, cores=cores) if forward else (0.0, 0.0),
                        _pass(grid, b, rate, net, True, cores=cores)) for b in sizes))
 
 
@@ -130,7 +133,8 @@ def newton_iteration(grid, w, rate, net, gn="full", cores=None):
     share this many cores (a check on one machine, see ``predict``); None: a core each."""
     function = _function(grid, w, rate, net, cores)
     sizes = batch_sizes(w.l - w.subsample, w.batch) + [w.subsample]
-    gradient = _add(_steps(grid, sizes, rate, net, cores), (0.0, _scalars(1, grid, net)))
+    gradient = _add(_steps(grid, sizes, rate, net, cores, forward=False),   # kept forward
+                    (0.0, _scalars(1, grid, net)))
     n_L = grid.layers[-1]
     jacobian = _pass(grid, w.subsample, rate, net, backward=True, width=n_L, cores=cores)
     products = [4.0 * w.subsample * (len(p.rows) + n_L) * len(p.cols) / rate

@@ -222,6 +222,13 @@ def job_products(a, comm):
     out["dot"] = rel(dm.dot(v[idx], v2[idx]), float(v @ v2))
     out["accuracy"] = list(dm.accuracy(theta[idx]))
     out["accuracy_ref"] = list(dense.accuracy(theta))
+    # at the point of objective(keep=True), the gradient, J and the accuracy from the kept pass
+    out["kept_objective_bitwise"] = dm.objective(theta[idx], keep=True) == f
+    g_K, J_K = dm.gradient_and_jacobian(theta[idx], S, kept=True)
+    out["kept_gradient_S"] = rel(assemble(comm, grid, g_K, n)[0], g_ref)
+    out["kept_gauss_newton"] = rel(assemble(comm, grid, dm.gauss_newton(J_K, v[idx].copy()), n)[0],
+                                   dense.gauss_newton(J_ref, v))
+    out["kept_accuracy"] = list(dm.accuracy(theta[idx], kept=True))
     del comm._collective
     ops = {f"{g} {op}" for _, op, g in comm.ledger if g.startswith("link(")}
     out["link_ops"] = sorted(set().union(*comm.world.allgather(ops)))

@@ -48,42 +48,41 @@ def test_dense_model_is_the_reference(loss, activation, hidden):
 
 
 @pytest.mark.parametrize("loss", ["squared", "cross_entropy"])
-def test_a_kept_forward_pass_serves_the_gradient_and_accuracy_at_that_theta_only(loss, monkeypatch):
-    """objective(theta, keep=True) (newton's line search): the gradient, the Jacobian on S
-    and the training accuracy at exactly that theta run no forward pass over the training
-    set and equal a fresh model's; at any other theta (one changed entry), or after a kept
-    pass elsewhere, they compute their own. A pass without keep leaves the kept one."""
+def test_the_kept_forward_pass_serves_the_gradient_and_accuracy_at_its_theta(loss, monkeypatch):
+    """objective(theta, keep=True) (newton's line search), then gradient_and_jacobian and
+    accuracy with kept=True: no forward pass over the training set, and a fresh model's
+    results; kept=True anywhere else (a pass without keep in between changes nothing, a
+    kept pass elsewhere does, and the kept theta is a copy) is a ValueError."""
     d, obj = data(), ObjectiveConfig(activation="tanh", loss=loss, C=3.0, batch_size=8)
     fresh, model = DenseModel(d, (5, 3), obj), DenseModel(d, (5, 3), obj)
     theta = model.theta + 0.3 * np.random.default_rng(3).standard_normal(model.theta.size)
-    other = theta.copy()
-    other[-1] += 1e-3
-    S = np.array([2, 5, 11, 30])
-    rows_forwarded = []
-    real_forward = ref.forward
+    S, v = np.array([2, 5, 11, 30]), np.random.default_rng(4).standard_normal(theta.size)
+    rows_forwarded, real_forward = [], ref.forward
     monkeypatch.setattr(ref, "forward", lambda params, X, act: (
         rows_forwarded.append(len(X)), real_forward(params, X, act))[1])
 
+    with pytest.raises(ValueError, match="not the point"):
+        model.accuracy(theta, kept=True)                       # nothing kept yet
     assert model.objective(theta, keep=True) == fresh.objective(theta)
-    model.objective(other)                      # not kept: theta's pass stays
-    for at, expect_forward in ((theta, 0), (other, d.n_train)):
-        rows_forwarded.clear()
-        g, J = model.gradient_and_jacobian(at, S)
-        g0, J0 = fresh.gradient_and_jacobian(at, S)
-        forwarded = sum(rows_forwarded) - d.n_train          # the fresh model's pass
-        assert forwarded == expect_forward
-        np.testing.assert_allclose(g, g0, rtol=0, atol=1e-14 * np.abs(g0).max())
-        v = np.random.default_rng(4).standard_normal(theta.size)
-        np.testing.assert_allclose(model.gauss_newton(J, v), fresh.gauss_newton(J0, v), rtol=1e-13)
-        rows_forwarded.clear()
-        assert model.accuracy(at) == fresh.accuracy(at)
-        assert sum(rows_forwarded) == 2 * d.n_test + d.n_train + expect_forward
-    model.objective(other, keep=True)           # a kept pass elsewhere replaces theta's
-    other[0] += 1e-3                            # and holds its own copy of that theta
-    for at in (theta, other):
-        rows_forwarded.clear()
-        np.testing.assert_allclose(model.gradient(at), fresh.gradient(at), rtol=1e-13)
-        assert sum(rows_forwarded) == 2 * d.n_train
+    other = theta.copy()
+    other[-1] += 1e-3
+    model.objective(other)                                     # not kept: theta's pass stays
+    rows_forwarded.clear()
+    g, J = model.gradient_and_jacobian(theta, S, kept=True)
+    assert model.accuracy(theta, kept=True)[0] == fresh.accuracy(theta)[0]
+    assert sum(rows_forwarded) == d.n_train + d.n_test + d.n_test   # fresh's, and both tests
+    g0, J0 = fresh.gradient_and_jacobian(theta, S)
+    np.testing.assert_allclose(g, g0, rtol=0, atol=1e-14 * np.abs(g0).max())
+    np.testing.assert_allclose(model.gauss_newton(J, v), fresh.gauss_newton(J0, v), rtol=1e-13)
+    for at in (other, theta + 0.0 * v[0] + 1e-9):
+        with pytest.raises(ValueError, match="not the point"):
+            model.gradient_and_jacobian(at, S, kept=True)
+    model.objective(other, keep=True)                          # a kept pass elsewhere
+    with pytest.raises(ValueError, match="not the point"):
+        model.gradient_and_jacobian(theta, S, kept=True)
+    other[0] += 1.0                                            # the kept theta is a copy
+    with pytest.raises(ValueError, match="not the point"):
+        model.accuracy(other, kept=True)
 
 
 @pytest.mark.parametrize("loss", ["squared", "cross_entropy"])

@@ -168,6 +168,9 @@ def check_products(r):
         assert r[key] < PRODUCT_TOL, f"{key}: relative error {r[key]:.3g}"
     assert r["gauss_newton_keeps_v"], "gauss_newton modified its argument"
     assert _same(r["accuracy"], r["accuracy_ref"]), (r["accuracy"], r["accuracy_ref"])
+    # from the kept forward pass (kept.py): the same f, results and accuracies
+    assert r["kept_objective_bitwise"] and _same(r["kept_accuracy"], r["accuracy"])
+    assert r["kept_gradient_S"] < PRODUCT_TOL and r["kept_gauss_newton"] < PRODUCT_TOL, r
     # the message log's roles (the notebooks' message-flow figure): a rank marked as only
     # receiving contributes zeros (test_products_match_dense: and the others data)
     assert r["receivers"]["receives_nonzero"] == 0, r["receivers"]
@@ -234,7 +237,8 @@ def check_diag_step_messages(r, a):
         v = r[name]
         for k, rec in enumerate(v["comm"]):
             trials = costs.line_search_trials(v["alpha"][k], NewtonConfig().max_halvings)
-            want = {"gradient": costs.gradient(grid, a.l, S, a.batch, a.loss),
+            kept = k == 0 or v["alpha"][k - 1] > 0   # the forward pass the line search kept
+            want = {"gradient": costs.gradient(grid, a.l, S, a.batch, a.loss, kept=kept),
                     "jacobian": costs.jacobian(grid, S, a.loss),
                     "cg": costs.cg(grid, S, v["cg_iters"][k][0], gn,
                                    options.get("cg_rule", "partition")),

@@ -40,10 +40,11 @@ def train_json(tmp_path, n, *args):
 L_DIGITS = len(load_dataset("digits").y_train)
 
 
-def expected_iteration(grid, rec, loss, gn, sync, S, batch, first, dtype="float64"):
-    """What docs/method.md §5's formulas say one Newton iteration sends, per phase."""
+def expected_iteration(grid, rec, loss, gn, sync, S, batch, first, kept, dtype="float64"):
+    """What docs/method.md §5's formulas say one Newton iteration sends, per phase
+    (``kept``: its gradient starts from the line search's kept forward pass)."""
     trials = costs.line_search_trials(rec["alpha"], NewtonConfig().max_halvings)
-    out = {"gradient": costs.gradient(grid, L_DIGITS, S, batch, loss, dtype),
+    out = {"gradient": costs.gradient(grid, L_DIGITS, S, batch, loss, dtype, kept),
            "jacobian": costs.jacobian(grid, S, loss, dtype),
            "cg": costs.cg(grid, S, rec["cg_iters"], gn, dtype=dtype),
            "sync": costs.sync(grid, sync),
@@ -87,7 +88,8 @@ def test_measured_messages_equal_the_closed_forms(tmp_path, n, hidden, splits, l
     grid = Grid(r["config"]["layers"], r["config"]["splits"])
     S = NewtonConfig(subsample=0.1).subsample_size(L_DIGITS)
     for k, rec in enumerate(r["history"]):
-        want = expected_iteration(grid, rec, loss, gn, sync, S, batch, k == 0, dtype)
+        kept = k == 0 or r["history"][k - 1]["alpha"] > 0     # after a rejected search, not
+        want = expected_iteration(grid, rec, loss, gn, sync, S, batch, k == 0, kept, dtype)
         for phase, cost in want.items():
             got = rec["comm"].get(phase, {"messages": 0, "bytes": 0})
             assert (got["messages"], got["bytes"]) == (cost["messages"], cost["bytes"]), \

@@ -1,0 +1,48 @@
+"""The forward pass the line search keeps (docs/method.md §4). No MPI here.
+
+Newton's line search evaluates f at its trial points, and the trial it accepts is the next
+iteration's theta, where the gradient pass and the training accuracy need that same forward
+pass again. ``objective(theta, keep=True)`` fills a ``Kept`` batch by batch with what they
+need of it (per model: z^1..z^L on one process; on a rank, z^{m-1}, z^m, and on layer L
+d xi / d z^L and p); ``gradient_and_jacobian(theta, S, kept=True)`` and
+``accuracy(theta, kept=True)`` then read it instead of passing forward again.
+
+Whether theta is the kept point is the solver's word (``kept=True``), the same on every
+rank: a rank deciding alone, from its own block of theta, could decide otherwise than
+another and call other collectives, and the job would hang. ``at`` only checks that word.
+"""
+import numpy as np
+
+
+class Kept:
+    """Named arrays (l, width) of one forward pass over the training set, and its theta."""
+
+    def __init__(self):
+        self.arrays, self.theta = {}, None
+
+    def start(self, l, widths, dtype):
+        """Ready to be filled: an (l, w) array for each name: w of ``widths`` with w > 0,
+        allocated once, and invalid until ``finish``."""
+        self.theta = None
+        shapes = {name: (l, w) for name, w in widths.items() if w > 0}
+        if {name: a.shape for name, a in self.arrays.items()} != shapes:
+            self.arrays = {}                           # freed before the new ones exist
+            self.arrays = {name: np.empty(shape, dtype) for name, shape in shapes.items()}
+
+    def put(self, rows, values):
+        """Rows ``rows`` (a slice) of each array from ``values`` {name: (b, width)} (values
+        of other names are not kept)."""
+        for name, array in self.arrays.items():
+            array[rows] = values[name]
+
+    def finish(self, theta):
+        """The pass is complete, at (a copy of) ``theta``."""
+        self.theta = theta.copy()
+
+    def at(self, theta):
+        """{name: array}, after checking that the last complete pass was at exactly
+        ``theta`` (ValueError otherwise: the caller's ``kept=True`` was wrong)."""
+        if self.theta is None or not np.array_equal(theta, self.theta):
+            raise ValueError("kept=True, but theta is not the point of the last "
+                             "objective(theta, keep=True)")
+        return self.arrays
