@@ -208,29 +208,34 @@ def newton(model, config=NewtonConfig(), callback=None, resume=None, on_state=No
     summed over every rank, so every rank stops at the same iteration.
 
     ``on_state(state)``, if given, is called after each completed iteration with the
-    ``history.State`` after it (scalars "lambda" and "f"; with the subspace step, vector
+    ``history.State`` after it (scalars "lambda", "f" and "kept"; with the subspace step, vector
     "step", this rank's part of the last step), on every rank (a checkpoint is
     collective); its time is not training time. ``resume``, such a State, continues a run
     after its ``done`` iterations: theta, lambda, f, the last step and the subsample
-    generator are set from it (f is not recomputed), and iterations done+1 .. config.iters
-    follow.
+    generator are set from it (f is not recomputed; when theta was the kept point, scalar
+    "kept", one forward pass keeps it again, so the run goes on bit for bit), and
+    iterations done+1 .. config.iters follow.
     """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return _newton(model, config, callback, resume, on_state)
 
 
 def _start(model, config, resume):
-    """(rng, theta, lambda, f, training time, History, last step or None) before the
-    first new iteration."""
+    """(rng, theta, lambda, f, training time, History, last step or None, kept) before the
+    first new iteration; kept: theta is the point of the model's kept forward pass."""
     rng = generator(config.seed, resume)
     if resume is not None:
-        step = resume.vectors.get("step")
-        return (rng, resume.theta.copy(), resume.scalars["lambda"], resume.scalars["f"],
-                resume.train_time, resume.history(), None if step is None else step.copy())
+        step, kept = resume.vectors.get("step"), bool(resume.scalars.get("kept", False))
+        theta = resume.theta.copy()
+        if kept:                     # the pass the run had here (its f is the saved one)
+            with model.phase("function"):
+                model.objective(theta, keep=True)
+        return (rng, theta, resume.scalars["lambda"], resume.scalars["f"], resume.train_time,
+                resume.history(), None if step is None else step.copy(), kept)
     theta = model.theta.copy()
     with model.phase("function"):
         f = model.objective(theta, keep=True)
-    return rng, theta, config.lambda0, f, 0.0, History(), None
+    return rng, theta, config.lambda0, f, 0.0, History(), None, True
 
 
 def _solve(model, J, g, gnorm, lam, prev, config):
@@ -258,8 +263,7 @@ def _newton(model, config, callback, resume, on_state):
     check_options(config, model.gn)
     size = config.subsample_size(model.n_train)
     tic = time.perf_counter()
-    rng, theta, lam, f, train_time, history, prev = _start(model, config, resume)
-    kept = resume is None            # theta is where the last objective(keep=True) ran
+    rng, theta, lam, f, train_time, history, prev, kept = _start(model, config, resume)
     for k in range(resume.done + 1 if resume else 1, config.iters + 1):
         S = draw_subsample(rng, model.n_train, size)
         with model.phase("gradient"):
@@ -289,8 +293,9 @@ def _newton(model, config, callback, resume, on_state):
             cg_status=res.status, **{"lambda": lam}, alpha=alpha, ratio=rho,
             wall_time=train_time, **extra), callback, kept))
         if on_state:
-            on_state(State(k, theta, {"lambda": lam, "f": f}, rng.bit_generator.state,
-                           train_time, history.records, {} if prev is None else {"step": prev}))
+            on_state(State(k, theta, {"lambda": lam, "f": f, "kept": kept},
+                           rng.bit_generator.state, train_time, history.records,
+                           {} if prev is None else {"step": prev}))
         tic = time.perf_counter()
     history.theta = theta
     return history
