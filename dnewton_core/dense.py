@@ -50,7 +50,7 @@ class DenseModel:
         grid, n = self.diag_grid, self.theta.size
         self.cg_blocks = ([(grid.param_slices(r), grid.partition(r).n_params / n)
                            for r in range(grid.size)] if grid else [(slice(None), 1.0)])
-        self._kept = Kept()                 # the forward pass objective(keep=True) keeps
+        self._kept = Kept(objective.keep_forward)   # what objective(keep=True) keeps
 
     def _params(self, theta):
         return ref.unflatten(theta, self.layers)
@@ -69,8 +69,8 @@ class DenseModel:
         (``kept.Kept``, E l (n_1 + ... + n_L) bytes) for the gradient and the training
         accuracy at this same theta."""
         params, xi = self._params(theta), 0.0
-        if keep:
-            self._kept.start(self.n_train, dict(enumerate(self.layers[1:], 1)), theta.dtype)
+        keep = keep and self._kept.start(self.n_train, dict(enumerate(self.layers[1:], 1)),
+                                         theta.dtype)
         for rows in self._ranges(self.n_train):
             zs = ref.forward(params, self.X_train[rows], self.act)
             xi += float(ref.loss_terms(zs[-1], self.Y[rows], self.loss)[0].sum())
@@ -198,7 +198,8 @@ class DenseModel:
         """(train, test) accuracy: argmax of z^L; the training set's from the kept pass
         when theta is the kept point (``kept``)."""
         params, out = self._params(theta), []
-        ZL = self._kept.at(theta)[len(self.layers) - 1] if kept else None
+        Z = self._kept.at(theta) if kept else None
+        ZL = None if Z is None else Z[len(self.layers) - 1]
         for X, y, Z in ((self.X_train, self.data.y_train, ZL),
                         (self.X_test, self.data.y_test, None)):
             hits = sum(int(((ref.forward(params, X[rows], self.act)[-1] if Z is None

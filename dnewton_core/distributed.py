@@ -66,7 +66,7 @@ class DistributedModel:
         self.output = mine.get("output")
 
         self._hold_share(data, objective.init_seed)
-        self._kept = Kept()               # what objective(keep=True) keeps of its pass
+        self._kept = Kept(objective.keep_forward)     # what objective(keep=True) keeps
         self._cg_steps = 0                # CG steps of this partition in the current solve
 
     def _hold_share(self, data, seed):
@@ -248,10 +248,10 @@ class DistributedModel:
         """f(theta): forward passes, one scalar allreduce. ``keep``: z^{m-1} (m > 1), z^m, and
         on layer L dxi and softmax p stay for the gradient and accuracy here (``kept.py``)."""
         p, (W, b), loss = self.part, self.block(theta), 0.0
-        if keep:
-            c, L = len(p.cols), p.m == self.L            # widths; 0: not kept on this rank
-            self._kept.start(self.n_train, dict(z_in=len(p.rows) * (p.m > 1), z_out=c, dxi=c * L,
-                                                prob=c * L * (self.loss != "squared")), self.dtype)
+        c, L = len(p.cols), p.m == self.L                # widths; 0: not kept on this rank
+        keep = keep and self._kept.start(self.n_train, dict(
+            z_in=len(p.rows) * (p.m > 1), z_out=c, dxi=c * L, prob=c * L * (self.loss != "squared")),
+            self.dtype)
         for rows in self._ranges(self.n_train):
             z_in, z_out, part, dxi, prob = self._forward_terms(W, b, self.X, self.Y, rows)
             loss += float(part)
@@ -368,7 +368,7 @@ class DistributedModel:
         """(train, test) accuracy: forward passes (the training set's z^L from the kept pass
         when theta is the kept point, ``kept``), argmax over all outputs, one scalar sum."""
         p, (W, b), correct = self.part, self.block(theta), []
-        zL = self._kept.at(theta)["z_out"] if kept else None          # z^L when m = L
+        zL = (self._kept.at(theta) or {}).get("z_out") if kept else None   # z^L when m = L
         for X, Y, n, Z in ((self.X, self.Y, self.n_train, zL),
                            (self.X_test, self.Y_test, self.n_test, None)):
             hits = 0

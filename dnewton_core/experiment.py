@@ -39,6 +39,7 @@ class Problem:
     train_limit: int | None = None    # train on the first K training instances only
     subsample: float = NewtonConfig.subsample  # the largest |S| / l: sizes the memory check
     dtype: str = ObjectiveConfig.dtype  # numbers of the model: float64 (the reference) or float32
+    keep_forward: bool = ObjectiveConfig.keep_forward   # the line search's pass, kept (kept.py)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ def _prepare(problem, comm, outputs, overwrite, keep):
     objective = ObjectiveConfig(
         activation=problem.activation, loss=problem.loss,
         C=parse_C(problem.C or default_C(problem.data), n_train),
-        batch_size=problem.eval_batch, init_seed=problem.seed, dtype=problem.dtype)
+        batch_size=problem.eval_batch, init_seed=problem.seed, dtype=problem.dtype,
+        keep_forward=problem.keep_forward)
     layers = network_layers(source.n_features, problem.hidden, source.n_classes)
     splits = parse_splits(problem.splits, layers) if problem.splits else None
     saved = checkpoint.read(keep.resume) if keep.resume else None
@@ -107,8 +109,9 @@ def _check_memory(layers, part, n_train, n_test, problem, objective):
     it has (``memory.available_bytes``)."""
     sizes = (n_train, n_test, objective.batch_size,
              NewtonConfig(subsample=problem.subsample).subsample_size(n_train))
-    need = memory.dense_bytes(layers, *sizes, objective.dtype) if part is None else \
-        memory.partition_bytes(layers, part, *sizes, objective.dtype)
+    need = memory.dense_bytes(layers, *sizes, objective.dtype, objective.keep_forward) \
+        if part is None else memory.partition_bytes(layers, part, *sizes, objective.dtype,
+                                                     keep=objective.keep_forward)
     who = "the one-process model" if part is None else f"this rank's share ({part.weights})"
     line = memory.refusal(need, *memory.available_bytes(memory.local_ranks()), who)
     if line:

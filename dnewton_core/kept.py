@@ -15,19 +15,23 @@ import numpy as np
 
 
 class Kept:
-    """Named arrays (l, width) of one forward pass over the training set, and its theta."""
+    """Named arrays (l, width) of one forward pass over the training set, and its theta;
+    ``enabled`` False (``ObjectiveConfig.keep_forward``): nothing is kept, ever."""
 
-    def __init__(self):
-        self.arrays, self.theta = {}, None
+    def __init__(self, enabled=True):
+        self.enabled, self.arrays, self.theta = enabled, {}, None
 
     def start(self, l, widths, dtype):
-        """Ready to be filled: an (l, w) array for each name: w of ``widths`` with w > 0,
-        allocated once, and invalid until ``finish``."""
+        """Ready to be filled (False when not enabled): an (l, w) array for each name: w of
+        ``widths`` with w > 0, allocated once, and invalid until ``finish``."""
         self.theta = None
+        if not self.enabled:
+            return False
         shapes = {name: (l, w) for name, w in widths.items() if w > 0}
         if {name: a.shape for name, a in self.arrays.items()} != shapes:
             self.arrays = {}                           # freed before the new ones exist
             self.arrays = {name: np.empty(shape, dtype) for name, shape in shapes.items()}
+        return True
 
     def put(self, rows, values):
         """Rows ``rows`` (a slice) of each array from ``values`` {name: (b, width)} (values
@@ -41,7 +45,10 @@ class Kept:
 
     def at(self, theta):
         """{name: array}, after checking that the last complete pass was at exactly
-        ``theta`` (ValueError otherwise: the caller's ``kept=True`` was wrong)."""
+        ``theta`` (ValueError otherwise: the caller's ``kept=True`` was wrong); None when
+        not enabled (the caller then passes forward)."""
+        if not self.enabled:
+            return None
         if self.theta is None or not np.array_equal(theta, self.theta):
             raise ValueError("kept=True, but theta is not the point of the last "
                              "objective(theta, keep=True)")

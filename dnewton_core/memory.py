@@ -44,10 +44,11 @@ def _sum(parts):
 
 
 def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
-                    dtype="float64", pipeline=PIPELINE):
-    """{"data", "parameters", "jacobian", "work", "total"}: bytes a rank holding partition
-    ``part`` (a ``partition.Partition``) needs, closed form (module docstring), for a
-    model computing in ``dtype`` with ``pipeline`` batches in flight."""
+                    dtype="float64", pipeline=PIPELINE, keep=True):
+    """{"data", "parameters", "jacobian", "work", "kept", "total"}: bytes a rank holding
+    partition ``part`` (a ``partition.Partition``) needs, closed form (module docstring),
+    for a model computing in ``dtype`` with ``pipeline`` batches in flight, keeping the
+    line search's forward pass when ``keep`` (``ObjectiveConfig.keep_forward``)."""
     r, c, n_L, E = len(part.rows), len(part.cols), layers[-1], element_bytes(dtype)
     s, rows = subsample_size, n_train + n_test
     largest = min(batch_size, max(n_train, n_test))
@@ -60,11 +61,11 @@ def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
         "jacobian": E * s * (r + n_L * c + n_L) * JACOBIANS,
         "work": E * (batch * (3 * r + 5 * c) + (s * n_L * r if part.m > 1 else 0)
                      + largest * (pipeline - 1) * (r + c * (1 + 2 * part.holds_labels))),
-        "kept": E * n_train * (r * (part.m > 1) + c * (1 + 2 * part.holds_labels)),
+        "kept": E * n_train * (r * (part.m > 1) + c * (1 + 2 * part.holds_labels)) * keep,
     })
 
 
-def dense_bytes(layers, n_train, n_test, batch_size, subsample_size, dtype="float64"):
+def dense_bytes(layers, n_train, n_test, batch_size, subsample_size, dtype="float64", keep=True):
     """The same for the one-process model: every layer, the whole data set."""
     parts = Grid(tuple(layers), (1,) * len(layers)).partitions
     each = [partition_bytes(layers, p, n_train, n_test, batch_size, subsample_size, dtype, 1)
@@ -76,7 +77,7 @@ def dense_bytes(layers, n_train, n_test, batch_size, subsample_size, dtype="floa
         "parameters": E * n * DENSE_VECTORS,
         "jacobian": sum(e["jacobian"] for e in each),
         "work": sum(e["work"] for e in each),
-        "kept": E * n_train * sum(layers[1:]),
+        "kept": E * n_train * sum(layers[1:]) * keep,
     })
 
 
@@ -134,6 +135,9 @@ def refusal(need, have, why, who="this rank's share"):
     if have is None or need["total"] <= have:
         return None
     parts = ", ".join(f"{k} {_mib(v)}" for k, v in need.items() if k != "total")
+    less = (f", --no-keep-forward (it would then need {need['total'] - need['kept']:,})"
+            if need.get("kept") and need["total"] - need["kept"] <= have else "")
     return (f"not enough memory: {who} needs {need['total']:,} bytes "
             f"({_mib(need['total'])}: {parts}) and has {max(have, 0):,} bytes "
-            f"({_mib(max(have, 0))}: {why}); use more ranks, or a smaller network or data set")
+            f"({_mib(max(have, 0))}: {why}); use more ranks{less}, or a smaller network or "
+            f"data set")

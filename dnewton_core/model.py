@@ -42,6 +42,8 @@ class ObjectiveConfig:
     batch_size: int = 4096        # instances per mini-batch when evaluating f and grad f
     init_seed: int = 0            # seed of reference.init_params
     dtype: str = "float64"        # numbers of parameters, data and every array: float64 or float32
+    keep_forward: bool = True     # keep the line search's forward pass for the next gradient
+    #                               and training accuracy (kept.py; memory.py: "kept" bytes)
 
     def __post_init__(self):
         if self.activation not in ref.ACTIVATIONS:

@@ -223,6 +223,10 @@ def shared_options(hidden=(64, 64)):
                         "(default, the reference) or float32 (about twice the matmul rate, "
                         "half the bytes; the sums of f and of inner products over batches and ranks "
                         "stay float64)")
+    g.add_argument("--no-keep-forward", dest="keep_forward", action="store_false",
+                   help="do not keep the line search's forward pass (each rank's activations "
+                        "on all training instances) for the next gradient: less memory, one "
+                        "forward pass and its messages more per Newton iteration")
     g.add_argument("--splits", help="P_0,...,P_L: how many groups each layer's neurons are "
                                     "split into; needs sum P_(m-1) P_m ranks (default: "
                                     "proposed for the number of ranks, under mpiexec)")

@@ -83,6 +83,13 @@ def test_the_kept_forward_pass_serves_the_gradient_and_accuracy_at_its_theta(los
     other[0] += 1.0                                            # the kept theta is a copy
     with pytest.raises(ValueError, match="not the point"):
         model.accuracy(other, kept=True)
+    # --no-keep-forward: nothing is kept, and kept=True passes forward
+    off = DenseModel(d, (5, 3), replace(obj, keep_forward=False))
+    off.objective(theta, keep=True)
+    rows_forwarded.clear()
+    np.testing.assert_allclose(off.gradient_and_jacobian(theta, S, kept=True)[0], g0, rtol=1e-13)
+    assert off.accuracy(theta, kept=True) == fresh.accuracy(theta)
+    assert sum(rows_forwarded) == 3 * d.n_train + 2 * d.n_test   # off passes forward twice
 
 
 @pytest.mark.parametrize("loss", ["squared", "cross_entropy"])

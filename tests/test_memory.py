@@ -126,6 +126,16 @@ def test_the_refusal_is_one_line_with_the_bytes():
     assert line.startswith(f"not enough memory: this rank's share needs {100 * MiB:,} bytes "
                            f"(100 MiB: data 10 MiB, parameters 90 MiB) and has {60 * MiB:,} "
                            "bytes (60 MiB: MemAvailable 480 MiB / 8 local ranks)")
+    assert "--no-keep-forward" not in line
+    # when what the line search keeps is what does not fit, the line says so
+    need = {"data": 10 * MiB, "kept": 50 * MiB, "total": 60 * MiB}
+    assert f"use more ranks, --no-keep-forward (it would then need {10 * MiB:,})" in \
+        memory.refusal(need, 20 * MiB, "x")
+    assert "--no-keep-forward" not in memory.refusal(need, 5 * MiB, "x")
+    layers, part = (16, 8, 3), Grid((16, 8, 3), (1, 1, 1)).partitions[1]
+    off = memory.partition_bytes(layers, part, 100, 10, 32, 5, keep=False)
+    on = memory.partition_bytes(layers, part, 100, 10, 32, 5)
+    assert off["kept"] == 0 and on["total"] - off["total"] == on["kept"] == 8 * 100 * (8 + 3 * 3)
 
 
 # -- the premise, under mpiexec --------------------------------------------------------------

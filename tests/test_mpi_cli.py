@@ -68,27 +68,30 @@ def test_train_shows_the_megabytes_sent(tmp_path):
     assert f"{training_bytes(r['history']) / 1e6:.3f} MB sent (all ranks)" in p.stdout
 
 
-NEWTON_CASES = [   # ranks, hidden, splits, loss, activation, gn, sync, eval batch, dtype
-    (4, "64,64", "2,1,1,1", "squared", "relu", "full", 1.0, 4096, "float64"),
-    (6, "8,8", "1,2,1,2", "cross_entropy", "tanh", "full", 1.0, 500, "float64"),
-    (5, "9", "2,1,3", "cross_entropy", "relu", "diag", 0.5, 700, "float64"),
-    (4, "8,8", "1,1,1,2", "squared", "sigmoid", "diag", 1.0, 4096, "float64"),
-    (6, "8,8", "1,2,1,2", "cross_entropy", "tanh", "full", 1.0, 500, "float32"),
-    (5, "9", "2,1,3", "cross_entropy", "relu", "diag", 0.5, 700, "float32"),
+NEWTON_CASES = [   # ranks, hidden, splits, loss, activation, gn, sync, eval batch, dtype, keep
+    (4, "64,64", "2,1,1,1", "squared", "relu", "full", 1.0, 4096, "float64", True),
+    (6, "8,8", "1,2,1,2", "cross_entropy", "tanh", "full", 1.0, 500, "float64", True),
+    (5, "9", "2,1,3", "cross_entropy", "relu", "diag", 0.5, 700, "float64", True),
+    (4, "8,8", "1,1,1,2", "squared", "sigmoid", "diag", 1.0, 4096, "float64", False),
+    (6, "8,8", "1,2,1,2", "cross_entropy", "tanh", "full", 1.0, 500, "float32", False),
+    (5, "9", "2,1,3", "cross_entropy", "relu", "diag", 0.5, 700, "float32", True),
 ]
 
 
-@pytest.mark.parametrize("n,hidden,splits,loss,act,gn,sync,batch,dtype", NEWTON_CASES)
+@pytest.mark.parametrize("n,hidden,splits,loss,act,gn,sync,batch,dtype,keep", NEWTON_CASES)
 def test_measured_messages_equal_the_closed_forms(tmp_path, n, hidden, splits, loss, act, gn,
-                                                  sync, batch, dtype):
+                                                  sync, batch, dtype, keep):
     r = train_json(tmp_path, n, "--hidden", hidden, "--splits", splits, "--loss", loss,
                    "--activation", act, "--gn", gn, "--sync", sync, "--iters", 3,
-                   "--eval-batch", batch, "--subsample", 0.1, "--dtype", dtype)
+                   "--eval-batch", batch, "--subsample", 0.1, "--dtype", dtype,
+                   *([] if keep else ["--no-keep-forward"]))
     assert r["config"]["objective.dtype"] == dtype
+    assert r["config"]["objective.keep_forward"] == keep
     grid = Grid(r["config"]["layers"], r["config"]["splits"])
     S = NewtonConfig(subsample=0.1).subsample_size(L_DIGITS)
     for k, rec in enumerate(r["history"]):
-        kept = k == 0 or r["history"][k - 1]["alpha"] > 0     # after a rejected search, not
+        # the gradient starts from the kept pass but after a rejected line search
+        kept = keep and (k == 0 or r["history"][k - 1]["alpha"] > 0)
         want = expected_iteration(grid, rec, loss, gn, sync, S, batch, k == 0, kept, dtype)
         for phase, cost in want.items():
             got = rec["comm"].get(phase, {"messages": 0, "bytes": 0})
