@@ -11,8 +11,9 @@ loopback only), and prints:
      Interleaved: every round times the matmul, the dense product and each partition.
   2. A Newton iteration and an SGD epoch (Fashion-MNIST 784-300-300-10) on 1 process and
      on each 2-core candidate grid (3 ranks 1,1,1,1; 4 ranks 2,1,1,1): the same run on
-     every grid (same f), so the times compare the same work. The configurations run in
-     turn, ``--rounds`` times, and each keeps its best.
+     every grid (same f), so the times compare the same work; and 1 process and 4 ranks
+     again with ``--no-keep-forward`` (kept.py: less memory, one forward pass more). The
+     configurations run in turn, ``--rounds`` times, and each keeps its best.
   3. Peak memory per rank: every rank's ru_maxrss at the end of its training job, gathered.
 
     .venv/bin/python bench/ratios.py              # or: make bench (about 3-5 minutes)
@@ -47,7 +48,9 @@ from gauss_newton import (  # noqa: E402
 )
 
 MARK = "#RESULT "
-GRIDS = ((None, 1), ("1,1,1,1", 3), ("2,1,1,1", 4))   # (splits, ranks): 1 process first
+# (splits, ranks, the line search's forward pass kept): 1 process first in each half
+GRIDS = ((None, 1, True), ("1,1,1,1", 3, True), ("2,1,1,1", 4, True),
+         (None, 1, False), ("2,1,1,1", 4, False))
 
 
 def parse_args(argv=None):
@@ -56,6 +59,8 @@ def parse_args(argv=None):
     ap.add_argument("--data", default="fashion-mnist", help="data set of part 2 (fashion-mnist)")
     ap.add_argument("--hidden", default="300,300", help="hidden widths (300,300)")
     ap.add_argument("--splits", default=None, help="train part: the grid (none: 1 process)")
+    ap.add_argument("--no-keep-forward", dest="keep_forward", action="store_false",
+                    help="train part: without the kept forward pass")
     ap.add_argument("--iters", type=int, default=2, help="Newton iterations per run (2)")
     ap.add_argument("--rounds", type=int, default=2, help="runs of each configuration (2)")
     ap.add_argument("--subsample-size", type=int, default=3000, help="product's |S| (3000)")
@@ -129,7 +134,8 @@ def run_train(args):
     from dnewton_core.sgd import SGDConfig
 
     comm = Comm.on_world()
-    p = prepare(Problem(data=args.data, hidden=args.hidden_sizes, splits=args.splits), comm)
+    p = prepare(Problem(data=args.data, hidden=args.hidden_sizes, splits=args.splits,
+                        keep_forward=args.keep_forward), comm)
     out = {}
     for method, config in (("newton", NewtonConfig(iters=args.iters)),
                            ("sgd", SGDConfig(epochs=1))):
@@ -177,10 +183,11 @@ def drive(args):
     product = launch(args, "product", len(args.hidden_sizes) + 1)
     runs = {}
     for _ in range(args.rounds):
-        for splits, ranks in GRIDS:
-            extra = [f"--splits={splits}"] if splits else []
+        for splits, ranks, keep in GRIDS:
+            extra = ([f"--splits={splits}"] if splits else []) + \
+                ([] if keep else ["--no-keep-forward"])
             got = launch(args, "train", ranks, *extra)
-            best = runs.setdefault(splits, got)
+            best = runs.setdefault((splits, keep), got)
             for method in ("newton", "sgd"):
                 best[method]["seconds"] = min(best[method]["seconds"], got[method]["seconds"])
             best["peaks"] = [max(a, b) for a, b in zip(best["peaks"], got["peaks"])]
@@ -204,31 +211,35 @@ def print_product(r):
           f"matmul rate; dense / distributed time = {r['dense'] / mine:.2f}")
 
 
+def _where(splits, keep, r):
+    return ("1 process" if splits is None else f"{r['ranks']} ranks {splits}") + \
+        ("" if keep else ", not kept")
+
+
 def print_training(args, runs):
-    one = runs[None]
+    one = runs[None, True]
     print(f"\n== {args.data} {'-'.join(map(str, one['layers']))}: Newton iteration (mean of "
           f"{args.iters}) and SGD epoch, best of {args.rounds} run(s) each, one BLAS thread "
           "per rank")
-    print(f"  {'where':<22} {'Newton s':>9} {'speed-up':>9} {'SGD s':>8} {'speed-up':>9}  "
+    print(f"  {'where':<32} {'Newton s':>9} {'speed-up':>9} {'SGD s':>8} {'speed-up':>9}  "
           f"{'f after Newton':>15}")
-    for splits, r in runs.items():
-        where = "1 process" if splits is None else f"{r['ranks']} ranks {splits}"
-        print(f"  {where:<22} {r['newton']['seconds']:9.2f} "
+    for (splits, keep), r in runs.items():
+        print(f"  {_where(splits, keep, r):<32} {r['newton']['seconds']:9.2f} "
               f"{one['newton']['seconds'] / r['newton']['seconds']:8.2f}x "
               f"{r['sgd']['seconds']:8.2f} {one['sgd']['seconds'] / r['sgd']['seconds']:8.2f}x  "
               f"{r['newton']['f']:15.10g}")
-    grids = {k: v for k, v in runs.items() if k is not None}
+    print("  (speed-ups against 1 process with the kept pass)")
+    grids = {k: v for (k, keep), v in runs.items() if k is not None and keep}
     fast = min(grids, key=lambda k: grids[k]["newton"]["seconds"])
     print(f"  fastest 2-core grid for Newton: {fast} ({grids[fast]['ranks']} ranks), "
           f"{one['newton']['seconds'] / grids[fast]['newton']['seconds']:.2f}x one process; "
           f"SGD there: {one['sgd']['seconds'] / grids[fast]['sgd']['seconds']:.2f}x")
     print("\n== Peak memory per rank (ru_maxrss at the end of a Newton and an SGD run), MB")
-    base = sum(one["peaks"]) / 1e6
-    for splits, r in runs.items():
-        peaks = [p / 1e6 for p in r["peaks"]]
-        where = "1 process" if splits is None else f"{r['ranks']} ranks {splits}"
-        print(f"  {where:<22} {', '.join(f'{p:.0f}' for p in peaks):<28} sum {sum(peaks):6.0f}"
-              f"  = {sum(peaks) / base:.2f}x one process")
+    for (splits, keep), r in runs.items():
+        peaks, base = [p / 1e6 for p in r["peaks"]], sum(runs[None, keep]["peaks"]) / 1e6
+        print(f"  {_where(splits, keep, r):<32} {', '.join(f'{p:.0f}' for p in peaks):<28} "
+              f"sum {sum(peaks):6.0f}  = {sum(peaks) / base:.2f}x one process"
+              + ("" if keep else ", not kept"))
 
 
 def main(argv=None):
