@@ -4,7 +4,9 @@
 one process (the whole theta), ``distributed.DistributedModel`` over MPI (this rank's block
 of theta). Vectors are the part of theta the process holds. No model keeps state between
 calls that changes a result: the Jacobian factors that ``gradient_and_jacobian`` computes
-on a subsample S are returned as a ``JacobianFactors`` and passed to ``gauss_newton``.
+on a subsample S are returned as a ``JacobianFactors`` and passed to ``gauss_newton``. The
+one thing kept, when asked: ``objective(theta, keep=True)``'s forward pass (``kept.py``),
+read only by calls that say ``kept=True``; it changes no result beyond rounding.
 """
 import math
 from dataclasses import dataclass
