@@ -99,8 +99,9 @@ def local_launch(n, mpiexec=None):
 
 def speed_environment():
     """The variables set here that change how fast runs go, never what they compute: BLAS
-    threads, and MPICH's tuning variables (MPIR_CVAR_...), as NAME=value strings."""
-    return [f"{k}={os.environ[k]}" for k in BLAS_THREADS if k in os.environ] + \
+    threads, how ranks wait (DNEWTON_WAIT, polling.py), and MPICH's tuning variables
+    (MPIR_CVAR_...), as NAME=value strings."""
+    return [f"{k}={os.environ[k]}" for k in (*BLAS_THREADS, "DNEWTON_WAIT") if k in os.environ] + \
         [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MPIR_CVAR_")]
 
 

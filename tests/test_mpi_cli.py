@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dnewton_core import costs
+from dnewton_core import costs, environment, polling
 from dnewton_core.data import load_dataset
 from dnewton_core.environment import local_environment, local_launch
 from dnewton_core.ledger import training_bytes
@@ -255,8 +255,12 @@ def test_waiting_ranks_nap_or_spin_and_train_alike(tmp_path, monkeypatch):
     runs = {}
     for mode in ("spin", "nap", "auto"):
         monkeypatch.setitem(ENV, "DNEWTON_WAIT", mode)
-        runs[mode] = train_json(tmp_path, 4, "--iters", 3, "--hidden", "16,16",
-                                "--splits", "2,1,1,1")["history"]
+        r = train_json(tmp_path, 4, "--iters", 3, "--hidden", "16,16", "--splits", "2,1,1,1")
+        runs[mode] = r["history"]
+        # the JSON says how the ranks waited ("auto": patient when 4 ranks share fewer cores)
+        want = mode if mode != "auto" else \
+            polling.wait_mode(4, len(environment.usable_cores()), "auto")
+        assert r["config"]["wait"] == want, (mode, r["config"]["wait"])
     sent = lambda history: [{p: (v["messages"], v["bytes"]) for p, v in r["comm"].items()}
                             for r in history]
     path = lambda history: [(r["objective"], r["cg_iters"], r["alpha"]) for r in history]
