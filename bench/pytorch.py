@@ -81,11 +81,7 @@ def newton_iterations(net, theta, config, iters):
         S = torch.from_numpy(draw_subsample(rng, len(net.X), size))
         g = torch.autograd.grad(f_t, theta)[0]
         f, theta = f_t.item(), theta.detach()
-        XS = net.X[S]
-        outS = lambda t: net.out(t, XS)                # noqa: E731
-        _, jvp = torch.func.linearize(outS, theta)
-        _, vjp = torch.func.vjp(outS, theta)
-        G = lambda v: vjp(jvp(v) * (2.0 / size))[0] + v / net.C + lam * v   # noqa: E731
+        G = damped_gauss_newton(net, theta, net.X[S], lam)
         d = cg(G, -g, config.xi * g.norm().item(), config.cg_max)
         gd, dGd = (g @ d).item(), (d @ G(d)).item() - lam * (d @ d).item()
         alpha = 1.0
@@ -101,6 +97,17 @@ def newton_iterations(net, theta, config, iters):
         lam = levenberg_marquardt(lam, rho, config.boost, config.drop)
         theta = trial
     return (time.perf_counter() - tic) / iters, f_t.item()
+
+
+def damped_gauss_newton(net, theta, XS, lam):
+    """v -> (G_S + lambda I) v on the rows XS = X[S], squared loss (B = 2I): J v from
+    ``torch.func.linearize`` and J^T u from ``torch.func.vjp``, the forward pass on S done
+    once here and kept by both."""
+    def out(t):
+        return net.out(t, XS)
+    _, jvp = torch.func.linearize(out, theta)
+    _, vjp = torch.func.vjp(out, theta)
+    return lambda v: vjp(jvp(v) * (2.0 / len(XS)))[0] + v / net.C + lam * v
 
 
 def cg(A, b, tol, max_iter):
@@ -121,14 +128,11 @@ def cg(A, b, tol, max_iter):
 
 def product_seconds(net, theta, size, repeats=10):
     """Best time of one G_S v (jvp then vjp, forward on S cached), |S| = ``size``."""
-    XS = net.X[:size]
-    outS = lambda t: net.out(t, XS)                    # noqa: E731
-    _, jvp = torch.func.linearize(outS, theta)
-    _, vjp = torch.func.vjp(outS, theta)
+    G = damped_gauss_newton(net, theta, net.X[:size], 0.0)
     v, best = torch.randn_like(theta), math.inf
     for _ in range(repeats):
         tic = time.perf_counter()
-        vjp(jvp(v) * (2.0 / size))[0].add_(v / net.C)
+        G(v)
         best = min(best, time.perf_counter() - tic)
     return best
 
@@ -157,7 +161,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", module="torch")   # linearize's deprecated jit inside
     name, hidden = "fashion-mnist", (32, 32) if args.quick else (300, 300)
-    threads = [1] if args.quick else args.threads
+    counts = [1] if args.quick else args.threads
     data = load_dataset(name)
     layers = (data.n_features, *hidden, data.n_classes)
     X = torch.from_numpy(np.ascontiguousarray(data.X_train, dtype=np.float64))
@@ -167,7 +171,7 @@ def main(argv=None):
     config = NewtonConfig()
     print(f"PyTorch {torch.__version__}, float64, {name} {'-'.join(map(str, layers))}, "
           f"l = {len(X)}, |S| = {config.subsample_size(len(X))}")
-    for threads in threads:
+    for threads in counts:
         torch.set_num_threads(threads)
         product = product_seconds(net, theta, config.subsample_size(len(X)))
         newton, f = newton_iterations(net, theta, config, args.iters)

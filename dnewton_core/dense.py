@@ -18,8 +18,7 @@ import numpy as np
 
 from . import reference as ref
 from .kept import Kept
-from .model import (ConfigError, JacobianFactors, ObjectiveConfig, check_factors, check_gn_mode,
-                    network_layers)
+from .model import ConfigError, JacobianFactors, ObjectiveConfig, check_factors, check_gn_mode, network_layers
 from .partition import Grid
 
 

@@ -24,8 +24,7 @@ from .comm import Comm
 from .costs import link_op
 from .kept import Kept
 from .ledger import sync_threshold
-from .model import (PIPELINE, JacobianFactors, ObjectiveConfig, check_factors, check_gn_mode,
-                    network_layers)
+from .model import PIPELINE, JacobianFactors, ObjectiveConfig, check_factors, check_gn_mode, network_layers
 from .partition import Grid
 from .splits import check_rank_count
 
