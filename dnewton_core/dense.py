@@ -18,7 +18,16 @@ import numpy as np
 
 from . import reference as ref
 from .kept import Kept
-from .model import ConfigError, JacobianFactors, ObjectiveConfig, check_factors, check_gn_mode, network_layers
+from .model import (
+    ConfigError,
+    JacobianFactors,
+    ObjectiveConfig,
+    batch_slices,
+    batches,
+    check_factors,
+    check_gn_mode,
+    network_layers,
+)
 from .partition import Grid
 
 
@@ -54,15 +63,6 @@ class DenseModel:
     def _params(self, theta):
         return ref.unflatten(theta, self.layers)
 
-    def _batches(self, rows):
-        size = self.config.batch_size
-        return [rows[k:k + size] for k in range(0, len(rows), size)]
-
-    def _ranges(self, n):
-        """Instances 0..n-1 in batches, as slices: a slice of X is a view, not a copy."""
-        size = self.config.batch_size
-        return [slice(k, min(k + size, n)) for k in range(0, n, size)]
-
     def objective(self, theta, keep=False):
         """f(theta), batch by batch; with ``keep``, z^1..z^L on the training set are kept
         (``kept.Kept``, E l (n_1 + ... + n_L) bytes) for the gradient and the training
@@ -70,7 +70,7 @@ class DenseModel:
         params, xi = self._params(theta), 0.0
         keep = keep and self._kept.start(self.n_train, dict(enumerate(self.layers[1:], 1)),
                                          theta.dtype)
-        for rows in self._ranges(self.n_train):
+        for rows in batch_slices(self.n_train, self.config.batch_size):
             zs = ref.forward(params, self.X_train[rows], self.act)
             xi += float(ref.loss_terms(zs[-1], self.Y[rows], self.loss)[0].sum())
             if keep:
@@ -91,7 +91,7 @@ class DenseModel:
 
     def gradient(self, theta):
         params, grad = self._params(theta), theta / self.C
-        for rows in self._ranges(self.n_train):
+        for rows in batch_slices(self.n_train, self.config.batch_size):
             self._add_gradient(params, rows, 1.0 / self.n_train, grad)
         return grad
 
@@ -102,7 +102,7 @@ class DenseModel:
         params, grad = self._params(theta), theta / self.C
         kept = self._kept.at(theta) if kept else None
         rest = np.setdiff1d(np.arange(self.n_train), S, assume_unique=True)
-        for rows in self._batches(rest):
+        for rows in batches(rest, self.config.batch_size):
             self._add_gradient(params, rows, 1.0 / self.n_train, grad, kept)
         zs = self._add_gradient(params, S, 1.0 / self.n_train, grad, kept)
         return grad, JacobianFactors(S, (zs[:-1], self._factor(params, zs),
@@ -203,7 +203,7 @@ class DenseModel:
                         (self.X_test, self.data.y_test, None)):
             hits = sum(int(((ref.forward(params, X[rows], self.act)[-1] if Z is None
                              else Z[rows]).argmax(axis=1) == y[rows]).sum())
-                       for rows in self._ranges(len(y)))
+                       for rows in batch_slices(len(y), self.config.batch_size))
             out.append(hits / len(y) if len(y) else float("nan"))
         return tuple(out)
 

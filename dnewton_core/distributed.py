@@ -24,7 +24,16 @@ from .comm import Comm
 from .costs import link_op
 from .kept import Kept
 from .ledger import sync_threshold
-from .model import PIPELINE, JacobianFactors, ObjectiveConfig, check_factors, check_gn_mode, network_layers
+from .model import (
+    PIPELINE,
+    JacobianFactors,
+    ObjectiveConfig,
+    batch_slices,
+    batches,
+    check_factors,
+    check_gn_mode,
+    network_layers,
+)
 from .partition import Grid
 from .splits import check_rank_count
 
@@ -234,15 +243,6 @@ class DistributedModel:
         return z_in, D, P
 
     # -- the model interface ------------------------------------------------------------
-    def _batches(self, rows):
-        size = self.config.batch_size
-        return [rows[k:k + size] for k in range(0, len(rows), size)]
-
-    def _ranges(self, n):
-        """Instances 0..n-1 in batches, as slices: a slice of X is a view, not a copy."""
-        size = self.config.batch_size
-        return [slice(k, min(k + size, n)) for k in range(0, n, size)]
-
     def objective(self, theta, keep=False):
         """f(theta): forward passes, one scalar allreduce. ``keep``: z^{m-1} (m > 1), z^m, and
         on layer L dxi and softmax p stay for the gradient and accuracy here (``kept.py``)."""
@@ -251,7 +251,7 @@ class DistributedModel:
         keep = keep and self._kept.start(self.n_train, dict(
             z_in=len(p.rows) * (p.m > 1), z_out=c, dxi=c * L, prob=c * L * (self.loss != "squared")),
             self.dtype)
-        for rows in self._ranges(self.n_train):
+        for rows in batch_slices(self.n_train, self.config.batch_size):
             z_in, z_out, part, dxi, prob = self._forward_terms(W, b, self.X, self.Y, rows)
             loss += float(part)
             if keep:
@@ -264,7 +264,7 @@ class DistributedModel:
     def gradient(self, theta):
         """This rank's block of grad f: mini-batched forward and backward passes, pipelined."""
         grad = theta / self.C
-        self._pipelined(theta, self._ranges(self.n_train), grad)
+        self._pipelined(theta, batch_slices(self.n_train, self.config.batch_size), grad)
         return grad
 
     def gradient_and_jacobian(self, theta, S, kept=False):
@@ -274,7 +274,7 @@ class DistributedModel:
         that the Jacobian needs are still here."""
         S, grad, kept = np.asarray(S), theta / self.C, self._kept.at(theta) if kept else None
         rest = np.setdiff1d(np.arange(self.n_train), S, assume_unique=True)
-        self._pipelined(theta, self._batches(rest), grad, kept)
+        self._pipelined(theta, batches(rest, self.config.batch_size), grad, kept)
         factors = self._pass(theta, S, self.X, self.Y, 1.0 / self.n_train, grad,
                              jacobian=True, kept=kept)[2]
         return grad, JacobianFactors(S, factors)
@@ -371,7 +371,7 @@ class DistributedModel:
         for X, Y, n, Z in ((self.X, self.Y, self.n_train, zL),
                            (self.X_test, self.Y_test, self.n_test, None)):
             hits = 0
-            for rows in self._ranges(n):
+            for rows in batch_slices(n, self.config.batch_size):
                 z = self._forward(W, b, X, rows)[1] if Z is None else Z[rows]
                 if p.m != self.L:
                     continue

@@ -112,6 +112,16 @@ def check_gn_mode(gn, sync=1.0):
                           "Gauss-Newton matrix all partitions share one CG")
 
 
+def batches(rows, size):
+    """The instance indices ``rows`` in mini-batches of ``size`` (index arrays)."""
+    return [rows[k:k + size] for k in range(0, len(rows), size)]
+
+
+def batch_slices(n, size):
+    """Instances 0..n-1 in mini-batches of ``size``, as slices: a slice of X is a view."""
+    return [slice(k, min(k + size, n)) for k in range(0, n, size)]
+
+
 def network_layers(n_features, hidden, n_classes):
     """(n_0, ..., n_L) from the data's sizes and the hidden layer widths."""
     return (n_features, *hidden, n_classes)

@@ -102,13 +102,8 @@ def _collective(op, n, p, net):
     return 1.0 if net is COUNT else netmodel.seconds(op, n, p, net)
 
 
-def _allreduce(n, p, net):
-    """Modeled seconds of an allreduce of n bytes over p ranks (``_collective``)."""
-    return _collective("allreduce", n, p, net)
-
-
 def _scalars(count, grid, net):
-    return count * _allreduce(F64, grid.size, net)
+    return count * _collective("allreduce", F64, grid.size, net)
 
 
 def _add(*pairs):
@@ -142,7 +137,7 @@ def newton_iteration(grid, w, rate, net, gn="full", cores=None):
     product = sum(products) if net is None else \
         max(max(products), sum(products) / (cores or len(products)))
     iters = w.cg_full if gn == "full" else w.cg_diag
-    big = _allreduce(F64 * w.subsample * n_L, grid.size, net)
+    big = _collective("allreduce", F64 * w.subsample * n_L, grid.size, net)
     cg = (iters * product, (iters * big + _scalars(1 + 2 * iters, grid, net)
                             if gn == "full" else 0.0) + _scalars(3, grid, net))
     trials = w.trials_full if gn == "full" else w.trials_diag

@@ -43,7 +43,7 @@ from dnewton_core.comm import Comm
 from dnewton_core.dense import DenseModel
 from dnewton_core.distributed import DistributedModel
 from dnewton_core.ledger import combine_records
-from dnewton_core.model import ConfigError, ObjectiveConfig
+from dnewton_core.model import ConfigError, ObjectiveConfig, batches
 from dnewton_core.newton import NewtonConfig, newton
 from dnewton_core.sgd import SGDConfig, sgd
 
@@ -202,7 +202,7 @@ def job_products(a, comm):
     out["gradient"] = rel(assemble(comm, grid, g, n)[0], dense.gradient(theta))
     # the pipelined pass adds the same batches in the same order as one batch at a time
     one_by_one = theta[idx] / dm.C
-    for rows in dm._batches(np.arange(a.l)):
+    for rows in batches(np.arange(a.l), dm.config.batch_size):
         dm._pass(theta[idx], rows, dm.X, dm.Y, 1.0 / a.l, one_by_one)
     out["pipelined_bitwise"] = int(sum(comm.world.allgather(int(np.array_equal(g, one_by_one)))))
     b = np.sort(np.random.default_rng(3000 + a.seed).choice(a.l, size=min(a.l, 9), replace=False))
