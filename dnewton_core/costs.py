@@ -18,7 +18,7 @@ Every function returns {"messages": int, "bytes": int}.
 """
 import math
 
-from .model import element_bytes
+from .model import element_bytes, jacobian_chunks
 
 F64 = 8                     # bytes of a scalar sum (always float64) or a notification (int64)
 
@@ -111,11 +111,13 @@ def gradient(grid, l, subsample, batch_size, loss="squared", dtype="float64", ke
                        backward(grid, b, dtype)) for b in sizes), _world(grid, 1, 1))
 
 
-def jacobian(grid, subsample, loss="squared", dtype="float64"):
-    """The factored Jacobian on S: the backward links x n_L (+ p on S for softmax)."""
+def jacobian(grid, subsample, batch_size, loss="squared", dtype="float64"):
+    """The factored Jacobian on S: the backward links x n_L, chunk by chunk of S
+    (``model.jacobian_chunks``), + p on S for softmax."""
     n_L = grid.layers[-1]
     softmax = _world(grid, 1, subsample * n_L, dtype) if loss == "cross_entropy" else _cost()
-    return _add(_links(grid, subsample, range(1, grid.L), width=n_L, dtype=dtype), softmax)
+    return _add(*(_links(grid, c.stop - c.start, range(1, grid.L), width=n_L, dtype=dtype)
+                  for c in jacobian_chunks(subsample, batch_size, n_L)), softmax)
 
 
 def cg(grid, subsample, iterations, gn="full", rule="partition", dtype="float64"):

@@ -68,8 +68,8 @@ class DenseModel:
         (``kept.Kept``, E l (n_1 + ... + n_L) bytes) for the gradient and the training
         accuracy at this same theta."""
         params, xi = self._params(theta), 0.0
-        keep = keep and self._kept.start(self.n_train, dict(enumerate(self.layers[1:], 1)),
-                                         theta.dtype)
+        keep = keep and self._kept.start(self.n_train, {
+            m: (n_m, theta.dtype) for m, n_m in enumerate(self.layers[1:], 1)})
         for rows in batch_slices(self.n_train, self.config.batch_size):
             zs = ref.forward(params, self.X_train[rows], self.act)
             xi += float(ref.loss_terms(zs[-1], self.Y[rows], self.loss)[0].sum())

@@ -28,14 +28,15 @@ from .model import (
     PIPELINE,
     JacobianFactors,
     ObjectiveConfig,
+    batch_count,
     batch_slices,
     batches,
     check_factors,
     check_gn_mode,
+    jacobian_chunks,
     network_layers,
 )
-from .partition import Grid
-from .splits import check_rank_count
+from .splits import checked_grid
 
 
 class DistributedModel:
@@ -51,7 +52,7 @@ class DistributedModel:
         self.comm = comm or Comm()
         self.config = objective
         self.layers = network_layers(data.n_features, hidden, data.n_classes)
-        self.grid = self.comm.agree_on(lambda: _checked_grid(self.layers, splits, gn, sync,
+        self.grid = self.comm.agree_on(lambda: checked_grid(self.layers, splits, gn, sync,
                                                              self.comm.size))
         self.gn, self.sync = gn, sync
         grid, rank = self.grid, self.comm.rank
@@ -75,6 +76,8 @@ class DistributedModel:
 
         self._hold_share(data, objective.init_seed)
         self._kept = Kept(objective.keep_forward)     # what objective(keep=True) keeps
+        # ... with d xi / d z^L and p on layer L only where they would need messages again
+        self._kept_terms = self.loss == "cross_entropy" and grid.splits[-1] > 1
         self._cg_steps = 0                # CG steps of this partition in the current solve
 
     def _hold_share(self, data, seed):
@@ -116,17 +119,18 @@ class DistributedModel:
     # -- forward and backward over one batch --------------------------------------------
     def _forward(self, W, b, X, rows):
         """z^{m-1}[rows, T_{m-1,i}], and z^m[rows, T_{m,j}] (z^L when m = L)."""
-        p, n = self.part, _count(rows)
+        p, n = self.part, batch_count(rows)
         self.comm.patience.expect(2.0 * n * self.largest_block)      # polling.py
         if p.m == 1:
             z_in = X[rows]
         else:
-            z_in = ref.activate(self._receive((n, len(p.rows)), self.in_link, p.m - 1), self.act)
+            s_in = self._receive((n, len(p.rows)), self.in_link, p.m - 1)
+            z_in = ref.activate(s_in, self.act, out=s_in)
         partial = z_in @ W                                           # (n, |T_{m,j}|)
         if b is not None:
             partial += b
         s = self._send(partial, self.out_link, p.m)
-        return z_in, (s if p.m == self.L else ref.activate(s, self.act))
+        return z_in, (s if p.m == self.L else ref.activate(s, self.act, out=s))
 
     def _send(self, buf, link, m, backward=False, receives=False):
         """Put this rank's ``buf`` into the sum over layer m's ``link`` by its collective
@@ -159,37 +163,39 @@ class DistributedModel:
         log_norm = (np.log(total) + shift).sum() if self.part.j == 0 else 0.0  # counted once
         return log_norm - (zL * Y).sum(), dxi, prob
 
-    def _pass(self, theta, rows, X, Y, scale=None, grad=None, jacobian=False, kept=None):
-        """Forward over one batch (or its terms ``kept``); with ``grad``, backward too, adding
-        scale * J^T dxi. Returns (this rank's loss contribution, z^m on its slice, the
-        Jacobian factors on these rows when ``jacobian`` else None)."""
+    def _pass(self, theta, rows, scale, grad, jacobian=False, kept=None):
+        """Forward over one batch of the training set (or its terms ``kept``) and backward,
+        adding scale * J^T dxi to ``grad``. Returns the Jacobian factors on these rows when
+        ``jacobian``, else None."""
         W, b = self.block(theta)
-        z_in, z_out, loss, dxi, prob = self._forward_terms(W, b, X, Y, rows, kept)
-        if grad is None:
-            return loss, z_out, None
-        self._backward(W, z_in, z_out, dxi, scale, grad)
-        factors = None
-        if jacobian:
-            with self.comm.phase("jacobian"):
-                factors = self._factor_jacobian(W, z_in, z_out, prob)
-        return loss, z_out, factors
+        z_in, slope, _, _, dxi, prob = self._forward_terms(W, b, self.X, self.Y, rows, kept)
+        self._backward(W, z_in, slope, dxi, scale, grad)
+        if not jacobian:
+            return None
+        with self.comm.phase("jacobian"):
+            return self._factor_jacobian(W, z_in, slope, prob)
 
     def _forward_terms(self, W, b, X, Y, rows, kept=None):
-        """Forward over one batch: (z^{m-1}, z^m on this rank's slices, its loss contribution,
-        and on layer L d xi / d z^L and softmax p on its slice, else None); read from the
-        ``kept`` arrays (the loss then 0) without a forward pass or a message when given."""
+        """Forward over one batch: (z^{m-1}, sigma'(s^m) on this rank's slice (m < L; for relu
+        a bool mask), z^L on its slice (m = L), its loss contribution, and on layer L
+        d xi / d z^L and softmax p on its slice; None where not on this layer), read from the
+        ``kept`` arrays (the loss then 0) without a forward pass or a message when given:
+        d xi / d z^L and p are kept only where computing them again from z^L would send
+        messages (cross-entropy on a split output layer, ``_kept_terms``)."""
         p = self.part
         if kept is not None:
             get = lambda name: kept[name][rows] if name in kept else None   # noqa: E731
-            return (X[rows] if p.m == 1 else get("z_in")), get("z_out"), 0.0, get("dxi"), \
-                get("prob")
+            z_L, dxi, prob = get("z_L"), get("dxi"), get("prob")
+            if z_L is not None and not self._kept_terms:
+                dxi, prob = self._output_terms(z_L, Y[rows])[1:]
+            return (X[rows] if p.m == 1 else get("z_in")), get("slope"), z_L, 0.0, dxi, prob
         z_in, z_out = self._forward(W, b, X, rows)
         if p.m != self.L:
-            return z_in, z_out, 0.0, None, None
+            return z_in, ref.activation_derivative(z_out, self.act), None, 0.0, None, None
         loss, dxi, prob = self._output_terms(z_out, Y[rows])
-        return z_in, z_out, loss * (p.i == 0), dxi, prob   # each slice counted once
+        return z_in, None, z_out, loss * (p.i == 0), dxi, prob   # each slice counted once
 
-    def _backward(self, W, z_in, z_out, dxi, scale, grad):
+    def _backward(self, W, z_in, slope, dxi, scale, grad):
         """Backward over one batch: grad += scale * (this block's part of J^T dxi), and
         delta^m W_ij^T (n, |T_{m-1,i}|) sent back to layer m - 1."""
         p, n = self.part, len(z_in)
@@ -197,7 +203,7 @@ class DistributedModel:
             delta = dxi * scale                                      # (n, |T_{L,j}|)
         else:
             dz = self._receive((n, len(p.cols)), self.out_link, p.m, backward=True)
-            delta = dz * ref.activation_derivative(z_out, self.act)  # (n, |T_{m,j}|)
+            delta = dz * slope                                       # (n, |T_{m,j}|)
         grad[:self.n_W] += (z_in.T @ delta).ravel()
         if p.has_bias:
             grad[self.n_W:] += delta.sum(axis=0)
@@ -209,30 +215,35 @@ class DistributedModel:
         forward pass of a wave, then every backward pass in the same order (docs/method.md
         §4). While layer m works on batch k, layer m + 1 works on batch k - 1, so the layers
         compute at the same time; each rank adds the batches in the same order as one
-        batch after the other would, so the gradient is the same to the last bit."""
-        W, b = self.block(theta)
-        for start in range(0, len(batches), PIPELINE):
+        batch after the other would, so the gradient is the same to the last bit. From the
+        ``kept`` pass there is no forward message to overlap: waves of one batch, each read
+        from the kept arrays just before its backward pass."""
+        W, b, wave_size = *self.block(theta), PIPELINE if kept is None else 1
+        for start in range(0, len(batches), wave_size):
             wave = [self._forward_terms(W, b, self.X, self.Y, rows, kept)
-                    for rows in batches[start:start + PIPELINE]]
+                    for rows in batches[start:start + wave_size]]
             while wave:                       # each batch freed once its backward is done
-                z_in, z_out, _, dxi, _ = wave.pop(0)
-                self._backward(W, z_in, z_out, dxi, 1.0 / self.n_train, grad)
+                z_in, slope, _, _, dxi, _ = wave.pop(0)
+                self._backward(W, z_in, slope, dxi, 1.0 / self.n_train, grad)
 
-    def _factor_jacobian(self, W, z_in, z_out, prob):
+    def _factor_jacobian(self, W, z_in, slope, prob):
         """(z^{m-1}[S, T_{m-1,i}], D_ij = d z^L / d s^m[T_{m,j}] (|S|, n_L, |T_{m,j}|), p or None):
-        the gradient's backward recursion carried for the n_L outputs at once. For softmax,
-        every rank also needs p on S (|S|, n_L) for B = diag(p) - p p^T."""
+        the gradient's backward recursion carried for the n_L outputs at once, chunk by chunk
+        of S (``model.jacobian_chunks``). For softmax, every rank also needs p on S
+        (|S|, n_L) for B = diag(p) - p p^T."""
         p, n = self.part, len(z_in)
         cols, rows = len(p.cols), len(p.rows)
-        if p.m == self.L:
-            D = np.zeros((n, self.n_L, cols), self.dtype)
+        D = (np.zeros if p.m == self.L else np.empty)((n, self.n_L, cols), self.dtype)
+        if p.m == self.L:                                        # D^L: a 0/1 selection
             D[:, np.arange(p.cols.start, p.cols.stop), np.arange(cols)] = 1.0
-        else:
-            D = self._receive((n, self.n_L, cols), self.out_link, p.m, backward=True)
-            D *= ref.activation_derivative(z_out, self.act)[:, None, :]
-        if p.m > 1:
-            back = (D.reshape(n * self.n_L, cols) @ W.T).reshape(n, self.n_L, rows)
-            self._send(back, self.in_link, p.m - 1, backward=True)
+        for c in jacobian_chunks(n, self.config.batch_size, self.n_L):
+            k = c.stop - c.start
+            if p.m < self.L:
+                D[c] = self._receive((k, self.n_L, cols), self.out_link, p.m, backward=True)
+                D[c] *= slope[c, None, :]
+            if p.m > 1:
+                back = (D[c].reshape(k * self.n_L, cols) @ W.T).reshape(k, self.n_L, rows)
+                self._send(back, self.in_link, p.m - 1, backward=True)
         P = None
         if self.loss == "cross_entropy":
             P = np.zeros((n, self.n_L), self.dtype)
@@ -244,18 +255,21 @@ class DistributedModel:
 
     # -- the model interface ------------------------------------------------------------
     def objective(self, theta, keep=False):
-        """f(theta): forward passes, one scalar allreduce. ``keep``: z^{m-1} (m > 1), z^m, and
-        on layer L dxi and softmax p stay for the gradient and accuracy here (``kept.py``)."""
+        """f(theta): forward passes, one scalar allreduce. ``keep``: z^{m-1} (m > 1), and
+        sigma'(s^m) (m < L; for relu a bool mask, 1 byte an entry) or z^L (m = L; with
+        d xi / d z^L and softmax p if ``_kept_terms``) stay for the gradient and accuracy
+        here (``kept.py``)."""
         p, (W, b), loss = self.part, self.block(theta), 0.0
-        c, L = len(p.cols), p.m == self.L                # widths; 0: not kept on this rank
+        c, L, E = len(p.cols), p.m == self.L, self.dtype     # widths; 0: not kept on this rank
+        terms = c * L * self._kept_terms
         keep = keep and self._kept.start(self.n_train, dict(
-            z_in=len(p.rows) * (p.m > 1), z_out=c, dxi=c * L, prob=c * L * (self.loss != "squared")),
-            self.dtype)
+            z_in=(len(p.rows) * (p.m > 1), E), slope=(c * (not L), ref.slope_dtype(self.act, E)),
+            z_L=(c * L, E), dxi=(terms, E), prob=(terms, E)))
         for rows in batch_slices(self.n_train, self.config.batch_size):
-            z_in, z_out, part, dxi, prob = self._forward_terms(W, b, self.X, self.Y, rows)
+            z_in, slope, z_L, part, dxi, prob = self._forward_terms(W, b, self.X, self.Y, rows)
             loss += float(part)
             if keep:
-                self._kept.put(rows, dict(z_in=z_in, z_out=z_out, dxi=dxi, prob=prob))
+                self._kept.put(rows, dict(z_in=z_in, slope=slope, z_L=z_L, dxi=dxi, prob=prob))
         if keep:
             self._kept.finish(theta)
         local = float(theta @ theta) / (2.0 * self.C) + loss / self.n_train
@@ -275,14 +289,13 @@ class DistributedModel:
         S, grad, kept = np.asarray(S), theta / self.C, self._kept.at(theta) if kept else None
         rest = np.setdiff1d(np.arange(self.n_train), S, assume_unique=True)
         self._pipelined(theta, batches(rest, self.config.batch_size), grad, kept)
-        factors = self._pass(theta, S, self.X, self.Y, 1.0 / self.n_train, grad,
-                             jacobian=True, kept=kept)[2]
+        factors = self._pass(theta, S, 1.0 / self.n_train, grad, jacobian=True, kept=kept)
         return grad, JacobianFactors(S, factors)
 
     def stochastic_gradient(self, theta, batch):
         """theta / C + mean over ``batch`` of grad xi_i (this rank's block)."""
         grad = theta / self.C
-        self._pass(theta, batch, self.X, self.Y, 1.0 / len(batch), grad)
+        self._pass(theta, batch, 1.0 / len(batch), grad)
         return grad
 
     def gauss_newton(self, J, v):
@@ -367,16 +380,17 @@ class DistributedModel:
         """(train, test) accuracy: forward passes (the training set's z^L from the kept pass
         when theta is the kept point, ``kept``), argmax over all outputs, one scalar sum."""
         p, (W, b), correct = self.part, self.block(theta), []
-        zL = (self._kept.at(theta) or {}).get("z_out") if kept else None   # z^L when m = L
-        for X, Y, n, Z in ((self.X, self.Y, self.n_train, zL),
+        kept = self._kept.at(theta) if kept else None    # None: pass forward (or not enabled)
+        for X, Y, n, K in ((self.X, self.Y, self.n_train, kept),
                            (self.X_test, self.Y_test, self.n_test, None)):
             hits = 0
             for rows in batch_slices(n, self.config.batch_size):
-                z = self._forward(W, b, X, rows)[1] if Z is None else Z[rows]
+                z = self._forward(W, b, X, rows)[1] if K is None else None  # kept: no message
                 if p.m != self.L:
                     continue
+                z = K["z_L"][rows] if z is None else z
                 if self.grid.splits[-1] > 1:
-                    full = np.zeros((_count(rows), self.n_L), self.dtype)
+                    full = np.zeros((batch_count(rows), self.n_L), self.dtype)
                     if p.i == 0:
                         full[:, self.cols] = z
                     z = self.comm.allreduce(full, self.output, receives=p.i != 0)
@@ -385,7 +399,7 @@ class DistributedModel:
                 else:
                     Yr = Y[rows]
                 if p.i == 0:
-                    hits += Yr[np.arange(_count(rows)), z.argmax(axis=1)].sum()
+                    hits += Yr[np.arange(batch_count(rows)), z.argmax(axis=1)].sum()
             correct.append(hits)
         c_train, c_test = self.comm.allreduce_scalars(*correct,
                                                       receives=not (p.m == self.L and p.i == 0))
@@ -402,17 +416,4 @@ class DistributedModel:
 
     def take_comm_record(self):
         return self.comm.take_record()
-
-
-def _checked_grid(layers, splits, gn, sync, n_ranks):
-    """The grid, after every check that must hold before the first collective."""
-    check_gn_mode(gn, sync)
-    grid = Grid(layers, tuple(splits))
-    check_rank_count(grid, n_ranks)
-    return grid
-
-
-def _count(rows):
-    """Instances in a batch: a slice (a range of instances) or an array of indices."""
-    return rows.stop - rows.start if isinstance(rows, slice) else len(rows)
 

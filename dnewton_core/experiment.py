@@ -111,7 +111,9 @@ def _check_memory(layers, part, n_train, n_test, problem, objective):
              NewtonConfig(subsample=problem.subsample).subsample_size(n_train))
     need = memory.dense_bytes(layers, *sizes, objective.dtype, objective.keep_forward) \
         if part is None else memory.partition_bytes(layers, part, *sizes, objective.dtype,
-                                                     keep=objective.keep_forward)
+                                                     keep=objective.keep_forward,
+                                                     activation=objective.activation,
+                                                     loss=objective.loss)
     who = "the one-process model" if part is None else f"this rank's share ({part.weights})"
     line = memory.refusal(need, *memory.available_bytes(memory.local_ranks()), who)
     if line:

@@ -3,8 +3,8 @@
 Newton's line search evaluates f at its trial points, and the trial it accepts is the next
 iteration's theta, where the gradient pass and the training accuracy need that same forward
 pass again. ``objective(theta, keep=True)`` fills a ``Kept`` batch by batch with what they
-need of it (per model: z^1..z^L on one process; on a rank, z^{m-1}, z^m, and on layer L
-d xi / d z^L and p); ``gradient_and_jacobian(theta, S, kept=True)`` and
+need of it (per model: z^1..z^L on one process; on a rank, z^{m-1}, and sigma'(s^m) (m < L:
+a bool mask for relu) or z^L, d xi / d z^L and p (m = L)); ``gradient_and_jacobian(theta, S, kept=True)`` and
 ``accuracy(theta, kept=True)`` then read it instead of passing forward again.
 
 Whether theta is the kept point is the solver's word (``kept=True``), the same on every
@@ -21,16 +21,17 @@ class Kept:
     def __init__(self, enabled=True):
         self.enabled, self.arrays, self.theta = enabled, {}, None
 
-    def start(self, l, widths, dtype):
-        """Ready to be filled (False when not enabled): an (l, w) array for each name: w of
-        ``widths`` with w > 0, allocated once, and invalid until ``finish``."""
+    def start(self, l, columns):
+        """Ready to be filled (False when not enabled): an (l, w) array of dtype t for each
+        name of ``columns`` {name: (w, t)} with w > 0, allocated once, and invalid until
+        ``finish``."""
         self.theta = None
         if not self.enabled:
             return False
-        shapes = {name: (l, w) for name, w in widths.items() if w > 0}
-        if {name: a.shape for name, a in self.arrays.items()} != shapes:
+        wanted = {name: ((l, w), np.dtype(t)) for name, (w, t) in columns.items() if w > 0}
+        if {name: (a.shape, a.dtype) for name, a in self.arrays.items()} != wanted:
             self.arrays = {}                           # freed before the new ones exist
-            self.arrays = {name: np.empty(shape, dtype) for name, shape in shapes.items()}
+            self.arrays = {name: np.empty(*spec) for name, spec in wanted.items()}
         return True
 
     def put(self, rows, values):

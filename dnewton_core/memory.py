@@ -11,16 +11,23 @@ number (the model's dtype: 8 for float64, 4 for float32) and 8 per int64 class c
               + (E c + 8) (l + l_t) the label columns and the class codes (m = L)
     parameters  E p VECTORS         theta (model and solver), g, CG's x, r, p, A p and its
                                     terms, the line search's trial point, a block-sized GEMM
-    jacobian    E s (r + n_L c + n_L) x 2   z^{m-1} and D on S, p for softmax; an iteration
-                                    keeps the last one while it builds the next
-    work        E max(b', s) (3 r + 5 c) + E s n_L r [m > 1]   one batch's forward and
+    jacobian    E s (r + n_L c + n_L)   z^{m-1} and D on S, p for softmax (the solver frees
+                                    them before its line search and the next ones)
+    work        E max(b', s) (3 r + 5 c) + E s' n_L r [m > 1]   one batch's forward and
                                     backward buffers (b' = min(b, max(l, l_t)), the largest
-                                    batch), the Jacobian's backward product
-              + E b' (PIPELINE - 1) (r + c (1 + 2 [m = L]))   the other batches of a
-                                    pipelined gradient pass's wave: z^{m-1}, z^m and on
-                                    layer L d xi / d z^L and p (model.PIPELINE)
-    kept        E l (r [m > 1] + c (1 + 2 [m = L]))   the forward pass the line search keeps
-                                    (``kept.py``): the same arrays for all l instances
+                                    batch), the Jacobian's backward product on a chunk of
+                                    s' = min(s, b // n_L) instances (``model.jacobian_chunks``)
+              + b' (PIPELINE - 1) (E r + c Z)   the other batches of a pipelined gradient
+                                    pass's wave: z^{m-1}, and sigma'(s^m) or on layer L z^L,
+                                    d xi / d z^L and p (model.PIPELINE)
+    kept        l (E r [m > 1] + c K)   the forward pass the line search keeps (``kept.py``)
+                                    for all l instances: z^{m-1}, and sigma'(s^m) or z^L
+                                    (with d xi / d z^L and p only for cross-entropy on a
+                                    split output layer: else computed again from z^L)
+
+where Z = 3 E on layer L and, on the others, the bytes of an entry of sigma'(s^m): 1 for
+relu (a bool mask), E otherwise; K = Z but on layer L, E (3 E for cross-entropy when
+P_L > 1).
 
 The one-process model (``dense.DenseModel``) holds every layer and the whole data set:
 the same terms summed over the layers, its data X (l + l_t) n_0, the codes and the one-hot
@@ -32,11 +39,11 @@ import os
 
 from .model import PIPELINE, element_bytes
 from .partition import Grid
+from .reference import slope_dtype
 
 CODE = 8               # bytes of a class code (int64)
 VECTORS = 12           # parameter-sized vectors alive at once (see the docstring)
 DENSE_VECTORS = 15     # the same on one process, with the whole theta's flat copies
-JACOBIANS = 2          # the previous iteration's factors live until the new ones are built
 
 
 def _sum(parts):
@@ -44,13 +51,19 @@ def _sum(parts):
 
 
 def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
-                    dtype="float64", pipeline=PIPELINE, keep=True):
+                    dtype="float64", pipeline=PIPELINE, keep=True, activation="relu",
+                    loss="squared", chunked=True):
     """{"data", "parameters", "jacobian", "work", "kept", "total"}: bytes a rank holding
     partition ``part`` (a ``partition.Partition``) needs, closed form (module docstring),
     for a model computing in ``dtype`` with ``pipeline`` batches in flight, keeping the
-    line search's forward pass when ``keep`` (``ObjectiveConfig.keep_forward``)."""
+    line search's forward pass when ``keep`` (``ObjectiveConfig.keep_forward``);
+    ``chunked`` False: the Jacobian's backward products on all of S at once (one process)."""
     r, c, n_L, E = len(part.rows), len(part.cols), layers[-1], element_bytes(dtype)
+    Z = 3 * E if part.holds_labels else slope_dtype(activation, dtype).itemsize
+    split = loss == "cross_entropy" and c < n_L               # d xi / d z^L, p kept too
+    K = E * (1 + 2 * split) if part.holds_labels else Z
     s, rows = subsample_size, n_train + n_test
+    chunk = min(s, max(1, batch_size // n_L)) if chunked else s
     largest = min(batch_size, max(n_train, n_test))
     batch = max(largest, s)
     data = rows * ((E * r if part.holds_features else 0) +
@@ -58,18 +71,18 @@ def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
     return _sum({
         "data": data,
         "parameters": E * part.n_params * VECTORS,
-        "jacobian": E * s * (r + n_L * c + n_L) * JACOBIANS,
-        "work": E * (batch * (3 * r + 5 * c) + (s * n_L * r if part.m > 1 else 0)
-                     + largest * (pipeline - 1) * (r + c * (1 + 2 * part.holds_labels))),
-        "kept": E * n_train * (r * (part.m > 1) + c * (1 + 2 * part.holds_labels)) * keep,
+        "jacobian": E * s * (r + n_L * c + n_L),
+        "work": E * (batch * (3 * r + 5 * c) + (chunk * n_L * r if part.m > 1 else 0)
+                     ) + largest * (pipeline - 1) * (E * r + c * Z),
+        "kept": n_train * (E * r * (part.m > 1) + c * K) * keep,
     })
 
 
 def dense_bytes(layers, n_train, n_test, batch_size, subsample_size, dtype="float64", keep=True):
     """The same for the one-process model: every layer, the whole data set."""
     parts = Grid(tuple(layers), (1,) * len(layers)).partitions
-    each = [partition_bytes(layers, p, n_train, n_test, batch_size, subsample_size, dtype, 1)
-            for p in parts]
+    each = [partition_bytes(layers, p, n_train, n_test, batch_size, subsample_size, dtype, 1,
+                            chunked=False) for p in parts]
     n, E = sum(p.n_params for p in parts), element_bytes(dtype)
     rows = n_train + n_test
     return _sum({

@@ -117,9 +117,21 @@ def batches(rows, size):
     return [rows[k:k + size] for k in range(0, len(rows), size)]
 
 
+def batch_count(rows):
+    """Instances in a batch: a slice (a range of instances) or an array of indices."""
+    return rows.stop - rows.start if isinstance(rows, slice) else len(rows)
+
+
 def batch_slices(n, size):
     """Instances 0..n-1 in mini-batches of ``size``, as slices: a slice of X is a view."""
     return [slice(k, min(k + size, n)) for k in range(0, n, size)]
+
+
+def jacobian_chunks(n, batch_size, n_L):
+    """The Jacobian's backward pass over n instances of S as slices of b // n_L of them (at
+    least 1), so that none of its messages (n_L numbers an instance and column) is larger
+    than a batch's backward message, and the layers work on chunks at the same time."""
+    return batch_slices(n, max(1, batch_size // n_L))
 
 
 def network_layers(n_features, hidden, n_classes):

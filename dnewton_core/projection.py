@@ -28,6 +28,7 @@ import numpy as np
 
 from . import network as netmodel
 from .costs import F64, batch_sizes, line_search_trials, link_op, link_sizes
+from .model import jacobian_chunks
 from .newton import NewtonConfig
 from .partition import Grid
 
@@ -131,7 +132,8 @@ def newton_iteration(grid, w, rate, net, gn="full", cores=None):
     gradient = _add(_steps(grid, sizes, rate, net, cores, forward=False),   # kept forward
                     (0.0, _scalars(1, grid, net)))
     n_L = grid.layers[-1]
-    jacobian = _pass(grid, w.subsample, rate, net, backward=True, width=n_L, cores=cores)
+    jacobian = _add(*(_pass(grid, c.stop - c.start, rate, net, backward=True, width=n_L,
+                            cores=cores) for c in jacobian_chunks(w.subsample, w.batch, n_L)))
     products = [4.0 * w.subsample * (len(p.rows) + n_L) * len(p.cols) / rate
                 for p in grid.partitions]
     product = sum(products) if net is None else \

@@ -44,26 +44,35 @@ def init_block(layers, seed, m, rows, cols):
     return W, np.zeros(len(cols))
 
 
-def activate(s, activation):
-    """sigma(s) elementwise."""
+def activate(s, activation, out=None):
+    """sigma(s) elementwise, into ``out`` when given (``out=s``: in place, no new array;
+    the same numbers as a new array, operation by operation)."""
     if activation == "relu":
-        return np.maximum(s, 0.0)
+        return np.maximum(s, 0.0, out=out)
     if activation == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-s))
+        z = np.negative(s, out=out)
+        return np.reciprocal(np.add(np.exp(z, out=z), 1.0, out=z), out=z)
     if activation == "tanh":
-        return np.tanh(s)
+        return np.tanh(s, out=out)
     raise ValueError(f"unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
 
 
 def activation_derivative(z, activation):
-    """sigma'(s) written in terms of z = sigma(s)."""
+    """sigma'(s) written in terms of z = sigma(s); for relu a bool mask (z > 0), 1 byte an
+    entry: a product with it casts True, False to 1.0, 0.0, so it is the product with the
+    floats, bit for bit."""
     if activation == "relu":
-        return (z > 0).astype(z.dtype)
+        return z > 0
     if activation == "sigmoid":
         return z * (1.0 - z)
     if activation == "tanh":
         return 1.0 - z * z
     raise ValueError(f"unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
+
+
+def slope_dtype(activation, dtype):
+    """The dtype of ``activation_derivative`` for z of ``dtype``."""
+    return np.dtype(bool) if activation == "relu" else np.dtype(dtype)
 
 
 def softmax(s):

@@ -1,5 +1,6 @@
 """The splits P_0..P_L of a grid: proposed for a number of MPI ranks, checked against the
 rank count, read from text (docs/method.md §3). Pure bookkeeping, like ``partition.py``."""
+from .model import check_gn_mode
 from .partition import Grid, _as_int, _comma, _dash
 
 __all__ = ["propose_splits", "check_rank_count", "parse_splits"]
@@ -79,6 +80,15 @@ def propose_splits(layers, n_ranks):
                          f"(sum over m of P_(m-1) * P_m with 1 <= P_m <= n_m; the minimum is L = {L} ranks, "
                          f"all splits 1)")
     return best
+
+
+def checked_grid(layers, splits, gn, sync, n_ranks):
+    """The grid of ``splits``, after every check that must hold before the first collective
+    (the Gauss-Newton mode and sync fraction, the rank count)."""
+    check_gn_mode(gn, sync)
+    grid = Grid(layers, tuple(splits))
+    check_rank_count(grid, n_ranks)
+    return grid
 
 
 def check_rank_count(grid, n_ranks):

@@ -203,7 +203,7 @@ def job_products(a, comm):
     # the pipelined pass adds the same batches in the same order as one batch at a time
     one_by_one = theta[idx] / dm.C
     for rows in batches(np.arange(a.l), dm.config.batch_size):
-        dm._pass(theta[idx], rows, dm.X, dm.Y, 1.0 / a.l, one_by_one)
+        dm._pass(theta[idx], rows, 1.0 / a.l, one_by_one)
     out["pipelined_bitwise"] = int(sum(comm.world.allgather(int(np.array_equal(g, one_by_one)))))
     b = np.sort(np.random.default_rng(3000 + a.seed).choice(a.l, size=min(a.l, 9), replace=False))
     out["stochastic_gradient"] = rel(assemble(comm, grid, dm.stochastic_gradient(theta[idx], b),

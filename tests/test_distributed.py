@@ -239,7 +239,7 @@ def check_diag_step_messages(r, a):
             trials = costs.line_search_trials(v["alpha"][k], NewtonConfig().max_halvings)
             kept = k == 0 or v["alpha"][k - 1] > 0   # the forward pass the line search kept
             want = {"gradient": costs.gradient(grid, a.l, S, a.batch, a.loss, kept=kept),
-                    "jacobian": costs.jacobian(grid, S, a.loss),
+                    "jacobian": costs.jacobian(grid, S, a.batch, a.loss),
                     "cg": costs.cg(grid, S, v["cg_iters"][k][0], gn,
                                    options.get("cg_rule", "partition")),
                     "diag_step": costs.diag_step(grid, S, v["beta_len"][k]),

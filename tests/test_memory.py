@@ -82,11 +82,17 @@ def test_float32_needs_half_but_the_class_codes():
     layers, grid = (300, 20, 3), Grid((300, 20, 3), (1, 1, 1))
     sizes = (3000, 500, 256, 150)
     for part in grid.partitions:
-        b64, b32 = (memory.partition_bytes(layers, part, *sizes, dtype)
+        b64, b32 = (memory.partition_bytes(layers, part, *sizes, dtype, activation="tanh")
                     for dtype in ("float64", "float32"))
         codes = 8 * 3500 * part.holds_labels
         assert b32["data"] - codes == (b64["data"] - codes) // 2
-        assert all(2 * b32[k] == b64[k] for k in ("parameters", "jacobian", "work"))
+        assert all(2 * b32[k] == b64[k] for k in ("parameters", "jacobian", "work", "kept"))
+        # relu's sigma'(s^m) is a bool mask, one byte an entry in either dtype (m < L)
+        for dtype, E in (("float64", 8), ("float32", 4)):
+            tanh, relu = (memory.partition_bytes(layers, part, *sizes, dtype, activation=a)
+                          for a in ("tanh", "relu"))
+            c = 0 if part.holds_labels else len(part.cols)
+            assert tanh["kept"] - relu["kept"] == 3000 * c * (E - 1)
     d64, d32 = (memory.dense_bytes(layers, *sizes, dtype) for dtype in ("float64", "float32"))
     assert d32["data"] - 8 * 3500 == (d64["data"] - 8 * 3500) // 2
 
@@ -135,7 +141,12 @@ def test_the_refusal_is_one_line_with_the_bytes():
     layers, part = (16, 8, 3), Grid((16, 8, 3), (1, 1, 1)).partitions[1]
     off = memory.partition_bytes(layers, part, 100, 10, 32, 5, keep=False)
     on = memory.partition_bytes(layers, part, 100, 10, 32, 5)
-    assert off["kept"] == 0 and on["total"] - off["total"] == on["kept"] == 8 * 100 * (8 + 3 * 3)
+    assert off["kept"] == 0 and on["total"] - off["total"] == on["kept"] == 8 * 100 * (8 + 3)
+    # layer L keeps z^L; d xi / d z^L and p too only where they would need messages again
+    split = Grid((16, 8, 4), (1, 1, 2)).partitions[1]
+    for loss, extra in (("squared", 0), ("cross_entropy", 2)):
+        kept = memory.partition_bytes((16, 8, 4), split, 100, 10, 32, 5, loss=loss)["kept"]
+        assert kept == 8 * 100 * (8 + 2 * (1 + extra))
 
 
 # -- the premise, under mpiexec --------------------------------------------------------------

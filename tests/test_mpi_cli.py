@@ -45,7 +45,7 @@ def expected_iteration(grid, rec, loss, gn, sync, S, batch, first, kept, dtype="
     (``kept``: its gradient starts from the line search's kept forward pass)."""
     trials = costs.line_search_trials(rec["alpha"], NewtonConfig().max_halvings)
     out = {"gradient": costs.gradient(grid, L_DIGITS, S, batch, loss, dtype, kept),
-           "jacobian": costs.jacobian(grid, S, loss, dtype),
+           "jacobian": costs.jacobian(grid, S, batch, loss, dtype),
            "cg": costs.cg(grid, S, rec["cg_iters"], gn, dtype=dtype),
            "sync": costs.sync(grid, sync),
            "line_search": costs.line_search(grid, L_DIGITS, batch, trials, loss, dtype)}

@@ -47,7 +47,7 @@ def splits_costs(grid, l, batch_size=4096, subsample=0.05):
     size = NewtonConfig(subsample=subsample).subsample_size(l)
     return {"function": costs.function(grid, l, batch_size),
             "gradient": costs.gradient(grid, l, size, batch_size),
-            "jacobian": costs.jacobian(grid, size)}
+            "jacobian": costs.jacobian(grid, size, batch_size)}
 
 
 def show_splits(layers, splits, l, batch_size=4096, ranks=None):
