@@ -47,8 +47,6 @@ import gzip
 import hashlib
 import os
 import tempfile
-import urllib.error
-import urllib.request
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -979,6 +977,8 @@ def _publish(tmp, dest, digest):
 def _download(url, dest, recorded, sums_path):
     """Fetch ``url`` into a temporary file beside ``dest``, check it against the ``recorded``
     SHA-256 (None: nothing recorded yet) and give it the name ``dest``; returns its SHA-256."""
+    # imported here, not by every rank (http, ssl and email with it: a few MB each)
+    import urllib.request
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
         h = hashlib.sha256()
@@ -988,7 +988,7 @@ def _download(url, dest, recorded, sums_path):
                     for chunk in iter(lambda: response.read(1 << 20), b""):
                         h.update(chunk)
                         out.write(chunk)
-            except (urllib.error.URLError, OSError) as e:
+            except OSError as e:                  # urllib.error.URLError too
                 raise DataError(f"{url}: download failed ({e})") from e
         digest = h.hexdigest()
         if recorded is not None and digest != recorded:

@@ -165,11 +165,10 @@ class DistributedModel:
 
     def _pass(self, theta, rows, scale, grad, jacobian=False, kept=None):
         """Forward over one batch of the training set (or its terms ``kept``) and backward,
-        adding scale * J^T dxi to ``grad``. Returns the Jacobian factors on these rows when
-        ``jacobian``, else None."""
+        adding scale * J^T dxi to ``grad``; the Jacobian factors on these rows if ``jacobian``."""
         W, b = self.block(theta)
         z_in, slope, _, _, dxi, prob = self._forward_terms(W, b, self.X, self.Y, rows, kept)
-        self._backward(W, z_in, slope, dxi, scale, grad)
+        self._backward(W, z_in, slope, dxi, scale, grad, reuse=not jacobian)
         if not jacobian:
             return None
         with self.comm.phase("jacobian"):
@@ -195,20 +194,22 @@ class DistributedModel:
         loss, dxi, prob = self._output_terms(z_out, Y[rows])
         return z_in, None, z_out, loss * (p.i == 0), dxi, prob   # each slice counted once
 
-    def _backward(self, W, z_in, slope, dxi, scale, grad):
+    def _backward(self, W, z_in, slope, dxi, scale, grad, reuse=False):
         """Backward over one batch: grad += scale * (this block's part of J^T dxi), and
-        delta^m W_ij^T (n, |T_{m-1,i}|) sent back to layer m - 1."""
+        delta^m W_ij^T (n, |T_{m-1,i}|) sent back to layer m - 1, into z_in if ``reuse`` (not
+        needed after) and z_in is this batch's own array (not a view of X or the kept pass)."""
         p, n = self.part, len(z_in)
         if p.m == self.L:
             delta = dxi * scale                                      # (n, |T_{L,j}|)
         else:
-            dz = self._receive((n, len(p.cols)), self.out_link, p.m, backward=True)
-            delta = dz * slope                                       # (n, |T_{m,j}|)
+            delta = self._receive((n, len(p.cols)), self.out_link, p.m, backward=True)
+            delta *= slope                                           # (n, |T_{m,j}|)
         grad[:self.n_W] += (z_in.T @ delta).ravel()
         if p.has_bias:
             grad[self.n_W:] += delta.sum(axis=0)
         if p.m > 1:
-            self._send(delta @ W.T, self.in_link, p.m - 1, backward=True)  # (n, |T_{m-1,i}|)
+            back = np.matmul(delta, W.T, out=z_in if reuse and z_in.flags.owndata else None)
+            self._send(back, self.in_link, p.m - 1, backward=True)
 
     def _pipelined(self, theta, batches, grad, kept=None):
         """grad += (1/l) J^T dxi over ``batches``, in waves of ``PIPELINE`` batches: every
@@ -224,7 +225,7 @@ class DistributedModel:
                     for rows in batches[start:start + wave_size]]
             while wave:                       # each batch freed once its backward is done
                 z_in, slope, _, _, dxi, _ = wave.pop(0)
-                self._backward(W, z_in, slope, dxi, 1.0 / self.n_train, grad)
+                self._backward(W, z_in, slope, dxi, 1.0 / self.n_train, grad, reuse=True)
 
     def _factor_jacobian(self, W, z_in, slope, prob):
         """(z^{m-1}[S, T_{m-1,i}], D_ij = d z^L / d s^m[T_{m,j}] (|S|, n_L, |T_{m,j}|), p or None):

@@ -33,8 +33,6 @@ import platform
 import shutil
 import sys
 
-from . import netns
-
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 LOOPBACK_ENVIRONMENT = {
     "UCX_NET_DEVICES": "lo",       # ch4:ucx, the pip wheel's default network module
@@ -170,6 +168,8 @@ def main(argv=None):
         ports = controller_ports(args.forward_from) if args.forward_from else None
     except (LaunchError, OSError, ValueError) as e:
         parser.exit(2, f"error: {e}\n")
+    # imported here, not by every rank that imports this module (asyncio: a few MB each)
+    from . import netns
     if ports is None:
         netns.enter()
     else:
