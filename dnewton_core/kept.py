@@ -4,7 +4,8 @@ Newton's line search evaluates f at its trial points, and the trial it accepts i
 iteration's theta, where the gradient pass and the training accuracy need that same forward
 pass again. ``objective(theta, keep=True)`` fills a ``Kept`` batch by batch with what they
 need of it (per model: z^1..z^L on one process; on a rank, z^{m-1}, and sigma'(s^m) (m < L:
-a bool mask for relu) or z^L, d xi / d z^L and p (m = L)); ``gradient_and_jacobian(theta, S, kept=True)`` and
+a bool mask for relu) or z^L (m = L; d xi / d z^L and p too where computing them again would
+send messages)); ``gradient_and_jacobian(theta, S, kept=True)`` and
 ``accuracy(theta, kept=True)`` then read it instead of passing forward again.
 
 Whether theta is the kept point is the solver's word (``kept=True``), the same on every
