@@ -37,7 +37,7 @@ counted as if it did, on every rank).
 """
 import os
 
-from .model import PIPELINE, element_bytes
+from .model import PIPELINE, element_bytes, jacobian_chunk
 from .partition import Grid
 from .reference import slope_dtype
 
@@ -63,7 +63,7 @@ def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
     split = loss == "cross_entropy" and c < n_L               # d xi / d z^L, p kept too
     K = E * (1 + 2 * split) if part.holds_labels else Z
     s, rows = subsample_size, n_train + n_test
-    chunk = min(s, max(1, batch_size // n_L)) if chunked else s
+    chunk = min(s, jacobian_chunk(batch_size, n_L)) if chunked else s
     largest = min(batch_size, max(n_train, n_test))
     batch = max(largest, s)
     data = rows * ((E * r if part.holds_features else 0) +

@@ -127,11 +127,16 @@ def batch_slices(n, size):
     return [slice(k, min(k + size, n)) for k in range(0, n, size)]
 
 
+def jacobian_chunk(batch_size, n_L):
+    """Instances of S per message of the Jacobian's backward pass: b // n_L (at least 1), so
+    that none of its messages (n_L numbers an instance and column) is larger than a batch's
+    backward message, and the layers work on chunks at the same time."""
+    return max(1, batch_size // n_L)
+
+
 def jacobian_chunks(n, batch_size, n_L):
-    """The Jacobian's backward pass over n instances of S as slices of b // n_L of them (at
-    least 1), so that none of its messages (n_L numbers an instance and column) is larger
-    than a batch's backward message, and the layers work on chunks at the same time."""
-    return batch_slices(n, max(1, batch_size // n_L))
+    """The Jacobian's backward pass over n instances of S as slices of ``jacobian_chunk``."""
+    return batch_slices(n, jacobian_chunk(batch_size, n_L))
 
 
 def network_layers(n_features, hidden, n_classes):

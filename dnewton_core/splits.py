@@ -3,7 +3,7 @@ rank count, read from text (docs/method.md §3). Pure bookkeeping, like ``partit
 from .model import check_gn_mode
 from .partition import Grid, _as_int, _comma, _dash
 
-__all__ = ["propose_splits", "check_rank_count", "parse_splits"]
+__all__ = ["propose_splits", "checked_grid", "check_rank_count", "parse_splits"]
 
 
 def _best_splits(layers, n_ranks):
