@@ -42,12 +42,10 @@ class Comm(Ledger):
     time on that network (docs/method.md §8): the records gain, per phase, the seconds this
     rank spent in MPI (``mpi_seconds``), the modeled ones (``network_seconds``), and the
     seconds by which the modeled calls outlast the measured ones (``network_added_seconds``:
-    the modeled time is the measured plus these). With ``inject=True`` a collective that
-    returns sooner than its model is made to last it (the rank sleeps the difference), so
-    waiting acts on the real clock. The networks of ``also`` are charged too, in model mode
-    only: every phase gains, for each modeled network, ``network_seconds@NAME`` and
-    ``network_added_seconds@NAME`` (``ledger.network_key``, ``ledger.added_key``), so one
-    run gives its modeled time on several networks.
+    modeled = measured + these). With ``inject=True`` a collective that returns sooner than
+    its model lasts it (the rank sleeps the difference). The networks of ``also`` are
+    charged too, in model mode only: every phase gains ``network_seconds@NAME`` and
+    ``network_added_seconds@NAME`` for each (``ledger.network_key``, ``ledger.added_key``).
     """
 
     def __init__(self, world=None, network=None, inject=False):
@@ -59,6 +57,7 @@ class Comm(Ledger):
         self._sync = None
         self.waiting = None                 # (op, group, its count, phase, since) while in MPI
         self._calls = defaultdict(int)      # group name -> collectives entered
+        self._in_flight = {}                # group name -> (op, group, buf, request), "later"
         self._guard = None
         self.patience = polling.Patience()  # how this rank waits in a collective (polling.py)
 
@@ -152,27 +151,42 @@ class Comm(Ledger):
         return self._collective("allreduce", buf, group, not receives,
                                 lambda c: c.Iallreduce(MPI.IN_PLACE, buf, op=_OPS[op]))
 
-    def bcast(self, buf, group, root):
+    def bcast(self, buf, group, root, later=False):
         """In-place Bcast of ``buf`` from ``root`` (its rank in ``group``): a link with one
         sender. Counted as an allreduce is, one message of buf's size per rank."""
         return self._collective("bcast", buf, group, group.comm.Get_rank() == root,
-                                lambda c: c.Ibcast(buf, root=root))
+                                lambda c: c.Ibcast(buf, root=root), later)
 
-    def reduce(self, buf, group, root):
+    def reduce(self, buf, group, root, later=False):
         """The sum of every rank's ``buf`` into ``root``'s (which holds zeros, and alone
         gets the sum): a link with one receiver. Counted as an allreduce is."""
         mine = group.comm.Get_rank() == root
         return self._collective("reduce", buf, group, not mine, lambda c: c.Ireduce(
-            MPI.IN_PLACE if mine else buf, buf if mine else None, op=MPI.SUM, root=root))
+            MPI.IN_PLACE if mine else buf, buf if mine else None, op=MPI.SUM, root=root), later)
 
-    def _collective(self, op, buf, group, sends, start):
+    def _collective(self, op, buf, group, sends, start, later=False):
         """Start the non-blocking ``op`` (``start(sub-communicator)``), wait as this rank
-        waits (``polling.py``), count it; nothing on a group of one rank."""
+        waits (``polling.py``), count it; nothing on a group of one rank. ``later``, on a
+        rank that only sends (a bcast's root, a reduce's other ranks), and not in inject
+        mode: do not wait now but at the next collective on the group (or on the world) or
+        at ``flush``, so that the message travels while the rank computes; ``buf`` must
+        not change until then."""
         if group.size > 1:
-            self._wait(op, group, lambda: self.patience.complete(start(group.comm)),
-                       buf.nbytes)
+            self.flush(None if group.name == "world" else group.name)
+            if later and sends and not self.inject:
+                self._in_flight[group.name] = (op, group, buf, start(group.comm))
+            else:
+                self._wait(op, group, lambda: self.patience.complete(start(group.comm)),
+                           buf.nbytes)
             self.count(op, group.name, buf.nbytes, sends=sends)
         return buf
+
+    def flush(self, name=None):
+        """Wait for the send in flight on group ``name`` (None: on every group)."""
+        for key in [name] if name else list(self._in_flight):
+            if key in self._in_flight:
+                op, group, buf, request = self._in_flight.pop(key)
+                self._wait(op, group, lambda r=request: self.patience.complete(r), buf.nbytes)
 
     def allreduce_scalars(self, *values, receives=False):
         """Sum a few floats over the world in one message; returns a float64 array
@@ -190,11 +204,8 @@ class Comm(Ledger):
         return out
 
     def agree(self, error):
-        """Collective check after validation: raise everywhere if any rank found an error.
-
-        ``error`` is this rank's message or None. Every rank reaches this call, so a
-        problem seen on one rank (a missing file on one machine) ends all of them.
-        """
+        """Collective check after validation: raise everywhere if any rank found an error
+        (``error``: this rank's message or None), e.g. a file missing on one machine."""
         errors = self._wait("allgather", self.world_group(), lambda: self.world.allgather(error),
                             len(repr(error))) if self.size > 1 else [error]
         bad = [(r, e) for r, e in enumerate(errors) if e is not None]
@@ -228,9 +239,7 @@ class Comm(Ledger):
 
     def sync_done_count(self, done):
         """Tell the others once that this rank is done; return how many ranks are done.
-
-        Never blocks: completed receives are counted with Testsome.
-        """
+        Never blocks: completed receives are counted with Testsome."""
         s = self._sync
         if done and not s["sent"]:
             self._sync_send()

@@ -12,8 +12,8 @@ Messages (all through ``comm.Comm``; shapes for a batch of b instances):
     jacobian  the same for the n_L outputs at once, on S     -> dz^L/dz^m[T_{m,j}]  (|S|, n_L, |T_{m,j}|)
   output group (all of layer L), softmax only, P_L > 1: the per-instance max and sum of exp.
   world: the scalar sums of f, the inner products, the |S| x n_L sum of J v (full G only).
-Every rank runs the same sequence of collectives on each communicator, layer by layer,
-so no order of arrival can deadlock.
+Every rank runs the same sequence of collectives on each communicator, layer by layer, so
+no order of arrival can deadlock; a pass waits for its sends in flight before it returns.
 """
 import copy
 
@@ -102,9 +102,8 @@ class DistributedModel:
         self.n_test = data.n_test
 
     def with_gn(self, gn, sync=1.0):
-        """The same partition (parameters, data, communicators shared) with another
-        Gauss-Newton matrix: to compare the full and block-diagonal directions at one point.
-        Close only the original."""
+        """The same partition (parameters, data, communicators shared) with another Gauss-Newton
+        matrix, to compare the directions at one point. Close only the original."""
         check_gn_mode(gn, sync)
         other = copy.copy(self)
         other.gn, other.sync = gn, sync
@@ -117,8 +116,9 @@ class DistributedModel:
         return W, (theta[self.n_W:] if self.part.has_bias else None)
 
     # -- forward and backward over one batch --------------------------------------------
-    def _forward(self, W, b, X, rows):
-        """z^{m-1}[rows, T_{m-1,i}], and z^m[rows, T_{m,j}] (z^L when m = L)."""
+    def _forward(self, W, b, X, rows, slope=True):
+        """z^{m-1}[rows, T_{m-1,i}], and z^L[rows, T_{L,j}] (m = L) or sigma'(s^m) on T_{m,j}
+        (``slope``, else None): s^m, in flight to layer m + 1, is not written (``_send``)."""
         p, n = self.part, batch_count(rows)
         self.comm.patience.expect(2.0 * n * self.largest_block)      # polling.py
         if p.m == 1:
@@ -130,15 +130,16 @@ class DistributedModel:
         if b is not None:
             partial += b
         s = self._send(partial, self.out_link, p.m)
-        return z_in, (s if p.m == self.L else ref.activate(s, self.act, out=s))
+        return z_in, (s if p.m == self.L else ref.slope(s, self.act) if slope else None)
 
     def _send(self, buf, link, m, backward=False, receives=False):
         """Put this rank's ``buf`` into the sum over layer m's ``link`` by its collective
-        (``costs.link_op``); returns ``buf``: the sum, but on a rank sending into a reduce."""
+        (``costs.link_op``); returns ``buf``: the sum, but on a rank sending into a reduce,
+        which goes on while the message travels (``Comm._collective``'s ``later``)."""
         op, root = link_op(self.grid, m, backward)
         if op == "allreduce":
             return self.comm.allreduce(buf, link, receives=receives)
-        return getattr(self.comm, op)(buf, link, root)
+        return getattr(self.comm, op)(buf, link, root, later=True)
 
     def _receive(self, shape, link, m, backward=False):
         """The sum over ``link`` that this rank receives without adding to it (shape)."""
@@ -169,18 +170,17 @@ class DistributedModel:
         W, b = self.block(theta)
         z_in, slope, _, _, dxi, prob = self._forward_terms(W, b, self.X, self.Y, rows, kept)
         self._backward(W, z_in, slope, dxi, scale, grad, reuse=not jacobian)
-        if not jacobian:
-            return None
-        with self.comm.phase("jacobian"):
-            return self._factor_jacobian(W, z_in, slope, prob)
+        if jacobian:
+            with self.comm.phase("jacobian"):
+                return self._factor_jacobian(W, z_in, slope, prob)
+        self.comm.flush()
 
     def _forward_terms(self, W, b, X, Y, rows, kept=None):
-        """Forward over one batch: (z^{m-1}, sigma'(s^m) on this rank's slice (m < L; for relu
-        a bool mask), z^L on its slice (m = L), its loss contribution, and on layer L
-        d xi / d z^L and softmax p on its slice; None where not on this layer), read from the
-        ``kept`` arrays (the loss then 0) without a forward pass or a message when given:
-        d xi / d z^L and p are kept only where computing them again from z^L would send
-        messages (cross-entropy on a split output layer, ``_kept_terms``)."""
+        """Forward over one batch: (z^{m-1}, sigma'(s^m) on this rank's slice (m < L; relu: a
+        bool mask), z^L on its slice (m = L), its loss, and on layer L d xi / d z^L and softmax
+        p on its slice; None where not on this layer), or read from the ``kept`` arrays (loss
+        0) with no forward pass or message: d xi / d z^L and p are kept only where computing
+        them from z^L would send messages (cross-entropy, split output layer, ``_kept_terms``)."""
         p = self.part
         if kept is not None:
             get = lambda name: kept[name][rows] if name in kept else None   # noqa: E731
@@ -190,7 +190,7 @@ class DistributedModel:
             return (X[rows] if p.m == 1 else get("z_in")), get("slope"), z_L, 0.0, dxi, prob
         z_in, z_out = self._forward(W, b, X, rows)
         if p.m != self.L:
-            return z_in, ref.activation_derivative(z_out, self.act), None, 0.0, None, None
+            return z_in, z_out, None, 0.0, None, None
         loss, dxi, prob = self._output_terms(z_out, Y[rows])
         return z_in, None, z_out, loss * (p.i == 0), dxi, prob   # each slice counted once
 
@@ -226,6 +226,7 @@ class DistributedModel:
             while wave:                       # each batch freed once its backward is done
                 z_in, slope, _, _, dxi, _ = wave.pop(0)
                 self._backward(W, z_in, slope, dxi, 1.0 / self.n_train, grad, reuse=True)
+        self.comm.flush()
 
     def _factor_jacobian(self, W, z_in, slope, prob):
         """(z^{m-1}[S, T_{m-1,i}], D_ij = d z^L / d s^m[T_{m,j}] (|S|, n_L, |T_{m,j}|), p or None):
@@ -245,6 +246,7 @@ class DistributedModel:
             if p.m > 1:
                 back = (D[c].reshape(k * self.n_L, cols) @ W.T).reshape(k, self.n_L, rows)
                 self._send(back, self.in_link, p.m - 1, backward=True)
+        self.comm.flush()
         P = None
         if self.loss == "cross_entropy":
             P = np.zeros((n, self.n_L), self.dtype)
@@ -305,11 +307,7 @@ class DistributedModel:
         diag: (G_p v)_p = v_p / C + (1/|S|) J_p^T B J_p v_p, no message."""
         z_in, D, P = check_factors(J).factors
         self.comm.patience.expect(4.0 * len(z_in) * self.largest_block)
-        VW, vb = self.block(v)
-        u = z_in @ VW                                                # (|S|, |T_{m,j}|)
-        if vb is not None:
-            u += vb
-        Jv = np.einsum("snk,sk->sn", D, u)                           # (|S|, n_L)
+        Jv = self._jv(z_in, D, v)
         if self.gn == "full":
             self.comm.allreduce(Jv, self.world)
         BJv = ref.curvature_product(Jv, P, self.loss)
@@ -317,14 +315,21 @@ class DistributedModel:
         DtB = np.einsum("sn,snk->sk", BJv, D)                        # (|S|, |T_{m,j}|)
         out = v / self.C
         out[:self.n_W] += (z_in.T @ DtB).ravel()
-        if vb is not None:
+        if self.part.has_bias:
             out[self.n_W:] += DtB.sum(axis=0)
         return out
 
+    def _jv(self, z_in, D, v):
+        """This block's J_p v_p on S (|S|, n_L): D_ij applied to z^{m-1} V_ij (+ v_b)."""
+        VW, vb = self.block(v)
+        u = z_in @ VW                                                # (|S|, |T_{m,j}|)
+        if vb is not None:
+            u += vb
+        return np.einsum("snk,sk->sn", D, u)
+
     @property
     def cg_blocks(self):
-        """The CGs this rank runs, as [(positions in its vector, share of theta)]: one, on
-        its own block; its share n_p / n of theta (all of it with the full G: one CG)."""
+        """[(positions in its vector, share of theta)] of its CGs: one, on its share n_p / n."""
         share = 1.0 if self.gn == "full" else self.theta.size / ref.n_params(self.layers)
         return [(slice(None), share)]
 
@@ -336,11 +341,7 @@ class DistributedModel:
         z_in, D, P = check_factors(J).factors
         JV = np.empty((len(z_in), self.n_L, len(vectors)), self.dtype)
         for a, v in enumerate(vectors):
-            VW, vb = self.block(v)
-            u = z_in @ VW                                            # (|S|, |T_{m,j}|)
-            if vb is not None:
-                u += vb
-            JV[:, :, a] = np.einsum("snk,sk->sn", D, u)
+            JV[:, :, a] = self._jv(z_in, D, v)
         self.comm.allreduce(JV, self.world)
         return ref.curvature_gram(JV, P, self.loss)
 
@@ -358,10 +359,8 @@ class DistributedModel:
         return self.dot(a, b) if self.gn == "full" else float(a @ b)
 
     def cg_stop(self, done):
-        """Stop this CG? Own rule, or (sync < 1) once ceil(sync N) partitions are done.
-
-        The count comes from non-blocking notifications: no collective inside CG.
-        """
+        """Stop this CG? Own rule, or (sync < 1) once ceil(sync N) partitions are done, counted
+        from non-blocking notifications: no collective inside CG."""
         if self.gn == "full" or self.sync >= 1:
             return done
         with self.comm.phase("sync"):
@@ -386,7 +385,7 @@ class DistributedModel:
                            (self.X_test, self.Y_test, self.n_test, None)):
             hits = 0
             for rows in batch_slices(n, self.config.batch_size):
-                z = self._forward(W, b, X, rows)[1] if K is None else None  # kept: no message
+                z = self._forward(W, b, X, rows, slope=False)[1] if K is None else None
                 if p.m != self.L:
                     continue
                 z = K["z_L"][rows] if z is None else z
@@ -408,6 +407,7 @@ class DistributedModel:
 
     def close(self):
         """Free this model's sub-communicators (a study builds many models on one world)."""
+        self.comm.flush()
         for group in self.groups.values():
             group.free()
         self.groups = {}

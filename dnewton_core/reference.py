@@ -70,6 +70,14 @@ def activation_derivative(z, activation):
     raise ValueError(f"unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
 
 
+def slope(s, activation):
+    """sigma'(s) from s, which stays as it is: ``activation_derivative(activate(s))`` bit for
+    bit (for relu s > 0, without forming z)."""
+    if activation == "relu":
+        return s > 0
+    return activation_derivative(activate(s, activation), activation)
+
+
 def slope_dtype(activation, dtype):
     """The dtype of ``activation_derivative`` for z of ``dtype``."""
     return np.dtype(bool) if activation == "relu" else np.dtype(dtype)

@@ -172,12 +172,12 @@ def watch_receivers(comm):
     wrong message log."""
     seen, collective = {"receives": 0, "receives_nonzero": 0, "sends_zeros": 0}, comm._collective
 
-    def watched(op, buf, group, sends, start):
+    def watched(op, buf, group, sends, start, later=False):
         if group.size > 1:
             seen["receives"] += not sends
             seen["receives_nonzero"] += not sends and op != "bcast" and bool(np.any(buf))
             seen["sends_zeros"] += sends and not np.any(buf)
-        return collective(op, buf, group, sends, start)
+        return collective(op, buf, group, sends, start, later)
     comm._collective = watched
     return seen
 
@@ -381,7 +381,7 @@ def watch_dtypes(comm):
     seen, collective, scalars = set(), comm._collective, comm.allreduce_scalars
     inside = []
 
-    def watched(op, buf, group, sends, start):
+    def watched(op, buf, group, sends, start, later=False):
         if not inside:
             seen.add(str(buf.dtype))
         return collective(op, buf, group, sends, start)
