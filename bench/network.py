@@ -4,11 +4,21 @@ least its modeled time, ``ledger.modeled_seconds``) against the training clock o
 run with every collective made to last its modeled time (``--network-mode inject``).
 
     .venv/bin/python bench/network.py            # digits, 4 and 6 ranks, 1gbe and 10gbe
+    .venv/bin/python bench/network.py --wait nap # one of the two tables
 
 Prints one row per case: ranks, network, method, modeled seconds, injected seconds, ratio.
 They differ where a delay travels from rank to rank (a rank sleeping in inject mode holds up
 those that wait for it later, and lends its core meanwhile), which the model does not know.
+
+Two tables, by how a waiting rank waits (``DNEWTON_WAIT``, polling.py): "auto", the kit's
+choice (for digits' short passes: spinning, as MPI does), and "nap", every rank in both modes
+sleeping between polls. With more ranks than cores the two modes differ under "auto" in a
+way the network model is not about: in model mode the waiting ranks spin on the cores that
+the computing ones need, in inject mode the ranks sleep out their delays and lend them. Under
+"nap" both modes wait alike, so their difference is the network model's alone (every run is
+slower: a napping rank wakes up late).
 """
+import argparse
 import json
 import subprocess
 import sys
@@ -22,26 +32,35 @@ CASES = [("newton full", ["--iters", "8"]), ("newton diag", ["--iters", "8", "--
          ("sgd", ["--optimizer", "sgd", "--epochs", "3"])]
 
 
-def run(n, network, args, mode, out):
+def run(n, network, args, mode, out, wait):
     cmd = [*local_launch(n), sys.executable, "-m", "dnewton_core", "train", "--network",
            network, "--network-mode", mode, "--json", str(out), "--overwrite", *args]
-    subprocess.run(cmd, check=True, capture_output=True, env=local_environment())
+    env = local_environment()
+    if wait != "auto":
+        env["DNEWTON_WAIT"] = wait
+    else:
+        env.pop("DNEWTON_WAIT", None)
+    subprocess.run(cmd, check=True, capture_output=True, env=env)
     final = json.loads(out.read_text())["final"]
     return final["modeled_time"] if mode == "model" else final["wall_time"]
 
 
 def main():
-    print(f"{'ranks':>5} {'network':>8} {'method':<12} {'modeled s':>10} {'injected s':>11} "
-          f"{'ratio':>6}")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run.json"
-        for n in (4, 6):
-            for network in ("1gbe", "10gbe"):
-                for name, args in CASES:
-                    model = run(n, network, args, "model", out)
-                    inject = run(n, network, args, "inject", out)
-                    print(f"{n:>5} {network:>8} {name:<12} {model:>10.3f} {inject:>11.3f} "
-                          f"{model / inject:>6.2f}", flush=True)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--wait", choices=("auto", "nap"), nargs="+", default=["auto", "nap"],
+                    help="how waiting ranks wait, one table each (default: both)")
+    for wait in ap.parse_args().wait:
+        print(f"\n# ranks wait: {wait}\n{'ranks':>5} {'network':>8} {'method':<12} "
+              f"{'modeled s':>10} {'injected s':>11} {'ratio':>6}")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "run.json"
+            for n in (4, 6):
+                for network in ("1gbe", "10gbe"):
+                    for name, args in CASES:
+                        model = run(n, network, args, "model", out, wait)
+                        inject = run(n, network, args, "inject", out, wait)
+                        print(f"{n:>5} {network:>8} {name:<12} {model:>10.3f} "
+                              f"{inject:>11.3f} {model / inject:>6.2f}", flush=True)
 
 
 if __name__ == "__main__":
