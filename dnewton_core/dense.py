@@ -70,11 +70,10 @@ class DenseModel:
         params, xi = self._params(theta), 0.0
         keep = keep and self._kept.start(self.n_train, {
             m: (n_m, theta.dtype) for m, n_m in enumerate(self.layers[1:], 1)})
-        for rows in batch_slices(self.n_train, self.config.batch_size):
-            zs = ref.forward(params, self.X_train[rows], self.act)
+        for rows in batch_slices(self.n_train, self.config.batch_size):     # z^m written
+            zs = ref.forward(params, self.X_train[rows], self.act,         # into the kept
+                             self._kept.rows(rows) if keep else None)      # arrays
             xi += float(ref.loss_terms(zs[-1], self.Y[rows], self.loss)[0].sum())
-            if keep:
-                self._kept.put(rows, dict(enumerate(zs)))
         if keep:
             self._kept.finish(theta)
         return float(theta @ theta) / (2.0 * self.C) + xi / self.n_train

@@ -35,6 +35,11 @@ class Kept:
             self.arrays = {name: np.empty(*spec) for name, spec in wanted.items()}
         return True
 
+    def rows(self, rows):
+        """[view of rows ``rows`` (a slice) of each array], in their order: for a pass that
+        writes its arrays there itself instead of ``put``."""
+        return [array[rows] for array in self.arrays.values()]
+
     def put(self, rows, values):
         """Rows ``rows`` (a slice) of each array from ``values`` {name: (b, width)} (values
         of other names are not kept)."""

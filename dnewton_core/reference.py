@@ -89,14 +89,17 @@ def softmax(s):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def forward(params, X, activation):
-    """[z^0, ..., z^L], z^m of shape (l, n_m)."""
+def forward(params, X, activation, out=None):
+    """[z^0, ..., z^L], z^m of shape (l, n_m), each z^m computed in one array (the bias and
+    the activation in place: the same numbers as new arrays), ``out[m - 1]`` when ``out``
+    [(l, n_1), ..., (l, n_L)] is given (views of the kept pass, kept.py)."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
     zs = [X]
     for m, (W, b) in enumerate(params, start=1):
-        s = zs[-1] @ W + b
-        zs.append(s if m == len(params) else activate(s, activation))
+        s = np.matmul(zs[-1], W, out=None if out is None else out[m - 1])
+        s += b
+        zs.append(s if m == len(params) else activate(s, activation, out=s))
     return zs
 
 

@@ -58,8 +58,8 @@ def test_the_kept_forward_pass_serves_the_gradient_and_accuracy_at_its_theta(los
     theta = model.theta + 0.3 * np.random.default_rng(3).standard_normal(model.theta.size)
     S, v = np.array([2, 5, 11, 30]), np.random.default_rng(4).standard_normal(theta.size)
     rows_forwarded, real_forward = [], ref.forward
-    monkeypatch.setattr(ref, "forward", lambda params, X, act: (
-        rows_forwarded.append(len(X)), real_forward(params, X, act))[1])
+    monkeypatch.setattr(ref, "forward", lambda params, X, act, out=None: (
+        rows_forwarded.append(len(X)), real_forward(params, X, act, out))[1])
 
     with pytest.raises(ValueError, match="not the point"):
         model.accuracy(theta, kept=True)                       # nothing kept yet
