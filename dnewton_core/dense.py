@@ -22,6 +22,7 @@ from .model import (
     ConfigError,
     JacobianFactors,
     ObjectiveConfig,
+    OneHot,
     batch_slices,
     batches,
     check_factors,
@@ -50,7 +51,7 @@ class DenseModel:
         dtype = objective.dtype          # every array in it; sums over batches in float64
         self.X_train = np.asarray(data.X_train, dtype=dtype)      # no copy if already dtype
         self.X_test = np.asarray(data.X_test, dtype=dtype)
-        self.Y = np.eye(data.n_classes, dtype=dtype)[data.y_train]
+        self.Y = OneHot(data.y_train, range(data.n_classes), dtype)      # Y[rows] (b, n_L)
         self.theta = ref.flatten(ref.init_params(self.layers, objective.init_seed)).astype(
             dtype, copy=False)           # drawn in float64, then rounded
         self.act, self.loss = objective.activation, objective.loss

@@ -28,6 +28,7 @@ from .model import (
     PIPELINE,
     JacobianFactors,
     ObjectiveConfig,
+    OneHot,
     batch_count,
     batch_slices,
     batches,
@@ -95,10 +96,8 @@ class DistributedModel:
         mine = data.share(p.rows if p.holds_features else None, p.holds_labels,
                           dtype=self.dtype)
         self.X, self.X_test = mine.X_train, mine.X_test      # (l, |T_{0,i}|) when m = 1
-        labels = lambda y: (y[:, None] == np.arange(p.cols.start, p.cols.stop)).astype(
-            self.dtype)
-        self.Y = labels(mine.y_train) if p.holds_labels else None    # (l, |T_{L,j}|)
-        self.Y_test = labels(mine.y_test) if p.holds_labels else None
+        labels = lambda y: OneHot(y, p.cols, self.dtype) if p.holds_labels else None
+        self.Y, self.Y_test = labels(mine.y_train), labels(mine.y_test)  # Y[., T_{L,j}]
         self.n_test = data.n_test
 
     def with_gn(self, gn, sync=1.0):
@@ -208,6 +207,7 @@ class DistributedModel:
         if p.has_bias:
             grad[self.n_W:] += delta.sum(axis=0)
         if p.m > 1:
+            self.comm.flush(self.in_link.name)       # the last batch's message freed first
             back = np.matmul(delta, W.T, out=z_in if reuse and z_in.flags.owndata else None)
             self._send(back, self.in_link, p.m - 1, backward=True)
 
@@ -215,10 +215,9 @@ class DistributedModel:
         """grad += (1/l) J^T dxi over ``batches``, in waves of ``PIPELINE`` batches: every
         forward pass of a wave, then every backward pass in the same order (docs/method.md
         §4). While layer m works on batch k, layer m + 1 works on batch k - 1, so the layers
-        compute at the same time; each rank adds the batches in the same order as one
-        batch after the other would, so the gradient is the same to the last bit. From the
-        ``kept`` pass there is no forward message to overlap: waves of one batch, each read
-        from the kept arrays just before its backward pass."""
+        compute at the same time; each rank adds the batches in the order one batch after
+        the other would, so the gradient is the same to the last bit. From the ``kept`` pass
+        (no forward message to overlap): waves of one batch, read just before its backward."""
         W, b, wave_size = *self.block(theta), PIPELINE if kept is None else 1
         for start in range(0, len(batches), wave_size):
             wave = [self._forward_terms(W, b, self.X, self.Y, rows, kept)
@@ -235,6 +234,7 @@ class DistributedModel:
         (|S|, n_L) for B = diag(p) - p p^T."""
         p, n = self.part, len(z_in)
         cols, rows = len(p.cols), len(p.rows)
+        self.comm.flush()                    # S's gradient message freed before D exists
         D = (np.zeros if p.m == self.L else np.empty)((n, self.n_L, cols), self.dtype)
         if p.m == self.L:                                        # D^L: a 0/1 selection
             D[:, np.arange(p.cols.start, p.cols.stop), np.arange(cols)] = 1.0

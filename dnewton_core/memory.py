@@ -8,7 +8,8 @@ training and l_t test instances, b the evaluation batch, s = |S|, n_L outputs, E
 number (the model's dtype: 8 for float64, 4 for float32) and 8 per int64 class code:
 
     data        E (l + l_t) r       the feature columns (m = 1)
-              + (E c + 8) (l + l_t) the label columns and the class codes (m = L)
+              + 8 (l + l_t)         the class codes (m = L; one-hot columns are made
+                                    batch by batch, ``model.OneHot``)
     parameters  E p VECTORS         theta (model and solver), g, CG's x, r, p, A p and its
                                     terms, the line search's trial point, a block-sized GEMM
     jacobian    E s (r + n_L c + n_L)   z^{m-1} and D on S, p for softmax (the solver frees
@@ -30,10 +31,9 @@ relu (a bool mask), E otherwise; K = Z but on layer L, E (3 E for cross-entropy 
 P_L > 1).
 
 The one-process model (``dense.DenseModel``) holds every layer and the whole data set:
-the same terms summed over the layers, its data X (l + l_t) n_0, the codes and the one-hot
-Y (l n_L), DENSE_VECTORS parameter-sized vectors (its flatten/unflatten copies), and the
-forward pass the line search keeps, E l (n_1 + ... + n_L) (SGD keeps none, and is
-counted as if it did, on every rank).
+the same terms summed over the layers, its data X (l + l_t) n_0, the codes, DENSE_VECTORS
+parameter-sized vectors (its flatten/unflatten copies), and the forward pass the line search
+keeps, E l (n_1 + ... + n_L) (SGD keeps none, and is counted as if it did, on every rank).
 """
 import os
 
@@ -67,7 +67,7 @@ def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
     largest = min(batch_size, max(n_train, n_test))
     batch = max(largest, s)
     data = rows * ((E * r if part.holds_features else 0) +
-                   (E * c + CODE if part.holds_labels else 0))
+                   (CODE if part.holds_labels else 0))
     return _sum({
         "data": data,
         "parameters": E * part.n_params * VECTORS,
@@ -86,7 +86,7 @@ def dense_bytes(layers, n_train, n_test, batch_size, subsample_size, dtype="floa
     n, E = sum(p.n_params for p in parts), element_bytes(dtype)
     rows = n_train + n_test
     return _sum({
-        "data": E * (rows * layers[0] + n_train * layers[-1]) + CODE * rows,
+        "data": E * rows * layers[0] + CODE * rows,
         "parameters": E * n * DENSE_VECTORS,
         "jacobian": sum(e["jacobian"] for e in each),
         "work": sum(e["work"] for e in each),

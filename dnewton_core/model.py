@@ -139,6 +139,22 @@ def jacobian_chunks(n, batch_size, n_L):
     return batch_slices(n, jacobian_chunk(batch_size, n_L))
 
 
+class OneHot:
+    """The one-hot label columns ``cols`` (a range) of the class codes ``y`` (l,), made batch
+    by batch: ``Y[rows]`` is (b, |cols|) of ``dtype``. A model keeps the l codes, not
+    l x n_L numbers (docs/method.md §3)."""
+
+    def __init__(self, y, cols, dtype):
+        self.y, self.classes = y, np.arange(cols.start, cols.stop)
+        self.dtype = np.dtype(dtype)
+
+    def __getitem__(self, rows):
+        return (self.y[rows, None] == self.classes).astype(self.dtype)
+
+    shape = property(lambda self: (len(self.y), len(self.classes)))     # of the whole Y
+    nbytes = property(lambda self: self.y.nbytes)                        # held: the codes
+
+
 def network_layers(n_features, hidden, n_classes):
     """(n_0, ..., n_L) from the data's sizes and the hidden layer widths."""
     return (n_features, *hidden, n_classes)

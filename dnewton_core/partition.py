@@ -286,7 +286,8 @@ class Grid:
         """A small table of the grid: rank, (m, i, j), block, bias, data held, bytes held.
 
         "param bytes" counts the float64 parameters held. With ``n_instances`` (l), a
-        "data bytes" column adds the float64 feature/label columns held for l instances.
+        "data bytes" column adds the float64 feature columns and the int64 class codes held
+        for l instances (the label columns are made from the codes batch by batch).
         """
         header = ["rank", "(m, i, j)", "W block", "shape", "bias", "data held", "param bytes"]
         if n_instances is not None:
@@ -297,7 +298,7 @@ class Grid:
                    f"{p.block_shape[0]}x{p.block_shape[1]}", p.bias or "-", p.data or "-",
                    str(p.n_params * _BYTES_PER_VALUE)]
             if n_instances is not None:
-                width = (len(p.rows) if p.holds_features else 0) + (len(p.cols) if p.holds_labels else 0)
+                width = (len(p.rows) if p.holds_features else 0) + p.holds_labels   # X, codes
                 row.append(str(n_instances * width * _BYTES_PER_VALUE))
             rows.append(row)
         widths = [max(len(r[k]) for r in rows + [header]) for k in range(len(header))]

@@ -9,7 +9,7 @@ import pytest
 from dnewton_core import reference as ref
 from dnewton_core.data import Dataset
 from dnewton_core.dense import DenseModel
-from dnewton_core.model import PRODUCT_RTOL, ConfigError, ObjectiveConfig
+from dnewton_core.model import PRODUCT_RTOL, ConfigError, ObjectiveConfig, OneHot
 from dnewton_core.newton import NewtonConfig, newton
 from dnewton_core.partition import Grid
 from dnewton_core.sgd import SGDConfig, sgd
@@ -228,3 +228,16 @@ def test_a_dtype_other_than_float64_or_float32_is_refused():
     assert mine.X_train.dtype == mine.X_test.dtype == np.float32
     assert mine.share(range(1, 3), labels=True) is mine
     assert mine.share(range(1, 3), labels=True, dtype="float64").X_train.dtype == np.float64
+
+
+def test_one_hot_labels_are_made_batch_by_batch_from_the_codes():
+    """``model.OneHot``: Y[rows] of a slice or an index array equals the one-hot matrix's
+    rows, restricted to its columns; it holds the codes only."""
+    y = np.random.default_rng(0).integers(0, 7, size=50)
+    whole = np.eye(7)[y]
+    for cols in (range(7), range(2, 5)):
+        Y = OneHot(y, cols, "float32")
+        for rows in (slice(3, 20), np.array([4, 0, 49, 4])):
+            got = Y[rows]
+            assert got.dtype == np.float32 and np.array_equal(got, whole[rows][:, cols.start:cols.stop])
+        assert Y.shape == (50, len(cols)) and Y.nbytes == y.nbytes

@@ -103,7 +103,7 @@ def test_describe_lists_every_rank_with_bytes():
     assert "X[:, 0:64]" in lines[3] and "Y[:, 0:10]" in lines[-1] and "b^3[0:10]" in lines[-2]
     with_data = g.describe(n_instances=100).splitlines()
     assert with_data[3].split()[-1] == str(100 * 64 * 8)         # rank 0 holds 64 feature columns
-    assert with_data[-1].split()[-1] == str(100 * 10 * 8)        # rank 7 holds 10 label columns
+    assert with_data[-1].split()[-1] == str(100 * 8)             # rank 7: a class code each
     assert with_data[5].split()[-1] == "0"
 
 

@@ -181,8 +181,8 @@ def holdings_match(reports, grid, n_instances):
         p = grid.partition(r["rank"])
         want_X = (n_instances, len(p.rows)) if p.holds_features else None
         want_Y = (n_instances, len(p.cols)) if p.holds_labels else None
-        data = n_instances * ((len(p.rows) if p.holds_features else 0)
-                              + (len(p.cols) if p.holds_labels else 0)) * 8
+        data = n_instances * 8 * ((len(p.rows) if p.holds_features else 0)   # X, class
+                                  + p.holds_labels)                          # codes
         if ((p.m, p.i, p.j) != tuple(r["mij"]) or tuple(r["W"]) != p.block_shape
                 or r["b"] != (len(p.cols) if p.has_bias else None) or r["X"] != want_X
                 or r["Y"] != want_Y or r["param_bytes"] != 8 * p.n_params
