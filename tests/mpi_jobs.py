@@ -384,7 +384,7 @@ def watch_dtypes(comm):
     def watched(op, buf, group, sends, start, later=False):
         if not inside:
             seen.add(str(buf.dtype))
-        return collective(op, buf, group, sends, start)
+        return collective(op, buf, group, sends, start, later)
 
     def watched_scalars(*values, receives=False):
         inside.append(1)
