@@ -71,9 +71,11 @@ class DenseModel:
         params, xi = self._params(theta), 0.0
         keep = keep and self._kept.start(self.n_train, {
             m: (n_m, theta.dtype) for m, n_m in enumerate(self.layers[1:], 1)})
-        for rows in batch_slices(self.n_train, self.config.batch_size):     # z^m written
-            zs = ref.forward(params, self.X_train[rows], self.act,         # into the kept
-                             self._kept.rows(rows) if keep else None)      # arrays
+        L = len(self.layers) - 1
+        for rows in batch_slices(self.n_train, self.config.batch_size):
+            kept = self._kept.rows(rows) if keep else None          # z^m written in place
+            zs = ref.forward(params, self.X_train[rows], self.act,
+                             kept and [kept[m] for m in range(1, L + 1)])
             xi += float(ref.loss_terms(zs[-1], self.Y[rows], self.loss)[0].sum())
         if keep:
             self._kept.finish(theta)

@@ -36,9 +36,9 @@ class Kept:
         return True
 
     def rows(self, rows):
-        """[view of rows ``rows`` (a slice) of each array], in their order: for a pass that
-        writes its arrays there itself instead of ``put``."""
-        return [array[rows] for array in self.arrays.values()]
+        """{name: view of rows ``rows`` (a slice) of its array}: for a pass that writes its
+        arrays there itself instead of ``put``."""
+        return {name: array[rows] for name, array in self.arrays.items()}
 
     def put(self, rows, values):
         """Rows ``rows`` (a slice) of each array from ``values`` {name: (b, width)} (values
