@@ -105,8 +105,10 @@ def function(grid, l, batch_size, loss="squared", dtype="float64"):
 
 def gradient(grid, l, subsample, batch_size, loss="squared", dtype="float64", kept=False):
     """grad f with S as the last batch, and the norm ||g|| (one scalar allreduce);
-    ``kept``: at the point of the line search's kept forward pass, the backward passes only."""
-    sizes = batch_sizes(l - subsample, batch_size) + [subsample]
+    ``kept``: at the point of the line search's kept forward pass, the backward passes only,
+    over the kept pass's own batches (S among them)."""
+    sizes = batch_sizes(l, batch_size) if kept else \
+        batch_sizes(l - subsample, batch_size) + [subsample]
     return _add(*(_add(_cost() if kept else forward(grid, b, loss, dtype),
                        backward(grid, b, dtype)) for b in sizes), _world(grid, 1, 1))
 

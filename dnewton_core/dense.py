@@ -81,12 +81,16 @@ class DenseModel:
             self._kept.finish(theta)
         return float(theta @ theta) / (2.0 * self.C) + xi / self.n_train
 
-    def _add_gradient(self, params, rows, scale, grad, kept=None):
-        """grad += scale * J^T dxi over ``rows``; returns the forward pass's z^0..z^L
-        (taken from ``kept``, {m: Z^m} of the kept pass, when given)."""
+    def _zs(self, params, rows, kept=None):
+        """z^0..z^L on ``rows``: a forward pass, or read from ``kept`` ({m: Z^m} of the kept
+        pass; views where ``rows`` is a slice)."""
         X = self.X_train[rows]
-        zs = ref.forward(params, X, self.act) if kept is None else \
+        return ref.forward(params, X, self.act) if kept is None else \
             [X] + [kept[m][rows] for m in range(1, len(params) + 1)]
+
+    def _add_gradient(self, params, rows, scale, grad, kept=None):
+        """grad += scale * J^T dxi over ``rows``; returns z^0..z^L (``_zs``)."""
+        zs = self._zs(params, rows, kept)
         dxi = ref.loss_terms(zs[-1], self.Y[rows], self.loss)[1]
         grad += ref.flatten(ref.backward(params, zs, dxi * scale, self.act))
         return zs
@@ -98,15 +102,17 @@ class DenseModel:
         return grad
 
     def gradient_and_jacobian(self, theta, S, kept=False):
-        """grad f (S as the last batch), and J on S in factored form (z^{m-1}, D^m, p);
-        ``kept``: theta is the kept point (``objective``), whose forward pass is used."""
-        S = np.asarray(S)
+        """grad f, and J on S in factored form (z^{m-1}, D^m, p). ``kept``: theta is the kept
+        point (``objective``); the batches are its own rows (views, no forward pass) and S's
+        z^m are read from it. Otherwise S is the last batch, whose forward pass serves J."""
+        S, n, size = np.asarray(S), self.n_train, self.config.batch_size
         params, grad = self._params(theta), theta / self.C
         kept = self._kept.at(theta) if kept else None
-        rest = np.setdiff1d(np.arange(self.n_train), S, assume_unique=True)
-        for rows in batches(rest, self.config.batch_size):
-            self._add_gradient(params, rows, 1.0 / self.n_train, grad, kept)
-        zs = self._add_gradient(params, S, 1.0 / self.n_train, grad, kept)
+        for rows in batch_slices(n, size) if kept is not None else \
+                batches(np.setdiff1d(np.arange(n), S, assume_unique=True), size):
+            self._add_gradient(params, rows, 1.0 / n, grad, kept)
+        zs = self._zs(params, S, kept) if kept is not None else \
+            self._add_gradient(params, S, 1.0 / n, grad)
         return grad, JacobianFactors(S, (zs[:-1], self._factor(params, zs),
                                          ref.softmax(zs[-1]) if self.loss == "cross_entropy"
                                          else None))

@@ -164,11 +164,12 @@ class DistributedModel:
         return log_norm - (zL * Y).sum(), dxi, prob
 
     def _pass(self, theta, rows, scale, grad, jacobian=False, kept=None):
-        """Forward over one batch of the training set (or its terms ``kept``) and backward,
-        adding scale * J^T dxi to ``grad``; the Jacobian factors on these rows if ``jacobian``."""
+        """Forward over one batch (or its terms ``kept``) and backward, adding scale * J^T dxi
+        to ``grad`` (unless None); the Jacobian factors on these rows if ``jacobian``."""
         W, b = self.block(theta)
         z_in, slope, _, _, dxi, prob = self._forward_terms(W, b, self.X, self.Y, rows, kept)
-        self._backward(W, z_in, slope, dxi, scale, grad, reuse=not jacobian)
+        if grad is not None:
+            self._backward(W, z_in, slope, dxi, scale, grad, reuse=not jacobian)
         if jacobian:
             with self.comm.phase("jacobian"):
                 return self._factor_jacobian(W, z_in, slope, prob)
@@ -285,14 +286,15 @@ class DistributedModel:
         return grad
 
     def gradient_and_jacobian(self, theta, S, kept=False):
-        """This rank's block of grad f, and its Jacobian factors on S (``JacobianFactors``);
-        ``kept`` (the solver's word, the same on every rank): theta is the kept point, and
-        the backward passes need no forward pass. S is the last mini-batch, so the z^{m-1}
-        that the Jacobian needs are still here."""
+        """This rank's block of grad f, and its Jacobian factors on S (``JacobianFactors``).
+        ``kept`` (alike on every rank): theta is the kept point; the backward passes go over
+        its batches (views), then J on S from it. Else S is the last batch."""
         S, grad, kept = np.asarray(S), theta / self.C, self._kept.at(theta) if kept else None
-        rest = np.setdiff1d(np.arange(self.n_train), S, assume_unique=True)
-        self._pipelined(theta, batches(rest, self.config.batch_size), grad, kept)
-        factors = self._pass(theta, S, 1.0 / self.n_train, grad, jacobian=True, kept=kept)
+        n, size = self.n_train, self.config.batch_size
+        rows = batch_slices(n, size) if kept is not None else \
+            batches(np.setdiff1d(np.arange(n), S, assume_unique=True), size)
+        self._pipelined(theta, rows, grad, kept)
+        factors = self._pass(theta, S, 1.0 / n, grad if kept is None else None, jacobian=True, kept=kept)
         return grad, JacobianFactors(S, factors)
 
     def stochastic_gradient(self, theta, batch):
@@ -335,9 +337,8 @@ class DistributedModel:
 
     def curvature_gram(self, J, vectors):
         """(k, k): (1/|S|) sum_{i in S} (J^i v_a)^T B^i (J^i v_b) for the k directions whose
-        blocks are ``vectors``, with the full G whatever ``gn`` (docs/method.md §6): the
-        partial J v of every rank summed by one allreduce of (|S|, n_L, k) over the world;
-        every rank then forms the same matrix."""
+        blocks are ``vectors``, with the full G whatever ``gn`` (docs/method.md §6): every
+        rank's partial J v summed by one allreduce of (|S|, n_L, k) over the world."""
         z_in, D, P = check_factors(J).factors
         JV = np.empty((len(z_in), self.n_L, len(vectors)), self.dtype)
         for a, v in enumerate(vectors):
@@ -346,8 +347,7 @@ class DistributedModel:
         return ref.curvature_gram(JV, P, self.loss)
 
     def dots(self, pairs):
-        """The inner products a^T b over all of theta of the (a, b) ``pairs``: one
-        allreduce of len(pairs) scalars."""
+        """The inner products a^T b over all of theta of the (a, b) ``pairs``: one allreduce."""
         return self.comm.allreduce_scalars(*(a @ b for a, b in pairs))
 
     def dot(self, a, b):
