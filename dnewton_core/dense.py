@@ -121,9 +121,12 @@ class DenseModel:
         """[D^1, ..., D^L]: D^L = I (kept as None), D^m = (D^{m+1} W^{m+1 T}) sigma'(z^m)."""
         Ds, D = [None], None
         for m in range(len(params) - 1, 0, -1):
-            W = params[m][0]                                          # W^{m+1}
-            D = np.broadcast_to(W.T, (len(zs[0]), *W.T.shape)) if D is None else D @ W.T
-            D = D * ref.activation_derivative(zs[m], self.act)[:, None, :]  # (|S|, n_L, n_m)
+            W, slope = params[m][0], ref.activation_derivative(zs[m], self.act)[:, None, :]
+            if D is None:                                             # D^{L-1} = W^{L T} sigma'
+                D = W.T * slope
+            else:            # one GEMM over the |S| n_L rows (a 3-D matmul would do |S| small ones)
+                D = (D.reshape(-1, D.shape[2]) @ W.T).reshape(len(D), D.shape[1], len(W))
+                D *= slope                                            # (|S|, n_L, n_m)
             Ds.insert(0, D)
         return Ds
 

@@ -158,7 +158,8 @@ def backward(params, zs, U, activation):
     for m in range(len(params), 0, -1):
         grads.append((zs[m - 1].T @ delta, delta.sum(axis=0)))
         if m > 1:
-            delta = (delta @ params[m - 1][0].T) * activation_derivative(zs[m - 1], activation)
+            delta = delta @ params[m - 1][0].T                 # a new array: scaled in place
+            delta *= activation_derivative(zs[m - 1], activation)
     return grads[::-1]
 
 
