@@ -1,0 +1,162 @@
+"""SGD's chain of layers on 2 cores: what a waiting rank costs (docs/performance.md).
+
+    .venv/bin/python bench/sgd_chain.py            # about a minute
+
+One SGD step of 784-300-300-10, batch 128, as the kit's 4-rank grid 2,1,1,1 runs it, written
+with mpi4py alone: layer 1's two halves sum their products into layer 2 (an allreduce among
+ranks 0, 1, 2), layer 2 sends to layer 3 (a broadcast between ranks 2 and 3), and the
+backward messages return the same way. Nothing can overlap: every layer waits for the one
+before. Printed: milliseconds per step on one process (the same products), and on 4 ranks
+for each way of waiting: ``spin`` (MPI's own), ``nap`` (``polling.Patience("nap")``) and
+``doorbell`` (a FIFO per group and rank that every member writes to when it joins and when it
+completes a collective; a waiting rank sleeps in ``select`` on it, 1 ms at most, and polls
+when woken). The doorbell is a probe, not part of the kit: it shows why a sleeping rank
+cannot simply be woken by its peers (MPICH moves a large message in pieces that each need
+both sides to poll).
+"""
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+STEPS, BATCH = 1000, 128
+
+
+def weights(seed, shape):
+    import numpy as np
+    return np.random.default_rng(seed).standard_normal(shape) * 0.01
+
+
+def one_process():
+    import numpy as np
+    X, W1 = weights(0, (BATCH, 784)), weights(1, (784, 300))
+    W2, W3 = weights(2, (300, 300)), weights(3, (300, 10))
+    tic = time.perf_counter()
+    for _ in range(STEPS):
+        z1 = np.maximum(X @ W1, 0)
+        z2 = np.maximum(z1 @ W2, 0)
+        dxi = z2 @ W3 - 1.0
+        _ = z2.T @ dxi, z1.T @ (d2 := dxi @ W3.T), X.T @ (d2 @ W2.T)
+    return (time.perf_counter() - tic) / STEPS
+
+
+class Doorbells:
+    """One FIFO per (group, rank) in a directory rank 0 makes; ``ring`` writes a byte to
+    every other member's, ``sleep`` waits on one's own for 1 ms at most."""
+
+    def __init__(self, world, groups):
+        rank = world.Get_rank()
+        self.dir = world.bcast(tempfile.mkdtemp(prefix="dnewton-bells-") if rank == 0 else None)
+        self.read, self.peers = {}, {}
+        for name, members in groups.items():
+            if rank in members:
+                path = f"{self.dir}/{name}-{rank}"
+                os.mkfifo(path)
+                self.read[name] = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+                os.open(path, os.O_WRONLY | os.O_NONBLOCK)       # never at end of file
+        world.Barrier()
+        for name, members in groups.items():
+            if rank in members:
+                self.peers[name] = [os.open(f"{self.dir}/{name}-{q}", os.O_WRONLY | os.O_NONBLOCK)
+                                    for q in members if q != rank]
+
+    def ring(self, name):
+        for fd in self.peers[name]:
+            try:
+                os.write(fd, b"x")
+            except BlockingIOError:          # the FIFO is full: the peer has bells to read
+                pass
+
+    def complete(self, request, name):
+        self.ring(name)
+        while not request.Test():
+            select.select([self.read[name]], [], [], 1e-3)
+            try:
+                os.read(self.read[name], 4096)
+            except BlockingIOError:
+                pass
+        self.ring(name)
+
+
+def child(mode):
+    import numpy as np
+    from mpi4py import MPI
+
+    from dnewton_core.polling import Patience
+    world = MPI.COMM_WORLD
+    rank = world.Get_rank()
+    members = {"link1": (0, 1, 2), "link2": (2, 3)}
+    comms = {name: world.Split(0 if rank in m else MPI.UNDEFINED, rank)
+             for name, m in members.items()}
+    if mode == "doorbell":
+        bells = Doorbells(world, members)
+        complete = bells.complete
+    else:
+        patience = Patience(mode)
+        complete = lambda request, name: patience.complete(request)      # noqa: E731
+    link1, link2 = comms["link1"], comms["link2"]
+    X, W1 = weights(rank, (BATCH, 392)), weights(10 + rank, (392, 300))
+    W2, W3 = weights(2, (300, 300)), weights(3, (300, 10))
+    back = np.empty((BATCH, 300))
+    world.Barrier()
+    tic = time.perf_counter()
+    for _ in range(STEPS):
+        if rank < 2:                                          # layer 1, one half each
+            s1 = X @ W1                         # a buffer stays referenced until complete
+            complete(link1.Iallreduce(MPI.IN_PLACE, s1), "link1")
+            complete(link1.Ibcast(back, root=2), "link1")
+            _ = X.T @ back
+        elif rank == 2:                                       # layer 2
+            s1 = np.zeros((BATCH, 300))
+            complete(link1.Iallreduce(MPI.IN_PLACE, s1), "link1")
+            z1 = np.maximum(s1, 0)
+            s2 = z1 @ W2
+            complete(link2.Ibcast(s2, root=0), "link2")
+            complete(link2.Ibcast(back, root=1), "link2")
+            _ = z1.T @ back
+            up = back @ W2.T
+            complete(link1.Ibcast(up, root=2), "link1")
+        else:                                                 # layer 3
+            complete(link2.Ibcast(back, root=0), "link2")
+            z2 = np.maximum(back, 0)
+            dxi = z2 @ W3 - 1.0
+            _ = z2.T @ dxi
+            up = dxi @ W3.T
+            complete(link2.Ibcast(up, root=1), "link2")
+    world.Barrier()
+    seconds = time.perf_counter() - tic
+    if rank == 0:
+        print(seconds / STEPS)
+        if mode == "doorbell":
+            shutil.rmtree(bells.dir, ignore_errors=True)
+
+
+def main():
+    from dnewton_core.environment import blas_environment, local_environment, local_launch
+    os.environ.update(blas_environment())
+    env = local_environment()
+    print(f"# {os.cpu_count()} cores; SGD steps of 784-300-300-10, batch {BATCH}, best of 2 runs "
+          f"of {STEPS}")
+    best = min(float(subprocess.run([sys.executable, __file__, "--one"], capture_output=True,
+                                    text=True, env=env, check=True).stdout) for _ in range(2))
+    print(f"{'1 process':>20} {1e3 * best:8.2f} ms a step")
+    for mode in ("spin", "nap", "doorbell"):
+        best = min(float(subprocess.run([*local_launch(4), sys.executable, __file__, "--child",
+                                         mode], capture_output=True, text=True, env=env,
+                                        check=True).stdout) for _ in range(2))
+        print(f"{'4 ranks, ' + mode:>20} {1e3 * best:8.2f} ms a step")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2])
+    elif sys.argv[1:2] == ["--one"]:
+        print(one_process())
+    else:
+        main()
