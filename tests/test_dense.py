@@ -92,6 +92,24 @@ def test_the_kept_forward_pass_serves_the_gradient_and_accuracy_at_its_theta(los
     assert sum(rows_forwarded) == 3 * d.n_train + 2 * d.n_test   # off passes forward twice
 
 
+def test_the_kept_gradient_reads_the_kept_arrays_without_copies(monkeypatch):
+    """From the kept pass, every backward pass gets views of the kept z^m (consecutive rows,
+    S among them; docs/method.md §4), and the gradient is the one without the kept pass."""
+    d = data()
+    obj = ObjectiveConfig(activation="relu", C=3.0, batch_size=8)
+    model, fresh = DenseModel(d, (5, 3), obj), DenseModel(d, (5, 3), obj)
+    theta, S = model.theta, np.array([2, 5, 11, 30])
+    model.objective(theta, keep=True)
+    kept, seen, real_backward = model._kept.at(theta), [], ref.backward
+    monkeypatch.setattr(ref, "backward", lambda params, zs, U, act: (
+        seen.append([np.shares_memory(zs[m], kept[m]) for m in (1, 2, 3)]),
+        real_backward(params, zs, U, act))[1])
+    g, _ = model.gradient_and_jacobian(theta, S, kept=True)
+    assert len(seen) == 5 and all(all(s) for s in seen)          # ceil(37 / 8) batches
+    g0, _ = fresh.gradient_and_jacobian(theta, S)
+    np.testing.assert_allclose(g, g0, rtol=0, atol=1e-14 * np.abs(g0).max())
+
+
 @pytest.mark.parametrize("loss", ["squared", "cross_entropy"])
 @pytest.mark.parametrize("hidden,splits", [((), (3, 2)), ((5,), (2, 2, 1)), ((5, 3), (1, 2, 3, 4))])
 def test_diag_dense_model_is_the_block_diagonal_reference(loss, hidden, splits):
