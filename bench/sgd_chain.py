@@ -48,7 +48,8 @@ def one_process():
 
 class Doorbells:
     """One FIFO per (group, rank) in a directory rank 0 makes; ``ring`` writes a byte to
-    every other member's, ``sleep`` waits on one's own for 1 ms at most."""
+    every other member's; ``complete`` rings, then polls the request and sleeps on its own
+    FIFO (1 ms at most) between polls, and rings again when the request is complete."""
 
     def __init__(self, world, groups):
         rank = world.Get_rank()

@@ -108,11 +108,14 @@ class DenseModel:
         S, n, size = np.asarray(S), self.n_train, self.config.batch_size
         params, grad = self._params(theta), theta / self.C
         kept = self._kept.at(theta) if kept else None
-        for rows in batch_slices(n, size) if kept is not None else \
-                batches(np.setdiff1d(np.arange(n), S, assume_unique=True), size):
-            self._add_gradient(params, rows, 1.0 / n, grad, kept)
-        zs = self._zs(params, S, kept) if kept is not None else \
-            self._add_gradient(params, S, 1.0 / n, grad)
+        if kept is None:
+            for rows in batches(np.setdiff1d(np.arange(n), S, assume_unique=True), size):
+                self._add_gradient(params, rows, 1.0 / n, grad)
+            zs = self._add_gradient(params, S, 1.0 / n, grad)
+        else:
+            for rows in batch_slices(n, size):
+                self._add_gradient(params, rows, 1.0 / n, grad, kept)
+            zs = self._zs(params, S, kept)
         return grad, JacobianFactors(S, (zs[:-1], self._factor(params, zs),
                                          ref.softmax(zs[-1]) if self.loss == "cross_entropy"
                                          else None))
