@@ -72,13 +72,14 @@ HEADER = (f"{'iter':>5} {'f':>11} {'|g|':>9} {'#CG':>4} {'lambda':>9} {'alpha':>
 
 def _line(r):
     """One iteration's line; the last column is the megabytes rank 0 sent in it (the
-    training's phases; rank 0 knows only its own before the end: no message), "-" for one
-    process."""
+    training's phases; rank 0 knows only its own before the end), "-" when it sent
+    nothing (one process)."""
     def num(key, fmt):
         value = r.get(key)
         width = int(fmt.rstrip("dfg").split(".")[0])
         return format(value, fmt) if value is not None else "-".rjust(width)
-    sent = format(training_bytes([r]) / 1e6, "9.3f") if r.get("comm") else "-".rjust(9)
+    messages = any(d["messages"] for d in r.get("comm", {}).values())
+    sent = format(training_bytes([r]) / 1e6, "9.3f") if messages else "-".rjust(9)
     return (f"{r['iter']:>5} {num('objective', '11.5g')} {num('grad_norm', '9.3g')} "
             f"{num('cg_iters', '4d')} {num('lambda', '9.3g')} {num('alpha', '7.3g')} "
             f"{num('test_accuracy', '7.4f')} {num('wall_time', '7.2f')} {sent}")

@@ -43,8 +43,10 @@ class DenseModel:
     sync = 1.0                  # every partition's CG runs to its own end
     cg_stop = None
 
-    def __init__(self, data, hidden, objective=ObjectiveConfig(), gn="full", splits=None):
+    def __init__(self, data, hidden, objective=ObjectiveConfig(), gn="full", splits=None,
+                 comm=None):
         self.data, self.config = data, objective
+        self.comm = comm          # a one-rank ``comm.Comm``: its ledger times the phases
         self.layers = network_layers(data.n_features, hidden, data.n_classes)
         self.n_train = len(data.y_train)
         self.C = objective.regularization(self.n_train)
@@ -221,16 +223,16 @@ class DenseModel:
             out.append(hits / len(y) if len(y) else float("nan"))
         return tuple(out)
 
-    @staticmethod
-    def phase(name):
-        return contextlib.nullcontext()
+    def phase(self, name):
+        """Time this block as phase ``name`` (no messages on one process), with a ``comm``."""
+        return contextlib.nullcontext() if self.comm is None else self.comm.phase(name)
 
     def close(self):
         """Nothing to free on one process (the distributed model frees its communicators)."""
 
-    @staticmethod
-    def take_comm_record():
-        return {}
+    def take_comm_record(self):
+        """{phase: {"messages": 0, "bytes": 0, "seconds"}} since the last call, or {}."""
+        return {} if self.comm is None else self.comm.take_record()
 
 
 def _diag_grid(layers, gn, splits):

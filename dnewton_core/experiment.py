@@ -163,7 +163,7 @@ def build_model(data, hidden, objective, comm=None, splits=None, gn="full", sync
         if gn != "full" and splits is None:
             raise ConfigError("--gn diag needs partitions: run under mpiexec -n N, or give "
                               "--splits on one process (the blocks of G it keeps)")
-        model = DenseModel(data, hidden, objective, gn=gn, splits=splits)
+        model = DenseModel(data, hidden, objective, gn=gn, splits=splits, comm=comm)
     else:
         model = DistributedModel(data, hidden, grid_splits(data, hidden, comm, splits), comm,
                                  objective, gn=gn, sync=sync)

@@ -135,6 +135,22 @@ def test_a_trace_has_one_process_row_per_rank(tmp_path):
         {"gradient", "cg", "line_search"}
 
 
+def test_a_one_process_trace_has_its_phases(tmp_path):
+    """One process sends nothing, but its time line still shows what each phase costs (to
+    set beside a distributed run's)."""
+    import json
+    trace = tmp_path / "trace.json"
+    run = _train(tmp_path, "alone", "--trace", str(trace), n=1)
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert {e["pid"] for e in events} == {0}
+    assert not [e for e in events if e.get("tid") == 1 and e["ph"] == "X"]   # no messages
+    spans = [e for e in events if e.get("tid") == 0 and e["ph"] == "X"]
+    assert {e["name"] for e in spans} >= {"gradient", "cg", "line_search"}
+    cg = sum(e["dur"] for e in spans if e["name"] == "cg") / 1e6
+    assert cg == pytest.approx(sum(r["comm"]["cg"]["seconds"] for r in run["history"]),
+                               rel=0.05)
+
+
 def test_a_bad_network_is_one_line():
     import subprocess
     import sys
