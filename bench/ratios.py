@@ -35,6 +35,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from dnewton_core.ledger import TRAINING_PHASES  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from gauss_newton import (  # noqa: E402
@@ -144,13 +146,27 @@ def run_train(args):
         history = train(model, method, config, config)
         walls = [0.0] + [r["wall_time"] for r in history.records]
         out[method] = dict(seconds=float(np.diff(walls).sum() / (len(walls) - 1)),
-                           f=history.records[-1]["objective"])
+                           f=history.records[-1]["objective"],
+                           phases=phase_seconds(history.records))
         model.close()
         del model
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024       # Linux: KiB
     peaks = comm.gather_objects(peak)
     if comm.rank == 0:
         report(dict(out, peaks=peaks, ranks=comm.size, splits=args.splits))
+
+
+def phase_seconds(records):
+    """{phase: this rank's mean seconds per iteration (or epoch)} over ``records``, as the
+    training time is averaged (the phases divide a rank's clock, so they add up to it); the
+    Jacobian counted with the gradient, as one process times them together."""
+    out = {}
+    for r in records:
+        for phase, d in r["comm"].items():
+            if phase in TRAINING_PHASES:
+                key = "gradient" if phase == "jacobian" else phase
+                out[key] = out.get(key, 0.0) + d["seconds"] / len(records)
+    return out
 
 
 # -- the driver -------------------------------------------------------------------------------
@@ -188,8 +204,9 @@ def drive(args):
                 ([] if keep else ["--no-keep-forward"])
             got = launch(args, "train", ranks, *extra)
             best = runs.setdefault((splits, keep), got)
-            for method in ("newton", "sgd"):
-                best[method]["seconds"] = min(best[method]["seconds"], got[method]["seconds"])
+            for method in ("newton", "sgd"):       # the best round's time and its phases
+                if got[method]["seconds"] < best[method]["seconds"]:
+                    best[method] = got[method]
             best["peaks"] = [max(a, b) for a, b in zip(best["peaks"], got["peaks"])]
     print_product(product)
     print_training(args, runs)
@@ -234,6 +251,11 @@ def print_training(args, runs):
     print(f"  fastest 2-core grid for Newton: {fast} ({grids[fast]['ranks']} ranks), "
           f"{one['newton']['seconds'] / grids[fast]['newton']['seconds']:.2f}x one process; "
           f"SGD there: {one['sgd']['seconds'] / grids[fast]['sgd']['seconds']:.2f}x")
+    alone, there = one["newton"]["phases"], grids[fast]["newton"]["phases"]
+    print("  its Newton iteration by phase, s (1 process -> that grid, speed-up; rank 0's "
+          "clock): " + "; ".join(
+              f"{p} {alone[p]:.3g} -> {there[p]:.3g} ({alone[p] / there[p]:.2f}x)"
+              for p in alone if alone[p] > 0 and there.get(p)))
     print("\n== Peak memory per rank (ru_maxrss at the end of a Newton and an SGD run), MB")
     for (splits, keep), r in runs.items():
         peaks, base = [p / 1e6 for p in r["peaks"]], sum(runs[None, keep]["peaks"]) / 1e6
