@@ -5,6 +5,7 @@ run with every collective made to last its modeled time (``--network-mode inject
 
     .venv/bin/python bench/network.py            # digits, 4 and 6 ranks, 1gbe and 10gbe
     .venv/bin/python bench/network.py --wait nap # one of the two tables
+    .venv/bin/python bench/network.py --runs 3   # medians of 3 runs per mode and case
 
 Prints one row per case: ranks, network, method, modeled seconds, injected seconds, ratio.
 They differ where a delay travels from rank to rank (a rank sleeping in inject mode holds up
@@ -20,6 +21,7 @@ slower: a napping rank wakes up late).
 """
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,18 +51,28 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--wait", choices=("auto", "nap"), nargs="+", default=["auto", "nap"],
                     help="how waiting ranks wait, one table each (default: both)")
-    for wait in ap.parse_args().wait:
-        print(f"\n# ranks wait: {wait}\n{'ranks':>5} {'network':>8} {'method':<12} "
-              f"{'modeled s':>10} {'injected s':>11} {'ratio':>6}")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="pairs of runs per case, model and inject in turn; the table gives "
+                         "the medians (default 1)")
+    opts = ap.parse_args()
+    for wait in opts.wait:
+        print(f"\n# ranks wait: {wait}; median of {opts.runs} run(s) per mode\n"
+              f"{'ranks':>5} {'network':>8} {'method':<12} {'modeled s':>10} "
+              f"{'injected s':>11} {'ratio':>6}")
+        within = 0
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "run.json"
             for n in (4, 6):
                 for network in ("1gbe", "10gbe"):
                     for name, args in CASES:
-                        model = run(n, network, args, "model", out, wait)
-                        inject = run(n, network, args, "inject", out, wait)
+                        pairs = [(run(n, network, args, "model", out, wait),
+                                  run(n, network, args, "inject", out, wait))
+                                 for _ in range(opts.runs)]
+                        model, inject = (statistics.median(x) for x in zip(*pairs))
+                        within += abs(model / inject - 1) <= 0.15
                         print(f"{n:>5} {network:>8} {name:<12} {model:>10.3f} "
                               f"{inject:>11.3f} {model / inject:>6.2f}", flush=True)
+        print(f"# within 15%: {within} of {4 * len(CASES)}")
 
 
 if __name__ == "__main__":
