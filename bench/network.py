@@ -55,6 +55,8 @@ def main():
                     help="pairs of runs per case, model and inject in turn; the table gives "
                          "the medians (default 1)")
     opts = ap.parse_args()
+    if opts.runs < 1:
+        ap.error("--runs must be at least 1")
     for wait in opts.wait:
         print(f"\n# ranks wait: {wait}; median of {opts.runs} run(s) per mode\n"
               f"{'ranks':>5} {'network':>8} {'method':<12} {'modeled s':>10} "

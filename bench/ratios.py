@@ -13,7 +13,8 @@ loopback only), and prints:
      on each 2-core candidate grid (3 ranks 1,1,1,1; 4 ranks 2,1,1,1): the same run on
      every grid (same f), so the times compare the same work; and 1 process and 4 ranks
      again with ``--no-keep-forward`` (kept.py: less memory, one forward pass more). The
-     configurations run in turn, ``--rounds`` times, and each keeps its best.
+     configurations run in turn, ``--rounds`` times, and each keeps its best. The fastest
+     grid's Newton iteration is also split by phase, beside one process's.
   3. Peak memory per rank: every rank's ru_maxrss at the end of its training job, gathered.
 
     .venv/bin/python bench/ratios.py              # or: make bench (about 3-5 minutes)
@@ -158,14 +159,12 @@ def run_train(args):
 
 def phase_seconds(records):
     """{phase: this rank's mean seconds per iteration (or epoch)} over ``records``, as the
-    training time is averaged (the phases divide a rank's clock, so they add up to it); the
-    Jacobian counted with the gradient, as one process times them together."""
+    training time is averaged (the phases divide a rank's clock, so they add up to it)."""
     out = {}
     for r in records:
         for phase, d in r["comm"].items():
             if phase in TRAINING_PHASES:
-                key = "gradient" if phase == "jacobian" else phase
-                out[key] = out.get(key, 0.0) + d["seconds"] / len(records)
+                out[phase] = out.get(phase, 0.0) + d["seconds"] / len(records)
     return out
 
 

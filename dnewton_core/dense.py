@@ -118,9 +118,10 @@ class DenseModel:
             for rows in batch_slices(n, size):
                 self._add_gradient(params, rows, 1.0 / n, grad, kept)
             zs = self._zs(params, S, kept)
-        return grad, JacobianFactors(S, (zs[:-1], self._factor(params, zs),
-                                         ref.softmax(zs[-1]) if self.loss == "cross_entropy"
-                                         else None))
+        with self.phase("jacobian"):
+            return grad, JacobianFactors(S, (zs[:-1], self._factor(params, zs),
+                                             ref.softmax(zs[-1]) if self.loss == "cross_entropy"
+                                             else None))
 
     def _factor(self, params, zs):
         """[D^1, ..., D^L]: D^L = I (kept as None), D^m = (D^{m+1} W^{m+1 T}) sigma'(z^m)."""

@@ -211,7 +211,7 @@ def run(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), cal
     config = config_dict(
         **about, optimizer=method, gn=model.gn, sync=model.sync,
         ranks=comm.size if comm else 1, objective=model.config,
-        wait=comm.patience.mode if comm else None,    # how ranks waited (polling.py)
+        wait=comm.patience.mode if comm and comm.size > 1 else None,   # how ranks waited
         **({"newton": newton_config} if method == "newton" else {"sgd": sgd_config}))
     previous = resume.records if resume else []
     writer = Writer(keep.directory, keep.every, newton_config.iters if method == "newton"

@@ -227,7 +227,8 @@ class Model(Protocol):
         """Context naming what the next messages are for (docs/method.md §5)."""
 
     def take_comm_record(self) -> dict:
-        """Messages since the last call (empty on one process)."""
+        """Messages and seconds per phase since the last call (on one process: no messages,
+        and only where the model was given a ``comm``)."""
 
     def close(self) -> None:
         """Free what the model holds outside Python (sub-communicators)."""
