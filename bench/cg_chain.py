@@ -91,7 +91,7 @@ def main():
     cores = len(os.sched_getaffinity(0))
     print(f"# {cores} usable cores; one Gauss-Newton product of 784-300-300-10 on |S| = {N_S}, "
           f"best of 3 rounds of {PRODUCTS}")
-    run = lambda *argv: float(subprocess.run([*argv], capture_output=True, text=True,   # noqa: E731
+    run = lambda *argv: float(subprocess.run(list(argv), capture_output=True, text=True,  # noqa: E731
                                              env=env, check=True).stdout)
     for label, which in (("1 process, all three blocks", "0,1,2"),
                          ("the layer-1 block alone", "0")):

@@ -218,10 +218,9 @@ def whole(saved, name):
 def gather_records(comm, records):
     """Copies of ``records`` with messages and bytes summed over ranks (the slowest rank's
     seconds) and, for Newton, "cg_iters_per_rank", on rank 0; None on the other ranks.
-    Collective (one gather, phase "report"); on one process (``comm`` None or of one rank):
-    as they are."""
+    Collective (one gather, phase "report"); ``comm`` None (the dense model): as they are."""
     records = [dict(r) for r in records]
-    if comm is None or comm.size == 1:
+    if comm is None:
         return records
     with comm.phase("report"):
         per_rank = comm.gather_objects([(r["comm"], r.get("cg_iters")) for r in records])

@@ -12,12 +12,11 @@ With ``gn="diag"`` and a grid's ``splits`` it is the block-diagonal G of that gr
 process (docs/method.md §6): the product keeps each partition's diagonal block, and each
 partition's CG runs on its own (``cg_blocks``), as the ranks of the distributed model do.
 """
-import contextlib
-
 import numpy as np
 
 from . import reference as ref
 from .kept import Kept
+from .ledger import Ledger
 from .model import (
     ConfigError,
     JacobianFactors,
@@ -44,9 +43,9 @@ class DenseModel:
     cg_stop = None
 
     def __init__(self, data, hidden, objective=ObjectiveConfig(), gn="full", splits=None,
-                 comm=None):
+                 ledger=None):
         self.data, self.config = data, objective
-        self.comm = comm          # a one-rank ``comm.Comm``: its ledger times the phases
+        self.ledger = ledger or Ledger()    # times the phases (the run's one-rank Comm is one)
         self.layers = network_layers(data.n_features, hidden, data.n_classes)
         self.n_train = len(data.y_train)
         self.C = objective.regularization(self.n_train)
@@ -225,15 +224,15 @@ class DenseModel:
         return tuple(out)
 
     def phase(self, name):
-        """Time this block as phase ``name`` (no messages on one process), with a ``comm``."""
-        return contextlib.nullcontext() if self.comm is None else self.comm.phase(name)
+        """Time this block as phase ``name`` (no messages on one process)."""
+        return self.ledger.phase(name)
 
     def close(self):
         """Nothing to free on one process (the distributed model frees its communicators)."""
 
     def take_comm_record(self):
-        """{phase: {"messages": 0, "bytes": 0, "seconds"}} since the last call, or {}."""
-        return {} if self.comm is None else self.comm.take_record()
+        """{phase: {"messages": 0, "bytes": 0, "seconds"}} since the last call."""
+        return self.ledger.take_record()
 
 
 def _diag_grid(layers, gn, splits):

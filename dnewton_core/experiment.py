@@ -163,7 +163,7 @@ def build_model(data, hidden, objective, comm=None, splits=None, gn="full", sync
         if gn != "full" and splits is None:
             raise ConfigError("--gn diag needs partitions: run under mpiexec -n N, or give "
                               "--splits on one process (the blocks of G it keeps)")
-        model = DenseModel(data, hidden, objective, gn=gn, splits=splits, comm=comm)
+        model = DenseModel(data, hidden, objective, gn=gn, splits=splits, ledger=comm)
     else:
         model = DistributedModel(data, hidden, grid_splits(data, hidden, comm, splits), comm,
                                  objective, gn=gn, sync=sync)
@@ -211,7 +211,7 @@ def run(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), cal
     config = config_dict(
         **about, optimizer=method, gn=model.gn, sync=model.sync,
         ranks=comm.size if comm else 1, objective=model.config,
-        wait=comm.patience.mode if comm and comm.size > 1 else None,   # how ranks waited
+        wait=comm.patience.mode if comm else None,    # how ranks waited (polling.py)
         **({"newton": newton_config} if method == "newton" else {"sgd": sgd_config}))
     previous = resume.records if resume else []
     writer = Writer(keep.directory, keep.every, newton_config.iters if method == "newton"

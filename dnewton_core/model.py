@@ -227,8 +227,7 @@ class Model(Protocol):
         """Context naming what the next messages are for (docs/method.md §5)."""
 
     def take_comm_record(self) -> dict:
-        """Messages and seconds per phase since the last call (on one process: no messages,
-        and only where the model was given a ``comm``)."""
+        """Messages and seconds per phase since the last call (on one process: no messages)."""
 
     def close(self) -> None:
         """Free what the model holds outside Python (sub-communicators)."""
