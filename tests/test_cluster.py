@@ -220,6 +220,8 @@ def test_a_new_cluster_replaces_the_old_and_px_errors_are_short(capsys):
             while time.monotonic() < deadline and cluster_processes(**{CLUSTER_MARK: first_id}):
                 time.sleep(0.2)
             assert cluster_processes(**{CLUSTER_MARK: first_id}) == []
+            # not streamed: a streamed error ends the cell with "1 errors" if it came first
+            assert shell.magics_manager.registry["ParallelMagics"].stream_output is False
             result = shell.run_cell("%%px\nfrom mpi4py import MPI\n"
                                     "assert MPI.COMM_WORLD.Get_rank() == 0, 'not rank 0'")
             out = capsys.readouterr().out

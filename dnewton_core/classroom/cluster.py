@@ -355,9 +355,14 @@ def _in_ipython():
 
 def _short_engine_errors(cluster):
     """In IPython, a ``%px``/``%%px`` cell whose ranks raise shows one :class:`EngineError`
-    line instead of a traceback per rank."""
+    line instead of a traceback per rank. The magics do not stream the engines' output
+    while the cell runs (it comes at the end): streaming prints each rank's traceback as
+    it arrives and, when all of it came before the results, ends the cell with "1 errors"
+    instead of the ``CompositeError`` handled here, so which one a student saw depended on
+    timing."""
     from ipyparallel.error import CompositeError
     shell = sys.modules["IPython"].get_ipython()
+    shell.magics_manager.registry["ParallelMagics"].stream_output = False
 
     def handler(shell, etype, value, tb, tb_offset=None):
         err = cluster.engine_error(value)
