@@ -106,6 +106,12 @@ def cluster_processes(**environ):
     return found
 
 
+# The controller counts an engine as registered at its first heartbeat, and pings every
+# 3 s by default: 4 engines took 11 s to start here, 5.5 s with pings every 0.5 s. An engine
+# still counts as lost after 30 s without an answer, as by default.
+HEARTBEAT = ["--HeartMonitor.period=500", "--HeartMonitor.max_heartmonitor_misses=60"]
+
+
 class MPICluster:
     """``n`` MPI engines driven from this process; results in MPI rank order.
 
@@ -146,7 +152,8 @@ class MPICluster:
         blas = blas_environment(self.threads)
         os.environ.update(blas)                 # for anything this kernel starts later, too
         cluster = ipp.Cluster(engines="mpi", n=self.n, log_level=logging.ERROR,
-                              engine_timeout=max(1, math.ceil(self.timeout)))
+                              engine_timeout=max(1, math.ceil(self.timeout)),
+                              controller_args=HEARTBEAT)
         engine_file = os.path.join(cluster.profile_dir, "security",
                                    f"ipcontroller-{cluster.cluster_id}-engine.json")
         cluster.config.MPILauncher.mpi_cmd = [       # mpiexec in a private network (see above)
