@@ -51,6 +51,25 @@ def test_digits_split_is_a_partition_of_the_bundled_data():
     assert np.array_equal(original[np.lexsort(original.T)], ours[np.lexsort(ours.T)])
 
 
+def test_digits_are_read_from_scikit_learns_file_as_load_digits_reads_them(monkeypatch):
+    import importlib.util
+    import subprocess
+    import sys
+    bunch = load_digits()
+    X, target = data._bundled_digits()
+    assert X.dtype == np.float64 and X.tobytes() == bunch.data.astype(np.float64).tobytes()
+    assert np.array_equal(target, bunch.target)
+    # without importing scikit-learn (every rank of a digits run saves its import)
+    code = ("import sys; from dnewton_core.data import load_dataset; load_dataset('digits'); "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
+    # where the file is not found, through load_digits: the same numbers
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    X2, target2 = data._bundled_digits()
+    assert X2.tobytes() == X.tobytes() and np.array_equal(target2, target)
+
+
 def test_digits_split_is_stratified():
     ds = load_dataset("digits", seed=3)
     total = np.bincount(load_digits().target)
