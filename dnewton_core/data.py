@@ -338,12 +338,12 @@ def _bundled_digits():
     ``load_digits`` where the file is not where this scikit-learn keeps it."""
     import importlib.util
     spec = importlib.util.find_spec("sklearn")          # finds the package, runs none of it
-    path = os.path.join(os.path.dirname(spec.origin), "datasets", "data", "digits.csv.gz") \
-        if spec and spec.origin else None
-    if path is None or not os.path.isfile(path):
+    path = spec and spec.origin and os.path.join(os.path.dirname(spec.origin), "datasets",
+                                                 "data", "digits.csv.gz")
+    if not (path and os.path.isfile(path)):
         from sklearn.datasets import load_digits
         bunch = load_digits()
-        return bunch.data.astype(np.float64), bunch.target
+        return bunch.data, bunch.target
     with gzip.open(path, "rt") as f:
         data = np.loadtxt(f, delimiter=",")
     return data[:, :-1], data[:, -1].astype(int)

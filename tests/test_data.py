@@ -5,8 +5,11 @@ import dataclasses
 import gzip
 import hashlib
 import http.server
+import importlib.util
 import shutil
 import struct
+import subprocess
+import sys
 import threading
 from functools import partial
 from pathlib import Path
@@ -52,9 +55,6 @@ def test_digits_split_is_a_partition_of_the_bundled_data():
 
 
 def test_digits_are_read_from_scikit_learns_file_as_load_digits_reads_them(monkeypatch):
-    import importlib.util
-    import subprocess
-    import sys
     bunch = load_digits()
     X, target = data._bundled_digits()
     assert X.dtype == np.float64 and X.tobytes() == bunch.data.astype(np.float64).tobytes()

@@ -107,7 +107,7 @@ def cluster_processes(**environ):
 
 
 # The controller counts an engine as registered at its first heartbeat, and pings every
-# 3 s by default: 4 engines took 11 s to start here, 5.5 s with pings every 0.5 s. An engine
+# 3 s by default: 4 engines took 11 s to start here, 5.5-6.5 s with pings every 0.5 s. An engine
 # still counts as lost after 30 s without an answer, as by default.
 HEARTBEAT = ["--HeartMonitor.period=500", "--HeartMonitor.max_heartmonitor_misses=60"]
 
