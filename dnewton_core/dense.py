@@ -17,6 +17,7 @@ import numpy as np
 from . import reference as ref
 from .kept import Kept
 from .ledger import Ledger
+from .memory import keep_freed_memory
 from .model import (
     ConfigError,
     JacobianFactors,
@@ -44,6 +45,7 @@ class DenseModel:
 
     def __init__(self, data, hidden, objective=ObjectiveConfig(), gn="full", splits=None,
                  ledger=None):
+        keep_freed_memory()                 # reuse freed arrays (memory.py)
         self.data, self.config = data, objective
         self.ledger = ledger or Ledger()    # times the phases (the run's one-rank Comm is one)
         self.layers = network_layers(data.n_features, hidden, data.n_classes)

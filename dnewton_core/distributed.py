@@ -24,6 +24,7 @@ from .comm import Comm
 from .costs import link_op
 from .kept import Kept
 from .ledger import sync_threshold
+from .memory import keep_freed_memory
 from .model import (
     PIPELINE,
     JacobianFactors,
@@ -50,6 +51,7 @@ class DistributedModel:
 
     def __init__(self, data, hidden, splits, comm=None, objective=ObjectiveConfig(),
                  gn="full", sync=1.0):
+        keep_freed_memory()                 # reuse freed arrays (memory.py)
         self.comm = comm or Comm()
         self.config = objective
         self.layers = network_layers(data.n_features, hidden, data.n_classes)

@@ -35,7 +35,9 @@ the same terms summed over the layers, its data X (l + l_t) n_0, the codes, DENS
 parameter-sized vectors (its flatten/unflatten copies), and the forward pass the line search
 keeps, E l (n_1 + ... + n_L) (SGD keeps none, and is counted as if it did, on every rank).
 """
+import ctypes
 import os
+import platform
 
 from .model import PIPELINE, element_bytes, jacobian_chunk
 from .partition import Grid
@@ -44,6 +46,24 @@ from .reference import slope_dtype
 CODE = 8               # bytes of a class code (int64)
 VECTORS = 12           # parameter-sized vectors alive at once (see the docstring)
 DENSE_VECTORS = 15     # the same on one process, with the whole theta's flat copies
+
+
+KEEP_FREED = 1 << 30   # bytes: allocations below stay in the heap, and so much free memory at its top
+
+
+def keep_freed_memory():
+    """Make glibc's allocator keep the memory numpy frees, for the next array to reuse
+    (docs/performance.md). By default a large array is mapped fresh and unmapped when freed,
+    so every Jacobian's D, every batch's products, write first into pages the kernel must
+    find and zero: 14% of a one-process Newton run's processor time, measured. Sets
+    M_MMAP_THRESHOLD and M_TRIM_THRESHOLD to ``KEEP_FREED``; the peak resident memory does
+    not grow (the arrays are reused, not added). True if set; False where the C library is
+    not glibc (nothing to do). Idempotent; called by every model."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    mallopt = ctypes.CDLL(None).mallopt
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(mallopt(M_MMAP_THRESHOLD, KEEP_FREED) and mallopt(M_TRIM_THRESHOLD, KEEP_FREED))
 
 
 def _sum(parts):

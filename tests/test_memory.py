@@ -8,6 +8,7 @@ under the same limit.
 """
 import hashlib
 import json
+import platform
 import re
 import resource
 import subprocess
@@ -257,3 +258,35 @@ def test_a_share_that_does_not_fit_is_refused_on_every_rank_before_training(tmp_
     assert line.startswith("error: rank 1: not enough memory: this rank's share "
                            "(W^2[0:3000, 0:3000]) needs ")
     assert "iter" not in p.stdout                      # refused before the first iteration
+
+
+HEAP_PROBE = """
+import ctypes, sys
+import numpy as np
+from dnewton_core import memory
+
+class Info(ctypes.Structure):          # glibc's struct mallinfo2
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = Info
+kept = memory.keep_freed_memory() if sys.argv[1] == "keep" else None
+a = np.ones(2 ** 23)                   # 64 MiB
+mapped = mallinfo2().hblkhd            # bytes in mapped blocks, this array's among them
+del a
+print(kept, mapped >= 2 ** 26, mallinfo2().fordblks >= 2 ** 26)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
+def test_freed_arrays_stay_in_the_heap_for_the_next_ones():
+    """By default glibc maps a 64 MiB array and unmaps it when freed (the next one writes
+    into fresh pages the kernel must zero); after ``keep_freed_memory`` it comes from the
+    heap and its memory stays there, free for the next array."""
+    def probe(mode):
+        return subprocess.run([sys.executable, "-c", HEAP_PROBE, mode], capture_output=True,
+                              text=True, check=True).stdout.split()
+    assert probe("default") == ["None", "True", "False"]
+    assert probe("keep") == ["True", "False", "True"]
