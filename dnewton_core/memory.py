@@ -57,8 +57,8 @@ def keep_freed_memory():
     so every Jacobian's D, every batch's products, write first into pages the kernel must
     find and zero: 14% of a one-process Newton run's processor time, measured. Sets
     M_MMAP_THRESHOLD and M_TRIM_THRESHOLD to ``KEEP_FREED``; the peak resident memory did
-    not grow in the runs measured (the arrays are reused, not added). True if set; False where the C library is
-    not glibc (nothing to do). Idempotent; called by every model."""
+    not grow in the runs measured (the arrays are reused, not added). True if set; False
+    where the C library is not glibc (nothing to do). Idempotent; called by every model."""
     if platform.libc_ver()[0] != "glibc":
         return False
     mallopt = ctypes.CDLL(None).mallopt

@@ -307,6 +307,30 @@ def test_continue_finishes_a_study_cut_short(quick4, tmp_path):
     assert {p.name for p in cut.iterdir()} == {p.name for p in quick4[0].iterdir()}
 
 
+def test_continue_reads_a_study_from_before_a_phase_existed(quick1, tmp_path):
+    """A study written before the kit had the diag_step phase (results/fashion-mnist/long/)
+    lacks its columns; --continue takes its runs as having spent nothing there, finishes the
+    study, and writes every column."""
+    cut = tmp_path / "study"
+    cut.mkdir()
+    whole = records.read_runs(quick1[0] / "runs.csv")
+    last = whole[-2]["run"]
+    for name in ("runs.csv", "curves.csv"):
+        with open(quick1[0] / name, newline="") as f, open(cut / name, "w", newline="") as out:
+            reader = csv.DictReader(f)
+            columns = [c for c in reader.fieldnames if c not in records.LATER_PHASE_COLUMNS]
+            writer = csv.DictWriter(out, columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(r for r in reader if int(r["run"]) <= last)
+    assert "bytes_diag_step" not in (cut / "runs.csv").read_text()
+    rc, out, err, _ = launch(["reproduce", "--quick", "--out", str(cut), "--continue"])
+    assert rc == 0, f"exit {rc}\n{out[-3000:]}\n{err[-3000:]}"
+    assert f"({last} finished before: --continue)" in out
+    again = records.read_runs(cut / "runs.csv")
+    assert list(again[0]) == records.RUN_COLUMNS and len(again) == len(whole)
+    assert all(r[c] == 0 for r in again[:last] for c in records.LATER_PHASE_COLUMNS)
+
+
 # --------------------------------------------------------------------------- one process
 
 def test_quick_on_one_process_leaves_out_the_diagonal(quick1):

@@ -54,7 +54,10 @@ RUN_COLUMNS = (["run", "data", "network", "splits", "ranks", "train_size", "C", 
                + [f"bytes_{p}" for p in LEDGER_PHASES]
                + [f"messages_{p}" for p in LEDGER_PHASES]
                + [f"seconds_{p}" for p in LEDGER_PHASES])
-NEWER = ("step", "dtype", "options")      # columns an older runs.csv may lack
+LATER_PHASES = ("diag_step",)              # phases an older kit did not have: nothing spent there
+LATER_PHASE_COLUMNS = tuple(f"{key}_{phase}" for key in ("bytes", "messages", "seconds")
+                            for phase in LATER_PHASES)
+NEWER = ("step", "dtype", "options") + LATER_PHASE_COLUMNS   # columns an older runs.csv may lack
 TEXTS = ("data", "network", "splits", "method", "setting", "step", "unit", "dtype", "options")
 NUMBERS = [c for c in RUN_COLUMNS if c not in TEXTS]   # in runs.csv: numbers or empty
 CURVE_COLUMNS = ["run", "method", "setting", "seed", "iter", "wall_time", "objective",
@@ -93,6 +96,9 @@ def read_runs(path):
             r["step"] = last if last in DIAG_STEPS else "none"
         if "dtype" not in r and "budget" in r:     # runs.csv written before --dtype
             r["dtype"] = "float64"
+        if "budget" in r:                          # a phase the kit that wrote it did not have
+            for key in LATER_PHASE_COLUMNS:
+                r.setdefault(key, 0)
     return rows
 
 
