@@ -52,8 +52,7 @@ class DistributedModel:
     def __init__(self, data, hidden, splits, comm=None, objective=ObjectiveConfig(),
                  gn="full", sync=1.0):
         keep_freed_memory()                 # reuse freed arrays (memory.py)
-        self.comm = comm or Comm()
-        self.config = objective
+        self.comm, self.config = comm or Comm(), objective
         self.layers = network_layers(data.n_features, hidden, data.n_classes)
         self.grid = self.comm.agree_on(lambda: checked_grid(self.layers, splits, gn, sync,
                                                              self.comm.size))
@@ -61,8 +60,7 @@ class DistributedModel:
         grid, rank = self.grid, self.comm.rank
         self.part = p = grid.partition(rank)
         self.largest_block = max(q.n_params for q in grid.partitions)   # of the grid
-        self.L, self.n_L = grid.L, self.layers[-1]
-        self.n_train = data.n_train
+        self.L, self.n_L, self.n_train = grid.L, self.layers[-1], data.n_train
         self.C = objective.regularization(self.n_train)
         self.act, self.loss = objective.activation, objective.loss
         self.dtype = objective.dtype      # of every array; sums over batches and ranks in float64
