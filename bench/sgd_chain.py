@@ -13,8 +13,8 @@ completes a collective; a waiting rank sleeps in ``select`` on it, 1 ms at most,
 when woken). The doorbell is a probe, not part of the kit: it shows why a sleeping rank
 cannot simply be woken by its peers (MPICH moves a collective in steps, the stages of its
 schedule and the pieces of a large message, that each need both sides to poll). MPICH's
-variables pass through (``MPIR_CVAR_...``): larger shared-memory cells and its single-copy
-transport changed nothing (docs/performance.md).
+variables pass through (``MPIR_CVAR_...``): larger shared-memory cells and switching on its
+single-copy transport changed nothing (docs/performance.md).
 """
 import os
 import select

@@ -274,20 +274,27 @@ def test_refuses_to_overwrite(quick4):
     assert {p.name: p.read_bytes() for p in quick4[0].iterdir()} == before
 
 
+def _cut_study(study, cut, last, drop=()):
+    """``cut``: a copy of ``study``'s runs.csv and curves.csv with runs up to ``last`` only
+    and without the columns ``drop`` (as an older kit wrote them)."""
+    cut.mkdir()
+    for name in ("runs.csv", "curves.csv"):
+        with open(study / name, newline="") as f, open(cut / name, "w", newline="") as out:
+            reader = csv.DictReader(f)
+            columns = [c for c in reader.fieldnames if c not in drop]
+            writer = csv.DictWriter(out, columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(r for r in reader if int(r["run"]) <= last)
+    return cut
+
+
 def test_continue_finishes_a_study_cut_short(quick4, tmp_path):
     """quick4 cut after all but its last three runs (SGD), then --continue on 4 ranks: the
     three runs again, the same rows and curves as the study in one go (these are short runs on the same
     machine and grid, compared to a stated tolerance), and a report from all of them."""
-    cut = tmp_path / "study"
-    cut.mkdir()
     whole = records.read_runs(quick4[0] / "runs.csv")
     last = whole[-4]["run"]
-    for name in ("runs.csv", "curves.csv"):
-        with open(quick4[0] / name, newline="") as f, open(cut / name, "w", newline="") as out:
-            reader = csv.DictReader(f)
-            writer = csv.DictWriter(out, reader.fieldnames)
-            writer.writeheader()
-            writer.writerows(r for r in reader if int(r["run"]) <= last)
+    cut = _cut_study(quick4[0], tmp_path / "study", last)
     rc, out, err, _ = launch(["reproduce", "--quick", "--out", str(cut), "--network", *NETWORKS,
                               "--continue"], n=4)
     assert rc == 0, f"exit {rc}\n{out[-3000:]}\n{err[-3000:]}"
@@ -311,17 +318,9 @@ def test_continue_reads_a_study_from_before_a_phase_existed(quick1, tmp_path):
     """A study written before the kit had the diag_step phase (results/fashion-mnist/long/)
     lacks its columns; --continue takes its runs as having spent nothing there, finishes the
     study, and writes every column."""
-    cut = tmp_path / "study"
-    cut.mkdir()
     whole = records.read_runs(quick1[0] / "runs.csv")
     last = whole[-2]["run"]
-    for name in ("runs.csv", "curves.csv"):
-        with open(quick1[0] / name, newline="") as f, open(cut / name, "w", newline="") as out:
-            reader = csv.DictReader(f)
-            columns = [c for c in reader.fieldnames if c not in records.LATER_PHASE_COLUMNS]
-            writer = csv.DictWriter(out, columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(r for r in reader if int(r["run"]) <= last)
+    cut = _cut_study(quick1[0], tmp_path / "study", last, drop=records.LATER_PHASE_COLUMNS)
     assert "bytes_diag_step" not in (cut / "runs.csv").read_text()
     rc, out, err, _ = launch(["reproduce", "--quick", "--out", str(cut), "--continue"])
     assert rc == 0, f"exit {rc}\n{out[-3000:]}\n{err[-3000:]}"

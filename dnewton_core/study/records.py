@@ -94,9 +94,8 @@ def read_runs(path):
         if "step" not in r and r["method"] == "newton-diag":
             last = r["setting"].split()[-1]
             r["step"] = last if last in DIAG_STEPS else "none"
-        if "dtype" not in r and "budget" in r:     # runs.csv written before --dtype
-            r["dtype"] = "float64"
-        if "budget" in r:                          # a phase the kit that wrote it did not have
+        if "budget" in r:      # a runs.csv row written before --dtype, or before a phase existed
+            r.setdefault("dtype", "float64")
             for key in LATER_PHASE_COLUMNS:
                 r.setdefault(key, 0)
     return rows
