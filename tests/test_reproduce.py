@@ -8,11 +8,13 @@ the figures; a third launch must refuse to overwrite. The pure parts (grid, sett
 aggregation, table) are tested in-process.
 """
 import csv
+import datetime
 import os
 import signal
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,49 @@ def test_runs_csv_has_a_row_per_run_and_every_column(quick4):
         else:
             assert r["lr"] is None and r["subsample"] == 0.05 and r["iterations"] == 8
             assert r["cg_iters"] >= r["iterations"]
+
+
+def _git_head():
+    """This checkout's commit as git abbreviates it to 7 digits, or None outside a checkout."""
+    try:
+        got = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=7", "HEAD"],
+                             capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    return got.stdout.strip() if got.returncode == 0 else None
+
+
+def test_each_run_records_when_and_with_which_code(quick4):
+    """runs.csv's provenance: one part, the checkout's commit (or the package's version),
+    start times in run order within the launch, the niceness the launch inherited."""
+    rows = records.read_runs(quick4[0] / "runs.csv")
+    head, started = _git_head(), [datetime.datetime.fromisoformat(r["started"]) for r in rows]
+    assert {r["part"] for r in rows} == {1}
+    assert {r["code"] for r in rows} <= ({head, head + "-dirty"} if head else
+                                         {"dnewton_core " + version("dnewton_core")})
+    assert started == sorted(started) and started[0].tzinfo is not None
+    assert (started[-1] - started[0]).total_seconds() < QUICK_LIMIT
+    assert {r["nice"] for r in rows} == {os.nice(0)}
+    assert all(isinstance(r["load"], float) and r["load"] >= 0 for r in rows)
+    assert f"part 1, runs 1-{len(rows)} from {rows[0]['started']}" in \
+        (quick4[0] / "summary.md").read_text()
+
+
+def test_code_version_without_git_is_the_package_version(monkeypatch):
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+    monkeypatch.setattr(provenance.subprocess, "run", no_git)
+    assert provenance.code_version() == "dnewton_core " + version("dnewton_core")
+
+
+def test_read_runs_keeps_texts_as_written(tmp_path):
+    """A commit such as 1e05432 or 1234567 stays text (float() would read 1e05432 as inf)."""
+    path = tmp_path / "runs.csv"
+    path.write_text("run,method,code,started,load\n"
+                    "1,sgd,1e05432,2026-11-27T23:15:18+00:00,3.5\n2,sgd,1234567,,\n")
+    rows = records.read_runs(path)
+    assert [r["code"] for r in rows] == ["1e05432", "1234567"]
+    assert rows[0]["load"] == 3.5 and rows[1]["started"] is None
 
 
 def test_bytes_add_up_by_phase(quick4):
@@ -310,17 +355,22 @@ def test_continue_finishes_a_study_cut_short(quick4, tmp_path):
             assert a["objective"] == pytest.approx(b["objective"], rel=1e-9)
     assert len(records.read_runs(cut / "curves.csv")) == \
         len(records.read_runs(quick4[0] / "curves.csv"))
-    assert f"it continued {last} runs finished before" in (cut / "summary.md").read_text()
+    text = (cut / "summary.md").read_text()
+    assert f"it continued {last} runs finished before" in text
+    assert [r["part"] for r in again] == [1] * last + [2] * (len(whole) - last)
+    assert f"part 1, runs 1-{last} from {whole[0]['started']}" in text
+    assert f"part 2, runs {last + 1}-{len(whole)} from {again[last]['started']}" in text
     assert {p.name for p in cut.iterdir()} == {p.name for p in quick4[0].iterdir()}
 
 
 def test_continue_reads_a_study_from_before_a_phase_existed(quick1, tmp_path):
     """A study written before the kit had the diag_step phase (results/fashion-mnist/long/)
-    lacks its columns; --continue takes its runs as having spent nothing there, finishes the
-    study, and writes every column."""
+    lacks its columns, and those of each run's provenance; --continue takes its runs as having
+    spent nothing there, finishes the study, writes every column, and its runs as part 2."""
     whole = records.read_runs(quick1[0] / "runs.csv")
     last = whole[-2]["run"]
-    cut = _cut_study(quick1[0], tmp_path / "study", last, drop=records.LATER_PHASE_COLUMNS)
+    cut = _cut_study(quick1[0], tmp_path / "study", last,
+                     drop=records.LATER_PHASE_COLUMNS + records.PROVENANCE)
     assert "bytes_diag_step" not in (cut / "runs.csv").read_text()
     rc, out, err, _ = launch(["reproduce", "--quick", "--out", str(cut), "--continue"])
     assert rc == 0, f"exit {rc}\n{out[-3000:]}\n{err[-3000:]}"
@@ -328,6 +378,9 @@ def test_continue_reads_a_study_from_before_a_phase_existed(quick1, tmp_path):
     again = records.read_runs(cut / "runs.csv")
     assert list(again[0]) == records.RUN_COLUMNS and len(again) == len(whole)
     assert all(r[c] == 0 for r in again[:last] for c in records.LATER_PHASE_COLUMNS)
+    assert [r["part"] for r in again] == [None] * last + [2] * (len(whole) - last)
+    assert f"runs 1-{last} written before runs.csv recorded when" in \
+        (cut / "summary.md").read_text()
 
 
 # --------------------------------------------------------------------------- one process

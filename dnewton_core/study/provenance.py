@@ -1,6 +1,10 @@
-"""Where and how a study ran: the machine, the libraries, the command as typed."""
+"""Where and how a study ran: the machine, the libraries, the command as typed, and for
+each run when it started, with which code, at which priority and load."""
+import datetime
+import importlib.metadata
 import os
 import shlex
+import subprocess
 import sys
 
 import numpy as np
@@ -25,3 +29,34 @@ def command_line(ranks):
     env = " ".join(environment.speed_environment())
     launch = f"mpiexec -n {ranks} " if ranks > 1 else ""
     return (env + " " if env else "") + launch + prog + " " + shlex.join(argv)
+
+
+def code_version():
+    """The kit's code: the git commit of the checkout it runs from (``-dirty`` when
+    ``dnewton_core/`` differs from it), else the installed package's version."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    git = ["git", "-C", package]
+    try:
+        commit = subprocess.run(git + ["rev-parse", "--short=7", "HEAD"], capture_output=True,
+                                text=True, timeout=10)
+        if commit.returncode == 0:
+            dirty = subprocess.run(git + ["diff", "--quiet", "HEAD", "--", package],
+                                   capture_output=True, timeout=10).returncode != 0
+            return commit.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass                                                  # no git, or not a checkout
+    try:
+        return "dnewton_core " + importlib.metadata.version("dnewton_core")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def run_stamp():
+    """When a run starts (UTC, to the second), this process's niceness and the machine's
+    1-minute load average: runs.csv's columns ``started``, ``nice``, ``load``."""
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        load = None
+    return dict(started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                nice=os.nice(0) if hasattr(os, "nice") else None, load=load)

@@ -47,18 +47,23 @@ def summarize_run(out, setting, seed, elapsed, budget, networks=()):
     return row, curves
 
 
+# Each run's provenance: the study's part (1, then one more for each --continue), when the
+# run started, the kit's code (``provenance.code_version``), rank 0's niceness, the load.
+PROVENANCE = ("part", "started", "code", "nice", "load")
 RUN_COLUMNS = (["run", "data", "network", "splits", "ranks", "train_size", "C", "dtype", "method",
                 "setting", "subsample", "sync", "step", "lr", "seed", "unit", "budget", "iterations",
                 "options", "train_accuracy", "test_accuracy", "objective", "wall_time", "elapsed",
                 "diverged", "cg_iters", "cg_iters_mean", "bytes_total", "messages_total"]
+               + list(PROVENANCE)
                + [f"bytes_{p}" for p in LEDGER_PHASES]
                + [f"messages_{p}" for p in LEDGER_PHASES]
                + [f"seconds_{p}" for p in LEDGER_PHASES])
 LATER_PHASES = ("diag_step",)              # phases an older kit did not have: nothing spent there
 LATER_PHASE_COLUMNS = tuple(f"{key}_{phase}" for key in ("bytes", "messages", "seconds")
                             for phase in LATER_PHASES)
-NEWER = ("step", "dtype", "options") + LATER_PHASE_COLUMNS   # columns an older runs.csv may lack
-TEXTS = ("data", "network", "splits", "method", "setting", "step", "unit", "dtype", "options")
+NEWER = ("step", "dtype", "options") + LATER_PHASE_COLUMNS + PROVENANCE  # an older runs.csv lacks
+TEXTS = ("data", "network", "splits", "method", "setting", "step", "unit", "dtype", "options",
+         "started", "code")
 NUMBERS = [c for c in RUN_COLUMNS if c not in TEXTS]   # in runs.csv: numbers or empty
 CURVE_COLUMNS = ["run", "method", "setting", "seed", "iter", "wall_time", "objective",
                  "train_accuracy", "test_accuracy", "cg_iters", "bytes"]
@@ -76,9 +81,11 @@ def write_csv(path, rows, columns, replace=True):
 
 def read_runs(path):
     """runs.csv back as dicts with numbers parsed (for tests and notebooks)."""
-    def parse(v):
+    def parse(key, v):
         if v == "":
             return None
+        if key in TEXTS:                      # a commit such as 1e05432 is not a number
+            return v
         if v in ("True", "False"):
             return v == "True"
         try:
@@ -89,7 +96,7 @@ def read_runs(path):
             except ValueError:
                 return v
     with open(path, newline="") as f:
-        rows = [{k: parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        rows = [{k: parse(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
     for r in rows:          # written before runs.csv had "step": the setting's label names it
         if "step" not in r and r["method"] == "newton-diag":
             last = r["setting"].split()[-1]

@@ -2,6 +2,7 @@
 summary.md, and the inputs of the figures. Pure functions of the rows of runs.csv and
 curves.csv (``records.py``).
 """
+import itertools
 import math
 
 import numpy as np
@@ -337,6 +338,8 @@ def _header(plan, info, stats, rows, notes, started, seconds, data_note):
         "accuracy checks included" + (f"; this part only: it continued {info['continued']} "
                                       "runs finished before (--continue)"
                                       if info.get("continued") else "") + ")",
+        "- runs, by part (one more with each --continue; runs.csv's columns part, started, "
+        "code, nice, load): " + "; ".join(parts(rows)),
         f"- machine: {info['cores']} cores ({info['usable_cores']} usable), {info['cpu']}, "
         f"{info['platform']}; Python {info['python']}, numpy {info['numpy']}, mpi4py "
         f"{info['mpi4py']}, {info['mpi']}; BLAS threads: {info['threads']}",
@@ -367,6 +370,26 @@ def _header(plan, info, stats, rows, notes, started, seconds, data_note):
     ] + [f"- left out: {x}" for x in notes] + [
         f"- REDUCED against the default study: {x}"
         for x in reductions(plan, info["ranks"] > 1)] + [f"- {x}" for x in changes(plan)]
+
+
+def parts(rows):
+    """One text per part of the study (a launch of reproduce): its runs, when its first run
+    started, the kit's code, the niceness and the range of the 1-minute load averages at its
+    runs' starts."""
+    out = []
+    for part, group in itertools.groupby(rows, key=lambda r: r.get("part")):
+        rs = list(group)
+        runs = f"runs {rs[0]['run']}-{rs[-1]['run']}" if len(rs) > 1 else f"run {rs[0]['run']}"
+        if part is None:
+            out.append(f"{runs} written before runs.csv recorded when and with which code")
+            continue
+        loads = [r["load"] for r in rs if r.get("load") is not None]
+        load = "–" if not loads else f"{min(loads):.2f}" + \
+            (f"-{max(loads):.2f}" if max(loads) > min(loads) else "")
+        first = rs[0]                         # one launch: one code and one niceness
+        out.append(f"part {part}, {runs} from {first['started']} (code {first['code']}, nice "
+                   f"{fmt(first['nice'], 'd')}, 1-minute load average {load})")
+    return out
 
 
 def figure_inputs(stats, rows, curves):

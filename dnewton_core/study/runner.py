@@ -5,7 +5,8 @@ Every run builds a new model with ``experiment.build_model`` on the same ``Comm`
 trains it with ``experiment.run``, which brings the per-iteration ledgers to rank 0;
 rank 0 alone prints (one line per run) and writes:
 
-  runs.csv        one row per run (settings, final accuracies, time, bytes per phase)
+  runs.csv        one row per run (settings, final accuracies, time, bytes per phase; when
+                  it started, with which code, at which niceness and load: its provenance)
   curves.csv      one row per Newton iteration / SGD epoch of every run
   summary.md      command, date, machine; the table per setting; the claims, measured
   accuracy_vs_time.png, robustness.png
@@ -33,7 +34,7 @@ from ..outputs import write_atomic
 from ..sgd import SGDConfig
 from . import modeled, records, report
 from .modeled import columns
-from .provenance import machine_info
+from .provenance import code_version, machine_info, run_stamp
 
 OUTPUTS = ("runs.csv", "curves.csv", "summary.md", "accuracy_vs_time.png", "robustness.png")
 MODELED_FIGURE = "accuracy_vs_modeled_time.png"     # with --network
@@ -95,25 +96,24 @@ def run_study(plan, comm):
     for note in notes:
         say(f"  left out: {note}", flush=True)
     kept = len(rows)
+    part = 1 + max((r.get("part") or 1 for r in rows), default=0)
+    code = code_version() if comm.rank == 0 else None
     for seed in range(plan.seeds):
         for k, setting in enumerate(settings):
             if done[seed, k]:
                 continue
+            stamp = run_stamp()
             got = run_one(comm, prepared, hidden, setting, seed, plan)
             if got is None:
                 continue
             row, curve = got
-            row.update(run=len(rows) + 1, **{key: value for key, value in identity.items()
-                                             if key not in row and key != "budget"})
+            row.update(run=len(rows) + 1, part=part, code=code, **stamp,
+                       **{key: value for key, value in identity.items()
+                          if key not in row and key != "budget"})
             rows.append(row)
             curves += [dict(c, run=row["run"], method=setting.method, setting=setting.label,
                             seed=seed) for c in curve]
-            first = len(rows) == 1          # a file that appeared since the check: refuse
-            replace = plan.overwrite or plan.resume or not first
-            extra = columns(plan.networks)
-            records.write_csv(paths["curves.csv"], curves, records.CURVE_COLUMNS + extra,
-                              replace)          # first: a run in runs.csv has its curves
-            records.write_csv(paths["runs.csv"], rows, records.RUN_COLUMNS + extra, replace)
+            _write_records(plan, paths, rows, curves)
             say(_progress(row, total, setting, seed), flush=True)
     if comm.rank == 0:
         info = dict(machine_info(), ranks=comm.size, load_start=load_start,
@@ -122,6 +122,15 @@ def run_study(plan, comm):
                       time.perf_counter() - tic, _data_note(plan, data),
                       f"{plan.problem.data}, {network}, {comm.size} rank(s)")
     return 0
+
+
+def _write_records(plan, paths, rows, curves):
+    """runs.csv and curves.csv after each run (rank 0), curves first: a run in runs.csv has
+    its curves. Before the first run's, a file that appeared since the check is refused."""
+    replace = plan.overwrite or plan.resume or len(rows) > 1
+    extra = columns(plan.networks)
+    records.write_csv(paths["curves.csv"], curves, records.CURVE_COLUMNS + extra, replace)
+    records.write_csv(paths["runs.csv"], rows, records.RUN_COLUMNS + extra, replace)
 
 
 def _identity(plan, comm, prepared):
