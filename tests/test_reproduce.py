@@ -142,11 +142,19 @@ def test_each_run_records_when_and_with_which_code(quick4):
         (quick4[0] / "summary.md").read_text()
 
 
-def test_code_version_without_git_is_the_package_version(monkeypatch):
+def test_code_version_outside_a_checkout_of_the_kit_is_the_package_version(monkeypatch):
+    """Without git, or installed inside another repository (git answers rev-parse but does
+    not track the kit's files): the package's version, never someone else's commit."""
     def no_git(*args, **kwargs):
         raise FileNotFoundError("git")
-    monkeypatch.setattr(provenance.subprocess, "run", no_git)
-    assert provenance.code_version() == "dnewton_core " + version("dnewton_core")
+
+    def untracked(cmd, **kwargs):
+        tracks = "ls-files" not in cmd
+        return subprocess.CompletedProcess(cmd, 0 if tracks else 1, stdout="abcdef1\n")
+    package = "dnewton_core " + version("dnewton_core")
+    for fake in (no_git, untracked):
+        monkeypatch.setattr(provenance.subprocess, "run", fake)
+        assert provenance.code_version() == package
 
 
 def test_read_runs_keeps_texts_as_written(tmp_path):

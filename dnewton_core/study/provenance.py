@@ -33,13 +33,16 @@ def command_line(ranks):
 
 def code_version():
     """The kit's code: the git commit of the checkout it runs from (``-dirty`` when
-    ``dnewton_core/`` differs from it), else the installed package's version."""
+    ``dnewton_core/`` differs from it), else the installed package's version (also when it
+    is installed inside someone else's repository, where git does not track it)."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     git = ["git", "-C", package]
     try:
+        tracked = subprocess.run(git + ["ls-files", "--error-unmatch", "__init__.py"],
+                                 capture_output=True, timeout=10).returncode == 0
         commit = subprocess.run(git + ["rev-parse", "--short=7", "HEAD"], capture_output=True,
                                 text=True, timeout=10)
-        if commit.returncode == 0:
+        if tracked and commit.returncode == 0:
             dirty = subprocess.run(git + ["diff", "--quiet", "HEAD", "--", package],
                                    capture_output=True, timeout=10).returncode != 0
             return commit.stdout.strip() + ("-dirty" if dirty else "")
