@@ -1,4 +1,6 @@
 """The command line on one process: train, compare, help, and errors as one line."""
+import csv
+import io
 import json
 import os
 import signal
@@ -278,6 +280,8 @@ def test_reproduce_continue_runs_only_what_is_missing(tmp_path):
     assert curve(parts) == curve(whole)
     assert "it continued 2 runs finished before (--continue)" in \
         (parts / "summary.md").read_text()
+    assert [r["part"] for r in two] == [1, 1, 2, 2] and "part 2, runs 3-4 from " in \
+        (parts / "summary.md").read_text()
 
     before = (parts / "runs.csv").read_bytes()
     settings = ("reproduce", "--settings", "newton-full:0.05,sgd:0.01", "--hidden", 8)
@@ -299,6 +303,13 @@ def test_reproduce_continue_runs_only_what_is_missing(tmp_path):
         f",{records.read_runs(parts / 'runs.csv')[0]['test_accuracy']!r},", ",abc,", 1))
     p = cli(*study, "--seeds", 2, "--out", parts, "--continue")
     assert p.returncode == 2 and "line 2: " in p.stderr and "is 'abc', not a number" in \
+        p.stderr, p.stderr
+    table = list(csv.reader(io.StringIO(before.decode())))       # run 4 back in part 1
+    table[4][table[0].index("part")] = "1"
+    with open(parts / "runs.csv", "w", newline="") as f:
+        csv.writer(f).writerows(table)
+    p = cli(*study, "--seeds", 2, "--out", parts, "--continue")
+    assert p.returncode == 2 and "line 5: part is 1, after 2: parts are whole numbers" in \
         p.stderr, p.stderr
     (parts / "runs.csv").write_bytes(before)
     curves = (parts / "curves.csv").read_text().splitlines(keepends=True)

@@ -121,7 +121,7 @@ def _git_head():
     try:
         got = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=7", "HEAD"],
                              capture_output=True, text=True, timeout=10)
-    except OSError:
+    except (OSError, subprocess.SubprocessError):
         return None
     return got.stdout.strip() if got.returncode == 0 else None
 
@@ -142,17 +142,31 @@ def test_each_run_records_when_and_with_which_code(quick4):
         (quick4[0] / "summary.md").read_text()
 
 
+def _fake_git(tracked=True, changes=""):
+    """subprocess.run as git answers in a checkout of the kit (``tracked``) or in another
+    repository, with ``changes`` as ``git status --porcelain`` prints them."""
+    def run(cmd, **kwargs):
+        if "ls-files" in cmd:
+            return subprocess.CompletedProcess(cmd, 0 if tracked else 1, stdout="")
+        return subprocess.CompletedProcess(cmd, 0, stdout="abcdef1\n" if "rev-parse" in cmd
+                                           else changes)
+    return run
+
+
+def test_code_version_of_a_checkout_says_when_the_kit_has_changes(monkeypatch):
+    for changes, code in (("", "abcdef1"), (" M dnewton_core/cg.py\n", "abcdef1-dirty"),
+                          ("?? dnewton_core/new.py\n", "abcdef1-dirty")):
+        monkeypatch.setattr(provenance.subprocess, "run", _fake_git(changes=changes))
+        assert provenance.code_version() == code
+
+
 def test_code_version_outside_a_checkout_of_the_kit_is_the_package_version(monkeypatch):
     """Without git, or installed inside another repository (git answers rev-parse but does
     not track the kit's files): the package's version, never someone else's commit."""
     def no_git(*args, **kwargs):
         raise FileNotFoundError("git")
-
-    def untracked(cmd, **kwargs):
-        tracks = "ls-files" not in cmd
-        return subprocess.CompletedProcess(cmd, 0 if tracks else 1, stdout="abcdef1\n")
     package = "dnewton_core " + version("dnewton_core")
-    for fake in (no_git, untracked):
+    for fake in (no_git, _fake_git(tracked=False)):
         monkeypatch.setattr(provenance.subprocess, "run", fake)
         assert provenance.code_version() == package
 

@@ -33,19 +33,18 @@ def command_line(ranks):
 
 def code_version():
     """The kit's code: the git commit of the checkout it runs from (``-dirty`` when
-    ``dnewton_core/`` differs from it), else the installed package's version (also when it
-    is installed inside someone else's repository, where git does not track it)."""
+    ``dnewton_core/`` has changes or new files git does not have), else (no git, or the kit
+    installed inside someone else's repository, where git does not track it) the installed
+    package's version."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    git = ["git", "-C", package]
+    git = lambda *args: subprocess.run(["git", "-C", package, *args],   # noqa: E731
+                                       capture_output=True, text=True, timeout=10)
     try:
-        tracked = subprocess.run(git + ["ls-files", "--error-unmatch", "__init__.py"],
-                                 capture_output=True, timeout=10).returncode == 0
-        commit = subprocess.run(git + ["rev-parse", "--short=7", "HEAD"], capture_output=True,
-                                text=True, timeout=10)
-        if tracked and commit.returncode == 0:
-            dirty = subprocess.run(git + ["diff", "--quiet", "HEAD", "--", package],
-                                   capture_output=True, timeout=10).returncode != 0
-            return commit.stdout.strip() + ("-dirty" if dirty else "")
+        if git("ls-files", "--error-unmatch", "__init__.py").returncode == 0:
+            commit, changes = git("rev-parse", "--short=7", "HEAD"), \
+                git("status", "--porcelain", "--", package)
+            if commit.returncode == 0 and changes.returncode == 0:
+                return commit.stdout.strip() + ("-dirty" if changes.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         pass                                                  # no git, or not a checkout
     try:

@@ -143,6 +143,7 @@ def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
                 raise ValueError(f"{where}: {key} is {text(r.get(key)) or '(empty)'!r}, this "
                                  f"study's is {text(value)!r}; continue with the options of the "
                                  "first part")
+        _check_part(where, r.get("part"), rows[line - 3].get("part") if line > 2 else None)
         pair = (r["setting"], r["seed"])
         if r["setting"] not in labels or not (isinstance(r["seed"], int) and 0 <= r["seed"] < seeds):
             raise ValueError(f"{where}: {r['setting']!r} seed {r['seed']} is not a run of this "
@@ -160,6 +161,18 @@ def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
                              f"from {runs_path} and continue")
     finished = {r["run"] for r in rows}
     return rows, [c for c in curves if c["run"] in finished]
+
+
+def _check_part(where, part, before):
+    """ValueError unless ``part`` is a whole number >= 1 and >= the row ``before``'s, or
+    empty in a row written before runs.csv had parts (so are the rows before it)."""
+    if part is None and before is None:
+        return
+    if not isinstance(part, int) or part < max(1, before or 1):
+        raise ValueError(f"{where}: part is {'(empty)' if part is None else repr(part)}, after "
+                         f"{'(empty)' if before is None else before}: parts are whole numbers "
+                         "from 1 that never go down (empty only in rows written before runs.csv "
+                         "had them)")
 
 
 def _check_header(path, required, extra):

@@ -383,13 +383,18 @@ def parts(rows):
         if part is None:
             out.append(f"{runs} written before runs.csv recorded when and with which code")
             continue
-        loads = [r["load"] for r in rs if r.get("load") is not None]
-        load = "–" if not loads else f"{min(loads):.2f}" + \
-            (f"-{max(loads):.2f}" if max(loads) > min(loads) else "")
-        first = rs[0]                         # one launch: one code and one niceness
-        out.append(f"part {part}, {runs} from {first['started']} (code {first['code']}, nice "
-                   f"{fmt(first['nice'], 'd')}, 1-minute load average {load})")
+        out.append(f"part {part}, {runs} from {rs[0]['started']} (code {rs[0]['code']}, nice "
+                   f"{_span(rs, 'nice', 'd')}, 1-minute load average {_span(rs, 'load', '.2f')})")
     return out
+
+
+def _span(rows, key, spec):
+    """'lo-hi' (or one value, or '–') of the rows' ``key`` in the format ``spec``."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    if not values:
+        return "–"
+    lo, hi = min(values), max(values)
+    return format(lo, spec) + (f"-{format(hi, spec)}" if hi > lo else "")
 
 
 def figure_inputs(stats, rows, curves):
