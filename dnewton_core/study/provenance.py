@@ -60,5 +60,9 @@ def run_stamp():
         load = round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         load = None
-    return dict(started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                nice=os.nice(0) if hasattr(os, "nice") else None, load=load)
+    return dict(started=now(), nice=os.nice(0) if hasattr(os, "nice") else None, load=load)
+
+
+def now():
+    """The time in UTC to the second, ISO 8601 (a study's date, a run's start)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -21,7 +21,6 @@ every kept row is checked against them); a run that diverges (SGD or Newton) is 
 split is the data set's own and is the same in every run.
 """
 import dataclasses
-import datetime
 import os
 import time
 
@@ -34,7 +33,7 @@ from ..outputs import write_atomic
 from ..sgd import SGDConfig
 from . import modeled, records, report
 from .modeled import columns
-from .provenance import code_version, machine_info, run_stamp
+from .provenance import code_version, machine_info, now, run_stamp
 
 OUTPUTS = ("runs.csv", "curves.csv", "summary.md", "accuracy_vs_time.png", "robustness.png")
 MODELED_FIGURE = "accuracy_vs_modeled_time.png"     # with --network
@@ -74,7 +73,7 @@ def run_study(plan, comm):
     paths = {name: os.path.join(plan.out, name) for name in outputs(plan)}
     if plan.networks:           # every collective charged on each network (model mode)
         comm.network, comm.also, comm.inject = plan.networks[0], plan.networks[1:], False
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    started = now()
     load_start = environment.load_average()
     tic = time.perf_counter()
     prepared = prepare(plan.problem, comm, paths.values(), plan.overwrite or plan.resume)
