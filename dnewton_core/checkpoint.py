@@ -217,7 +217,8 @@ def whole(saved, name):
 
 def gather_records(comm, records):
     """Copies of ``records`` with messages and bytes summed over ranks (the slowest rank's
-    seconds) and, for Newton, "cg_iters_per_rank", on rank 0; None on the other ranks.
+    seconds) and, for Newton, "cg_iters_per_rank" and "cg_iters" their largest (the slowest
+    partition's, as one process counts it), on rank 0; None on the other ranks.
     Collective (one gather, phase "report"); ``comm`` None (the dense model): as they are."""
     records = [dict(r) for r in records]
     if comm is None:
@@ -231,6 +232,7 @@ def gather_records(comm, records):
         r.update(modeled_over_ranks([ledger[k][0] for ledger in per_rank]))  # with a network
         if "cg_iters" in r:
             r["cg_iters_per_rank"] = [ledger[k][1] for ledger in per_rank]
+            r["cg_iters"] = max(r["cg_iters_per_rank"])
     return records
 
 

@@ -94,6 +94,9 @@ def describe_run(comm, model, method, args):
     _say(comm, f"{method} on {args.data}, network {'-'.join(map(str, model.layers))}, "
                f"C = {model.C:g}, {where}"
                + (f", {model.config.dtype}" if model.config.dtype != "float64" else ""))
+    if method == "newton" and comm.size > 1 and model.gn == "diag":
+        _say(comm, "#CG: rank 0's own CG iterations (each partition runs its own CG; the "
+                   "JSON's cg_iters is the slowest partition's, cg_iters_per_rank every one's)")
 
 
 def cmd_train(args, comm):
