@@ -184,7 +184,7 @@ def add_reproduce(subparsers, parents):
                         "the time to accuracy on each")
     g = p.add_argument_group("output")
     g.add_argument("--quick", action="store_true",
-                   help="digits, 2 seeds, a small grid, few iterations: a minute or two")
+                   help="digits, 2 seeds, a small grid, few iterations: seconds")
     g.add_argument("--out", default=None, help="output directory (default results/<data>; "
                                                "with --quick the scratch results/quick)")
     g.add_argument("--continue", dest="resume_study", action="store_true",

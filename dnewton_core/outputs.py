@@ -23,7 +23,9 @@ def check_writable(paths, overwrite=False):
         if os.path.isdir(path):
             raise ValueError(f"cannot write {path}: it is a directory")
         if os.path.lexists(path) and not overwrite:
-            raise ValueError(f"{path} exists; pass --overwrite to replace it")
+            raise ValueError(f"{path} exists; pass --overwrite to replace it"
+                             + (" (or reproduce --continue to add to its study)"
+                                if os.path.basename(path) == "runs.csv" else ""))
         _probe(path, _existing_ancestor(path))
 
 

@@ -286,7 +286,7 @@ def test_reproduce_continue_runs_only_what_is_missing(tmp_path):
     before = (parts / "runs.csv").read_bytes()
     settings = ("reproduce", "--settings", "newton-full:0.05,sgd:0.01", "--hidden", 8)
     for changed, message in (
-            (("--iters", 3, "--epochs", 1, "--seeds", 2), "budget is '2', this study's is '3'"),
+            (("--iters", 3, "--epochs", 1, "--seeds", 2), "budget is '2', this study's is '3' (--iters)"),
             (("--iters", 2, "--epochs", 1, "--seeds", 1), "line 4: 'newton-full S=5%' seed 1 is not a run"),
             (("--iters", 2, "--epochs", 1, "--seeds", 2, "--activation", "tanh"),
              "line 2: options is 'relu squared eval_batch=4096"),

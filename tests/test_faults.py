@@ -207,7 +207,8 @@ CASES = [
     case("reproduce-train-limit-0", "reproduce --quick --train-limit 0 --out {tmp}/s", 2,
          r"error: --train-limit"),
     case("reproduce-out-exists", "reproduce --quick --out {tmp}/s", 2,
-         r"error: {tmp}/s/runs.csv exists; pass --overwrite", files={"s/runs.csv": b"keep\n"}),
+         r"error: {tmp}/s/runs.csv exists; pass --overwrite to replace it \(or reproduce "
+         r"--continue", files={"s/runs.csv": b"keep\n"}),
     case("compare-out-in-proc", "compare --iters 50 --out /proc/x", 2,
          r"error: cannot write /proc/x/"),
     case("reproduce-seeds-0", "reproduce --quick --seeds 0 --out {tmp}/s", 2, r"error: .*seeds"),

@@ -465,7 +465,7 @@ def row(run, setting, seed, acc):
     """A row of runs.csv: 2 iterations, 4 s, 200 bytes (20 in CG), 6 CG iterations."""
     return dict(run=run, setting=setting.label, method=setting.method,
                 subsample=setting.subsample, sync=setting.sync, lr=setting.lr,
-                unit="epoch" if setting.method == "sgd" else "iteration", seed=seed,
+                step=setting.step, unit="epoch" if setting.method == "sgd" else "iteration", seed=seed,
                 iterations=2, test_accuracy=acc, train_accuracy=acc, objective=1.0,
                 wall_time=4.0, bytes_total=200, bytes_cg=20, bytes_jacobian=10,
                 cg_iters=6 if setting.method != "sgd" else None, seconds_cg=1.0,
@@ -496,6 +496,13 @@ def test_claims_report_a_spread_only_over_two_or_more_settings():
     curves.append(dict(run=3, iter=1, wall_time=4.0, test_accuracy=0.1))
     robustness = report.claims(report.aggregate(rows), rows, curves)[3][1]
     assert any("SGD, 2 learning rates: from 0.1000 to 0.8000 (range 0.7000" in line
+               for line in robustness)
+    rows.append(row(4, plan.Setting("newton-diag", 0.05, 1.0, step="rescale"), 0, 0.95))
+    curves.append(dict(run=4, iter=1, wall_time=4.0, test_accuracy=0.95))
+    robustness = report.claims(report.aggregate(rows), rows, curves)[3][1]
+    assert any("Newton, 2 settings: mean test accuracy from 0.9000 to 0.9500" in line
+               for line in robustness)          # the kit's steps after CG count
+    assert any("Best Newton: newton-diag S=5% sync=1 rescale, 0.9500" in line
                for line in robustness)
 
 

@@ -108,6 +108,12 @@ def read_runs(path):
     return rows
 
 
+# The option behind each identity column, for --continue's refusals.
+OPTION_OF = dict(data="--data", ranks="the number of MPI ranks", splits="--splits",
+                 network="--hidden", train_size="--train-limit", C="--C", dtype="--dtype",
+                 iteration="--iters", epoch="--epochs")
+
+
 def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
     """The (rows, curves) of a study cut short that ``reproduce --continue`` keeps, checked to
     be runs of this study: the columns of this study (``extra``: its modeled networks'), every
@@ -140,9 +146,11 @@ def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
             if key == "options" and r.get(key) is None:   # written before runs.csv had it
                 continue
             if text(r.get(key)) != text(value):
+                option = OPTION_OF.get(key if key != "budget" else r["unit"])
                 raise ValueError(f"{where}: {key} is {text(r.get(key)) or '(empty)'!r}, this "
-                                 f"study's is {text(value)!r}; continue with the options of the "
-                                 "first part")
+                                 f"study's is {text(value)!r}"
+                                 + (f" ({option})" if option else "")
+                                 + "; continue with the options of the first part")
         _check_part(where, r.get("part"), rows[line - 3].get("part") if line > 2 else None)
         pair = (r["setting"], r["seed"])
         if r["setting"] not in labels or not (isinstance(r["seed"], int) and 0 <= r["seed"] < seeds):

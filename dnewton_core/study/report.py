@@ -110,7 +110,8 @@ def claims(stats, rows, curves, networks=()):
     """(title, bullet lines): each claim of the paper against the numbers of this study;
     with ``networks``, claims 1 and 3 also on each modeled network. Claims 1-3 compare the
     paper's diagonal method (no step after CG); the kit's steps after CG (rescale,
-    subspace: docs/method.md §6) get their own lines under claim 1."""
+    subspace: docs/method.md §6) get their own lines under claim 1, and claim 4 counts them
+    among Newton's settings (as robustness.png and study.across do)."""
     every, stats = stats, without_step(stats)
     return [("1. Diagonalization removes the communication inside CG at little cost in "
              "progress", _diagonalization(stats) + _on_networks(
@@ -124,7 +125,7 @@ def claims(stats, rows, curves, networks=()):
              or ["not measured (needs newton-diag at two sync fractions)"]),
             ("4. Newton is more robust to its settings than SGD to its learning rate, and "
              "may reach better test accuracy",
-             _robustness(stats, rows, curves) or ["not measured (needs both methods)"])]
+             _robustness(every, rows, curves) or ["not measured (needs both methods)"])]
 
 
 def diagonal_pairs(stats):
