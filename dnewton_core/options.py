@@ -47,6 +47,17 @@ def _positive_ints(text):
     return values
 
 
+HIDDEN_HELP = "hidden layer widths, e.g. 300,300 (default 64,64 for digits, 300,300 otherwise)"
+
+
+def with_defaults(args):
+    """``args`` with the defaults that depend on other options filled in: --hidden from the
+    data set (``reproduce`` fills in its own, with its grid's)."""
+    if getattr(args, "hidden", ()) is None and args.command != "reproduce":
+        args.hidden = study.default_hidden(args.data)
+    return args
+
+
 def parser():
     top = Parser(
         prog="python -m dnewton_core",
@@ -90,7 +101,7 @@ def parser():
                                    "Gauss-Newton matrix against SGD, on the same data, network "
                                    "and grid: a table, compare.json and a figure.")
     p.add_argument("--out", default="results/compare", help="output directory")
-    add_reproduce(sub, parents=shared_options(hidden=None)[:2])
+    add_reproduce(sub, parents=shared_options()[:2])
     add_project(sub)
     p = sub.add_parser("evaluate", help="train and test accuracy and f of weights that "
                                         "train --save wrote (one process)")
@@ -194,21 +205,18 @@ def add_reproduce(subparsers, parents):
     return p
 
 
-def shared_options(hidden=(64, 64)):
+def shared_options():
     """Parent parsers: (data, network and partitions; Newton's and SGD's constants; the
-    budgets and step sizes of one run). ``reproduce`` shares the first two, with no default
-    for ``--hidden`` (its default depends on the data set). Each call makes new parsers:
-    argparse shares option objects between a parent and its children."""
+    budgets and step sizes of one run). ``reproduce`` shares the first two. ``--hidden``
+    has no default here: it depends on the data set (``with_defaults``). Each call makes new
+    parsers: argparse shares option objects between a parent and its children."""
     network = argparse.ArgumentParser(add_help=False)
     g = network.add_argument_group("data and network")
     g.add_argument("--data", default="digits",
                    help="data set: " + ", ".join(datasets.DATASETS) + " (default digits, "
                         "embedded; the others read local files, see --data-path)")
     g.add_argument("--data-path", help="directory or file(s) of the data set")
-    g.add_argument("--hidden", type=_positive_ints, default=hidden,
-                   help="hidden layer widths, e.g. 300,300 (default "
-                        + (",".join(map(str, hidden)) if hidden else
-                           "64,64 for digits, 300,300 otherwise") + ")")
+    g.add_argument("--hidden", type=_positive_ints, default=None, help=HIDDEN_HELP)
     g.add_argument("--activation", default="relu", help="relu (default), sigmoid or tanh")
     g.add_argument("--loss", default="squared", help="squared (default) or cross_entropy")
     g.add_argument("--C", default=None,
@@ -282,7 +290,7 @@ def add_project(sub):
                                    "rate measured here (docs/method.md §8).")
     p.add_argument("--data", default="digits", help="data set (its sizes only)")
     p.add_argument("--data-path", help="directory or file(s) of the data set")
-    p.add_argument("--hidden", type=_positive_ints, default=(64, 64), help="hidden widths")
+    p.add_argument("--hidden", type=_positive_ints, default=None, help=HIDDEN_HELP)
     p.add_argument("--network", default="10gbe", help="one or several (comma-separated) of "
                    + ", ".join(PRESETS) + " or LATENCY_US:BANDWIDTH_GBIT")
     p.add_argument("--machines", type=_positive_ints, default=(1, 2, 4, 8, 16, 32, 64),

@@ -329,3 +329,14 @@ def test_compare_prints_progress_per_method_and_iteration(tmp_path):
     assert p.returncode == 0, p.stderr
     for line in ("newton-full iteration 3: f", "sgd epoch 2: f"):
         assert line in p.stdout
+
+
+def test_hidden_widths_default_by_data_set_as_the_studies():
+    from dnewton_core.options import parser, with_defaults
+    hidden = lambda *argv: with_defaults(parser().parse_args(argv)).hidden   # noqa: E731
+    assert hidden("train") == (64, 64)
+    assert hidden("train", "--data", "satimage") == (300, 300)
+    assert hidden("compare", "--data", "fashion-mnist") == (300, 300)
+    assert hidden("project", "--data", "svmlight") == (300, 300)
+    assert hidden("train", "--data", "letter", "--hidden", "8") == (8,)
+    assert hidden("reproduce", "--data", "dna") is None            # its plan chooses

@@ -28,6 +28,13 @@ DEFAULTS = {
     # 4.5 s per epoch (results/fashion-mnist/long, nothing else running)
     None: dict(hidden=(300, 300), iters=NewtonConfig.iters, epochs_per_iter=1.8),
 }
+
+
+def default_hidden(data):
+    """The hidden widths every command uses on ``data`` when --hidden is not given."""
+    return DEFAULTS.get(data, DEFAULTS[None])["hidden"]
+
+
 QUICK = dict(data="digits", hidden=(64, 64), iters=8, epochs=6, seeds=2,
              subsamples=(0.05,), syncs=(1.0, 0.5), lrs=(1e-3, 1e-1, 1.0))
 
