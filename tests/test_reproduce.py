@@ -465,7 +465,8 @@ def row(run, setting, seed, acc):
     """A row of runs.csv: 2 iterations, 4 s, 200 bytes (20 in CG), 6 CG iterations."""
     return dict(run=run, setting=setting.label, method=setting.method,
                 subsample=setting.subsample, sync=setting.sync, lr=setting.lr,
-                step=setting.step, unit="epoch" if setting.method == "sgd" else "iteration", seed=seed,
+                step=setting.step, seed=seed,
+                unit="epoch" if setting.method == "sgd" else "iteration",
                 iterations=2, test_accuracy=acc, train_accuracy=acc, objective=1.0,
                 wall_time=4.0, bytes_total=200, bytes_cg=20, bytes_jacobian=10,
                 cg_iters=6 if setting.method != "sgd" else None, seconds_cg=1.0,
