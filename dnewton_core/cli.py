@@ -94,6 +94,10 @@ def describe_run(comm, model, method, args):
     _say(comm, f"{method} on {args.data}, network {'-'.join(map(str, model.layers))}, "
                f"C = {model.C:g}, {where}"
                + (f", {model.config.dtype}" if model.config.dtype != "float64" else ""))
+    if comm.network is not None:
+        _say(comm, f"network {comm.network.name}, {'injected' if comm.inject else 'modeled'}"
+                   + (": one process sends no messages, so it charges nothing"
+                      if comm.size == 1 else ""))
     if method == "newton" and comm.size > 1 and model.gn == "diag":
         _say(comm, "#CG: rank 0's own CG iterations (each partition runs its own CG; the "
                    "JSON's cg_iters is the slowest partition's, cg_iters_per_rank every one's)")
@@ -132,8 +136,10 @@ def cmd_train(args, comm):
     f = out["final"]
     print(f"final: test accuracy {_num(f['test_accuracy'], '.4f')}, train accuracy "
           f"{_num(f['train_accuracy'], '.4f')}, f {_num(f['objective'], '.6g')}, "
-          f"{_num(f['wall_time'], '.2f')} s, {training_bytes(out['history']) / 1e6:.3f} MB sent "
-          f"(all ranks)", flush=True)
+          f"{_num(f['wall_time'], '.2f')} s"
+          + (f" ({_num(f['modeled_time'], '.2f')} s on {comm.network.name}, modeled)"
+             if f.get("modeled_time") is not None and not comm.inject else "")
+          + f", {training_bytes(out['history']) / 1e6:.3f} MB sent (all ranks)", flush=True)
     if saver:
         saver(out)              # the final file: ledgers summed over ranks
     for path in filter(None, (args.json, args.save, args.trace)):
@@ -173,6 +179,9 @@ def _network(args, comm):
         comm.network = parse_network(args.network)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if comm.network is None and args.network_mode == "inject":
+        raise ConfigError("--network-mode inject needs --network (a preset or "
+                          "LATENCY_US:BANDWIDTH_GBIT): without one there is no time to inject")
     comm.inject = comm.network is not None and args.network_mode == "inject"
 
 

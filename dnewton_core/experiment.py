@@ -212,6 +212,8 @@ def run(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), cal
         **about, optimizer=method, gn=model.gn, sync=model.sync,
         ranks=comm.size if comm else 1, objective=model.config,
         wait=comm.patience.mode if comm else None,    # how ranks waited (polling.py)
+        network=comm.network.name if comm and comm.network else None,
+        network_mode=("inject" if comm.inject else "model") if comm and comm.network else None,
         **({"newton": newton_config} if method == "newton" else {"sgd": sgd_config}))
     previous = resume.records if resume else []
     writer = Writer(keep.directory, keep.every, newton_config.iters if method == "newton"

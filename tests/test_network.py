@@ -58,7 +58,8 @@ def test_presets_and_parsing():
     custom = parse_network("20:10")
     assert custom.latency == pytest.approx(20e-6) and custom.bandwidth == pytest.approx(1.25e9)
     assert parse_network("20:10:1").gamma == pytest.approx(1e-9)
-    for bad in ("fast", "20", "20:x", "1:2:3:4", "-1:10", "20:0"):
+    for bad in ("fast", "20", "20:x", "1:2:3:4", "-1:10", "20:0", "20:-1", "inf:1", "nan:1",
+                "20:1:-1"):
         with pytest.raises(ValueError, match="network"):
             parse_network(bad)
 
@@ -97,6 +98,8 @@ def test_a_run_on_a_modeled_network_records_its_time_and_inject_makes_it_real(tm
     assert real["final"]["wall_time"] >= max(network)
     assert [r["objective"] for r in real["history"]] == \
         [r["objective"] for r in modeled["history"]]            # the model changes no result
+    assert (modeled["config"]["network"], modeled["config"]["network_mode"]) == ("1gbe", "model")
+    assert (real["config"]["network"], real["config"]["network_mode"]) == ("1gbe", "inject")
 
 
 def test_inject_sleeps_what_model_mode_adds():
