@@ -199,3 +199,27 @@ def test_count_gives_the_collectives_on_the_chain():
     assert pj.newton_iteration(GRID, w, RATE, pj.COUNT)["cg"][1] == 4 + (1 + 2 * 4) + 3
     assert pj.newton_iteration(GRID, w, RATE, pj.COUNT, "diag")["cg"][1] == 3
     assert 0 <= pj.sleep_overshoot(samples=5) < 0.1
+
+
+def test_the_committed_projection_is_what_the_command_gives_now(tmp_path):
+    """results/projection/ (README's figure) with its command: the same JSON, to rounding."""
+    import json
+    import pathlib
+    import subprocess
+    import sys
+    committed = pathlib.Path(__file__).parents[1] / "results" / "projection" / "fashion-mnist.json"
+    out = tmp_path / "p.json"
+    proc = subprocess.run([sys.executable, "-m", "dnewton_core", "project", "--data",
+                           "fashion-mnist", "--hidden", "300,300", "--network",
+                           "1gbe,10gbe,infiniband", "--rate", "58.9", "--json", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    def same(a, b):
+        if isinstance(a, dict):
+            return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, list):
+            return isinstance(b, list) and len(a) == len(b) and all(map(same, a, b))
+        if isinstance(a, float):
+            return b == pytest.approx(a, rel=1e-9)
+        return a == b
+    assert same(json.loads(out.read_text()), json.loads(committed.read_text()))
