@@ -78,13 +78,15 @@ def _table(net, rows):
 
 def launch_run(ranks, args, path, mode="inject"):
     """``python -m dnewton_core train ARGS --json PATH`` on ``ranks`` local ranks (one
-    process: the dense model), with the network of ARGS injected (``mode``); its result."""
+    process: the dense model), with the network of ARGS, if any, injected (``mode``); its
+    result."""
     import subprocess
     import sys
 
     from .environment import local_environment, local_launch
-    cmd = [*local_launch(ranks), sys.executable, "-m", "dnewton_core", "train", *args,
-           "--network-mode", mode, "--json", str(path), "--overwrite"]
+    mode = ["--network-mode", mode] if "--network" in args else []
+    cmd = [*local_launch(ranks), sys.executable, "-m", "dnewton_core", "train", *args, *mode,
+           "--json", str(path), "--overwrite"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=local_environment())
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-500:]}")
