@@ -78,13 +78,13 @@ def parse_network(text):
     except ValueError:
         raise ValueError(f"--network: expected none, {', '.join(PRESETS)} or "
                          f"LATENCY_US:BANDWIDTH_GBIT[:GAMMA_NS_PER_BYTE], got {text!r}") from None
-    if not (math.isfinite(parts[0]) and parts[0] >= 0 and math.isfinite(parts[1])
-            and parts[1] > 0 and (len(parts) == 2 or math.isfinite(parts[2]) and parts[2] >= 0)):
-        raise ValueError(f"--network {text}: the latency (us) and gamma (ns per byte) must be "
-                         "finite numbers >= 0, the bandwidth (Gbit/s) a finite number > 0")
     gamma = parts[2] * 1e-9 if len(parts) == 3 else Network.gamma
-    return Network(text, parts[0] * 1e-6, parts[1] * 1e9 / 8, gamma,
-                   source="given on the command line")
+    try:
+        return Network(text, parts[0] * 1e-6, parts[1] * 1e9 / 8, gamma,
+                       source="given on the command line")
+    except ValueError:          # Network's own check, said in the units the user typed
+        raise ValueError(f"--network {text}: the latency (us) and gamma (ns per byte) must be "
+                         "finite numbers >= 0, the bandwidth (Gbit/s) a finite number > 0") from None
 
 
 def _lg(p):

@@ -54,7 +54,7 @@ def with_defaults(args):
     """``args`` with the defaults that depend on other options filled in: --hidden from the
     data set (``reproduce`` fills in its own, with its grid's)."""
     if getattr(args, "hidden", ()) is None and args.command != "reproduce":
-        args.hidden = study.default_hidden(args.data)
+        args.hidden = study.defaults_of(args.data)["hidden"]
     return args
 
 

@@ -84,8 +84,8 @@ def launch_run(ranks, args, path, mode="inject"):
     import sys
 
     from .environment import local_environment, local_launch
-    mode = ["--network-mode", mode] if "--network" in args else []
-    cmd = [*local_launch(ranks), sys.executable, "-m", "dnewton_core", "train", *args, *mode,
+    network = ["--network-mode", mode] if "--network" in args else []
+    cmd = [*local_launch(ranks), sys.executable, "-m", "dnewton_core", "train", *args, *network,
            "--json", str(path), "--overwrite"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=local_environment())
     if proc.returncode != 0:

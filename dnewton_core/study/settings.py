@@ -30,9 +30,10 @@ DEFAULTS = {
 }
 
 
-def default_hidden(data):
-    """The hidden widths every command uses on ``data`` when --hidden is not given."""
-    return DEFAULTS.get(data, DEFAULTS[None])["hidden"]
+def defaults_of(data):
+    """The defaults on ``data`` (its hidden widths are every command's, when --hidden is not
+    given)."""
+    return DEFAULTS.get(data, DEFAULTS[None])
 
 
 QUICK = dict(data="digits", hidden=(64, 64), iters=8, epochs=6, seeds=2,
@@ -175,7 +176,7 @@ def resolve(args):
                     and a[key] is not None:
                 continue
             a[key] = value
-    for key, value in DEFAULTS.get(a["data"], DEFAULTS[None]).items():
+    for key, value in defaults_of(a["data"]).items():
         if a.get(key) is None:
             a[key] = value
     methods = tuple(m.strip() for m in str(a["methods"]).split(",") if m.strip())
@@ -236,7 +237,7 @@ def problem_of(options):
 def reductions(plan, diag_possible):
     """What this study leaves out of the default one (so summary.md can say so)."""
     out = []
-    default_iters = DEFAULTS.get(plan.problem.data, DEFAULTS[None])["iters"]
+    default_iters = defaults_of(plan.problem.data)["iters"]
     if plan.iters < default_iters:
         out.append(f"{plan.iters} Newton iterations instead of {default_iters} (simpleNN's)")
     if plan.seeds < GRID["seeds"]:
