@@ -21,6 +21,8 @@ tolerances live in ``test_distributed.py``). Jobs:
              curvature_gram vs two full products and the reference
   mismatch   build a DistributedModel whose splits need another rank count: every rank's
              ConfigError message is reported, then re-raised (the launch must end non-zero)
+  line_up    Newton and SGD with rank 0 slow to report each record: every record's training
+             seconds, the slowest rank's (the report's time is no rank's training time)
   float32    the products of "products" with dtype float32, against the DenseModel in
              float32; the dtypes of every array they return, hold or send (the buffers of
              every collective; the scalar sums excepted); the messages and bytes per phase of the
@@ -453,9 +455,34 @@ def job_float32(a, comm):
     return out
 
 
+def job_line_up(a, comm):
+    """Newton and SGD with rank 0 slow to report each record (a callback that sleeps
+    ``REPORT_SLEEP`` s): every rank's training seconds per record (the phases of
+    ledger.TRAINING_PHASES, an SGD epoch's f left out as its wall_time leaves it out),
+    the largest over ranks."""
+    import time
+
+    from dnewton_core.ledger import TRAINING_PHASES
+    _, dm, _ = build(a, comm, "full")
+    slow = lambda record: time.sleep(REPORT_SLEEP) if comm.rank == 0 else None
+    out = {}
+    for name, run in (("newton", lambda: newton(dm, NewtonConfig(iters=a.iters,
+                                                                 subsample=a.subsample), slow)),
+                      ("sgd", lambda: sgd(dm, SGDConfig(lr=a.lr, batch_size=a.sgd_batch,
+                                                        epochs=a.epochs), slow))):
+        mine = [sum(d["seconds"] for p, d in r["comm"].items() if p in TRAINING_PHASES
+                    and not (p == "function" and "sgd" in r["comm"]))
+                for r in run().records]
+        out[name] = [world_max(comm, s) for s in mine]
+    out["sleep"] = REPORT_SLEEP
+    return out
+
+
+REPORT_SLEEP = 0.3
+
 JOBS = {"products": job_products, "diag": job_diag, "newton": job_newton, "sgd": job_sgd,
         "diag_newton": job_diag_newton, "diag_step": job_diag_step, "mismatch": job_mismatch,
-        "float32": job_float32}
+        "float32": job_float32, "line_up": job_line_up}
 
 
 def run(argv, comm):

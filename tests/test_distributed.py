@@ -358,6 +358,19 @@ def test_rank_count_mismatch_ends_every_rank_with_config_error(n, splits, hidden
     assert seconds < 20, f"took {seconds:.1f} s"
 
 
+@needs_mpiexec
+def test_rank_0s_report_is_no_ranks_training_time():
+    """Rank 0 prints and saves each record while the others go on to their next collective
+    and wait there; history.line_up makes them wait outside their training clocks, so the
+    slowest rank's training seconds of a record (the modeled time's sum, ledger.py) do not
+    include rank 0's report (here a callback that sleeps 0.3 s)."""
+    rc, result, out, err, _ = launch(3, ["line_up", "--splits", "1,1,1,1", "--hidden", "5,4"])
+    assert rc == 0 and result is not None, err[-2000:]
+    r = result["jobs"]["line_up"]
+    for name in ("newton", "sgd"):
+        assert len(r[name]) > 1 and max(r[name]) < r["sleep"] / 3, (name, r[name])
+
+
 # --------------------------------------------------------------------------- one rank, in-process
 
 ONE_RANK = [("squared", "relu"), ("squared", "tanh"), ("cross_entropy", "relu"),
