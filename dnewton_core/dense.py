@@ -229,6 +229,9 @@ class DenseModel:
         """Time this block as phase ``name`` (no messages on one process)."""
         return self.ledger.phase(name)
 
+    def line_up(self):
+        """One process: nothing to wait for."""
+
     def close(self):
         """Nothing to free on one process (the distributed model frees its communicators)."""
 

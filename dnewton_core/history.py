@@ -69,13 +69,3 @@ def record_iteration(model, theta, record, callback=None, kept=False):
         callback(record)
     return record
 
-
-def line_up(model):
-    """Return on every rank together (a scalar allreduce, in the monitoring phase "report";
-    nothing on one process). A solver calls it before it starts its training clock, so the
-    time rank 0 takes to print and save a record, which the other ranks would wait for in
-    their next collective, is no rank's training time (docs/method.md §5)."""
-    comm = getattr(model, "comm", None)
-    if comm is not None:
-        with comm.phase("report"):
-            comm.allreduce_scalars(0.0)

@@ -223,6 +223,12 @@ class Model(Protocol):
     def accuracy(self, theta, kept=False) -> tuple[float, float]:
         """(train accuracy, test accuracy); ``kept`` as for ``gradient_and_jacobian``."""
 
+    def line_up(self) -> None:
+        """Return on every rank together (monitoring phase "report"; nothing on one process).
+        A solver calls it right before it starts its training clock, so that the time rank 0
+        takes to print and save a record, which the other ranks would wait for in their next
+        collective, is no rank's training time (docs/method.md §5)."""
+
     def phase(self, name) -> ContextManager:
         """Context naming what the next messages are for (docs/method.md §5)."""
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .cg import CGResult, cg
-from .history import History, State, generator, line_up, record_iteration
+from .history import History, State, generator, record_iteration
 from .model import ConfigError
 
 DIAG_STEPS = ("none", "rescale", "subspace")   # the step after CG (docs/method.md §6)
@@ -262,7 +262,7 @@ def _solve(model, J, g, gnorm, lam, prev, config):
 def _newton(model, config, callback, resume, on_state):
     check_options(config, model.gn)
     size = config.subsample_size(model.n_train)
-    line_up(model)
+    model.line_up()
     tic = time.perf_counter()
     rng, theta, lam, f, train_time, history, prev, kept = _start(model, config, resume)
     for k in range(resume.done + 1 if resume else 1, config.iters + 1):
@@ -299,7 +299,7 @@ def _newton(model, config, callback, resume, on_state):
                            rng.bit_generator.state, train_time, history.records,
                            {} if prev is None else {"step": prev}))
         if k < config.iters:
-            line_up(model)
+            model.line_up()
         tic = time.perf_counter()
     history.theta = theta
     return history

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .history import History, State, generator, line_up, record_iteration
+from .history import History, State, generator, record_iteration
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _start(model, config, resume):
 def _sgd(model, config, callback, resume, on_state):
     rng, theta, velocity, history, train_time, t = _start(model, config, resume)
     for epoch in range(resume.done + 1 if resume else 1, config.epochs + 1):
-        line_up(model)
+        model.line_up()
         tic = time.perf_counter()
         order = rng.permutation(model.n_train)
         with model.phase("sgd"):

@@ -361,7 +361,7 @@ def test_rank_count_mismatch_ends_every_rank_with_config_error(n, splits, hidden
 @needs_mpiexec
 def test_rank_0s_report_is_no_ranks_training_time():
     """Rank 0 prints and saves each record while the others go on to their next collective
-    and wait there; history.line_up makes them wait outside their training clocks, so the
+    and wait there; model.line_up makes them wait outside their training clocks, so the
     slowest rank's training seconds of a record (the modeled time's sum, ledger.py) do not
     include rank 0's report (here a callback that sleeps 0.3 s)."""
     rc, result, out, err, _ = launch(3, ["line_up", "--splits", "1,1,1,1", "--hidden", "5,4"])

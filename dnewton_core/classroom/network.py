@@ -33,8 +33,8 @@ def train_on(data, hidden, network, gn="full", iters=10, inject=False):
 
 def traced_iteration(data, hidden, network, gn="full", inject=True, iteration=2):
     """Every event of this rank during Newton iteration ``iteration`` (the first one also
-    evaluates f at the start) and the accuracy check after it: {"rank", "mij", "events"}
-    for ``trace``."""
+    evaluates f at the start), from the line-up before it (``model.Model.line_up``) to the
+    accuracy check after it: {"rank", "mij", "events"} for ``trace``."""
     from ..experiment import run
     model = _on(partitioned_model(data, hidden, gn=gn), network, inject)
     comm, kept = model.comm, {}
