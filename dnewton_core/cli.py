@@ -124,10 +124,12 @@ def cmd_train(args, comm):
     saver = JsonSaver(args.json, args.overwrite) if args.json else None
     history, out = run(model, args.optimizer, newton_config, sgd_config,
                        callback=lambda r: _say(comm, _line(r)), snapshot=saver, resume=resume,
-                       keep=keep, data=args.data, hidden=list(args.hidden))
+                       keep=keep, data=args.data, data_path=args.data_path,
+                       data_digest=p.digest, hidden=list(args.hidden))
     if args.save:
         save_model(args.save, model, history.theta, args.overwrite, data=args.data,
-                   seed=args.seed)
+                   data_path=",".join(map(os.path.abspath, args.data_path.split(",")))
+                   if args.data_path else "", data_digest=p.digest, seed=args.seed)
     if args.trace:
         write_trace(args.trace, comm, model, args.overwrite)
     status = DIVERGED if history.status == "diverged" else 0   # the same on every rank
@@ -209,8 +211,8 @@ def cmd_compare(args, comm):
         describe_run(comm, model, method, args)
         _, results[name] = run(model, method, newton_config.for_gn(gn), sgd_config,
                                callback=lambda r, name=name: _say(comm, _progress(name, r)),
-                               data=args.data,
-                               hidden=list(args.hidden))
+                               data=args.data, data_path=args.data_path,
+                               data_digest=p.digest, hidden=list(args.hidden))
         model.close()
     if comm.rank == 0:
         from .study.figures import accuracy_against_time

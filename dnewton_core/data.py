@@ -237,6 +237,23 @@ class Source(_Sizes):
                        self._columns("test", every, dtype=dtype), self.y_test, self.classes,
                        self.source, dtype)
 
+    def digest(self):
+        """16 hex digits of SHA-256 over the labels, classes, features (in memory, or the
+        IDX files as they are on disk) and sizes: what a checkpoint, a saved model and a
+        study's rows record, so that the same name on other data is noticed."""
+        h = hashlib.sha256(repr((self.name, self.classes, self.n_features)).encode())
+        for y in (self.y_train, self.y_test):
+            h.update(np.ascontiguousarray(y).tobytes())
+        if self.images is not None:
+            for part in ("train", "test"):
+                with open(self.images[part].path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 22), b""):
+                        h.update(chunk)
+        else:
+            for X in (self.dataset.X_train, self.dataset.X_test):
+                h.update(np.ascontiguousarray(X).tobytes())
+        return h.hexdigest()[:16]
+
     def share(self, features=None, labels=False, limit=None, dtype="float64"):
         """The Share of a rank holding the feature columns ``features`` (a range, or None)
         in ``dtype`` and, if ``labels``, the labels, on the first ``limit`` training
@@ -606,7 +623,8 @@ def _read_svmlight(path):
     """(csr X with raw indices as columns, float y) of one file, checked; DataError otherwise."""
     from sklearn.datasets import load_svmlight_file
     if not Path(path).is_file():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: " + ("a directory, not an svmlight file"
+                                       if Path(path).is_dir() else "no such file"))
     try:
         X, y = load_svmlight_file(str(path), zero_based=True, dtype=np.float64)
     except (ValueError, OverflowError) as e:
@@ -623,6 +641,10 @@ def _read_svmlight(path):
     bad_labels = np.flatnonzero(~np.isfinite(y))
     if bad_labels.size:
         raise DataError(f"{path}:{_line_of_row(path, bad_labels[0])}: label is not finite")
+    bad_labels = np.flatnonzero(y != np.round(y))
+    if bad_labels.size:
+        raise DataError(f"{path}:{_line_of_row(path, bad_labels[0])}: label {y[bad_labels[0]]:g} "
+                        "is not an integer: the kit classifies, a label names a class")
     bad = np.flatnonzero(~np.isfinite(X.data))
     if bad.size:
         row = int(np.searchsorted(X.indptr, bad[0], side="right") - 1)
@@ -934,8 +956,10 @@ def open_dataset(name: str, path: str | None = None, seed: int = 0) -> Source:
         if not path:
             raise DataError("the 'svmlight' data set needs path=TRAIN[,TEST] (svmlight/LIBSVM "
                             "files; without TEST a seeded 80/20 split of TRAIN)")
-        train, _, test = str(path).partition(",")
-        whole = load_svmlight_pair(train, test or None, seed=seed)
+        files = str(path).split(",")
+        if len(files) > 2 or not all(files[:1]):
+            raise DataError(f"the 'svmlight' data set needs path=TRAIN[,TEST], got {path!r}")
+        whole = load_svmlight_pair(files[0], (files[1:] or [None])[0] or None, seed=seed)
     else:
         whole = _load_libsvm_dir(name, path)
     return Source(whole.name, whole.classes, whole.y_train, whole.y_test, whole.n_features,

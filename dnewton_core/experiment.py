@@ -50,6 +50,7 @@ class Prepared:
     splits: tuple | None
     slow: tuple | None                # (rank, seconds) or None
     resume: checkpoint.Saved | None = None    # the checkpoint to continue, read and checked
+    digest: str = ""                  # the data's (data.Source.digest): recorded, and checked on resume
 
 
 def prepare(problem, comm, outputs=(), overwrite=False, keep=Plan()):
@@ -82,14 +83,15 @@ def _prepare(problem, comm, outputs, overwrite, keep):
     layers = network_layers(source.n_features, problem.hidden, source.n_classes)
     splits = parse_splits(problem.splits, layers) if problem.splits else None
     saved = checkpoint.read(keep.resume) if keep.resume else None
+    digest = source.digest()
     if saved:
-        check_compatible(saved, layers, keep, problem.data, objective)
+        check_compatible(saved, layers, keep, problem.data, objective, digest)
     slow = _slow(problem.slow_rank, comm.size)
     part = _partition(source, problem.hidden, comm, splits)
     _check_memory(layers, part, n_train, source.n_test, problem, objective)
     data = source.load(limit, objective.dtype) if part is None else source.share(
         part.rows if part.holds_features else None, part.holds_labels, limit, objective.dtype)
-    return Prepared(data, objective, splits, slow, saved)
+    return Prepared(data, objective, splits, slow, saved, digest)
 
 
 def _partition(source, hidden, comm, splits):
@@ -303,7 +305,8 @@ def evaluate(path, data=None, data_path=None):
     the network's numbers of features and classes (else a ConfigError)."""
     try:
         saved = load_model(path)
-        data = data or saved["data"]
+        if data is None or data == saved["data"]:      # the data trained on, where it was
+            data, data_path = saved["data"], data_path or saved["data_path"] or None
         dataset = datasets.open_dataset(data, data_path, seed=saved["seed"]).load(
             dtype=saved["dtype"])
     except ValueError as e:

@@ -202,6 +202,29 @@ def test_a_checkpoint_of_another_network_optimizer_or_data_set_is_refused(tmp_pa
     assert "not a directory" in one_line_error(cli("train", "--checkpoint", tmp_path / "afile"))
 
 
+def test_the_same_data_set_on_other_contents_is_refused_and_evaluate_finds_it(tmp_path,
+                                                                            svmlight_digits):
+    """A checkpoint records the data's digest (data.Source.digest), a saved model also where
+    the files were: a file of the same shape with other labels does not resume it, and
+    ``evaluate`` without --data reads the files trained on, from any directory."""
+    from sklearn.datasets import dump_svmlight_file, load_svmlight_file
+    train_file, test_file = svmlight_digits[0].split(",")
+    X, y = load_svmlight_file(train_file)
+    dump_svmlight_file(X, (y + 1) % 10, str(tmp_path / "relabelled.svm"), zero_based=False)
+    data, ck = ("--data", "svmlight", "--data-path"), tmp_path / "ck"
+    run = train(tmp_path, "svm", "--iters", 2, "--checkpoint", ck, *data, svmlight_digits[0])
+    assert len(run["config"]["data_digest"]) == 16
+    line = one_line_error(cli("train", "--iters", 3, "--resume", ck, *data,
+                              f"{tmp_path / 'relabelled.svm'},{test_file}"))
+    assert "data's SHA-256 begins" in line and str(ck) in line, line
+    assert cli("train", "--iters", 3, "--resume", ck, *data, svmlight_digits[0]).returncode == 0
+    p = subprocess.run([sys.executable, "-m", "dnewton_core", "evaluate", "--model",
+                        str(tmp_path / "svm.npz")], capture_output=True, text=True, env=ENV,
+                       cwd="/", timeout=120)
+    assert p.returncode == 0 and " on svmlight: " in p.stdout, p.stderr
+    assert f"test accuracy {run['final']['test_accuracy']!r}" in p.stdout
+
+
 @pytest.mark.parametrize("n", [1, 4])
 def test_saved_weights_evaluate_to_the_runs_final_values(tmp_path, svmlight_digits, n,
                                                          four_ranks):

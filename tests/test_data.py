@@ -28,6 +28,7 @@ from dnewton_core.data import (
     load_dataset,
     load_idx,
     load_svmlight_pair,
+    open_dataset,
     svm_scale,
 )
 
@@ -396,6 +397,7 @@ def test_svmlight_train_comma_test_path(tmp_path):
     (b"1 oops", "not of the form index:value"),
     (b"1 1.5:2", "not an integer"),
     (b"1 -3:2", "out of range"),
+    (b"1.5 1:2", "label 1.5 is not an integer"),
 ])
 def test_svmlight_malformed_line_names_file_and_line(tmp_path, bad, problem):
     path = tmp_path / "bad.txt"
@@ -425,6 +427,32 @@ def test_svmlight_non_finite_feature(tmp_path, value):
 def test_svmlight_missing_file(tmp_path):
     with pytest.raises(DataError, match=rf"{tmp_path / 'nope'}: no such file"):
         load_svmlight_pair(tmp_path / "nope")
+    with pytest.raises(DataError, match=rf"{tmp_path}: a directory, not an svmlight file"):
+        load_svmlight_pair(tmp_path)
+    (tmp_path / "tr").write_bytes(TRAIN)
+    with pytest.raises(DataError, match=r"path=TRAIN\[,TEST\], got '.*tr,a,b'"):
+        load_dataset("svmlight", f"{tmp_path / 'tr'},a,b")
+
+
+def test_the_digest_of_a_data_set_follows_its_contents(tmp_path):
+    """data.Source.digest, which checkpoints, saved models and studies record: the same
+    files give the same digest, other labels or other features another one; IDX images
+    are hashed as they are on disk."""
+    for name, text in (("a", b"1 1:0.5\n2 2:1\n1 3:2\n"), ("same", b"1 1:0.5\n2 2:1\n1 3:2\n"),
+                       ("labels", b"2 1:0.5\n1 2:1\n1 3:2\n"), ("values", b"1 1:0.5\n2 2:1\n1 3:3\n")):
+        (tmp_path / name).write_bytes(text)
+    digest = {name: open_dataset("svmlight", f"{tmp_path / name},{tmp_path / name}").digest()
+              for name in ("a", "same", "labels", "values")}
+    assert digest["a"] == digest["same"] and len(digest["a"]) == 16
+    assert len({digest["a"], digest["labels"], digest["values"]}) == 3
+    fake_idx_dir(tmp_path / "fm", gz_train=False)
+    first = open_dataset("fashion-mnist", str(tmp_path / "fm")).digest()
+    assert open_dataset("fashion-mnist", str(tmp_path / "fm")).digest() == first
+    images = tmp_path / "fm" / "train-images-idx3-ubyte"
+    raw = bytearray(images.read_bytes())
+    raw[-1] ^= 1                                         # one pixel of the last image
+    images.write_bytes(bytes(raw))
+    assert open_dataset("fashion-mnist", str(tmp_path / "fm")).digest() != first
 
 
 def test_named_libsvm_set_from_a_directory_with_bz2(tmp_path):

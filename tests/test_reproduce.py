@@ -392,7 +392,7 @@ def test_continue_reads_a_study_from_before_a_phase_existed(quick1, tmp_path):
     whole = records.read_runs(quick1[0] / "runs.csv")
     last = whole[-2]["run"]
     cut = _cut_study(quick1[0], tmp_path / "study", last,
-                     drop=records.LATER_PHASE_COLUMNS + records.PROVENANCE)
+                     drop=records.LATER_PHASE_COLUMNS + records.PROVENANCE + ("data_digest",))
     assert "bytes_diag_step" not in (cut / "runs.csv").read_text()
     rc, out, err, _ = launch(["reproduce", "--quick", "--out", str(cut), "--continue"])
     assert rc == 0, f"exit {rc}\n{out[-3000:]}\n{err[-3000:]}"
@@ -403,6 +403,19 @@ def test_continue_reads_a_study_from_before_a_phase_existed(quick1, tmp_path):
     assert [r["part"] for r in again] == [None] * last + [2] * (len(whole) - last)
     assert f"runs 1-{last} written before runs.csv recorded when" in \
         (cut / "summary.md").read_text()
+
+
+def test_continue_refuses_the_same_data_set_on_other_contents(quick1, tmp_path):
+    """Every row keeps the data's digest: a study of a data set's name on other contents
+    (another file under --data-path, say) is not continued."""
+    cut = _cut_study(quick1[0], tmp_path / "study", records.read_runs(quick1[0] / "runs.csv")[0]["run"])
+    digest = records.read_runs(cut / "runs.csv")[0]["data_digest"]
+    assert len(digest) == 16
+    runs = cut / "runs.csv"
+    runs.write_text(runs.read_text().replace(digest, "0123456789abcdef"))
+    rc, out, err, _ = launch(["reproduce", "--quick", "--out", str(cut), "--continue"])
+    assert rc == 2 and "line 2: data_digest is '0123456789abcdef'" in err, err
+    assert "--data-path" in err
 
 
 # --------------------------------------------------------------------------- one process

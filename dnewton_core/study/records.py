@@ -50,10 +50,11 @@ def summarize_run(out, setting, seed, elapsed, budget, networks=()):
 # Each run's provenance: the study's part (1, then one more for each --continue), when the
 # run started, the kit's code (``provenance.code_version``), rank 0's niceness, the load.
 PROVENANCE = ("part", "started", "code", "nice", "load")
-RUN_COLUMNS = (["run", "data", "network", "splits", "ranks", "train_size", "C", "dtype", "method",
-                "setting", "subsample", "sync", "step", "lr", "seed", "unit", "budget", "iterations",
-                "options", "train_accuracy", "test_accuracy", "objective", "wall_time", "elapsed",
-                "diverged", "cg_iters", "cg_iters_mean", "bytes_total", "messages_total"]
+RUN_COLUMNS = (["run", "data", "data_digest", "network", "splits", "ranks", "train_size", "C",
+                "dtype", "method", "setting", "subsample", "sync", "step", "lr", "seed", "unit",
+                "budget", "iterations", "options", "train_accuracy", "test_accuracy", "objective",
+                "wall_time", "elapsed", "diverged", "cg_iters", "cg_iters_mean", "bytes_total",
+                "messages_total"]
                + list(PROVENANCE)
                + [f"bytes_{p}" for p in LEDGER_PHASES]
                + [f"messages_{p}" for p in LEDGER_PHASES]
@@ -61,8 +62,9 @@ RUN_COLUMNS = (["run", "data", "network", "splits", "ranks", "train_size", "C", 
 LATER_PHASES = ("diag_step",)              # phases an older kit did not have: nothing spent there
 LATER_PHASE_COLUMNS = tuple(f"{key}_{phase}" for key in ("bytes", "messages", "seconds")
                             for phase in LATER_PHASES)
-NEWER = ("step", "dtype", "options") + LATER_PHASE_COLUMNS + PROVENANCE  # an older runs.csv lacks
-TEXTS = ("data", "network", "splits", "method", "setting", "step", "unit", "dtype", "options",
+# the columns an older runs.csv lacks
+NEWER = ("data_digest", "step", "dtype", "options") + LATER_PHASE_COLUMNS + PROVENANCE
+TEXTS = ("data", "data_digest", "network", "splits", "method", "setting", "step", "unit", "dtype", "options",
          "started", "code")
 NUMBERS = [c for c in RUN_COLUMNS if c not in TEXTS]   # in runs.csv: numbers or empty
 CURVE_COLUMNS = ["run", "method", "setting", "seed", "iter", "wall_time", "objective",
@@ -109,7 +111,8 @@ def read_runs(path):
 
 
 # The option behind each identity column, for --continue's refusals.
-OPTION_OF = dict(data="--data", ranks="the number of MPI ranks", splits="--splits",
+OPTION_OF = dict(data="--data", data_digest="--data-path: the same data set, other contents",
+                 ranks="the number of MPI ranks", splits="--splits",
                  network="--hidden", train_size="--train-limit", C="--C", dtype="--dtype",
                  iteration="--iters", epoch="--epochs")
 
@@ -143,8 +146,8 @@ def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
         if bad:
             raise ValueError(f"{where}: {bad[0]} is {r[bad[0]]!r}, not a number")
         for key, value in wanted.items():
-            if key == "options" and r.get(key) is None:   # written before runs.csv had it
-                continue
+            if key in ("options", "data_digest") and r.get(key) is None:   # written before
+                continue                                                 # runs.csv had it
             if text(r.get(key)) != text(value):
                 option = OPTION_OF.get(key if key != "budget" else r["unit"])
                 raise ValueError(f"{where}: {key} is {text(r.get(key)) or '(empty)'!r}, this "

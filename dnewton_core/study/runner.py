@@ -138,7 +138,7 @@ def _identity(plan, comm, prepared):
     data, hidden = prepared.data, plan.problem.hidden
     splits = "" if comm.size == 1 and prepared.splits is None else \
         ",".join(map(str, grid_splits(data, hidden, comm, prepared.splits)))
-    return dict(data=plan.problem.data, ranks=comm.size, splits=splits,
+    return dict(data=plan.problem.data, data_digest=prepared.digest, ranks=comm.size, splits=splits,
                 network="-".join(map(str, (data.n_features, *hidden, data.n_classes))),
                 train_size=data.n_train, C=prepared.objective.regularization(data.n_train),
                 dtype=prepared.objective.dtype, options=_options(plan),
