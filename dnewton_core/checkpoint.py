@@ -367,6 +367,8 @@ def save_model(path, model, theta, replace, **about):
 def load_model(path):
     """What ``save_model`` wrote, as a dict of plain values; ValueError if it cannot."""
     try:
+        if os.path.isfile(path) and not zipfile.is_zipfile(path):
+            raise ValueError("not an .npz file (train --save writes one)")
         with np.load(path, allow_pickle=False) as z:
             out = {key: z[key] for key in z.files}
         dtype = str(out.get("dtype", OLD_DEFAULTS["dtype"]))

@@ -23,6 +23,7 @@ is rewritten after every iteration or epoch, so a killed run keeps its history s
 train --checkpoint DIR saves what --resume DIR continues, on any grid (``checkpoint.py``).
 """
 import os
+import re
 import signal
 import sys
 import threading
@@ -57,8 +58,9 @@ def solver_configs(args):
                              diag_step=args.diag_step, cg_rule=args.cg_rule),
                 SGDConfig(lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
                           decay=args.decay, epochs=args.epochs, seed=args.seed))
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    except ValueError as e:          # "NewtonConfig: cg_max = 0 must be >= 1": the option's name
+        raise ConfigError(re.sub(r"^\w+Config: (\w+) =", lambda m: "--" + m[1].replace("_", "-"),
+                                 str(e))) from None
 
 
 def _say(comm, *lines):

@@ -673,8 +673,8 @@ def _svmlight_width(paths, parts, n_features):
         raise DataError(f"{paths[0]} has at most {widths[0]} features, {paths[1]} has "
                         f"{widths[1]}: the test file uses feature indices the training file "
                         "never does (a train/test pair of different data sets?); if both "
-                        f"really have {widths[1]}, pass n_features={widths[1]} to "
-                        "load_svmlight_pair")
+                        f"really have {widths[1]}, write {widths[1]}:0 on a line of the training "
+                        f"file (from Python: load_svmlight_pair(..., n_features={widths[1]}))")
     if widths[0] == 0:
         raise DataError(f"{', '.join(map(str, paths))}: no features at all")
     return shift, widths[0]

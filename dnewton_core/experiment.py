@@ -69,7 +69,8 @@ def prepare(problem, comm, outputs=(), overwrite=False, keep=Plan()):
 def _prepare(problem, comm, outputs, overwrite, keep):
     rank = comm.rank
     if rank == 0:
-        check_writable([*outputs, keep.save], overwrite)
+        check_writable([*outputs, keep.save], overwrite,
+                       inputs=(problem.data_path or "").split(","))
         checkpoint.check_plan(keep, overwrite)
     source = datasets.open_dataset(problem.data, problem.data_path, seed=problem.seed)
     limit = problem.train_limit if problem.train_limit is not None and \
@@ -223,11 +224,11 @@ def run(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), cal
     if snapshot is not None and (comm is None or comm.rank == 0):
         seen = list(previous)
 
-        def each(record):
-            if callback:
-                callback(record)
+        def each(record):          # saved before it is printed: a printed iteration is saved
             seen.append(record)
             snapshot(partial_result(model, seen, config))
+            if callback:
+                callback(record)
     else:
         each = callback
     history = train(model, method, newton_config, sgd_config, each, resume, writer)

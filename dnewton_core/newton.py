@@ -43,16 +43,16 @@ class NewtonConfig:
             if getattr(self, name) not in choices:
                 raise ValueError(f"NewtonConfig: unknown {name} {getattr(self, name)!r}; "
                                  f"choose from {', '.join(choices)}")
-        checks = [("iters", self.iters >= 0), ("subsample", 0 < self.subsample <= 1),
-                  ("xi", 0 < self.xi < 1), ("cg_max", self.cg_max >= 1),
-                  ("lambda0", self.lambda0 >= 0), ("boost", self.boost > 1),
-                  ("drop", 0 < self.drop < 1), ("eta", 0 < self.eta < 1),
-                  ("max_halvings", self.max_halvings >= 0)]
-        checks += [(name, math.isfinite(value)) for name, value in vars(self).items()
+        checks = [("iters", self.iters >= 0, ">= 0"), ("subsample", 0 < self.subsample <= 1, "in (0, 1]"),
+                  ("xi", 0 < self.xi < 1, "in (0, 1)"), ("cg_max", self.cg_max >= 1, ">= 1"),
+                  ("lambda0", self.lambda0 >= 0, ">= 0"), ("boost", self.boost > 1, "> 1"),
+                  ("drop", 0 < self.drop < 1, "in (0, 1)"), ("eta", 0 < self.eta < 1, "in (0, 1)"),
+                  ("max_halvings", self.max_halvings >= 0, ">= 0")]
+        checks += [(name, math.isfinite(value), "finite") for name, value in vars(self).items()
                    if not isinstance(value, str)]
-        for name, ok in checks:
+        for name, ok, must in checks:
             if not ok:
-                raise ValueError(f"NewtonConfig: invalid {name} = {getattr(self, name)!r}")
+                raise ValueError(f"NewtonConfig: {name} = {getattr(self, name)!r} must be {must}")
 
     def subsample_size(self, l):
         """|S| = ceil(subsample * l), at least 1."""

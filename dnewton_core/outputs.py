@@ -13,13 +13,20 @@ import tempfile
 import threading
 
 
-def check_writable(paths, overwrite=False):
+def check_writable(paths, overwrite=False, inputs=()):
     """Raise ValueError (a ``model.ConfigError`` is one) naming the first path of ``paths``
-    that cannot be written: an existing file without ``overwrite``, a directory, or a
-    parent that cannot be created or written. Creates nothing: the probe file is removed."""
+    that cannot be written: an existing file without ``overwrite``, a directory, a parent
+    that cannot be created or written, a path given for two outputs, or one of the files
+    read (``inputs``), even with ``overwrite``. Creates nothing: the probe file is removed."""
+    read, written = {os.path.realpath(p) for p in inputs if p}, set()
     for path in paths:
         if not path:
             continue
+        where = os.path.realpath(path)
+        if where in read or where in written:
+            raise ValueError(f"cannot write {path}: it is " + (
+                "a data file this run reads" if where in read else "given for two outputs"))
+        written.add(where)
         if os.path.isdir(path):
             raise ValueError(f"cannot write {path}: it is a directory")
         if os.path.lexists(path) and not overwrite:

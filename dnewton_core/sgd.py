@@ -24,13 +24,13 @@ class SGDConfig:
     seed: int = 0             # seeds the batch order (identical on every rank)
 
     def __post_init__(self):
-        checks = [("lr", self.lr > 0), ("momentum", 0 <= self.momentum < 1),
-                  ("batch_size", self.batch_size >= 1), ("decay", self.decay >= 0),
-                  ("epochs", self.epochs >= 0)]
-        checks += [(name, math.isfinite(value)) for name, value in vars(self).items()]
-        for name, ok in checks:
+        checks = [("lr", self.lr > 0, "> 0"), ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+                  ("batch_size", self.batch_size >= 1, ">= 1"), ("decay", self.decay >= 0, ">= 0"),
+                  ("epochs", self.epochs >= 0, ">= 0")]
+        checks += [(name, math.isfinite(value), "finite") for name, value in vars(self).items()]
+        for name, ok, must in checks:
             if not ok:
-                raise ValueError(f"SGDConfig: invalid {name} = {getattr(self, name)!r}")
+                raise ValueError(f"SGDConfig: {name} = {getattr(self, name)!r} must be {must}")
 
 
 def sgd(model, config=SGDConfig(), callback=None, resume=None, on_state=None):

@@ -71,7 +71,9 @@ def test_compare_writes_table_json_and_figure(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["--C", "abc"], "--C"),
-    (["--subsample", "0"], "subsample"),
+    (["--subsample", "0"], "error: --subsample 0.0 must be in (0, 1]"),
+    (["--optimizer", "sgd", "--lr", "-1"], "error: --lr -1.0 must be > 0"),
+    (["--json", "same.out", "--save", "same.out"], "same.out: it is given for two outputs"),
     (["--activation", "softsign"], "softsign"),
     (["--splits", "1,2"], "entries"),
     (["--gn", "diag"], "mpiexec"),
