@@ -204,7 +204,8 @@ def cmd_compare(args, comm):
     json_path = os.path.join(args.out, "compare.json")
     figure = os.path.join(args.out, "accuracy_vs_time.png")
     p = prepare(study.problem_of(vars(args)), comm, [json_path, figure], args.overwrite)
-    runs = [("newton", "full")] + ([("newton", "diag")] if comm.size > 1 else []) + [("sgd", "full")]
+    diag = comm.size > 1 or p.splits is not None       # one process: the blocks of --splits
+    runs = [("newton", "full")] + ([("newton", "diag")] if diag else []) + [("sgd", "full")]
     results = {}
     for method, gn in runs:
         name = f"newton-{gn}" if method == "newton" else "sgd"

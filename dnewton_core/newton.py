@@ -77,10 +77,17 @@ def check_options(config, gn):
                           "CG, and its rule is the global one")
 
 
+# The kit's bound on lambda (docs/method.md §9): a step of about g / 1e100 changes no theta,
+# and a run at its minimum, whose every step is rejected, would otherwise boost lambda to
+# infinity (after about 1750 iterations) and end as if it had diverged.
+LAMBDA_MAX = 1e100
+
+
 def levenberg_marquardt(lam, rho, boost, drop):
-    """lambda_{k+1}: boost if rho < 0.25, drop if rho >= 0.75, else keep (docs/method.md §2, step 5)."""
+    """lambda_{k+1}: boost if rho < 0.25 (to at most LAMBDA_MAX), drop if rho >= 0.75, else
+    keep (docs/method.md §2, step 6)."""
     if rho < 0.25:
-        return lam * boost
+        return max(lam, min(lam * boost, LAMBDA_MAX))
     if rho >= 0.75:
         return lam * drop
     return lam

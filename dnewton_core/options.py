@@ -72,8 +72,6 @@ def parser():
     g = single.add_argument_group("a single run")
     g.add_argument("--seed", type=int, default=0,
                    help="seeds initialization, subsamples and batches (default 0)")
-    g.add_argument("--gn", default="full", choices=GN_MODES,
-                   help="Gauss-Newton matrix: full, or block-diagonal (no messages in CG)")
     g.add_argument("--sync", type=float, default=1.0,
                    help="with --gn diag: stop every CG once this fraction of partitions "
                         "is done (default 1: wait for all)")
@@ -90,6 +88,8 @@ def parser():
     p = sub.add_parser("train", parents=common, help="train one network, one line per iteration",
                        description="Train one network and print one line per iteration.")
     p.add_argument("--optimizer", default="newton", choices=OPTIMIZERS)
+    p.add_argument("--gn", default="full", choices=GN_MODES,
+                   help="Gauss-Newton matrix: full, or block-diagonal (no messages in CG)")
     p.add_argument("--json", help="write {config, history, final} to this file")
     p.add_argument("--trace", metavar="FILE.json",
                    help="write every rank's time line (phases, messages) as a Chrome trace "
@@ -97,9 +97,10 @@ def parser():
     add_keep(p)
 
     p = sub.add_parser("compare", parents=common, help="Newton (full, diagonal) against SGD",
-                       description="Newton with the full and (on several ranks) the diagonal "
-                                   "Gauss-Newton matrix against SGD, on the same data, network "
-                                   "and grid: a table, compare.json and a figure.")
+                       description="Newton with the full and (on several ranks, or one with "
+                                   "--splits) the diagonal Gauss-Newton matrix against SGD, on "
+                                   "the same data, network and grid: a table, compare.json and "
+                                   "a figure.")
     p.add_argument("--out", default="results/compare", help="output directory")
     add_reproduce(sub, parents=shared_options()[:2])
     add_project(sub)

@@ -67,6 +67,13 @@ def test_compare_writes_table_json_and_figure(tmp_path):
     assert set(results) == {"newton-full", "sgd"}
     png = (tmp_path / "c" / "accuracy_vs_time.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    # one process with --splits: the diagonal G of those blocks too, as train --gn diag has it
+    p = cli("compare", "--iters", 3, "--epochs", 1, "--hidden", "8", "--splits", "2,1,1",
+            "--out", tmp_path / "d")
+    assert p.returncode == 0, p.stderr
+    diag = json.loads((tmp_path / "d" / "compare.json").read_text())["newton-diag"]
+    assert diag["config"]["gn"] == "diag" and len(diag["history"]) == 3
+    assert "unrecognized arguments: --gn" in cli("compare", "--gn", "diag").stderr
 
 
 @pytest.mark.parametrize("args,needle", [

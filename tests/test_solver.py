@@ -13,6 +13,7 @@ from dnewton_core.data import load_dataset
 from dnewton_core.dense import DenseModel
 from dnewton_core.model import ConfigError, ObjectiveConfig
 from dnewton_core.newton import (
+    LAMBDA_MAX,
     NewtonConfig,
     check_options,
     direction,
@@ -101,6 +102,10 @@ def test_levenberg_marquardt_rule():
     assert levenberg_marquardt(2.0, 0.5, 1.5, 2 / 3) == 2.0          # keep
     assert levenberg_marquardt(2.0, 0.25, 1.5, 2 / 3) == 2.0         # boundary: keep
     assert levenberg_marquardt(3.0, 0.75, 1.5, 2 / 3) == pytest.approx(2.0)   # good: drop
+    lam = 1.0                          # a run at its minimum: every step rejected
+    for _ in range(3000):
+        lam = levenberg_marquardt(lam, -math.inf, 1.5, 2 / 3)
+    assert lam == LAMBDA_MAX and levenberg_marquardt(lam, 0.9, 1.5, 2 / 3) < lam
 
 
 def test_line_search_halves_until_armijo():
