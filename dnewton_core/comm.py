@@ -348,8 +348,10 @@ class Guard:
         if waiting is None:
             return ("running",), f"rank {self.comm.rank} was computing"
         op, group, count, phase, since = waiting
-        return (("stall", group.name, count, group.ranks),
-                f"stall: rank {self.comm.rank} waited {time.monotonic() - since:.0f} s "
+        waited = time.monotonic() - since       # a stall beyond the limit, else just waiting
+        kind = "stall" if 0 < self.stall_timeout < waited else "waiting"
+        return ((kind, group.name, count, group.ranks),
+                f"{kind}: rank {self.comm.rank} waited {waited:.0f} s "
                 f"(limit {self.stall_timeout:g} s, --stall-timeout) in phase {phase or '-'}: "
                 f"{op} number {count} over {group.name} (ranks "
                 f"{','.join(map(str, group.ranks))})")

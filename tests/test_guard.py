@@ -165,3 +165,20 @@ def test_the_stall_timeout_is_checked():
     out = subprocess.run([sys.executable, "-m", "dnewton_core", "train", "--stall-timeout",
                           "-1"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and "--stall-timeout" in out.stderr
+
+
+def test_the_report_names_the_stalled_ranks_not_one_that_just_began_to_wait():
+    """ending.py on the reports a stall gathers: ranks 1-3 waited past the timeout in world's
+    collective 4, rank 0 (slow on purpose) had just entered collective 5 when it heard: rank
+    1 reports, and names rank 0 as the one that did not arrive; a rank in the same
+    collective, under the timeout still, arrived."""
+    from dnewton_core.ending import reporter_of, summary
+    world = (0, 1, 2, 3)
+    stalled = (("stall", "world", 4, world), "stall: rank 1 waited 2 s")
+    reports = {0: (("waiting", "world", 5, world), "waiting: rank 0 waited 0 s"),
+               1: stalled, 2: stalled, 3: stalled}
+    assert reporter_of(reports) == 1
+    assert summary(reports, 1, 4) == "stall: rank 1 waited 2 s; did not arrive: rank 0"
+    reports[0] = (("waiting", "world", 4, world), "waiting: rank 0 waited 1 s")
+    assert summary(reports, 1, 4).endswith("did not arrive: ranks -")
+    assert reporter_of({0: reports[0], 2: (("running",), "rank 2 was computing")}) == 0
