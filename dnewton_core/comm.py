@@ -281,10 +281,9 @@ class Guard:
     * a signal (SIGINT, SIGTERM, SIGHUP) reaches this rank, even while it is blocked in MPI
       (the signal's byte arrives on a wake-up socket the thread watches); exit status 130.
 
-    It talks on a duplicate of the world communicator, so its messages never mix with the
-    method's (they are sent only while the job is ending, and not counted). Needs
-    MPI_THREAD_MULTIPLE (mpi4py's default): without it each rank reports alone, and calling
-    MPI_Abort from the thread is outside the MPI standard.
+    It talks on a duplicate of the world communicator (its messages, sent only while the job
+    is ending, never mix with the method's and are not counted). Needs MPI_THREAD_MULTIPLE
+    (mpi4py's default): else each rank reports alone, and MPI_Abort from a thread is not standard.
     """
 
     poll = 0.2          # seconds between the thread's looks
@@ -351,10 +350,9 @@ class Guard:
         waited = time.monotonic() - since       # a stall beyond the limit, else just waiting
         kind = "stall" if 0 < self.stall_timeout < waited else "waiting"
         return ((kind, group.name, count, group.ranks),
-                f"{kind}: rank {self.comm.rank} waited {waited:.0f} s "
-                f"(limit {self.stall_timeout:g} s, --stall-timeout) in phase {phase or '-'}: "
-                f"{op} number {count} over {group.name} (ranks "
-                f"{','.join(map(str, group.ranks))})")
+                f"{kind}: rank {self.comm.rank} waited {waited:.0f} s (limit {self.stall_timeout:g} s, "
+                f"--stall-timeout) in phase {phase or '-'}: {op} number {count} over {group.name} "
+                f"(ranks {','.join(map(str, group.ranks))})")
 
     def _end(self, what, line, code):
         """Tell the others, listen for ``grace`` seconds, report once, end the job."""
