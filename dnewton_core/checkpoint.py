@@ -134,7 +134,7 @@ def check_compatible(saved, layers, plan, data, objective=None, digest=None):
     checked for it."""
     config, grid = saved.state["config"], saved.state["grid"]
     pairs = [("data set is", config.get("data"), data),
-             ("data's SHA-256 begins", config.get("data_digest", digest), digest),
+             ("data digest (of its contents) is", config.get("data_digest", digest), digest),
              ("optimizer is", config.get("optimizer"), plan.optimizer),
              ("layers are", _dash(grid["layers"]), _dash(layers))]
     if objective is not None:

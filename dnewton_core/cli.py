@@ -23,7 +23,6 @@ is rewritten after every iteration or epoch, so a killed run keeps its history s
 train --checkpoint DIR saves what --resume DIR continues, on any grid (``checkpoint.py``).
 """
 import os
-import re
 import signal
 import sys
 import threading
@@ -58,9 +57,8 @@ def solver_configs(args):
                              diag_step=args.diag_step, cg_rule=args.cg_rule),
                 SGDConfig(lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
                           decay=args.decay, epochs=args.epochs, seed=args.seed))
-    except ValueError as e:          # "NewtonConfig: cg_max = 0 must be >= 1": the option's name
-        raise ConfigError(re.sub(r"^\w+Config: (\w+) =", lambda m: "--" + m[1].replace("_", "-"),
-                                 str(e))) from None
+    except ValueError as e:
+        raise ConfigError.of_option(e) from None
 
 
 def _say(comm, *lines):
@@ -130,8 +128,9 @@ def cmd_train(args, comm):
                        data_digest=p.digest, hidden=list(args.hidden))
     if args.save:
         save_model(args.save, model, history.theta, args.overwrite, data=args.data,
-                   data_path=",".join(map(os.path.abspath, args.data_path.split(",")))
-                   if args.data_path else "", data_digest=p.digest, seed=args.seed)
+                   data_path=",".join(os.path.abspath(f) if f else "" for f in
+                                      (args.data_path or "").split(",")),
+                   data_digest=p.digest, seed=args.seed)
     if args.trace:
         write_trace(args.trace, comm, model, args.overwrite)
     status = DIVERGED if history.status == "diverged" else 0   # the same on every rank
@@ -241,7 +240,7 @@ def cmd_reproduce(args, comm):
     try:
         plan = study.resolve(args)
     except ValueError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError.of_option(e) from None
     return run_study(plan, comm)
 
 

@@ -238,20 +238,21 @@ class Source(_Sizes):
                        self.source, dtype)
 
     def digest(self):
-        """16 hex digits of SHA-256 over the labels, classes, features (in memory, or the
-        IDX files as they are on disk) and sizes: what a checkpoint, a saved model and a
-        study's rows record, so that the same name on other data is noticed."""
+        """16 hex digits of a SHA-256 over the data as loaded: labels, classes, sizes and
+        features (of IDX files, the unpacked bytes: gzipped or not, the same digest). Not a
+        checksum of the files; what a checkpoint, a saved model and a study's rows record,
+        so that the same name on other data is noticed."""
         h = hashlib.sha256(repr((self.name, self.classes, self.n_features)).encode())
         for y in (self.y_train, self.y_test):
-            h.update(np.ascontiguousarray(y).tobytes())
+            h.update(np.ascontiguousarray(y))
         if self.images is not None:
             for part in ("train", "test"):
-                with open(self.images[part].path, "rb") as f:
+                with self.images[part]._open() as f:
                     for chunk in iter(lambda: f.read(1 << 22), b""):
                         h.update(chunk)
         else:
             for X in (self.dataset.X_train, self.dataset.X_test):
-                h.update(np.ascontiguousarray(X).tobytes())
+                h.update(np.ascontiguousarray(X))             # no copy of a C-ordered X
         return h.hexdigest()[:16]
 
     def share(self, features=None, labels=False, limit=None, dtype="float64"):
@@ -673,7 +674,7 @@ def _svmlight_width(paths, parts, n_features):
         raise DataError(f"{paths[0]} has at most {widths[0]} features, {paths[1]} has "
                         f"{widths[1]}: the test file uses feature indices the training file "
                         "never does (a train/test pair of different data sets?); if both "
-                        f"really have {widths[1]}, write {widths[1]}:0 on a line of the training "
+                        f"really have {widths[1]}, write {widths[1] - 1 + shift}:0 on a line of the training "
                         f"file (from Python: load_svmlight_pair(..., n_features={widths[1]}))")
     if widths[0] == 0:
         raise DataError(f"{', '.join(map(str, paths))}: no features at all")

@@ -68,4 +68,3 @@ def record_iteration(model, theta, record, callback=None, kept=False):
     if callback:
         callback(record)
     return record
-

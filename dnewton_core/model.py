@@ -9,6 +9,7 @@ one thing kept, when asked: ``objective(theta, keep=True)``'s forward pass (``ke
 read only by calls that say ``kept=True``; it changes no result beyond rounding.
 """
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, ContextManager, Protocol
 
@@ -19,6 +20,12 @@ from . import reference as ref
 
 class ConfigError(ValueError):
     """A configuration or data problem, found identically (or agreed) on every rank."""
+
+    @classmethod
+    def of_option(cls, e):
+        """The ValueError of a solver's config as the command line's: "NewtonConfig: cg_max = 0
+        must be >= 1" becomes "--cg-max 0 must be >= 1"."""
+        return cls(re.sub(r"^\w+Config: (\w+) =", lambda m: "--" + m[1].replace("_", "-"), str(e)))
 
 
 # The numeric types a model computes in (docs/method.md §5): float64, the reference, or

@@ -18,6 +18,13 @@ DIAG_STEPS = ("none", "rescale", "subspace")   # the step after CG (docs/method.
 CG_RULES = ("partition", "global")             # where a partition's CG stops (§6)
 
 
+# The kit's bound on lambda (docs/method.md §9): a step of about g / 1e20 moves no theta, and
+# a run at its minimum, whose every step is rejected, would otherwise boost lambda to
+# infinity (float64: after about 1750 iterations; float32's CG products overflow near 1e36)
+# and end as if it had diverged.
+LAMBDA_MAX = 1e20
+
+
 @dataclass(frozen=True)
 class NewtonConfig:
     """Constants of docs/method.md §2. Defaults are simpleNN's (the authors' code) unless noted."""
@@ -45,7 +52,8 @@ class NewtonConfig:
                                  f"choose from {', '.join(choices)}")
         checks = [("iters", self.iters >= 0, ">= 0"), ("subsample", 0 < self.subsample <= 1, "in (0, 1]"),
                   ("xi", 0 < self.xi < 1, "in (0, 1)"), ("cg_max", self.cg_max >= 1, ">= 1"),
-                  ("lambda0", self.lambda0 >= 0, ">= 0"), ("boost", self.boost > 1, "> 1"),
+                  ("lambda0", self.lambda0 >= 0, ">= 0"),
+                  ("boost", self.boost > 1, "> 1"),
                   ("drop", 0 < self.drop < 1, "in (0, 1)"), ("eta", 0 < self.eta < 1, "in (0, 1)"),
                   ("max_halvings", self.max_halvings >= 0, ">= 0")]
         checks += [(name, math.isfinite(value), "finite") for name, value in vars(self).items()
@@ -77,17 +85,11 @@ def check_options(config, gn):
                           "CG, and its rule is the global one")
 
 
-# The kit's bound on lambda (docs/method.md §9): a step of about g / 1e100 changes no theta,
-# and a run at its minimum, whose every step is rejected, would otherwise boost lambda to
-# infinity (after about 1750 iterations) and end as if it had diverged.
-LAMBDA_MAX = 1e100
-
-
 def levenberg_marquardt(lam, rho, boost, drop):
     """lambda_{k+1}: boost if rho < 0.25 (to at most LAMBDA_MAX), drop if rho >= 0.75, else
     keep (docs/method.md §2, step 6)."""
     if rho < 0.25:
-        return max(lam, min(lam * boost, LAMBDA_MAX))
+        return max(lam, min(lam * boost, LAMBDA_MAX))   # a larger lambda0 stays
     if rho >= 0.75:
         return lam * drop
     return lam

@@ -17,7 +17,8 @@ METHODS = ("newton-full", "newton-diag", "sgd")
 def project_command(args):
     """Print the table; write --json and --figure. Exit status 0."""
     try:
-        check_writable([p for p in (args.json, args.figure) if p], args.overwrite)
+        check_writable([p for p in (args.json, args.figure) if p], args.overwrite,
+                       inputs=(args.data_path or "").split(","))
         data = datasets.load_dataset(args.data, args.data_path)
         networks = [parse_network(name) for name in args.network.split(",")]
         if None in networks:
@@ -26,7 +27,7 @@ def project_command(args):
         l = len(data.y_train)
         size = NewtonConfig(subsample=args.subsample).subsample_size(l)
     except ValueError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError.of_option(e) from None
     tic = time.perf_counter()
     rate, source = ((args.rate * 1e9, "given (--rate)") if args.rate else
                     (projection.calibrate(layers), "measured by a 1 s calibration here"))

@@ -238,6 +238,18 @@ def test_non_finite_newton_exits_3_without_nan_accuracy(tmp_path, args):
     assert r["final"]["test_accuracy"] is not None
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_lambda_stops_at_its_bound_and_the_run_finishes(tmp_path, dtype):
+    """newton.LAMBDA_MAX: a run whose lambda is boosted past the bound (float32's CG
+    products overflowed near 1e36) stays at it and finishes, status 0."""
+    out = tmp_path / "r.json"
+    p = cli("train", "--iters", 40, "--hidden", "8", "--lambda0", "1e18", "--dtype", dtype,
+            "--json", out)
+    assert p.returncode == 0, p.stderr
+    lambdas = [r["lambda"] for r in json.loads(out.read_text())["history"]]
+    assert max(lambdas) == 1e20 and json.loads(out.read_text())["final"]["status"] == "finished"
+
+
 @pytest.mark.parametrize("value", ["inf", "nan"])
 def test_non_finite_constant_is_a_config_error(value):
     p = cli("train", "--iters", 3, "--lambda0", value)

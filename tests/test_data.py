@@ -437,7 +437,7 @@ def test_svmlight_missing_file(tmp_path):
 def test_the_digest_of_a_data_set_follows_its_contents(tmp_path):
     """data.Source.digest, which checkpoints, saved models and studies record: the same
     files give the same digest, other labels or other features another one; IDX images
-    are hashed as they are on disk."""
+    are hashed unpacked (gzipped or not: the same digest)."""
     for name, text in (("a", b"1 1:0.5\n2 2:1\n1 3:2\n"), ("same", b"1 1:0.5\n2 2:1\n1 3:2\n"),
                        ("labels", b"2 1:0.5\n1 2:1\n1 3:2\n"), ("values", b"1 1:0.5\n2 2:1\n1 3:3\n")):
         (tmp_path / name).write_bytes(text)
@@ -447,6 +447,8 @@ def test_the_digest_of_a_data_set_follows_its_contents(tmp_path):
     assert len({digest["a"], digest["labels"], digest["values"]}) == 3
     fake_idx_dir(tmp_path / "fm", gz_train=False)
     first = open_dataset("fashion-mnist", str(tmp_path / "fm")).digest()
+    fake_idx_dir(tmp_path / "gz", gz_train=True)
+    assert open_dataset("fashion-mnist", str(tmp_path / "gz")).digest() == first
     assert open_dataset("fashion-mnist", str(tmp_path / "fm")).digest() == first
     images = tmp_path / "fm" / "train-images-idx3-ubyte"
     raw = bytearray(images.read_bytes())
