@@ -247,9 +247,12 @@ class Source(_Sizes):
             h.update(np.ascontiguousarray(y))
         if self.images is not None:
             for part in ("train", "test"):
-                with self.images[part]._open() as f:
-                    for chunk in iter(lambda: f.read(1 << 22), b""):
-                        h.update(chunk)
+                try:
+                    with self.images[part]._open() as f:
+                        for chunk in iter(lambda: f.read(1 << 22), b""):
+                            h.update(chunk)
+                except (OSError, EOFError, zlib.error) as e:
+                    raise DataError(f"{self.images[part].path}: corrupt gzip data ({e})") from e
         else:
             for X in (self.dataset.X_train, self.dataset.X_test):
                 h.update(np.ascontiguousarray(X))             # no copy of a C-ordered X
