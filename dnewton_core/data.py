@@ -960,10 +960,10 @@ def open_dataset(name: str, path: str | None = None, seed: int = 0) -> Source:
         if not path:
             raise DataError("the 'svmlight' data set needs path=TRAIN[,TEST] (svmlight/LIBSVM "
                             "files; without TEST a seeded 80/20 split of TRAIN)")
-        files = str(path).split(",")
-        if len(files) > 2 or not all(files[:1]):
+        train, _, test = str(path).partition(",")
+        if not train or "," in test:
             raise DataError(f"the 'svmlight' data set needs path=TRAIN[,TEST], got {path!r}")
-        whole = load_svmlight_pair(files[0], (files[1:] or [None])[0] or None, seed=seed)
+        whole = load_svmlight_pair(train, test or None, seed=seed)
     else:
         whole = _load_libsvm_dir(name, path)
     return Source(whole.name, whole.classes, whole.y_train, whole.y_test, whole.n_features,
