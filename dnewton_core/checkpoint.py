@@ -379,7 +379,8 @@ def load_model(path):
                      activation=str(out["activation"]), loss=str(out["loss"]),
                      C=float(out["C"]), batch_size=int(out["batch_size"]),
                      data=str(out["data"]), seed=int(out["seed"]), dtype=dtype,
-                     data_path=str(out.get("data_path", "")))
+                     data_path=str(out.get("data_path", "")),
+                     data_digest=str(out.get("data_digest", "")))
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"cannot read a model from {path}: {e}") from None
     if model["theta"].shape != (ref.n_params(model["layers"]),):

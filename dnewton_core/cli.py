@@ -202,8 +202,10 @@ def cmd_compare(args, comm):
     newton_config, sgd_config = solver_configs(args)
     json_path = os.path.join(args.out, "compare.json")
     figure = os.path.join(args.out, "accuracy_vs_time.png")
+    diag = comm.size > 1 or bool(args.splits)          # one process: the blocks of --splits
+    if not diag:
+        _no_diagonal_run(args)
     p = prepare(study.problem_of(vars(args)), comm, [json_path, figure], args.overwrite)
-    diag = comm.size > 1 or p.splits is not None       # one process: the blocks of --splits
     runs = [("newton", "full")] + ([("newton", "diag")] if diag else []) + [("sgd", "full")]
     results = {}
     for method, gn in runs:
@@ -225,6 +227,16 @@ def cmd_compare(args, comm):
                               replace=args.overwrite)
         print(f"wrote {json_path} and {figure}")
     return 0
+
+
+def _no_diagonal_run(args):
+    """ConfigError for an option of the block-diagonal G given to a compare that runs none."""
+    given = [option for option, used in ((f"--sync {args.sync:g}", args.sync != 1.0),
+                                         ("--diag-step rescale", args.diag_step == "rescale"),
+                                         ("--cg-rule global", args.cg_rule == "global")) if used]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: compare runs the block-diagonal G on one "
+                          "process only with --splits (or under mpiexec -n N)")
 
 
 def cmd_evaluate(args, comm):

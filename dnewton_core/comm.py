@@ -39,13 +39,11 @@ class Comm(Ledger):
     on it runs serially in a test or a notebook cell. ``Comm.on_world()`` is every rank.
 
     With a ``network`` (``network.Network``), every collective is also charged its modeled
-    time on that network (docs/method.md §8): the records gain, per phase, the seconds this
-    rank spent in MPI (``mpi_seconds``), the modeled ones (``network_seconds``), and the
-    seconds by which the modeled calls outlast the measured ones (``network_added_seconds``:
-    modeled = measured + these). With ``inject=True`` a collective that returns sooner than
-    its model lasts it (the rank sleeps the difference). The networks of ``also`` are
-    charged too, in model mode only: every phase gains ``network_seconds@NAME`` and
-    ``network_added_seconds@NAME`` for each (``ledger.network_key``, ``ledger.added_key``).
+    time (docs/method.md §8): per phase, the seconds in MPI (``mpi_seconds``), the modeled
+    ones (``network_seconds``) and the modeled minus the measured (``network_added_seconds``).
+    With ``inject=True`` a collective that returns sooner than its model lasts it (the rank
+    sleeps the difference). The networks of ``also`` are charged too (model mode only), as
+    ``network_seconds@NAME`` and ``network_added_seconds@NAME`` (``ledger.network_key``).
     """
 
     def __init__(self, world=None, network=None, inject=False):
@@ -109,8 +107,7 @@ class Comm(Ledger):
         return out
 
     def _inject(self, modeled, spent):
-        """Inject mode: sleep until the call has lasted its ``modeled`` seconds. Returns the
-        seconds the call took in all."""
+        """Inject mode: sleep until the call has lasted ``modeled`` s; returns its seconds."""
         if self.inject and modeled > spent:
             tic = time.monotonic()
             time.sleep(modeled - spent)              # Linux oversleeps short sleeps: measure
@@ -144,10 +141,9 @@ class Comm(Ledger):
     def allreduce(self, buf, group, op="sum", receives=False):
         """In-place Allreduce of the numpy array ``buf`` over ``group``; returns ``buf``.
 
-        ``receives=True``: ``buf`` is zeros, this rank takes part only to receive the sum
-        (a link with several senders and receivers, docs/method.md §4, or a rank without a
-        slice to add on the output group or the world). The message costs the same; the
-        message log (``trace``) marks it, for the notebooks' message-flow figure."""
+        ``receives=True``: ``buf`` is zeros, this rank only receives the sum (a link with
+        several senders and receivers, docs/method.md §4, or a rank with nothing to add);
+        the message costs the same, and the log (``trace``) marks it for the figures."""
         return self._collective("allreduce", buf, group, not receives,
                                 lambda c: c.Iallreduce(MPI.IN_PLACE, buf, op=_OPS[op]))
 
@@ -203,26 +199,31 @@ class Comm(Ledger):
         self.count("gather", "world", len(repr(obj)))
         return out
 
-    def agree(self, error):
+    def agree(self, error, same=None):
         """Collective check after validation: raise everywhere if any rank found an error
-        (``error``: this rank's message or None), e.g. a file missing on one machine."""
-        errors = self._wait("allgather", self.world_group(), lambda: self.world.allgather(error),
-                            len(repr(error))) if self.size > 1 else [error]
-        bad = [(r, e) for r, e in enumerate(errors) if e is not None]
+        (``error``: this rank's message or None), e.g. a file missing on one machine, or
+        if ``same`` ((name, value), e.g. the data's digest) differs between ranks."""
+        got = self._wait("allgather", self.world_group(), lambda: self.world.allgather(
+            (error, same)), len(repr((error, same)))) if self.size > 1 else [(error, same)]
+        bad = [(r, e) for r, (e, _) in enumerate(got) if e is not None]
         if bad:
             r, e = bad[0]
-            same = all(e2 == e for _, e2 in bad) and len(bad) == self.size
-            raise ConfigError(e if same or self.size == 1 else f"rank {r}: {e}")
+            alike = all(e2 == e for _, e2 in bad) and len(bad) == self.size
+            raise ConfigError(e if alike or self.size == 1 else f"rank {r}: {e}")
+        odd = [r for r, (_, s) in enumerate(got) if s != got[0][1]]
+        if odd:
+            raise ConfigError(f"{same[0]} differs between ranks: {got[odd[0]][1][1]} on rank "
+                              f"{odd[0]}, {got[0][1][1]} on rank 0")
 
-    def agree_on(self, check):
+    def agree_on(self, check, same=None):
         """``check()``'s value on every rank, or, if it raised ValueError on any rank, a
-        ConfigError on every rank (``agree``)."""
+        ConfigError on every rank (``agree``); ``same(value)``: as ``agree``'s."""
         value, error = None, None
         try:
             value = check()
         except ValueError as e:
             error = str(e)
-        self.agree(error)
+        self.agree(error, same(value) if same and error is None else None)
         return value
 
     # -- non-blocking notification (the sync fraction, docs/method.md §6) ---------------
@@ -281,10 +282,8 @@ class Guard:
     * a signal (SIGINT, SIGTERM, SIGHUP) reaches this rank, even while it is blocked in MPI
       (the signal's byte arrives on a wake-up socket the thread watches); exit status 130.
 
-    It talks on a duplicate of the world communicator (its messages, sent only while the job
-    is ending, never mix with the method's and are not counted). Needs MPI_THREAD_MULTIPLE
-    (mpi4py's default): else each rank reports alone, and MPI_Abort from a thread is not standard.
-    """
+    It talks on a duplicate of the world communicator (only while the job ends; not counted).
+    Needs MPI_THREAD_MULTIPLE (mpi4py's default): else each rank reports alone."""
 
     poll = 0.2          # seconds between the thread's looks
     grace = 1.0         # seconds to hear from the other ranks before reporting

@@ -4,6 +4,7 @@ No printing here.
 """
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 
 from . import checkpoint, memory
@@ -63,7 +64,8 @@ def prepare(problem, comm, outputs=(), overwrite=False, keep=Plan()):
     optimizer (``checkpoint.check_compatible``). Each rank reads only its share of the
     data (``data.Source.share``), once its share is known to fit the memory it has
     (``memory``): a refusal names the bytes needed and available."""
-    return comm.agree_on(lambda: _prepare(problem, comm, outputs, overwrite, keep))
+    return comm.agree_on(lambda: _prepare(problem, comm, outputs, overwrite, keep),
+                         same=lambda p: ("the data read", f"digest {p.digest}"))
 
 
 def _prepare(problem, comm, outputs, overwrite, keep):
@@ -303,13 +305,18 @@ def evaluate(path, data=None, data_path=None):
     """Train and test accuracy and f of the weights ``checkpoint.save_model`` wrote, on
     one process: {"model", "data", "train_accuracy", "test_accuracy", "objective"}. The
     data set (by default the one trained on) is split with the saved seed, and must have
-    the network's numbers of features and classes (else a ConfigError)."""
+    the network's numbers of features and classes (else a ConfigError). A warning if the
+    data set of the name trained on is not the data trained on (``data.Source.digest``)."""
     try:
         saved = load_model(path)
         if data is None or data == saved["data"]:      # the data trained on, where it was
             data, data_path = saved["data"], data_path or saved["data_path"] or None
-        dataset = datasets.open_dataset(data, data_path, seed=saved["seed"]).load(
-            dtype=saved["dtype"])
+        source = datasets.open_dataset(data, data_path, seed=saved["seed"])
+        dataset = source.load(dtype=saved["dtype"])
+        trained = saved["data_digest"] if data == saved["data"] else ""
+        if trained and (digest := source.digest()) != trained:
+            warnings.warn(f"{data} ({source.source}) is not the data {path} was trained on "
+                          f"(digest {digest}, trained on {trained})", stacklevel=2)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     layers = saved["layers"]

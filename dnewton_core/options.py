@@ -47,6 +47,19 @@ def _positive_ints(text):
     return values
 
 
+SEED_MAX = 2**32 - 1           # numpy's RandomState (the kit's split of a data set) takes no more
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, {SEED_MAX}], got {text!r}")
+    return value
+
+
 HIDDEN_HELP = "hidden layer widths, e.g. 300,300 (default 64,64 for digits, 300,300 otherwise)"
 
 
@@ -70,7 +83,7 @@ def parser():
     single = argparse.ArgumentParser(add_help=False)
     common = [network, single, constants, budgets]
     g = single.add_argument_group("a single run")
-    g.add_argument("--seed", type=int, default=0,
+    g.add_argument("--seed", type=_seed, default=0,
                    help="seeds initialization, subsamples and batches (default 0)")
     g.add_argument("--sync", type=float, default=1.0,
                    help="with --gn diag: stop every CG once this fraction of partitions "

@@ -223,6 +223,12 @@ def test_the_same_data_set_on_other_contents_is_refused_and_evaluate_finds_it(tm
                        cwd="/", timeout=120)
     assert p.returncode == 0 and " on svmlight: " in p.stdout, p.stderr
     assert f"test accuracy {run['final']['test_accuracy']!r}" in p.stdout
+    assert "warning" not in p.stderr, p.stderr
+    other = cli("evaluate", "--model", tmp_path / "svm.npz", *data,
+                f"{tmp_path / 'relabelled.svm'},{test_file}")
+    assert other.returncode == 0, other.stderr
+    assert other.stderr.startswith("warning: svmlight (") and \
+        f"trained on {run['config']['data_digest']})" in other.stderr, other.stderr
 
 
 @pytest.mark.parametrize("n", [1, 4])

@@ -65,6 +65,8 @@ CORRUPT_GZIP = GZIPPED[:12] + bytes([GZIPPED[12] ^ 0xFF]) + GZIPPED[13:]
 ROWS = b"1 1:0.5 2:0.25\n2 1:0.1 2:0.2\n1 1:0.3 2:0.9\n2 1:0.7 2:0.4\n" * 3
 BAD_LINE = b"1 1:0.5 2:0.25\n2 1:0.1 2:0.2\n1 1:0.3 2:oops\n" + ROWS
 NAN_ROW = b"1 1:0.5 2:0.25\n2 1:nan 2:1\n" + ROWS
+SWAPPED = b"".join((b"2" if r[:1] == b"1" else b"1") + r[1:]     # ROWS, classes swapped
+                  for r in ROWS.splitlines(keepends=True))
 ONE_CLASS = b"1 1:0.5 2:0.25\n1 1:0.1 2:0.2\n" * 6
 WIDE_TEST = b"1 1:0.5 3:0.25\n2 1:0.1 2:0.2 3:1\n"
 SAVED = b'{"someone": "else\'s saved result"}\n'
@@ -102,6 +104,12 @@ CASES = [
          "train --data svmlight --data-path {tmp}/tr.svm,{tmp}/te.svm --hidden 4", 2,
          r"error: {tmp}/tr.svm has at most 2 features, {tmp}/te.svm has 3",
          files={"tr.svm": ROWS, "te.svm": WIDE_TEST}),
+    case("ranks-read-other-files",       # two machines, each with its own copy of the file
+         "train --data svmlight --data-path {tmp}/a/d.svm --hidden 4 : "
+         "train --data svmlight --data-path {tmp}/b/d.svm --hidden 4", 2,
+         r"error: the data read differs between ranks: digest [0-9a-f]{{16}} on rank 1, "
+         r"digest [0-9a-f]{{16}} on rank 0$", ranks=2,
+         files={"a/d.svm": ROWS, "b/d.svm": SWAPPED}),
     case("svmlight-one-class", "train --data svmlight --data-path {tmp}/one.svm --hidden 4", 2,
          r"error: .*one class", files={"one.svm": ONE_CLASS}),
     case("svmlight-label-letters", "train --data svmlight --data-path {tmp}/l.svm --hidden 4",
@@ -135,6 +143,11 @@ CASES = [
     case("hidden-0", "train --hidden 0", 2, r"error: .*--hidden"),
     case("hidden-negative", "train --hidden 8,-1", 2, r"error: .*--hidden"),
     case("hidden-letters", "train --hidden abc", 2, r"error: .*--hidden"),
+    case("seed-negative", "train --seed -3", 2, r"error: train: argument --seed: .*\[0, 4294967295\]"),
+    case("seed-huge", "compare --seed " + "9" * 400, 2, r"error: compare: argument --seed: "),
+    case("compare-sync-without-diag", "compare --sync 0.5 --cg-rule global", 2,
+         r"error: --sync 0.5, --cg-rule global: compare runs the block-diagonal G on one "
+         r"process only with --splits"),
     case("activation-bogus", "train --activation bogus", 2, r"error: .*bogus"),
     case("loss-bogus", "train --loss bogus", 2, r"error: .*bogus"),
     case("splits-wrong-count", "train --splits 1,2", 2, r"error: .*entries"),
@@ -263,10 +276,18 @@ def snapshot(root):
 
 
 def command(argv, ranks, tmp_path):
-    args = shlex.split(argv.format(tmp=tmp_path, failing=HERE / "failing_rank.py"))
-    head = [sys.executable] if args[0].endswith(".py") else [sys.executable, "-m", "dnewton_core"]
-    cmd = head + args
-    return [find_mpiexec(), "-n", str(ranks), *cmd] if ranks > 1 else cmd
+    """The command line of a case; programs separated by " : " run one rank each
+    (mpiexec's MPMD form: as ranks on machines that each read their own files)."""
+    cmds = []
+    for part in argv.split(" : "):
+        args = shlex.split(part.format(tmp=tmp_path, failing=HERE / "failing_rank.py"))
+        head = [sys.executable] if args[0].endswith(".py") else [sys.executable, "-m",
+                                                                  "dnewton_core"]
+        cmds.append(head + args)
+    if len(cmds) > 1:
+        assert len(cmds) == ranks
+        return [find_mpiexec(), *[w for c in cmds for w in (":", "-n", "1", *c)][1:]]
+    return [find_mpiexec(), "-n", str(ranks), *cmds[0]] if ranks > 1 else cmds[0]
 
 
 def run_case(argv, ranks, tmp_path, timeout=WITHIN):
