@@ -371,6 +371,13 @@ def load_model(path):
             raise ValueError("not an .npz file (train --save writes one)")
         with np.load(path, allow_pickle=False) as z:
             out = {key: z[key] for key in z.files}
+        if set(out) == {"theta"}:               # what a checkpoint keeps per rank
+            raise ValueError("one rank's block of a checkpoint, not a model saved by train "
+                             "--save (resume the checkpoint with --resume DIR)")
+        missing = [k for k in ("theta", "layers", "activation", "loss", "C", "batch_size",
+                               "data", "seed") if k not in out]
+        if missing:
+            raise ValueError(f"not a model saved by train --save (no {', '.join(missing)})")
         dtype = str(out.get("dtype", OLD_DEFAULTS["dtype"]))
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}")

@@ -87,10 +87,13 @@ def _line(r):
 
 def describe_run(comm, model, method, args):
     grid = getattr(model, "grid", None)
-    where = (f"{comm.size} ranks, splits {','.join(map(str, grid.splits))}" +
-             (f", {model.gn} Gauss-Newton" if method == "newton" else "")
-             + (f", sync {model.sync}" if method == "newton" and model.sync < 1 else "")
-             if grid else "one process (dense model)")
+    blocks = getattr(model, "diag_grid", None)     # one process: the blocks of --splits
+    where = f"{comm.size} ranks, splits {','.join(map(str, grid.splits))}" if grid else \
+        "one process (dense model)"
+    if method == "newton":
+        where += f", {model.gn} Gauss-Newton" + (
+            f" on the blocks of splits {','.join(map(str, blocks.splits))}" if blocks and not grid
+            else f", sync {model.sync}" if grid and model.sync < 1 else "")
     _say(comm, f"{method} on {args.data}, network {'-'.join(map(str, model.layers))}, "
                f"C = {model.C:g}, {where}"
                + (f", {model.config.dtype}" if model.config.dtype != "float64" else ""))

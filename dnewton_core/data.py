@@ -953,6 +953,10 @@ def open_dataset(name: str, path: str | None = None, seed: int = 0) -> Source:
                             f"{', '.join(_IDX_FILES)} (each may be .gz); see data/README.md")
         return _open_idx_dir(name, path)
     if name == "digits":
+        if path:
+            raise DataError(f"the 'digits' data set is scikit-learn's bundled copy and reads no "
+                            f"file (got path {path!r}): name the data set of the files "
+                            f"({', '.join(d for d in DATASETS if d != 'digits')})")
         whole = _load_digits(seed)
     elif name in STATLOG_FILES:
         whole = _load_statlog(name, path)

@@ -46,6 +46,9 @@ def project_command(args):
     if args.figure:
         from .study.figures import projection_figure
         projection_figure(out, args.figure, replace=args.overwrite)
+    written = [p for p in (args.json, args.figure) if p]
+    if written:
+        print(f"wrote {' and '.join(written)}")
     return 0
 
 
@@ -65,7 +68,8 @@ def _table(net, rows):
              + f" {'network share (full)':>21}"]
     for r in rows:
         if not r.get("splits"):
-            lines.append(f"{r['machines']:>8} {'no split':<14}")
+            lines.append(f"{r['machines']:>8} no grid: a grid has one machine per block, "
+                         f"sum over m of P_(m-1) P_m, and none sums to {r['machines']}")
             continue
         full = r["newton-full"]
         share = sum(d["network"] for d in full.values()) / r["newton-full seconds"]

@@ -257,6 +257,12 @@ def test_saved_weights_evaluate_to_the_runs_final_values(tmp_path, svmlight_digi
     assert "-10 network" in line and "5 features and 2 classes" in line, line
     line = one_line_error(cli("evaluate", "--model", where / "full.json"))
     assert "cannot read a model" in line and "not an .npz file" in line, line
+    np.savez(where / "block.npz", theta=np.zeros(3))          # a checkpoint's block
+    np.savez(where / "other.npz", theta=np.zeros(3), layers=[1, 2])
+    line = one_line_error(cli("evaluate", "--model", where / "block.npz"))
+    assert "one rank's block of a checkpoint" in line and "--resume" in line, line
+    line = one_line_error(cli("evaluate", "--model", where / "other.npz"))
+    assert "not a model saved by train --save (no activation, loss, C," in line, line
 
 
 @pytest.mark.parametrize("grid", [{}, [], {"layers": [64, 10], "splits": None},

@@ -89,6 +89,9 @@ CASES = [
     # -- data
     case("unknown-data", "train --data nosuch", 2,
          r"error: .*'nosuch'.*digits.*fashion-mnist"),
+    case("digits-with-a-path", "train --data-path {tmp}/fm --iters 1", 2,
+         r"error: the 'digits' data set is scikit-learn's bundled copy and reads no file "
+         r"\(got path '{tmp}/fm'\): name the data set of the files \(fashion-mnist, mnist, "),
     case("missing-data-dir", "train --data fashion-mnist --data-path {tmp}/nothing", 2,
          r"error: {tmp}/nothing: not a directory"),
     case("idx-file-missing", "train --data fashion-mnist --data-path {tmp}/fm", 2,

@@ -70,7 +70,8 @@ def test_the_project_command_writes_a_table_a_json_and_a_figure(tmp_path):
                            str(out), "--figure", str(fig)], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert "no split" in proc.stdout and "given (--rate)" in proc.stdout
+    assert "2 no grid: " in proc.stdout and "none sums to 2" in proc.stdout
+    assert "given (--rate)" in proc.stdout and f"wrote {out} and {fig}" in proc.stdout
     got = json.loads(out.read_text())
     assert set(got["networks"]) == {"1gbe", "10gbe"} and got["rate_gflops"] == 20
     four = got["networks"]["1gbe"][2]

@@ -14,6 +14,7 @@ from ..newton import NewtonConfig
 from ..partition import Grid
 from ..splits import propose_splits
 from .lessons import fit, partitioned_model
+from .tables import Table, fixed
 
 # -- on the engines --------------------------------------------------------------------------
 
@@ -121,20 +122,20 @@ def phase_seconds(run, start=2):
 
 
 def phase_table(per_method):
-    """Text: per phase, computing and network seconds per iteration of each method."""
+    """A ``Table``: per phase, computing and network milliseconds per iteration of each
+    method, and their totals."""
     names = list(per_method)
     phases = [p for p in TRAINING_PHASES if any(p in d for d in per_method.values())]
-    head = f"{'phase':<12}" + "".join(f"{n + ' compute':>22}{n + ' network':>22}" for n in names)
-    lines = [head]
+    rows = []
     for p in phases + ["total"]:
-        cells = []
-        for n in names:
-            d = per_method[n]
+        row = [p]
+        for d in per_method.values():
             c, w = (sum(x[0] for x in d.values()), sum(x[1] for x in d.values())) \
                 if p == "total" else d.get(p, (0.0, 0.0))
-            cells.append(f"{1e3 * c:>19.2f} ms{1e3 * w:>19.2f} ms")
-        lines.append(f"{p:<12}" + "".join(cells))
-    return "\n".join(lines)
+            row += [1e3 * c, 1e3 * w]
+        rows.append(row)
+    header = ["phase"] + [f"{n} {part} (ms)" for n in names for part in ("compute", "network")]
+    return Table(header, rows, [None] + [fixed(2)] * 2 * len(names), totals=1)
 
 
 def per_iteration(run, key, start=2):
@@ -222,21 +223,22 @@ def latency_sweep(got, network, latencies):
 
 
 def inject_table(model_runs, inject_runs, l, network, cores):
-    """Text: per method, seconds per iteration in model mode (modeled), in inject mode
+    """A ``Table``: per method, ms per iteration in model mode (modeled), in inject mode
     (measured), and the projection's for the same grid and counts on ``network``: one rank
     per machine, then with the ranks sharing ``cores`` cores and every collective longer by
     a short sleep's overshoot (docs/method.md §8, the check; the computing rate fitted on
     the model-mode run)."""
     overshoot = projection.sleep_overshoot()
-    lines = [f"{'':<13}{'model mode':>12}{'inject':>12}{'projection':>12}{'+ cores, sleeps':>17}",
-             f"{'method':<13}{'(modeled)':>12}{'(measured)':>12}{'(1/machine)':>12}"
-             f"{f'({cores} cores)':>17}"]
+    rows = []
     for name, run in model_runs.items():
         real, rate = inject_runs[name], fitted_rate(run, l)
         alone, shared, count = (projection.predict(real, l, rate, n, c) for n, c in
                                 ((network, None), (network, cores), (projection.COUNT, None)))
         refined = projection.seconds(shared) + overshoot * sum(w for _, w in count.values())
-        lines.append(f"{'newton-' + name:<13}{1e3 * per_iteration(run, 'modeled_time'):>9.1f} ms"
-                     f"{1e3 * per_iteration(real, 'wall_time'):>9.1f} ms"
-                     f"{1e3 * projection.seconds(alone):>9.1f} ms{1e3 * refined:>14.1f} ms")
-    return "\n".join(lines) + f"\n(a short sleep overshoots by {1e6 * overshoot:.0f} us here)"
+        rows.append([f"newton-{name}", 1e3 * per_iteration(run, "modeled_time"),
+                     1e3 * per_iteration(real, "wall_time"), 1e3 * projection.seconds(alone),
+                     1e3 * refined])
+    return Table(["method", "model mode, modeled (ms)", "inject, measured (ms)",
+                  "projection, 1/machine (ms)",
+                  f"+ {cores} cores, sleeps of +{1e6 * overshoot:.0f} us (ms)"],
+                 rows, [None] + [fixed(1)] * 4)
