@@ -125,16 +125,18 @@ def _read_json(path, message):
         raise ValueError(f"{message}: {getattr(e, 'strerror', None) or e}") from None
 
 
-def check_compatible(saved, layers, plan, data, objective=None, digest=None):
+def check_compatible(saved, layers, plan, data, objective=None, digest=None, limit=None):
     """ValueError, one line, if ``saved`` was not written by a run of the same layers,
     optimizer, data set (its name, and its contents: ``digest``, ``data.Source.digest``)
-    and objective (activation, loss, C, evaluation batch, seed, dtype: a float64 run is not
+    the training instances it used (``limit``: --train-limit K, None for all) and objective
+    (activation, loss, C, evaluation batch, seed, dtype: a float64 run is not
     continued in float32 nor the reverse), or has already done more than the budget. A
     checkpoint from before the dtype option is float64, one from before the digest is not
     checked for it."""
     config, grid = saved.state["config"], saved.state["grid"]
     pairs = [("data set is", config.get("data"), data),
              ("data digest (of its contents) is", config.get("data_digest", digest), digest),
+             ("--train-limit is", config.get("train_limit"), limit),
              ("optimizer is", config.get("optimizer"), plan.optimizer),
              ("layers are", _dash(grid["layers"]), _dash(layers))]
     if objective is not None:
@@ -387,7 +389,8 @@ def load_model(path):
                      C=float(out["C"]), batch_size=int(out["batch_size"]),
                      data=str(out["data"]), seed=int(out["seed"]), dtype=dtype,
                      data_path=str(out.get("data_path", "")),
-                     data_digest=str(out.get("data_digest", "")))
+                     data_digest=str(out.get("data_digest", "")),
+                     train_limit=int(out.get("train_limit", 0)) or None)
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"cannot read a model from {path}: {e}") from None
     if model["theta"].shape != (ref.n_params(model["layers"]),):

@@ -128,12 +128,13 @@ def cmd_train(args, comm):
     history, out = run(model, args.optimizer, newton_config, sgd_config,
                        callback=lambda r: _say(comm, _line(r)), snapshot=saver, resume=resume,
                        keep=keep, data=args.data, data_path=args.data_path,
-                       data_digest=p.digest, hidden=list(args.hidden))
+                       data_digest=p.digest, hidden=list(args.hidden),
+                       train_limit=args.train_limit)
     if args.save:
         save_model(args.save, model, history.theta, args.overwrite, data=args.data,
                    data_path=",".join(os.path.abspath(f) if f else "" for f in
                                       (args.data_path or "").split(",")),
-                   data_digest=p.digest, seed=args.seed)
+                   data_digest=p.digest, seed=args.seed, train_limit=args.train_limit or 0)
     if args.trace:
         write_trace(args.trace, comm, model, args.overwrite)
     status = DIVERGED if history.status == "diverged" else 0   # the same on every rank
@@ -219,7 +220,8 @@ def cmd_compare(args, comm):
         _, results[name] = run(model, method, newton_config.for_gn(gn), sgd_config,
                                callback=lambda r, name=name: _say(comm, _progress(name, r)),
                                data=args.data, data_path=args.data_path,
-                               data_digest=p.digest, hidden=list(args.hidden))
+                               data_digest=p.digest, hidden=list(args.hidden),
+                               train_limit=args.train_limit)
         model.close()
     if comm.rank == 0:
         from .study.figures import accuracy_against_time

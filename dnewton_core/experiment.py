@@ -88,7 +88,8 @@ def _prepare(problem, comm, outputs, overwrite, keep):
     saved = checkpoint.read(keep.resume) if keep.resume else None
     digest = source.digest()
     if saved:
-        check_compatible(saved, layers, keep, problem.data, objective, digest)
+        check_compatible(saved, layers, keep, problem.data, objective, digest,
+                         problem.train_limit)
     slow = _slow(problem.slow_rank, comm.size)
     part = _partition(source, problem.hidden, comm, splits)
     _check_memory(layers, part, n_train, source.n_test, problem, objective)
@@ -312,8 +313,8 @@ def evaluate(path, data=None, data_path=None):
         if data is None or data == saved["data"]:      # the data trained on, where it was
             data, data_path = saved["data"], data_path or saved["data_path"] or None
         source = datasets.open_dataset(data, data_path, seed=saved["seed"])
-        dataset = source.load(dtype=saved["dtype"])
         trained = saved["data_digest"] if data == saved["data"] else ""
+        dataset = source.load(saved["train_limit"] if trained else None, saved["dtype"])
         if trained and (digest := source.digest()) != trained:
             warnings.warn(f"{data} ({source.source}) is not the data {path} was trained on "
                           f"(digest {digest}, trained on {trained})", stacklevel=2)

@@ -60,6 +60,12 @@ def _seed(text):
     return value
 
 
+def _positive_int(text):
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 HIDDEN_HELP = "hidden layer widths, e.g. 300,300 (default 64,64 for digits, 300,300 otherwise)"
 
 
@@ -172,8 +178,6 @@ def add_reproduce(subparsers, parents):
         description="Run the reproduction study (Newton full and diagonal over subsample "
                     "and sync-fraction grids, SGD over a learning-rate grid, several seeds) "
                     "and write runs.csv, curves.csv, summary.md and two figures into --out.")
-    p.add_argument("--train-limit", type=int, default=None, metavar="K",
-                   help="train on the first K training instances only (stated in summary.md)")
     grid, ratio = study.GRID, study.DEFAULTS
     g = p.add_argument_group("the grid")
     g.add_argument("--methods", default=",".join(study.METHODS),
@@ -230,6 +234,9 @@ def shared_options():
                    help="data set: " + ", ".join(datasets.DATASETS) + " (default digits, "
                         "embedded; the others read local files, see --data-path)")
     g.add_argument("--data-path", help="directory or file(s) of the data set")
+    g.add_argument("--train-limit", type=_positive_int, default=None, metavar="K",
+                   help="train on the first K training instances only (recorded; reproduce "
+                        "states it in summary.md)")
     g.add_argument("--hidden", type=_positive_ints, default=None, help=HIDDEN_HELP)
     g.add_argument("--activation", default="relu", help="relu (default), sigmoid or tanh")
     g.add_argument("--loss", default="squared", help="squared (default) or cross_entropy")

@@ -231,6 +231,24 @@ def test_the_same_data_set_on_other_contents_is_refused_and_evaluate_finds_it(tm
         f"trained on {run['config']['data_digest']})" in other.stderr, other.stderr
 
 
+def test_a_run_on_the_first_k_instances_is_recorded_resumed_and_evaluated_so(tmp_path):
+    """--train-limit K is in the run's config, in its checkpoint (a resume without it, or
+    with another K, is refused) and in its saved model (evaluate's train accuracy and f are
+    on the same K instances as the run's)."""
+    ck, small = tmp_path / "ck", ("--hidden", "8", "--train-limit", 300)
+    run = train(tmp_path, "k", "--iters", 2, "--checkpoint", ck, *small)
+    assert run["config"]["train_limit"] == 300
+    line = one_line_error(cli("train", "--iters", 3, "--hidden", 8, "--resume", ck))
+    assert "its --train-limit is 300, this run's None" in line, line
+    line = one_line_error(cli("train", "--iters", 3, "--resume", ck, "--hidden", 8,
+                              "--train-limit", 200))
+    assert "its --train-limit is 300, this run's 200" in line, line
+    p = cli("evaluate", "--model", tmp_path / "k.npz")
+    assert p.returncode == 0, p.stderr
+    final = run["final"]
+    assert f"train accuracy {final['train_accuracy']!r}, f {final['objective']!r}" in p.stdout
+
+
 @pytest.mark.parametrize("n", [1, 4])
 def test_saved_weights_evaluate_to_the_runs_final_values(tmp_path, svmlight_digits, n,
                                                          four_ranks):
