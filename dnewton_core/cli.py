@@ -37,7 +37,7 @@ from .ledger import trace_events, training_bytes
 from .model import ConfigError
 from .network import parse_network
 from .newton import NewtonConfig, check_options
-from .options import STALL_TIMEOUT, parser, with_defaults
+from .options import STALL_TIMEOUT, parse
 from .sgd import SGDConfig
 from .study import settings as study
 
@@ -284,7 +284,7 @@ def main(argv=None):
     warnings.showwarning = _warning                   # one line each (rank 0's stderr)
     guard = None
     try:
-        args = with_defaults(parser().parse_args(argv))
+        args = parse(argv)
         guard = comm.guard(getattr(args, "stall_timeout", STALL_TIMEOUT))  # several ranks
         if os.environ.get("DNEWTON_WAIT"):            # how a waiting rank waits (polling.py)
             comm.agree_on(lambda: comm.choose_wait(os.environ["DNEWTON_WAIT"]))

@@ -27,6 +27,16 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def parse(argv=None):
+    """The options of ``argv``, with the defaults that depend on others (``with_defaults``);
+    an unknown option is named by its command's parser (``see ... train --help``)."""
+    args, extra = parser().parse_known_args(argv)
+    if extra:
+        Parser(prog=f"python -m dnewton_core {args.command}").error(
+            f"unrecognized arguments: {' '.join(extra)}")
+    return with_defaults(args)
+
+
 def _seconds(text):
     try:
         value = float(text)

@@ -73,7 +73,8 @@ def test_compare_writes_table_json_and_figure(tmp_path):
     assert p.returncode == 0, p.stderr
     diag = json.loads((tmp_path / "d" / "compare.json").read_text())["newton-diag"]
     assert diag["config"]["gn"] == "diag" and len(diag["history"]) == 3
-    assert "unrecognized arguments: --gn" in cli("compare", "--gn", "diag").stderr
+    assert "error: compare: unrecognized arguments: --gn diag (see python -m dnewton_core " \
+        "compare --help)" in cli("compare", "--gn", "diag").stderr
 
 
 @pytest.mark.parametrize("args,needle", [

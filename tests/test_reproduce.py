@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dnewton_core import cli
+from dnewton_core import options
 from dnewton_core.environment import LaunchError, find_mpiexec, local_environment
 from dnewton_core.ledger import LEDGER_PHASES
 from dnewton_core.network import parse_network
@@ -435,7 +435,7 @@ def test_quick_on_one_process_leaves_out_the_diagonal(quick1):
 # --------------------------------------------------------------------------- in-process
 
 def _args(*argv):
-    return cli.parser().parse_args(["reproduce", *argv])
+    return options.parser().parse_args(["reproduce", *argv])
 
 
 def test_grid_sync_only_with_the_diagonal_and_diagonal_only_on_a_grid():
