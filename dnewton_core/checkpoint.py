@@ -127,7 +127,7 @@ def _read_json(path, message):
 
 def check_compatible(saved, layers, plan, data, objective=None, digest=None, limit=None):
     """ValueError, one line, if ``saved`` was not written by a run of the same layers,
-    optimizer, data set (its name, and its contents: ``digest``, ``data.Source.digest``)
+    optimizer, data set (its name, and its contents: ``digest``, ``data.Source.digest``),
     the training instances it used (``limit``: --train-limit K, None for all) and objective
     (activation, loss, C, evaluation batch, seed, dtype: a float64 run is not
     continued in float32 nor the reverse), or has already done more than the budget. A
@@ -136,7 +136,7 @@ def check_compatible(saved, layers, plan, data, objective=None, digest=None, lim
     config, grid = saved.state["config"], saved.state["grid"]
     pairs = [("data set is", config.get("data"), data),
              ("data digest (of its contents) is", config.get("data_digest", digest), digest),
-             ("--train-limit is", config.get("train_limit"), limit),
+             ("--train-limit is", config.get("train_limit") or "none", limit or "none"),
              ("optimizer is", config.get("optimizer"), plan.optimizer),
              ("layers are", _dash(grid["layers"]), _dash(layers))]
     if objective is not None:

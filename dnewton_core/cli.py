@@ -32,7 +32,7 @@ import warnings
 from .checkpoint import JsonSaver, Plan, restore, save_model, write_json
 from .comm import Comm
 from .environment import BLAS_THREADS
-from .experiment import build_model, evaluate, prepare, run
+from .experiment import build_model, check_sync, evaluate, prepare, run
 from .ledger import trace_events, training_bytes
 from .model import ConfigError
 from .network import parse_network
@@ -88,12 +88,18 @@ def _line(r):
 def describe_run(comm, model, method, args):
     grid = getattr(model, "grid", None)
     blocks = getattr(model, "diag_grid", None)     # one process: the blocks of --splits
-    where = f"{comm.size} ranks, splits {','.join(map(str, grid.splits))}" if grid else \
-        "one process (dense model)"
+    if grid:
+        where = f"{comm.size} ranks, splits {','.join(map(str, grid.splits))}"
+    else:
+        where = "one process (dense model)"
     if method == "newton":
-        where += f", {model.gn} Gauss-Newton" + (
-            f" on the blocks of splits {','.join(map(str, blocks.splits))}" if blocks and not grid
-            else f", sync {model.sync}" if grid and model.sync < 1 else "")
+        where += f", {model.gn} Gauss-Newton"
+        if blocks and not grid:
+            where += f" on the blocks of splits {','.join(map(str, blocks.splits))}"
+        elif grid and model.sync < 1:
+            where += f", sync {model.sync}"
+    if args.train_limit == model.n_train:
+        where += f", the first {model.n_train} training instances"
     _say(comm, f"{method} on {args.data}, network {'-'.join(map(str, model.layers))}, "
                f"C = {model.C:g}, {where}"
                + (f", {model.config.dtype}" if model.config.dtype != "float64" else ""))
@@ -129,12 +135,12 @@ def cmd_train(args, comm):
                        callback=lambda r: _say(comm, _line(r)), snapshot=saver, resume=resume,
                        keep=keep, data=args.data, data_path=args.data_path,
                        data_digest=p.digest, hidden=list(args.hidden),
-                       train_limit=args.train_limit)
+                       train_limit=p.train_limit)
     if args.save:
         save_model(args.save, model, history.theta, args.overwrite, data=args.data,
                    data_path=",".join(os.path.abspath(f) if f else "" for f in
                                       (args.data_path or "").split(",")),
-                   data_digest=p.digest, seed=args.seed, train_limit=args.train_limit or 0)
+                   data_digest=p.digest, seed=args.seed, train_limit=p.train_limit or 0)
     if args.trace:
         write_trace(args.trace, comm, model, args.overwrite)
     status = DIVERGED if history.status == "diverged" else 0   # the same on every rank
@@ -207,8 +213,8 @@ def cmd_compare(args, comm):
     json_path = os.path.join(args.out, "compare.json")
     figure = os.path.join(args.out, "accuracy_vs_time.png")
     diag = comm.size > 1 or bool(args.splits)          # one process: the blocks of --splits
-    if not diag:
-        _no_diagonal_run(args)
+    if comm.size == 1:
+        _one_process_compare(args, diag)
     p = prepare(study.problem_of(vars(args)), comm, [json_path, figure], args.overwrite)
     runs = [("newton", "full")] + ([("newton", "diag")] if diag else []) + [("sgd", "full")]
     results = {}
@@ -221,7 +227,7 @@ def cmd_compare(args, comm):
                                callback=lambda r, name=name: _say(comm, _progress(name, r)),
                                data=args.data, data_path=args.data_path,
                                data_digest=p.digest, hidden=list(args.hidden),
-                               train_limit=args.train_limit)
+                               train_limit=p.train_limit)
         model.close()
     if comm.rank == 0:
         from .study.figures import accuracy_against_time
@@ -234,19 +240,23 @@ def cmd_compare(args, comm):
     return 0
 
 
-def _no_diagonal_run(args):
-    """ConfigError for an option of the block-diagonal G given to a compare that runs none."""
-    given = [option for option, used in ((f"--sync {args.sync:g}", args.sync != 1.0),
-                                         ("--diag-step rescale", args.diag_step == "rescale"),
+def _one_process_compare(args, diag):
+    """ConfigError, before the first run, for an option a one-process compare cannot use:
+    --sync (no ranks to wait for), and without --splits (no block-diagonal G) --diag-step
+    rescale and --cg-rule global."""
+    check_sync(args.sync, 1)
+    given = [option for option, used in (("--diag-step rescale", args.diag_step == "rescale"),
                                          ("--cg-rule global", args.cg_rule == "global")) if used]
-    if given:
+    if given and not diag:
         raise ConfigError(f"{', '.join(given)}: compare runs the block-diagonal G on one "
                           "process only with --splits (or under mpiexec -n N)")
 
 
 def cmd_evaluate(args, comm):
     out = evaluate(args.model, args.data, args.data_path)
-    _say(comm, f"{args.model}: network {'-'.join(map(str, out['layers']))} on {out['data']}: "
+    first = f" (its first {out['train_limit']} training instances)" if out["train_limit"] else ""
+    _say(comm, f"{args.model}: network {'-'.join(map(str, out['layers']))} on {out['data']}"
+               f"{first}: "
                f"test accuracy {out['test_accuracy']!r}, train accuracy "
                f"{out['train_accuracy']!r}, f {out['objective']!r}")
     return 0

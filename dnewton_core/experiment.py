@@ -52,6 +52,7 @@ class Prepared:
     slow: tuple | None                # (rank, seconds) or None
     resume: checkpoint.Saved | None = None    # the checkpoint to continue, read and checked
     digest: str = ""                  # the data's (data.Source.digest): recorded, and checked on resume
+    train_limit: int | None = None    # --train-limit K where K < l: recorded, and checked on resume
 
 
 def prepare(problem, comm, outputs=(), overwrite=False, keep=Plan()):
@@ -88,14 +89,13 @@ def _prepare(problem, comm, outputs, overwrite, keep):
     saved = checkpoint.read(keep.resume) if keep.resume else None
     digest = source.digest()
     if saved:
-        check_compatible(saved, layers, keep, problem.data, objective, digest,
-                         problem.train_limit)
+        check_compatible(saved, layers, keep, problem.data, objective, digest, limit)
     slow = _slow(problem.slow_rank, comm.size)
     part = _partition(source, problem.hidden, comm, splits)
     _check_memory(layers, part, n_train, source.n_test, problem, objective)
     data = source.load(limit, objective.dtype) if part is None else source.share(
         part.rows if part.holds_features else None, part.holds_labels, limit, objective.dtype)
-    return Prepared(data, objective, splits, slow, saved, digest)
+    return Prepared(data, objective, splits, slow, saved, digest, limit)
 
 
 def _partition(source, hidden, comm, splits):
@@ -154,18 +154,23 @@ def grid_splits(data, hidden, comm, splits=None):
         raise ConfigError(str(e)) from None
 
 
+def check_sync(sync, n_ranks):
+    """ConfigError unless ``sync`` is a fraction in (0, 1], and 1 on one process."""
+    if not 0 < sync <= 1:
+        raise ConfigError(f"sync fraction must be in (0, 1], got {sync}")
+    if n_ranks == 1 and sync != 1.0:
+        raise ConfigError("--sync needs several ranks to wait for: run under mpiexec -n N, "
+                          "one rank per partition")
+
+
 def build_model(data, hidden, objective, comm=None, splits=None, gn="full", sync=1.0,
                 slow=None):
     """DenseModel on one process (with ``gn="diag"``, G's blocks are those of ``splits``),
     else this rank's DistributedModel (on the proposed splits when none are given).
     ``slow`` = (rank, seconds) makes that rank a ``Straggler``."""
     comm = comm or Comm()
-    if not 0 < sync <= 1:
-        raise ConfigError(f"sync fraction must be in (0, 1], got {sync}")
+    check_sync(sync, comm.size)
     if comm.size == 1:
-        if sync != 1.0:
-            raise ConfigError("--sync needs several ranks to wait for: run under mpiexec -n N, "
-                              "one rank per partition")
         if gn != "full" and splits is None:
             raise ConfigError("--gn diag needs partitions: run under mpiexec -n N, or give "
                               "--splits on one process (the blocks of G it keeps)")
@@ -304,17 +309,20 @@ def config_dict(**configs):
 
 def evaluate(path, data=None, data_path=None):
     """Train and test accuracy and f of the weights ``checkpoint.save_model`` wrote, on
-    one process: {"model", "data", "train_accuracy", "test_accuracy", "objective"}. The
+    one process: {"model", "data", "layers", "train_limit", "train_accuracy", "test_accuracy",
+    "objective"}. The
     data set (by default the one trained on) is split with the saved seed, and must have
     the network's numbers of features and classes (else a ConfigError). A warning if the
     data set of the name trained on is not the data trained on (``data.Source.digest``)."""
     try:
         saved = load_model(path)
         if data is None or data == saved["data"]:      # the data trained on, where it was
-            data, data_path = saved["data"], data_path or saved["data_path"] or None
+            data, data_path = saved["data"], data_path or (
+                saved["data_path"] if saved["data"] != "digits" else None) or None
         source = datasets.open_dataset(data, data_path, seed=saved["seed"])
         trained = saved["data_digest"] if data == saved["data"] else ""
-        dataset = source.load(saved["train_limit"] if trained else None, saved["dtype"])
+        limit = saved["train_limit"] if trained else None      # the run's training set
+        dataset = source.load(limit, saved["dtype"])
         if trained and (digest := source.digest()) != trained:
             warnings.warn(f"{data} ({source.source}) is not the data {path} was trained on "
                           f"(digest {digest}, trained on {trained})", stacklevel=2)
@@ -329,5 +337,6 @@ def evaluate(path, data=None, data_path=None):
         activation=saved["activation"], loss=saved["loss"], C=saved["C"],
         batch_size=saved["batch_size"], dtype=saved["dtype"]))
     train_accuracy, test_accuracy = model.accuracy(saved["theta"])
-    return dict(model=path, data=data, layers=layers, train_accuracy=train_accuracy,
+    return dict(model=path, data=data, layers=layers, train_limit=limit,
+                train_accuracy=train_accuracy,
                 test_accuracy=test_accuracy, objective=model.objective(saved["theta"]))

@@ -71,9 +71,13 @@ def _seed(text):
 
 
 def _positive_int(text):
-    if not text.strip().isdigit() or int(text) < 1:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
+    return value
 
 
 HIDDEN_HELP = "hidden layer widths, e.g. 300,300 (default 64,64 for digits, 300,300 otherwise)"

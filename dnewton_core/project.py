@@ -68,8 +68,8 @@ def _table(net, rows):
              + f" {'network share (full)':>21}"]
     for r in rows:
         if not r.get("splits"):
-            lines.append(f"{r['machines']:>8} no grid: a grid has one machine per block, "
-                         f"sum over m of P_(m-1) P_m, and none sums to {r['machines']}")
+            lines.append(f"{r['machines']:>8} no grid: one machine per block is sum over m "
+                         f"of P_(m-1) P_m (1 <= P_m <= n_m), and none sums to {r['machines']}")
             continue
         full = r["newton-full"]
         share = sum(d["network"] for d in full.values()) / r["newton-full seconds"]

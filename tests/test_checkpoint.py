@@ -239,14 +239,25 @@ def test_a_run_on_the_first_k_instances_is_recorded_resumed_and_evaluated_so(tmp
     run = train(tmp_path, "k", "--iters", 2, "--checkpoint", ck, *small)
     assert run["config"]["train_limit"] == 300
     line = one_line_error(cli("train", "--iters", 3, "--hidden", 8, "--resume", ck))
-    assert "its --train-limit is 300, this run's None" in line, line
+    assert "its --train-limit is 300, this run's none" in line, line
     line = one_line_error(cli("train", "--iters", 3, "--resume", ck, "--hidden", 8,
                               "--train-limit", 200))
     assert "its --train-limit is 300, this run's 200" in line, line
     p = cli("evaluate", "--model", tmp_path / "k.npz")
     assert p.returncode == 0, p.stderr
+    assert "on digits (its first 300 training instances): " in p.stdout, p.stdout
     final = run["final"]
     assert f"train accuracy {final['train_accuracy']!r}, f {final['objective']!r}" in p.stdout
+    # a K at or above l is no limit; a digits model saved with a path (before --data-path
+    # was refused for digits) still evaluates on the bundled set
+    whole = train(tmp_path, "w", "--iters", 1, "--hidden", 8, "--train-limit", 10**6,
+                  "--checkpoint", tmp_path / "ck2")
+    assert whole["config"]["train_limit"] is None
+    assert cli("train", "--iters", 2, "--hidden", 8, "--resume", tmp_path / "ck2").returncode == 0
+    with np.load(tmp_path / "k.npz") as z:
+        np.savez(tmp_path / "old.npz", **{**{k: z[k] for k in z.files}, "data_path": "/x"})
+    p = cli("evaluate", "--model", tmp_path / "old.npz")
+    assert p.returncode == 0 and "test accuracy" in p.stdout, p.stderr
 
 
 @pytest.mark.parametrize("n", [1, 4])

@@ -71,6 +71,8 @@ def test_compare_writes_table_json_and_figure(tmp_path):
     p = cli("compare", "--iters", 3, "--epochs", 1, "--hidden", "8", "--splits", "2,1,1",
             "--out", tmp_path / "d")
     assert p.returncode == 0, p.stderr
+    assert "one process (dense model), diag Gauss-Newton on the blocks of splits 2,1,1\n" in \
+        p.stdout, p.stdout
     diag = json.loads((tmp_path / "d" / "compare.json").read_text())["newton-diag"]
     assert diag["config"]["gn"] == "diag" and len(diag["history"]) == 3
     assert "error: compare: unrecognized arguments: --gn diag (see python -m dnewton_core " \

@@ -148,9 +148,11 @@ CASES = [
     case("hidden-letters", "train --hidden abc", 2, r"error: .*--hidden"),
     case("seed-negative", "train --seed -3", 2, r"error: train: argument --seed: .*\[0, 4294967295\]"),
     case("seed-huge", "compare --seed " + "9" * 400, 2, r"error: compare: argument --seed: "),
-    case("compare-sync-without-diag", "compare --sync 0.5 --cg-rule global", 2,
-         r"error: --sync 0.5, --cg-rule global: compare runs the block-diagonal G on one "
-         r"process only with --splits"),
+    case("compare-sync-one-process", "compare --sync 0.5 --splits 1,2,1,1 --iters 50", 2,
+         r"error: --sync needs several ranks to wait for: run under mpiexec -n N"),
+    case("compare-cg-rule-without-diag", "compare --cg-rule global --diag-step rescale", 2,
+         r"error: --diag-step rescale, --cg-rule global: compare runs the block-diagonal G on "
+         r"one process only with --splits"),
     case("activation-bogus", "train --activation bogus", 2, r"error: .*bogus"),
     case("loss-bogus", "train --loss bogus", 2, r"error: .*bogus"),
     case("splits-wrong-count", "train --splits 1,2", 2, r"error: .*entries"),
