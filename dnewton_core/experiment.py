@@ -310,9 +310,9 @@ def config_dict(**configs):
 def evaluate(path, data=None, data_path=None):
     """Train and test accuracy and f of the weights ``checkpoint.save_model`` wrote, on
     one process: {"model", "data", "layers", "train_limit", "train_accuracy", "test_accuracy",
-    "objective"}. The
-    data set (by default the one trained on) is split with the saved seed, and must have
-    the network's numbers of features and classes (else a ConfigError). A warning if the
+    "objective"}. The data set (by default the one trained on, on the run's --train-limit
+    instances) is split with the saved seed, and must have the network's numbers of
+    features and classes (else a ConfigError). A warning if the
     data set of the name trained on is not the data trained on (``data.Source.digest``)."""
     try:
         saved = load_model(path)

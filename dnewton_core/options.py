@@ -60,24 +60,19 @@ def _positive_ints(text):
 SEED_MAX = 2**32 - 1           # numpy's RandomState (the kit's split of a data set) takes no more
 
 
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, {SEED_MAX}], got {text!r}")
-    return value
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_in(low, high=None):
+    """An argparse type: an integer in [low, high] (no upper bound when high is None)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(
+                f"expected an integer {f'in [{low}, {high}]' if high is not None else f'>= {low}'}"
+                f", got {text!r}")
+        return value
+    return parse
 
 
 HIDDEN_HELP = "hidden layer widths, e.g. 300,300 (default 64,64 for digits, 300,300 otherwise)"
@@ -103,7 +98,7 @@ def parser():
     single = argparse.ArgumentParser(add_help=False)
     common = [network, single, constants, budgets]
     g = single.add_argument_group("a single run")
-    g.add_argument("--seed", type=_seed, default=0,
+    g.add_argument("--seed", type=_int_in(0, SEED_MAX), default=0,
                    help="seeds initialization, subsamples and batches (default 0)")
     g.add_argument("--sync", type=float, default=1.0,
                    help="with --gn diag: stop every CG once this fraction of partitions "
@@ -248,7 +243,7 @@ def shared_options():
                    help="data set: " + ", ".join(datasets.DATASETS) + " (default digits, "
                         "embedded; the others read local files, see --data-path)")
     g.add_argument("--data-path", help="directory or file(s) of the data set")
-    g.add_argument("--train-limit", type=_positive_int, default=None, metavar="K",
+    g.add_argument("--train-limit", type=_int_in(1), default=None, metavar="K",
                    help="train on the first K training instances only (recorded; reproduce "
                         "states it in summary.md)")
     g.add_argument("--hidden", type=_positive_ints, default=None, help=HIDDEN_HELP)

@@ -229,7 +229,7 @@ CASES = [
          r"error: --quick runs on digits"),
     case("reproduce-syncs-0", "reproduce --quick --syncs 0 --out {tmp}/s", 2, r"error: .*sync"),
     case("reproduce-train-limit-0", "reproduce --quick --train-limit 0 --out {tmp}/s", 2,
-         r"error: reproduce: argument --train-limit: expected a positive integer, got .0."),
+         r"error: reproduce: argument --train-limit: expected an integer >= 1, got .0."),
     case("reproduce-out-exists", "reproduce --quick --out {tmp}/s", 2,
          r"error: {tmp}/s/runs.csv exists; pass --overwrite to replace it \(or reproduce "
          r"--continue", files={"s/runs.csv": b"keep\n"}),
