@@ -325,6 +325,10 @@ def add_project(sub):
                    + ", ".join(PRESETS) + " or LATENCY_US:BANDWIDTH_GBIT")
     p.add_argument("--machines", type=_positive_ints, default=(1, 2, 4, 8, 16, 32, 64),
                    help="machine counts (default 1,2,4,8,16,32,64)")
+    p.add_argument("--grids", choices=("kit", "fastest"), default="kit",
+                   help="the splits of each machine count: the kit's proposal, as a run of "
+                        "that many ranks uses (kit, default), or of every grid the one whose "
+                        "full-G iteration the projection finds shortest on each network")
     p.add_argument("--subsample", type=float, default=NewtonConfig.subsample,
                    help="|S| / l (default 0.05)")
     p.add_argument("--rate", type=float, default=None, metavar="GFLOPS",

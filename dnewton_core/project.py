@@ -34,9 +34,12 @@ def project_command(args):
     workload = projection.Workload(layers, l, size)
     out = {"layers": list(layers), "l": l, "subsample": size, "rate_gflops": rate / 1e9,
            "rate_source": source, "assumptions": projection.__doc__.split("\n\n")[1],
-           "workload": vars(workload) | {"layers": list(layers)}, "networks": {}}
+           "workload": vars(workload) | {"layers": list(layers)}, "grids": args.grids,
+           "networks": {}}
     for net in networks:
-        rows = projection.project(workload, args.machines, rate, net, _proposal(layers))
+        propose = _proposal(layers) if args.grids == "kit" else \
+            (lambda P, net=net: projection.fastest_splits(workload, P, rate, net))
+        rows = projection.project(workload, args.machines, rate, net, propose)
         out["networks"][net.name] = rows
         print(_table(net, rows))
     print(f"compute rate {rate / 1e9:.1f} GFLOP/s per core ({source}); "

@@ -31,6 +31,7 @@ from .costs import F64, batch_sizes, line_search_trials, link_op, link_sizes
 from .model import jacobian_chunks
 from .newton import NewtonConfig
 from .partition import Grid
+from .splits import all_splits
 
 FREE = netmodel.Network("free", 0.0, 1e300, 0.0)     # messages that cost nothing
 COUNT = "count"     # as a network: every collective costs 1, so the "network" counts them
@@ -180,6 +181,15 @@ def project(workload, machines, rate, net, propose):
             row[name + " seconds"] = seconds(phases)
         rows.append(row)
     return rows
+
+
+def fastest_splits(workload, P, rate, net):
+    """Of every grid of P machines (``splits.all_splits``), the splits whose projected full-G
+    Newton iteration on ``net`` is the shortest (None when no grid has P blocks)."""
+    grids = [Grid(workload.layers, s) for s in all_splits(workload.layers, P)]
+    if not grids:
+        return None
+    return min(grids, key=lambda g: seconds(newton_iteration(g, workload, rate, net))).splits
 
 
 def _check(rate):

@@ -53,6 +53,26 @@ def _best_splits(layers, n_ranks):
     return best[1]
 
 
+def all_splits(layers, n_ranks):
+    """Every splits P_0..P_L with sum_m P_{m-1} P_m == n_ranks and 1 <= P_m <= n_m, in
+    lexicographic order (Fashion-MNIST 784-300-300-10: 308 of them for 64 ranks)."""
+    layers = _valid_layers(layers)
+    L, out = len(layers) - 1, []
+
+    def extend(prefix, left):
+        if len(prefix) == L + 1:
+            if left == 0:
+                out.append(prefix)
+            return
+        P, n = prefix[-1], layers[len(prefix)]
+        for Q in range(1, min(n, left // P) + 1):
+            extend(prefix + (Q,), left - P * Q)
+
+    for P0 in range(1, min(layers[0], n_ranks) + 1):
+        extend((P0,), n_ranks)
+    return out
+
+
 def _valid_layers(layers):
     """layers as a validated tuple of ints (the checks of Grid, with all splits 1)."""
     if isinstance(layers, (str, bytes)) or not hasattr(layers, "__len__"):

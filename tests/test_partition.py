@@ -8,7 +8,7 @@ import pytest
 from dnewton_core import reference
 from dnewton_core.costs import link_op
 from dnewton_core.partition import Grid, Partition, neuron_groups
-from dnewton_core.splits import check_rank_count, parse_splits, propose_splits
+from dnewton_core.splits import all_splits, check_rank_count, parse_splits, propose_splits
 
 # (layers, splits): even, uneven, split input, split output layer, deep, single layer
 GRIDS = [
@@ -329,6 +329,14 @@ def test_propose_splits_matches_brute_force(layers):
             got = propose_splits(layers, n_ranks)
             assert got == expected, (layers, n_ranks)
             assert Grid(layers, got).size == n_ranks
+
+
+@pytest.mark.parametrize("layers", [(6, 4, 3), (5, 4, 4, 3), (4, 4, 4, 4, 2)])
+def test_all_splits_are_every_grid_of_that_many_ranks(layers):
+    for n_ranks in range(1, 25):
+        expected = [s for s in itertools.product(*[range(1, n + 1) for n in layers])
+                    if Grid(layers, s).size == n_ranks]
+        assert all_splits(layers, n_ranks) == expected, (layers, n_ranks)
 
 
 @pytest.mark.parametrize("layers, n_ranks, expected", [

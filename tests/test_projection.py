@@ -60,6 +60,19 @@ def test_no_split_is_said_and_a_bad_rate_refused():
         pj.project(w, [1], 0.0, GIG, lambda P: None)
 
 
+def test_the_fastest_grid_is_no_slower_than_the_kits_proposal():
+    from dnewton_core.splits import all_splits, propose_splits
+    w, rate = pj.Workload((784, 300, 300, 10), l=60000, subsample=3000), 58.9e9
+    full = lambda s: pj.seconds(pj.newton_iteration(Grid(w.layers, s), w, rate, GIG))  # noqa: E731
+    for P in (4, 8, 16, 32):
+        best = pj.fastest_splits(w, P, rate, GIG)
+        assert best in all_splits(w.layers, P)
+        assert full(best) == min(full(s) for s in all_splits(w.layers, P))
+        assert full(best) <= full(propose_splits(w.layers, P))
+    assert full(pj.fastest_splits(w, 32, rate, GIG)) < 0.5 * full(propose_splits(w.layers, 32))
+    assert pj.fastest_splits(w, 2, rate, GIG) is None
+
+
 def test_the_project_command_writes_a_table_a_json_and_a_figure(tmp_path):
     import json
     import subprocess
