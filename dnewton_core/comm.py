@@ -210,10 +210,11 @@ class Comm(Ledger):
             r, e = bad[0]
             alike = all(e2 == e for _, e2 in bad) and len(bad) == self.size
             raise ConfigError(e if alike or self.size == 1 else f"rank {r}: {e}")
-        odd = [r for r, (_, s) in enumerate(got) if s != got[0][1]]
-        if odd:
-            raise ConfigError(f"{same[0]} differs between ranks: {got[odd[0]][1][1]} on rank "
-                              f"{odd[0]}, {got[0][1][1]} on rank 0")
+        values = [s for _, s in got]
+        odd = next((r for r, s in enumerate(values) if s != values[0]), None)
+        if odd is not None:
+            raise ConfigError(f"{same[0]} differs between ranks: {values[odd][1]} on rank "
+                              f"{odd}, {values[0][1]} on rank 0")
 
     def agree_on(self, check, same=None):
         """``check()``'s value on every rank, or, if it raised ValueError on any rank, a

@@ -277,6 +277,7 @@ LIBSVM_URL = "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass
 ZALANDO_URL = "https://github.com/zalandoresearch/fashion-mnist"
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 CACHE_DIR = "data/cache"
+BUNDLED = ("digits",)                 # data sets that come with a package and read no file
 
 DATASETS = {
     "digits": "scikit-learn's bundled 8x8 handwritten digits, 1797 samples, 64 features, "
@@ -952,11 +953,11 @@ def open_dataset(name: str, path: str | None = None, seed: int = 0) -> Source:
             raise DataError("the 'mnist' data set needs path=DIR holding the IDX files "
                             f"{', '.join(_IDX_FILES)} (each may be .gz); see data/README.md")
         return _open_idx_dir(name, path)
-    if name == "digits":
+    if name in BUNDLED:
         if path:
             raise DataError(f"the 'digits' data set is scikit-learn's bundled copy and reads no "
                             f"file (got path {path!r}): name the data set of the files "
-                            f"({', '.join(d for d in DATASETS if d != 'digits')})")
+                            f"({', '.join(d for d in DATASETS if d not in BUNDLED)})")
         whole = _load_digits(seed)
     elif name in STATLOG_FILES:
         whole = _load_statlog(name, path)

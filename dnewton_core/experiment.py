@@ -318,7 +318,7 @@ def evaluate(path, data=None, data_path=None):
         saved = load_model(path)
         if data is None or data == saved["data"]:      # the data trained on, where it was
             data, data_path = saved["data"], data_path or (
-                saved["data_path"] if saved["data"] != "digits" else None) or None
+                saved["data_path"] if saved["data"] not in datasets.BUNDLED else None) or None
         source = datasets.open_dataset(data, data_path, seed=saved["seed"])
         trained = saved["data_digest"] if data == saved["data"] else ""
         limit = saved["train_limit"] if trained else None      # the run's training set
