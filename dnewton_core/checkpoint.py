@@ -21,6 +21,7 @@ slices and reading its own with the new grid's. Every message goes through the m
 ``comm.Comm`` (none on one process): this module is part of the MPI layer without importing
 MPI.
 """
+import contextlib
 import io
 import json
 import os
@@ -35,7 +36,7 @@ from . import reference as ref
 from .history import State
 from .ledger import combine_records, modeled_over_ranks
 from .model import DTYPES, ConfigError
-from .outputs import check_writable, write_atomic
+from .outputs import LAST_WORDS, check_writable, write_atomic
 from .partition import Grid
 
 MANIFEST, STATE = "manifest.json", "state.json"
@@ -330,15 +331,33 @@ def npz_bytes(arrays):
 
 
 class JsonSaver:
-    """Rewrites one JSON file atomically each time it is called (rank 0). The first write
-    refuses a file that appeared since the check unless --overwrite."""
+    """Rewrites one JSON file atomically each time it is called (rank 0) with a result
+    (``experiment.result``). The first write refuses a file that appeared since the check
+    unless --overwrite. Used as a context, a run that ends before its last write leaves
+    its last result with "status" "interrupted" (Ctrl-C; on several ranks ``comm.Guard``
+    says it, or "stalled") or "failed" (an exception on this rank), not "running"."""
 
     def __init__(self, path, overwrite):
-        self.path, self.replace = path, overwrite
+        self.path, self.replace, self.last = path, overwrite, None
 
     def __call__(self, obj):
+        self.last = obj
         write_json(self.path, obj, self.replace)
         self.replace = True
+
+    def ending(self, status):
+        if self.last is not None and self.last["final"]["status"] == "running":
+            self({**self.last, "final": {**self.last["final"], "status": status}})
+
+    def __enter__(self):
+        LAST_WORDS.append(self.ending)
+        return self
+
+    def __exit__(self, kind, *_):
+        LAST_WORDS.remove(self.ending)
+        if kind is not None:                          # the run raised on this rank
+            with contextlib.suppress(Exception):      # (perhaps in writing this file)
+                self.ending("interrupted" if kind is KeyboardInterrupt else "failed")
 
 
 def write_json(path, obj, replace=True):

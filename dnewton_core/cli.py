@@ -22,6 +22,7 @@ written atomically: a temporary file in the same directory, then a rename. train
 is rewritten after every iteration or epoch, so a killed run keeps its history so far.
 train --checkpoint DIR saves what --resume DIR continues, on any grid (``checkpoint.py``).
 """
+import contextlib
 import os
 import signal
 import sys
@@ -131,21 +132,27 @@ def cmd_train(args, comm):
                    f"{'iterations' if args.optimizer == 'newton' else 'epochs'}")
     _say(comm, HEADER)
     saver = JsonSaver(args.json, args.overwrite) if args.json else None
-    history, out = run(model, args.optimizer, newton_config, sgd_config,
-                       callback=lambda r: _say(comm, _line(r)), snapshot=saver, resume=resume,
-                       keep=keep, data=args.data, data_path=args.data_path,
-                       data_digest=p.digest, hidden=list(args.hidden),
-                       train_limit=p.train_limit)
-    if args.save:
-        save_model(args.save, model, history.theta, args.overwrite, data=args.data,
-                   data_path=",".join(os.path.abspath(f) if f else "" for f in
-                                      (args.data_path or "").split(",")),
-                   data_digest=p.digest, seed=args.seed, train_limit=p.train_limit or 0)
-    if args.trace:
-        write_trace(args.trace, comm, model, args.overwrite)
-    status = DIVERGED if history.status == "diverged" else 0   # the same on every rank
-    if comm.rank != 0:
-        return status
+    with saver or contextlib.nullcontext():          # an interrupted run's --json says so
+        history, out = run(model, args.optimizer, newton_config, sgd_config,
+                           callback=lambda r: _say(comm, _line(r)), snapshot=saver,
+                           resume=resume, keep=keep, data=args.data, data_path=args.data_path,
+                           data_digest=p.digest, hidden=list(args.hidden),
+                           train_limit=p.train_limit)
+        if args.save:
+            save_model(args.save, model, history.theta, args.overwrite, data=args.data,
+                       data_path=",".join(os.path.abspath(f) if f else "" for f in
+                                          (args.data_path or "").split(",")),
+                       data_digest=p.digest, seed=args.seed, train_limit=p.train_limit or 0)
+        if args.trace:
+            write_trace(args.trace, comm, model, args.overwrite)
+        if comm.rank == 0:
+            _finish_train(args, comm, out, saver)
+    return DIVERGED if history.status == "diverged" else 0   # the same on every rank
+
+
+def _finish_train(args, comm, out, saver):
+    """Rank 0: the final line, the final --json (ledgers summed over ranks), what was
+    written, and where the run diverged."""
     f = out["final"]
     print(f"final: test accuracy {_num(f['test_accuracy'], '.4f')}, train accuracy "
           f"{_num(f['train_accuracy'], '.4f')}, f {_num(f['objective'], '.6g')}, "
@@ -154,7 +161,7 @@ def cmd_train(args, comm):
              if f.get("modeled_time") is not None and not comm.inject else "")
           + f", {training_bytes(out['history']) / 1e6:.3f} MB sent (all ranks)", flush=True)
     if saver:
-        saver(out)              # the final file: ledgers summed over ranks
+        saver(out)
     for path in filter(None, (args.json, args.save, args.trace)):
         print(f"wrote {path}", flush=True)
     if f["status"] == "diverged":
@@ -163,7 +170,6 @@ def cmd_train(args, comm):
               f"{f['diverged_at']}: non-finite {', '.join(last.get('nonfinite', ['f']))}"
               + (f"; the history up to it is in {args.json}" if args.json else ""),
               file=sys.stderr, flush=True)
-    return status
 
 
 def cmd_project(args, comm):

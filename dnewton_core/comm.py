@@ -23,11 +23,10 @@ from .ending import reporter_of, summary
 from .environment import usable_cores
 from .ledger import Ledger, event
 from .model import ConfigError
-from .outputs import WRITING
+from .outputs import WRITING, last_words
 
 _OPS = {"sum": MPI.SUM, "max": MPI.MAX}
-_SYNC_TAG = 7
-_GUARD_TAG = 11
+_SYNC_TAG, _GUARD_TAG = 7, 11           # point-to-point tags of the sync notices and the guard
 _SIGNALS = {int(s) for s in signal.Signals}
 STALL_EXIT, INTERRUPT_EXIT = 4, 130       # exit statuses of a stalled and an interrupted job
 
@@ -362,6 +361,8 @@ class Guard:
             self._exchange(what, line, reports)
         except Exception:                             # a rank may be gone: report what we have
             pass
+        kinds = {w[0] for w, _ in reports.values()}
+        last_words("interrupted" if "signal" in kinds else "stalled")  # rank 0's --json
         reporter = reporter_of(reports)
         if reporter == self.comm.rank:
             print(f"error: {summary(reports, reporter, self.comm.size)}", file=sys.__stderr__,
@@ -369,7 +370,6 @@ class Guard:
             time.sleep(0.5)                          # let mpiexec forward the line first
         else:
             time.sleep(2.0)                          # the reporting rank ends the job first
-        kinds = {w[0] for w, _ in reports.values()}
         self._abort(INTERRUPT_EXIT if "signal" in kinds else code or STALL_EXIT)
 
     def _exchange(self, what, line, reports):

@@ -60,6 +60,21 @@ def _probe(path, directory):
 # Held while a file is being written: whoever ends the process on purpose (comm.Guard) takes
 # it first, so that no temporary file is left behind.
 WRITING = threading.RLock()
+# What the files rewritten during a run say when it ends before their last write: callables
+# of the status ("interrupted", "stalled"), registered while the run is on (``JsonSaver``).
+LAST_WORDS = []
+
+
+def last_words(status):
+    """Let every file rewritten during the run say ``status``, for a thread that ends the
+    process: it takes ``WRITING`` for good, so that no later write says otherwise. Never
+    raises: a file that cannot be written keeps its last state."""
+    if WRITING.acquire(timeout=10.0):          # not if a write hangs (a lost file server)
+        for write in list(LAST_WORDS):
+            try:
+                write(status)
+            except Exception:
+                pass
 
 
 def write_atomic(path, data, replace=True):

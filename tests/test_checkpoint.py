@@ -332,3 +332,25 @@ def test_float32_resumes_bit_for_bit_and_evaluates_in_float32(tmp_path, n):
     words = p.stdout.replace(",", "").split()
     assert float(words[words.index("f") + 1]) == full["final"]["objective"]
     assert float(words[words.index("accuracy") + 1]) == full["final"]["test_accuracy"]
+
+
+@pytest.mark.parametrize("raised, status", [(None, "finished"), (KeyboardInterrupt, "interrupted"),
+                                            (RuntimeError, "failed")])
+def test_a_json_rewritten_during_a_run_says_how_the_run_ended(tmp_path, raised, status):
+    """``JsonSaver`` as a context: the last result written stays as it is when the run
+    finishes; when the run raises, it is written again with the status the run ended in."""
+    from dnewton_core.outputs import LAST_WORDS
+    path = tmp_path / "run.json"
+    partial = {"history": [{"iter": 1}], "final": {"status": "running", "objective": 0.5}}
+    try:
+        with checkpoint.JsonSaver(str(path), overwrite=False) as saver:
+            saver(partial)
+            if raised is None:
+                saver({**partial, "final": {**partial["final"], "status": "finished"}})
+            else:
+                raise raised
+    except (KeyboardInterrupt, RuntimeError):
+        pass
+    assert json.loads(path.read_text()) == {**partial, "final": {**partial["final"],
+                                                                 "status": status}}
+    assert not LAST_WORDS                                # nothing left to say after the run

@@ -32,7 +32,7 @@ def start(*args):
     return proc, marker
 
 
-def ranks(marker):
+def ranks(marker, program="guarded_job"):
     """{MPI rank: process} of a job."""
     out = {}
     for p in cluster_processes(**{MARK: marker}):    # live ones: zombies are ended
@@ -40,12 +40,12 @@ def ranks(marker):
             env, cmd = p.environ(), " ".join(p.cmdline())
         except psutil.Error:
             continue
-        if "PMI_RANK" in env and "guarded_job" in cmd:
+        if "PMI_RANK" in env and program in cmd:
             out[int(env["PMI_RANK"])] = p
     return out
 
 
-def finish(proc, marker, within):
+def finish(proc, marker, within, program="guarded_job"):
     """(exit status, error lines, seconds); fails if the job outlives ``within`` seconds or
     leaves a process."""
     tic = time.monotonic()
@@ -53,11 +53,11 @@ def finish(proc, marker, within):
         _, err = proc.communicate(timeout=within)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        for p in ranks(marker).values():
+        for p in ranks(marker, program).values():
             p.kill()
         pytest.fail(f"the job did not end within {within} s")
     time.sleep(0.5)
-    left = ranks(marker)
+    left = ranks(marker, program)
     for p in left.values():
         p.kill()
     assert not left, f"ranks left running: {sorted(left)}"
@@ -112,7 +112,7 @@ def test_a_zero_stall_timeout_never_ends_a_slow_job():
 
 def test_a_guarded_job_that_finishes_says_nothing():
     proc, marker = start("--iters", 200, "--stall-timeout", 2)
-    code, errors, _ = finish(proc, marker, within=30)
+    code, errors, _ = finish(proc, marker, within=30, program="dnewton_core")
     assert code == 0 and errors == []
 
 
@@ -158,7 +158,20 @@ def test_an_interrupted_training_ends_with_one_line_and_keeps_its_history(tmp_pa
     assert proc.returncode == INTERRUPT_EXIT and len(errors) == 1, err[-2000:]
     assert "interrupted" in errors[0]
     saved = json.loads((tmp_path / "run.json").read_text())
-    assert len(saved["history"]) >= 1 and saved["final"]["status"] == "running"
+    assert len(saved["history"]) >= 1 and saved["final"]["status"] == "interrupted"
+
+
+def test_a_stalled_training_says_so_in_its_json(tmp_path):
+    import json
+    proc, marker = _train(tmp_path, 4, "--stall-timeout", "2")
+    before = json.loads((tmp_path / "run.json").read_text())
+    ranks(marker, "dnewton_core")[2].suspend()       # as a rank whose machine hangs
+    code, errors, _ = finish(proc, marker, within=30, program="dnewton_core")
+    assert code == STALL_EXIT and len(errors) == 1 and "did not arrive: rank 2" in errors[0]
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved["final"]["status"] == "stalled" and before["final"]["status"] == "running"
+    assert len(saved["history"]) >= len(before["history"])
+    assert saved["final"]["objective"] == saved["history"][-1]["objective"]
 
 
 def test_the_stall_timeout_is_checked():
