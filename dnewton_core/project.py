@@ -9,7 +9,7 @@ from .model import ConfigError, network_layers
 from .network import parse_network
 from .newton import NewtonConfig
 from .outputs import check_writable, write_atomic
-from .splits import propose_splits
+from .splits import proposal
 
 METHODS = ("newton-full", "newton-diag", "sgd")
 
@@ -37,7 +37,7 @@ def project_command(args):
            "workload": vars(workload) | {"layers": list(layers)}, "grids": args.grids,
            "networks": {}}
     for net in networks:
-        propose = _proposal(layers) if args.grids == "kit" else \
+        propose = proposal(layers) if args.grids == "kit" else \
             (lambda P, net=net: projection.fastest_splits(workload, P, rate, net))
         rows = projection.project(workload, args.machines, rate, net, propose)
         out["networks"][net.name] = rows
@@ -53,15 +53,6 @@ def project_command(args):
     if written:
         print(f"wrote {' and '.join(written)}")
     return 0
-
-
-def _proposal(layers):
-    def propose(P):
-        try:
-            return propose_splits(layers, P)
-        except ValueError:
-            return None
-    return propose
 
 
 def _table(net, rows):
@@ -146,7 +137,7 @@ def check(ranks=(1, 2, 3, 4, 5, 6), networks=("1gbe", "10gbe"), methods=METHODS,
         say(f"compute rate fitted on one process: {rates['newton-full'] / 1e9:.2f} GFLOP/s "
             f"(Newton), {rates['sgd'] / 1e9:.2f} GFLOP/s (SGD); {cores} cores")
         for n in ranks:
-            if n > 1 and _proposal(layers)(n) is None:
+            if n > 1 and proposal(layers)(n) is None:
                 rows.append(dict(ranks=n, splits=None))
                 say(check_line(rows[-1]))
                 continue

@@ -102,6 +102,17 @@ def propose_splits(layers, n_ranks):
     return best
 
 
+def proposal(layers):
+    """A function of P: ``propose_splits(layers, P)``, or None where no grid of P ranks
+    exists (the projection's machine counts)."""
+    def propose(P):
+        try:
+            return propose_splits(layers, P)
+        except ValueError:
+            return None
+    return propose
+
+
 def checked_grid(layers, splits, gn, sync, n_ranks):
     """The grid of ``splits``, after every check that must hold before the first collective
     (the Gauss-Newton mode and sync fraction, the rank count)."""

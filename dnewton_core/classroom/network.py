@@ -12,7 +12,7 @@ from ..ledger import TRAINING_PHASES, trace_events
 from ..network import PRESETS, Network, parse_network
 from ..newton import NewtonConfig
 from ..partition import Grid
-from ..splits import propose_splits
+from ..splits import proposal
 from .lessons import fit, partitioned_model
 from .tables import Table, fixed
 
@@ -162,13 +162,8 @@ def projected(layers, l, networks, machines, rate, subsample=0.05):
     """{network name: ``projection.project`` rows} for ``layers`` on l instances."""
     size = NewtonConfig(subsample=subsample).subsample_size(l)
     w = projection.Workload(tuple(layers), l, size)
-
-    def propose(P):
-        try:
-            return propose_splits(tuple(layers), P)
-        except ValueError:
-            return None
-    return {net.name: projection.project(w, machines, rate, net, propose) for net in networks}
+    return {net.name: projection.project(w, machines, rate, net, proposal(tuple(layers)))
+            for net in networks}
 
 
 def crossover(run_full, run_diag, l, network, target):
