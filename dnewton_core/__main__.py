@@ -1,9 +1,15 @@
 import os
 import sys
 
+# A Ctrl-C or SIGTERM while the ranks start is kept until every rank can end together
+# (interrupts.py); before this line a signal still ends the process at once.
+from .interrupts import hold
+
+hold()
+
 # One BLAS thread per rank unless the user said otherwise, before numpy loads its BLAS
 # (several ranks on few cores are many times slower otherwise: docs/installation.md).
-from .environment import blas_environment
+from .environment import blas_environment  # noqa: E402
 
 for _name, _value in blas_environment().items():
     os.environ.setdefault(_name, _value)

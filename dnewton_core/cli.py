@@ -24,12 +24,12 @@ train --checkpoint DIR saves what --resume DIR continues, on any grid (``checkpo
 """
 import contextlib
 import os
-import signal
 import sys
 import threading
 import time
 import warnings
 
+from . import interrupts
 from .checkpoint import JsonSaver, Plan, restore, save_model, write_json
 from .comm import Comm
 from .environment import BLAS_THREADS
@@ -296,12 +296,12 @@ def main(argv=None):
     comm = Comm.on_world()
     if comm.rank != 0:                                # argparse talks on rank 0 only
         sys.stdout = sys.stderr = open(os.devnull, "w")
-    signal.signal(signal.SIGTERM, _interrupt)         # one process: as Ctrl-C
     warnings.showwarning = _warning                   # one line each (rank 0's stderr)
     guard = None
     try:
         args = parse(argv)
         guard = comm.guard(getattr(args, "stall_timeout", STALL_TIMEOUT))  # several ranks
+        interrupts.release(one_process=guard is None)  # a signal of the start acts now
         if os.environ.get("DNEWTON_WAIT"):            # how a waiting rank waits (polling.py)
             comm.agree_on(lambda: comm.choose_wait(os.environ["DNEWTON_WAIT"]))
         _network(args, comm)
@@ -341,10 +341,6 @@ def _warn_threads(comm):
               f"{os.cpu_count()} cores: set OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "
               "MKL_NUM_THREADS=1 (4x slower otherwise here: docs/installation.md)",
               file=sys.stderr, flush=True)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _warning(message, category, filename, lineno, file=None, line=None):

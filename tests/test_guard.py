@@ -161,6 +161,40 @@ def test_an_interrupted_training_ends_with_one_line_and_keeps_its_history(tmp_pa
     assert len(saved["history"]) >= 1 and saved["final"]["status"] == "interrupted"
 
 
+def _holds_signals(process):
+    """Whether ``process`` catches SIGTERM, as a rank does from the first line of
+    ``python -m dnewton_core`` (interrupts.hold) and Python alone does not."""
+    with open(f"/proc/{process.pid}/status") as f:
+        caught = next(int(ln.split()[1], 16) for ln in f if ln.startswith("SigCgt:"))
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_the_job_starts_ends_it_as_a_later_one_does(sig):
+    """A signal to every process of the job as soon as its ranks run the kit's first line,
+    while they import, start MPI and make the guard's communicator (interrupts.py): ranks
+    that acted on it at once left the others waiting in MPI_Comm_dup for good."""
+    marker = uuid.uuid4().hex
+    env = dict(local_environment(), **{MARK: marker})
+    proc = subprocess.Popen([*local_launch(4), sys.executable, "-m", "dnewton_core", "train",
+                             "--iters", "100000"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            start_new_session=True, preexec_fn=_ctrl_c_as_in_a_terminal)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        started = ranks(marker, "dnewton_core")
+        try:
+            if len(started) == 4 and all(map(_holds_signals, started.values())):
+                break
+        except (OSError, StopIteration):              # a rank just started or ended
+            pass
+        time.sleep(0.01)
+    os.killpg(proc.pid, sig)
+    code, errors, seconds = finish(proc, marker, within=20, program="dnewton_core")
+    assert code == INTERRUPT_EXIT and len(errors) == 1 and "interrupted by" in errors[0]
+    assert seconds < 10
+
+
 def test_a_stalled_training_says_so_in_its_json(tmp_path):
     import json
     proc, marker = _train(tmp_path, 4, "--stall-timeout", "2")
