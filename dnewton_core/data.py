@@ -665,7 +665,13 @@ def _svmlight_width(paths, parts, n_features):
     than the training file just leaves the last features out. A test file with indices beyond
     the training file's uses features the model is never trained on: an error, unless an
     explicit ``n_features`` covers both files."""
-    shift = 0 if any(X.nnz and X.indices.min() == 0 for X, _ in parts) else 1
+    zero = [bool(X.nnz) and X.indices.min() == 0 for X, _ in parts]
+    if len(parts) == 2 and zero[1] and not zero[0]:
+        raise DataError(f"{paths[1]} uses feature index 0 and {paths[0]} never does: the test "
+                        "file numbers features from 0 and the training file from 1 (LIBSVM's "
+                        "way), or the test file has a feature the model never trains on; if "
+                        f"both number from 0, write 0:0 on a line of {paths[0]}")
+    shift = 0 if any(zero) else 1
     widths = [int(X.indices.max()) + 1 - shift if X.nnz else 0 for X, _ in parts]
     if n_features is not None:
         if int(n_features) < 1:
@@ -679,7 +685,9 @@ def _svmlight_width(paths, parts, n_features):
                         f"{widths[1]}: the test file uses feature indices the training file "
                         "never does (a train/test pair of different data sets?); if both "
                         f"really have {widths[1]}, write {widths[1] - 1 + shift}:0 on a line of the training "
-                        f"file (from Python: load_svmlight_pair(..., n_features={widths[1]}))")
+                        f"file (from Python: load_svmlight_pair(..., n_features={widths[1]}))"
+                        + (f"; or {paths[1]} numbers features from 1 (LIBSVM's way) and "
+                           f"{paths[0]}, which uses index 0, from 0" if zero[0] else ""))
     if widths[0] == 0:
         raise DataError(f"{', '.join(map(str, paths))}: no features at all")
     return shift, widths[0]
@@ -688,7 +696,8 @@ def _svmlight_width(paths, parts, n_features):
 def load_svmlight_pair(train_path, test_path=None, n_features=None, seed=0) -> Dataset:
     """Dense Dataset from svmlight/LIBSVM file(s) (plain, .gz or .bz2).
 
-    Indices are one-based (LIBSVM) unless some file uses index 0, then zero-based for both. The
+    Indices are one-based (LIBSVM) unless the train file uses index 0, then zero-based for both
+    (DataError if only the test file uses it: the files number differently). The
     width is ``n_features`` if given (DataError if a file has a larger index), else the largest
     index in the train file (DataError if the test file has a larger one). Labels map to 0..k-1
     by the sorted union of train and test labels. Without ``test_path`` the train file is split

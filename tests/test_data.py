@@ -367,6 +367,21 @@ def test_svmlight_zero_based_file_keeps_column_zero(tmp_path):
     assert np.array_equal(ds.X_test, [[0, 0, 5]])
 
 
+def test_svmlight_test_file_numbered_from_zero_beside_a_libsvm_training_file(tmp_path):
+    """The training file numbers from 1 (LIBSVM), the test file from 0: read as zero-based
+    both, every training column would sit one place off from the test's."""
+    tr, te = write_pair(tmp_path, b"1 1:-0.13 2:0.10\n2 3:1\n", b"1 0:-0.2 1:0.3\n2 2:1\n")
+    with pytest.raises(DataError, match=rf"^{te} uses feature index 0 and {tr} never does: "
+                                        rf".*write 0:0 on a line of {tr}$"):
+        load_svmlight_pair(tr, te)
+    (tmp_path / "tr0").write_bytes(b"1 0:-0.13 1:0.10 2:0\n2 2:1\n")   # numbered from 0
+    assert load_svmlight_pair(tmp_path / "tr0", te).X_test.tolist() == [[-0.2, 0.3, 0],
+                                                                       [0, 0, 1]]
+    with pytest.raises(DataError, match=rf"or {tr} numbers features from 1 \(LIBSVM's way\) "
+                                        rf"and {tmp_path / 'tr0'}, which uses index 0, from 0"):
+        load_svmlight_pair(tmp_path / "tr0", tr)
+
+
 def test_svmlight_single_file_is_split_with_the_seed(tmp_path):
     lines = [f"{c} 1:{i} 2:{c}" for i in range(20) for c in (1, 2)][:20]
     (tmp_path / "all").write_text("\n".join(lines) + "\n")
