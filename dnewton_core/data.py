@@ -857,15 +857,21 @@ def _read_rda_frame(path, spec):
             # are ASCII); a file that is no .rda is tried as .rds. What it reads is checked below.
             warnings.filterwarnings("ignore", category=UserWarning, module=r"rdata(\.|$)")
             objects = rdata.read_rda(str(path))
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to read it (a limit on this process's "
+                        "memory, such as ulimit -v or prlimit --as?)") from None
     except Exception as e:  # rdata's parser raises EOFError, ValueError, lzma/zlib errors, ...
         detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         raise DataError(f"{path}: cannot read as an R data file, truncated or corrupt? "
                         f"({detail})") from e
-    only = next(iter(objects.values())) if len(objects) == 1 else None
-    frame = objects.get(spec.frame, only)
+    frame = objects.get(spec.frame)
     if not hasattr(frame, "columns"):
+        sets = {f.frame: name for name, f in STATLOG_FILES.items()}
+        other = [sets.get(str(k)) for k in objects]
         raise DataError(f"{path}: no data frame '{spec.frame}' in the file (it holds: "
-                        f"{', '.join(map(str, objects)) or 'nothing'})")
+                        f"{', '.join(map(str, objects)) or 'nothing'})"
+                        + (f": the file of the '{other[0]}' set, not of the one asked for"
+                           if len(other) == 1 and other[0] else ""))
     return frame
 
 

@@ -824,6 +824,9 @@ def statlog_bad_file(case, path):
         expected = (rf"{7 if case == 'too_few_rows' else 9} rows, "
                     rf"too {'few' if case == 'too_few_rows' else 'many'} for the standard split of "
                     r"'satimage' \(the first 5 rows train, the last 3 test\)")
+    elif case == "another_sets_frame":
+        write_rda(path, {"DNA": good})
+        return r"no data frame 'Satellite' in the file \(it holds: DNA\): the file of the 'dna' set"
     elif case == "no_such_frame":
         write_rda(path, {"foo": good, "bar": np.arange(3.0)})
         return r"no data frame 'Satellite' in the file \(it holds: foo, bar\)"
@@ -834,7 +837,7 @@ def statlog_bad_file(case, path):
 STATLOG_BAD = ["truncated_half", "truncated_last_byte", "truncated_header", "truncated_uncompressed",
                "empty", "not_rdata", "no_class_column", "class_not_a_factor", "too_few_features",
                "text_feature", "nan_feature", "inf_feature", "too_few_rows", "too_many_rows",
-               "no_such_frame"]
+               "no_such_frame", "another_sets_frame"]
 
 
 @pytest.mark.parametrize("case", STATLOG_BAD)
@@ -845,6 +848,17 @@ def test_statlog_bad_files_name_the_file(tmp_path, monkeypatch, case):
         load_dataset("satimage", path=str(tmp_path))
     assert str(err.value).startswith(f"{tmp_path / 'Satellite.rda'}: ")
     assert "\n" not in str(err.value)
+
+
+def test_statlog_file_too_large_for_the_memory_says_so(tmp_path, monkeypatch, small_satimage):
+    """Not "truncated or corrupt": a tester's satimage under prlimit --as=300M said so."""
+    import rdata
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(rdata, "read_rda", no_memory)
+    with pytest.raises(DataError, match=rf"^{small_satimage}: not enough memory to read it"):
+        load_dataset("satimage", path=str(small_satimage))
 
 
 def test_statlog_missing_class_is_an_error():
