@@ -1,8 +1,8 @@
 import os
 import sys
 
-# A Ctrl-C or SIGTERM while the ranks start is kept until every rank can end together
-# (interrupts.py); before this line a signal still ends the process at once.
+# A Ctrl-C while the ranks start is kept until every rank can end together (interrupts.py:
+# SIGTERM too, once MPI has started); before this line it still ends the process at once.
 from .interrupts import hold
 
 hold()

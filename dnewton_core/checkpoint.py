@@ -140,13 +140,15 @@ def check_compatible(saved, layers, plan, data, objective=None, digest=None, lim
              ("--train-limit is", config.get("train_limit") or "none", limit or "none"),
              ("optimizer is", config.get("optimizer"), plan.optimizer),
              ("layers are", _dash(grid["layers"]), _dash(layers))]
-    if objective is not None:
+    if objective is not None:        # keep_forward changes the rounding only, as a grid does
         pairs += [(f"{key} is", config.get(f"objective.{key}", OLD_DEFAULTS.get(key)), value)
-                  for key, value in vars(objective).items()]
+                  for key, value in vars(objective).items() if key != "keep_forward"]
     differ = [f"{what} {theirs}, this run's {ours}" for what, theirs, ours in pairs
               if theirs != ours]
     if differ:
-        raise ValueError(f"cannot resume from {saved.directory}: its " + "; its ".join(differ))
+        raise ValueError(f"cannot resume from {saved.directory}: its " + "; its ".join(differ)
+                         + " (a checkpoint keeps the state, not the command line: give the "
+                         "options of the run that wrote it)")
     unit = "iterations" if plan.optimizer == "newton" else "epochs"
     if plan.budget is not None and plan.budget < saved.done:
         raise ValueError(f"cannot resume from {saved.directory}: it is after {saved.done} "

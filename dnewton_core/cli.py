@@ -293,6 +293,7 @@ def compare_table(results):
 
 def main(argv=None):
     os.environ.setdefault("MPLBACKEND", "Agg")        # figures go to files, never to windows
+    interrupts.hold_all()                             # MPI has started (interrupts.py)
     comm = Comm.on_world()
     if comm.rank != 0:                                # argparse talks on rank 0 only
         sys.stdout = sys.stderr = open(os.devnull, "w")

@@ -1,14 +1,18 @@
-"""Signals that arrive while a job starts (docs/troubleshooting.md, Exit statuses).
+"""Signals that arrive while a job starts (docs/troubleshooting.md, Stalls and interrupts).
 
 Until every rank runs its guard (``comm.Guard``), a Ctrl-C or SIGTERM must not end one rank
-alone: the others would wait for it for good in a collective of the start (MPI's own, the
-guard's communicator). ``hold``, on the first line of ``python -m dnewton_core``, keeps
-such signals; ``release``, once the guard is up, sends the first again, so that it ends
-the job as any later signal does (several ranks: the guard, exit status 130; one process:
-a KeyboardInterrupt). A rank that holds a signal and is not released within ``WAIT``
-seconds (a rank died before it could start MPI, and the others wait for it inside MPI's
-start, where no Python runs) ends itself, exit status 130. Standard library only: it
-runs before numpy and MPI load.
+alone: the others would wait for it for good in a collective of the start (the ones of
+``Comm.on_world``, the guard's communicator). So a rank keeps such a signal and, once the
+guard is up, sends it again (``release``): it then ends the job as any later signal does
+(several ranks: the guard, exit status 130; one process: a KeyboardInterrupt).
+
+* From the first line of ``python -m dnewton_core`` (``hold``): SIGINT. SIGTERM and SIGHUP
+  still end the process at once while MPI starts: inside MPI_Init no Python runs (it holds
+  Python's lock), so a rank kept there by a rank that died earlier can only be ended so.
+* Once MPI has started (``hold_all``): SIGTERM and SIGHUP too, and a thread that ends this
+  rank (exit status 130, one line) if its guard is not up ``WAIT`` seconds after a signal.
+
+Standard library only: ``hold`` runs before numpy and MPI load.
 """
 import os
 import select
@@ -22,32 +26,49 @@ WAIT = 5.0              # seconds a rank that holds a signal waits for its guard
 _held = []
 _released = threading.Event()
 _watcher = None
+_wakeup = None          # (read, write) sockets of the wake-up fd: open while the process lives
+_holding = False        # hold() ran: this process is python -m dnewton_core
+
+
+def _keep(signum, frame):
+    _held.append(signum)
 
 
 def hold():
-    """Keep SIGINT, SIGTERM and SIGHUP instead of acting on them, until ``release``."""
-    global _watcher
-    read, write = socket.socketpair()
-    write.setblocking(False)
-    signal.set_wakeup_fd(write.fileno(), warn_on_full_buffer=False)  # even inside C code
+    """Keep SIGINT instead of raising KeyboardInterrupt, until ``release``."""
+    global _holding
+    _holding = True
+    signal.signal(signal.SIGINT, _keep)
+
+
+def hold_all():
+    """Once MPI has started: keep SIGTERM and SIGHUP as well, and watch for them even while
+    this rank waits inside MPI (the wake-up fd); end the rank if no ``release`` comes
+    ``WAIT`` seconds after a signal."""
+    global _watcher, _wakeup
+    if not _holding or _watcher is not None:
+        return
+    _wakeup = socket.socketpair()
+    _wakeup[1].setblocking(False)
+    signal.set_wakeup_fd(_wakeup[1].fileno(), warn_on_full_buffer=False)
     for sig in SIGNALS:
-        signal.signal(sig, lambda *_: None)          # the watcher acts on it
-    _watcher = threading.Thread(target=_watch, args=(read, write), daemon=True,
-                                name="dnewton-start")
+        signal.signal(sig, _keep)
+    _watcher = threading.Thread(target=_watch, daemon=True, name="dnewton-start")
     _watcher.start()
 
 
-def _watch(read, write):
+def _watch():
     while not _released.is_set():
-        if select.select([read], [], [], 0.05)[0]:
-            _held.extend(read.recv(16))
-            if not _held or _released.wait(WAIT):
-                continue
+        if _held:
+            if _released.wait(WAIT):
+                return
             rank = os.environ.get("PMI_RANK", "")
             print(f"error: {'rank ' + rank + ': ' if rank else ''}interrupted by "
                   f"{signal.Signals(_held[0]).name} while the job started",
                   file=sys.__stderr__, flush=True)
             os._exit(130)
+        if select.select([_wakeup[0]], [], [], 0.05)[0]:
+            _held.extend(_wakeup[0].recv(16))
 
 
 def release(one_process):
@@ -58,7 +79,8 @@ def release(one_process):
     if _watcher is not None:
         _watcher.join()
     if one_process:
-        signal.set_wakeup_fd(-1)
+        if _wakeup is not None:
+            signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _interrupt)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)

@@ -187,6 +187,11 @@ def test_a_checkpoint_of_another_network_optimizer_or_data_set_is_refused(tmp_pa
     for words, args in cases.items():
         line = one_line_error(cli("train", "--iters", 4, "--resume", ck, *args))
         assert words in line and str(ck) in line, line
+        assert line.endswith("give the options of the run that wrote it)"), line
+    # what only trades memory for time (and the rounding, as another grid does) resumes
+    resumed = train(tmp_path, "lean", "--iters", 3, "--resume", ck, "--no-keep-forward")
+    assert [h["iter"] for h in resumed["history"]] == [1, 2, 3]
+    assert resumed["config"]["objective.keep_forward"] is False
     line = one_line_error(cli("train", "--iters", 1, "--resume", ck))
     assert "after 2 iterations" in line
     line = one_line_error(cli("train", "--iters", 4, "--checkpoint", ck))
