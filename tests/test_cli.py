@@ -321,6 +321,10 @@ def test_reproduce_continue_runs_only_what_is_missing(tmp_path):
     p = cli(*study, "--seeds", 2, "--out", tmp_path / "none", "--continue")
     assert p.returncode == 2 and "does not exist: no study to continue" in p.stderr
     assert not (tmp_path / "none").exists()
+    (tmp_path / "cut").mkdir()      # a study stopped before its first run ended: runs it all
+    p = cli(*study, "--seeds", 1, "--out", tmp_path / "cut", "--continue")
+    assert p.returncode == 0 and len(records.read_runs(tmp_path / "cut" / "runs.csv")) == 2, \
+        p.stderr
     p = cli(*study, "--seeds", 2, "--out", parts, "--continue", "--network", "10gbe")
     assert p.returncode == 2 and "has no column 'modeled_time_10gbe'" in p.stderr, p.stderr
     (parts / "runs.csv").write_text(before.decode().replace(

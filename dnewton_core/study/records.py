@@ -125,6 +125,8 @@ def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
     twice, and a curve row per iteration of every kept run. A ValueError names the file, line
     and column."""
     if not os.path.exists(runs_path):
+        if os.path.isdir(os.path.dirname(runs_path) or ".") and not os.path.exists(curves_path):
+            return [], []            # a study stopped before its first run ended: none to keep
         raise ValueError(f"--continue: {runs_path} does not exist: no study to continue there "
                          "(leave out --continue to start one)")
     if not os.path.exists(curves_path):
