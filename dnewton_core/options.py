@@ -323,8 +323,9 @@ def add_project(sub):
     p.add_argument("--hidden", type=_positive_ints, default=None, help=HIDDEN_HELP)
     p.add_argument("--network", default="10gbe", help="one or several (comma-separated) of "
                    + ", ".join(PRESETS) + " or LATENCY_US:BANDWIDTH_GBIT")
-    p.add_argument("--machines", type=_positive_ints, default=(1, 2, 4, 8, 16, 32, 64),
-                   help="machine counts (default 1,2,4,8,16,32,64)")
+    p.add_argument("--machines", type=_positive_ints, default=None,
+                   help="machine counts (default: those of 1,2,4,8,16,32,64 that the network "
+                        "can be split into)")
     p.add_argument("--grids", choices=("kit", "fastest"), default="kit",
                    help="the splits of each machine count: the kit's proposal, as a run of "
                         "that many ranks uses (kit, default), or of every grid the one whose "

@@ -20,10 +20,11 @@ def project_command(args):
         check_writable([p for p in (args.json, args.figure) if p], args.overwrite,
                        inputs=(args.data_path or "").split(","))
         data = datasets.load_dataset(args.data, args.data_path)
-        networks = [parse_network(name) for name in args.network.split(",")]
+        networks = [parse_network(name) for name in dict.fromkeys(args.network.split(","))]
         if None in networks:
             raise ValueError("--network: the projection needs a network, not none")
         layers = network_layers(data.n_features, args.hidden, data.n_classes)
+        machines = _machines(args.machines, layers)
         l = len(data.y_train)
         size = NewtonConfig(subsample=args.subsample).subsample_size(l)
     except ValueError as e:
@@ -39,7 +40,7 @@ def project_command(args):
     for net in networks:
         propose = proposal(layers) if args.grids == "kit" else \
             (lambda P, net=net: projection.fastest_splits(workload, P, rate, net))
-        rows = projection.project(workload, args.machines, rate, net, propose)
+        rows = projection.project(workload, machines, rate, net, propose)
         out["networks"][net.name] = rows
         print(_table(net, rows))
     print(f"compute rate {rate / 1e9:.1f} GFLOP/s per core ({source}); "
@@ -55,9 +56,19 @@ def project_command(args):
     return 0
 
 
+def _machines(given, layers):
+    """The machine counts asked for, each once (ValueError if none); by default those of
+    1, 2, 4, ..., 64 with a grid of ``layers``."""
+    if given is None:
+        return tuple(P for P in (1, 2, 4, 8, 16, 32, 64) if P == 1 or proposal(layers)(P))
+    if not given:
+        raise ValueError("--machines: give at least one machine count")
+    return tuple(dict.fromkeys(given))
+
+
 def _table(net, rows):
-    lines = [f"{net.name}: alpha {net.latency * 1e6:g} us, {net.bandwidth * 8 / 1e9:g} Gbit/s "
-             f"({net.source})",
+    lines = [f"{net.name}: alpha {net.latency * 1e6:g} us, {net.bandwidth * 8 / 1e9:g} Gbit/s"
+             + (f", gamma {net.gamma:g} s/byte" if net.gamma else "") + f" ({net.source})",
              f"{'machines':>8} {'splits':<14} " + " ".join(f"{m + ' s':>14}" for m in METHODS)
              + f" {'network share (full)':>21}"]
     for r in rows:

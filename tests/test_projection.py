@@ -93,6 +93,22 @@ def test_the_project_command_writes_a_table_a_json_and_a_figure(tmp_path):
     assert fig.stat().st_size > 10_000
 
 
+def test_the_project_command_s_machine_counts():
+    """By default the powers of two up to 64 that the network splits into (digits
+    64-64-64-10 has no grid of 2 machines); a count or a network given twice is one row;
+    none at all is an error."""
+    import subprocess
+    import sys
+    run = lambda *a: subprocess.run([sys.executable, "-m", "dnewton_core", "project", "--rate",
+                                     "20", *a], capture_output=True, text=True, timeout=60)
+    rows = lambda out: [ln.split()[0] for ln in out.splitlines() if ln[:8].strip().isdigit()]
+    assert rows(run().stdout) == ["1", "4", "8", "16", "32", "64"]
+    assert rows(run("--hidden", "64").stdout) == ["1", "2", "4", "8", "16", "32", "64"]
+    assert rows(run("--machines", "4,2,4", "--network", "1gbe,1gbe").stdout) == ["4", "2"]
+    empty = run("--machines", "")
+    assert empty.returncode == 2 and "--machines: give at least one" in empty.stderr
+
+
 def test_ranks_sharing_cores_compute_in_turn():
     # layer 1 has two ranks: on one core they take twice as long; layer 2's one rank does not
     compute, comm = pj._pass(GRID, 10, RATE, GIG, cores=1)
