@@ -285,7 +285,7 @@ def test_reproduce_keeps_a_diverged_newton_run(tmp_path):
 
 def test_reproduce_continue_runs_only_what_is_missing(tmp_path):
     """A study run in two parts (--continue) has the rows of one run in one part."""
-    from dnewton_core.study import records
+    from dnewton_core.study import records, runner
     study = ("reproduce", "--settings", "newton-full:0.05,sgd:0.01", "--iters", 2,
              "--epochs", 1, "--hidden", 8)
     whole, parts = tmp_path / "whole", tmp_path / "parts"
@@ -321,6 +321,11 @@ def test_reproduce_continue_runs_only_what_is_missing(tmp_path):
     p = cli(*study, "--seeds", 2, "--out", tmp_path / "none", "--continue")
     assert p.returncode == 2 and "does not exist: no study to continue" in p.stderr
     assert not (tmp_path / "none").exists()
+    charged = cli(*study, "--seeds", 1, "--out", tmp_path / "cut2", "--network", "10gbe")
+    assert charged.returncode == 0 and (tmp_path / "cut2" / "accuracy_vs_modeled_time.png").exists()
+    replaced = cli(*study, "--seeds", 1, "--out", tmp_path / "cut2", "--overwrite")
+    assert replaced.returncode == 0 and "removed " in replaced.stdout
+    assert sorted(os.listdir(tmp_path / "cut2")) == sorted(runner.OUTPUTS)   # none of the old
     (tmp_path / "cut").mkdir()      # a study stopped before its first run ended: runs it all
     p = cli(*study, "--seeds", 1, "--out", tmp_path / "cut", "--continue")
     assert p.returncode == 0 and len(records.read_runs(tmp_path / "cut" / "runs.csv")) == 2, \

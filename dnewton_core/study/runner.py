@@ -205,5 +205,9 @@ def _write_report(plan, paths, info, rows, curves, notes, started, seconds, data
         accuracy_against_modeled_time(modeled.figure_inputs(stats, rows, curves, plan.networks),
                                       paths[MODELED_FIGURE], modeled.common_target(stats),
                                       title=title, replace=replace)
+    stale = os.path.join(plan.out, MODELED_FIGURE)       # of a study --overwrite replaced
+    if plan.overwrite and not plan.networks and os.path.exists(stale):
+        os.remove(stale)
+        print(f"removed {stale}: the study replaced charged networks, this one none")
     print(report.settings_table(stats))
     print(f"wrote {', '.join(paths)} in {plan.out} ({seconds / 60:.1f} min)")
