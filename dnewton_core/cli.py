@@ -101,6 +101,10 @@ def describe_run(comm, model, method, args):
             where += f", sync {model.sync}"
     if args.train_limit == model.n_train:
         where += f", the first {model.n_train} training instances"
+    elif args.train_limit:
+        where += f", all {model.n_train} training instances (--train-limit {args.train_limit})"
+    if not grid and not blocks and args.splits and args.command == "train":
+        where += " (--splits unused: one process has no grid; --gn diag takes its blocks)"
     _say(comm, f"{method} on {args.data}, network {'-'.join(map(str, model.layers))}, "
                f"C = {model.C:g}, {where}"
                + (f", {model.config.dtype}" if model.config.dtype != "float64" else ""))

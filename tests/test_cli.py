@@ -73,6 +73,11 @@ def test_compare_writes_table_json_and_figure(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "one process (dense model), diag Gauss-Newton on the blocks of splits 2,1,1\n" in \
         p.stdout, p.stdout
+    assert "unused" not in p.stdout
+    p = cli("train", "--iters", 1, "--hidden", "8", "--splits", "2,1,1", "--train-limit", 10**6)
+    assert p.returncode == 0 and ", full Gauss-Newton, all 1438 training instances (--train-limit "\
+        "1000000) (--splits unused: one process has no grid; --gn diag takes its blocks)\n" in \
+        p.stdout, p.stdout
     diag = json.loads((tmp_path / "d" / "compare.json").read_text())["newton-diag"]
     assert diag["config"]["gn"] == "diag" and len(diag["history"]) == 3
     assert "error: compare: unrecognized arguments: --gn diag (see python -m dnewton_core " \
