@@ -212,6 +212,7 @@ class Source(_Sizes):
     source: str
     dataset: Dataset | None = None
     images: dict | None = None
+    sparse: tuple | None = None       # (train, test) sparse matrices: svmlight files
 
     def _rows(self, limit):
         return self.n_train if limit is None else min(limit, self.n_train)
@@ -220,6 +221,12 @@ class Source(_Sizes):
         """X_part[:n, features] as a new ``dtype`` array (n: all rows when None)."""
         if self.images is not None:
             return self.images[part].columns(features, n, dtype=dtype)
+        if self.sparse is not None:
+            X = self.sparse[part == "test"][:n, features.start:features.stop]
+            if X.shape[0] * X.shape[1] > _MAX_DENSE:
+                raise DataError(f"{self.source}: {X.shape[0]} x {X.shape[1]} is too large to "
+                                "hold densely")
+            return X.toarray().astype(dtype, copy=False)
         X = getattr(self.dataset, "X_" + part)
         return np.array(X[:n, features.start:features.stop], dtype=dtype)
 
@@ -239,7 +246,8 @@ class Source(_Sizes):
 
     def digest(self):
         """16 hex digits of a SHA-256 over the data as loaded: labels, classes, sizes and
-        features (of IDX files, the unpacked bytes: gzipped or not, the same digest). Not a
+        features (of IDX files, the unpacked bytes: gzipped or not, the same digest; of
+        svmlight files, the nonzeros and their places). Not a
         checksum of the files; what a checkpoint, a saved model and a study's rows record,
         so that the same name on other data is noticed."""
         h = hashlib.sha256(repr((self.name, self.classes, self.n_features)).encode())
@@ -253,6 +261,14 @@ class Source(_Sizes):
                             h.update(chunk)
                 except (OSError, EOFError, zlib.error) as e:
                     raise DataError(f"{self.images[part].path}: corrupt gzip data ({e})") from e
+        elif self.sparse is not None:                    # the nonzeros and their places
+            for X in self.sparse:
+                X = X.copy()
+                X.eliminate_zeros()                          # "10:0" only widens a file
+                h.update(repr(X.shape).encode())
+                for a in (X.indptr, X.indices):
+                    h.update(a.astype(np.int64))
+                h.update(np.ascontiguousarray(X.data))
         else:
             for X in (self.dataset.X_train, self.dataset.X_test):
                 h.update(np.ascontiguousarray(X))             # no copy of a C-ordered X
@@ -708,20 +724,26 @@ def load_svmlight_pair(train_path, test_path=None, n_features=None, seed=0) -> D
 
 def _svmlight_dataset(name, source, train_path, test_path=None, n_features=None, seed=0):
     """load_svmlight_pair, with the Dataset's ``name`` and ``source`` given."""
+    return _svmlight_source(name, source, train_path, test_path, n_features, seed).load()
+
+
+def _svmlight_source(name, source, train_path, test_path=None, n_features=None, seed=0):
+    """The Source of svmlight file(s): the features kept sparse (the matrices scikit-learn's
+    reader returns, zero-based, as wide as the data set), so that a rank makes only its own
+    columns dense (``Source.share``); see load_svmlight_pair."""
     paths = [Path(train_path)] + ([Path(test_path)] if test_path is not None else [])
     parts = [_read_svmlight(p) for p in paths]
     shift, width = _svmlight_width(paths, parts, n_features)
-    dense = []
-    for p, (X, _) in zip(paths, parts):
-        if X.shape[0] * width > _MAX_DENSE:
-            raise DataError(f"{p}: {X.shape[0]} x {width} is too large to hold densely")
-        D = np.zeros((X.shape[0], width))
-        D[np.repeat(np.arange(X.shape[0]), np.diff(X.indptr)), X.indices - shift] = X.data
-        dense.append(D)
+    X = [type(M)((M.data, M.indices - shift, M.indptr), shape=(M.shape[0], width))
+         for M, _ in parts]
     *codes, classes = _encode_labels(*(y for _, y in parts))
     if test_path is None:
-        return _split_dataset(name, dense[0], codes[0], classes, source, seed)
-    return Dataset(name, dense[0], codes[0], dense[1], codes[1], classes, source)
+        train, test = _stratified_split(codes[0], 0.2, seed)
+        if train.size == 0 or test.size == 0:
+            raise DataError(f"{source}: {codes[0].shape[0]} samples are too few for an 80/20 "
+                            "split")
+        X, codes = [X[0][train], X[0][test]], [codes[0][train], codes[0][test]]
+    return Source(name, classes, codes[0], codes[1], width, source, sparse=tuple(X))
 
 
 def _libsvm_local_names(name):
@@ -743,7 +765,7 @@ def _load_libsvm_dir(name, directory):
     if not Path(directory).is_dir():
         raise DataError(f"{directory}: not a directory. {hint}")
     found = [_find_file(directory, base, ("", ".bz2", ".gz"), hint) for base in (train, test)]
-    return _svmlight_dataset(name, str(directory), *found)
+    return _svmlight_source(name, str(directory), *found)
 
 
 # --------------------------------------------------------------------------- Statlog sets (R data)
@@ -983,9 +1005,9 @@ def open_dataset(name: str, path: str | None = None, seed: int = 0) -> Source:
         train, _, test = str(path).partition(",")
         if not train or "," in test:
             raise DataError(f"the 'svmlight' data set needs path=TRAIN[,TEST], got {path!r}")
-        whole = load_svmlight_pair(train, test or None, seed=seed)
+        return _svmlight_source("svmlight", str(path), train, test or None, seed=seed)
     else:
-        whole = _load_libsvm_dir(name, path)
+        return _load_libsvm_dir(name, path)
     return Source(whole.name, whole.classes, whole.y_train, whole.y_test, whole.n_features,
                   whole.source, dataset=whole)
 

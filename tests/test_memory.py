@@ -14,6 +14,7 @@ import resource
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -290,3 +291,21 @@ def test_freed_arrays_stay_in_the_heap_for_the_next_ones():
                               text=True, check=True).stdout.split()
     assert probe("default") == ["None", "True", "False"]
     assert probe("keep") == ["True", "False", "True"]
+
+
+@pytest.mark.skipif(not Path("/usr/bin/time").exists(), reason="GNU time measures the peaks")
+@pytest.mark.parametrize("ranks", [1, 4])
+def test_a_wide_svmlight_file_is_refused_before_it_is_made_dense(tmp_path, ranks):
+    """An svmlight file is sparse: ten lines with one index of 5e8 make 40 GB when dense.
+    It stays sparse until each rank has checked what its share needs (a tester's run made
+    the whole set dense on every rank first: 3 GB each, 24 s, before the refusal)."""
+    path = tmp_path / "wide.svm"
+    path.write_text("".join(f"{1 + i % 2} {1 + i % 3}:1\n" for i in range(9)) + "1 500000000:1\n")
+    cmd = [sys.executable, "-m", "dnewton_core", "train", "--data", "svmlight", "--data-path",
+           str(path), "--hidden", "4", "--iters", "1"]
+    launch = local_launch(ranks) if ranks > 1 else []
+    proc = subprocess.run([*launch, "/usr/bin/time", "-f", "peak %M KB", *cmd],
+                          capture_output=True, text=True, timeout=120, env=local_environment())
+    assert proc.returncode == 2 and "not enough memory" in proc.stderr, proc.stderr[-800:]
+    peaks = [int(kb) for kb in re.findall(r"peak (\d+) KB", proc.stderr)]
+    assert len(peaks) == ranks and max(peaks) < 500_000, peaks     # KB: far below 40 GB
