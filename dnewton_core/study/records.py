@@ -117,6 +117,21 @@ OPTION_OF = dict(data="--data", data_digest="--data-path: the same data set, oth
                  iteration="--iters", epoch="--epochs")
 
 
+def _study_there(runs_path, curves_path):
+    """Whether --continue finds a study's files: False for the empty directory of a study
+    stopped before its first run ended; ValueError for none at all or half of them."""
+    if not os.path.exists(runs_path):
+        if os.path.isdir(os.path.dirname(runs_path) or ".") and not os.path.exists(curves_path):
+            return False
+        raise ValueError(f"--continue: {runs_path} does not exist: no study to continue there "
+                         "(leave out --continue to start one)")
+    if not os.path.exists(curves_path):
+        raise ValueError(f"--continue: {runs_path} is there but {curves_path} is not: the "
+                         "runs' curves are lost; restore the file, or start again with "
+                         "--overwrite")
+    return True
+
+
 def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
     """The (rows, curves) of a study cut short that ``reproduce --continue`` keeps, checked to
     be runs of this study: the columns of this study (``extra``: its modeled networks'), every
@@ -124,15 +139,8 @@ def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
     study's, its setting among ``settings`` and its seed below ``seeds``, no (setting, seed)
     twice, and a curve row per iteration of every kept run. A ValueError names the file, line
     and column."""
-    if not os.path.exists(runs_path):
-        if os.path.isdir(os.path.dirname(runs_path) or ".") and not os.path.exists(curves_path):
-            return [], []            # a study stopped before its first run ended: none to keep
-        raise ValueError(f"--continue: {runs_path} does not exist: no study to continue there "
-                         "(leave out --continue to start one)")
-    if not os.path.exists(curves_path):
-        raise ValueError(f"--continue: {runs_path} is there but {curves_path} is not: the "
-                         "runs' curves are lost; restore the file, or start again with "
-                         "--overwrite")
+    if not _study_there(runs_path, curves_path):
+        return [], []                # a study stopped before its first run ended: none to keep
     _check_header(runs_path, [c for c in RUN_COLUMNS if c not in NEWER], extra)
     _check_header(curves_path, CURVE_COLUMNS, extra)
     rows, curves = read_runs(runs_path), read_runs(curves_path)
