@@ -642,10 +642,10 @@ def _line_of_row(path, row):
 
 def _read_svmlight(path):
     """(csr X with raw indices as columns, float y) of one file, checked; DataError otherwise."""
-    from sklearn.datasets import load_svmlight_file
-    if not Path(path).is_file():
+    if not Path(path).is_file():                      # before scikit-learn's 2 s import
         raise DataError(f"{path}: " + ("a directory, not an svmlight file"
                                        if Path(path).is_dir() else "no such file"))
+    from sklearn.datasets import load_svmlight_file
     try:
         X, y = load_svmlight_file(str(path), zero_based=True, dtype=np.float64)
     except (ValueError, OverflowError) as e:

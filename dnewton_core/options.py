@@ -216,7 +216,8 @@ def add_reproduce(subparsers, parents):
                         "similar time; see summary.md)")
     g = p.add_argument_group("modeled networks")
     g.add_argument("--network", nargs="+", default=None, metavar="NAME",
-                   help="charge every run on each of these networks at once (model mode, "
+                   help="charge every run on each of these networks (space- or "
+                        "comma-separated) at once (model mode, "
                         "docs/method.md §8): " + ", ".join(PRESETS) + " or LATENCY_US:"
                         "BANDWIDTH_GBIT; summary.md, runs.csv, curves.csv and a figure give "
                         "the time to accuracy on each")
@@ -321,7 +322,8 @@ def add_project(sub):
     p.add_argument("--data", default="digits", help="data set (its sizes only)")
     p.add_argument("--data-path", help="directory or file(s) of the data set")
     p.add_argument("--hidden", type=_positive_ints, default=None, help=HIDDEN_HELP)
-    p.add_argument("--network", default="10gbe", help="one or several (comma-separated) of "
+    p.add_argument("--network", nargs="+", default=["10gbe"], help="one or several "
+                   "(space- or comma-separated) of "
                    + ", ".join(PRESETS) + " or LATENCY_US:BANDWIDTH_GBIT")
     p.add_argument("--machines", type=_positive_ints, default=None,
                    help="machine counts (default: those of 1,2,4,8,16,32,64 that the network "

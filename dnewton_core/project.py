@@ -20,7 +20,8 @@ def project_command(args):
         check_writable([p for p in (args.json, args.figure) if p], args.overwrite,
                        inputs=(args.data_path or "").split(","))
         data = datasets.load_dataset(args.data, args.data_path)
-        networks = [parse_network(name) for name in dict.fromkeys(args.network.split(","))]
+        names = [n for group in args.network for n in group.split(",") if n]
+        networks = [parse_network(name) for name in dict.fromkeys(names)]
         if None in networks:
             raise ValueError("--network: the projection needs a network, not none")
         layers = network_layers(data.n_features, args.hidden, data.n_classes)

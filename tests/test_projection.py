@@ -105,6 +105,8 @@ def test_the_project_command_s_machine_counts():
     assert rows(run().stdout) == ["1", "4", "8", "16", "32", "64"]
     assert rows(run("--hidden", "64").stdout) == ["1", "2", "4", "8", "16", "32", "64"]
     assert rows(run("--machines", "4,2,4", "--network", "1gbe,1gbe").stdout) == ["4", "2"]
+    both = run("--machines", "4", "--network", "1gbe", "wifi,1gbe").stdout    # as reproduce
+    assert rows(both) == ["4", "4"] and both.startswith("1gbe: ") and "\nwifi: " in both
     empty = run("--machines", "")
     assert empty.returncode == 2 and "--machines: give at least one" in empty.stderr
 

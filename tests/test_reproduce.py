@@ -537,7 +537,8 @@ def test_networks_of_the_command_line():
     assert plan.resolve(_args("--network", "none")).networks == ()
     nets = plan.resolve(_args("--network", "10gbe", "20:1")).networks
     assert [n.name for n in nets] == ["10gbe", "20:1"] and nets[1].bandwidth == 1e9 / 8
-    for bad in (["1gbe", "1gbe"], ["none", "1gbe"], ["fast"]):
+    assert plan.resolve(_args("--network", "10gbe,20:1")).networks == nets   # as project
+    for bad in (["1gbe", "1gbe"], ["none", "1gbe"], ["fast"], ["1gbe,1gbe"]):
         with pytest.raises(ValueError, match="--network"):
             plan.resolve(_args("--network", *bad))
 

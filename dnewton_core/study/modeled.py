@@ -14,9 +14,10 @@ from ..network import parse_network
 
 
 def networks_of(names):
-    """The ``network.Network``s of ``--network NAME [NAME ...]`` in order; () for none or
-    ["none"]. ValueError for a bad name, a repeated one, or "none" among others."""
-    names = list(names or ())
+    """The ``network.Network``s of ``--network NAME [NAME ...]`` in order (a name may also
+    be a comma-separated list, as project takes them); () for none or ["none"]. ValueError
+    for a bad name, a repeated one, or "none" among others."""
+    names = [n for group in names or () for n in group.split(",") if n]
     if names in ([], ["none"]):
         return ()
     if "none" in names:
