@@ -146,9 +146,10 @@ def check_compatible(saved, layers, plan, data, objective=None, digest=None, lim
     differ = [f"{what} {theirs}, this run's {ours}" for what, theirs, ours in pairs
               if theirs != ours]
     if differ:
+        options = any(not w.startswith("data digest") for w, a, b in pairs if a != b)
         raise ValueError(f"cannot resume from {saved.directory}: its " + "; its ".join(differ)
-                         + " (a checkpoint keeps the state, not the command line: give the "
-                         "options of the run that wrote it)")
+                         + (" (a checkpoint keeps the state, not the command line: give the "
+                            "options of the run that wrote it)" if options else ""))
     unit = "iterations" if plan.optimizer == "newton" else "epochs"
     if plan.budget is not None and plan.budget < saved.done:
         raise ValueError(f"cannot resume from {saved.directory}: it is after {saved.done} "
@@ -333,11 +334,10 @@ def npz_bytes(arrays):
 
 
 class JsonSaver:
-    """Rewrites one JSON file atomically each time it is called (rank 0) with a result
-    (``experiment.result``). The first write refuses a file that appeared since the check
-    unless --overwrite. Used as a context, a run that ends before its last write leaves
-    its last result with "status" "interrupted" (Ctrl-C; on several ranks ``comm.Guard``
-    says it, or "stalled") or "failed" (an exception on this rank), not "running"."""
+    """Rewrites one JSON file (a result) atomically at each call (rank 0); the first write
+    refuses a file that appeared since the check unless --overwrite. As a context, a run
+    that ends before its last write leaves its last result with "status" "interrupted"
+    (Ctrl-C; ``comm.Guard`` also "stalled") or "failed" (an exception here), not "running"."""
 
     def __init__(self, path, overwrite):
         self.path, self.replace, self.last = path, overwrite, None

@@ -30,8 +30,9 @@ Sources (see ``data/README.md`` for how to get the files):
 
 One rank of a grid keeps only its share (docs/method.md §3): :func:`open_dataset` reads the
 sizes and the labels, and ``Source.share(features, labels)`` the rank's feature columns, from
-IDX files as they stream (the pixels of other columns are never held), from the other formats
-by slicing what was read whole (the Source is then dropped): a :class:`Share`.
+IDX files as they stream (the pixels of other columns are never held), from svmlight files
+by making only its columns of the sparse matrices dense, from the R data files by slicing
+what was read whole (the Source is then dropped): a :class:`Share`.
 
 Nothing is ever downloaded unless :func:`download_libsvm` is called explicitly. Every problem
 with the data raises :class:`DataError` with a message naming the file (``FILE:LINE: ...`` where
@@ -200,7 +201,8 @@ def _span(r):
 @dataclass(frozen=True, eq=False)
 class Source(_Sizes):
     """A data set opened but not yet read in full: its sizes and labels, and its features
-    either in memory (``dataset``: the formats read whole) or still in IDX files
+    either in memory (``dataset``: the formats read whole; ``sparse``: svmlight files, made
+    dense column by column) or still in IDX files
     (``images``: {"train", "test"} -> ``IdxImages``), read column by column. ``load`` gives
     all of it (a Dataset), ``share`` one rank's part (a Share); drop the Source after."""
 
@@ -886,10 +888,11 @@ def _read_rda_frame(path, spec):
         detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         raise DataError(f"{path}: cannot read as an R data file, truncated or corrupt? "
                         f"({detail})") from e
-    frame = objects.get(spec.frame)
+    sets = {f.frame: name for name, f in STATLOG_FILES.items()}
+    other = [sets.get(str(k)) for k in objects]
+    only = next(iter(objects.values())) if len(objects) == 1 and not other[0] else None
+    frame = objects.get(spec.frame, only)
     if not hasattr(frame, "columns"):
-        sets = {f.frame: name for name, f in STATLOG_FILES.items()}
-        other = [sets.get(str(k)) for k in objects]
         raise DataError(f"{path}: no data frame '{spec.frame}' in the file (it holds: "
                         f"{', '.join(map(str, objects)) or 'nothing'})"
                         + (f": the file of the '{other[0]}' set, not of the one asked for"
@@ -979,7 +982,7 @@ def load_dataset(name: str, path: str | None = None, seed: int = 0) -> Dataset:
 
 def open_dataset(name: str, path: str | None = None, seed: int = 0) -> Source:
     """Open data set ``name``: its sizes and labels, the features still in their IDX files
-    (Fashion-MNIST, MNIST) or read whole (the other formats). ``.load()`` is
+    (Fashion-MNIST, MNIST), sparse (svmlight) or read whole (the others). ``.load()`` is
     ``load_dataset``; ``.share(features, labels)`` reads one rank's columns only."""
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")

@@ -30,15 +30,27 @@ _wakeup = None          # (read, write) sockets of the wake-up fd: open while th
 _holding = False        # hold() ran: this process is python -m dnewton_core
 
 
+_ignored = set()        # signals the process was started ignoring (nohup, a background job)
+
+
 def _keep(signum, frame):
     _held.append(signum)
+
+
+def _take(signals):
+    """Keep ``signals`` from now on, except those this process was started ignoring."""
+    for sig in signals:
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            _ignored.add(sig)
+        elif sig not in _ignored:
+            signal.signal(sig, _keep)
 
 
 def hold():
     """Keep SIGINT instead of raising KeyboardInterrupt, until ``release``."""
     global _holding
     _holding = True
-    signal.signal(signal.SIGINT, _keep)
+    _take([signal.SIGINT])
 
 
 def hold_all():
@@ -51,8 +63,7 @@ def hold_all():
     _wakeup = socket.socketpair()
     _wakeup[1].setblocking(False)
     signal.set_wakeup_fd(_wakeup[1].fileno(), warn_on_full_buffer=False)
-    for sig in SIGNALS:
-        signal.signal(sig, _keep)
+    _take(SIGNALS)
     _watcher = threading.Thread(target=_watch, daemon=True, name="dnewton-start")
     _watcher.start()
 
@@ -72,8 +83,9 @@ def _watch():
 
 
 def release(one_process):
-    """Hand the signals to whoever acts on them now: on one process, SIGINT and SIGTERM
-    raise KeyboardInterrupt and SIGHUP ends it; on several ranks the guard has taken them
+    """Hand the signals to whoever acts on them now: on one process each raises
+    KeyboardInterrupt (the run ends as by Ctrl-C, its --json says so), but those the process
+    was started ignoring stay ignored; on several ranks the guard has taken them
     (``comm.Guard``). Then send the first signal held, if any, again."""
     _released.set()
     if _watcher is not None:
@@ -81,9 +93,11 @@ def release(one_process):
     if one_process:
         if _wakeup is not None:
             signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, _interrupt)
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        for sig in SIGNALS:
+            if signal.getsignal(sig) is not signal.SIG_IGN and sig not in _ignored:
+                signal.signal(sig, _interrupt)
+            else:
+                signal.signal(sig, signal.SIG_IGN)
     if _held:
         signal.raise_signal(_held[0])
 

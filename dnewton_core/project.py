@@ -19,7 +19,7 @@ def project_command(args):
     try:
         check_writable([p for p in (args.json, args.figure) if p], args.overwrite,
                        inputs=(args.data_path or "").split(","))
-        data = datasets.load_dataset(args.data, args.data_path)
+        data = datasets.open_dataset(args.data, args.data_path)   # its sizes only
         names = [n for group in args.network for n in group.split(",") if n]
         networks = [parse_network(name) for name in dict.fromkeys(names)]
         if None in networks:

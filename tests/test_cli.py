@@ -331,6 +331,11 @@ def test_reproduce_continue_runs_only_what_is_missing(tmp_path):
     replaced = cli(*study, "--seeds", 1, "--out", tmp_path / "cut2", "--overwrite")
     assert replaced.returncode == 0 and "removed " in replaced.stdout
     assert sorted(os.listdir(tmp_path / "cut2")) == sorted(runner.OUTPUTS)   # none of the old
+    (tmp_path / "mine").mkdir()     # a directory of other files is no study to continue
+    (tmp_path / "mine" / "summary.md").write_text("my notes")
+    p = cli(*study, "--seeds", 1, "--out", tmp_path / "mine", "--continue")
+    assert p.returncode == 2 and "no study to continue" in p.stderr
+    assert (tmp_path / "mine" / "summary.md").read_text() == "my notes"
     (tmp_path / "cut").mkdir()      # a study stopped before its first run ended: runs it all
     p = cli(*study, "--seeds", 1, "--out", tmp_path / "cut", "--continue")
     assert p.returncode == 0 and len(records.read_runs(tmp_path / "cut" / "runs.csv")) == 2, \

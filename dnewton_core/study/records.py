@@ -119,9 +119,11 @@ OPTION_OF = dict(data="--data", data_digest="--data-path: the same data set, oth
 
 def _study_there(runs_path, curves_path):
     """Whether --continue finds a study's files: False for the empty directory of a study
-    stopped before its first run ended; ValueError for none at all or half of them."""
+    stopped before its first run ended; ValueError for none at all or half of them (a
+    directory holding other files is no study: they are not replaced)."""
+    directory = os.path.dirname(runs_path) or "."
     if not os.path.exists(runs_path):
-        if os.path.isdir(os.path.dirname(runs_path) or ".") and not os.path.exists(curves_path):
+        if os.path.isdir(directory) and not os.listdir(directory):
             return False
         raise ValueError(f"--continue: {runs_path} does not exist: no study to continue there "
                          "(leave out --continue to start one)")
