@@ -265,8 +265,9 @@ class Source(_Sizes):
                     raise DataError(f"{self.images[part].path}: corrupt gzip data ({e})") from e
         elif self.sparse is not None:                    # the nonzeros and their places
             for X in self.sparse:
-                X = X.copy()
-                X.eliminate_zeros()                          # "10:0" only widens a file
+                if (X.data == 0).any():                      # "10:0" only widens a file
+                    X = X.copy()
+                    X.eliminate_zeros()
                 h.update(repr(X.shape).encode())
                 for a in (X.indptr, X.indices):
                     h.update(a.astype(np.int64))
@@ -358,10 +359,16 @@ def _stratified_split(y, test_fraction, seed):
     return np.setdiff1d(np.arange(y.shape[0]), test), test
 
 
-def _split_dataset(name, X, y, classes, source, seed):
+def _split_rows(y, source, seed):
+    """(train rows, test rows): the seeded, stratified 80/20 split of labels ``y``."""
     train, test = _stratified_split(y, 0.2, seed)
     if train.size == 0 or test.size == 0:
         raise DataError(f"{source}: {y.shape[0]} samples are too few for an 80/20 split")
+    return train, test
+
+
+def _split_dataset(name, X, y, classes, source, seed):
+    train, test = _split_rows(y, source, seed)
     return Dataset(name, X[train], y[train], X[test], y[test], classes, source)
 
 
@@ -740,10 +747,7 @@ def _svmlight_source(name, source, train_path, test_path=None, n_features=None, 
          for M, _ in parts]
     *codes, classes = _encode_labels(*(y for _, y in parts))
     if test_path is None:
-        train, test = _stratified_split(codes[0], 0.2, seed)
-        if train.size == 0 or test.size == 0:
-            raise DataError(f"{source}: {codes[0].shape[0]} samples are too few for an 80/20 "
-                            "split")
+        train, test = _split_rows(codes[0], source, seed)
         X, codes = [X[0][train], X[0][test]], [codes[0][train], codes[0][test]]
     return Source(name, classes, codes[0], codes[1], width, source, sparse=tuple(X))
 

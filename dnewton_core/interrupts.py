@@ -28,8 +28,6 @@ _released = threading.Event()
 _watcher = None
 _wakeup = None          # (read, write) sockets of the wake-up fd: open while the process lives
 _holding = False        # hold() ran: this process is python -m dnewton_core
-
-
 _ignored = set()        # signals the process was started ignoring (nohup, a background job)
 
 
@@ -94,10 +92,8 @@ def release(one_process):
         if _wakeup is not None:
             signal.set_wakeup_fd(-1)
         for sig in SIGNALS:
-            if signal.getsignal(sig) is not signal.SIG_IGN and sig not in _ignored:
-                signal.signal(sig, _interrupt)
-            else:
-                signal.signal(sig, signal.SIG_IGN)
+            ignored = sig in _ignored or signal.getsignal(sig) is signal.SIG_IGN
+            signal.signal(sig, signal.SIG_IGN if ignored else _interrupt)
     if _held:
         signal.raise_signal(_held[0])
 

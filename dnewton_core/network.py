@@ -65,6 +65,11 @@ PRESETS = {
 }
 
 
+def network_names(values):
+    """The names of ``--network`` values, each a name or a comma-separated list of them."""
+    return [name for value in values or () for name in value.split(",") if name]
+
+
 def parse_network(text):
     """None for "none", a preset by name, or LATENCY_US:BANDWIDTH_GBIT[:GAMMA_NS_PER_BYTE]."""
     if text in (None, "", "none"):

@@ -6,7 +6,7 @@ import time
 from . import data as datasets
 from . import projection
 from .model import ConfigError, network_layers
-from .network import parse_network
+from .network import network_names, parse_network
 from .newton import NewtonConfig
 from .outputs import check_writable, write_atomic
 from .splits import proposal
@@ -20,8 +20,7 @@ def project_command(args):
         check_writable([p for p in (args.json, args.figure) if p], args.overwrite,
                        inputs=(args.data_path or "").split(","))
         data = datasets.open_dataset(args.data, args.data_path)   # its sizes only
-        names = [n for group in args.network for n in group.split(",") if n]
-        networks = [parse_network(name) for name in dict.fromkeys(names)]
+        networks = [parse_network(n) for n in dict.fromkeys(network_names(args.network))]
         if None in networks:
             raise ValueError("--network: the projection needs a network, not none")
         layers = network_layers(data.n_features, args.hidden, data.n_classes)

@@ -10,14 +10,14 @@ On one process (the dense model) nothing is sent: the modeled time is the measur
 """
 import numpy as np
 
-from ..network import parse_network
+from ..network import network_names, parse_network
 
 
 def networks_of(names):
     """The ``network.Network``s of ``--network NAME [NAME ...]`` in order (a name may also
     be a comma-separated list, as project takes them); () for none or ["none"]. ValueError
     for a bad name, a repeated one, or "none" among others."""
-    names = [n for group in names or () for n in group.split(",") if n]
+    names = network_names(names)
     if names in ([], ["none"]):
         return ()
     if "none" in names:
