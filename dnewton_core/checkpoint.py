@@ -21,7 +21,6 @@ slices and reading its own with the new grid's. Every message goes through the m
 ``comm.Comm`` (none on one process): this module is part of the MPI layer without importing
 MPI.
 """
-import contextlib
 import io
 import json
 import os
@@ -36,7 +35,7 @@ from . import reference as ref
 from .history import State
 from .ledger import combine_records, modeled_over_ranks
 from .model import DTYPES, ConfigError
-from .outputs import LAST_WORDS, check_writable, write_atomic
+from .outputs import check_writable, write_atomic
 from .partition import Grid
 
 MANIFEST, STATE = "manifest.json", "state.json"
@@ -333,39 +332,6 @@ def npz_bytes(arrays):
     return buffer.getvalue()
 
 
-class JsonSaver:
-    """Rewrites one JSON file (a result) atomically at each call (rank 0); the first write
-    refuses a file that appeared since the check unless --overwrite. As a context, a run
-    that ends before its last write leaves its last result with "status" "interrupted"
-    (Ctrl-C; ``comm.Guard`` also "stalled") or "failed" (an exception here), not "running"."""
-
-    def __init__(self, path, overwrite):
-        self.path, self.replace, self.last = path, overwrite, None
-
-    def __call__(self, obj):
-        self.last = obj
-        write_json(self.path, obj, self.replace)
-        self.replace = True
-
-    def ending(self, status):
-        if self.last is not None and self.last["final"]["status"] == "running":
-            self({**self.last, "final": {**self.last["final"], "status": status}})
-
-    def __enter__(self):
-        LAST_WORDS.append(self.ending)
-        return self
-
-    def __exit__(self, kind, *_):
-        LAST_WORDS.remove(self.ending)
-        if kind is not None:                          # the run raised on this rank
-            with contextlib.suppress(Exception):      # (perhaps in writing this file)
-                self.ending("interrupted" if kind is KeyboardInterrupt else "failed")
-
-
-def write_json(path, obj, replace=True):
-    write_atomic(path, json.dumps(obj, indent=1), replace)
-
-
 def save_model(path, model, theta, replace, **about):
     """Write the whole trained theta (gathered on rank 0 from every block, phase "report")
     and what evaluates it (layers, activation, loss, C, the batch size f is summed in, the
@@ -417,4 +383,7 @@ def load_model(path):
     if model["theta"].shape != (ref.n_params(model["layers"]),):
         raise ValueError(f"{path}: theta has {model['theta'].size} values, a "
                          f"{_dash(model['layers'])} network {ref.n_params(model['layers'])}")
+    if (bad := np.count_nonzero(~np.isfinite(model["theta"]))):
+        raise ValueError(f"{path}: {bad} of its {model['theta'].size} weights are NaN or "
+                         "infinite (saved from a run that diverged?)")
     return model

@@ -30,7 +30,7 @@ import time
 import warnings
 
 from . import interrupts
-from .checkpoint import JsonSaver, Plan, restore, save_model, write_json
+from .checkpoint import Plan, restore, save_model
 from .comm import Comm
 from .environment import BLAS_THREADS
 from .experiment import build_model, check_sync, evaluate, prepare, run
@@ -39,6 +39,7 @@ from .model import ConfigError
 from .network import parse_network
 from .newton import NewtonConfig, check_options
 from .options import STALL_TIMEOUT, parse
+from .outputs import LAST_WORDS, JsonSaver, check_writable, last_words, write_json
 from .sgd import SGDConfig
 from .study import settings as study
 
@@ -129,6 +130,7 @@ def cmd_train(args, comm):
         check_options(newton_config, model.gn)        # before the first line of output
     if args.trace:
         comm.keep_timeline()
+        trace_ending = _trace_ending(args, comm, model)
     resume = comm.agree_on(lambda: restore(p.resume, model)) if p.resume else None
     describe_run(comm, model, args.optimizer, args)
     if resume:
@@ -148,6 +150,8 @@ def cmd_train(args, comm):
                                           (args.data_path or "").split(",")),
                        data_digest=p.digest, seed=args.seed, train_limit=p.train_limit or 0)
         if args.trace:
+            if trace_ending in LAST_WORDS:
+                LAST_WORDS.remove(trace_ending)
             write_trace(args.trace, comm, model, args.overwrite)
         if comm.rank == 0:
             _finish_train(args, comm, out, saver)
@@ -187,11 +191,27 @@ def write_trace(path, comm, model, overwrite):
     with comm.phase("report"):
         per_rank = comm.gather_objects(comm.timeline)
     if comm.rank == 0:
-        grid = getattr(model, "grid", None)
-        names = [f"rank {r}" + (" (m, i, j) = ({}, {}, {})".format(
-            *(lambda q: (q.m, q.i, q.j))(grid.partition(r))) if grid else "")
-            for r in range(comm.size)]
-        write_json(path, trace_events(per_rank, names), overwrite)
+        write_json(path, trace_events(per_rank, _rank_names(model, comm.size)), overwrite)
+
+
+def _trace_ending(args, comm, model):
+    """What --trace holds if the run ends early (``outputs.last_words``, on rank 0): rank
+    0's own events, all there are on one process, since the ranks no longer gather theirs."""
+    def ending(status):
+        doc = trace_events([list(comm.timeline)], _rank_names(model, 1))
+        doc["otherData"] = dict(status=status, **({"ranks": f"rank 0 of {comm.size}: the run "
+                                                   "ended before the others sent theirs"}
+                                                  if comm.size > 1 else {}))
+        write_json(args.trace, doc, args.overwrite)
+    if comm.rank == 0:
+        LAST_WORDS.append(ending)
+    return ending
+
+
+def _rank_names(model, n):
+    grid = getattr(model, "grid", None)
+    return [f"rank {r}" + (" (m, i, j) = ({0.m}, {0.i}, {0.j})".format(grid.partition(r))
+                           if grid else "") for r in range(n)]
 
 
 def _network(args, comm):
@@ -228,24 +248,28 @@ def cmd_compare(args, comm):
     p = prepare(study.problem_of(vars(args)), comm, [json_path, figure], args.overwrite)
     runs = [("newton", "full")] + ([("newton", "diag")] if diag else []) + [("sgd", "full")]
     results = {}
-    for method, gn in runs:
-        name = f"newton-{gn}" if method == "newton" else "sgd"
-        model = build_model(p.data, args.hidden, p.objective, comm, p.splits, gn,
-                            args.sync if gn == "diag" else 1.0, p.slow)
-        describe_run(comm, model, method, args)
-        _, results[name] = run(model, method, newton_config.for_gn(gn), sgd_config,
-                               callback=lambda r, name=name: _say(comm, _progress(name, r)),
-                               data=args.data, data_path=args.data_path,
-                               data_digest=p.digest, hidden=list(args.hidden),
-                               train_limit=p.train_limit)
-        model.close()
+    with JsonSaver(json_path, args.overwrite, runs=results) as saver:   # after each iteration
+        for method, gn in runs:
+            saver.name = f"newton-{gn}" if method == "newton" else "sgd"
+            model = build_model(p.data, args.hidden, p.objective, comm, p.splits, gn,
+                                args.sync if gn == "diag" else 1.0, p.slow)
+            describe_run(comm, model, method, args)
+            _, results[saver.name] = run(
+                model, method, newton_config.for_gn(gn), sgd_config,
+                callback=lambda r, name=saver.name: _say(comm, _progress(name, r)),
+                snapshot=saver, data=args.data, data_path=args.data_path,
+                data_digest=p.digest, hidden=list(args.hidden), train_limit=p.train_limit)
+            model.close()
+            if comm.rank == 0:
+                saver(results[saver.name])
     if comm.rank == 0:
         from .study.figures import accuracy_against_time
-        print(compare_table(results))
-        write_json(json_path, results, args.overwrite)
+        modeled = comm.network is not None and not comm.inject and comm.size > 1
+        print(compare_table(results, modeled))
         accuracy_against_time(results, figure, title=f"{args.data}, "
                               f"{'-'.join(map(str, results['sgd']['config']['layers']))}",
-                              replace=args.overwrite)
+                              replace=args.overwrite,
+                              network=comm.network.name if modeled else None)
         print(f"wrote {json_path} and {figure}")
     return 0
 
@@ -263,12 +287,19 @@ def _one_process_compare(args, diag):
 
 
 def cmd_evaluate(args, comm):
+    if args.json:
+        try:
+            check_writable([args.json], args.overwrite, inputs=[args.model])
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     out = evaluate(args.model, args.data, args.data_path)
     first = f" (its first {out['train_limit']} training instances)" if out["train_limit"] else ""
-    _say(comm, f"{args.model}: network {'-'.join(map(str, out['layers']))} on {out['data']}"
-               f"{first}: "
-               f"test accuracy {out['test_accuracy']!r}, train accuracy "
-               f"{out['train_accuracy']!r}, f {out['objective']!r}")
+    _say(comm, f"{args.model}: network {'-'.join(map(str, out['layers']))}, {out['dtype']}, "
+               f"on {out['data']}{first}: test accuracy {out['test_accuracy']:.4f}, "
+               f"train accuracy {out['train_accuracy']:.4f}, f {out['objective']:.6g}")
+    if args.json and comm.rank == 0:
+        write_json(args.json, out, args.overwrite)
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -281,15 +312,18 @@ def cmd_reproduce(args, comm):
     return run_study(plan, comm)
 
 
-def compare_table(results):
+def compare_table(results, modeled=False):
+    """One row per run; with ``modeled`` (a --network in model mode) also its modeled time."""
     rows = [f"{'method':<13} {'test acc':>8} {'train acc':>9} {'f':>10} {'seconds':>8} "
-            f"{'MB sent':>8}"]
+            + (f"{'modeled s':>9} " if modeled else "") + f"{'MB sent':>8}"]
     for name, r in results.items():
         f = r["final"]
         sent = training_bytes(r["history"])
         rows.append(f"{name:<13} {_num(f['test_accuracy'], '>8.4f'):>8} "
                     f"{_num(f['train_accuracy'], '>9.4f'):>9} {_num(f['objective'], '>10.5g'):>10} "
-                    f"{_num(f['wall_time'], '>8.2f'):>8} {sent / 1e6:>8.2f}"
+                    f"{_num(f['wall_time'], '>8.2f'):>8} "
+                    + (f"{_num(f.get('modeled_time'), '>9.2f'):>9} " if modeled else "")
+                    + f"{sent / 1e6:>8.2f}"
                     + (f"  diverged at {f['diverged_at']}" if f.get("status") == "diverged"
                        else ""))
     return "\n".join(rows)
@@ -319,6 +353,7 @@ def main(argv=None):
             print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:                         # one process (the guard has the others)
+        last_words("interrupted")                     # what is not written yet (--trace)
         print("error: interrupted; the outputs hold the last completed iteration (reproduce: "
               "the finished runs, and --continue runs the rest)",
               file=sys.__stderr__, flush=True)

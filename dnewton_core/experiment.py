@@ -309,8 +309,8 @@ def config_dict(**configs):
 
 def evaluate(path, data=None, data_path=None):
     """Train and test accuracy and f of the weights ``checkpoint.save_model`` wrote, on
-    one process: {"model", "data", "layers", "train_limit", "train_accuracy", "test_accuracy",
-    "objective"}. The data set (by default the one trained on, on the run's --train-limit
+    one process: {"model", "data", "layers", "dtype", "train_limit", "train_accuracy",
+    "test_accuracy", "objective"}. The data set (by default the one trained on, on the run's --train-limit
     instances) is split with the saved seed, and must have the network's numbers of
     features and classes (else a ConfigError). A warning if the
     data set of the name trained on is not the data trained on (``data.Source.digest``)."""
@@ -337,6 +337,6 @@ def evaluate(path, data=None, data_path=None):
         activation=saved["activation"], loss=saved["loss"], C=saved["C"],
         batch_size=saved["batch_size"], dtype=saved["dtype"]))
     train_accuracy, test_accuracy = model.accuracy(saved["theta"])
-    return dict(model=path, data=data, layers=layers, train_limit=limit,
+    return dict(model=path, data=data, layers=layers, dtype=saved["dtype"], train_limit=limit,
                 train_accuracy=train_accuracy,
                 test_accuracy=test_accuracy, objective=model.objective(saved["theta"]))

@@ -137,6 +137,8 @@ def parser():
     p.add_argument("--model", required=True, help="the file train --save wrote")
     p.add_argument("--data", help="data set (default: the one the model was trained on)")
     p.add_argument("--data-path", help="directory or file(s) of the data set")
+    p.add_argument("--json", help="write the exact values to this file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     return top
 
 

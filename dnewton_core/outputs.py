@@ -5,9 +5,11 @@ validation of ``experiment.prepare``): a bad place to write ends the run at once
 line naming the path, instead of after the whole training. ``write_atomic`` and
 ``atomic_path`` write into a temporary file in the same directory and then rename it over
 the target, so a reader (or a run killed mid-write, or a full disk) sees the old file or
-the new one, never half of one. Standard library only.
+the new one, never half of one. ``JsonSaver`` rewrites a result during a run and leaves
+it saying how the run ended. Standard library only.
 """
 import contextlib
+import json
 import os
 import tempfile
 import threading
@@ -75,6 +77,43 @@ def last_words(status):
                 write(status)
             except Exception:
                 pass
+
+
+class JsonSaver:
+    """Rewrites one JSON file (a result) atomically at each call (rank 0); the first write
+    refuses a file that appeared since the check unless --overwrite. As a context, a run
+    that ends before its last write leaves its last result with "status" "interrupted"
+    (Ctrl-C; ``comm.Guard`` also "stalled") or "failed" (an exception here), not "running".
+    With ``runs`` (compare.json), the file holds the finished runs of that dict beside this
+    one, under the key ``name``."""
+
+    def __init__(self, path, overwrite, runs=None):
+        self.path, self.replace, self.last = path, overwrite, None
+        self.runs, self.name = runs, None
+
+    def __call__(self, obj):
+        self.last = obj
+        write_json(self.path, obj if self.runs is None else {**self.runs, self.name: obj},
+                   self.replace)
+        self.replace = True
+
+    def ending(self, status):
+        if self.last is not None and self.last["final"]["status"] == "running":
+            self({**self.last, "final": {**self.last["final"], "status": status}})
+
+    def __enter__(self):
+        LAST_WORDS.append(self.ending)
+        return self
+
+    def __exit__(self, kind, *_):
+        LAST_WORDS.remove(self.ending)
+        if kind is not None:                          # the run raised on this rank
+            with contextlib.suppress(Exception):      # (perhaps in writing this file)
+                self.ending("interrupted" if kind is KeyboardInterrupt else "failed")
+
+
+def write_json(path, obj, replace=True):
+    write_atomic(path, json.dumps(obj, indent=1), replace)
 
 
 def write_atomic(path, data, replace=True):

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from dnewton_core import checkpoint, reference
+from dnewton_core import checkpoint, outputs, reference
 from dnewton_core.data import load_dataset
 from dnewton_core.environment import local_environment, local_launch
 
@@ -227,7 +227,7 @@ def test_the_same_data_set_on_other_contents_is_refused_and_evaluate_finds_it(tm
                         str(tmp_path / "svm.npz")], capture_output=True, text=True, env=ENV,
                        cwd="/", timeout=120)
     assert p.returncode == 0 and " on svmlight: " in p.stdout, p.stderr
-    assert f"test accuracy {run['final']['test_accuracy']!r}" in p.stdout
+    assert f"test accuracy {run['final']['test_accuracy']:.4f}," in p.stdout
     assert "warning" not in p.stderr, p.stderr
     other = cli("evaluate", "--model", tmp_path / "svm.npz", *data,
                 f"{tmp_path / 'relabelled.svm'},{test_file}")
@@ -248,11 +248,13 @@ def test_a_run_on_the_first_k_instances_is_recorded_resumed_and_evaluated_so(tmp
     line = one_line_error(cli("train", "--iters", 3, "--resume", ck, "--hidden", 8,
                               "--train-limit", 200))
     assert "its --train-limit is 300, this run's 200" in line, line
-    p = cli("evaluate", "--model", tmp_path / "k.npz")
+    p = cli("evaluate", "--model", tmp_path / "k.npz", "--json", tmp_path / "k-evaluated.json")
     assert p.returncode == 0, p.stderr
     assert "on digits (its first 300 training instances): " in p.stdout, p.stdout
-    final = run["final"]
-    assert f"train accuracy {final['train_accuracy']!r}, f {final['objective']!r}" in p.stdout
+    got = json.loads((tmp_path / "k-evaluated.json").read_text())
+    assert got["train_limit"] == 300
+    assert (got["train_accuracy"], got["objective"]) == (run["final"]["train_accuracy"],
+                                                         run["final"]["objective"])
     # a K at or above l is no limit; a digits model saved with a path (before --data-path
     # was refused for digits) still evaluates on the bundled set
     whole = train(tmp_path, "w", "--iters", 1, "--hidden", 8, "--train-limit", 10**6,
@@ -273,12 +275,11 @@ def test_saved_weights_evaluate_to_the_runs_final_values(tmp_path, svmlight_digi
                                      "--eval-batch", 300)    # f summed in 5 batches
     else:
         where, run, _ = four_ranks
-    p = cli("evaluate", "--model", where / "full.npz", "--data", "digits")
+    p = cli("evaluate", "--model", where / "full.npz", "--data", "digits", "--json",
+            tmp_path / "evaluated.json")
     assert p.returncode == 0, p.stderr
-    words = p.stdout.replace(",", "").split()
-    got = {key: float(words[words.index(word) + 1]) for key, word in (
-        ("test_accuracy", "accuracy"), ("objective", "f"))}
-    got["train_accuracy"] = float(words[words.index("train") + 2])
+    got = json.loads((tmp_path / "evaluated.json").read_text())
+    assert f", float64, on digits: test accuracy {got['test_accuracy']:.4f}," in p.stdout
     final = run["final"]
     assert got["test_accuracy"] == final["test_accuracy"]
     assert got["train_accuracy"] == final["train_accuracy"]
@@ -297,6 +298,14 @@ def test_saved_weights_evaluate_to_the_runs_final_values(tmp_path, svmlight_digi
     assert "one rank's block of a checkpoint" in line and "--resume" in line, line
     line = one_line_error(cli("evaluate", "--model", where / "other.npz"))
     assert "not a model saved by train --save (no activation, loss, C," in line, line
+    saved = dict(np.load(where / "full.npz"))
+    saved["theta"][[0, 5]] = np.nan, np.inf                   # as from a run that diverged
+    np.savez(where / "diverged.npz", **saved)
+    line = one_line_error(cli("evaluate", "--model", where / "diverged.npz"))
+    assert f"2 of its {saved['theta'].size} weights are NaN or infinite" in line, line
+    line = one_line_error(cli("evaluate", "--model", where / "full.npz", "--json",
+                              tmp_path / "evaluated.json"))
+    assert "evaluated.json exists; pass --overwrite" in line, line
 
 
 @pytest.mark.parametrize("grid", [{}, [], {"layers": [64, 10], "splits": None},
@@ -332,11 +341,11 @@ def test_float32_resumes_bit_for_bit_and_evaluates_in_float32(tmp_path, n):
     line = one_line_error(cli("train", "--hidden", "16", "--iters", 4, "--resume",
                               tmp_path / "ck"))
     assert "dtype is float32, this run's float64" in line, line
-    p = cli("evaluate", "--model", tmp_path / "full.npz")
-    assert p.returncode == 0, p.stderr
-    words = p.stdout.replace(",", "").split()
-    assert float(words[words.index("f") + 1]) == full["final"]["objective"]
-    assert float(words[words.index("accuracy") + 1]) == full["final"]["test_accuracy"]
+    p = cli("evaluate", "--model", tmp_path / "full.npz", "--json", tmp_path / "e.json")
+    assert p.returncode == 0 and ", float32, on digits" in p.stdout, p.stderr
+    got = json.loads((tmp_path / "e.json").read_text())
+    assert got["objective"] == full["final"]["objective"] and got["dtype"] == "float32"
+    assert got["test_accuracy"] == full["final"]["test_accuracy"]
 
 
 @pytest.mark.parametrize("raised, status", [(None, "finished"), (KeyboardInterrupt, "interrupted"),
@@ -348,7 +357,7 @@ def test_a_json_rewritten_during_a_run_says_how_the_run_ended(tmp_path, raised, 
     path = tmp_path / "run.json"
     partial = {"history": [{"iter": 1}], "final": {"status": "running", "objective": 0.5}}
     try:
-        with checkpoint.JsonSaver(str(path), overwrite=False) as saver:
+        with outputs.JsonSaver(str(path), overwrite=False) as saver:
             saver(partial)
             if raised is None:
                 saver({**partial, "final": {**partial["final"], "status": "finished"}})

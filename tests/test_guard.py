@@ -2,6 +2,7 @@
 mpiexec or to a single rank each end the whole job within seconds, with one line that
 says what happened and the right exit status; no process is left. Each job is
 ``tests/guarded_job.py`` under ``mpiexec -n 4`` in its own process group."""
+import json
 import os
 import re
 import signal
@@ -125,18 +126,19 @@ def _ctrl_c_as_in_a_terminal():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _train(tmp_path, n, *extra):
+def _train(tmp_path, n, *extra, command=("train", "--iters", "100000", "--json", "run.json"),
+           written="run.json"):
+    """A long run in ``tmp_path``, once it has written ``written``."""
     marker = uuid.uuid4().hex
     env = dict(local_environment(), **{MARK: marker})
-    cmd = [sys.executable, "-m", "dnewton_core", "train", "--iters", "100000", "--json",
-           str(tmp_path / "run.json"), *extra]
+    cmd = [sys.executable, "-m", "dnewton_core", *command, *extra]
     if n > 1:
         cmd = [*local_launch(n), *cmd]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=ROOT, start_new_session=True,
+                            env=env, cwd=tmp_path, start_new_session=True,
                             preexec_fn=_ctrl_c_as_in_a_terminal)
     deadline = time.monotonic() + 60
-    while not (tmp_path / "run.json").exists() and time.monotonic() < deadline:
+    while not (tmp_path / written).exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)
     return proc, marker
@@ -145,8 +147,38 @@ def _train(tmp_path, n, *extra):
 @pytest.mark.parametrize("n, sig", [(4, signal.SIGINT), (4, signal.SIGTERM),
                                     (1, signal.SIGINT), (1, signal.SIGTERM)])
 def test_an_interrupted_training_ends_with_one_line_and_keeps_its_history(tmp_path, n, sig):
-    import json
-    proc, marker = _train(tmp_path, n)
+    """... and its --trace: every event of one process, rank 0's of several."""
+    proc, marker = _train(tmp_path, n, "--trace", "trace.json")
+    _interrupt(proc, sig)
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert len(saved["history"]) >= 1 and saved["final"]["status"] == "interrupted"
+    trace = json.loads((tmp_path / "trace.json").read_text())
+    assert trace["otherData"]["status"] == "interrupted"
+    assert {e["pid"] for e in trace["traceEvents"]} == {0}
+    assert ("ranks" in trace["otherData"]) == (n > 1)
+    assert {"gradient", "cg"} <= {e["name"] for e in trace["traceEvents"] if e["ph"] == "X"}
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_an_interrupted_compare_keeps_the_runs_it_has(tmp_path, n):
+    """compare.json holds the finished runs and the one interrupted, as it was."""
+    proc, _ = _train(tmp_path, n, command=("compare", "--iters", "3", "--epochs", "100000",
+                                           "--out", "."), written="compare.json")
+    deadline = time.monotonic() + 60
+    while "sgd" not in (runs := json.loads((tmp_path / "compare.json").read_text())) and \
+            time.monotonic() < deadline:
+        time.sleep(0.2)
+    _interrupt(proc, signal.SIGINT)
+    runs = json.loads((tmp_path / "compare.json").read_text())
+    assert list(runs) == ["newton-full"] + (["newton-diag"] if n > 1 else []) + ["sgd"]
+    assert [r["final"]["status"] for r in runs.values()][:-1] == ["finished"] * (len(runs) - 1)
+    assert runs["newton-full"]["history"][-1]["iter"] == 3
+    assert runs["sgd"]["final"]["status"] == "interrupted" and runs["sgd"]["history"]
+    assert not (tmp_path / "accuracy_vs_time.png").exists()
+
+
+def _interrupt(proc, sig):
+    """Send ``sig``; the run ends within 5 s with one line, "interrupted"."""
     tic = time.monotonic()
     proc.send_signal(sig)
     try:
@@ -158,8 +190,6 @@ def test_an_interrupted_training_ends_with_one_line_and_keeps_its_history(tmp_pa
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert proc.returncode == INTERRUPT_EXIT and len(errors) == 1, err[-2000:]
     assert "interrupted" in errors[0]
-    saved = json.loads((tmp_path / "run.json").read_text())
-    assert len(saved["history"]) >= 1 and saved["final"]["status"] == "interrupted"
 
 
 def _holds_signals(process):
@@ -198,7 +228,6 @@ def test_a_signal_while_the_job_starts_ends_it_as_a_later_one_does(sig):
 
 
 def test_a_stalled_training_says_so_in_its_json(tmp_path):
-    import json
     proc, marker = _train(tmp_path, 4, "--stall-timeout", "2")
     before = json.loads((tmp_path / "run.json").read_text())
     ranks(marker, "dnewton_core")[2].suspend()       # as a rank whose machine hangs
@@ -214,7 +243,6 @@ def test_a_stalled_training_says_so_in_its_json(tmp_path):
 def test_a_signal_the_run_was_started_ignoring_stays_ignored(tmp_path):
     """As under nohup: SIGHUP ignored from the start does not end a one-process run, and
     Ctrl-C still does."""
-    import json
     out = tmp_path / "run.json"
 
     def nohup():

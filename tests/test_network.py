@@ -118,6 +118,27 @@ def test_inject_sleeps_what_model_mode_adds():
     assert real["network_added_seconds"] == 0.0 and real["mpi_seconds"] >= t   # slept it
 
 
+def test_compare_on_a_modeled_network_gives_the_modeled_times(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from dnewton_core.environment import local_environment, local_launch
+    proc = subprocess.run([*local_launch(3), sys.executable, "-m", "dnewton_core", "compare",
+                           "--iters", "2", "--epochs", "1", "--hidden", "8", "--network",
+                           "1gbe", "--out", str(tmp_path)], capture_output=True, text=True,
+                          env=local_environment(), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = json.loads((tmp_path / "compare.json").read_text())
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("method"))
+    assert lines[header].split()[-5:] == ["seconds", "modeled", "s", "MB", "sent"]
+    for line, (name, r) in zip(lines[header + 1:], runs.items()):
+        words = line.split()
+        assert words[0] == name and r["final"]["modeled_time"] > r["final"]["wall_time"]
+        assert words[-3:-1] == [f"{r['final'][k]:.2f}" for k in ("wall_time", "modeled_time")]
+
+
 def test_no_network_records_no_network_time(tmp_path):
     plain = _train(tmp_path, "plain")
     assert "modeled_time" not in plain["final"]

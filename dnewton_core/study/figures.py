@@ -19,16 +19,18 @@ from ..figures import save as _save
 
 
 @styled
-def accuracy_against_time(results, path, title="", replace=True):
-    """Test accuracy against training time, one line per run in its method's colour; saved
-    to ``path`` (see ``figures.save`` for ``replace``)."""
+def accuracy_against_time(results, path, title="", replace=True, network=None):
+    """Test accuracy against training time (with ``network``, the records' modeled time on
+    it), one line per run in its method's colour; saved to ``path`` (see ``figures.save``
+    for ``replace``)."""
     fig, ax = subplots(height=4.8)
     styles = run_styles(results)
+    time = "modeled_time" if network else "wall_time"
     for name, r in results.items():
         h = [rec for rec in r["history"] if rec.get("test_accuracy") is not None]
-        ax.plot([rec["wall_time"] for rec in h], [rec["test_accuracy"] for rec in h],
+        ax.plot([rec[time] for rec in h], [rec["test_accuracy"] for rec in h],
                 label=name, markersize=4, **styles[name])
-    ax.set_xlabel("training time (s)")
+    ax.set_xlabel(f"modeled time on {network} (s)" if network else "training time (s)")
     ax.set_ylabel("test accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3)
