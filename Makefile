@@ -51,7 +51,7 @@ lab-reset:
 # Only the browser check of `make test`: every notebook through JupyterLab's menus in headless
 # Chromium (Playwright). Needs Chromium: apt-get install -y --no-install-recommends chromium
 browser-check: venv
-	$(BIN)/python -m pytest tests/test_browser.py -v
+	DNEWTON_BROWSER=all $(BIN)/python -m pytest tests/test_browser.py -v
 
 bench: venv
 	$(BIN)/python bench/ratios.py

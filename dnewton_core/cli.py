@@ -36,7 +36,7 @@ from .environment import BLAS_THREADS
 from .experiment import build_model, check_sync, evaluate, prepare, run
 from .ledger import trace_events, training_bytes
 from .model import ConfigError
-from .network import parse_network
+from .network import network_names, parse_network
 from .newton import NewtonConfig, check_options
 from .options import STALL_TIMEOUT, parse
 from .outputs import LAST_WORDS, JsonSaver, check_writable, last_words, write_json
@@ -218,8 +218,12 @@ def _network(args, comm):
     """Set the communicator's network model from --network and --network-mode."""
     if not hasattr(args, "network_mode"):           # project takes several networks itself
         return
+    names = network_names(args.network)
+    if len(names) > 1:
+        raise ConfigError(f"--network {' '.join(names)}: {args.command} charges one network "
+                          "(reproduce --network charges every run on each of several)")
     try:
-        comm.network = parse_network(args.network)
+        comm.network = parse_network(names[0] if names else None)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if comm.network is None and args.network_mode == "inject":

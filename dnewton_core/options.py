@@ -104,7 +104,7 @@ def parser():
                    help="with --gn diag: stop every CG once this fraction of partitions "
                         "is done (default 1: wait for all)")
     add_diag_step(g)
-    g.add_argument("--network", default="none", metavar="NAME|LAT_US:GBIT",
+    g.add_argument("--network", nargs="+", default=["none"], metavar="NAME|LAT_US:GBIT",
                    help="charge every message its time on a network (docs/method.md §8): "
                         "none (default), " + ", ".join(PRESETS) + ", or LATENCY_US:"
                         "BANDWIDTH_GBIT[:GAMMA_NS_PER_BYTE]")

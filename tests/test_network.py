@@ -182,6 +182,12 @@ def test_a_bad_network_is_one_line():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("error: --network: expected none, infiniband")
+    for command, networks in (("train", ["1gbe", "10gbe"]), ("compare", ["1gbe,10gbe"])):
+        proc = subprocess.run([sys.executable, "-m", "dnewton_core", command, "--network",
+                               *networks], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and proc.stderr == (
+            f"error: --network 1gbe 10gbe: {command} charges one network (reproduce --network "
+            "charges every run on each of several)\n")
 
 
 # -------------------------------------------------------------- several networks at once
