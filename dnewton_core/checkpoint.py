@@ -335,22 +335,26 @@ def npz_bytes(arrays):
 def save_model(path, model, theta, replace, **about):
     """Write the whole trained theta (gathered on rank 0 from every block, phase "report")
     and what evaluates it (layers, activation, loss, C, the batch size f is summed in, the
-    dtype, and ``about``: the data set's name, the seed of its split) to ``path``, atomically.
-    Collective on a distributed model."""
+    dtype, and ``about``: the data set's name, the seed of its split) to ``path``, atomically;
+    on rank 0, the number of its non-finite weights, which are not written (a run that
+    diverged), else 0. Collective on a distributed model."""
     grid = getattr(model, "grid", None)
     if grid is not None:
         with model.comm.phase("report"):
             blocks = model.comm.gather_objects(theta)
         if model.comm.rank != 0:
-            return
+            return None
         theta = np.empty(grid.n_params, blocks[0].dtype)
         for rank, block in enumerate(blocks):
             theta[grid.param_slices(rank)] = block
+    if (bad := np.count_nonzero(~np.isfinite(theta))):
+        return bad
     write_atomic(path, npz_bytes(dict(
         theta=theta, layers=np.asarray(model.layers), activation=model.config.activation,
         loss=model.config.loss, C=model.C, batch_size=model.config.batch_size,
         dtype=model.config.dtype, **about)),
         replace)
+    return 0
 
 
 def load_model(path):

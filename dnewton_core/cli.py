@@ -39,7 +39,7 @@ from .model import ConfigError
 from .network import network_names, parse_network
 from .newton import NewtonConfig, check_options
 from .options import STALL_TIMEOUT, parse
-from .outputs import LAST_WORDS, JsonSaver, check_writable, last_words, write_json
+from .outputs import LAST_WORDS, JsonSaver, check_writable, last_words, remove_outputs, write_json
 from .sgd import SGDConfig
 from .study import settings as study
 
@@ -141,26 +141,29 @@ def cmd_train(args, comm):
     with saver or contextlib.nullcontext():          # an interrupted run's --json says so
         history, out = run(model, args.optimizer, newton_config, sgd_config,
                            callback=lambda r: _say(comm, _line(r)), snapshot=saver,
-                           resume=resume, keep=keep, data=args.data, data_path=args.data_path,
+                           resume=resume, keep=keep, charged=comm, data=args.data,
+                           data_path=args.data_path,
                            data_digest=p.digest, hidden=list(args.hidden),
                            train_limit=p.train_limit)
+        unsaved = None
         if args.save:
-            save_model(args.save, model, history.theta, args.overwrite, data=args.data,
-                       data_path=",".join(os.path.abspath(f) if f else "" for f in
-                                          (args.data_path or "").split(",")),
-                       data_digest=p.digest, seed=args.seed, train_limit=p.train_limit or 0)
+            unsaved = save_model(
+                args.save, model, history.theta, args.overwrite, data=args.data,
+                data_path=",".join(os.path.abspath(f) if f else "" for f in
+                                   (args.data_path or "").split(",")),
+                data_digest=p.digest, seed=args.seed, train_limit=p.train_limit or 0)
         if args.trace:
             if trace_ending in LAST_WORDS:
                 LAST_WORDS.remove(trace_ending)
             write_trace(args.trace, comm, model, args.overwrite)
         if comm.rank == 0:
-            _finish_train(args, comm, out, saver)
+            _finish_train(args, comm, out, saver, unsaved)
     return DIVERGED if history.status == "diverged" else 0   # the same on every rank
 
 
-def _finish_train(args, comm, out, saver):
+def _finish_train(args, comm, out, saver, unsaved):
     """Rank 0: the final line, the final --json (ledgers summed over ranks), what was
-    written, and where the run diverged."""
+    written (--save not, with ``unsaved`` non-finite weights), and where the run diverged."""
     f = out["final"]
     print(f"final: test accuracy {_num(f['test_accuracy'], '.4f')}, train accuracy "
           f"{_num(f['train_accuracy'], '.4f')}, f {_num(f['objective'], '.6g')}, "
@@ -170,8 +173,11 @@ def _finish_train(args, comm, out, saver):
           + f", {training_bytes(out['history']) / 1e6:.3f} MB sent (all ranks)", flush=True)
     if saver:
         saver(out)
-    for path in filter(None, (args.json, args.save, args.trace)):
+    for path in filter(None, (args.json, None if unsaved else args.save, args.trace)):
         print(f"wrote {path}", flush=True)
+    if unsaved:
+        print(f"warning: --save {args.save} not written: {unsaved} of the final weights are "
+              "NaN or infinite", file=sys.stderr, flush=True)
     if f["status"] == "diverged":
         last = out["history"][-1]
         print(f"diverged at {'epoch' if args.optimizer == 'sgd' else 'iteration'} "
@@ -250,6 +256,8 @@ def cmd_compare(args, comm):
     if comm.size == 1:
         _one_process_compare(args, diag)
     p = prepare(study.problem_of(vars(args)), comm, [json_path, figure], args.overwrite)
+    if comm.rank == 0 and args.overwrite:
+        remove_outputs(args.out, ["compare.json", "accuracy_vs_time.png"])
     runs = [("newton", "full")] + ([("newton", "diag")] if diag else []) + [("sgd", "full")]
     results = {}
     with JsonSaver(json_path, args.overwrite, runs=results) as saver:   # after each iteration
@@ -261,7 +269,7 @@ def cmd_compare(args, comm):
             _, results[saver.name] = run(
                 model, method, newton_config.for_gn(gn), sgd_config,
                 callback=lambda r, name=saver.name: _say(comm, _progress(name, r)),
-                snapshot=saver, data=args.data, data_path=args.data_path,
+                snapshot=saver, charged=comm, data=args.data, data_path=args.data_path,
                 data_digest=p.digest, hidden=list(args.hidden), train_limit=p.train_limit)
             model.close()
             if comm.rank == 0:
@@ -356,11 +364,11 @@ def main(argv=None):
         if comm.rank == 0:
             print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:                         # one process (the guard has the others)
+    except KeyboardInterrupt as e:                    # one process (the guard has the others)
         last_words("interrupted")                     # what is not written yet (--trace)
-        print("error: interrupted; the outputs hold the last completed iteration (reproduce: "
-              "the finished runs, and --continue runs the rest)",
-              file=sys.__stderr__, flush=True)
+        print(f"error: interrupted by {e.args[0] if e.args else 'SIGINT'}; files written "
+              "during the run hold its last completed iteration (reproduce: the finished "
+              "runs, and --continue runs the rest)", file=sys.__stderr__, flush=True)
         return 130
     except Exception as e:                           # one rank failed mid-run: end them all
         if guard is not None and guard.ending:        # the guard is ending the job already

@@ -213,28 +213,35 @@ def train(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), c
 def run(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), callback=None,
         snapshot=None, resume=None, keep=Plan(), **about):
     """Train, then collect: (History, ``result``). ``about`` adds to the result's config
-    (the data set's name, say). ``snapshot(partial)``, if given, is called on rank 0 after
-    every iteration or epoch with the result so far (``partial_result``), so a caller can
-    save it. ``resume`` (a ``history.State``, ``checkpoint.restore``) continues a run;
-    with ``keep.directory`` a checkpoint is written every ``keep.every`` iterations or
-    epochs and after the last (``checkpoint.Writer``). Collective on a distributed model."""
+    (the data set's name, say; ``charged``: the ``comm.Comm`` whose --network the config
+    names, for a one-process model, which has none). ``snapshot(partial)``, if given (on
+    every rank), is called on rank 0 after every iteration or epoch with the result so far,
+    "status" "running", as ``result`` would give it (each record gathered and summed over
+    ranks then, a message of phase "report"), so a caller can save it. ``resume`` (a
+    ``history.State``, ``checkpoint.restore``) continues a run; with ``keep.directory`` a
+    checkpoint is written every ``keep.every`` iterations or epochs and after the last
+    (``checkpoint.Writer``). Collective on a distributed model."""
     comm = getattr(model, "comm", None)
+    charged = about.pop("charged", comm)    # the Comm whose network it names (one process too)
+    network = charged.network if charged else None
     config = config_dict(
         **about, optimizer=method, gn=model.gn, sync=model.sync,
         ranks=comm.size if comm else 1, objective=model.config,
         wait=comm.patience.mode if comm else None,    # how ranks waited (polling.py)
-        network=comm.network.name if comm and comm.network else None,
-        network_mode=("inject" if comm.inject else "model") if comm and comm.network else None,
+        network=network.name if network else None,
+        network_mode=("inject" if charged.inject else "model") if network else None,
         **({"newton": newton_config} if method == "newton" else {"sgd": sgd_config}))
     previous = resume.records if resume else []
     writer = Writer(keep.directory, keep.every, newton_config.iters if method == "newton"
                     else sgd_config.epochs, model, config, previous) if keep.directory else None
-    if snapshot is not None and (comm is None or comm.rank == 0):
+    if snapshot is not None:
         seen = list(previous)
 
         def each(record):          # saved before it is printed: a printed iteration is saved
-            seen.append(record)
-            snapshot(partial_result(model, seen, config))
+            summed = gather_records(comm, [record])    # collective: summed as result() does
+            if summed is not None:                     # rank 0
+                seen.extend(summed)
+                snapshot(_assemble(model, [dict(r) for r in seen], config, "running"))
             if callback:
                 callback(record)
     else:
@@ -258,14 +265,6 @@ def result(model, history, config):
     if records is None:
         return None
     return _assemble(model, [dict(r) for r in done] + records, config, history.status)
-
-
-def partial_result(model, records, config):
-    """The result so far, as ``result`` shapes it, with "status": "running", from this
-    rank's records as they are: no message. On rank 0 of a distributed model the "comm"
-    of each record is rank 0's own ledger, not yet summed over ranks (``result`` does that
-    at the end), and there is no "cg_iters_per_rank"."""
-    return _assemble(model, [dict(r) for r in records], config, "running")
 
 
 def _assemble(model, records, config, status):

@@ -99,4 +99,4 @@ def release(one_process):
 
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt(signal.Signals(signum).name)

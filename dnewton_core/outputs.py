@@ -38,6 +38,17 @@ def check_writable(paths, overwrite=False, inputs=()):
         _probe(path, _existing_ancestor(path))
 
 
+def remove_outputs(directory, names):
+    """Remove the files ``names`` of ``directory`` that exist, and say so: what --overwrite
+    replaces goes before the first run, so that a run stopped early leaves no file of the
+    old one beside its own (rank 0)."""
+    gone = [name for name in names if os.path.isfile(os.path.join(directory, name))]
+    for name in gone:
+        os.remove(os.path.join(directory, name))
+    if gone:
+        print(f"removed {', '.join(gone)} from {directory} (--overwrite)", flush=True)
+
+
 def _existing_ancestor(path):
     """The nearest existing ancestor directory of ``path``'s parent, or a ValueError."""
     parent = os.path.dirname(os.path.abspath(path))

@@ -147,11 +147,21 @@ def _train(tmp_path, n, *extra, command=("train", "--iters", "100000", "--json",
 @pytest.mark.parametrize("n, sig", [(4, signal.SIGINT), (4, signal.SIGTERM),
                                     (1, signal.SIGINT), (1, signal.SIGTERM)])
 def test_an_interrupted_training_ends_with_one_line_and_keeps_its_history(tmp_path, n, sig):
-    """... and its --trace: every event of one process, rank 0's of several."""
-    proc, marker = _train(tmp_path, n, "--trace", "trace.json")
+    """... as the finished run would have it (summed over ranks, with its modeled time), and
+    its --trace: every event of one process, rank 0's of several."""
+    proc, marker = _train(tmp_path, n, "--trace", "trace.json", "--network", "1gbe")
     _interrupt(proc, sig)
     saved = json.loads((tmp_path / "run.json").read_text())
     assert len(saved["history"]) >= 1 and saved["final"]["status"] == "interrupted"
+    assert saved["config"]["network"] == "1gbe"
+    if n > 1:
+        whole = _finished(tmp_path, n, "train", "--iters", 1, "--network", "1gbe", "--json",
+                          "whole.json")["history"][0]
+        first = saved["history"][0]
+        assert first["cg_iters_per_rank"] == whole["cg_iters_per_rank"]
+        assert {p: d["bytes"] for p, d in first["comm"].items() if p != "report"} == \
+            {p: d["bytes"] for p, d in whole["comm"].items() if p != "report"}
+        assert saved["final"]["modeled_time"] == saved["history"][-1]["modeled_time"] > 0
     trace = json.loads((tmp_path / "trace.json").read_text())
     assert trace["otherData"]["status"] == "interrupted"
     assert {e["pid"] for e in trace["traceEvents"]} == {0}
@@ -161,12 +171,14 @@ def test_an_interrupted_training_ends_with_one_line_and_keeps_its_history(tmp_pa
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_an_interrupted_compare_keeps_the_runs_it_has(tmp_path, n):
-    """compare.json holds the finished runs and the one interrupted, as it was."""
+    """compare.json holds the finished runs and the one interrupted, as it was; the figure
+    of the compare --overwrite replaced is gone."""
+    _finished(tmp_path, n, "compare", "--iters", 1, "--epochs", 1, "--out", ".")
+    assert (tmp_path / "accuracy_vs_time.png").exists()
     proc, _ = _train(tmp_path, n, command=("compare", "--iters", "3", "--epochs", "100000",
-                                           "--out", "."), written="compare.json")
+                                           "--out", ".", "--overwrite"), written="compare.json")
     deadline = time.monotonic() + 60
-    while "sgd" not in (runs := json.loads((tmp_path / "compare.json").read_text())) and \
-            time.monotonic() < deadline:
+    while not _in_sgd(tmp_path / "compare.json") and time.monotonic() < deadline:
         time.sleep(0.2)
     _interrupt(proc, signal.SIGINT)
     runs = json.loads((tmp_path / "compare.json").read_text())
@@ -175,6 +187,25 @@ def test_an_interrupted_compare_keeps_the_runs_it_has(tmp_path, n):
     assert runs["newton-full"]["history"][-1]["iter"] == 3
     assert runs["sgd"]["final"]["status"] == "interrupted" and runs["sgd"]["history"]
     assert not (tmp_path / "accuracy_vs_time.png").exists()
+
+
+def _in_sgd(path):
+    """Whether the compare.json at ``path`` is this compare's, in its SGD run."""
+    try:
+        runs = json.loads(path.read_text())
+    except (OSError, ValueError):                     # the old one removed, the new not yet
+        return False
+    return "sgd" in runs and len(runs["newton-full"]["history"]) == 3
+
+
+def _finished(tmp_path, n, *args):
+    """A run in ``tmp_path`` that ends by itself; its --json, if it writes one."""
+    cmd = [sys.executable, "-m", "dnewton_core", *map(str, args)]
+    proc = subprocess.run([*local_launch(n), *cmd] if n > 1 else cmd, capture_output=True,
+                          text=True, env=local_environment(), cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads((tmp_path / args[args.index("--json") + 1]).read_text()) \
+        if "--json" in args else None
 
 
 def _interrupt(proc, sig):

@@ -230,7 +230,7 @@ def _sync(stats):
             lines.append(f"newton-diag S={100 * s:g}%: " + "; ".join(
                 f"sync {x['sync']:g}: CG {fmt(x['cg_seconds_per_iter'], '.3g')} s/iter "
                 f"(slowest rank), {fmt(x['cg_per_iter'], '.1f')} CG its/iter, total "
-                f"{fmt(x['time'], '.1f')} s, test {plus_minus(x['test'], x['test_std'])}, "
+                f"{fmt(x['time'], '.3g')} s, test {plus_minus(x['test'], x['test_std'])}, "
                 f"f {fmt(x['objective'], '.4g')}" for x in pts) + ".")
     return lines
 
@@ -303,10 +303,10 @@ def _modeled_section(plan, stats, rows, curves):
         return []
     return ["## Time to accuracy on the modeled networks", "",
             f"Target: test accuracy {target:.4f}, the highest that the best setting of every "
-            "method reaches at its end (mean over seeds). Seconds to the target: the first "
-            "record of each run at or above it, mean over seeds (\"not reached\" says how "
-            "many seeds got there); measured = training time on this machine; on a network = "
-            "its modeled time (curves.csv's modeled_time_NAME columns hold every record's). "
+            "method reaches at its end as a mean over seeds (as the figure's curves; a seed may"
+            " stop short). Seconds to it: each run's first record at or above it, mean over "
+            "seeds (\"not reached (k/n)\": k of n seeds got there); measured = training time "
+            "here; on a network = its modeled time (curves.csv's modeled_time_NAME columns). "
             "s / iter: modeled seconds per Newton iteration or SGD epoch.", "",
             modeled.time_table(stats, rows, curves, plan.networks, target), "",
             "Figure: `accuracy_vs_modeled_time.png` (the best setting of each method against "

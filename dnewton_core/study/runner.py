@@ -29,7 +29,7 @@ import numpy as np
 from .. import environment
 from ..experiment import build_model, grid_splits, prepare, run
 from ..newton import NewtonConfig
-from ..outputs import write_atomic
+from ..outputs import remove_outputs, write_atomic
 from ..sgd import SGDConfig
 from . import modeled, records, report
 from .modeled import columns
@@ -87,6 +87,8 @@ def run_study(plan, comm):
     rows, curves, done = _finished(plan, comm, paths, settings, identity)
     if comm.rank == 0:
         os.makedirs(plan.out, exist_ok=True)
+        if plan.overwrite:             # the old study's files go now, not as each is rewritten
+            remove_outputs(plan.out, OUTPUTS + (MODELED_FIGURE,))
     say = print if comm.rank == 0 else (lambda *a, **k: None)
     say(f"reproduce: {plan.problem.data}, network {network}, {comm.size} rank(s), "
         f"{len(settings)} settings x {plan.seeds} seeds = {total} runs -> {plan.out}"
@@ -205,9 +207,5 @@ def _write_report(plan, paths, info, rows, curves, notes, started, seconds, data
         accuracy_against_modeled_time(modeled.figure_inputs(stats, rows, curves, plan.networks),
                                       paths[MODELED_FIGURE], modeled.common_target(stats),
                                       title=title, replace=replace)
-    stale = os.path.join(plan.out, MODELED_FIGURE)       # of a study --overwrite replaced
-    if plan.overwrite and not plan.networks and os.path.exists(stale):
-        os.remove(stale)
-        print(f"removed {stale}: the study replaced charged networks, this one none")
     print(report.settings_table(stats))
     print(f"wrote {', '.join(paths)} in {plan.out} ({seconds / 60:.1f} min)")
