@@ -54,10 +54,11 @@ lab-reset:
 	rm -rf lab
 	$(MAKE) lab
 
-# Only the browser check of `make test`: every notebook through JupyterLab's menus in headless
-# Chromium (Playwright). Needs Chromium: apt-get install -y --no-install-recommends chromium
+# Only the browser check, on every notebook (`make test` runs those that show widgets) through
+# JupyterLab's menus in headless Chromium (Playwright); DNEWTON_BROWSER=05,07 picks notebooks.
+# Needs Chromium: apt-get install -y --no-install-recommends chromium
 browser-check: bytecode
-	DNEWTON_BROWSER=all $(BIN)/python -m pytest tests/test_browser.py -v
+	DNEWTON_BROWSER=$${DNEWTON_BROWSER:-all} $(BIN)/python -m pytest tests/test_browser.py -v
 
 bench: bytecode
 	$(BIN)/python bench/ratios.py

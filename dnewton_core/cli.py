@@ -33,13 +33,13 @@ from . import interrupts
 from .checkpoint import Plan, restore, save_model
 from .comm import Comm
 from .environment import BLAS_THREADS
-from .experiment import build_model, check_sync, evaluate, prepare, run
+from .experiment import build_model, check_sync, evaluate, finite, prepare, run
 from .ledger import trace_events, training_bytes
 from .model import ConfigError
 from .network import network_names, parse_network
 from .newton import NewtonConfig, check_options
 from .options import STALL_TIMEOUT, parse
-from .outputs import LAST_WORDS, JsonSaver, check_writable, last_words, remove_outputs, write_json
+from .outputs import LAST_WORDS, WRITING, JsonSaver, check_writable, last_words, remove_outputs, write_json
 from .sgd import SGDConfig
 from .study import settings as study
 
@@ -153,9 +153,7 @@ def cmd_train(args, comm):
                                    (args.data_path or "").split(",")),
                 data_digest=p.digest, seed=args.seed, train_limit=p.train_limit or 0)
         if args.trace:
-            if trace_ending in LAST_WORDS:
-                LAST_WORDS.remove(trace_ending)
-            write_trace(args.trace, comm, model, args.overwrite)
+            write_trace(args.trace, comm, model, args.overwrite, trace_ending)
         if comm.rank == 0:
             _finish_train(args, comm, out, saver, unsaved)
     return DIVERGED if history.status == "diverged" else 0   # the same on every rank
@@ -177,7 +175,9 @@ def _finish_train(args, comm, out, saver, unsaved):
         print(f"wrote {path}", flush=True)
     if unsaved:
         print(f"warning: --save {args.save} not written: {unsaved} of the final weights are "
-              "NaN or infinite", file=sys.stderr, flush=True)
+              "NaN or infinite" + (f" (the {args.save} there is an earlier run's)"
+                                   if os.path.exists(args.save) else ""),
+              file=sys.stderr, flush=True)
     if f["status"] == "diverged":
         last = out["history"][-1]
         print(f"diverged at {'epoch' if args.optimizer == 'sgd' else 'iteration'} "
@@ -192,12 +192,16 @@ def cmd_project(args, comm):
     return project_command(args) if comm.rank == 0 else 0
 
 
-def write_trace(path, comm, model, overwrite):
-    """Every rank's time line to rank 0, written as one Chrome trace (collective)."""
+def write_trace(path, comm, model, overwrite, ending=None):
+    """Every rank's time line to rank 0, written as one Chrome trace (collective); once it
+    is, and under the same lock, what an early end would have written (``ending``) is not."""
     with comm.phase("report"):
         per_rank = comm.gather_objects(comm.timeline)
     if comm.rank == 0:
-        write_json(path, trace_events(per_rank, _rank_names(model, comm.size)), overwrite)
+        with WRITING:
+            write_json(path, trace_events(per_rank, _rank_names(model, comm.size)), overwrite)
+            if ending in LAST_WORDS:
+                LAST_WORDS.remove(ending)
 
 
 def _trace_ending(args, comm, model):
@@ -257,7 +261,7 @@ def cmd_compare(args, comm):
         _one_process_compare(args, diag)
     p = prepare(study.problem_of(vars(args)), comm, [json_path, figure], args.overwrite)
     if comm.rank == 0 and args.overwrite:
-        remove_outputs(args.out, ["compare.json", "accuracy_vs_time.png"])
+        remove_outputs(args.out, [os.path.basename(path) for path in (json_path, figure)])
     runs = [("newton", "full")] + ([("newton", "diag")] if diag else []) + [("sgd", "full")]
     results = {}
     with JsonSaver(json_path, args.overwrite, runs=results) as saver:   # after each iteration
@@ -266,14 +270,15 @@ def cmd_compare(args, comm):
             model = build_model(p.data, args.hidden, p.objective, comm, p.splits, gn,
                                 args.sync if gn == "diag" else 1.0, p.slow)
             describe_run(comm, model, method, args)
-            _, results[saver.name] = run(
+            _, out = run(
                 model, method, newton_config.for_gn(gn), sgd_config,
                 callback=lambda r, name=saver.name: _say(comm, _progress(name, r)),
                 snapshot=saver, charged=comm, data=args.data, data_path=args.data_path,
                 data_digest=p.digest, hidden=list(args.hidden), train_limit=p.train_limit)
             model.close()
             if comm.rank == 0:
-                saver(results[saver.name])
+                saver(out)                            # finished: no ending rewrites it
+                results[saver.name] = out
     if comm.rank == 0:
         from .study.figures import accuracy_against_time
         modeled = comm.network is not None and not comm.inject and comm.size > 1
@@ -310,7 +315,7 @@ def cmd_evaluate(args, comm):
                f"on {out['data']}{first}: test accuracy {out['test_accuracy']:.4f}, "
                f"train accuracy {out['train_accuracy']:.4f}, f {out['objective']:.6g}")
     if args.json and comm.rank == 0:
-        write_json(args.json, out, args.overwrite)
+        write_json(args.json, finite(out), args.overwrite)
         print(f"wrote {args.json}")
     return 0
 

@@ -70,7 +70,11 @@ def selected():
     (``DNEWTON_BROWSER=all``), or those whose names start as ``DNEWTON_BROWSER`` lists."""
     wanted = os.environ.get("DNEWTON_BROWSER", "").strip().lower()
     if not wanted:
-        return [nb for nb in NOTEBOOKS if WIDGET in nb.read_text()]
+        shown = [nb for nb in NOTEBOOKS if WIDGET in nb.read_text()]
+        if not shown:                  # outputs stripped: nothing would run, and pass
+            raise pytest.UsageError("no notebook in notebooks/ shows a widget in its saved "
+                                    "outputs; run them (README, Tests) or set DNEWTON_BROWSER")
+        return shown
     prefixes = [w.strip() for w in wanted.split(",") if w.strip() and w.strip() != "all"]
     chosen = [nb for nb in NOTEBOOKS if nb.stem.lower().startswith(tuple(prefixes) or ("",))]
     if not chosen:

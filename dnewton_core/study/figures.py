@@ -27,7 +27,7 @@ def accuracy_against_time(results, path, title="", replace=True, network=None):
     styles = run_styles(results)
     time = "modeled_time" if network else "wall_time"
     for name, r in results.items():
-        h = [rec for rec in r["history"] if rec.get("test_accuracy") is not None]
+        h = [rec for rec in r["history"] if rec.get("test_accuracy") is not None and time in rec]
         ax.plot([rec[time] for rec in h], [rec["test_accuracy"] for rec in h],
                 label=name, markersize=4, **styles[name])
     ax.set_xlabel(f"modeled time on {network} (s)" if network else "training time (s)")
