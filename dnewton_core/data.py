@@ -658,6 +658,11 @@ def _read_svmlight(path):
     try:
         X, y = load_svmlight_file(str(path), zero_based=True, dtype=np.float64)
     except (ValueError, OverflowError) as e:
+        with open(path, "rb") as f:
+            if f.read(2) == b"\x1f\x8b" and not str(path).endswith(".gz"):
+                raise DataError(f"{path}: gzip-compressed, but its name does not end in .gz "
+                                "(which is how it is read unpacked): rename it or gunzip it"
+                                ) from None
         try:
             where = _first_bad_line(path)
         except (OSError, EOFError, zlib.error):
@@ -1009,8 +1014,8 @@ def open_dataset(name: str, path: str | None = None, seed: int = 0) -> Source:
         if not path:
             raise DataError("the 'svmlight' data set needs path=TRAIN[,TEST] (svmlight/LIBSVM "
                             "files; without TEST a seeded 80/20 split of TRAIN)")
-        train, _, test = str(path).partition(",")
-        if not train or "," in test:
+        train, comma, test = str(path).partition(",")
+        if not train or "," in test or (comma and not test):        # "TRAIN," names no TEST
             raise DataError(f"the 'svmlight' data set needs path=TRAIN[,TEST], got {path!r}")
         return _svmlight_source("svmlight", str(path), train, test or None, seed=seed)
     else:
