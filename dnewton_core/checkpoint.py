@@ -332,6 +332,10 @@ def npz_bytes(arrays):
     return buffer.getvalue()
 
 
+def _nonfinite(theta):
+    return np.count_nonzero(~np.isfinite(theta))
+
+
 def save_model(path, model, theta, replace, **about):
     """Write the whole trained theta (gathered on rank 0 from every block, phase "report")
     and what evaluates it (layers, activation, loss, C, the batch size f is summed in, the
@@ -347,7 +351,7 @@ def save_model(path, model, theta, replace, **about):
         theta = np.empty(grid.n_params, blocks[0].dtype)
         for rank, block in enumerate(blocks):
             theta[grid.param_slices(rank)] = block
-    if (bad := np.count_nonzero(~np.isfinite(theta))):
+    if (bad := _nonfinite(theta)):
         return bad
     write_atomic(path, npz_bytes(dict(
         theta=theta, layers=np.asarray(model.layers), activation=model.config.activation,
@@ -387,7 +391,7 @@ def load_model(path):
     if model["theta"].shape != (ref.n_params(model["layers"]),):
         raise ValueError(f"{path}: theta has {model['theta'].size} values, a "
                          f"{_dash(model['layers'])} network {ref.n_params(model['layers'])}")
-    if (bad := np.count_nonzero(~np.isfinite(model["theta"]))):
+    if (bad := _nonfinite(model["theta"])):
         raise ValueError(f"{path}: {bad} of its {model['theta'].size} weights are NaN or "
                          "infinite (saved from a run that diverged?)")
     return model

@@ -247,7 +247,11 @@ def run(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), cal
     else:
         each = callback
     history = train(model, method, newton_config, sgd_config, each, resume, writer)
-    return history, result(model, history, config)
+    if snapshot is None:
+        return history, result(model, history, config)
+    # every record was gathered and summed as it came: rank 0's ``seen`` is result()'s
+    rank0 = comm is None or comm.rank == 0
+    return history, _assemble(model, seen, config, history.status) if rank0 else None
 
 
 def result(model, history, config):
