@@ -79,14 +79,17 @@ def test_the_project_command_writes_a_table_a_json_and_a_figure(tmp_path):
     import sys
     out, fig = tmp_path / "p.json", tmp_path / "p.png"
     proc = subprocess.run([sys.executable, "-m", "dnewton_core", "project", "--network",
-                           "1gbe,10gbe", "--machines", "1,2,4", "--rate", "20", "--json",
+                           "1gbe,10gbe", "--machines", "1,2,4", "--rate", "2000", "--json",
                            str(out), "--figure", str(fig)], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "2 no grid: " in proc.stdout and "none sums to 2" in proc.stdout
     assert "given (--rate)" in proc.stdout and f"wrote {out} and {fig}" in proc.stdout
+    one = next(line.split()[2:5] for line in proc.stdout.splitlines()
+               if line.split()[:1] == ["1"])              # milliseconds, not "0.000"
+    assert all(float(x) > 0 for x in one), one
     got = json.loads(out.read_text())
-    assert set(got["networks"]) == {"1gbe", "10gbe"} and got["rate_gflops"] == 20
+    assert set(got["networks"]) == {"1gbe", "10gbe"} and got["rate_gflops"] == 2000
     four = got["networks"]["1gbe"][2]
     assert four["machines"] == 4 and four["splits"] == [2, 1, 1, 1]
     assert four["newton-full seconds"] > got["networks"]["10gbe"][2]["newton-full seconds"]

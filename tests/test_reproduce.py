@@ -10,6 +10,7 @@ aggregation, table) are tested in-process.
 import csv
 import datetime
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -472,6 +473,19 @@ def test_resolve_defaults_and_checks():
                 ["--quick", "--data", "usps"]):
         with pytest.raises(ValueError):
             plan.resolve(_args(*bad))
+    for bad, message in ((["--subsamples", "0.5,2"], "--subsamples: 2 is not a fraction of "
+                          "the instances in (0, 1]"),
+                         (["--lrs", "0.1,-1"], "--lrs: -1 is not a positive learning rate"),
+                         (["--diag-steps", "none,bogus"], "--diag-steps: 'bogus' is not one of "
+                          "none, rescale, subspace")):
+        with pytest.raises(ValueError, match=re.escape(message)):   # the value that is wrong
+            plan.resolve(_args(*bad))
+
+
+def test_a_differing_value_is_shown_as_short_as_tells_it_apart():
+    assert records._shown(0.01 * 140, 1.0) == ("'1.4'", "'1'")
+    assert records._shown(0.01 * 140, 1.4) == ("'1.4000000000000001'", "'1.3999999999999999'")
+    assert records._shown(None, 3) == ("'(empty)'", "'3'")
 
 
 def row(run, setting, seed, acc):

@@ -146,7 +146,8 @@ def accuracy_against_modeled_time(panels, path, target=None, title="", replace=T
         for label, (t, acc) in lines.items():
             ax.plot(t, acc, markersize=3, lw=1.5, label=label, **styles[label])
         if target is not None:
-            ax.axhline(target, color="gray", ls=":", lw=1)
+            ax.axhline(target, color="gray", ls=":", lw=1,
+                       label=f"target test accuracy {target:.4g}")
         ax.set_title(f"on {name} (modeled)")
         ax.set_xlabel("modeled training time (s)")
         ax.grid(alpha=0.3)

@@ -162,8 +162,8 @@ def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
                 continue                                                 # runs.csv had it
             if text(r.get(key)) != text(value):
                 option = OPTION_OF.get(key if key != "budget" else r["unit"])
-                raise ValueError(f"{where}: {key} is {text(r.get(key)) or '(empty)'!r}, this "
-                                 f"study's is {text(value)!r}"
+                theirs, ours = _shown(r.get(key), value)
+                raise ValueError(f"{where}: {key} is {theirs}, this study's is {ours}"
                                  + (f" ({option})" if option else "")
                                  + "; continue with the options of the first part")
         _check_part(where, r.get("part"), rows[line - 3].get("part") if line > 2 else None)
@@ -184,6 +184,17 @@ def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
                              f"from {runs_path} and continue")
     finished = {r["run"] for r in rows}
     return rows, [c for c in curves if c["run"] in finished]
+
+
+def _shown(a, b):
+    """Two values that differ, as a message shows them: floats to 10 digits where that
+    tells them apart (C = 0.01 l is 1.4000000000000001 for l = 140), else in full."""
+    def text(v, digits):
+        if v is None or v == "":
+            return "'(empty)'"
+        return repr(f"{v:.{digits}g}" if isinstance(v, float) else str(v))
+    short = text(a, 10), text(b, 10)
+    return short if short[0] != short[1] else (text(a, 17), text(b, 17))
 
 
 def _check_part(where, part, before):

@@ -212,16 +212,24 @@ def resolve(args):
 
 
 def _check(a, epochs):
-    """ValueError naming the first invalid option of ``reproduce`` (a dict of them)."""
-    checks = [("--seeds", a["seeds"] >= 1), ("--iters", a["iters"] >= 1), ("--epochs", epochs >= 1),
-              ("--subsamples", all(0 < s <= 1 for s in a["subsamples"])),
-              ("--syncs", all(0 < t <= 1 for t in a["syncs"])),
-              ("--lrs", all(lr > 0 for lr in a["lrs"])),
-              ("--diag-steps", set(a["diag_steps"]) <= set(DIAG_STEPS)),
-              ("--train-limit", a["train_limit"] is None or a["train_limit"] >= 1)]
-    for name, ok in checks:
-        if not ok:
-            raise ValueError(f"{name}: invalid value {a[name[2:].replace('-', '_')]!r}")
+    """ValueError naming the first invalid option of ``reproduce`` (a dict of them), its
+    value and the values it takes."""
+    checks = [("--seeds", [a["seeds"]], lambda v: v >= 1, "at least 1"),
+              ("--iters", [a["iters"]], lambda v: v >= 1, "at least 1"),
+              ("--epochs", [epochs], lambda v: v >= 1, "at least 1"),
+              ("--subsamples", a["subsamples"], lambda s: 0 < s <= 1,
+               "a fraction of the instances in (0, 1]"),
+              ("--syncs", a["syncs"], lambda t: 0 < t <= 1,
+               "a fraction of the partitions in (0, 1]"),
+              ("--lrs", a["lrs"], lambda lr: lr > 0, "a positive learning rate"),
+              ("--diag-steps", a["diag_steps"], lambda x: x in DIAG_STEPS,
+               "one of " + ", ".join(DIAG_STEPS)),
+              ("--train-limit", [a["train_limit"]], lambda k: k is None or k >= 1, "at least 1")]
+    for name, values, ok, rule in checks:
+        for v in values:
+            if not ok(v):
+                raise ValueError(f"{name}: {v:g} is not {rule}" if isinstance(v, float)
+                                 else f"{name}: {v!r} is not {rule}")
     if a.get("resume_study") and a["overwrite"]:
         raise ValueError("--continue keeps the runs in --out and --overwrite replaces them: "
                          "choose one")
