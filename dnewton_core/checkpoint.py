@@ -339,7 +339,8 @@ def _nonfinite(theta):
 def save_model(path, model, theta, replace, **about):
     """Write the whole trained theta (gathered on rank 0 from every block, phase "report")
     and what evaluates it (layers, activation, loss, C, the batch size f is summed in, the
-    dtype, and ``about``: the data set's name, the seed of its split) to ``path``, atomically;
+    dtype, and ``about``: the data set's name, the seed of its split, the label of each
+    output unit) to ``path``, atomically;
     on rank 0, the number of its non-finite weights, which are not written (a run that
     diverged), else 0. Collective on a distributed model."""
     grid = getattr(model, "grid", None)
@@ -385,7 +386,9 @@ def load_model(path):
                      data=str(out["data"]), seed=int(out["seed"]), dtype=dtype,
                      data_path=str(out.get("data_path", "")),
                      data_digest=str(out.get("data_digest", "")),
-                     train_limit=int(out.get("train_limit", 0)) or None)
+                     train_limit=int(out.get("train_limit", 0)) or None,
+                     classes=tuple(str(c) for c in out["classes"]) if "classes" in out
+                     else None)                          # saved before models recorded them
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"cannot read a model from {path}: {e}") from None
     if model["theta"].shape != (ref.n_params(model["layers"]),):

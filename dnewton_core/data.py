@@ -334,6 +334,11 @@ def _check_finite(X, where):
                         f"sample {row}")
 
 
+def class_names(classes):
+    """The file's label of each output unit, as text (what a run and a saved model record)."""
+    return [str(c) for c in classes]
+
+
 def _encode_labels(*ys):
     """Map labels to 0..k-1 by the sorted union of all ``ys``; returns (codes..., classes)."""
     values = np.unique(np.concatenate(ys))

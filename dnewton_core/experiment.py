@@ -7,6 +7,8 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from . import checkpoint, memory
 from . import data as datasets
 from .checkpoint import Plan, Writer, check_compatible, gather_records, load_model
@@ -53,6 +55,8 @@ class Prepared:
     resume: checkpoint.Saved | None = None    # the checkpoint to continue, read and checked
     digest: str = ""                  # the data's (data.Source.digest): recorded, and checked on resume
     train_limit: int | None = None    # --train-limit K where K < l: recorded, and checked on resume
+    majority: float = 0.0             # training share of the most frequent class (a run no
+                                      # better than it has learned nothing: ``learned_nothing``)
 
 
 def prepare(problem, comm, outputs=(), overwrite=False, keep=Plan()):
@@ -95,7 +99,9 @@ def _prepare(problem, comm, outputs, overwrite, keep):
     _check_memory(layers, part, n_train, source.n_test, problem, objective)
     data = source.load(limit, objective.dtype) if part is None else source.share(
         part.rows if part.holds_features else None, part.holds_labels, limit, objective.dtype)
-    return Prepared(data, objective, splits, slow, saved, digest, limit)
+    y = source.y_train[:n_train]
+    return Prepared(data, objective, splits, slow, saved, digest, limit,
+                    np.bincount(y).max() / y.size)
 
 
 def _partition(source, hidden, comm, splits):
@@ -286,6 +292,21 @@ def _assemble(model, records, config, status):
     return finite({"config": config, "history": records, "final": final})
 
 
+def learned_nothing(out, majority):
+    """A warning when a run's final train accuracy is no better than always answering the
+    training set's most frequent class (``majority``, its share), else None: on a small
+    data set the default C = 0.01 l can hold every weight near zero (docs/troubleshooting.md)."""
+    accuracy = out["final"].get("train_accuracy")
+    if accuracy is None or accuracy > majority + 1e-12:
+        return None
+    config = out["config"]
+    also = "the learning rate" if config["optimizer"] == "sgd" else "the iterations"
+    return (f"train accuracy {accuracy:.4f} is no better than always answering the most "
+            f"frequent class ({majority:.4f} of the training instances): the network learned "
+            f"nothing it can use. C = {config['C']:.6g} may hold the weights near zero; try a "
+            f"larger --C such as 1l (or check {also}; docs/troubleshooting.md)")
+
+
 def finite(obj):
     """The same structure with inf and NaN as None, so the JSON is standard."""
     if isinstance(obj, float):
@@ -312,10 +333,11 @@ def config_dict(**configs):
 
 def evaluate(path, data=None, data_path=None):
     """Train and test accuracy and f of the weights ``checkpoint.save_model`` wrote, on
-    one process: {"model", "data", "layers", "dtype", "train_limit", "train_accuracy",
+    one process: {"model", "data", "layers", "classes", "dtype", "train_limit", "train_accuracy",
     "test_accuracy", "objective"}. The data set (by default the one trained on, on the run's --train-limit
     instances) is split with the saved seed, and must have the network's numbers of
-    features and classes (else a ConfigError). A warning if the
+    features and classes, the same labels if the model recorded them (else a ConfigError).
+    A warning if the
     data set of the name trained on is not the data trained on (``data.Source.digest``)."""
     try:
         saved = load_model(path)
@@ -336,10 +358,17 @@ def evaluate(path, data=None, data_path=None):
         raise ConfigError(f"{path} is a {'-'.join(map(str, layers))} network ({layers[0]} "
                           f"features, {layers[-1]} classes); data set {data} has "
                           f"{dataset.n_features} features and {dataset.n_classes} classes")
+    classes = datasets.class_names(dataset.classes)
+    if saved["classes"] is not None and list(saved["classes"]) != classes:
+        raise ConfigError(f"{path}'s output units stand for the classes "
+                          f"{', '.join(saved['classes'])} of the data it was trained on; "
+                          f"data set {data} has the classes {', '.join(classes)}: its "
+                          "accuracy would compare unrelated labels")
     model = DenseModel(dataset, layers[1:-1], ObjectiveConfig(
         activation=saved["activation"], loss=saved["loss"], C=saved["C"],
         batch_size=saved["batch_size"], dtype=saved["dtype"]))
     train_accuracy, test_accuracy = model.accuracy(saved["theta"])
-    return dict(model=path, data=data, layers=layers, dtype=saved["dtype"], train_limit=limit,
+    return dict(model=path, data=data, layers=layers, classes=classes, dtype=saved["dtype"],
+                train_limit=limit,
                 train_accuracy=train_accuracy,
                 test_accuracy=test_accuracy, objective=model.objective(saved["theta"]))

@@ -290,6 +290,19 @@ def test_saved_weights_evaluate_to_the_runs_final_values(tmp_path, svmlight_digi
     line = one_line_error(cli("evaluate", "--model", where / "full.npz", "--data",
                               "svmlight", "--data-path", svmlight_digits[1]))
     assert "-10 network" in line and "5 features and 2 classes" in line, line
+    digits = [str(c) for c in range(10)]                # the label of each output unit
+    assert got["classes"] == run["config"]["classes"] == digits
+    if n == 1:           # the same shapes, other labels: the output units would mean others
+        from sklearn.datasets import dump_svmlight_file, load_svmlight_file
+        paths = svmlight_digits[0].split(",")
+        for path, name in zip(paths, ("train10.svm", "test10.svm")):
+            X, y = load_svmlight_file(path)
+            dump_svmlight_file(X, y + 1, str(tmp_path / name), zero_based=False)
+        line = one_line_error(cli("evaluate", "--model", where / "full.npz", "--data",
+                                  "svmlight", "--data-path",
+                                  f"{tmp_path / 'train10.svm'},{tmp_path / 'test10.svm'}"))
+        assert "output units stand for the classes 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 of" in line \
+            and "has the classes 1, 2, 3, 4, 5, 6, 7, 8, 9, 10: its accuracy would" in line, line
     line = one_line_error(cli("evaluate", "--model", where / "full.json"))
     assert "cannot read a model" in line and "not an .npz file" in line, line
     np.savez(where / "block.npz", theta=np.zeros(3))          # a checkpoint's block
