@@ -51,7 +51,7 @@ def test_a_run_no_better_than_the_most_frequent_class_is_warned():
     assert "C = 1.4 may hold the weights near zero; try a larger --C such as 1l" in flat.stderr
     trained = cli("train", "--train-limit", 140, "--C", "1l", "--iters", 5)
     assert trained.returncode == 0 and "warning" not in trained.stderr, trained.stderr
-    from dnewton_core.experiment import learned_nothing         # what compare warns of too
+    from dnewton_core.experiment import learned_nothing  # what compare warns of too
     sgd = {"final": {"train_accuracy": 0.5}, "config": {"optimizer": "sgd", "C": 2.0}}
     assert "(or check the learning rate;" in learned_nothing(sgd, 0.5)
     assert learned_nothing(sgd, 0.49) is None
