@@ -693,6 +693,9 @@ def _read_svmlight(path):
     return X, y
 
 
+STRAY_GAP = 100    # a feature index this far above all others, and twice them, is suspect
+
+
 def _svmlight_width(paths, parts, n_features):
     """(index shift, width) of the dense matrices, DataError if a file's indices do not fit.
 
@@ -728,6 +731,30 @@ def _svmlight_width(paths, parts, n_features):
     return shift, widths[0]
 
 
+def _warn_stray_index(paths, parts, shift):
+    """DataWarning when the largest feature index is more than twice, and at least
+    ``STRAY_GAP`` more than, every other one the files use (a typo such as 100000:1 among
+    indices up to 64): it alone sets the network's input width, and the first layer's weights
+    grow with it. An explicit zero there (``N:0``) is how a file states its width: no warning."""
+    used = [(p, X) for p, (X, _) in zip(paths, parts) if X.nnz]
+    if not used:
+        return
+    top = max(int(X.indices.max()) for _, X in used)
+    below = max((int(X.indices[X.indices < top].max(initial=-1)) for _, X in used))
+    if below < 0 or top - below < STRAY_GAP or top + 1 - shift <= 2 * (below + 1 - shift):
+        return
+    for path, X in used:
+        hits = np.flatnonzero((X.indices == top) & (X.data != 0))
+        if hits.size:
+            row = int(np.searchsorted(X.indptr, hits[0], side="right") - 1)
+            warnings.warn(f"{path}:{_line_of_row(path, row)}: feature index {top} is more than "
+                          f"twice any other the data uses ({below}; {hits.size} sample(s) of "
+                          f"this file use {top}): it alone makes the input "
+                          f"{top + 1 - shift} features wide instead of {below + 1 - shift}; if "
+                          "it is a typo, correct that line", DataWarning, stacklevel=4)
+            return
+
+
 def load_svmlight_pair(train_path, test_path=None, n_features=None, seed=0) -> Dataset:
     """Dense Dataset from svmlight/LIBSVM file(s) (plain, .gz or .bz2).
 
@@ -753,6 +780,8 @@ def _svmlight_source(name, source, train_path, test_path=None, n_features=None, 
     paths = [Path(train_path)] + ([Path(test_path)] if test_path is not None else [])
     parts = [_read_svmlight(p) for p in paths]
     shift, width = _svmlight_width(paths, parts, n_features)
+    if n_features is None:
+        _warn_stray_index(paths, parts, shift)
     X = [type(M)((M.data, M.indices - shift, M.indptr), shape=(M.shape[0], width))
          for M, _ in parts]
     *codes, classes = _encode_labels(*(y for _, y in parts))

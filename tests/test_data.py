@@ -532,6 +532,26 @@ def test_libsvm_directory_with_a_wider_test_file_names_both_files(tmp_path):
         load_dataset("pendigits", path=str(tmp_path))
 
 
+def test_a_stray_huge_feature_index_is_warned_with_its_line(tmp_path):
+    """One typo (500:1 among indices up to 3) makes the input 500 wide: said, with the line;
+    the same index as an explicit zero, which is how a file states its width, is not."""
+    import warnings
+    tr, te = write_pair(tmp_path, b"1 1:1 3:2\n# a comment\n2 2:1 500:7\n1 3:1\n",
+                        b"1 2:1\n2 1:1\n")
+    with pytest.warns(DataWarning, match=rf"^{tr}:3: feature index 500 is more than twice any "
+                                         r"other the data uses \(3; 1 sample\(s\) of this file "
+                                         r"use 500\): it alone makes the input 500 features "
+                                         "wide instead of 3; "):
+        assert load_svmlight_pair(tr, te).n_features == 500
+    for train, test in ((b"1 1:1 3:2\n2 2:1 500:0\n", b"1 2:1\n"),      # stated width
+                        (b"1 1:1 3:2\n2 2:1 90:1\n", b"1 2:1\n"),       # within STRAY_GAP
+                        (b"1 1:1 300:2\n2 2:1 500:1\n", b"1 2:1\n")):   # not twice
+        tr, te = write_pair(tmp_path, train, test)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            load_svmlight_pair(tr, te)
+
+
 def test_svmlight_one_training_class_is_an_error(tmp_path):
     tr, te = write_pair(tmp_path, b"3 1:1\n3 2:1\n", b"3 1:1\n5 2:1\n")
     with pytest.raises(DataError, match=rf"^svmlight \({tr},{te}\): the training part has only "
