@@ -297,7 +297,8 @@ def learned_nothing(out, majority):
     training set's most frequent class (``majority``, its share), else None: on a small
     data set the default C = 0.01 l can hold every weight near zero (docs/troubleshooting.md)."""
     accuracy = out["final"].get("train_accuracy")
-    if accuracy is None or accuracy > majority + 1e-12:
+    if out["final"].get("status") == "diverged" or accuracy is None or \
+            accuracy > majority + 1e-12:       # a diverged run is said so, in its own words
         return None
     config = out["config"]
     also = "the learning rate" if config["optimizer"] == "sgd" else "the iterations"

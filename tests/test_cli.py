@@ -56,6 +56,8 @@ def test_a_run_no_better_than_the_most_frequent_class_is_warned():
     assert "(or check the learning rate;" in learned_nothing(sgd, 0.5)
     assert learned_nothing(sgd, 0.49) is None
     assert learned_nothing(dict(sgd, final={"train_accuracy": None}), 0.5) is None  # diverged
+    assert learned_nothing(dict(sgd, final={"train_accuracy": 0.1, "status": "diverged"}),
+                           0.5) is None
 
 
 def test_train_refuses_to_overwrite_a_saved_result(tmp_path):
