@@ -37,9 +37,14 @@ bytecode: venv
 demo: bytecode
 	$(LAUNCH) $(BIN)/python -m dnewton_core compare --data digits --hidden 64,64 --iters 30 --out results/demo --overwrite
 
+# Tests that time the machine itself (marked serial) run first, alone; then the others in
+# JOBS processes, a test file to each (pytest-xdist): half of a one-process run is processes
+# starting and waiting, and 2 of them on 2 cores took 10 minutes where one took 13.
+JOBS ?= 2
 test: bytecode
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m serial
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -m "not serial"
 
 # The notebooks open as copies in lab/ (git-ignored): run and save them freely, git stays clean
 # and notebooks/ keeps the executed outputs the tests compare against. A notebook is copied only

@@ -195,6 +195,7 @@ def checked():
     return rows, max(load, os.getloadavg()[0])
 
 
+@pytest.mark.serial          # the runs of ``checked`` time this machine: alone (Makefile)
 def test_injected_runs_last_at_least_the_projected_messages(checked):
     rows, _ = checked
     two = [r for r in rows if r["ranks"] == 2]
@@ -217,6 +218,7 @@ def test_injected_runs_last_at_least_the_projected_messages(checked):
 CHECK_TOLERANCE = (0.7, 1.3)
 
 
+@pytest.mark.serial
 def test_the_projection_agrees_with_injected_runs_on_a_quiet_machine(checked):
     import os
     rows, load = checked
