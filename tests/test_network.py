@@ -135,7 +135,9 @@ def test_compare_on_a_modeled_network_gives_the_modeled_times(tmp_path):
     assert lines[header].split()[-5:] == ["seconds", "modeled", "s", "MB", "sent"]
     for line, (name, r) in zip(lines[header + 1:], runs.items()):
         words = line.split()
-        assert words[0] == name and r["final"]["modeled_time"] > r["final"]["wall_time"]
+        # the modeled column is the run's modeled time, not its wall time (which of the two
+        # is longer depends on how busy this machine is: on a quiet one 1gbe is slower)
+        assert words[0] == name and r["final"]["modeled_time"] != r["final"]["wall_time"]
         assert words[-3:-1] == [f"{r['final'][k]:.2f}" for k in ("wall_time", "modeled_time")]
 
 
