@@ -475,7 +475,11 @@ def test_resolve_defaults_and_checks():
             plan.resolve(_args(*bad))
     for bad, message in ((["--subsamples", "0.5,2"], "--subsamples: 2 is not a fraction of "
                           "the instances in (0, 1]"),
-                         (["--lrs", "0.1,-1"], "--lrs: -1 is not a positive learning rate"),
+                         (["--lrs", "0.1,-1"], "--lrs: -1 is not positive"),
+                         (["--settings", "newton-full:2"], "--settings: subsample 2 is not a "
+                          "fraction of the instances in (0, 1]"),
+                         (["--settings", "sgd:-1"], "--settings: learning rate -1 is not "
+                          "positive"),
                          (["--diag-steps", "none,bogus"], "--diag-steps: 'bogus' is not one of "
                           "none, rescale, subspace")):
         with pytest.raises(ValueError, match=re.escape(message)):   # the value that is wrong

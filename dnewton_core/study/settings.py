@@ -197,7 +197,7 @@ def resolve(args):
         f"{a['epochs_per_iter']:g} x --iters (the default ratio for {a['data']})"
     epochs = a["epochs"] if a["epochs"] is not None else max(1, round(a["epochs_per_iter"]
                                                                       * a["iters"]))
-    _check(a, epochs)
+    _check(a, epochs, bool(explicit))
     return Plan(
         problem=problem_of(a), methods=methods, subsamples=tuple(a["subsamples"]),
         syncs=tuple(a["syncs"]), lrs=tuple(a["lrs"]), settings=explicit, seeds=a["seeds"],
@@ -211,25 +211,28 @@ def resolve(args):
         resume=bool(a.get("resume_study")))
 
 
-def _check(a, epochs):
+def _check(a, epochs, explicit=False):
     """ValueError naming the first invalid option of ``reproduce`` (a dict of them), its
-    value and the values it takes."""
-    checks = [("--seeds", [a["seeds"]], lambda v: v >= 1, "at least 1"),
-              ("--iters", [a["iters"]], lambda v: v >= 1, "at least 1"),
-              ("--epochs", [epochs], lambda v: v >= 1, "at least 1"),
-              ("--subsamples", a["subsamples"], lambda s: 0 < s <= 1,
+    value and the values it takes. With ``explicit`` --settings, the grid's values are
+    theirs."""
+    grid = lambda option, what: f"--settings: {what} " if explicit else f"{option}: "
+    checks = [("--seeds: ", [a["seeds"]], lambda v: v >= 1, "at least 1"),
+              ("--iters: ", [a["iters"]], lambda v: v >= 1, "at least 1"),
+              ("--epochs: ", [epochs], lambda v: v >= 1, "at least 1"),
+              (grid("--subsamples", "subsample"), a["subsamples"], lambda s: 0 < s <= 1,
                "a fraction of the instances in (0, 1]"),
-              ("--syncs", a["syncs"], lambda t: 0 < t <= 1,
+              (grid("--syncs", "sync"), a["syncs"], lambda t: 0 < t <= 1,
                "a fraction of the partitions in (0, 1]"),
-              ("--lrs", a["lrs"], lambda lr: lr > 0, "a positive learning rate"),
-              ("--diag-steps", a["diag_steps"], lambda x: x in DIAG_STEPS,
+              (grid("--lrs", "learning rate"), a["lrs"], lambda lr: lr > 0, "positive"),
+              (grid("--diag-steps", "step"), a["diag_steps"], lambda x: x in DIAG_STEPS,
                "one of " + ", ".join(DIAG_STEPS)),
-              ("--train-limit", [a["train_limit"]], lambda k: k is None or k >= 1, "at least 1")]
-    for name, values, ok, rule in checks:
+              ("--train-limit: ", [a["train_limit"]], lambda k: k is None or k >= 1,
+               "at least 1")]
+    for where, values, ok, rule in checks:
         for v in values:
             if not ok(v):
-                raise ValueError(f"{name}: {v:g} is not {rule}" if isinstance(v, float)
-                                 else f"{name}: {v!r} is not {rule}")
+                raise ValueError(f"{where}{v:g} is not {rule}" if isinstance(v, float)
+                                 else f"{where}{v!r} is not {rule}")
     if a.get("resume_study") and a["overwrite"]:
         raise ValueError("--continue keeps the runs in --out and --overwrite replaces them: "
                          "choose one")
