@@ -387,7 +387,8 @@ def load_model(path):
                      data_path=str(out.get("data_path", "")),
                      data_digest=str(out.get("data_digest", "")),
                      train_limit=int(out.get("train_limit", 0)) or None,
-                     classes=tuple(str(c) for c in out["classes"]) if "classes" in out
+                     classes=tuple(str(c) for c in np.atleast_1d(out["classes"]))
+                     if "classes" in out
                      else None)                          # saved before models recorded them
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"cannot read a model from {path}: {e}") from None

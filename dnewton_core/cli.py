@@ -32,7 +32,6 @@ import warnings
 from . import interrupts
 from .checkpoint import Plan, restore, save_model
 from .comm import Comm
-from .data import class_names
 from .environment import BLAS_THREADS
 from .experiment import build_model, check_sync, evaluate, finite, learned_nothing, prepare, run
 from .ledger import trace_events, training_bytes
@@ -145,7 +144,7 @@ def cmd_train(args, comm):
                            resume=resume, keep=keep, charged=comm, data=args.data,
                            data_path=args.data_path,
                            data_digest=p.digest, hidden=list(args.hidden),
-                           train_limit=p.train_limit, classes=class_names(p.data.classes))
+                           train_limit=p.train_limit, classes=p.classes)
         unsaved = None
         if args.save:
             unsaved = save_model(
@@ -153,18 +152,18 @@ def cmd_train(args, comm):
                 data_path=",".join(os.path.abspath(f) if f else "" for f in
                                    (args.data_path or "").split(",")),
                 data_digest=p.digest, seed=args.seed, train_limit=p.train_limit or 0,
-                classes=class_names(p.data.classes))
+                classes=p.classes)
         if args.trace:
             write_trace(args.trace, comm, model, args.overwrite, trace_ending)
         if comm.rank == 0:
-            _finish_train(args, comm, out, saver, unsaved, p.majority)
+            _finish_train(args, comm, out, saver, unsaved, p)
     return DIVERGED if history.status == "diverged" else 0   # the same on every rank
 
 
-def _finish_train(args, comm, out, saver, unsaved, majority):
+def _finish_train(args, comm, out, saver, unsaved, p):
     """Rank 0: the final line, the final --json (ledgers summed over ranks), what was
     written (--save not, with ``unsaved`` non-finite weights), where the run diverged, and
-    whether it learned nothing (no better than the ``majority`` class)."""
+    whether it learned nothing (``learned_nothing``, of the ``Prepared`` ``p``)."""
     f = out["final"]
     print(f"final: test accuracy {_num(f['test_accuracy'], '.4f')}, train accuracy "
           f"{_num(f['train_accuracy'], '.4f')}, f {_num(f['objective'], '.6g')}, "
@@ -181,7 +180,7 @@ def _finish_train(args, comm, out, saver, unsaved, majority):
               "NaN or infinite" + (f" (the {args.save} there is an earlier run's)"
                                    if os.path.exists(args.save) else ""),
               file=sys.stderr, flush=True)
-    if (warning := learned_nothing(out, majority)):
+    if (warning := learned_nothing(out, p)):
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     if f["status"] == "diverged":
         last = out["history"][-1]
@@ -280,12 +279,12 @@ def cmd_compare(args, comm):
                 callback=lambda r, name=saver.name: _say(comm, _progress(name, r)),
                 snapshot=saver, charged=comm, data=args.data, data_path=args.data_path,
                 data_digest=p.digest, hidden=list(args.hidden), train_limit=p.train_limit,
-                classes=class_names(p.data.classes))
+                classes=p.classes)
             model.close()
             if comm.rank == 0:
                 saver(out)                            # finished: no ending rewrites it
                 results[saver.name] = out
-                if (warning := learned_nothing(out, p.majority)):
+                if (warning := learned_nothing(out, p)):
                     print(f"warning: {saver.name}: {warning}", file=sys.stderr, flush=True)
     if comm.rank == 0:
         from .study.figures import accuracy_against_time

@@ -37,8 +37,9 @@ what was read whole (the Source is then dropped): a :class:`Share`.
 Nothing is ever downloaded unless :func:`download_libsvm` is called explicitly. Every problem
 with the data raises :class:`DataError` with a message naming the file (``FILE:LINE: ...`` where
 a line applies): among them a test file with feature indices beyond the training file's, and a
-training part with fewer than two classes. Test classes never seen in training are only a
-:class:`DataWarning`.
+training part with fewer than two classes. Test classes never seen in training, and in
+svmlight files one feature index far above all others (a typo that would set the input
+width), are only a :class:`DataWarning`.
 """
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ class DataError(ValueError):
 
 
 class DataWarning(UserWarning):
-    """Data that can be used but is suspect (test classes never seen in training)."""
+    """Data that can be used but is suspect (test classes never seen in training, a stray
+    feature index that alone sets an svmlight file's width)."""
 
 
 class _Sizes:
@@ -337,6 +339,15 @@ def _check_finite(X, where):
 def class_names(classes):
     """The file's label of each output unit, as text (what a run and a saved model record)."""
     return [str(c) for c in classes]
+
+
+def is_number(text):
+    """Whether a class name is a number (svmlight and IDX labels; mlbench's are names)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _encode_labels(*ys):
@@ -740,19 +751,18 @@ def _warn_stray_index(paths, parts, shift):
     if not used:
         return
     top = max(int(X.indices.max()) for _, X in used)
-    below = max((int(X.indices[X.indices < top].max(initial=-1)) for _, X in used))
-    if below < 0 or top - below < STRAY_GAP or top + 1 - shift <= 2 * (below + 1 - shift):
-        return
-    for path, X in used:
-        hits = np.flatnonzero((X.indices == top) & (X.data != 0))
-        if hits.size:
-            row = int(np.searchsorted(X.indptr, hits[0], side="right") - 1)
-            warnings.warn(f"{path}:{_line_of_row(path, row)}: feature index {top} is more than "
-                          f"twice any other the data uses ({below}; {hits.size} sample(s) of "
-                          f"this file use {top}): it alone makes the input "
-                          f"{top + 1 - shift} features wide instead of {below + 1 - shift}; if "
-                          "it is a typo, correct that line", DataWarning, stacklevel=4)
-            return
+    below = max(int(np.max(X.indices, where=X.indices < top, initial=-1)) for _, X in used)
+    if below < 0 or top - below < STRAY_GAP or top + 1 - shift <= 2 * (below + 1 - shift) \
+            or any(((X.indices == top) & (X.data == 0)).any() for _, X in used):
+        return                                   # N:0 anywhere: the width is meant
+    path, X = next((p, X) for p, X in used if X.indices.max() == top)
+    hits = np.flatnonzero(X.indices == top)
+    row = int(np.searchsorted(X.indptr, hits[0], side="right") - 1)
+    warnings.warn(f"{path}:{_line_of_row(path, row)}: feature index {top} is more than twice "
+                  f"any other the data uses ({below}; {hits.size} sample(s) of this file use "
+                  f"{top}): it alone makes the input {top + 1 - shift} features wide instead "
+                  f"of {below + 1 - shift}; if it is a typo, correct that line", DataWarning,
+                  stacklevel=4)
 
 
 def load_svmlight_pair(train_path, test_path=None, n_features=None, seed=0) -> Dataset:
@@ -763,7 +773,8 @@ def load_svmlight_pair(train_path, test_path=None, n_features=None, seed=0) -> D
     width is ``n_features`` if given (DataError if a file has a larger index), else the largest
     index in the train file (DataError if the test file has a larger one). Labels map to 0..k-1
     by the sorted union of train and test labels. Without ``test_path`` the train file is split
-    80/20, stratified, seeded by ``seed``."""
+    80/20, stratified, seeded by ``seed``. Without ``n_features``, a largest index far above
+    every other gives a DataWarning naming its line (``_warn_stray_index``)."""
     source = str(train_path) if test_path is None else f"{train_path},{test_path}"
     return _svmlight_dataset("svmlight", source, train_path, test_path, n_features, seed)
 

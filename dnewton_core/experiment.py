@@ -58,6 +58,11 @@ class Prepared:
     majority: float = 0.0             # training share of the most frequent class (a run no
                                       # better than it has learned nothing: ``learned_nothing``)
 
+    @property
+    def classes(self):
+        """The file's label of each output unit, as text (a run and a saved model record it)."""
+        return datasets.class_names(self.data.classes)
+
 
 def prepare(problem, comm, outputs=(), overwrite=False, keep=Plan()):
     """Load and check everything on every rank, then agree: a ConfigError everywhere or
@@ -292,20 +297,26 @@ def _assemble(model, records, config, status):
     return finite({"config": config, "history": records, "final": final})
 
 
-def learned_nothing(out, majority):
+def learned_nothing(out, prepared):
     """A warning when a run's final train accuracy is no better than always answering the
-    training set's most frequent class (``majority``, its share), else None: on a small
-    data set the default C = 0.01 l can hold every weight near zero (docs/troubleshooting.md)."""
+    training set's most frequent class (``Prepared.majority``), else None: on a small data
+    set the default C = 0.01 l can hold every weight near zero, and SGD's learning rate can
+    be too small or too large (docs/troubleshooting.md)."""
+    majority, l = prepared.majority, prepared.data.n_train
     accuracy = out["final"].get("train_accuracy")
     if out["final"].get("status") == "diverged" or accuracy is None or \
             accuracy > majority + 1e-12:       # a diverged run is said so, in its own words
         return None
-    config = out["config"]
-    also = "the learning rate" if config["optimizer"] == "sgd" else "the iterations"
+    C = out["config"]["C"]
+    hints = [f"C = {C:.6g} ({C / l:.3g} l) may hold the weights near zero"
+             + ("; try a larger --C such as 1l" if C < l else "")]
+    hints.insert(len(hints) if out["config"]["optimizer"] == "newton" else 0,
+                 "check the learning rate (--lr)" if out["config"]["optimizer"] == "sgd"
+                 else "check the iterations (--iters)")
     return (f"train accuracy {accuracy:.4f} is no better than always answering the most "
             f"frequent class ({majority:.4f} of the training instances): the network learned "
-            f"nothing it can use. C = {config['C']:.6g} may hold the weights near zero; try a "
-            f"larger --C such as 1l (or check {also}; docs/troubleshooting.md)")
+            f"nothing it can use. {hints[0][0].upper() + hints[0][1:]}; or {hints[1]} "
+            "(docs/troubleshooting.md)")
 
 
 def finite(obj):
@@ -330,6 +341,20 @@ def config_dict(**configs):
         else:
             out[name] = value
     return out
+
+
+def _check_classes(path, saved, data, classes):
+    """ConfigError if the model's output units stand for other numeric labels than the data
+    set's classes (1..10 against 0..9); a warning if the names differ otherwise (mlbench's
+    "A".."Z" and LIBSVM's 1..26 for letter: the same classes in the same order). Nothing
+    for a model saved before models recorded them (``saved`` None)."""
+    if saved is None or list(saved) == classes:
+        return
+    line = (f"{path}'s output units stand for the classes {', '.join(saved)} of the data it "
+            f"was trained on; data set {data} has the classes {', '.join(classes)}")
+    if all(datasets.is_number(c) for c in (*saved, *classes)):
+        raise ConfigError(f"{line}: its accuracy would compare unrelated labels")
+    warnings.warn(f"{line}: compared in this order", stacklevel=3)
 
 
 def evaluate(path, data=None, data_path=None):
@@ -360,11 +385,7 @@ def evaluate(path, data=None, data_path=None):
                           f"features, {layers[-1]} classes); data set {data} has "
                           f"{dataset.n_features} features and {dataset.n_classes} classes")
     classes = datasets.class_names(dataset.classes)
-    if saved["classes"] is not None and list(saved["classes"]) != classes:
-        raise ConfigError(f"{path}'s output units stand for the classes "
-                          f"{', '.join(saved['classes'])} of the data it was trained on; "
-                          f"data set {data} has the classes {', '.join(classes)}: its "
-                          "accuracy would compare unrelated labels")
+    _check_classes(path, saved["classes"], data, classes)
     model = DenseModel(dataset, layers[1:-1], ObjectiveConfig(
         activation=saved["activation"], loss=saved["loss"], C=saved["C"],
         batch_size=saved["batch_size"], dtype=saved["dtype"]))

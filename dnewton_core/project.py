@@ -79,7 +79,7 @@ def _table(net, rows):
         full = r["newton-full"]
         share = sum(d["network"] for d in full.values()) / r["newton-full seconds"]
         lines.append(f"{r['machines']:>8} {','.join(map(str, r['splits'])):<14} "
-                     + " ".join(f"{r[m + ' seconds']:>14.4g}" for m in METHODS)
+                     + " ".join(f"{r[m + ' seconds']:>#14.4g}" for m in METHODS)
                      + f" {share:>20.0%}")
     return "\n".join(lines)
 

@@ -292,6 +292,8 @@ def test_saved_weights_evaluate_to_the_runs_final_values(tmp_path, svmlight_digi
     assert "-10 network" in line and "5 features and 2 classes" in line, line
     digits = [str(c) for c in range(10)]                # the label of each output unit
     assert got["classes"] == run["config"]["classes"] == digits
+    with np.load(where / "full.npz") as z:
+        assert z["classes"].tolist() == digits
     if n == 1:           # the same shapes, other labels: the output units would mean others
         from sklearn.datasets import dump_svmlight_file, load_svmlight_file
         paths = svmlight_digits[0].split(",")
@@ -303,6 +305,17 @@ def test_saved_weights_evaluate_to_the_runs_final_values(tmp_path, svmlight_digi
                                   f"{tmp_path / 'train10.svm'},{tmp_path / 'test10.svm'}"))
         assert "output units stand for the classes 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 of" in line \
             and "has the classes 1, 2, 3, 4, 5, 6, 7, 8, 9, 10: its accuracy would" in line, line
+        saved = dict(np.load(where / "full.npz"))
+        np.savez(where / "older.npz", **{k: v for k, v in saved.items() if k != "classes"})
+        older = cli("evaluate", "--model", where / "older.npz", "--data", "svmlight",
+                    "--data-path", f"{tmp_path / 'train10.svm'},{tmp_path / 'test10.svm'}")
+        assert older.returncode == 0 and "test accuracy" in older.stdout, older.stderr  # unknown
+        saved["classes"] = np.array(list("ABCDEFGHIJ"))     # names, as mlbench's: in order
+        np.savez(where / "named.npz", **saved)
+        named = cli("evaluate", "--model", where / "named.npz", "--data", "digits")
+        assert named.returncode == 0 and "classes A, B, C, D, E, F, G, H, I, J of the data " \
+            "it was trained on; data set digits has the classes 0, 1, 2, 3, 4, 5, 6, 7, 8, 9: " \
+            "compared in this order" in named.stderr, named.stderr
     line = one_line_error(cli("evaluate", "--model", where / "full.json"))
     assert "cannot read a model" in line and "not an .npz file" in line, line
     np.savez(where / "block.npz", theta=np.zeros(3))          # a checkpoint's block

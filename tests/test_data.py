@@ -543,13 +543,22 @@ def test_a_stray_huge_feature_index_is_warned_with_its_line(tmp_path):
                                          r"use 500\): it alone makes the input 500 features "
                                          "wide instead of 3; "):
         assert load_svmlight_pair(tr, te).n_features == 500
+    tr, te = write_pair(tmp_path, b"1 0:1 3:2\n2 2:1 600:1\n", b"1 2:1\n2 1:1\n")
+    with pytest.warns(DataWarning, match=rf"^{tr}:2: feature index 600 .* input 601 features "
+                                         "wide instead of 4; "):   # zero-based: 0..600
+        load_svmlight_pair(tr, te)
     for train, test in ((b"1 1:1 3:2\n2 2:1 500:0\n", b"1 2:1\n"),      # stated width
+                        (b"1 1:1 3:2\n2 2:1 500:0\n", b"1 2:1 500:4\n"),  # and used
                         (b"1 1:1 3:2\n2 2:1 90:1\n", b"1 2:1\n"),       # within STRAY_GAP
                         (b"1 1:1 300:2\n2 2:1 500:1\n", b"1 2:1\n")):   # not twice
         tr, te = write_pair(tmp_path, train, test)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             load_svmlight_pair(tr, te)
+    tr, te = write_pair(tmp_path, b"1 1:1 3:2\n2 2:1 500:7\n", b"1 2:1\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_svmlight_pair(tr, te, n_features=600).n_features == 600   # a chosen width
 
 
 def test_svmlight_one_training_class_is_an_error(tmp_path):

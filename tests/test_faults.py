@@ -1,5 +1,5 @@
 """Bad inputs and faults, as a new user meets them (issue 10): each one ends the job with
-exactly one line on standard error and the right exit status, within 10 s, leaves no
+exactly one line on standard error and the right exit status, within ``WITHIN`` s, leaves no
 process behind, and changes no file that was there before (nor writes a new one, unless the
 case is one that keeps its results, such as a diverged run's history).
 

@@ -480,6 +480,10 @@ def test_resolve_defaults_and_checks():
                           "fraction of the instances in (0, 1]"),
                          (["--settings", "sgd:-1"], "--settings: learning rate -1 is not "
                           "positive"),
+                         (["--settings", "sgd:0"], "--settings: learning rate 0 is not "
+                          "positive"),               # not run with the default rate instead
+                         (["--settings", "newton-full:0"], "--settings: subsample 0 is not"),
+                         (["--subsamples", "1.0000001"], "--subsamples: 1.0000001 is not"),
                          (["--diag-steps", "none,bogus"], "--diag-steps: 'bogus' is not one of "
                           "none, rescale, subspace")):
         with pytest.raises(ValueError, match=re.escape(message)):   # the value that is wrong
@@ -488,7 +492,9 @@ def test_resolve_defaults_and_checks():
 
 def test_a_differing_value_is_shown_as_short_as_tells_it_apart():
     assert records._shown(0.01 * 140, 1.0) == ("'1.4'", "'1'")
-    assert records._shown(0.01 * 140, 1.4) == ("'1.4000000000000001'", "'1.3999999999999999'")
+    assert records._shown(0.01 * 140, 1.4) == ("'1.4000000000000001'", "'1.4'")
+    assert records._shown(1, 1.0) == ("'1'", "'1.0'")
+    assert records._shown(1, "1") == ("'1' (int)", "'1' (str)")
     assert records._shown(None, 3) == ("'(empty)'", "'3'")
 
 

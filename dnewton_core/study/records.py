@@ -188,13 +188,17 @@ def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
 
 def _shown(a, b):
     """Two values that differ, as a message shows them: floats to 10 digits where that
-    tells them apart (C = 0.01 l is 1.4000000000000001 for l = 140), else in full."""
-    def text(v, digits):
+    tells them apart (C = 0.01 l is 1.4000000000000001 for l = 140), else as Python writes
+    them (the shortest text that reads back as the same value), with their types if even
+    that is the same (1 and 1.0 in a CSV file)."""
+    def text(v, short):
         if v is None or v == "":
             return "'(empty)'"
-        return repr(f"{v:.{digits}g}" if isinstance(v, float) else str(v))
-    short = text(a, 10), text(b, 10)
-    return short if short[0] != short[1] else (text(a, 17), text(b, 17))
+        return repr(f"{v:.10g}" if short and isinstance(v, float) else str(v))
+    for shown in ((text(a, True), text(b, True)), (text(a, False), text(b, False))):
+        if shown[0] != shown[1]:
+            return shown
+    return f"{text(a, False)} ({type(a).__name__})", f"{text(b, False)} ({type(b).__name__})"
 
 
 def _check_part(where, part, before):

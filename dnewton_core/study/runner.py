@@ -54,9 +54,11 @@ def run_one(comm, prepared, hidden, setting, seed, plan):
                         setting.sync if setting.method == "newton-diag" else 1.0, prepared.slow)
     comm.take_record()           # start this run's ledger here (not at the last run's report)
     newton = dataclasses.replace(plan.newton, seed=seed,
-                                 subsample=setting.subsample or NewtonConfig.subsample,
+                                 subsample=NewtonConfig.subsample if setting.subsample
+                                 is None else setting.subsample,
                                  diag_step=setting.diag_step)
-    sgd = dataclasses.replace(plan.sgd, seed=seed, lr=setting.lr or SGDConfig.lr)
+    sgd = dataclasses.replace(plan.sgd, seed=seed,
+                              lr=SGDConfig.lr if setting.lr is None else setting.lr)
     tic = time.perf_counter()
     _, out = run(model, setting.optimizer, newton, sgd)
     elapsed = time.perf_counter() - tic

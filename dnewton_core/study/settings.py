@@ -187,10 +187,11 @@ def resolve(args):
     explicit = parse_settings(a["settings"]) if a["settings"] else None
     if explicit:
         methods = tuple(m for m in METHODS if any(x.method == m for x in explicit))
-        a["subsamples"] = tuple(sorted({x.subsample for x in explicit if x.subsample}))
+        a["subsamples"] = tuple(sorted({x.subsample for x in explicit
+                                        if x.subsample is not None}))    # 0 is checked too
         a["syncs"] = tuple(sorted({x.sync for x in explicit if x.method == "newton-diag"},
                                   reverse=True))
-        a["lrs"] = tuple(sorted({x.lr for x in explicit if x.lr}))
+        a["lrs"] = tuple(sorted({x.lr for x in explicit if x.lr is not None}))
         a["diag_steps"] = tuple(sorted({x.diag_step for x in explicit
                                         if x.method == "newton-diag"}))
     rule = "--epochs" if a["epochs"] is not None else \
@@ -231,8 +232,8 @@ def _check(a, epochs, explicit=False):
     for where, values, ok, rule in checks:
         for v in values:
             if not ok(v):
-                raise ValueError(f"{where}{v:g} is not {rule}" if isinstance(v, float)
-                                 else f"{where}{v!r} is not {rule}")
+                shown = f"{v:g}" if isinstance(v, float) and float(f"{v:g}") == v else repr(v)
+                raise ValueError(f"{where}{shown} is not {rule}")
     if a.get("resume_study") and a["overwrite"]:
         raise ValueError("--continue keeps the runs in --out and --overwrite replaces them: "
                          "choose one")
