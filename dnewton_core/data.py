@@ -692,6 +692,11 @@ def _read_svmlight(path):
     bad_labels = np.flatnonzero(~np.isfinite(y))
     if bad_labels.size:
         raise DataError(f"{path}:{_line_of_row(path, bad_labels[0])}: label is not finite")
+    bad_labels = np.flatnonzero(np.abs(y) >= 2.0 ** 53)    # floats: 2^53 + 1 reads as 2^53
+    if bad_labels.size:
+        raise DataError(f"{path}:{_line_of_row(path, bad_labels[0])}: label {y[bad_labels[0]]:.17g} "
+                        "is too large to be told apart from its neighbours (labels are read as "
+                        "floating point numbers: keep them below 2^53)")
     bad_labels = np.flatnonzero(y != np.round(y))
     if bad_labels.size:
         raise DataError(f"{path}:{_line_of_row(path, bad_labels[0])}: label {y[bad_labels[0]]:g} "
@@ -705,6 +710,7 @@ def _read_svmlight(path):
 
 
 STRAY_GAP = 100    # a feature index this far above all others, and twice them, is suspect
+STRAY_MAX = 10     # the most such indices looked for (each a pass over the nonzeros)
 
 
 def _svmlight_width(paths, parts, n_features):
@@ -743,26 +749,43 @@ def _svmlight_width(paths, parts, n_features):
 
 
 def _warn_stray_index(paths, parts, shift):
-    """DataWarning when the largest feature index is more than twice, and at least
-    ``STRAY_GAP`` more than, every other one the files use (a typo such as 100000:1 among
-    indices up to 64): it alone sets the network's input width, and the first layer's weights
-    grow with it. An explicit zero there (``N:0``) is how a file states its width: no warning."""
+    """DataWarning naming the lines of the feature indices that stand far above all the
+    others (typos such as 100000:1 among indices up to 64): each of the largest few indices,
+    down to one more than twice, and at least ``STRAY_GAP`` more than, the next index the
+    files use. They alone set the network's input width, and the first layer's weights grow
+    with it. An explicit zero at the largest index (``N:0``) is how a file states its width:
+    no warning."""
     used = [(p, X) for p, (X, _) in zip(paths, parts) if X.nnz]
     if not used:
         return
-    top = max(int(X.indices.max()) for _, X in used)
-    below = max(int(np.max(X.indices, where=X.indices < top, initial=-1)) for _, X in used)
-    if below < 0 or top - below < STRAY_GAP or top + 1 - shift <= 2 * (below + 1 - shift) \
-            or any(((X.indices == top) & (X.data == 0)).any() for _, X in used):
-        return                                   # N:0 anywhere: the width is meant
-    path, X = next((p, X) for p, X in used if X.indices.max() == top)
-    hits = np.flatnonzero(X.indices == top)
-    row = int(np.searchsorted(X.indptr, hits[0], side="right") - 1)
-    warnings.warn(f"{path}:{_line_of_row(path, row)}: feature index {top} is more than twice "
-                  f"any other the data uses ({below}; {hits.size} sample(s) of this file use "
-                  f"{top}): it alone makes the input {top + 1 - shift} features wide instead "
-                  f"of {below + 1 - shift}; if it is a typo, correct that line", DataWarning,
-                  stacklevel=4)
+    tops = [max(int(X.indices.max()) for _, X in used)]
+    if any(((X.indices == tops[0]) & (X.data == 0)).any() for _, X in used):
+        return                                    # N:0: the width is meant
+    width = lambda i: i + 1 - shift
+    while len(tops) <= STRAY_MAX:                 # down the distinct indices, largest first
+        below = max(int(np.max(X.indices, where=X.indices < tops[-1], initial=-1))
+                    for _, X in used)
+        if below < 0:
+            return
+        if width(tops[-1]) > 2 * width(below) and tops[-1] - below >= STRAY_GAP:
+            break                                 # ``below`` is the data's own width
+        tops.append(below)
+    else:
+        return
+    where = []
+    for top in tops:
+        path, X = next((p, X) for p, X in used if (X.indices == top).any())
+        row = int(np.searchsorted(X.indptr, np.flatnonzero(X.indices == top)[0], "right") - 1)
+        where.append((top, f"{path}:{_line_of_row(path, row)}"))
+    wide = f"the input {width(tops[0])} features wide instead of {width(below)}"
+    if len(where) == 1:
+        line = (f"{where[0][1]}: feature index {tops[0]} is more than twice any other the data "
+                f"uses ({below}): it alone makes {wide}; if it is a typo, correct that line")
+    else:
+        line = (f"feature indices {', '.join(f'{i} ({at})' for i, at in where)} are more "
+                f"than twice any other the data uses ({below}): they alone make {wide}; if "
+                "they are typos, correct those lines")
+    warnings.warn(line, DataWarning, stacklevel=4)
 
 
 def load_svmlight_pair(train_path, test_path=None, n_features=None, seed=0) -> Dataset:

@@ -307,16 +307,19 @@ def learned_nothing(out, prepared):
     if out["final"].get("status") == "diverged" or accuracy is None or \
             accuracy > majority + 1e-12:       # a diverged run is said so, in its own words
         return None
-    C = out["config"]["C"]
-    hints = [f"C = {C:.6g} ({C / l:.3g} l) may hold the weights near zero"
-             + ("; try a larger --C such as 1l" if C < l else "")]
-    hints.insert(len(hints) if out["config"]["optimizer"] == "newton" else 0,
-                 "check the learning rate (--lr)" if out["config"]["optimizer"] == "sgd"
-                 else "check the iterations (--iters)")
+    C, first, last = out["config"]["C"], out["history"][0]["objective"], \
+        out["final"]["objective"]
+    if last is not None and first is not None and last > first:     # SGD's steps too long
+        hint = f"the objective rose from {first:.4g} to {last:.4g}: try a smaller --lr"
+    else:
+        hint = "check the learning rate (--lr)" if out["config"]["optimizer"] == "sgd" \
+            else "check the iterations (--iters)"
+        if C < l:
+            hint = (f"C = {C:.6g} ({C / l:.3g} l) may hold the weights near zero: try a "
+                    f"larger --C such as 1l; or {hint}")
     return (f"train accuracy {accuracy:.4f} is no better than always answering the most "
             f"frequent class ({majority:.4f} of the training instances): the network learned "
-            f"nothing it can use. {hints[0][0].upper() + hints[0][1:]}; or {hints[1]} "
-            "(docs/troubleshooting.md)")
+            f"nothing it can use. {hint[0].upper() + hint[1:]} (docs/troubleshooting.md)")
 
 
 def finite(obj):
@@ -346,9 +349,14 @@ def config_dict(**configs):
 def _check_classes(path, saved, data, classes):
     """ConfigError if the model's output units stand for other numeric labels than the data
     set's classes (1..10 against 0..9); a warning if the names differ otherwise (mlbench's
-    "A".."Z" and LIBSVM's 1..26 for letter: the same classes in the same order). Nothing
-    for a model saved before models recorded them (``saved`` None)."""
-    if saved is None or list(saved) == classes:
+    "A".."Z" and LIBSVM's 1..26 for letter: the same classes in the same order), and if
+    the model was saved before models recorded them (``saved`` None)."""
+    if saved is None:
+        warnings.warn(f"{path} records no classes (saved before models did): whether data set "
+                      f"{data} labels its classes as the data it was trained on cannot be "
+                      "checked", stacklevel=3)
+        return
+    if list(saved) == classes:
         return
     line = (f"{path}'s output units stand for the classes {', '.join(saved)} of the data it "
             f"was trained on; data set {data} has the classes {', '.join(classes)}")
@@ -359,7 +367,8 @@ def _check_classes(path, saved, data, classes):
 
 def evaluate(path, data=None, data_path=None):
     """Train and test accuracy and f of the weights ``checkpoint.save_model`` wrote, on
-    one process: {"model", "data", "layers", "classes", "dtype", "train_limit", "train_accuracy",
+    one process: {"model", "data", "layers", "dtype", "classes" (the model's, None if it
+    records none), "train_limit", "train_accuracy",
     "test_accuracy", "objective"}. The data set (by default the one trained on, on the run's --train-limit
     instances) is split with the saved seed, and must have the network's numbers of
     features and classes, the same labels if the model recorded them (else a ConfigError).
@@ -390,7 +399,8 @@ def evaluate(path, data=None, data_path=None):
         activation=saved["activation"], loss=saved["loss"], C=saved["C"],
         batch_size=saved["batch_size"], dtype=saved["dtype"]))
     train_accuracy, test_accuracy = model.accuracy(saved["theta"])
-    return dict(model=path, data=data, layers=layers, classes=classes, dtype=saved["dtype"],
+    return dict(model=path, data=data, layers=layers, dtype=saved["dtype"],
+                classes=None if saved["classes"] is None else list(saved["classes"]),
                 train_limit=limit,
                 train_accuracy=train_accuracy,
                 test_accuracy=test_accuracy, objective=model.objective(saved["theta"]))

@@ -1,6 +1,7 @@
 """``python -m dnewton_core project``: the projection to many machines as a table, a JSON
 file and a figure (``projection.py`` holds the model). A front end, like ``cli.py``."""
 import json
+import math
 import time
 
 from . import data as datasets
@@ -27,10 +28,12 @@ def project_command(args):
         machines = _machines(args.machines, layers)
         l = len(data.y_train)
         size = NewtonConfig(subsample=args.subsample).subsample_size(l)
+        if args.rate is not None and not 0 < args.rate < math.inf:
+            raise ValueError(f"--rate: {args.rate:g} is not a number of GFLOP/s above 0")
     except ValueError as e:
         raise ConfigError.of_option(e) from None
     tic = time.perf_counter()
-    rate, source = ((args.rate * 1e9, "given (--rate)") if args.rate else
+    rate, source = ((args.rate * 1e9, "given (--rate)") if args.rate is not None else
                     (projection.calibrate(layers), "measured by a 1 s calibration here"))
     workload = projection.Workload(layers, l, size)
     out = {"layers": list(layers), "l": l, "subsample": size, "rate_gflops": rate / 1e9,
@@ -43,7 +46,7 @@ def project_command(args):
         rows = projection.project(workload, machines, rate, net, propose)
         out["networks"][net.name] = rows
         print(_table(net, rows))
-    print(f"compute rate {rate / 1e9:.1f} GFLOP/s per core ({source}); "
+    print(f"compute rate {rate / 1e9:.1f} GFLOP/s per core ({source}); projected in "
           f"{time.perf_counter() - tic:.1f} s")
     if args.json:
         write_atomic(args.json, json.dumps(out, indent=1), args.overwrite)

@@ -57,14 +57,20 @@ def test_a_run_no_better_than_the_most_frequent_class_is_warned():
     assert accuracy <= majority
     assert f"warning: train accuracy {accuracy:.4f} is no better than always answering the " \
         f"most frequent class ({majority:.4f} of the training instances)" in flat.stderr
-    assert "C = 1.4 (0.01 l) may hold the weights near zero; try a larger --C such as 1l; " \
+    assert "C = 1.4 (0.01 l) may hold the weights near zero: try a larger --C such as 1l; " \
         "or check the iterations (--iters)" in flat.stderr, flat.stderr
     trained = cli("train", "--train-limit", 140, "--C", "1l", "--iters", 5)
     assert trained.returncode == 0 and "warning" not in trained.stderr, trained.stderr
     p = types.SimpleNamespace(majority=0.5, data=types.SimpleNamespace(n_train=100))
-    sgd = {"final": {"train_accuracy": 0.5}, "config": {"optimizer": "sgd", "C": 200.0}}
-    assert ". Check the learning rate (--lr); or C = 200 (2 l) may hold the weights near " \
-        "zero (docs" in learned_nothing(sgd, p)           # no larger C suggested above l
+    sgd = {"final": {"train_accuracy": 0.5, "objective": 1.0},
+           "config": {"optimizer": "sgd", "C": 200.0}, "history": [{"objective": 2.0}]}
+    assert ". Check the learning rate (--lr) (docs" in learned_nothing(sgd, p)   # C > l: not C
+    small = dict(sgd, config={"optimizer": "sgd", "C": 10.0})
+    assert ". C = 10 (0.1 l) may hold the weights near zero: try a larger --C such as 1l; or " \
+        "check the learning rate (--lr) (docs" in learned_nothing(small, p)
+    grew = dict(small, final={"train_accuracy": 0.5, "objective": 1.1e112})
+    assert ". The objective rose from 2 to 1.1e+112: try a smaller --lr (docs" in \
+        learned_nothing(grew, p)
     assert learned_nothing(dict(sgd, final={"train_accuracy": 0.51}), p) is None
     assert learned_nothing(dict(sgd, final={"train_accuracy": None}), p) is None   # diverged
     assert learned_nothing(dict(sgd, final={"train_accuracy": 0.1, "status": "diverged"}),

@@ -413,6 +413,7 @@ def test_svmlight_train_comma_test_path(tmp_path):
     (b"1 1.5:2", "not an integer"),
     (b"1 -3:2", "out of range"),
     (b"1.5 1:2", "label 1.5 is not an integer"),
+    (b"9007199254740993 1:2", "label 9007199254740992 is too large to be told apart"),  # 2^53+1
 ])
 def test_svmlight_malformed_line_names_file_and_line(tmp_path, bad, problem):
     path = tmp_path / "bad.txt"
@@ -539,10 +540,15 @@ def test_a_stray_huge_feature_index_is_warned_with_its_line(tmp_path):
     tr, te = write_pair(tmp_path, b"1 1:1 3:2\n# a comment\n2 2:1 500:7\n1 3:1\n",
                         b"1 2:1\n2 1:1\n")
     with pytest.warns(DataWarning, match=rf"^{tr}:3: feature index 500 is more than twice any "
-                                         r"other the data uses \(3; 1 sample\(s\) of this file "
-                                         r"use 500\): it alone makes the input 500 features "
-                                         "wide instead of 3; "):
+                                         r"other the data uses \(3\): it alone makes the input "
+                                         "500 features wide instead of 3; "):
         assert load_svmlight_pair(tr, te).n_features == 500
+    tr, te = write_pair(tmp_path, b"1 1:1 3:2\n2 250:1\n1 3:1 500:2\n", b"1 2:1\n")
+    with pytest.warns(DataWarning, match=rf"^feature indices 500 \({tr}:3\), 250 \({tr}:2\) "
+                                         r"are more than twice any other the data uses \(3\): "
+                                         "they alone make the input 500 features wide instead "
+                                         "of 3; "):                # two typos, each named
+        load_svmlight_pair(tr, te)
     tr, te = write_pair(tmp_path, b"1 0:1 3:2\n2 2:1 600:1\n", b"1 2:1\n2 1:1\n")
     with pytest.warns(DataWarning, match=rf"^{tr}:2: feature index 600 .* input 601 features "
                                          "wide instead of 4; "):   # zero-based: 0..600
@@ -550,7 +556,7 @@ def test_a_stray_huge_feature_index_is_warned_with_its_line(tmp_path):
     for train, test in ((b"1 1:1 3:2\n2 2:1 500:0\n", b"1 2:1\n"),      # stated width
                         (b"1 1:1 3:2\n2 2:1 500:0\n", b"1 2:1 500:4\n"),  # and used
                         (b"1 1:1 3:2\n2 2:1 90:1\n", b"1 2:1\n"),       # within STRAY_GAP
-                        (b"1 1:1 300:2\n2 2:1 500:1\n", b"1 2:1\n")):   # not twice
+                        (b"1 1:1 100:2\n2 50:1 200:1 350:1\n", b"1 2:1\n")):   # spread
         tr, te = write_pair(tmp_path, train, test)
         with warnings.catch_warnings():
             warnings.simplefilter("error")

@@ -85,6 +85,11 @@ def test_the_project_command_writes_a_table_a_json_and_a_figure(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "2 no grid: " in proc.stdout and "none sums to 2" in proc.stdout
     assert "given (--rate)" in proc.stdout and f"wrote {out} and {fig}" in proc.stdout
+    for rate in ("0", "-1", "nan", "inf"):                   # not measured instead, one line
+        bad = subprocess.run([sys.executable, "-m", "dnewton_core", "project", "--rate", rate],
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and bad.stderr == \
+            f"error: --rate: {float(rate):g} is not a number of GFLOP/s above 0\n", bad.stderr
     one = next(line.split()[2:5] for line in proc.stdout.splitlines()
                if line.split()[:1] == ["1"])              # milliseconds, not "0.000"
     assert all(float(x) > 0 for x in one), one

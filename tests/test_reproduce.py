@@ -475,13 +475,14 @@ def test_resolve_defaults_and_checks():
             plan.resolve(_args(*bad))
     for bad, message in ((["--subsamples", "0.5,2"], "--subsamples: 2 is not a fraction of "
                           "the instances in (0, 1]"),
-                         (["--lrs", "0.1,-1"], "--lrs: -1 is not positive"),
+                         (["--lrs", "0.1,-1"], "--lrs: -1 is not a finite positive number"),
+                         (["--lrs", "inf"], "--lrs: inf is not a finite positive number"),
                          (["--settings", "newton-full:2"], "--settings: subsample 2 is not a "
                           "fraction of the instances in (0, 1]"),
                          (["--settings", "sgd:-1"], "--settings: learning rate -1 is not "
-                          "positive"),
+                          "a finite positive number"),
                          (["--settings", "sgd:0"], "--settings: learning rate 0 is not "
-                          "positive"),               # not run with the default rate instead
+                          "a finite"),               # not run with the default rate instead
                          (["--settings", "newton-full:0"], "--settings: subsample 0 is not"),
                          (["--subsamples", "1.0000001"], "--subsamples: 1.0000001 is not"),
                          (["--diag-steps", "none,bogus"], "--diag-steps: 'bogus' is not one of "

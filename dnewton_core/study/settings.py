@@ -4,6 +4,7 @@
 study reads the command line.
 """
 import dataclasses
+import math
 import os
 
 from ..experiment import Problem
@@ -224,7 +225,8 @@ def _check(a, epochs, explicit=False):
                "a fraction of the instances in (0, 1]"),
               (grid("--syncs", "sync"), a["syncs"], lambda t: 0 < t <= 1,
                "a fraction of the partitions in (0, 1]"),
-              (grid("--lrs", "learning rate"), a["lrs"], lambda lr: lr > 0, "positive"),
+              (grid("--lrs", "learning rate"), a["lrs"], lambda lr: 0 < lr < math.inf,
+               "a finite positive number"),
               (grid("--diag-steps", "step"), a["diag_steps"], lambda x: x in DIAG_STEPS,
                "one of " + ", ".join(DIAG_STEPS)),
               ("--train-limit: ", [a["train_limit"]], lambda k: k is None or k >= 1,
