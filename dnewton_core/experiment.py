@@ -74,16 +74,20 @@ def prepare(problem, comm, outputs=(), overwrite=False, keep=Plan()):
     optimizer (``checkpoint.check_compatible``). Each rank reads only its share of the
     data (``data.Source.share``), once its share is known to fit the memory it has
     (``memory``): a refusal names the bytes needed and available."""
-    return comm.agree_on(lambda: _prepare(problem, comm, outputs, overwrite, keep),
+    comm.agree_on(lambda: _check_outputs(problem, outputs, overwrite, keep)
+                  if comm.rank == 0 else None, root_only=True)
+    return comm.agree_on(lambda: _prepare(problem, comm, keep),
                          same=lambda p: ("the data read", f"digest {p.digest}"))
 
 
-def _prepare(problem, comm, outputs, overwrite, keep):
-    rank = comm.rank
-    if rank == 0:
-        check_writable([*outputs, keep.save], overwrite,
-                       inputs=(problem.data_path or "").split(","))
-        checkpoint.check_plan(keep, overwrite)
+def _check_outputs(problem, outputs, overwrite, keep):
+    """Rank 0: ValueError if an output, the checkpoint directory or the saved model cannot
+    be written (``outputs.check_writable``, ``checkpoint.check_plan``)."""
+    check_writable([*outputs, keep.save], overwrite, inputs=(problem.data_path or "").split(","))
+    checkpoint.check_plan(keep, overwrite)
+
+
+def _prepare(problem, comm, keep):
     source = datasets.open_dataset(problem.data, problem.data_path, seed=problem.seed)
     limit = problem.train_limit if problem.train_limit is not None and \
         problem.train_limit < source.n_train else None

@@ -176,7 +176,7 @@ def _finished(plan, comm, paths, settings, identity):
         return [], [], done.astype(bool)
     kept = comm.agree_on(lambda: records.read_finished(
         paths["runs.csv"], paths["curves.csv"], settings, plan.seeds, identity,
-        columns(plan.networks)) if comm.rank == 0 else ([], []))
+        columns(plan.networks)) if comm.rank == 0 else ([], []), root_only=True)
     index = {x.label: k for k, x in enumerate(settings)}
     for r in kept[0]:
         done[r["seed"], index[r["setting"]]] = 1
