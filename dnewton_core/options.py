@@ -172,8 +172,8 @@ def _names(text):
 
 
 def _floats(text):
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
+    try:                                 # an empty item ("0.5,,0.2") is a typo: refused
+        values = tuple(float(v) for v in text.split(",")) if text.strip() else ()
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
     if not values:

@@ -491,6 +491,14 @@ def test_resolve_defaults_and_checks():
             plan.resolve(_args(*bad))
 
 
+def test_an_empty_item_in_a_list_of_numbers_is_refused(capsys):
+    for bad in ("0.5,,0.2", "0.5,", ""):          # a typo: not a shorter grid, run silently
+        with pytest.raises(SystemExit):
+            _args("--subsamples", bad)
+    assert "argument --subsamples: expected at least one number" in capsys.readouterr().err
+    assert _args("--subsamples", "0.5, 0.2").subsamples == (0.5, 0.2)
+
+
 def test_a_differing_value_is_shown_as_short_as_tells_it_apart():
     assert records._shown(0.01 * 140, 1.0) == ("'1.4'", "'1'")
     assert records._shown(0.01 * 140, 1.4) == ("'1.4000000000000001'", "'1.4'")
