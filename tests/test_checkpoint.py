@@ -305,6 +305,14 @@ def test_saved_weights_evaluate_to_the_runs_final_values(tmp_path, svmlight_digi
                                   f"{tmp_path / 'train10.svm'},{tmp_path / 'test10.svm'}"))
         assert "output units stand for the classes 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 of" in line \
             and "has the classes 1, 2, 3, 4, 5, 6, 7, 8, 9, 10: its accuracy would" in line, line
+        for path, name in zip(paths, ("train789.svm", "test789.svm")):   # some classes only
+            X, y = load_svmlight_file(path)
+            dump_svmlight_file(X[y >= 7], y[y >= 7], str(tmp_path / name), zero_based=False)
+        some = cli("evaluate", "--model", where / "full.npz", "--data", "svmlight",
+                   "--data-path", f"{tmp_path / 'train789.svm'},{tmp_path / 'test789.svm'}",
+                   "--json", tmp_path / "some.json")
+        assert some.returncode == 0, some.stderr      # labels 7, 8, 9 are units 7, 8, 9
+        assert json.loads((tmp_path / "some.json").read_text())["test_accuracy"] > 0.5  # ~0 if not
         saved = dict(np.load(where / "full.npz"))
         np.savez(where / "older.npz", **{k: v for k, v in saved.items() if k != "classes"})
         older = cli("evaluate", "--model", where / "older.npz", "--data", "svmlight",
