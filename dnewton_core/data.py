@@ -736,9 +736,13 @@ def _svmlight_width(paths, parts, n_features):
                 raise DataError(f"{p}: needs {w} features but n_features is {n_features}")
         return shift, int(n_features)
     if len(widths) == 2 and widths[1] > widths[0]:
+        X = parts[1][0]
+        first = np.flatnonzero(X.indices >= widths[0] + shift)[0]
+        line = _line_of_row(paths[1], int(np.searchsorted(X.indptr, first, "right") - 1))
         raise DataError(f"{paths[0]} has at most {widths[0]} features, {paths[1]} has "
-                        f"{widths[1]}: the test file uses feature indices the training file "
-                        "never does (a train/test pair of different data sets?); if both "
+                        f"{widths[1]} ({paths[1]}:{line} uses index {X.indices[first]} first): the "
+                        "test file uses feature indices the training file never does (a typo, "
+                        "or a train/test pair of different data sets?); if both "
                         f"really have {widths[1]}, write {widths[1] - 1 + shift}:0 on a line of the training "
                         f"file (from Python: load_svmlight_pair(..., n_features={widths[1]}))"
                         + (f"; or {paths[1]} numbers features from 1 (LIBSVM's way) and "

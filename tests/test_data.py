@@ -506,7 +506,7 @@ def write_pair(directory, train, test, names=("tr", "te")):
 
 def test_svmlight_test_file_wider_than_train_is_an_error(tmp_path):
     tr, te = write_pair(tmp_path, b"1 1:1 10:2\n2 3:1\n", b"1 2:1 25:1\n2 1:1\n")
-    message = rf"^{tr} has at most 10 features, {te} has 25: "
+    message = rf"^{tr} has at most 10 features, {te} has 25 \({te}:1 uses index 25 first\): "
     with pytest.raises(DataError, match=message):
         load_svmlight_pair(tr, te)
     with pytest.raises(DataError, match=message):
@@ -529,7 +529,7 @@ def test_svmlight_test_file_narrower_than_train_is_fine(tmp_path):
 def test_libsvm_directory_with_a_wider_test_file_names_both_files(tmp_path):
     tr, te = write_pair(tmp_path, b"1 1:1 10:2\n2 3:1\n", b"1 11:1\n",
                         names=("pendigits", "pendigits.t"))
-    with pytest.raises(DataError, match=rf"^{tr} has at most 10 features, {te} has 11: "):
+    with pytest.raises(DataError, match=rf"^{tr} has at most 10 features, {te} has 11 \("):
         load_dataset("pendigits", path=str(tmp_path))
 
 
