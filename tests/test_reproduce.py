@@ -485,6 +485,8 @@ def test_resolve_defaults_and_checks():
                           "a finite"),               # not run with the default rate instead
                          (["--settings", "newton-full:0"], "--settings: subsample 0 is not"),
                          (["--subsamples", "1.0000001"], "--subsamples: 1.0000001 is not"),
+                         (["--settings", "newton-full:0.05", "--lrs", "0.1"],   # not ignored
+                          "--settings lists every run: leave out --lrs"),
                          (["--diag-steps", "none,bogus"], "--diag-steps: 'bogus' is not one of "
                           "none, rescale, subspace")):
         with pytest.raises(ValueError, match=re.escape(message)):   # the value that is wrong

@@ -187,6 +187,12 @@ def resolve(args):
                          + ", ".join(METHODS))
     explicit = parse_settings(a["settings"]) if a["settings"] else None
     if explicit:
+        grid = [f"--{key.replace('_', '-')}" for key, default in (
+            ("subsamples", GRID["subsamples"]), ("syncs", GRID["syncs"]), ("lrs", GRID["lrs"]),
+            ("diag_steps", GRID["steps"])) if tuple(getattr(args, key)) != tuple(default)]
+        if grid:
+            raise ValueError(f"--settings lists every run: leave out {', '.join(grid)} (or "
+                             "give the grid without --settings)")
         methods = tuple(m for m in METHODS if any(x.method == m for x in explicit))
         a["subsamples"] = tuple(sorted({x.subsample for x in explicit
                                         if x.subsample is not None}))    # 0 is checked too
