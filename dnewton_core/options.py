@@ -217,9 +217,9 @@ def add_reproduce(subparsers, parents):
                         f"{ratio[None]['epochs_per_iter']:g} otherwise, so both get a "
                         "similar time; see summary.md)")
     g = p.add_argument_group("modeled networks")
-    g.add_argument("--network", nargs="+", default=None, metavar="NAME",
+    g.add_argument("--network", nargs="+", action="extend", default=None, metavar="NAME",
                    help="charge every run on each of these networks (space- or "
-                        "comma-separated) at once (model mode, "
+                        "comma-separated, or --network given again) at once (model mode, "
                         "docs/method.md §8): " + ", ".join(PRESETS) + " or LATENCY_US:"
                         "BANDWIDTH_GBIT; summary.md, runs.csv, curves.csv and a figure give "
                         "the time to accuracy on each")

@@ -573,6 +573,7 @@ def test_networks_of_the_command_line():
     nets = plan.resolve(_args("--network", "10gbe", "20:1")).networks
     assert [n.name for n in nets] == ["10gbe", "20:1"] and nets[1].bandwidth == 1e9 / 8
     assert plan.resolve(_args("--network", "10gbe,20:1")).networks == nets   # as project
+    assert plan.resolve(_args("--network", "10gbe", "--network", "20:1")).networks == nets
     for bad in (["1gbe", "1gbe"], ["none", "1gbe"], ["fast"], ["1gbe,1gbe"]):
         with pytest.raises(ValueError, match="--network"):
             plan.resolve(_args("--network", *bad))
