@@ -311,8 +311,8 @@ def learned_nothing(out, prepared):
     if out["final"].get("status") == "diverged" or accuracy is None or \
             accuracy > majority + 1e-12:       # a diverged run is said so, in its own words
         return None
-    C, first, last = out["config"]["C"], out["history"][0]["objective"], \
-        out["final"]["objective"]
+    C, last = out["config"]["C"], out["final"].get("objective")
+    first = out["history"][0].get("objective") if out["history"] else None
     if last is not None and first is not None and last > first:     # SGD's steps too long
         hint = f"the objective rose from {first:.4g} to {last:.4g}: try a smaller --lr"
     else:
@@ -386,8 +386,8 @@ def evaluate(path, data=None, data_path=None):
     records none), "train_limit", "train_accuracy",
     "test_accuracy", "objective"}. The data set (by default the one trained on, on the run's --train-limit
     instances) is split with the saved seed, and must have the network's numbers of
-    features and classes, the same labels if the model recorded them (else a ConfigError).
-    A warning if the
+    features and classes (data holding some of the classes the model recorded is scored on
+    their units), and its numeric labels the model's (else a ConfigError). A warning if the
     data set of the name trained on is not the data trained on (``data.Source.digest``)."""
     try:
         saved = load_model(path)

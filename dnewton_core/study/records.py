@@ -190,7 +190,7 @@ def _shown(a, b):
     """Two values that differ, as a message shows them: floats to 10 digits where that
     tells them apart (C = 0.01 l is 1.4000000000000001 for l = 140), else as Python writes
     them (the shortest text that reads back as the same value), with their types if even
-    that is the same (1 and 1.0 in a CSV file)."""
+    that is the same (the number 1 and the text "1")."""
     def text(v, short):
         if v is None or v == "":
             return "'(empty)'"
