@@ -200,10 +200,9 @@ class Comm(Ledger):
 
     def agree(self, error, same=None, root_only=False):
         """Collective check after validation: raise everywhere if any rank found an error
-        (``error``: this rank's message or None), e.g. a file missing on one machine, or
-        if ``same`` ((name, value), e.g. the data's digest) differs between ranks. An error
-        found on some ranks only names the first of them, unless ``root_only`` (a check
-        only rank 0 makes, such as of the output files)."""
+        (``error``: this rank's message or None; found on some ranks only, it names the
+        first, unless ``root_only``: a check only rank 0 makes), or if ``same`` ((name,
+        value), e.g. the data's digest) differs between ranks."""
         got = self._wait("allgather", self.world_group(), lambda: self.world.allgather(
             (error, same)), len(repr((error, same)))) if self.size > 1 else [(error, same)]
         bad = [(r, e) for r, (e, _) in enumerate(got) if e is not None]
@@ -212,15 +211,13 @@ class Comm(Ledger):
             alike = all(e2 == e for _, e2 in bad) and len(bad) == self.size
             raise ConfigError(e if alike or root_only or self.size == 1 else f"rank {r}: {e}")
         values = [s for _, s in got]
-        odd = next((r for r, s in enumerate(values) if s != values[0]), None)
-        if odd is not None:
+        if (odd := next((r for r, s in enumerate(values) if s != values[0]), None)) is not None:
             raise ConfigError(f"{same[0]} differs between ranks: {values[odd][1]} on rank "
                               f"{odd}, {values[0][1]} on rank 0")
 
     def agree_on(self, check, same=None, root_only=False):
-        """``check()``'s value on every rank, or, if it raised ValueError on any rank, a
-        ConfigError on every rank (``agree``); ``same(value)``, ``root_only``: as
-        ``agree``'s."""
+        """``check()``'s value on every rank, or if it raised ValueError on any rank a
+        ConfigError on every rank; ``same(value)``, ``root_only``: as ``agree``'s."""
         value, error = None, None
         try:
             value = check()

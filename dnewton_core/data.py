@@ -341,6 +341,18 @@ def class_names(classes):
     return [str(c) for c in classes]
 
 
+def coded_as(dataset, saved):
+    """``dataset`` with its labels coded as the model's output units, when its classes are
+    some of the ``saved`` ones (a model's recorded ``class_names``: a test file that holds
+    only some classes); else itself."""
+    names = class_names(dataset.classes)
+    if saved is None or len(names) >= len(saved) or not set(names) <= set(saved):
+        return dataset
+    unit = np.array([saved.index(name) for name in names])
+    return dataclasses.replace(dataset, y_train=unit[dataset.y_train],
+                               y_test=unit[dataset.y_test], classes=tuple(saved))
+
+
 def is_number(text):
     """Whether a class name is a number (svmlight and IDX labels; mlbench's are names)."""
     try:

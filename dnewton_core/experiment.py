@@ -5,7 +5,7 @@ No printing here.
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -350,17 +350,6 @@ def config_dict(**configs):
     return out
 
 
-def _as_saved_classes(dataset, saved):
-    """``dataset`` with its labels coded as the model's output units, when its classes are
-    some of the ``saved`` ones (a test file that holds only some classes); else itself."""
-    names = datasets.class_names(dataset.classes)
-    if saved is None or len(names) >= len(saved) or not set(names) <= set(saved):
-        return dataset
-    unit = np.array([saved.index(name) for name in names])
-    return replace(dataset, y_train=unit[dataset.y_train], y_test=unit[dataset.y_test],
-                   classes=tuple(saved))
-
-
 def _check_classes(path, saved, data, classes):
     """ConfigError if the model's output units stand for other numeric labels than the data
     set's classes (1..10 against 0..9); a warning if the names differ otherwise (mlbench's
@@ -404,7 +393,7 @@ def evaluate(path, data=None, data_path=None):
     except ValueError as e:
         raise ConfigError(str(e)) from None
     layers = saved["layers"]
-    coded = _as_saved_classes(dataset, saved["classes"])
+    coded = datasets.coded_as(dataset, saved["classes"])
     if (coded.n_features, coded.n_classes) != (layers[0], layers[-1]):
         raise ConfigError(f"{path} is a {'-'.join(map(str, layers))} network ({layers[0]} "
                           f"features, {layers[-1]} classes); data set {data} has "
