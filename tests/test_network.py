@@ -114,7 +114,8 @@ def test_inject_sleeps_what_model_mode_adds():
         phases[inject] = comm.totals()["cg"]
     model, real = phases[False], phases[True]
     assert model["network_seconds"] == real["network_seconds"] == pytest.approx(t)
-    assert model["network_added_seconds"] == pytest.approx(t - model["mpi_seconds"])
+    # the modeled time the call did not already take (none if a busy machine held it longer)
+    assert model["network_added_seconds"] == pytest.approx(max(0.0, t - model["mpi_seconds"]))
     assert real["network_added_seconds"] == 0.0 and real["mpi_seconds"] >= t   # slept it
 
 
