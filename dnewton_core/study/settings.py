@@ -187,9 +187,8 @@ def resolve(args):
                          + ", ".join(METHODS))
     explicit = parse_settings(a["settings"]) if a["settings"] else None
     if explicit:
-        grid = [f"--{key.replace('_', '-')}" for key, default in (
-            ("subsamples", GRID["subsamples"]), ("syncs", GRID["syncs"]), ("lrs", GRID["lrs"]),
-            ("diag_steps", GRID["steps"])) if tuple(getattr(args, key)) != tuple(default)]
+        grid = [f"--{key}" for key in ("subsamples", "syncs", "lrs") if _given(args, key)] \
+            + (["--diag-steps"] if tuple(args.diag_steps) != GRID["steps"] else [])
         if grid:
             raise ValueError(f"--settings lists every run: leave out {', '.join(grid)} (or "
                              "give the grid without --settings)")
