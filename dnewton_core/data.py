@@ -48,6 +48,7 @@ import dataclasses
 import gzip
 import hashlib
 import os
+import sys
 import tempfile
 import warnings
 import zlib
@@ -66,6 +67,20 @@ class DataError(ValueError):
 class DataWarning(UserWarning):
     """Data that can be used but is suspect (test classes never seen in training, a stray
     feature index that alone sets an svmlight file's width)."""
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(message, category=UserWarning):
+    """``warnings.warn`` shown at the caller's line: the first frame outside this package
+    (a script's or a notebook cell's), whichever of the kit's functions it called (and
+    through the ``__init__`` that ``dataclass`` writes for ``Dataset``)."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE) or (
+            frame.f_code.co_filename, frame.f_code.co_name) == ("<string>", "__init__")):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 class _Sizes:
@@ -149,9 +164,9 @@ def _check_classes(where, classes, y_train, y_test):
     unseen = np.setdiff1d(np.unique(y_test), seen)
     if unseen.size:
         labels = ", ".join(repr(classes[c]) for c in unseen)
-        warnings.warn(f"{where}: the test part has classes never seen in training: {labels} "
-                      f"({np.isin(y_test, unseen).sum()} of {y_test.size} test "
-                      "samples); the model cannot learn them", DataWarning, stacklevel=4)
+        warn(f"{where}: the test part has classes never seen in training: {labels} "
+             f"({np.isin(y_test, unseen).sum()} of {y_test.size} test samples); the model "
+             "cannot learn them", DataWarning)
 
 
 @dataclass(frozen=True, eq=False)
@@ -801,7 +816,7 @@ def _warn_stray_index(paths, parts, shift):
         line = (f"feature indices {', '.join(f'{i} ({at})' for i, at in where)} are more "
                 f"than twice any other the data uses ({below}): they alone make {wide}; if "
                 "they are typos, correct those lines")
-    warnings.warn(line, DataWarning, stacklevel=4)
+    warn(line, DataWarning)
 
 
 def load_svmlight_pair(train_path, test_path=None, n_features=None, seed=0) -> Dataset:

@@ -4,7 +4,6 @@ No printing here.
 """
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -356,9 +355,9 @@ def _check_classes(path, saved, data, classes):
     "A".."Z" and LIBSVM's 1..26 for letter: the same classes in the same order), and if
     the model was saved before models recorded them (``saved`` None)."""
     if saved is None:
-        warnings.warn(f"{path} records no classes (saved before models did): whether data set "
-                      f"{data} labels its classes as the data it was trained on cannot be "
-                      "checked", stacklevel=3)
+        datasets.warn(f"{path} records no classes (saved before models did): whether data "
+                      f"set {data} labels its classes as the data it was trained on cannot "
+                      "be checked")
         return
     if list(saved) == classes:
         return
@@ -366,7 +365,7 @@ def _check_classes(path, saved, data, classes):
             f"was trained on; data set {data} has the classes {', '.join(classes)}")
     if all(datasets.is_number(c) for c in (*saved, *classes)):
         raise ConfigError(f"{line}: its accuracy would compare unrelated labels")
-    warnings.warn(f"{line}: compared in this order", stacklevel=3)
+    datasets.warn(f"{line}: compared in this order")
 
 
 def evaluate(path, data=None, data_path=None):
@@ -388,8 +387,8 @@ def evaluate(path, data=None, data_path=None):
         limit = saved["train_limit"] if trained else None      # the run's training set
         dataset = source.load(limit, saved["dtype"])
         if trained and (digest := source.digest()) != trained:
-            warnings.warn(f"{data} ({source.source}) is not the data {path} was trained on "
-                          f"(digest {digest}, trained on {trained})", stacklevel=2)
+            datasets.warn(f"{data} ({source.source}) is not the data {path} was trained "
+                          f"on (digest {digest}, trained on {trained})")
     except ValueError as e:
         raise ConfigError(str(e)) from None
     layers = saved["layers"]

@@ -541,8 +541,9 @@ def test_a_stray_huge_feature_index_is_warned_with_its_line(tmp_path):
                         b"1 2:1\n2 1:1\n")
     with pytest.warns(DataWarning, match=rf"^{tr}:3: feature index 500 is more than twice any "
                                          r"other the data uses \(3\): it alone makes the input "
-                                         "500 features wide instead of 3; "):
+                                         "500 features wide instead of 3; ") as record:
         assert load_svmlight_pair(tr, te).n_features == 500
+    assert record[0].filename == __file__      # shown at this line, not inside the kit
     tr, te = write_pair(tmp_path, b"1 1:1 3:2\n2 250:1\n1 3:1 500:2\n", b"1 2:1\n")
     with pytest.warns(DataWarning, match=rf"^feature indices 500 \({tr}:3\), 250 \({tr}:2\) "
                                          r"are more than twice any other the data uses \(3\): "
@@ -597,7 +598,7 @@ def test_svmlight_test_classes_never_seen_in_training_warn_once(tmp_path):
     assert len(record) == 1  # the directory loader builds its Dataset once
     assert str(record[0].message).startswith(f"satimage-libsvm ({tmp_path}): the test part has "
                                              "classes never seen in training: 7, 8")
-    assert record[0].filename == data.__file__  # points at the loader, not into dataclasses
+    assert record[0].filename == __file__  # the caller's line, not the kit's (data.warn)
 
 
 # ------------------------------------------------------------------ downloader (local only)
