@@ -13,7 +13,8 @@ assumption); with the ranks sharing this machine's cores (the ranks of a layer c
 turn); and with every collective on the chain longer by the overshoot of a short sleep
 measured just then ("+sleeps"; "coll." collectives per iteration, "us" the overshoot).
 The compute rate is fitted on the one-process runs, so one rank agrees by construction.
-Other work on the machine slows the runs: the load average is printed; use --repeats.
+Other work on the machine slows the runs: the load average is printed, and the share of
+time a virtual machine's host took (its ranks then wake up late); use --repeats.
 """
 import argparse
 import sys
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dnewton_core.environment import load_average  # noqa: E402
+from dnewton_core.environment import load_average, processor_ticks, stolen_share  # noqa: E402
 from dnewton_core.project import CHECK_HEAD, METHODS, check  # noqa: E402
 
 
@@ -36,12 +37,14 @@ def main():
     args = p.parse_args()
     print(f"load average {load_average()} at the start")
     print(CHECK_HEAD, flush=True)
-    tic = time.perf_counter()
+    tic, ticks = time.perf_counter(), processor_ticks()
     check(tuple(int(x) for x in args.ranks.split(",")), tuple(args.networks.split(",")),
           tuple(args.methods.split(",")), args.iters,
           hidden=tuple(int(x) for x in args.hidden.split(",")), repeats=args.repeats,
           say=lambda line: print(line, flush=True))
-    print(f"{time.perf_counter() - tic:.0f} s; load average {load_average()} at the end")
+    print(f"{time.perf_counter() - tic:.0f} s; load average {load_average()} at the end; "
+          f"{100 * stolen_share(ticks, processor_ticks()):.1f}% of the processors' time "
+          "stolen by a virtual machine's host")
 
 
 if __name__ == "__main__":

@@ -134,6 +134,26 @@ def load_average():
         return "unknown"
 
 
+def processor_ticks():
+    """(busy, stolen) clock ticks of all processors since boot, from Linux's /proc/stat
+    ((0, 0) elsewhere). Stolen ticks are those a virtual machine's host gave to something
+    else while this machine had work: a virtual machine can be busy where the load average
+    shows nothing (``stolen_share``)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(t) for t in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0, 0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return user + nice + system + irq + softirq, steal
+
+
+def stolen_share(before, after):
+    """The share of the processors' time the host stole between two ``processor_ticks``."""
+    busy, stolen = (b - a for a, b in zip(before, after))
+    return stolen / (busy + stolen) if busy + stolen > 0 else 0.0
+
+
 def controller_ports(path):
     """The ports an ipyparallel engine connects to, from the controller's engine connection
     file (``ipcontroller-<cluster id>-engine.json``)."""

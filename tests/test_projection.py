@@ -193,16 +193,17 @@ def checked():
     more ranks than the 2 cores of the kit's machine), 1gbe injected, 5 iterations."""
     import os
 
-    from dnewton_core import project
-    load = os.getloadavg()[0]
+    from dnewton_core import environment, project
+    load, ticks = os.getloadavg()[0], environment.processor_ticks()
     rows = project.check(ranks=(1, 2), networks=("1gbe",), methods=("newton-full", "newton-diag"),
                          iters=5, hidden=(64,), say=lambda line: None)
-    return rows, max(load, os.getloadavg()[0])
+    return rows, max(load, os.getloadavg()[0]), environment.stolen_share(
+        ticks, environment.processor_ticks())
 
 
 @pytest.mark.serial          # the runs of ``checked`` time this machine: alone (Makefile)
 def test_injected_runs_last_at_least_the_projected_messages(checked):
-    rows, _ = checked
+    rows, *_ = checked
     two = [r for r in rows if r["ranks"] == 2]
     assert [r["method"] for r in two] == ["newton-full", "newton-diag"]
     assert all(r["splits"] == [1, 1, 1] and r["collectives"] > 0 for r in two)
@@ -219,20 +220,34 @@ def test_injected_runs_last_at_least_the_projected_messages(checked):
 # injected run: measured 0.99 (full G) and 1.00 (diagonal G) on a quiet machine, 8 iterations
 # (docs/method.md §8, the check). Timing: asserted only on a quiet machine (under a load of 6
 # to 8 on the 2 cores each collective waited 1 to 3 ms for a core, and the ratios fell to
-# 0.1-0.8).
+# 0.1-0.8). Nor where a virtual machine's host takes its processors away (stolen time, which
+# the load average does not show): on 2026-11-28 with 8-10% of the time stolen, each sleeping
+# rank woke up late and the ratios fell to 0.46-0.72, 0.75-0.95 with the processors kept busy.
 CHECK_TOLERANCE = (0.7, 1.3)
+STOLEN_MAX = 0.02          # a busy process on a quiet virtual machine here: 0.7% stolen
 
 
 @pytest.mark.serial
 def test_the_projection_agrees_with_injected_runs_on_a_quiet_machine(checked):
     import os
-    rows, load = checked
+    rows, load, stolen = checked
     if load > 0.75 * (os.cpu_count() or 1):
         pytest.skip(f"load average {load:.1f} on {os.cpu_count()} cores: timings not comparable")
+    if stolen > STOLEN_MAX:
+        pytest.skip(f"{100 * stolen:.1f}% of the processors' time stolen by the virtual "
+                    "machine's host: timings not comparable")
     for r in rows:
         if r["ranks"] == 2:
             ratio = r["with_sleeps"] / r["measured"]
             assert CHECK_TOLERANCE[0] <= ratio <= CHECK_TOLERANCE[1], r
+
+
+def test_stolen_share_is_the_hosts_part_of_the_busy_time():
+    from dnewton_core import environment
+    assert environment.stolen_share((100, 10), (190, 20)) == pytest.approx(0.1)
+    assert environment.stolen_share((5, 5), (5, 5)) == 0.0              # nothing ran
+    busy, stolen = environment.processor_ticks()
+    assert busy >= 0 and stolen >= 0 and environment.processor_ticks()[0] >= busy
 
 
 def test_count_gives_the_collectives_on_the_chain():
