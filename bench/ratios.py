@@ -186,9 +186,9 @@ def launch(args, part, ranks, *extra):
 
 
 def drive(args):
-    from dnewton_core.environment import load_average, machine
+    from dnewton_core.environment import load_average, machine, processor_ticks, stolen_share
     m = machine()
-    tic = time.perf_counter()
+    tic, ticks = time.perf_counter(), processor_ticks()
     print(f"# bench/ratios.py {' '.join(sys.argv[1:])}".rstrip())
     print(f"# machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
           f"{m['platform']}, Python {m['python']}, numpy {np.__version__}")
@@ -209,7 +209,9 @@ def drive(args):
             best["peaks"] = [max(a, b) for a, b in zip(best["peaks"], got["peaks"])]
     print_product(product)
     print_training(args, runs)
-    print(f"\n# load average at end: {load_average()}; {time.perf_counter() - tic:.0f} s in all")
+    print(f"\n# load average at end: {load_average()}; {time.perf_counter() - tic:.0f} s in all; "
+          f"{100 * stolen_share(ticks):.1f}% of the processors' time stolen "
+          "by a virtual machine's host (ranks that nap wake up late)")
 
 
 def print_product(r):

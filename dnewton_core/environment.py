@@ -148,9 +148,10 @@ def processor_ticks():
     return user + nice + system + irq + softirq, steal
 
 
-def stolen_share(before, after):
-    """The share of the processors' time the host stole between two ``processor_ticks``."""
-    busy, stolen = (b - a for a, b in zip(before, after))
+def stolen_share(before, after=None):
+    """The share of the processors' time the host stole between two ``processor_ticks``
+    (``after`` None: now)."""
+    busy, stolen = (b - a for a, b in zip(before, after or processor_ticks()))
     return stolen / (busy + stolen) if busy + stolen > 0 else 0.0
 
 

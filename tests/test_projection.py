@@ -197,8 +197,7 @@ def checked():
     load, ticks = os.getloadavg()[0], environment.processor_ticks()
     rows = project.check(ranks=(1, 2), networks=("1gbe",), methods=("newton-full", "newton-diag"),
                          iters=5, hidden=(64,), say=lambda line: None)
-    return rows, max(load, os.getloadavg()[0]), environment.stolen_share(
-        ticks, environment.processor_ticks())
+    return rows, max(load, os.getloadavg()[0]), environment.stolen_share(ticks)
 
 
 @pytest.mark.serial          # the runs of ``checked`` time this machine: alone (Makefile)

@@ -76,7 +76,7 @@ def run_study(plan, comm):
     if plan.networks:           # every collective charged on each network (model mode)
         comm.network, comm.also, comm.inject = plan.networks[0], plan.networks[1:], False
     started = now()
-    load_start = environment.load_average()
+    load_start, ticks = environment.load_average(), environment.processor_ticks()
     tic = time.perf_counter()
     prepared = prepare(plan.problem, comm, paths.values(), plan.overwrite or plan.resume)
     data, hidden = prepared.data, plan.problem.hidden
@@ -119,8 +119,8 @@ def run_study(plan, comm):
             _write_records(plan, paths, rows, curves)
             say(_progress(row, total, setting, seed), flush=True)
     if comm.rank == 0:
-        info = dict(machine_info(), ranks=comm.size, load_start=load_start,
-                    load_end=environment.load_average(), continued=kept)
+        info = dict(machine_info(), ranks=comm.size, load_start=load_start, continued=kept,
+                    load_end=environment.load_average(), stolen=environment.stolen_share(ticks))
         _write_report(plan, paths, info, rows, curves, notes, started,
                       time.perf_counter() - tic, _data_note(plan, data),
                       f"{plan.problem.data}, {network}, {comm.size} rank(s)")
