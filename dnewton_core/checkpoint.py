@@ -201,7 +201,10 @@ def _read_block(path, name):
     try:
         with np.load(path, allow_pickle=False) as z:
             return z[name]
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except (ValueError, EOFError, zipfile.BadZipFile):       # numpy's words would invite a pickle
+        raise ValueError(f"cannot read {name} from {path}: not an .npz file as the kit writes "
+                         "them (damaged, cut short or replaced?)") from None
+    except (OSError, KeyError) as e:
         raise ValueError(f"cannot read {name} from {path}: {e}") from None
 
 

@@ -134,6 +134,17 @@ def test_a_checkpoint_is_complete_or_absent(tmp_path):
     assert sorted(os.listdir(ck)) == ["manifest.json", "step-000005"]
 
 
+def test_a_damaged_block_is_named_without_numpy_words(tmp_path):
+    """numpy says of a file that is not an .npz that it "contains pickled data" and suggests
+    loading it unsafely: the kit says what the file is not."""
+    ck = tmp_path / "ck"
+    train(tmp_path, "first", "--iters", 2, "--checkpoint", ck)
+    (ck / "step-000002" / "block-0.npz").write_bytes(b"garbage\n")
+    line = one_line_error(cli("train", "--iters", 3, "--resume", ck))
+    assert "block-0.npz: not an .npz file as the kit writes them" in line \
+        and "pickle" not in line, line
+
+
 def test_a_run_killed_mid_way_leaves_a_complete_checkpoint_that_resumes(tmp_path):
     """SIGKILL at random moments while a checkpoint is written after every iteration: the
     manifest always points at a complete step, and resuming from it gives the run."""
