@@ -360,7 +360,7 @@ def main(argv=None):
     if comm.rank != 0:                                # argparse talks on rank 0 only
         sys.stdout = sys.stderr = open(os.devnull, "w")
     warnings.showwarning = _warning                   # one line each (rank 0's stderr)
-    guard = None
+    args = guard = None
     try:
         args = parse(argv)
         guard = comm.guard(getattr(args, "stall_timeout", STALL_TIMEOUT))  # several ranks
@@ -378,9 +378,11 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt as e:                    # one process (the guard has the others)
         last_words("interrupted")                     # what is not written yet (--trace)
+        command = getattr(args, "command", None)
+        kept = ("the finished runs (--continue runs the rest)" if command == "reproduce"
+                else "its last completed iteration")
         print(f"error: interrupted by {e.args[0] if e.args else 'SIGINT'}; files written "
-              "during the run hold its last completed iteration (reproduce: the finished "
-              "runs, and --continue runs the rest)", file=sys.__stderr__, flush=True)
+              f"during the run hold {kept}", file=sys.__stderr__, flush=True)
         return 130
     except Exception as e:                           # one rank failed mid-run: end them all
         if guard is not None and guard.ending:        # the guard is ending the job already

@@ -150,7 +150,10 @@ def test_an_interrupted_training_ends_with_one_line_and_keeps_its_history(tmp_pa
     """... as the finished run would have it (summed over ranks, with its modeled time), and
     its --trace: every event of one process, rank 0's of several."""
     proc, marker = _train(tmp_path, n, "--trace", "trace.json", "--network", "1gbe")
-    _interrupt(proc, sig)
+    line = _interrupt(proc, sig)
+    if n == 1:                                   # (a study's line speaks of --continue)
+        assert line.endswith("files written during the run hold its last completed "
+                             "iteration"), line
     saved = json.loads((tmp_path / "run.json").read_text())
     assert len(saved["history"]) >= 1 and saved["final"]["status"] == "interrupted"
     assert saved["config"]["network"] == "1gbe"
@@ -221,6 +224,7 @@ def _interrupt(proc, sig):
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert proc.returncode == INTERRUPT_EXIT and len(errors) == 1, err[-2000:]
     assert "interrupted" in errors[0]
+    return errors[0]
 
 
 def _holds_signals(process):
