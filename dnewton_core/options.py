@@ -336,7 +336,7 @@ def add_project(sub):
     p.add_argument("--hidden", type=_positive_ints, default=None, help=HIDDEN_HELP)
     p.add_argument("--network", nargs="+", default=["10gbe"], help="one or several "
                    "(space- or comma-separated) of "
-                   + ", ".join(PRESETS) + " or LATENCY_US:BANDWIDTH_GBIT")
+                   + ", ".join(PRESETS) + " or LATENCY_US:BANDWIDTH_GBIT (default 10gbe)")
     p.add_argument("--machines", type=_positive_ints, default=None,
                    help="machine counts (default: those of 1,2,4,8,16,32,64 that the network "
                         "can be split into)")
