@@ -43,7 +43,7 @@ def main():
           hidden=tuple(int(x) for x in args.hidden.split(",")), repeats=args.repeats,
           say=lambda line: print(line, flush=True))
     print(f"{time.perf_counter() - tic:.0f} s; load average {load_average()} at the end; "
-          f"{100 * stolen_share(ticks):.1f}% of the processors' time "
+          f"{100 * stolen_share(ticks):.1f}% of the processors' busy time "
           "stolen by a virtual machine's host")
 
 

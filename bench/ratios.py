@@ -210,7 +210,7 @@ def drive(args):
     print_product(product)
     print_training(args, runs)
     print(f"\n# load average at end: {load_average()}; {time.perf_counter() - tic:.0f} s in all; "
-          f"{100 * stolen_share(ticks):.1f}% of the processors' time stolen "
+          f"{100 * stolen_share(ticks):.1f}% of the processors' busy time stolen "
           "by a virtual machine's host (ranks that nap wake up late)")
 
 

@@ -69,16 +69,13 @@ class DataWarning(UserWarning):
     feature index that alone sets an svmlight file's width)."""
 
 
-_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
 def warn(message, category=UserWarning):
     """``warnings.warn`` shown at the caller's line: the first frame outside this package
-    (a script's or a notebook cell's), whichever of the kit's functions it called (and
-    through the ``__init__`` that ``dataclass`` writes for ``Dataset``)."""
+    (a script's or a notebook cell's), whichever of the kit's functions it called (the
+    ``__init__`` that ``dataclass`` writes for ``Dataset`` runs in this module too)."""
+    package = __name__.partition(".")[0]
     frame, level = sys._getframe(1), 2
-    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE) or (
-            frame.f_code.co_filename, frame.f_code.co_name) == ("<string>", "__init__")):
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == package:
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
 

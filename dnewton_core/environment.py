@@ -144,14 +144,14 @@ def processor_ticks():
             ticks = [int(t) for t in f.readline().split()[1:9]]
     except (OSError, ValueError):
         return 0, 0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks + [0] * (8 - len(ticks))
     return user + nice + system + irq + softirq, steal
 
 
 def stolen_share(before, after=None):
-    """The share of the processors' time the host stole between two ``processor_ticks``
-    (``after`` None: now)."""
-    busy, stolen = (b - a for a, b in zip(before, after or processor_ticks()))
+    """The share of the processors' busy time (busy + stolen: the time they had work) that
+    the host stole between two ``processor_ticks`` (``after`` None: now)."""
+    busy, stolen = (max(0, b - a) for a, b in zip(before, after or processor_ticks()))
     return stolen / (busy + stolen) if busy + stolen > 0 else 0.0
 
 

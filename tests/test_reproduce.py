@@ -229,7 +229,7 @@ def test_summary_has_the_command_machine_and_a_row_per_setting(quick4):
     assert "mpiexec -n 4 python -m dnewton_core reproduce --quick" in text
     for key in ("- date:", "- machine:", "numpy", "mpi4py", "C = 143.8", "0.1l"):
         assert key in text
-    assert re.search(r"\d\.\d% of the time stolen by a virtual machine's host", text), text
+    assert re.search(r"\d\.\d% of the busy time stolen by a virtual machine's host", text), text
     settings = text.split("## ")[0]                 # the first table, before any section
     table = [line for line in settings.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| method |") and "test acc (mean ± std)" in table[0]

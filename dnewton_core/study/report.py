@@ -345,7 +345,7 @@ def _header(plan, info, stats, rows, notes, started, seconds, data_note):
         f"{info['platform']}; Python {info['python']}, numpy {info['numpy']}, mpi4py "
         f"{info['mpi4py']}, {info['mpi']}; BLAS threads: {info['threads']}",
         f"- load average (1 min) at the start and the end: {info['load_start']} and "
-        f"{info['load_end']}, {100 * info.get('stolen', 0):.1f}% of the time stolen by a virtual "
+        f"{info['load_end']}, {100 * info.get('stolen', 0):.1f}% of the busy time stolen by a virtual "
         f"machine's host (on {info['cores']} cores: other work slows the runs, noisy times)",
         f"- ranks: {info['ranks']}, splits {first['splits'] or '(one process, dense model)'}",
         f"- data: {data_note}",
