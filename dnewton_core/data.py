@@ -71,11 +71,12 @@ class DataWarning(UserWarning):
 
 def warn(message, category=UserWarning):
     """``warnings.warn`` shown at the caller's line: the first frame outside this package
-    (a script's or a notebook cell's), whichever of the kit's functions it called (the
-    ``__init__`` that ``dataclass`` writes for ``Dataset`` runs in this module too)."""
-    package = __name__.partition(".")[0]
+    (a script's or a notebook cell's), whichever of the kit's functions it called, and
+    through ``dataclasses`` (``replace`` builds a ``Dataset`` anew; the ``__init__`` that
+    ``dataclass`` writes runs in this module)."""
+    inside = (__name__.partition(".")[0], "dataclasses")
     frame, level = sys._getframe(1), 2
-    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == package:
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in inside:
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
 

@@ -47,16 +47,6 @@ def _seconds(text):
     return value
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _positive_ints(text):
     try:
         values = tuple(int(v) for v in text.split(",")) if text.strip() else ()
@@ -267,7 +257,7 @@ def shared_options():
                         "the training size l such as 0.01l (default 0.01l as in simpleNN; "
                         "0.1l for digits, 1l for satimage, letter and shuttle: "
                         "docs/code-map.md)")
-    g.add_argument("--eval-batch", type=_positive_int, default=ObjectiveConfig.batch_size,
+    g.add_argument("--eval-batch", type=_int_in(1), default=ObjectiveConfig.batch_size,
                    help="instances per mini-batch when evaluating f and its gradient")
     g.add_argument("--dtype", default=ObjectiveConfig.dtype, choices=DTYPES,
                    help="numbers of the parameters, the data and every message: float64 "

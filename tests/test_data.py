@@ -113,6 +113,9 @@ def test_dataset_warns_about_test_classes_never_seen_in_training():
                                          r"training: 'c', 'd' \(2 of 4 test samples\)"):
         ds = Dataset("t", X, y, X, np.array([0, 3, 2, 1]), ("a", "b", "c", "d"), "here")
     assert ds.y_test.tolist() == [0, 3, 2, 1]  # a warning, not an error
+    with pytest.warns(DataWarning, match="never seen in training") as record:
+        dataclasses.replace(ds, name="u")      # built anew: shown here, not in dataclasses.py
+    assert record[0].filename == __file__
 
 
 def test_unknown_name_lists_known_names():

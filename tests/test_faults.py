@@ -209,7 +209,7 @@ CASES = [
     case("subsample-1.5", "train --subsample 1.5", 2, r"error: .*subsample"),
     case("iters-negative", "train --iters -1", 2, r"error: .*iters"),
     case("eval-batch-0", "train --eval-batch 0", 2,
-         r"error: train: argument --eval-batch: expected a positive integer, got '0'"),
+         r"error: train: argument --eval-batch: expected an integer >= 1, got '0'"),
     case("lr-0", "train --optimizer sgd --lr 0", 2, r"error: .*lr"),
     case("momentum-1", "train --optimizer sgd --momentum 1", 2, r"error: .*momentum"),
     case("batch-size-0", "train --optimizer sgd --batch-size 0", 2, r"error: .*batch"),
