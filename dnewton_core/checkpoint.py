@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -53,6 +53,17 @@ class Plan:
     save: str | None = None           # --save FILE: the final weights
     optimizer: str = "newton"         # what is resumed must have been trained the same way
     budget: int | None = None         # --iters or --epochs, counted from the run's start
+    solver: dict = field(default_factory=dict)   # the solver's settings but the budget, as
+    #                                   the result's config names them ("sgd.lr", "gn", ...)
+
+
+def solver_settings(optimizer, newton, sgd, gn, sync):
+    """``Plan.solver``: the settings of the ``optimizer``'s config (``newton.NewtonConfig`` or
+    ``sgd.SGDConfig``; and for Newton its Gauss-Newton matrix) but its budget."""
+    if optimizer == "newton":
+        return dict({f"newton.{k}": v for k, v in asdict(newton).items() if k != "iters"},
+                    gn=gn, sync=sync)
+    return {f"sgd.{k}": v for k, v in asdict(sgd).items() if k != "epochs"}
 
 
 @dataclass(frozen=True)
@@ -130,7 +141,9 @@ def check_compatible(saved, layers, plan, data, objective=None, digest=None, lim
     optimizer, data set (its name, and its contents: ``digest``, ``data.Source.digest``),
     the training instances it used (``limit``: --train-limit K, None for all) and objective
     (activation, loss, C, evaluation batch, seed, dtype: a float64 run is not
-    continued in float32 nor the reverse), or has already done more than the budget. A
+    continued in float32 nor the reverse) and solver settings (``plan.solver``: a learning
+    rate or subsample changed half way is another run), or has already done more than the
+    budget. A
     checkpoint from before the dtype option is float64, one from before the digest is not
     checked for it."""
     config, grid = saved.state["config"], saved.state["grid"]
@@ -142,6 +155,8 @@ def check_compatible(saved, layers, plan, data, objective=None, digest=None, lim
     if objective is not None:        # keep_forward changes the rounding only, as a grid does
         pairs += [(f"{key} is", config.get(f"objective.{key}", OLD_DEFAULTS.get(key)), value)
                   for key, value in vars(objective).items() if key != "keep_forward"]
+    pairs += [(f"{key.split('.')[-1]} is", config[key], value)       # the solver's own
+              for key, value in plan.solver.items() if key in config]
     differ = [f"{what} {theirs}, this run's {ours}" for what, theirs, ours in pairs
               if theirs != ours]
     if differ:

@@ -110,6 +110,10 @@ def test_sgd_resumed_is_bit_for_bit_and_on_another_grid_to_1e_8(tmp_path):
     resumed = train(tmp_path, "resumed", *sgd, "--epochs", 6, "--resume", ck)
     assert trajectory(resumed, ("objective", "lr")) == trajectory(full, ("objective", "lr"))
     assert np.array_equal(theta(tmp_path, "resumed"), theta(tmp_path, "full"))
+    for option, value, words in (("--lr", "0.1", "lr is 0.05, this run's 0.1"),
+                                 ("--batch-size", "64", "batch_size is 128, this run's 64")):
+        line = one_line_error(cli("train", *sgd, "--epochs", 6, "--resume", ck, option, value))
+        assert words in line, line               # a setting changed half way: another run
 
     full4 = train(tmp_path, "full4", *sgd, "--epochs", 6, n=4)
     train(tmp_path, "first4", *sgd, "--epochs", 3, "--checkpoint", tmp_path / "ck4", n=4)
@@ -194,7 +198,9 @@ def test_a_checkpoint_of_another_network_optimizer_or_data_set_is_refused(tmp_pa
                                                      svmlight_digits[0]),
              "loss is squared, this run's cross_entropy": ("--loss", "cross_entropy"),
              "init_seed is 0, this run's 3": ("--seed", "3"),
-             "dtype is float64, this run's float32": ("--dtype", "float32")}
+             "dtype is float64, this run's float32": ("--dtype", "float32"),
+             "subsample is 0.05, this run's 0.1": ("--subsample", "0.1"),
+             "gn is full, this run's diag": ("--gn", "diag")}
     for words, args in cases.items():
         line = one_line_error(cli("train", "--iters", 4, "--resume", ck, *args))
         assert words in line and str(ck) in line, line
