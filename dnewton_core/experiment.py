@@ -229,7 +229,8 @@ def run(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), cal
     """Train, then collect: (History, ``result``). ``about`` adds to the result's config
     (the data set's name, say; ``charged``: the ``comm.Comm`` whose --network the config
     names, for a one-process model, which has none). ``snapshot(partial)``, if given (on
-    every rank), is called on rank 0 after every iteration or epoch with the result so far,
+    every rank), is called on rank 0 after every iteration or epoch with the result so far
+    (and at the start with ``start=True``: to keep, not to write yet),
     "status" "running", as ``result`` would give it (each record gathered and summed over
     ranks then, a message of phase "report"), so a caller can save it. ``resume`` (a
     ``history.State``, ``checkpoint.restore``) continues a run; with ``keep.directory`` a
@@ -248,8 +249,11 @@ def run(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), cal
     previous = resume.records if resume else []
     writer = Writer(keep.directory, keep.every, newton_config.iters if method == "newton"
                     else sgd_config.epochs, model, config, previous) if keep.directory else None
+    rank0 = comm is None or comm.rank == 0
     if snapshot is not None:
         seen = list(previous)
+        if rank0:                  # what a run that ends before its first record leaves
+            snapshot(_assemble(model, [dict(r) for r in seen], config, "running"), start=True)
 
         def each(record):          # saved before it is printed: a printed iteration is saved
             summed = gather_records(comm, [record])    # collective: summed as result() does
@@ -264,7 +268,6 @@ def run(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), cal
     if snapshot is None:
         return history, result(model, history, config)
     # every record was gathered and summed as it came: rank 0's ``seen`` is result()'s
-    rank0 = comm is None or comm.rank == 0
     return history, _assemble(model, seen, config, history.status) if rank0 else None
 
 

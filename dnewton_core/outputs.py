@@ -93,7 +93,8 @@ def last_words(status):
 class JsonSaver:
     """Rewrites one JSON file (a result) atomically at each call (rank 0); the first write
     refuses a file that appeared since the check unless --overwrite. As a context, a run
-    that ends before its last write leaves its last result with "status" "interrupted"
+    that ends before its last write (or its first: the result ``start`` kept) leaves its
+    last result with "status" "interrupted"
     (Ctrl-C; ``comm.Guard`` also "stalled") or "failed" (an exception here), not "running".
     With ``runs`` (compare.json), the file holds the finished runs of that dict beside this
     one, under the key ``name``."""
@@ -102,11 +103,13 @@ class JsonSaver:
         self.path, self.replace, self.last = path, overwrite, None
         self.runs, self.name = runs, None
 
-    def __call__(self, obj):
+    def __call__(self, obj, start=False):
+        """Write ``obj``; at a run's ``start``, only keep it for ``ending``."""
         self.last = obj
-        write_json(self.path, obj if self.runs is None else {**self.runs, self.name: obj},
-                   self.replace)
-        self.replace = True
+        if not start:
+            write_json(self.path, obj if self.runs is None else {**self.runs, self.name: obj},
+                       self.replace)
+            self.replace = True
 
     def ending(self, status):
         if self.last is not None and self.last["final"]["status"] == "running":

@@ -275,6 +275,26 @@ def test_a_stalled_training_says_so_in_its_json(tmp_path):
     assert saved["final"]["objective"] == saved["history"][-1]["objective"]
 
 
+def test_a_run_interrupted_before_its_first_iteration_says_so_in_its_json(tmp_path):
+    """A run stopped in its first iteration (here a Gauss-Newton product slowed to a
+    minute) leaves its --json with no record, "interrupted"."""
+    out = tmp_path / "run.json"
+    proc = subprocess.Popen([sys.executable, "-m", "dnewton_core", "train", "--slow-rank",
+                             "0:60", "--json", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=local_environment(),
+                            cwd=ROOT, start_new_session=True,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
+    for line in proc.stdout:                          # the header: training starts
+        if line.split()[:2] == ["iter", "f"]:
+            break
+    time.sleep(1.0)
+    assert not out.exists()                           # written at the first iteration
+    _interrupt(proc, signal.SIGINT)
+    saved = json.loads(out.read_text())
+    assert saved["final"]["status"] == "interrupted" and saved["history"] == []
+    assert saved["config"]["layers"] == [64, 64, 64, 10]
+
+
 def test_a_signal_the_run_was_started_ignoring_stays_ignored(tmp_path):
     """As under nohup: SIGHUP ignored from the start does not end a one-process run, and
     Ctrl-C still does."""
