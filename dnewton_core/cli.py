@@ -30,15 +30,15 @@ import time
 import warnings
 
 from . import interrupts
-from .checkpoint import Plan, restore, save_model
+from .checkpoint import Plan, restore, save_model, solver_settings
 from .comm import Comm
-from .environment import BLAS_THREADS
+from .environment import oversubscribed
 from .experiment import build_model, check_sync, evaluate, finite, learned_nothing, prepare, run
 from .ledger import trace_events, training_bytes
 from .model import ConfigError
 from .network import network_names, parse_network
 from .newton import NewtonConfig, check_options
-from .options import STALL_TIMEOUT, parse
+from .options import STALL_TIMEOUT, parse, unused_options
 from .outputs import LAST_WORDS, WRITING, JsonSaver, check_writable, last_words, remove_outputs, write_json
 from .sgd import SGDConfig
 from .study import settings as study
@@ -121,13 +121,16 @@ def describe_run(comm, model, method, args):
 def cmd_train(args, comm):
     newton_config, sgd_config = solver_configs(args)
     keep = Plan(args.checkpoint, args.checkpoint_every, args.resume, args.save, args.optimizer,
-                args.iters if args.optimizer == "newton" else args.epochs)
+                args.iters if args.optimizer == "newton" else args.epochs, solver_settings(
+                    args.optimizer, newton_config, sgd_config, args.gn, args.sync))
     p = prepare(study.problem_of(vars(args)), comm, [args.json, args.trace], args.overwrite,
                 keep)
     model = build_model(p.data, args.hidden, p.objective, comm, p.splits, args.gn, args.sync,
                         p.slow)
     if args.optimizer == "newton":
         check_options(newton_config, model.gn)        # before the first line of output
+    if comm.rank == 0 and (unused := unused_options(args)):          # once all is checked
+        print(f"warning: {unused}", file=sys.stderr, flush=True)
     if args.trace:
         comm.keep_timeline()
         trace_ending = _trace_ending(args, comm, model)
@@ -147,22 +150,28 @@ def cmd_train(args, comm):
                            train_limit=p.train_limit, classes=p.classes)
         unsaved = None
         if args.save:
-            unsaved = save_model(
-                args.save, model, history.theta, args.overwrite, data=args.data,
-                data_path=",".join(os.path.abspath(f) if f else "" for f in
-                                   (args.data_path or "").split(",")),
-                data_digest=p.digest, seed=args.seed, train_limit=p.train_limit or 0,
-                classes=p.classes)
+            try:
+                unsaved = save_model(
+                    args.save, model, history.theta, args.overwrite, data=args.data,
+                    data_path=",".join(os.path.abspath(f) if f else "" for f in
+                                       (args.data_path or "").split(",")),
+                    data_digest=p.digest, seed=args.seed, train_limit=p.train_limit or 0,
+                    classes=p.classes)
+            except OSError as e:             # rank 0, writing: the run's other files still are
+                unsaved = getattr(e, "strerror", None) or str(e)
         if args.trace:
             write_trace(args.trace, comm, model, args.overwrite, trace_ending)
         if comm.rank == 0:
             _finish_train(args, comm, out, saver, unsaved, p)
+    if isinstance(unsaved, str):
+        return 2                                  # rank 0: --save could not be written
     return DIVERGED if history.status == "diverged" else 0   # the same on every rank
 
 
 def _finish_train(args, comm, out, saver, unsaved, p):
     """Rank 0: the final line, the final --json (ledgers summed over ranks), what was
-    written (--save not, with ``unsaved`` non-finite weights), where the run diverged, and
+    written (--save not, with ``unsaved`` non-finite weights or why it could not be
+    written), where the run diverged, and
     whether it learned nothing (``learned_nothing``, of the ``Prepared`` ``p``)."""
     f = out["final"]
     print(f"final: test accuracy {_num(f['test_accuracy'], '.4f')}, train accuracy "
@@ -175,7 +184,9 @@ def _finish_train(args, comm, out, saver, unsaved, p):
         saver(out)
     for path in filter(None, (args.json, None if unsaved else args.save, args.trace)):
         print(f"wrote {path}", flush=True)
-    if unsaved:
+    if isinstance(unsaved, str):
+        print(f"error: --save {args.save} not written: {unsaved}", file=sys.stderr, flush=True)
+    elif unsaved:
         print(f"warning: --save {args.save} not written: {unsaved} of the final weights are "
               "NaN or infinite" + (f" (the {args.save} there is an earlier run's)"
                                    if os.path.exists(args.save) else ""),
@@ -368,7 +379,8 @@ def main(argv=None):
         if os.environ.get("DNEWTON_WAIT"):            # how a waiting rank waits (polling.py)
             comm.agree_on(lambda: comm.choose_wait(os.environ["DNEWTON_WAIT"]))
         _network(args, comm)
-        _warn_threads(comm)
+        if comm.rank == 0 and (warning := oversubscribed(comm.size)):
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         commands = {"train": cmd_train, "compare": cmd_compare, "reproduce": cmd_reproduce,
                     "evaluate": cmd_evaluate, "project": cmd_project}
         return commands[args.command](args, comm)
@@ -398,15 +410,6 @@ def main(argv=None):
             guard.stop()
 
 
-def _warn_threads(comm):
-    """One line when the ranks ask for more BLAS threads than the machine has cores."""
-    threads = max(int(v) if v.isdigit() else 0 for v in
-                  (os.environ.get(k, "") for k in BLAS_THREADS)) or os.cpu_count() or 1
-    if comm.rank == 0 and threads > 1 and comm.size * threads > (os.cpu_count() or 1):
-        print(f"warning: {comm.size} ranks with {threads} BLAS thread(s) each on "
-              f"{os.cpu_count()} cores: set OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "
-              "MKL_NUM_THREADS=1 (4x slower otherwise here: docs/installation.md)",
-              file=sys.stderr, flush=True)
 
 
 def _warning(message, category, filename, lineno, file=None, line=None):

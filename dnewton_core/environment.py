@@ -50,6 +50,18 @@ def blas_environment(threads=1):
     return {name: str(threads) for name in BLAS_THREADS}
 
 
+def oversubscribed(n_ranks):
+    """What to say when ``n_ranks`` ranks ask for more BLAS threads than the machine has
+    cores (None when they do not)."""
+    threads = max(int(v) if v.isdigit() else 0 for v in
+                  (os.environ.get(k, "") for k in BLAS_THREADS)) or os.cpu_count() or 1
+    if threads > 1 and n_ranks * threads > (os.cpu_count() or 1):
+        return (f"{n_ranks} ranks with {threads} BLAS thread(s) each on {os.cpu_count()} "
+                "cores: set OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 (4x "
+                "slower otherwise here: docs/installation.md)")
+    return None
+
+
 def find_mpiexec(mpiexec=None):
     """Path of ``mpiexec``: the given one, else this environment's own, else the one on PATH.
 

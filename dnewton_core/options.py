@@ -34,7 +34,22 @@ def parse(argv=None):
     if extra:
         Parser(prog=f"python -m dnewton_core {args.command}").error(
             f"unrecognized arguments: {' '.join(extra)}")
+    args.given = {str(a).split("=")[0] for a in (sys.argv[1:] if argv is None else argv)}
     return with_defaults(args)
+
+
+ONLY = {"newton": ("--iters", "--subsample", "--xi", "--cg-max", "--lambda0", "--gn", "--sync",
+                   "--diag-step", "--cg-rule"),
+        "sgd": ("--epochs", "--lr", "--momentum", "--batch-size", "--decay")}
+
+
+def unused_options(args):
+    """What to say of the other optimizer's options that a train run was given (or None)."""
+    other = "sgd" if args.optimizer == "newton" else "newton"
+    if (unused := [name for name in ONLY[other] if name in args.given]):
+        return (f"{', '.join(unused)}: {other}'s option{'s' * (len(unused) > 1)}, unused by "
+                f"this {args.optimizer} run")
+    return None
 
 
 def _seconds(text):
@@ -57,6 +72,16 @@ def _positive_ints(text):
     return values
 
 
+def _hidden(text):
+    """--hidden: widths, or "none" for a network without hidden layers (never by accident)."""
+    if text.strip().lower() == "none":
+        return ()
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected widths such as 300,300, or none for no "
+                                         "hidden layer, got ''")
+    return _positive_ints(text)
+
+
 SEED_MAX = 2**32 - 1           # numpy's RandomState (the kit's split of a data set) takes no more
 
 
@@ -75,7 +100,8 @@ def _int_in(low, high=None):
     return parse
 
 
-HIDDEN_HELP = "hidden layer widths, e.g. 300,300 (default 64,64 for digits, 300,300 otherwise)"
+HIDDEN_HELP = ("hidden layer widths, e.g. 300,300, or none (default 64,64 for digits, 300,300 "
+               "otherwise)")
 
 
 def with_defaults(args):
@@ -249,7 +275,7 @@ def shared_options():
     g.add_argument("--train-limit", type=_int_in(1), default=None, metavar="K",
                    help="train on the first K training instances only (recorded; reproduce "
                         "states it in summary.md)")
-    g.add_argument("--hidden", type=_positive_ints, default=None, help=HIDDEN_HELP)
+    g.add_argument("--hidden", type=_hidden, default=None, help=HIDDEN_HELP)
     g.add_argument("--activation", default="relu", help="relu (default), sigmoid or tanh")
     g.add_argument("--loss", default="squared", help="squared (default) or cross_entropy")
     g.add_argument("--C", default=None,
@@ -323,7 +349,7 @@ def add_project(sub):
                                    "rate measured here (docs/method.md §8).")
     p.add_argument("--data", default="digits", help="data set (its sizes only)")
     p.add_argument("--data-path", help="directory or file(s) of the data set")
-    p.add_argument("--hidden", type=_positive_ints, default=None, help=HIDDEN_HELP)
+    p.add_argument("--hidden", type=_hidden, default=None, help=HIDDEN_HELP)
     p.add_argument("--network", nargs="+", default=["10gbe"], help="one or several "
                    "(space- or comma-separated) of "
                    + ", ".join(PRESETS) + " or LATENCY_US:BANDWIDTH_GBIT (default 10gbe)")

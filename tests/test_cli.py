@@ -243,6 +243,28 @@ def test_json_that_appears_during_the_run_is_not_replaced(tmp_path):
     assert out.read_text() == "someone else's"
 
 
+def test_weights_that_cannot_be_saved_leave_a_finished_json_and_one_error(tmp_path):
+    out, weights = tmp_path / "f.json", tmp_path / "w.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "dnewton_core", "train", "--iters", "2",
+                             "--hidden", "8", "--cg-max", "3", "--slow-rank", "0:0.4",
+                             "--json", str(out), "--save", str(weights)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        for line in proc.stdout:                 # the header: checks done, training starts
+            if line.split()[:2] == ["iter", "f"]:
+                break
+        weights.write_text("someone else's")
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2 and err.strip() == (
+        f"error: --save {weights} not written: {weights} appeared during the run; pass "
+        "--overwrite to replace it"), err
+    assert weights.read_text() == "someone else's"
+    assert json.loads(out.read_text())["final"]["status"] == "finished"
+
+
 # -- runs that fail numerically end as results ---------------------------------------------
 
 def test_diverging_sgd_exits_3_and_keeps_its_history(tmp_path):
@@ -420,3 +442,16 @@ def test_hidden_widths_default_by_data_set_as_the_studies():
     assert hidden("project", "--data", "svmlight") == (300, 300)
     assert hidden("train", "--data", "letter", "--hidden", "8") == (8,)
     assert hidden("reproduce", "--data", "dna") is None            # its plan chooses
+    assert hidden("train", "--hidden", "none") == ()                # said, not by accident
+    p = cli("train", "--hidden", "")
+    assert p.returncode == 2 and "--hidden: expected widths such as 300,300, or none" in p.stderr
+
+
+def test_the_other_optimizer_s_options_are_named_as_unused():
+    p = cli("train", "--optimizer", "sgd", "--epochs", 0, "--iters", 3, "--xi", "0.2",
+            "--hidden", "8")
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == "warning: --iters, --xi: newton's options, unused by this sgd run\n"
+    p = cli("train", "--iters", 0, "--lr=0.1", "--hidden", "8")
+    assert p.stderr == "warning: --lr: sgd's option, unused by this newton run\n"
+    assert cli("train", "--iters", 0, "--hidden", "8").stderr == ""
