@@ -163,8 +163,8 @@ def _check_classes(where, classes, y_train, y_test):
     if unseen.size:
         labels = ", ".join(repr(classes[c]) for c in unseen)
         warn(f"{where}: the test part has classes never seen in training: {labels} "
-             f"({np.isin(y_test, unseen).sum()} of {y_test.size} test samples); the model "
-             "cannot learn them", DataWarning)
+             f"({np.isin(y_test, unseen).sum()} of {y_test.size} test samples); a model "
+             "trained on this split never sees them", DataWarning)
 
 
 @dataclass(frozen=True, eq=False)
@@ -362,8 +362,10 @@ def coded_as(dataset, saved):
     if saved is None or len(names) >= len(saved) or not set(names) <= set(saved):
         return dataset
     unit = np.array([saved.index(name) for name in names])
-    return dataclasses.replace(dataset, y_train=unit[dataset.y_train],
-                               y_test=unit[dataset.y_test], classes=tuple(saved))
+    with warnings.catch_warnings():        # checked as it was loaded, and warned once then
+        warnings.simplefilter("ignore", DataWarning)
+        return dataclasses.replace(dataset, y_train=unit[dataset.y_train],
+                                   y_test=unit[dataset.y_test], classes=tuple(saved))
 
 
 def is_number(text):

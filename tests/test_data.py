@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import threading
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from dnewton_core.data import (
     DataError,
     Dataset,
     DataWarning,
+    coded_as,
     download_libsvm,
     load_dataset,
     load_idx,
@@ -602,6 +604,11 @@ def test_svmlight_test_classes_never_seen_in_training_warn_once(tmp_path):
     assert str(record[0].message).startswith(f"satimage-libsvm ({tmp_path}): the test part has "
                                              "classes never seen in training: 7, 8")
     assert record[0].filename == __file__  # the caller's line, not the kit's (data.warn)
+    with warnings.catch_warnings(record=True) as again:      # evaluate's coding, warned before
+        warnings.simplefilter("always")
+        coded = coded_as(ds, ["1", "2", "7", "8", "9"])
+    assert again == [] and coded.classes == ("1", "2", "7", "8", "9")
+    assert coded.y_test.tolist() == [0, 2, 3]
 
 
 # ------------------------------------------------------------------ downloader (local only)
