@@ -96,6 +96,15 @@ def subplots(ncols=1, height=HEIGHT, nrows=1, **kwargs):
                         **kwargs)
 
 
+def check_format(path):
+    """ValueError unless matplotlib writes the format ``path``'s suffix names (none: PNG)."""
+    suffix = os.path.splitext(path)[1][1:]
+    formats = Figure().canvas.get_supported_filetypes()
+    if suffix and suffix.lower() not in formats:
+        raise ValueError(f"cannot write a figure to {path}: matplotlib writes no .{suffix} "
+                         f"files (it writes {', '.join('.' + f for f in sorted(formats))})")
+
+
 def save(fig, path, title="", replace=True):
     """Write ``fig`` to ``path`` (PNG) atomically (``outputs.atomic_path``; with
     ``replace=False`` a file that appeared meanwhile is a FileExistsError) and free it."""

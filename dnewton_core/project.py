@@ -20,6 +20,9 @@ def project_command(args):
     try:
         check_writable([p for p in (args.json, args.figure) if p], args.overwrite,
                        inputs=(args.data_path or "").split(","))
+        if args.figure:
+            from .figures import check_format
+            check_format(args.figure)
         data = datasets.open_dataset(args.data, args.data_path)   # its sizes only
         networks = [parse_network(n) for n in dict.fromkeys(network_names(args.network))]
         if None in networks:

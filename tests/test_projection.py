@@ -99,6 +99,13 @@ def test_the_project_command_writes_a_table_a_json_and_a_figure(tmp_path):
     assert four["machines"] == 4 and four["splits"] == [2, 1, 1, 1]
     assert four["newton-full seconds"] > got["networks"]["10gbe"][2]["newton-full seconds"]
     assert fig.stat().st_size > 10_000
+    text = tmp_path / "p.txt"                # a format matplotlib lacks: refused before writing
+    bad = subprocess.run([sys.executable, "-m", "dnewton_core", "project", "--rate", "2000",
+                          "--json", str(tmp_path / "q.json"), "--figure", str(text)],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.startswith(
+        f"error: cannot write a figure to {text}: matplotlib writes no .txt files"), bad.stderr
+    assert not (tmp_path / "q.json").exists() and not text.exists()
 
 
 def test_the_project_command_s_machine_counts():
