@@ -45,7 +45,7 @@ METHOD_COLOURS = {"newton-full": "#1f77b4", "newton-diag": "#ff7f0e", "sgd": "#2
 # into computing and waiting (classroom.waiting) in the colours of cg and sync.
 PHASE_COLOURS = {"function": "#7f7f7f", "gradient": "#9467bd", "jacobian": "#8c564b",
                  "cg": "#17becf", "sync": "#d62728", "line_search": "#bcbd22", "sgd": "#e377c2",
-                 "evaluate": "#e8e8e8", "report": "#e8e8e8", "setup": "#e8e8e8",
+                 "evaluate": "#c7c7c7", "report": "#ececec", "setup": "#ececec",
                  "computing": "#17becf", "waiting": "#d62728"}
 # Runs of no known method: colours that are neither a method's nor black.
 OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")

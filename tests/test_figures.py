@@ -202,3 +202,17 @@ def test_the_message_flow_points_an_arrow_at_every_rank_that_only_receives():
     assert sorted(p for points in hollow for p in points) == sorted(
         (float(x), float(r)) for x, (_, _, receivers) in enumerate(FORWARD, 1) for r in receivers)
     plt.close(fig)
+
+
+def test_the_timeline_draws_the_calls_above_the_phases_and_names_them():
+    """A teacher found the MPI calls hidden under the phases and the red ticks unexplained."""
+    fig = plots.timeline(trace())
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == \
+        ["function", "gradient", "cg", "sync", "MPI call", "modeled end"]
+    calls = [p for p in ax.patches if round(p.get_height(), 6) == 0.2]
+    phases = [p for p in ax.patches if round(p.get_height(), 6) == 0.7]
+    assert len(calls) == 3 and len(phases) == 12
+    assert min(c.zorder for c in calls) > max(p.zorder for p in phases)
+    plt.close(fig)
+    assert len({style.PHASE_COLOURS[p] for p in ("evaluate", "report", "function")}) == 3

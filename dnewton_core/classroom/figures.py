@@ -256,29 +256,34 @@ def accuracy_by_setting(groups, key="test_accuracy"):
 
 @styled
 def timeline(trace, title="every rank's time line"):
-    """Every rank's phases (wide bars, in the phases' colours) and messages (thin black bars,
-    their modeled time as a red tick where a network is modeled) from a Chrome trace
-    (``ledger.trace_events``)."""
+    """Every rank's phases (wide bars, in the phases' colours) and, above them, its MPI calls
+    (thin black bars; where a network is modeled, a red tick where the call's modeled time
+    ends) from a Chrome trace (``ledger.trace_events``); the legend names all three."""
     events = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     ranks = sorted({e["pid"] for e in events})
     fig, ax = subplots(height=1.6 + 0.6 * len(ranks))
+    modeled = False
     for e in events:
         y, start, width = e["pid"], e["ts"] / 1e3, e["dur"] / 1e3
-        if e["tid"] == 0:
+        if e["tid"] == 0:                             # phases below, calls on top (zorder)
             ax.barh(y, width, left=start, height=0.7, color=PHASE_COLOURS.get(e["name"], "k"),
-                    edgecolor="none")
-        else:
-            ax.barh(y + 0.25, max(width, 1e-3), left=start, height=0.2, color="black")
-            modeled = e.get("args", {}).get("modeled_us")
-            if modeled is not None:
-                ax.plot([start + modeled / 1e3] * 2, [y + 0.1, y + 0.4], color="red", lw=1)
+                    edgecolor="none", zorder=1)
+            continue
+        ax.barh(y + 0.25, max(width, 1e-3), left=start, height=0.2, color="black", zorder=2)
+        if (us := e.get("args", {}).get("modeled_us")) is not None:
+            ax.plot([start + us / 1e3] * 2, [y + 0.1, y + 0.4], color="red", lw=1, zorder=3)
+            modeled = True
     order = list(PHASE_COLOURS)                                   # the ledger's order
     seen = sorted({e["name"] for e in events if e["tid"] == 0},
                   key=lambda p: (order.index(p) if p in order else len(order), p))
+    handles = [Patch(color=PHASE_COLOURS.get(p, "k"), label=p) for p in seen]
+    if any(e["tid"] != 0 for e in events):
+        handles.append(Line2D([], [], color="black", lw=4, label="MPI call"))
+    if modeled:
+        handles.append(Line2D([], [], color="red", lw=1, label="modeled end"))
     fits = max(1, int((fig.get_size_inches()[1] - 0.8) / 0.3))     # legend rows that fit
-    ax.legend(handles=[Patch(color=PHASE_COLOURS.get(p, "k"), label=p) for p in seen],
-              ncol=-(-len(seen) // fits), loc="center left", bbox_to_anchor=(1.01, 0.5),
-              frameon=False)
+    ax.legend(handles=handles, ncol=-(-len(handles) // fits), loc="center left",
+              bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_yticks(ranks, [f"rank {r}" for r in ranks])
     ax.invert_yaxis()
     ax.set_xlabel("milliseconds")
