@@ -48,6 +48,7 @@ import dataclasses
 import gzip
 import hashlib
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -631,6 +632,9 @@ def _open_binary(path):
     return open(path, "rb")
 
 
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")    # in no text file (tabs and line ends are)
+
+
 def _short(token: bytes) -> str:
     text = token.decode("utf-8", "replace")
     return repr(text if len(text) <= 40 else text[:37] + "...")
@@ -639,6 +643,12 @@ def _short(token: bytes) -> str:
 def _line_problem(line: bytes):
     """What is wrong with one svmlight line (None if nothing): ``LABEL [qid:Q] I:V ... [# c]``,
     indices non-negative integers in increasing order, label and values numbers."""
+    try:
+        binary = _CONTROL.search(line.decode("utf-8")) is not None
+    except UnicodeDecodeError:
+        binary = True
+    if binary:
+        return "binary bytes, not svmlight text (an image, an archive or a compressed file?)"
     tokens = line.split(b"#", 1)[0].split()
     if not tokens:
         return None

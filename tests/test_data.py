@@ -419,6 +419,8 @@ def test_svmlight_train_comma_test_path(tmp_path):
     (b"1 -3:2", "out of range"),
     (b"1.5 1:2", "label 1.5 is not an integer"),
     (b"9007199254740993 1:2", "label 9007199254740992 is too large to be told apart"),  # 2^53+1
+    (b"\x89PNG\r\x1a\x00\x01", "binary bytes, not svmlight text"),    # not echoed back
+    (b"1 1:\xff\xfe", "binary bytes, not svmlight text"),
 ])
 def test_svmlight_malformed_line_names_file_and_line(tmp_path, bad, problem):
     path = tmp_path / "bad.txt"

@@ -93,6 +93,16 @@ def test_quick_finishes_in_time_and_reports_each_run(quick4):
     assert seconds < QUICK_LIMIT
     progress = [line for line in out.splitlines() if line.startswith("[")]
     assert len(progress) == 16 and progress[-1].startswith("[ 16/16]")   # 2 diag steps
+    sgd = [line for line in progress if " sgd lr=" in line]              # no CG to show
+    assert sgd and not any("(CG" in line for line in sgd)
+    assert all("(CG" in line for line in progress if "newton" in line)
+    assert all(", 1 epoch," in line for line in sgd if "DIVERGED" in line)
+    assert re.search(r"\(\d+\.\d+ (s|min)\)$", out.strip().splitlines()[-1])
+
+
+def test_durations_read_as_seconds_or_minutes_and_never_as_zero():
+    assert [report.duration(s) for s in (0.0312, 0.5, 4.24, 59.9, 75.0, 5400)] == \
+        ["0.031 s", "0.5 s", "4.2 s", "59.9 s", "1.2 min", "90.0 min"]
 
 
 def test_runs_csv_has_a_row_per_run_and_every_column(quick4):

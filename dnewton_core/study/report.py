@@ -34,7 +34,6 @@ def aggregate(rows):
                         -(rs[0]["sync"] or 0), rs[0].get("step") or "", rs[0]["lr"] or 0)
     for label, rs in sorted(groups.items(), key=lambda item: order(item[1])):
         r0 = rs[0]
-        iters = [r["iterations"] for r in rs]
         per_iter = lambda key, rs=rs: _mean([r[key] / r["iterations"] for r in rs
                                              if r["iterations"] and r[key] is not None])
         out.append(dict(
@@ -46,7 +45,7 @@ def aggregate(rows):
             test_all=[r["test_accuracy"] for r in rs],
             train=_mean([r["train_accuracy"] for r in rs]),
             objective=_mean([r["objective"] for r in rs]),
-            iterations=_mean(iters), time=_mean([r["wall_time"] for r in rs]),
+            iterations=_mean([r["iterations"] for r in rs]), time=_mean([r["wall_time"] for r in rs]),
             time_per_iter=per_iter("wall_time"),
             bytes_per_iter=per_iter("bytes_total"), cg_bytes_per_iter=per_iter("bytes_cg"),
             gn_bytes_per_iter=_mean([(r["bytes_jacobian"] + r["bytes_cg"]) / r["iterations"]
@@ -59,16 +58,20 @@ def aggregate(rows):
 
 def accuracy_at(curves, run, t):
     """Test accuracy of ``run`` at its last record with wall_time <= t (None before any)."""
-    best = None
-    for c in curves:
-        if c["run"] == run and c["wall_time"] <= t + 1e-12:
-            best = c["test_accuracy"]
-    return best
+    hits = [c["test_accuracy"] for c in curves if c["run"] == run and c["wall_time"] <= t + 1e-12]
+    return hits[-1] if hits else None
 
 
 def fmt(value, spec, missing="–"):
     return missing if value is None or (isinstance(value, float) and math.isnan(value)) \
         else format(value, spec)
+
+
+def duration(seconds):
+    """Seconds as one reads them: 0.031 s, 4.2 s, 3.5 min (never a time rounded to 0.0)."""
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s"
 
 
 def plus_minus(mean, std):
@@ -316,17 +319,14 @@ def _modeled_section(plan, stats, rows, curves):
 def _budget(plan, stats):
     newton = [x for x in stats if x["method"] != "sgd"]
     sgd = [x for x in stats if x["method"] == "sgd"]
-    out = []
-    if newton:
-        out.append(f"Newton {plan.iters} iterations per run took "
-                   f"{_mean([x['time'] for x in newton]):.1f} s of training on average "
-                   f"({_mean([x['time_per_iter'] for x in newton]):.3g} s/iteration)")
-    if sgd:
-        conv = [x for x in sgd if not x["diverged"]] or sgd
-        out.append(f"SGD {plan.epochs} epochs took {_mean([x['time'] for x in conv]):.1f} s on "
-                   f"average over the rates that did not diverge "
-                   f"({_mean([x['time_per_iter'] for x in conv]):.3g} s/epoch)")
-    return out
+    conv = [x for x in sgd if not x["diverged"]] or sgd
+    mean = lambda key, runs: _mean([x[key] for x in runs])               # noqa: E731
+    return ([f"Newton {plan.iters} iterations per run took {duration(mean('time', newton))} "
+             f"of training on average ({mean('time_per_iter', newton):.3g} s/iteration)"]
+            if newton else []) + \
+        ([f"SGD {plan.epochs} epochs took {duration(mean('time', conv))} on average over the "
+          f"rates that did not diverge ({mean('time_per_iter', conv):.3g} s/epoch)"]
+         if sgd else [])
 
 
 def _header(plan, info, stats, rows, notes, started, seconds, data_note):
@@ -335,7 +335,7 @@ def _header(plan, info, stats, rows, notes, started, seconds, data_note):
     return [
         f"# Reproduction study: {p.data}, network {first['network']}", "",
         f"- command: `{command_line(info['ranks'])}`",
-        f"- date: {started} (study wall time {seconds / 60:.1f} min, data loading and "
+        f"- date: {started} (study wall time {duration(seconds)}, data loading and "
         "accuracy checks included" + (f"; this part only: it continued {info['continued']} "
                                       "runs finished before (--continue)"
                                       if info.get("continued") else "") + ")",

@@ -189,8 +189,9 @@ def _progress(row, total, setting, seed):
     fmt = report.fmt
     return (f"[{row['run']:>3}/{total}] {setting.label:<30} seed {seed}: test "
             f"{fmt(row['test_accuracy'], '.4f')}, f {fmt(row['objective'], '.4g')}, "
-            f"{row['iterations']} {row['unit']}s, {fmt(row['wall_time'], '.2f')} s, "
-            f"{row['bytes_total'] / 1e6:.2f} MB (CG {row['bytes_cg'] / 1e6:.3f})"
+            f"{row['iterations']} {row['unit']}{'s' * (row['iterations'] != 1)}, "
+            f"{fmt(row['wall_time'], '.2f')} s, {row['bytes_total'] / 1e6:.2f} MB"
+            + (f" (CG {row['bytes_cg'] / 1e6:.3f})" if setting.optimizer == "newton" else "")
             + (", DIVERGED" if row["diverged"] else ""))
 
 
@@ -210,4 +211,4 @@ def _write_report(plan, paths, info, rows, curves, notes, started, seconds, data
                                       paths[MODELED_FIGURE], modeled.common_target(stats),
                                       title=title, replace=replace)
     print(report.settings_table(stats))
-    print(f"wrote {', '.join(paths)} in {plan.out} ({seconds / 60:.1f} min)")
+    print(f"wrote {', '.join(paths)} in {plan.out} ({report.duration(seconds)})")
