@@ -22,6 +22,9 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         name = self.prog.replace("python -m dnewton_core", "").strip()
+        if "expected" in message and "argument" in message and message.startswith("argument -"):
+            option = message.split()[1].rstrip(":").split("/")[0]       # a value such as -5:10
+            message += f" (a value that starts with '-' is given as {option}=VALUE)"
         print(f"error: {name + ': ' if name else ''}{message} (see {self.prog} --help)",
               file=sys.stderr, flush=True)
         sys.exit(2)

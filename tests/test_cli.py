@@ -130,6 +130,8 @@ def test_compare_writes_table_json_and_figure(tmp_path):
     (["--splits", "1,2"], "entries"),
     (["--gn", "diag"], "mpiexec"),
     (["--dtype", "float16"], "--dtype: invalid choice: 'float16' (choose from 'float64', 'float32')"),
+    (["--network", "-5:10"], "expected at least one argument (a value that starts with '-' is "
+                             "given as --network=VALUE)"),
 ])
 def test_bad_settings_are_one_line_errors(args, needle):
     p = cli("train", "--iters", 1, *args)
