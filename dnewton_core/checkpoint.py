@@ -59,11 +59,12 @@ class Plan:
 
 def solver_settings(optimizer, newton, sgd, gn, sync):
     """``Plan.solver``: the settings of the ``optimizer``'s config (``newton.NewtonConfig`` or
-    ``sgd.SGDConfig``; and for Newton its Gauss-Newton matrix) but its budget."""
+    ``sgd.SGDConfig``; and for Newton its Gauss-Newton matrix) but its budget and its seed
+    (the command line's --seed, checked as the objective's init_seed)."""
     if optimizer == "newton":
-        return dict({f"newton.{k}": v for k, v in asdict(newton).items() if k != "iters"},
-                    gn=gn, sync=sync)
-    return {f"sgd.{k}": v for k, v in asdict(sgd).items() if k != "epochs"}
+        return dict({f"newton.{k}": v for k, v in asdict(newton).items()
+                     if k not in ("iters", "seed")}, gn=gn, sync=sync)
+    return {f"sgd.{k}": v for k, v in asdict(sgd).items() if k not in ("epochs", "seed")}
 
 
 @dataclass(frozen=True)

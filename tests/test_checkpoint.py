@@ -204,6 +204,7 @@ def test_a_checkpoint_of_another_network_optimizer_or_data_set_is_refused(tmp_pa
     for words, args in cases.items():
         line = one_line_error(cli("train", "--iters", 4, "--resume", ck, *args))
         assert words in line and str(ck) in line, line
+        assert "its seed is" not in line, line        # --seed is named once: init_seed
         assert line.endswith("give the options of the run that wrote it)"), line
     # what only trades memory for time (and the rounding, as another grid does) resumes
     resumed = train(tmp_path, "lean", "--iters", 3, "--resume", ck, "--no-keep-forward")
