@@ -1,19 +1,19 @@
 import os
 import sys
 
-# A Ctrl-C while the ranks start is kept until every rank can end together (interrupts.py:
-# SIGTERM too, once MPI has started); before this line it still ends the process at once.
-from .interrupts import hold
 
-hold()
+def run():
+    """``python -m dnewton_core`` and the ``dnewton`` command: keep Ctrl-C until every rank
+    can end together, give each rank one BLAS thread unless the user said otherwise (before
+    numpy loads its BLAS: docs/installation.md), then the command line (``cli.main``)."""
+    from .interrupts import hold
+    hold()                                # a Ctrl-C while the ranks start (interrupts.py)
+    from .environment import blas_environment
+    for name, value in blas_environment().items():
+        os.environ.setdefault(name, value)
+    from .cli import main
+    sys.exit(main())
 
-# One BLAS thread per rank unless the user said otherwise, before numpy loads its BLAS
-# (several ranks on few cores are many times slower otherwise: docs/installation.md).
-from .environment import blas_environment  # noqa: E402
 
-for _name, _value in blas_environment().items():
-    os.environ.setdefault(_name, _value)
-
-from .cli import main  # noqa: E402
-
-sys.exit(main())
+if __name__ == "__main__":
+    run()

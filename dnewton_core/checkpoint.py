@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -53,18 +53,19 @@ class Plan:
     save: str | None = None           # --save FILE: the final weights
     optimizer: str = "newton"         # what is resumed must have been trained the same way
     budget: int | None = None         # --iters or --epochs, counted from the run's start
-    solver: dict = field(default_factory=dict)   # the solver's settings but the budget, as
-    #                                   the result's config names them ("sgd.lr", "gn", ...)
+    solver: tuple = ()                # (key, value): the solver's settings but the budget,
+    #                                   as the result's config names them ("sgd.lr", "gn", ...)
 
 
-def solver_settings(optimizer, newton, sgd, gn, sync):
-    """``Plan.solver``: the settings of the ``optimizer``'s config (``newton.NewtonConfig`` or
-    ``sgd.SGDConfig``; and for Newton its Gauss-Newton matrix) but its budget and its seed
-    (the command line's --seed, checked as the objective's init_seed)."""
-    if optimizer == "newton":
-        return dict({f"newton.{k}": v for k, v in asdict(newton).items()
-                     if k not in ("iters", "seed")}, gn=gn, sync=sync)
-    return {f"sgd.{k}": v for k, v in asdict(sgd).items() if k not in ("epochs", "seed")}
+def solver_settings(optimizer, newton, sgd, gn, sync=None):
+    """``Plan.solver``, (key, value) pairs: the settings of the ``optimizer``'s config
+    (``newton.NewtonConfig`` or ``sgd.SGDConfig``; for Newton its Gauss-Newton matrix, and
+    its ``sync`` unless None: one process has none) but its budget and its seed (the command
+    line's --seed, checked as the objective's init_seed)."""
+    if optimizer != "newton":
+        return tuple((f"sgd.{k}", v) for k, v in asdict(sgd).items() if k not in ("epochs", "seed"))
+    return tuple((f"newton.{k}", v) for k, v in asdict(newton).items() if k not in (
+        "iters", "seed")) + (("gn", gn),) + ((("sync", sync),) if sync is not None else ())
 
 
 @dataclass(frozen=True)
@@ -140,12 +141,11 @@ def _read_json(path, message):
 def check_compatible(saved, layers, plan, data, objective=None, digest=None, limit=None):
     """ValueError, one line, if ``saved`` was not written by a run of the same layers,
     optimizer, data set (its name, and its contents: ``digest``, ``data.Source.digest``),
-    the training instances it used (``limit``: --train-limit K, None for all) and objective
-    (activation, loss, C, evaluation batch, seed, dtype: a float64 run is not
-    continued in float32 nor the reverse) and solver settings (``plan.solver``: a learning
-    rate or subsample changed half way is another run), or has already done more than the
-    budget. A
-    checkpoint from before the dtype option is float64, one from before the digest is not
+    the training instances it used (``limit``: --train-limit K, None for all), objective
+    (activation, loss, C, evaluation batch, seed, dtype: a float64 run is not continued in
+    float32 nor the reverse) and solver settings (``plan.solver``: a learning rate changed
+    half way is another run), or has already done more than the budget. A checkpoint from
+    before the dtype option is float64, one from before the digest (or a setting) is not
     checked for it."""
     config, grid = saved.state["config"], saved.state["grid"]
     pairs = [("data set is", config.get("data"), data),
@@ -157,7 +157,7 @@ def check_compatible(saved, layers, plan, data, objective=None, digest=None, lim
         pairs += [(f"{key} is", config.get(f"objective.{key}", OLD_DEFAULTS.get(key)), value)
                   for key, value in vars(objective).items() if key != "keep_forward"]
     pairs += [(f"{key.split('.')[-1]} is", config[key], value)       # the solver's own
-              for key, value in plan.solver.items() if key in config]
+              for key, value in plan.solver if key in config]
     differ = [f"{what} {theirs}, this run's {ours}" for what, theirs, ours in pairs
               if theirs != ours]
     if differ:

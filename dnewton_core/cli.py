@@ -122,7 +122,8 @@ def cmd_train(args, comm):
     newton_config, sgd_config = solver_configs(args)
     keep = Plan(args.checkpoint, args.checkpoint_every, args.resume, args.save, args.optimizer,
                 args.iters if args.optimizer == "newton" else args.epochs, solver_settings(
-                    args.optimizer, newton_config, sgd_config, args.gn, args.sync))
+                    args.optimizer, newton_config, sgd_config, args.gn,
+                    args.sync if comm.size > 1 else None))       # one process: no sync
     p = prepare(study.problem_of(vars(args)), comm, [args.json, args.trace], args.overwrite,
                 keep)
     model = build_model(p.data, args.hidden, p.objective, comm, p.splits, args.gn, args.sync,
@@ -163,16 +164,15 @@ def cmd_train(args, comm):
             write_trace(args.trace, comm, model, args.overwrite, trace_ending)
         if comm.rank == 0:
             _finish_train(args, comm, out, saver, unsaved, p)
-    if isinstance(unsaved, str):
-        return 2                                  # rank 0: --save could not be written
+    if isinstance(unsaved, str):     # rank 0 alone: --save not written (mpiexec's status
+        return 2                     # is the largest of its ranks')
     return DIVERGED if history.status == "diverged" else 0   # the same on every rank
 
 
 def _finish_train(args, comm, out, saver, unsaved, p):
-    """Rank 0: the final line, the final --json (ledgers summed over ranks), what was
-    written (--save not, with ``unsaved`` non-finite weights or why it could not be
-    written), where the run diverged, and
-    whether it learned nothing (``learned_nothing``, of the ``Prepared`` ``p``)."""
+    """Rank 0: the final line, the final --json (ledgers summed over ranks), what was written
+    (--save not, with ``unsaved`` non-finite weights or why it could not be), where the run
+    diverged, and whether it learned nothing (``learned_nothing``, of the ``Prepared`` ``p``)."""
     f = out["final"]
     print(f"final: test accuracy {_num(f['test_accuracy'], '.4f')}, train accuracy "
           f"{_num(f['train_accuracy'], '.4f')}, f {_num(f['objective'], '.6g')}, "
@@ -408,8 +408,6 @@ def main(argv=None):
     finally:
         if guard is not None:
             guard.stop()
-
-
 
 
 def _warning(message, category, filename, lineno, file=None, line=None):

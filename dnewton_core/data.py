@@ -643,13 +643,14 @@ def _short(token: bytes) -> str:
 def _line_problem(line: bytes):
     """What is wrong with one svmlight line (None if nothing): ``LABEL [qid:Q] I:V ... [# c]``,
     indices non-negative integers in increasing order, label and values numbers."""
+    data = line.split(b"#", 1)[0]                  # a comment may hold any text
     try:
-        binary = _CONTROL.search(line.decode("utf-8")) is not None
+        binary = _CONTROL.search(data.decode("utf-8")) is not None
     except UnicodeDecodeError:
         binary = True
     if binary:
         return "binary bytes, not svmlight text (an image, an archive or a compressed file?)"
-    tokens = line.split(b"#", 1)[0].split()
+    tokens = data.split()
     if not tokens:
         return None
     try:

@@ -14,6 +14,7 @@ import functools
 import io
 import math
 import os
+import shutil
 import sys
 
 import matplotlib.pyplot as plt
@@ -97,12 +98,15 @@ def subplots(ncols=1, height=HEIGHT, nrows=1, **kwargs):
 
 
 def check_format(path):
-    """ValueError unless matplotlib writes the format ``path``'s suffix names (none: PNG)."""
+    """ValueError unless matplotlib writes the format ``path``'s suffix names (none: PNG)
+    here: PGF only where its TeX system is installed."""
     suffix = os.path.splitext(path)[1][1:]
     formats = Figure().canvas.get_supported_filetypes()
+    if not shutil.which(plt.rcParams["pgf.texsystem"]):
+        formats.pop("pgf", None)
     if suffix and suffix.lower() not in formats:
         raise ValueError(f"cannot write a figure to {path}: matplotlib writes no .{suffix} "
-                         f"files (it writes {', '.join('.' + f for f in sorted(formats))})")
+                         f"files here (it writes {', '.join('.' + f for f in sorted(formats))})")
 
 
 def save(fig, path, title="", replace=True):

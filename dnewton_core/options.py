@@ -1,6 +1,7 @@
 """The command line's options: one parser per command, the options they share declared
 once, their defaults read from the config dataclasses. A parse error is one line."""
 import argparse
+import re
 import sys
 
 from . import data as datasets
@@ -22,9 +23,9 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         name = self.prog.replace("python -m dnewton_core", "").strip()
-        if "expected" in message and "argument" in message and message.startswith("argument -"):
-            option = message.split()[1].rstrip(":").split("/")[0]       # a value such as -5:10
-            message += f" (a value that starts with '-' is given as {option}=VALUE)"
+        if (missing := re.fullmatch(r"argument (-[^/:]+)\S*: expected (one|at least one) "
+                                    r"arguments?", message)):     # (or a value such as -5:10)
+            message += f" (a value that starts with '-' is given as {missing[1]}=VALUE)"
         print(f"error: {name + ': ' if name else ''}{message} (see {self.prog} --help)",
               file=sys.stderr, flush=True)
         sys.exit(2)
@@ -37,19 +38,19 @@ def parse(argv=None):
     if extra:
         Parser(prog=f"python -m dnewton_core {args.command}").error(
             f"unrecognized arguments: {' '.join(extra)}")
-    args.given = {str(a).split("=")[0] for a in (sys.argv[1:] if argv is None else argv)}
     return with_defaults(args)
 
 
-ONLY = {"newton": ("--iters", "--subsample", "--xi", "--cg-max", "--lambda0", "--gn", "--sync",
-                   "--diag-step", "--cg-rule"),
-        "sgd": ("--epochs", "--lr", "--momentum", "--batch-size", "--decay")}
-
-
 def unused_options(args):
-    """What to say of the other optimizer's options that a train run was given (or None)."""
+    """What to say of the other optimizer's options that a train run was given a value of
+    other than their default (or None): the settings of its config dataclass that train
+    has options for, and for Newton its Gauss-Newton matrix."""
     other = "sgd" if args.optimizer == "newton" else "newton"
-    if (unused := [name for name in ONLY[other] if name in args.given]):
+    config = NewtonConfig() if other == "newton" else SGDConfig()
+    defaults = {k: v for k, v in vars(config).items() if k != "seed"} | (
+        {"gn": "full", "sync": 1.0} if other == "newton" else {})
+    if (unused := ["--" + k.replace("_", "-") for k, v in defaults.items()
+                   if hasattr(args, k) and getattr(args, k) != v]):
         return (f"{', '.join(unused)}: {other}'s option{'s' * (len(unused) > 1)}, unused by "
                 f"this {args.optimizer} run")
     return None

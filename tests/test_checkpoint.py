@@ -225,6 +225,19 @@ def test_a_checkpoint_of_another_network_optimizer_or_data_set_is_refused(tmp_pa
     assert "not a directory" in one_line_error(cli("train", "--checkpoint", tmp_path / "afile"))
 
 
+def test_a_sync_fraction_s_checkpoint_resumes_on_one_process(tmp_path):
+    """One process has no sync fraction (--sync is an error there): its resume of a run with
+    --sync 0.5 does not ask for it, where other ranks do."""
+    diag = ("--hidden", "8", "--gn", "diag")
+    train(tmp_path, "first", *diag, "--sync", "0.5", "--iters", 2, "--checkpoint",
+          tmp_path / "ck", n=2)
+    one = train(tmp_path, "one", *diag, "--splits", "1,1,1", "--iters", 3, "--resume",
+                tmp_path / "ck")
+    assert [h["iter"] for h in one["history"]] == [1, 2, 3]
+    line = one_line_error(cli("train", *diag, "--iters", 3, "--resume", tmp_path / "ck", n=2))
+    assert "its sync is 0.5, this run's 1.0" in line, line
+
+
 def test_the_same_data_set_on_other_contents_is_refused_and_evaluate_finds_it(tmp_path,
                                                                             svmlight_digits):
     """A checkpoint records the data's digest (data.Source.digest), a saved model also where

@@ -132,6 +132,7 @@ def test_compare_writes_table_json_and_figure(tmp_path):
     (["--dtype", "float16"], "--dtype: invalid choice: 'float16' (choose from 'float64', 'float32')"),
     (["--network", "-5:10"], "expected at least one argument (a value that starts with '-' is "
                              "given as --network=VALUE)"),
+    (["--hidden", " , "], "--hidden: expected comma-separated integers, got ' , ' (see "),
 ])
 def test_bad_settings_are_one_line_errors(args, needle):
     p = cli("train", "--iters", 1, *args)
@@ -454,6 +455,7 @@ def test_the_other_optimizer_s_options_are_named_as_unused():
             "--hidden", "8")
     assert p.returncode == 0, p.stderr
     assert p.stderr == "warning: --iters, --xi: newton's options, unused by this sgd run\n"
-    p = cli("train", "--iters", 0, "--lr=0.1", "--hidden", "8")
-    assert p.stderr == "warning: --lr: sgd's option, unused by this newton run\n"
+    p = cli("train", "--iters", 0, "--lr=0.1", "--mom", "0.5", "--hidden", "8")  # abbreviated
+    assert p.stderr == "warning: --lr, --momentum: sgd's options, unused by this newton run\n"
     assert cli("train", "--iters", 0, "--hidden", "8").stderr == ""
+    assert cli("train", "--iters", 0, "--epochs", 20, "--hidden", "8").stderr == ""  # default

@@ -423,8 +423,8 @@ def test_svmlight_train_comma_test_path(tmp_path):
     (b"1 1:\xff\xfe", "binary bytes, not svmlight text"),
 ])
 def test_svmlight_malformed_line_names_file_and_line(tmp_path, bad, problem):
-    path = tmp_path / "bad.txt"
-    path.write_bytes(b"# header\n1 1:0.5\n\n" + bad + b"\n2 2:1\n")  # bad sample on line 4
+    path = tmp_path / "bad.txt"                # a Latin-1 comment on line 2 is no problem
+    path.write_bytes(b"# header\n1 1:0.5 # caf\xe9\n\n" + bad + b"\n2 2:1\n")  # bad: line 4
     with pytest.raises(DataError) as err:
         load_svmlight_pair(path)
     assert str(err.value).startswith(f"{path}:4: ")

@@ -216,3 +216,14 @@ def test_the_timeline_draws_the_calls_above_the_phases_and_names_them():
     assert min(c.zorder for c in calls) > max(p.zorder for p in phases)
     plt.close(fig)
     assert len({style.PHASE_COLOURS[p] for p in ("evaluate", "report", "function")}) == 3
+
+
+def test_a_figure_format_is_checked_before_anything_is_written(monkeypatch):
+    """project --figure: a suffix matplotlib cannot write here is refused up front, PGF
+    too where its TeX system is missing (it failed after the --json was written)."""
+    style.check_format("p.png"), style.check_format("p.svg"), style.check_format("p")
+    with pytest.raises(ValueError, match=r"matplotlib writes no \.txt files here"):
+        style.check_format("p.txt")
+    monkeypatch.setattr(style.shutil, "which", lambda name: None)
+    with pytest.raises(ValueError, match=r"no \.pgf files here \(it writes .*\.png"):
+        style.check_format("p.pgf")

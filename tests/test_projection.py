@@ -104,7 +104,7 @@ def test_the_project_command_writes_a_table_a_json_and_a_figure(tmp_path):
                           "--json", str(tmp_path / "q.json"), "--figure", str(text)],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith(
-        f"error: cannot write a figure to {text}: matplotlib writes no .txt files"), bad.stderr
+        f"error: cannot write a figure to {text}: matplotlib writes no .txt files here"), bad.stderr
     assert not (tmp_path / "q.json").exists() and not text.exists()
 
 

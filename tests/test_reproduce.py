@@ -24,7 +24,7 @@ from dnewton_core import options
 from dnewton_core.environment import LaunchError, find_mpiexec, local_environment
 from dnewton_core.ledger import LEDGER_PHASES
 from dnewton_core.network import parse_network
-from dnewton_core.study import across, modeled, provenance, records, report
+from dnewton_core.study import across, modeled, provenance, records, report, wording
 from dnewton_core.study import settings as plan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,8 +101,9 @@ def test_quick_finishes_in_time_and_reports_each_run(quick4):
 
 
 def test_durations_read_as_seconds_or_minutes_and_never_as_zero():
-    assert [report.duration(s) for s in (0.0312, 0.5, 4.24, 59.9, 75.0, 5400)] == \
+    assert [wording.duration(s) for s in (0.0312, 0.5, 4.24, 59.9, 75.0, 5400)] == \
         ["0.031 s", "0.5 s", "4.2 s", "59.9 s", "1.2 min", "90.0 min"]
+    assert wording.duration(None) == "–" and wording.count(1, "epoch") == "1 epoch"
 
 
 def test_runs_csv_has_a_row_per_run_and_every_column(quick4):

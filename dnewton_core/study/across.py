@@ -19,6 +19,7 @@ from pathlib import Path
 from ..data import STATLOG_FILES
 from . import modeled, report
 from .records import read_runs
+from .wording import fmt, plus_minus
 
 SAME = ("data", "network", "C", "splits")      # what the studies joined by "+" share
 
@@ -83,7 +84,7 @@ def _table(head, rows):
 
 
 def _acc(x):
-    return report.plus_minus(x["test"], x["test_std"]) if x else "–"
+    return plus_minus(x["test"], x["test_std"]) if x else "–"
 
 
 def _mb_of(x, key):
@@ -105,7 +106,7 @@ def diagonalization(studies):
             rows.append([study.name, f"{100 * full['subsample']:g}%",
                          _mb_of(full, "cg_bytes_per_iter"), _mb_of(diag, "cg_bytes_per_iter"),
                          _acc(full), _acc(diag), _acc(rescale)]
-                        + [report.fmt(x and x["objective"], ".3g") for x in (full, diag, rescale)])
+                        + [fmt(x and x["objective"], ".3g") for x in (full, diag, rescale)])
     return _table(["study", "S", "CG MB/iter, full G", "diag G", "test acc, full G", "diag G",
                    "diag G + rescale", "f, full", "diag", "diag + rescale"], rows)
 
@@ -118,8 +119,8 @@ def subsampling(studies):
                      key=lambda x: x["subsample"])
         if len(pts) > 1:
             rows += [[study.name, f"{100 * x['subsample']:g}%", _mb_of(x, "gn_bytes_per_iter"),
-                      report.fmt(x["time_per_iter"], ".3g"), report.fmt(x["cg_per_iter"], ".1f"),
-                      _acc(x), report.fmt(x["objective"], ".3g")] for x in pts]
+                      fmt(x["time_per_iter"], ".3g"), fmt(x["cg_per_iter"], ".1f"),
+                      _acc(x), fmt(x["objective"], ".3g")] for x in pts]
     return _table(["study", "S", "Jacobian + CG MB/iter", "s/iter (measured)", "CG its/iter",
                    "test acc", "f"], rows)
 
@@ -135,8 +136,8 @@ def sync_fraction(studies):
         if several:
             pts = sorted((x for x in diag if x["subsample"] == several[0]), key=lambda x: -x["sync"])
             rows += [[study.name, f"{100 * several[0]:g}%", f"{x['sync']:g}",
-                      report.fmt(x["cg_per_iter"], ".1f"), report.fmt(x["cg_seconds_per_iter"], ".3g"),
-                      report.fmt(x["time"], ".1f"), _acc(x)] for x in pts]
+                      fmt(x["cg_per_iter"], ".1f"), fmt(x["cg_seconds_per_iter"], ".3g"),
+                      fmt(x["time"], ".1f"), _acc(x)] for x in pts]
     return _table(["study", "S", "sync", "CG its/iter (slowest)", "CG s/iter (slowest rank)",
                    "time (s)", "test acc"], rows)
 

@@ -3,7 +3,6 @@ summary.md, and the inputs of the figures. Pure functions of the rows of runs.cs
 curves.csv (``records.py``).
 """
 import itertools
-import math
 
 import numpy as np
 
@@ -11,6 +10,7 @@ from ..model import default_C
 from . import modeled
 from .provenance import command_line
 from .settings import METHODS, changes, reductions
+from .wording import count, duration, fmt, plus_minus
 
 
 def _mean(values):
@@ -60,22 +60,6 @@ def accuracy_at(curves, run, t):
     """Test accuracy of ``run`` at its last record with wall_time <= t (None before any)."""
     hits = [c["test_accuracy"] for c in curves if c["run"] == run and c["wall_time"] <= t + 1e-12]
     return hits[-1] if hits else None
-
-
-def fmt(value, spec, missing="–"):
-    return missing if value is None or (isinstance(value, float) and math.isnan(value)) \
-        else format(value, spec)
-
-
-def duration(seconds):
-    """Seconds as one reads them: 0.031 s, 4.2 s, 3.5 min (never a time rounded to 0.0)."""
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s"
-
-
-def plus_minus(mean, std):
-    return fmt(mean, ".4f") + (f" ± {std:.4f}" if std is not None else "")
 
 
 def settings_table(stats):
@@ -320,13 +304,16 @@ def _budget(plan, stats):
     newton = [x for x in stats if x["method"] != "sgd"]
     sgd = [x for x in stats if x["method"] == "sgd"]
     conv = [x for x in sgd if not x["diverged"]] or sgd
-    mean = lambda key, runs: _mean([x[key] for x in runs])               # noqa: E731
-    return ([f"Newton {plan.iters} iterations per run took {duration(mean('time', newton))} "
-             f"of training on average ({mean('time_per_iter', newton):.3g} s/iteration)"]
-            if newton else []) + \
-        ([f"SGD {plan.epochs} epochs took {duration(mean('time', conv))} on average over the "
-          f"rates that did not diverge ({mean('time_per_iter', conv):.3g} s/epoch)"]
-         if sgd else [])
+    out = []
+    if newton:
+        out.append(f"Newton {count(plan.iters, 'iteration')} per run took "
+                   f"{duration(_mean([x['time'] for x in newton]))} of training on average "
+                   f"({_mean([x['time_per_iter'] for x in newton]):.3g} s/iteration)")
+    if sgd:
+        out.append(f"SGD {count(plan.epochs, 'epoch')} took {duration(_mean([x['time'] for x in conv]))}"
+                   f" on average over the rates that did not diverge "
+                   f"({_mean([x['time_per_iter'] for x in conv]):.3g} s/epoch)")
+    return out
 
 
 def _header(plan, info, stats, rows, notes, started, seconds, data_note):

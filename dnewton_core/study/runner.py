@@ -34,6 +34,7 @@ from ..sgd import SGDConfig
 from . import modeled, records, report
 from .modeled import columns
 from .provenance import code_version, machine_info, now, run_stamp
+from .wording import count, duration, fmt
 
 OUTPUTS = ("runs.csv", "curves.csv", "summary.md", "accuracy_vs_time.png", "robustness.png")
 MODELED_FIGURE = "accuracy_vs_modeled_time.png"     # with --network
@@ -186,11 +187,10 @@ def _finished(plan, comm, paths, settings, identity):
 
 
 def _progress(row, total, setting, seed):
-    fmt = report.fmt
     return (f"[{row['run']:>3}/{total}] {setting.label:<30} seed {seed}: test "
             f"{fmt(row['test_accuracy'], '.4f')}, f {fmt(row['objective'], '.4g')}, "
-            f"{row['iterations']} {row['unit']}{'s' * (row['iterations'] != 1)}, "
-            f"{fmt(row['wall_time'], '.2f')} s, {row['bytes_total'] / 1e6:.2f} MB"
+            f"{count(row['iterations'], row['unit'])}, "
+            f"{duration(row['wall_time'])}, {row['bytes_total'] / 1e6:.2f} MB"
             + (f" (CG {row['bytes_cg'] / 1e6:.3f})" if setting.optimizer == "newton" else "")
             + (", DIVERGED" if row["diverged"] else ""))
 
@@ -211,4 +211,4 @@ def _write_report(plan, paths, info, rows, curves, notes, started, seconds, data
                                       paths[MODELED_FIGURE], modeled.common_target(stats),
                                       title=title, replace=replace)
     print(report.settings_table(stats))
-    print(f"wrote {', '.join(paths)} in {plan.out} ({report.duration(seconds)})")
+    print(f"wrote {', '.join(paths)} in {plan.out} ({duration(seconds)})")
