@@ -164,8 +164,8 @@ def cmd_train(args, comm):
             write_trace(args.trace, comm, model, args.overwrite, trace_ending)
         if comm.rank == 0:
             _finish_train(args, comm, out, saver, unsaved, p)
-    if isinstance(unsaved, str):     # rank 0 alone: --save not written (mpiexec's status
-        return 2                     # is the largest of its ranks')
+    if isinstance(unsaved, str):     # rank 0 alone: --save not written (mpiexec exits
+        return 2                     # with the largest status of its ranks)
     return DIVERGED if history.status == "diverged" else 0   # the same on every rank
 
 

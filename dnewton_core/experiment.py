@@ -229,10 +229,10 @@ def run(model, method, newton_config=NewtonConfig(), sgd_config=SGDConfig(), cal
     """Train, then collect: (History, ``result``). ``about`` adds to the result's config
     (the data set's name, say; ``charged``: the ``comm.Comm`` whose --network the config
     names, for a one-process model, which has none). ``snapshot(partial)``, if given (on
-    every rank), is called on rank 0 after every iteration or epoch with the result so far
-    (and at the start with ``start=True``: to keep, not to write yet),
+    every rank), is called on rank 0 after every iteration or epoch with the result so far,
     "status" "running", as ``result`` would give it (each record gathered and summed over
-    ranks then, a message of phase "report"), so a caller can save it. ``resume`` (a
+    ranks then, a message of phase "report"), so a caller can save it; and at the start
+    with ``start=True`` (to keep, not to write yet). ``resume`` (a
     ``history.State``, ``checkpoint.restore``) continues a run; with ``keep.directory`` a
     checkpoint is written every ``keep.every`` iterations or epochs and after the last
     (``checkpoint.Writer``). Collective on a distributed model."""

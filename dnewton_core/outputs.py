@@ -94,8 +94,8 @@ class JsonSaver:
     """Rewrites one JSON file (a result) atomically at each call (rank 0); the first write
     refuses a file that appeared since the check unless --overwrite. As a context, a run
     that ends before its last write (or its first: the result ``start`` kept) leaves its
-    last result with "status" "interrupted"
-    (Ctrl-C; ``comm.Guard`` also "stalled") or "failed" (an exception here), not "running".
+    last result with "status" "interrupted" (Ctrl-C; ``comm.Guard`` also "stalled") or
+    "failed" (an exception here), not "running".
     With ``runs`` (compare.json), the file holds the finished runs of that dict beside this
     one, under the key ``name``."""
 
