@@ -284,12 +284,16 @@ def test_a_run_interrupted_before_its_first_iteration_says_so_in_its_json(tmp_pa
                             stderr=subprocess.PIPE, text=True, env=local_environment(),
                             cwd=ROOT, start_new_session=True,
                             preexec_fn=_ctrl_c_as_in_a_terminal)
-    for line in proc.stdout:                          # the header: training starts
-        if line.split()[:2] == ["iter", "f"]:
-            break
-    time.sleep(1.0)
-    assert not out.exists()                           # written at the first iteration
-    _interrupt(proc, signal.SIGINT)
+    try:
+        for line in proc.stdout:                      # the header: training starts
+            if line.split()[:2] == ["iter", "f"]:
+                break
+        time.sleep(1.0)
+        assert not out.exists()                       # written at the first iteration
+        _interrupt(proc, signal.SIGINT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     saved = json.loads(out.read_text())
     assert saved["final"]["status"] == "interrupted" and saved["history"] == []
     assert saved["config"]["layers"] == [64, 64, 64, 10]
