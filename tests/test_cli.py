@@ -459,3 +459,23 @@ def test_the_other_optimizer_s_options_are_named_as_unused():
     assert p.stderr == "warning: --lr, --momentum: sgd's options, unused by this newton run\n"
     assert cli("train", "--iters", 0, "--hidden", "8").stderr == ""
     assert cli("train", "--iters", 0, "--epochs", 20, "--hidden", "8").stderr == ""  # default
+
+
+@pytest.mark.parametrize("command", ["module", "script"])
+def test_every_way_to_start_gives_each_rank_one_blas_thread(command):
+    """``python -m dnewton_core`` and the installed ``dnewton`` command set the BLAS threads
+    to 1 where the user did not: 2 ranks with a thread per core each would be warned of."""
+    from dnewton_core.environment import BLAS_THREADS, find_mpiexec, local_environment
+    script = os.path.join(os.path.dirname(sys.executable), "dnewton")
+    if command == "script" and not os.path.exists(script):
+        pytest.skip("no dnewton command next to python (the kit is not installed)")
+    start = [sys.executable, "-m", "dnewton_core"] if command == "module" else [script]
+    env = {k: v for k, v in local_environment().items() if k not in BLAS_THREADS}
+    launch = [find_mpiexec(), "-n", "2"]          # mpiexec itself: the kit's launcher sets them
+    p = subprocess.run([*launch, *start, "train", "--iters", "0", "--hidden", "8"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0 and "BLAS thread" not in p.stderr, p.stderr
+    p = subprocess.run([*launch, *start, "train", "--iters", "0", "--hidden", "8"],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(env, OMP_NUM_THREADS="4"))        # the user's choice is kept
+    assert "2 ranks with 4 BLAS thread(s) each" in p.stderr, p.stderr
