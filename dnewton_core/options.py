@@ -44,13 +44,13 @@ def parse(argv=None):
 def unused_options(args):
     """What to say of the other optimizer's options that a train run was given a value of
     other than their default (or None): the settings of its config dataclass that train
-    has options for, and for Newton its Gauss-Newton matrix."""
+    has options for (but the shared --seed), and for Newton its Gauss-Newton matrix."""
     other = "sgd" if args.optimizer == "newton" else "newton"
-    config = NewtonConfig() if other == "newton" else SGDConfig()
-    defaults = {k: v for k, v in vars(config).items() if k != "seed"} | (
-        {"gn": "full", "sync": 1.0} if other == "newton" else {})
-    if (unused := ["--" + k.replace("_", "-") for k, v in defaults.items()
-                   if hasattr(args, k) and getattr(args, k) != v]):
+    names = [*(NewtonConfig if other == "newton" else SGDConfig).__dataclass_fields__] + \
+        (["gn", "sync"] if other == "newton" else [])
+    default = vars(parser().parse_args([args.command]))          # the parser's own defaults
+    if (unused := ["--" + k.replace("_", "-") for k in names
+                   if k != "seed" and hasattr(args, k) and getattr(args, k) != default[k]]):
         return (f"{', '.join(unused)}: {other}'s option{'s' * (len(unused) > 1)}, unused by "
                 f"this {args.optimizer} run")
     return None

@@ -227,41 +227,36 @@ def test_json_is_rewritten_each_iteration_and_survives_sigkill(tmp_path):
     assert r["final"]["test_accuracy"] == r["history"][-1]["test_accuracy"]
 
 
-def test_json_that_appears_during_the_run_is_not_replaced(tmp_path):
-    out = tmp_path / "f.json"
+def appears_during_the_run(path, *outputs):
+    """A short train run writing ``outputs``; once its header says training starts,
+    someone else writes ``path``. Returns (exit status, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "dnewton_core", "train", "--iters", "2",
                              "--hidden", "8", "--cg-max", "3", "--slow-rank", "0:0.4",
-                             "--json", str(out)], stdout=subprocess.PIPE,
+                             *map(str, outputs)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         for line in proc.stdout:                 # the header: checks done, training starts
             if line.split()[:2] == ["iter", "f"]:
                 break
-        out.write_text("someone else's")
+        path.write_text("someone else's")
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 2 and "appeared during the run" in err and str(out) in err
+    return proc.returncode, err
+
+
+def test_json_that_appears_during_the_run_is_not_replaced(tmp_path):
+    out = tmp_path / "f.json"
+    code, err = appears_during_the_run(out, "--json", out)
+    assert code == 2 and "appeared during the run" in err and str(out) in err
     assert out.read_text() == "someone else's"
 
 
 def test_weights_that_cannot_be_saved_leave_a_finished_json_and_one_error(tmp_path):
     out, weights = tmp_path / "f.json", tmp_path / "w.npz"
-    proc = subprocess.Popen([sys.executable, "-m", "dnewton_core", "train", "--iters", "2",
-                             "--hidden", "8", "--cg-max", "3", "--slow-rank", "0:0.4",
-                             "--json", str(out), "--save", str(weights)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    try:
-        for line in proc.stdout:                 # the header: checks done, training starts
-            if line.split()[:2] == ["iter", "f"]:
-                break
-        weights.write_text("someone else's")
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 2 and err.strip() == (
+    code, err = appears_during_the_run(weights, "--json", out, "--save", weights)
+    assert code == 2 and err.strip() == (
         f"error: --save {weights} not written: {weights} appeared during the run; pass "
         "--overwrite to replace it"), err
     assert weights.read_text() == "someone else's"
