@@ -703,12 +703,42 @@ def _line_of_row(path, row):
     return "?"
 
 
+READ_BYTES = 24   # at the peak of scikit-learn's reader, per nonzero and per line (16-23 measured)
+
+
+def _check_reading_fits(path):
+    """DataError, before scikit-learn's reader allocates anything, if reading ``path`` would
+    not fit the memory this process has (``memory.available_bytes``; every rank reads the
+    whole file): about READ_BYTES per nonzero and per line, and a file has at most as many
+    nonzeros as colons, counted 4 MiB at a time (not counted when the size of an
+    uncompressed file shows that it fits, one nonzero per byte)."""
+    from .memory import available_bytes, local_ranks, mib
+    have, why = available_bytes(local_ranks())
+    compressed = str(path).endswith((".gz", ".bz2"))
+    if have is None or not compressed and READ_BYTES * (Path(path).stat().st_size + 1) <= have:
+        return
+    count = 1
+    try:
+        with _open_binary(path) as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                count += chunk.count(b":") + chunk.count(b"\n")
+    except (OSError, EOFError, zlib.error):
+        return                                          # the reader says what is wrong
+    if READ_BYTES * count > have:
+        raise DataError(f"{path}: not enough memory to read it: about {READ_BYTES * count:,} "
+                        f"bytes ({mib(READ_BYTES * count)}: {count - 1:,} nonzeros and lines at "
+                        f"most, {READ_BYTES} bytes each) and this process has {max(have, 0):,} bytes "
+                        f"({mib(max(have, 0))}: {why}); every rank reads the whole file: start "
+                        "fewer ranks on this machine, or use one with more memory")
+
+
 def _read_svmlight(path):
     """(csr X with raw indices as columns, float y) of one file, checked; DataError otherwise."""
     if not Path(path).is_file():                      # before scikit-learn's 2 s import
         raise DataError(f"{path}: " + ("a directory, not an svmlight file"
                                        if Path(path).is_dir() else "no such file"))
     from sklearn.datasets import load_svmlight_file
+    _check_reading_fits(path)                         # with scikit-learn's memory in use
     try:
         X, y = load_svmlight_file(str(path), zero_based=True, dtype=np.float64)
     except (ValueError, OverflowError) as e:

@@ -149,16 +149,16 @@ def available_bytes(n_local=1, meminfo="/proc/meminfo", status="/proc/self/statu
         soft = None
     used = _status_bytes(status, "VmSize")
     if soft is not None and soft != resource.RLIM_INFINITY and used is not None:
-        bounds.append((soft - used, f"address-space limit {_mib(soft)} (ulimit -v, prlimit "
-                                    f"--as) less {_mib(used)} in use"))
+        bounds.append((soft - used, f"address-space limit {mib(soft)} (ulimit -v, prlimit "
+                                    f"--as) less {mib(used)} in use"))
     free = _status_bytes(meminfo, "MemAvailable")
     if free is not None:
-        bounds.append((free // max(1, n_local), f"MemAvailable {_mib(free)} / {n_local} "
+        bounds.append((free // max(1, n_local), f"MemAvailable {mib(free)} / {n_local} "
                                                  f"local rank{'s' if n_local > 1 else ''}"))
     return min(bounds) if bounds else (None, "unknown")
 
 
-def _mib(n):
+def mib(n):
     return f"{n / 2 ** 20:,.0f} MiB"
 
 
@@ -167,10 +167,10 @@ def refusal(need, have, why, who="this rank's share"):
     ``have`` available (bounded by ``why``), or None when it fits."""
     if have is None or need["total"] <= have:
         return None
-    parts = ", ".join(f"{k} {_mib(v)}" for k, v in need.items() if k != "total")
+    parts = ", ".join(f"{k} {mib(v)}" for k, v in need.items() if k != "total")
     less = (f", --no-keep-forward (it would then need {need['total'] - need['kept']:,})"
             if need.get("kept") and need["total"] - need["kept"] <= have else "")
     return (f"not enough memory: {who} needs {need['total']:,} bytes "
-            f"({_mib(need['total'])}: {parts}) and has {max(have, 0):,} bytes "
-            f"({_mib(max(have, 0))}: {why}); use more ranks{less}, or a smaller network or "
+            f"({mib(need['total'])}: {parts}) and has {max(have, 0):,} bytes "
+            f"({mib(max(have, 0))}: {why}); use more ranks{less}, or a smaller network or "
             f"data set")

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sklearn.datasets
 from sklearn.datasets import load_digits
 
-from dnewton_core import data
+from dnewton_core import data, memory
 from dnewton_core.data import (
     DATASETS,
     DataError,
@@ -437,6 +438,46 @@ def test_svmlight_malformed_line_in_bz2_test_file(tmp_path):
         f.write(b"1 1:1\n1 1:1 1:2\n")
     with pytest.raises(DataError, match=rf"^{tmp_path / 'te.bz2'}:2: "):
         load_svmlight_pair(tmp_path / "tr", tmp_path / "te.bz2")
+
+
+def _samples(dataset):
+    return dataset.n_train + dataset.n_test
+
+
+def _limit(monkeypatch, have):
+    """This process may allocate ``have`` bytes more, as ``memory.available_bytes`` says."""
+    monkeypatch.setattr(memory, "available_bytes", lambda n_local=1: (have, "a test's limit"))
+
+
+@pytest.mark.parametrize("name", ["tr", "tr.gz"])
+def test_an_svmlight_file_too_large_to_read_is_refused_before_it_is_read(
+        tmp_path, monkeypatch, name):
+    """Every rank reads the whole file, about READ_BYTES per nonzero and per line: at most
+    TRAIN's 7 colons and 5 line ends (and one more line, for a file without a last line end)."""
+    path = tmp_path / name
+    with (gzip.open if name.endswith(".gz") else open)(path, "wb") as f:
+        f.write(TRAIN)
+    need = data.READ_BYTES * (7 + 5 + 1)
+    _limit(monkeypatch, need)
+    assert _samples(load_svmlight_pair(path)) == 4                      # just fits
+    _limit(monkeypatch, need - 1)
+    monkeypatch.setattr(sklearn.datasets, "load_svmlight_file",
+                        lambda *a, **k: pytest.fail("the file was read"))
+    with pytest.raises(DataError) as e:
+        load_svmlight_pair(path)
+    assert str(e.value) == (
+        f"{path}: not enough memory to read it: about {need:,} bytes (0 MiB: 12 nonzeros and "
+        f"lines at most, {data.READ_BYTES} bytes each) and this process has {need - 1:,} bytes "
+        "(0 MiB: a test's limit); every rank reads the whole file: start fewer ranks on this "
+        "machine, or use one with more memory")
+
+
+def test_an_svmlight_file_whose_size_shows_it_fits_is_read_once(tmp_path, monkeypatch):
+    path = tmp_path / "tr"
+    path.write_bytes(TRAIN)
+    _limit(monkeypatch, data.READ_BYTES * (len(TRAIN) + 1))      # one nonzero a byte fits
+    monkeypatch.setattr(data, "_open_binary", lambda p: pytest.fail("counted"))
+    assert _samples(load_svmlight_pair(path)) == 4
 
 
 @pytest.mark.parametrize("value", [b"nan", b"inf", b"-inf"])

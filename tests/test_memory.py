@@ -309,3 +309,20 @@ def test_a_wide_svmlight_file_is_refused_before_it_is_made_dense(tmp_path, ranks
     assert proc.returncode == 2 and "not enough memory" in proc.stderr, proc.stderr[-800:]
     peaks = [int(kb) for kb in re.findall(r"peak (\d+) KB", proc.stderr)]
     assert len(peaks) == ranks and max(peaks) < 500_000, peaks     # KB: far below 40 GB
+
+
+def test_an_svmlight_file_too_large_to_read_under_the_limit_is_refused_in_one_line(tmp_path):
+    """Reading an svmlight file holds its nonzeros (scikit-learn's reader: 16-23 bytes each,
+    at the peak): 10 million of them do not fit 128 MiB more than a run has in use (a
+    whole run on a small file needs less than 96), and the run says so before reading,
+    instead of a MemoryError from inside the reader."""
+    path = tmp_path / "big.svm"
+    line = " ".join(f"{j}:0.5" for j in range(1, 501)) + "\n"
+    path.write_text("".join(f"{i % 3} {line}" for i in range(20_000)))
+    proc = _train(1, _address_space_in_use() + 128 * MiB, path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    [error] = proc.stderr.splitlines()
+    assert error.startswith(f"error: {path}: not enough memory to read it: about "
+                            f"{24 * (10_020_000 + 1):,} bytes (229 MiB: 10,020,000 nonzeros "
+                            "and lines at most, 24 bytes each) and this process has "), error
+    assert "address-space limit" in error
