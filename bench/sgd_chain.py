@@ -12,7 +12,8 @@ and on 3 ranks 1,1,1,1 (layer 1 whole), for each way of waiting: ``spin`` (MPI's
 writes to when it joins and when it completes a collective; a waiting rank sleeps in
 ``select`` on it, 1 ms at most, and polls when woken) and ``join`` (the same FIFOs, rung only
 on joining: a rank sleeps until every other member has joined, then waits as MPI does). Then
-what one hop costs, 2 ranks on 2 cores, spinning or asleep until rung. The doorbells are
+the same step on 2 ranks that each hold a block of every layer (``--halves``: what the kit
+cannot do yet), and what one hop costs, 2 ranks on 2 cores, spinning or asleep until rung. The doorbells are
 probes, not part of the kit: ``doorbell`` shows why a sleeping rank cannot simply be woken
 by its peers (MPICH moves a collective in steps, the stages of its schedule and the pieces
 of a large message, that each need both sides to poll), ``join`` what waking costs. MPICH's
@@ -193,6 +194,34 @@ def hop(mode, hops=300):
             shutil.rmtree(bells.dir, ignore_errors=True)
 
 
+def halves():
+    """One SGD step on 2 ranks that each hold one block of every layer (grid 1,2,1,2, rank r
+    holding blocks (1, 0, r), (2, r, 0) and (3, 0, r)): what a rank holding several blocks,
+    which the kit cannot do yet, would cost. Link(1, r) then has one member and sends
+    nothing; link(2, 0) is an allreduce of 128 x 300 between the two ranks, forward (s^2)
+    and backward (dz^2); the output columns are split, so the loss needs no message."""
+    import numpy as np
+    from mpi4py import MPI
+    world = MPI.COMM_WORLD
+    rank = world.Get_rank()
+    X, W1 = weights(0, (BATCH, 784)), weights(10 + rank, (784, 150))
+    W2, W3 = weights(20 + rank, (150, 300)), weights(30 + rank, (300, 5))
+    world.Barrier()
+    tic = time.perf_counter()
+    for _ in range(STEPS):
+        z1 = np.maximum(X @ W1, 0)                              # my 150 columns of z^1
+        s2 = z1 @ W2                                            # my part of s^2
+        world.Allreduce(MPI.IN_PLACE, s2)
+        z2 = np.maximum(s2, 0)
+        dxi = z2 @ W3 - 1.0                                     # my 5 outputs
+        dz2 = dxi @ W3.T
+        world.Allreduce(MPI.IN_PLACE, dz2)
+        _ = z2.T @ dxi, z1.T @ dz2, X.T @ (dz2 @ W2.T)
+    world.Barrier()
+    if rank == 0:
+        print((time.perf_counter() - tic) / STEPS)
+
+
 def main():
     from dnewton_core.environment import blas_environment, local_environment, local_launch
     os.environ.update(blas_environment())
@@ -208,6 +237,11 @@ def main():
                                              "--child", mode], capture_output=True, text=True,
                                             env=env, check=True).stdout) for _ in range(2))
             print(f"{f'{n} ranks, ' + mode:>20} {1e3 * best:8.2f} ms a step")
+    best = min(float(subprocess.run([*local_launch(2), sys.executable, __file__, "--halves"],
+                                    capture_output=True, text=True, env=env,
+                                    check=True).stdout) for _ in range(2))
+    print(f"{'2 ranks, halves':>20} {1e3 * best:8.2f} ms a step (a rank holding a block "
+          "of every layer)")
     for mode in ("spin", "join"):
         best = min(float(subprocess.run([*local_launch(2), sys.executable, __file__, "--hop",
                                          mode], capture_output=True, text=True, env=env,
@@ -220,6 +254,8 @@ if __name__ == "__main__":
         child(sys.argv[2])
     elif sys.argv[1:2] == ["--hop"]:
         hop(sys.argv[2])
+    elif sys.argv[1:2] == ["--halves"]:
+        halves()
     elif sys.argv[1:2] == ["--one"]:
         print(one_process())
     else:
