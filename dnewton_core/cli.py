@@ -39,7 +39,7 @@ from .model import ConfigError
 from .network import network_names, parse_network
 from .newton import NewtonConfig, check_options
 from .options import STALL_TIMEOUT, parse, unused_options
-from .outputs import LAST_WORDS, WRITING, JsonSaver, check_writable, last_words, remove_outputs, write_json
+from .outputs import LAST_WORDS, WRITING, JsonSaver, last_words, remove_outputs, write_json
 from .sgd import SGDConfig
 from .study import settings as study
 
@@ -323,12 +323,7 @@ def _one_process_compare(args, diag):
 
 
 def cmd_evaluate(args, comm):
-    if args.json:
-        try:
-            check_writable([args.json], args.overwrite, inputs=[args.model])
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    out = evaluate(args.model, args.data, args.data_path)
+    out = evaluate(args.model, args.data, args.data_path, [args.json], args.overwrite)
     first = f" (its first {out['train_limit']} training instances)" if out["train_limit"] else ""
     _say(comm, f"{args.model}: network {'-'.join(map(str, out['layers']))}, {out['dtype']}, "
                f"on {out['data']}{first}: test accuracy {out['test_accuracy']:.4f}, "

@@ -1164,6 +1164,27 @@ def open_dataset(name: str, path: str | None = None, seed: int = 0) -> Source:
                   whole.source, dataset=whole)
 
 
+def data_files(name, path=None):
+    """The files that data set ``name`` at ``path`` may read, those that exist (opening it says
+    what is missing): no output is written over one of them (``outputs.check_writable``).
+    Every variant of a directory's file, plain or compressed, counts."""
+    if name == "svmlight":
+        return [p for p in str(path or "").split(",") if p]
+    if name in STATLOG_FILES:
+        try:
+            return [_find_statlog_file(name, path)]
+        except DataError:
+            return []
+    if name in ("fashion-mnist", "mnist"):
+        directory, bases, suffixes = path or FASHION_MNIST_DIR, _IDX_FILES, ("", ".gz")
+    elif name in LIBSVM_FILES:
+        directory, bases = path or Path(CACHE_DIR) / name, _libsvm_local_names(name)
+        suffixes = ("", ".bz2", ".gz")
+    else:
+        return []
+    return [f for f in (Path(directory) / (b + s) for b in bases for s in suffixes) if f.is_file()]
+
+
 # --------------------------------------------------------------------------- opt-in downloader
 
 def _sha256(path):

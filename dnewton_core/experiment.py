@@ -82,7 +82,8 @@ def prepare(problem, comm, outputs=(), overwrite=False, keep=Plan()):
 def _check_outputs(problem, outputs, overwrite, keep):
     """Rank 0: ValueError if an output, the checkpoint directory or the saved model cannot
     be written (``outputs.check_writable``, ``checkpoint.check_plan``)."""
-    check_writable([*outputs, keep.save], overwrite, inputs=(problem.data_path or "").split(","))
+    check_writable([*outputs, keep.save], overwrite,
+                   inputs=datasets.data_files(problem.data, problem.data_path))
     checkpoint.check_plan(keep, overwrite)
 
 
@@ -371,7 +372,7 @@ def _check_classes(path, saved, data, classes):
     datasets.warn(f"{line}: compared in this order")
 
 
-def evaluate(path, data=None, data_path=None):
+def evaluate(path, data=None, data_path=None, outputs=(), overwrite=False):
     """Train and test accuracy and f of the weights ``checkpoint.save_model`` wrote, on
     one process: {"model", "data", "layers", "dtype", "classes" (the model's, None if it
     records none), "train_limit", "train_accuracy",
@@ -379,12 +380,14 @@ def evaluate(path, data=None, data_path=None):
     instances) is split with the saved seed, and must have the network's numbers of
     features and classes (data holding some of the classes the model recorded is scored on
     their units), and its numeric labels the model's (else a ConfigError). A warning if the
-    data set of the name trained on is not the data trained on (``data.Source.digest``)."""
+    data set of the name trained on is not the data trained on (``data.Source.digest``).
+    ``outputs``, to be written by the caller, are checked first (``outputs.check_writable``)."""
     try:
         saved = load_model(path)
         if data is None or data == saved["data"]:      # the data trained on, where it was
             data, data_path = saved["data"], data_path or (
                 saved["data_path"] if saved["data"] not in datasets.BUNDLED else None) or None
+        check_writable(outputs, overwrite, inputs=[path, *datasets.data_files(data, data_path)])
         source = datasets.open_dataset(data, data_path, seed=saved["seed"])
         trained = saved["data_digest"] if data == saved["data"] else ""
         limit = saved["train_limit"] if trained else None      # the run's training set

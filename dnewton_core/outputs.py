@@ -27,7 +27,7 @@ def check_writable(paths, overwrite=False, inputs=()):
         where = os.path.realpath(path)
         if where in read or where in written:
             raise ValueError(f"cannot write {path}: it is " + (
-                "a data file this run reads" if where in read else "given for two outputs"))
+                "a file this run reads" if where in read else "given for two outputs"))
         written.add(where)
         if os.path.isdir(path):
             raise ValueError(f"cannot write {path}: it is a directory")

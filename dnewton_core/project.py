@@ -19,7 +19,7 @@ def project_command(args):
     """Print the table; write --json and --figure. Exit status 0."""
     try:
         check_writable([p for p in (args.json, args.figure) if p], args.overwrite,
-                       inputs=(args.data_path or "").split(","))
+                       inputs=datasets.data_files(args.data, args.data_path))
         if args.figure:
             from .figures import check_format
             check_format(args.figure)

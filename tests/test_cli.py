@@ -1,5 +1,6 @@
 """The command line on one process: train, compare, help, and errors as one line."""
 import csv
+import gzip
 import io
 import json
 import os
@@ -476,3 +477,26 @@ def test_every_way_to_start_gives_each_rank_one_blas_thread(command):
                        capture_output=True, text=True, timeout=120,
                        env=dict(env, OMP_NUM_THREADS="4"))        # the user's choice is kept
     assert "2 ranks with 4 BLAS thread(s) each" in p.stderr, p.stderr
+
+
+def test_no_output_is_written_over_a_file_the_run_reads(tmp_path):
+    """Nor over a file in a named set's directory (a tester's `--json DIR/pendigits.t
+    --overwrite` replaced the test file with JSON), in any of its variants, nor over the data
+    or the model that evaluate reads."""
+    d, rows = tmp_path / "pd", "".join(f"{i % 3} 1:{i % 7} 2:{i % 5}\n" for i in range(30))
+    d.mkdir()
+    for name in ("pendigits", "pendigits.t", "pendigits.t.gz"):
+        (d / name).write_bytes(gzip.compress(rows.encode()) if name.endswith(".gz")
+                               else rows.encode())
+    run = ("train", "--data", "pendigits", "--data-path", d, "--hidden", "4", "--iters", 1)
+    for target in (d / "pendigits.t", d / "pendigits.t.gz"):
+        p = cli(*run, "--json", target, "--overwrite")
+        assert p.returncode == 2 and p.stderr.splitlines() == [
+            f"error: cannot write {target}: it is a file this run reads"], p.stderr
+    assert (d / "pendigits.t").read_text() == rows
+    assert cli(*run, "--save", tmp_path / "m.npz").returncode == 0
+    for target in (d / "pendigits", tmp_path / "m.npz"):
+        p = cli("evaluate", "--model", tmp_path / "m.npz", "--json", target, "--overwrite")
+        assert p.returncode == 2 and p.stderr.splitlines() == [
+            f"error: cannot write {target}: it is a file this run reads"], p.stderr
+    assert (d / "pendigits").read_text() == rows

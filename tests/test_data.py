@@ -574,6 +574,17 @@ def test_svmlight_test_file_narrower_than_train_is_fine(tmp_path):
     assert np.array_equal(ds.X_test[:, [1, 3]], np.eye(2)) and ds.X_test.sum() == 2
 
 
+def test_data_files_are_those_a_data_set_may_read(tmp_path):
+    for name in ("pendigits", "pendigits.t.bz2", "pendigits.t.gz", "other"):
+        (tmp_path / name).write_text("1 1:1\n")
+    assert sorted(p.name for p in data.data_files("pendigits", tmp_path)) == [
+        "pendigits", "pendigits.t.bz2", "pendigits.t.gz"]
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    assert [p.name for p in data.data_files("mnist", tmp_path)] == ["train-images-idx3-ubyte.gz"]
+    assert data.data_files("svmlight", "a.svm,b.svm") == ["a.svm", "b.svm"]
+    assert data.data_files("satimage", tmp_path) == [] and data.data_files("digits") == []
+
+
 def test_libsvm_directory_with_a_wider_test_file_names_both_files(tmp_path):
     tr, te = write_pair(tmp_path, b"1 1:1 10:2\n2 3:1\n", b"1 11:1\n",
                         names=("pendigits", "pendigits.t"))

@@ -25,7 +25,7 @@ def test_one_path_for_two_outputs_or_for_a_data_file_is_refused_even_with_overwr
     (tmp_path / "train.svm").write_text("1 1:1\n")
     with pytest.raises(ValueError, match="out.json: it is given for two outputs"):
         check_writable([tmp_path / "out.json", tmp_path / "." / "out.json"], overwrite=True)
-    with pytest.raises(ValueError, match="train.svm: it is a data file this run reads"):
+    with pytest.raises(ValueError, match="train.svm: it is a file this run reads"):
         check_writable([tmp_path / "train.svm"], overwrite=True,
                        inputs=[str(tmp_path / "train.svm"), "test.svm"])
     check_writable([tmp_path / "a.json", tmp_path / "b.npz"], inputs=[str(tmp_path / "train.svm")])
