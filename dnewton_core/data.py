@@ -285,8 +285,9 @@ class Source(_Sizes):
                     X = X.copy()
                     X.eliminate_zeros()
                 h.update(repr(X.shape).encode())
-                for a in (X.indptr, X.indices):
-                    h.update(a.astype(np.int64))
+                for a in (X.indptr, X.indices):               # as int64, 1 M at a time
+                    for k in range(0, len(a), 1 << 20):
+                        h.update(a[k:k + (1 << 20)].astype(np.int64))
                 h.update(np.ascontiguousarray(X.data))
         else:
             for X in (self.dataset.X_train, self.dataset.X_test):
@@ -703,42 +704,65 @@ def _line_of_row(path, row):
     return "?"
 
 
-READ_BYTES = 24   # at the peak of scikit-learn's reader, per nonzero and per line (16-23 measured)
+# Bytes per nonzero and per line at the peak of reading svmlight files and making their Source
+# (scikit-learn's reader 16-23, measured with tracemalloc; held after it, 12; a split of one file
+# into train and test holds both, 33 in all), and what a rank's share adds, 4 (sliced columns).
+READ_BYTES = 40
 
 
-def _check_reading_fits(path):
-    """DataError, before scikit-learn's reader allocates anything, if reading ``path`` would
-    not fit the memory this process has (``memory.available_bytes``; every rank reads the
-    whole file): about READ_BYTES per nonzero and per line, and a file has at most as many
-    nonzeros as colons, counted 4 MiB at a time (not counted when the size of an
-    uncompressed file shows that it fits, one nonzero per byte)."""
+def _spaces(path):
+    """Where a name starts or ends with white space, which a message does not show: says so."""
+    name = str(path)
+    return f" (its name {name!r} starts or ends with a space)" if name != name.strip() else ""
+
+
+def _load_reader(paths):
+    """scikit-learn's ``load_svmlight_file``; DataError if its libraries cannot be loaded (an
+    address-space limit too small for them: it fails in the dynamic loader)."""
+    try:
+        from sklearn.datasets import load_svmlight_file
+    except (ImportError, OSError, MemoryError, SystemError) as e:
+        from .memory import available_bytes
+        why = available_bytes()[1]
+        raise DataError(f"{paths[0]}: cannot load scikit-learn's svmlight reader ({e})"
+                        + (f"; it runs under an {why.split(' (')[0]}: raise it"
+                           if why.startswith("address-space") else "")) from None
+    return load_svmlight_file
+
+
+def _check_reading_fits(paths):
+    """DataError, before any file is read, if reading the svmlight ``paths`` and making their
+    Source would not fit the memory this process has (``memory.available_bytes``, with
+    scikit-learn loaded; every rank reads every file): READ_BYTES per nonzero and per line, a
+    file having at most as many nonzeros as colons, counted 4 MiB at a time. Not counted when
+    the sizes of uncompressed files show that all fits; a compressed file is decompressed for
+    the count, and again to be read (docs/data.md)."""
     from .memory import available_bytes, local_ranks, mib
     have, why = available_bytes(local_ranks())
-    compressed = str(path).endswith((".gz", ".bz2"))
-    if have is None or not compressed and READ_BYTES * (Path(path).stat().st_size + 1) <= have:
+    if have is None or not any(str(p).endswith((".gz", ".bz2")) for p in paths) and \
+            READ_BYTES * sum(Path(p).stat().st_size + 1 for p in paths) <= have:
         return
-    count = 1
-    try:
-        with _open_binary(path) as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                count += chunk.count(b":") + chunk.count(b"\n")
-    except (OSError, EOFError, zlib.error):
-        return                                          # the reader says what is wrong
+    count = len(paths)
+    for path in paths:
+        try:
+            with _open_binary(path) as f:
+                for chunk in iter(lambda: f.read(1 << 22), b""):
+                    count += chunk.count(b":") + chunk.count(b"\n")
+        except (OSError, EOFError, zlib.error):
+            return                                          # the reader says what is wrong
     if READ_BYTES * count > have:
-        raise DataError(f"{path}: not enough memory to read it: about {READ_BYTES * count:,} "
-                        f"bytes ({mib(READ_BYTES * count)}: {count - 1:,} nonzeros and lines at "
-                        f"most, {READ_BYTES} bytes each) and this process has {max(have, 0):,} bytes "
-                        f"({mib(max(have, 0))}: {why}); every rank reads the whole file: start "
-                        "fewer ranks on this machine, or use one with more memory")
+        fix = ("raise the limit" if why.startswith("address-space") else
+               "every rank reads every file: start fewer ranks on this machine, or use one "
+               "with more memory")
+        raise DataError(f"{','.join(map(str, paths))}: not enough memory to read: about "
+                        f"{READ_BYTES * count:,} bytes ({mib(READ_BYTES * count)}: "
+                        f"{count - len(paths):,} nonzeros and lines at most, {READ_BYTES} bytes "
+                        f"each) and this process has {max(have, 0):,} bytes "
+                        f"({mib(max(have, 0))}: {why}); {fix}")
 
 
-def _read_svmlight(path):
+def _read_svmlight(path, load_svmlight_file):
     """(csr X with raw indices as columns, float y) of one file, checked; DataError otherwise."""
-    if not Path(path).is_file():                      # before scikit-learn's 2 s import
-        raise DataError(f"{path}: " + ("a directory, not an svmlight file"
-                                       if Path(path).is_dir() else "no such file"))
-    from sklearn.datasets import load_svmlight_file
-    _check_reading_fits(path)                         # with scikit-learn's memory in use
     try:
         X, y = load_svmlight_file(str(path), zero_based=True, dtype=np.float64)
     except (ValueError, OverflowError) as e:
@@ -884,12 +908,19 @@ def _svmlight_source(name, source, train_path, test_path=None, n_features=None, 
     reader returns, zero-based, as wide as the data set), so that a rank makes only its own
     columns dense (``Source.share``); see load_svmlight_pair."""
     paths = [Path(train_path)] + ([Path(test_path)] if test_path is not None else [])
-    parts = [_read_svmlight(p) for p in paths]
+    for path in paths:
+        if not path.is_file():                        # before scikit-learn's 2 s import
+            raise DataError(f"{path}: " + ("a directory, not an svmlight file" if path.is_dir()
+                                           else "no such file" + _spaces(path)))
+    reader = _load_reader(paths)
+    _check_reading_fits(paths)                        # with scikit-learn's memory in use
+    parts = [_read_svmlight(p, reader) for p in paths]
     shift, width = _svmlight_width(paths, parts, n_features)
     if n_features is None:
         _warn_stray_index(paths, parts, shift)
-    X = [type(M)((M.data, M.indices - shift, M.indptr), shape=(M.shape[0], width))
-         for M, _ in parts]
+    for M, _ in parts:
+        M.indices -= shift                            # in place: no copy of the indices
+    X = [type(M)((M.data, M.indices, M.indptr), shape=(M.shape[0], width)) for M, _ in parts]
     *codes, classes = _encode_labels(*(y for _, y in parts))
     if test_path is None:
         train, test = _split_rows(codes[0], source, seed)

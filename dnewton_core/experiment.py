@@ -75,7 +75,8 @@ def prepare(problem, comm, outputs=(), overwrite=False, keep=Plan()):
     (``memory``): a refusal names the bytes needed and available."""
     comm.agree_on(lambda: _check_outputs(problem, outputs, overwrite, keep)
                   if comm.rank == 0 else None, root_only=True)
-    return comm.agree_on(lambda: _prepare(problem, comm, keep),
+    return comm.agree_on(lambda: memory.within(lambda: _prepare(problem, comm, keep),
+                                               f"reading the data set {problem.data}"),
                          same=lambda p: ("the data read", f"digest {p.digest}"))
 
 
@@ -391,7 +392,9 @@ def evaluate(path, data=None, data_path=None, outputs=(), overwrite=False):
         source = datasets.open_dataset(data, data_path, seed=saved["seed"])
         trained = saved["data_digest"] if data == saved["data"] else ""
         limit = saved["train_limit"] if trained else None      # the run's training set
-        dataset = source.load(limit, saved["dtype"])
+        _check_memory(saved["layers"], None, limit or source.n_train, source.n_test, Problem(),
+                      ObjectiveConfig(dtype=saved["dtype"], keep_forward=False))
+        dataset = memory.within(lambda: source.load(limit, saved["dtype"]), f"reading {data}")
         if trained and (digest := source.digest()) != trained:
             datasets.warn(f"{data} ({source.source}) is not the data {path} was trained "
                           f"on (digest {digest}, trained on {trained})")

@@ -39,7 +39,7 @@ import ctypes
 import os
 import platform
 
-from .model import PIPELINE, element_bytes, jacobian_chunk
+from .model import PIPELINE, ConfigError, element_bytes, jacobian_chunk
 from .partition import Grid
 from .reference import slope_dtype
 
@@ -156,6 +156,19 @@ def available_bytes(n_local=1, meminfo="/proc/meminfo", status="/proc/self/statu
         bounds.append((free // max(1, n_local), f"MemAvailable {mib(free)} / {n_local} "
                                                  f"local rank{'s' if n_local > 1 else ''}"))
     return min(bounds) if bounds else (None, "unknown")
+
+
+def within(make, what):
+    """``make()``, or if it runs out of memory a ConfigError naming ``what`` and what this
+    process may still allocate: the net under the checks in closed form, one line agreed on
+    every rank (``comm.agree_on``) where a MemoryError would end ranks one by one."""
+    try:
+        return make()
+    except MemoryError as e:
+        have, why = available_bytes(local_ranks())
+        raise ConfigError(f"not enough memory {what}: {str(e) or 'an allocation failed'} "
+                          f"(this process may allocate {mib(max(have or 0, 0))} more: {why})"
+                          ) from None
 
 
 def mib(n):

@@ -444,32 +444,42 @@ def _samples(dataset):
     return dataset.n_train + dataset.n_test
 
 
-def _limit(monkeypatch, have):
+def _limit(monkeypatch, have, why="a test's limit"):
     """This process may allocate ``have`` bytes more, as ``memory.available_bytes`` says."""
-    monkeypatch.setattr(memory, "available_bytes", lambda n_local=1: (have, "a test's limit"))
+    monkeypatch.setattr(memory, "available_bytes", lambda n_local=1: (have, why))
 
 
 @pytest.mark.parametrize("name", ["tr", "tr.gz"])
 def test_an_svmlight_file_too_large_to_read_is_refused_before_it_is_read(
         tmp_path, monkeypatch, name):
-    """Every rank reads the whole file, about READ_BYTES per nonzero and per line: at most
-    TRAIN's 7 colons and 5 line ends (and one more line, for a file without a last line end)."""
+    """Every rank reads every file, READ_BYTES per nonzero and per line: at most TRAIN's 7
+    colons and 5 line ends (and one more line, for a file without a last line end), and
+    TEST's 4 and 3, counted together before either file is read."""
     path = tmp_path / name
     with (gzip.open if name.endswith(".gz") else open)(path, "wb") as f:
         f.write(TRAIN)
-    need = data.READ_BYTES * (7 + 5 + 1)
-    _limit(monkeypatch, need)
-    assert _samples(load_svmlight_pair(path)) == 4                      # just fits
-    _limit(monkeypatch, need - 1)
-    monkeypatch.setattr(sklearn.datasets, "load_svmlight_file",
-                        lambda *a, **k: pytest.fail("the file was read"))
-    with pytest.raises(DataError) as e:
-        load_svmlight_pair(path)
-    assert str(e.value) == (
-        f"{path}: not enough memory to read it: about {need:,} bytes (0 MiB: 12 nonzeros and "
-        f"lines at most, {data.READ_BYTES} bytes each) and this process has {need - 1:,} bytes "
-        "(0 MiB: a test's limit); every rank reads the whole file: start fewer ranks on this "
-        "machine, or use one with more memory")
+    (tmp_path / "te").write_bytes(TEST)
+    pair = f"{path},{tmp_path / 'te'}"
+    for paths, files, count in ((str(path), 1, 7 + 5 + 1), (pair, 2, 7 + 5 + 1 + 4 + 3 + 1)):
+        need = data.READ_BYTES * count
+        _limit(monkeypatch, need)
+        with pytest.warns(DataWarning) if files == 2 else warnings.catch_warnings():
+            assert _samples(load_dataset("svmlight", path=paths)) == 4 + 3 * (files == 2)
+        _limit(monkeypatch, need - 1)
+        with monkeypatch.context() as m:
+            m.setattr(sklearn.datasets, "load_svmlight_file",
+                      lambda *a, **k: pytest.fail("a file was read"))
+            with pytest.raises(DataError) as e:
+                load_dataset("svmlight", path=paths)
+        assert str(e.value) == (
+            f"{paths}: not enough memory to read: about {need:,} bytes (0 MiB: "
+            f"{count - files:,} nonzeros and lines at most, {data.READ_BYTES} "
+            f"bytes each) and this process has {need - 1:,} bytes (0 MiB: a test's limit); "
+            "every rank reads every file: start fewer ranks on this machine, or use one with "
+            "more memory")
+    _limit(monkeypatch, 1, "address-space limit 600 MiB (ulimit -v, prlimit --as) less 599 MiB")
+    with pytest.raises(DataError, match=r"less 599 MiB\); raise the limit$"):
+        load_dataset("svmlight", path=pair)
 
 
 def test_an_svmlight_file_whose_size_shows_it_fits_is_read_once(tmp_path, monkeypatch):

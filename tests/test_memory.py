@@ -25,7 +25,7 @@ from dnewton_core.data import Dataset
 from dnewton_core.dense import DenseModel
 from dnewton_core.distributed import DistributedModel
 from dnewton_core.environment import LaunchError, local_environment, local_launch
-from dnewton_core.model import ObjectiveConfig
+from dnewton_core.model import ConfigError, ObjectiveConfig
 from dnewton_core.newton import NewtonConfig, newton
 from dnewton_core.partition import Grid
 
@@ -313,16 +313,53 @@ def test_a_wide_svmlight_file_is_refused_before_it_is_made_dense(tmp_path, ranks
 
 def test_an_svmlight_file_too_large_to_read_under_the_limit_is_refused_in_one_line(tmp_path):
     """Reading an svmlight file holds its nonzeros (scikit-learn's reader: 16-23 bytes each,
-    at the peak): 10 million of them do not fit 128 MiB more than a run has in use (a
-    whole run on a small file needs less than 96), and the run says so before reading,
-    instead of a MemoryError from inside the reader."""
+    at the peak; the kit's split and share then up to 40 in all): 10 million of them do not fit
+    128 MiB more than a run has in use (a whole run on a small file needs less than 96), and
+    the run says so before reading, instead of a MemoryError from inside the reader."""
     path = tmp_path / "big.svm"
     line = " ".join(f"{j}:0.5" for j in range(1, 501)) + "\n"
     path.write_text("".join(f"{i % 3} {line}" for i in range(20_000)))
     proc = _train(1, _address_space_in_use() + 128 * MiB, path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     [error] = proc.stderr.splitlines()
-    assert error.startswith(f"error: {path}: not enough memory to read it: about "
-                            f"{24 * (10_020_000 + 1):,} bytes (229 MiB: 10,020,000 nonzeros "
-                            "and lines at most, 24 bytes each) and this process has "), error
-    assert "address-space limit" in error
+    assert error.startswith(f"error: {path}: not enough memory to read: about "
+                            f"{40 * (10_020_000 + 1):,} bytes (382 MiB: 10,020,000 nonzeros "
+                            "and lines at most, 40 bytes each) and this process has "), error
+    assert "(ulimit -v, prlimit --as) less " in error and error.endswith("; raise the limit")
+
+
+def test_a_limit_too_small_for_the_svmlight_reader_says_so(tmp_path):
+    """scikit-learn's libraries need about 200 MiB of address space more than the kit: under
+    a limit between the two, a run on svmlight files failed inside the dynamic loader
+    ('ImportError: ... failed to map segment from shared object')."""
+    path = _svmlight(tmp_path / "train.svm")
+    proc = _train(1, _address_space_in_use() - 100 * MiB, path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    [error] = proc.stderr.splitlines()
+    assert error.startswith(f"error: {path}: cannot load scikit-learn's svmlight reader ("), error
+    assert re.search(r"\); it runs under an address-space limit [\d,]+ MiB: raise it$", error)
+
+
+def test_running_out_of_memory_where_no_closed_form_counts_is_one_line():
+    def allocate():
+        raise MemoryError("Unable to allocate 38.1 MiB for an array with shape (4997472,)")
+    with pytest.raises(ConfigError) as e:
+        memory.within(allocate, "reading the data set svmlight")
+    assert str(e.value).startswith("not enough memory reading the data set svmlight: Unable to "
+                                   "allocate 38.1 MiB for an array with shape (4997472,) (this "
+                                   "process may allocate ")
+    assert memory.within(lambda: 7, "x") == 7
+
+
+def test_evaluate_refuses_a_data_set_that_does_not_fit_before_it_is_made_dense(
+        tmp_path, monkeypatch):
+    from dnewton_core import data, experiment
+    model = tmp_path / "m.npz"
+    subprocess.run([sys.executable, "-m", "dnewton_core", "train", "--hidden", "8", "--iters",
+                    "1", "--save", str(model)], check=True, capture_output=True, timeout=120,
+                   env=local_environment())
+    monkeypatch.setattr(memory, "available_bytes", lambda n_local=1: (1000, "a test's limit"))
+    monkeypatch.setattr(data.Source, "load", lambda *a, **k: pytest.fail("made dense"))
+    with pytest.raises(ConfigError, match=r"^not enough memory: the one-process model needs "
+                                          r"[\d,]+ bytes \(.*\) and has 1,000 bytes "):
+        experiment.evaluate(str(model))
