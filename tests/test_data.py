@@ -482,6 +482,14 @@ def test_an_svmlight_file_too_large_to_read_is_refused_before_it_is_read(
         load_dataset("svmlight", path=pair)
 
 
+def test_a_file_name_with_a_stray_space_says_so(tmp_path):
+    """`--data-path "TRAIN, TEST"`: the space after the comma is not seen in the message."""
+    (tmp_path / "tr").write_bytes(TRAIN)
+    with pytest.raises(DataError, match=rf"^ {tmp_path}/te: no such file \(its name "
+                                        rf"' {tmp_path}/te' starts or ends with a space\)$"):
+        load_dataset("svmlight", path=f"{tmp_path / 'tr'}, {tmp_path / 'te'}")
+
+
 def test_an_svmlight_file_whose_size_shows_it_fits_is_read_once(tmp_path, monkeypatch):
     path = tmp_path / "tr"
     path.write_bytes(TRAIN)
