@@ -39,17 +39,22 @@ def weights(seed, shape):
     return np.random.default_rng(seed).standard_normal(shape) * 0.01
 
 
-def one_process():
+def steps(batch):
+    """Steps timed for a batch size: STEPS of BATCH, fewer of a larger batch (20 at least)."""
+    return max(20, STEPS * BATCH // batch)
+
+
+def one_process(batch=BATCH):
     import numpy as np
-    X, W1 = weights(0, (BATCH, 784)), weights(1, (784, 300))
+    X, W1 = weights(0, (batch, 784)), weights(1, (784, 300))
     W2, W3 = weights(2, (300, 300)), weights(3, (300, 10))
     tic = time.perf_counter()
-    for _ in range(STEPS):
+    for _ in range(steps(batch)):
         z1 = np.maximum(X @ W1, 0)
         z2 = np.maximum(z1 @ W2, 0)
         dxi = z2 @ W3 - 1.0
         _ = z2.T @ dxi, z1.T @ (d2 := dxi @ W3.T), X.T @ (d2 @ W2.T)
-    return (time.perf_counter() - tic) / STEPS
+    return (time.perf_counter() - tic) / steps(batch)
 
 
 class Doorbells:
@@ -194,21 +199,22 @@ def hop(mode, hops=300):
             shutil.rmtree(bells.dir, ignore_errors=True)
 
 
-def halves():
+def halves(batch=BATCH):
     """One SGD step on 2 ranks that each hold one block of every layer (grid 1,2,1,2, rank r
     holding blocks (1, 0, r), (2, r, 0) and (3, 0, r)): what a rank holding several blocks,
     which the kit cannot do yet, would cost. Link(1, r) then has one member and sends
-    nothing; link(2, 0) is an allreduce of 128 x 300 between the two ranks, forward (s^2)
-    and backward (dz^2); the output columns are split, so the loss needs no message."""
+    nothing; link(2, 0) is an allreduce of batch x 300 between the two ranks, forward (s^2)
+    and backward (dz^2); the output columns are split, so the loss needs no message. SGD's
+    batch is 128; a batch of 4096 is one of a Newton iteration's function and gradient passes."""
     import numpy as np
     from mpi4py import MPI
     world = MPI.COMM_WORLD
     rank = world.Get_rank()
-    X, W1 = weights(0, (BATCH, 784)), weights(10 + rank, (784, 150))
+    X, W1 = weights(0, (batch, 784)), weights(10 + rank, (784, 150))
     W2, W3 = weights(20 + rank, (150, 300)), weights(30 + rank, (300, 5))
     world.Barrier()
     tic = time.perf_counter()
-    for _ in range(STEPS):
+    for _ in range(steps(batch)):
         z1 = np.maximum(X @ W1, 0)                              # my 150 columns of z^1
         s2 = z1 @ W2                                            # my part of s^2
         world.Allreduce(MPI.IN_PLACE, s2)
@@ -219,7 +225,7 @@ def halves():
         _ = z2.T @ dxi, z1.T @ dz2, X.T @ (dz2 @ W2.T)
     world.Barrier()
     if rank == 0:
-        print((time.perf_counter() - tic) / STEPS)
+        print((time.perf_counter() - tic) / steps(batch))
 
 
 def main():
@@ -237,11 +243,13 @@ def main():
                                              "--child", mode], capture_output=True, text=True,
                                             env=env, check=True).stdout) for _ in range(2))
             print(f"{f'{n} ranks, ' + mode:>20} {1e3 * best:8.2f} ms a step")
-    best = min(float(subprocess.run([*local_launch(2), sys.executable, __file__, "--halves"],
-                                    capture_output=True, text=True, env=env,
-                                    check=True).stdout) for _ in range(2))
-    print(f"{'2 ranks, halves':>20} {1e3 * best:8.2f} ms a step (a rank holding a block "
-          "of every layer)")
+    for batch in (BATCH, 4096):          # SGD's, and a batch of Newton's gradient pass
+        one, two = (min(float(subprocess.run([*launch, sys.executable, __file__, *mode,
+                                              str(batch)], capture_output=True, text=True,
+                                             env=env, check=True).stdout) for _ in range(2))
+                    for launch, mode in (([], ["--one"]), (local_launch(2), ["--halves"])))
+        print(f"{'2 ranks, halves':>20} {1e3 * two:8.2f} ms a step of {batch} (a rank holding "
+              f"a block of every layer), one process {1e3 * one:.2f} ms: {one / two:.2f}x")
     for mode in ("spin", "join"):
         best = min(float(subprocess.run([*local_launch(2), sys.executable, __file__, "--hop",
                                          mode], capture_output=True, text=True, env=env,
@@ -255,8 +263,8 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["--hop"]:
         hop(sys.argv[2])
     elif sys.argv[1:2] == ["--halves"]:
-        halves()
+        halves(*map(int, sys.argv[2:3]))
     elif sys.argv[1:2] == ["--one"]:
-        print(one_process())
+        print(one_process(*map(int, sys.argv[2:3])))
     else:
         main()
