@@ -166,8 +166,8 @@ def within(make, what):
         return make()
     except MemoryError as e:
         have, why = available_bytes(local_ranks())
-        raise ConfigError(f"not enough memory {what}: {str(e) or 'an allocation failed'} "
-                          f"(this process may allocate {mib(max(have or 0, 0))} more: {why})"
+        more = f" (this process may allocate {mib(max(have, 0))} more: {why})" if have is not None else ""
+        raise ConfigError(f"not enough memory {what}: {str(e) or 'an allocation failed'}{more}"
                           ) from None
 
 
