@@ -566,6 +566,9 @@ def open_idx_images(path):
     return IdxImages(Path(path), dims, header, gz)
 
 
+IDX_SUFFIXES, LIBSVM_SUFFIXES = ("", ".gz"), ("", ".bz2", ".gz")   # each file plain or packed
+
+
 def _find_file(directory, base, suffixes, hint):
     """``directory/base + suffix`` for the first suffix that exists, else DataError."""
     for suffix in suffixes:
@@ -585,7 +588,7 @@ def _open_idx_dir(name, directory):
              else "; see data/README.md.")
     if not Path(directory).is_dir():
         raise DataError(f"{directory}: not a directory. {hint}")
-    files = [_find_file(directory, base, ("", ".gz"), hint) for base in _IDX_FILES]
+    files = [_find_file(directory, base, IDX_SUFFIXES, hint) for base in _IDX_FILES]
     parts = []
     for images_path, labels_path in (files[:2], files[2:]):
         images, labels = open_idx_images(images_path), load_idx(labels_path)
@@ -704,10 +707,10 @@ def _line_of_row(path, row):
     return "?"
 
 
-# Bytes per nonzero and per line at the peak of reading svmlight files and making their Source
-# (scikit-learn's reader 16-23, measured with tracemalloc; held after it, 12; a split of one file
-# into train and test holds both, 33 in all), and what a rank's share adds, 4 (sliced columns).
-READ_BYTES = 40
+# Bytes at the peak of reading svmlight files and making their Source, at most, per nonzero and
+# per line (measured with tracemalloc, scikit-learn loaded: 20-33 a nonzero with many on a line,
+# the most where one file is split into train and test; about 60 a line with a label alone).
+NONZERO_BYTES, LINE_BYTES = 40, 80
 
 
 def _spaces(path):
@@ -733,30 +736,31 @@ def _load_reader(paths):
 def _check_reading_fits(paths):
     """DataError, before any file is read, if reading the svmlight ``paths`` and making their
     Source would not fit the memory this process has (``memory.available_bytes``, with
-    scikit-learn loaded; every rank reads every file): READ_BYTES per nonzero and per line, a
-    file having at most as many nonzeros as colons, counted 4 MiB at a time. Not counted when
-    the sizes of uncompressed files show that all fits; a compressed file is decompressed for
-    the count, and again to be read (docs/data.md)."""
+    scikit-learn loaded; every rank reads every file): NONZERO_BYTES a nonzero and LINE_BYTES
+    a line, a file having at most as many nonzeros as colons and as many lines as line ends
+    and one, counted 4 MiB at a time; not counted when the sizes of uncompressed files show
+    that all fits. A compressed file is decompressed for the count, and again to be read."""
     from .memory import available_bytes, local_ranks, mib
     have, why = available_bytes(local_ranks())
     if have is None or not any(str(p).endswith((".gz", ".bz2")) for p in paths) and \
-            READ_BYTES * sum(Path(p).stat().st_size + 1 for p in paths) <= have:
+            LINE_BYTES * sum(Path(p).stat().st_size + 1 for p in paths) <= have:
         return
-    count = len(paths)
+    nonzeros, lines = 0, len(paths)
     for path in paths:
         try:
             with _open_binary(path) as f:
                 for chunk in iter(lambda: f.read(1 << 22), b""):
-                    count += chunk.count(b":") + chunk.count(b"\n")
+                    nonzeros, lines = nonzeros + chunk.count(b":"), lines + chunk.count(b"\n")
         except (OSError, EOFError, zlib.error):
             return                                          # the reader says what is wrong
-    if READ_BYTES * count > have:
-        fix = ("raise the limit" if why.startswith("address-space") else
-               "every rank reads every file: start fewer ranks on this machine, or use one "
-               "with more memory")
+    need = NONZERO_BYTES * nonzeros + LINE_BYTES * lines
+    if need > have:
+        fix = ("raise the limit" if why.startswith("address-space") else "every rank reads "
+               "every file: start fewer ranks on this machine, or use one with more memory"
+               if local_ranks() > 1 else "use a machine with more memory")
         raise DataError(f"{','.join(map(str, paths))}: not enough memory to read: about "
-                        f"{READ_BYTES * count:,} bytes ({mib(READ_BYTES * count)}: "
-                        f"{count - len(paths):,} nonzeros and lines at most, {READ_BYTES} bytes "
+                        f"{need:,} bytes ({mib(need)}: at most {nonzeros:,} nonzeros, "
+                        f"{NONZERO_BYTES} bytes each, and {lines:,} lines, {LINE_BYTES} bytes "
                         f"each) and this process has {max(have, 0):,} bytes "
                         f"({mib(max(have, 0))}: {why}); {fix}")
 
@@ -946,7 +950,7 @@ def _load_libsvm_dir(name, directory):
             raise DataError(f"no path given for '{name}' and no {directory}. {hint}")
     if not Path(directory).is_dir():
         raise DataError(f"{directory}: not a directory. {hint}")
-    found = [_find_file(directory, base, ("", ".bz2", ".gz"), hint) for base in (train, test)]
+    found = [_find_file(directory, base, LIBSVM_SUFFIXES, hint) for base in (train, test)]
     return _svmlight_source(name, str(directory), *found)
 
 
@@ -1196,9 +1200,9 @@ def open_dataset(name: str, path: str | None = None, seed: int = 0) -> Source:
 
 
 def data_files(name, path=None):
-    """The files that data set ``name`` at ``path`` may read, those that exist (opening it says
-    what is missing): no output is written over one of them (``outputs.check_writable``).
-    Every variant of a directory's file, plain or compressed, counts."""
+    """The files that data set ``name`` at ``path`` may read, so that no output is written
+    over one (``outputs.check_writable``): in a directory, every name the loader looks for,
+    plain or compressed, whether it exists or not (an output there would be read next time)."""
     if name == "svmlight":
         return [p for p in str(path or "").split(",") if p]
     if name in STATLOG_FILES:
@@ -1206,14 +1210,14 @@ def data_files(name, path=None):
             return [_find_statlog_file(name, path)]
         except DataError:
             return []
-    if name in ("fashion-mnist", "mnist"):
-        directory, bases, suffixes = path or FASHION_MNIST_DIR, _IDX_FILES, ("", ".gz")
+    if name in ("fashion-mnist", "mnist") and (path or name == "fashion-mnist"):
+        directory, bases, suffixes = path or FASHION_MNIST_DIR, _IDX_FILES, IDX_SUFFIXES
     elif name in LIBSVM_FILES:
         directory, bases = path or Path(CACHE_DIR) / name, _libsvm_local_names(name)
-        suffixes = ("", ".bz2", ".gz")
+        suffixes = LIBSVM_SUFFIXES
     else:
         return []
-    return [f for f in (Path(directory) / (b + s) for b in bases for s in suffixes) if f.is_file()]
+    return [Path(directory) / (b + s) for b in bases for s in suffixes]
 
 
 # --------------------------------------------------------------------------- opt-in downloader

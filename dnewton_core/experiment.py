@@ -392,8 +392,8 @@ def evaluate(path, data=None, data_path=None, outputs=(), overwrite=False):
         source = datasets.open_dataset(data, data_path, seed=saved["seed"])
         trained = saved["data_digest"] if data == saved["data"] else ""
         limit = saved["train_limit"] if trained else None      # the run's training set
-        _check_memory(saved["layers"], None, limit or source.n_train, source.n_test, Problem(),
-                      ObjectiveConfig(dtype=saved["dtype"], keep_forward=False))
+        memory.check_evaluate(saved["layers"], limit or source.n_train, source.n_test,
+                              saved["batch_size"], saved["dtype"])
         dataset = memory.within(lambda: source.load(limit, saved["dtype"]), f"reading {data}")
         if trained and (digest := source.digest()) != trained:
             datasets.warn(f"{data} ({source.source}) is not the data {path} was trained "

@@ -175,15 +175,38 @@ def mib(n):
     return f"{n / 2 ** 20:,.0f} MiB"
 
 
-def refusal(need, have, why, who="this rank's share"):
+def evaluate_bytes(layers, n_train, n_test, batch_size, dtype="float64"):
+    """{"data", "parameters", "work", "total"}: bytes ``experiment.evaluate`` needs on one
+    process: the data set made dense with its class codes, a few copies of the weights, and
+    one batch's forward pass (z, s and a temporary on every layer)."""
+    E, rows = element_bytes(dtype), n_train + n_test
+    n = sum((a + 1) * b for a, b in zip(layers, layers[1:]))
+    return _sum({"data": E * rows * layers[0] + CODE * rows, "parameters": 3 * E * n,
+                 "work": 3 * E * min(batch_size, max(n_train, n_test)) * sum(layers)})
+
+
+def check_evaluate(layers, n_train, n_test, batch_size, dtype="float64"):
+    """ConfigError, ``refusal``'s line, unless ``evaluate_bytes`` fits this process."""
+    line = refusal(evaluate_bytes(layers, n_train, n_test, batch_size, dtype),
+                   *available_bytes(local_ranks()), "evaluate", "use a machine with more memory")
+    if line:
+        raise ConfigError(line)
+
+
+def refusal(need, have, why, who="this rank's share", fix=None):
     """The one line that refuses ``who`` needing ``need`` (``partition_bytes``) bytes with
-    ``have`` available (bounded by ``why``), or None when it fits."""
+    ``have`` available (bounded by ``why``), or None when it fits. Its advice: more ranks
+    (and --no-keep-forward where that is enough), or ``fix``; under an address-space limit,
+    with ``fix`` given, to raise it."""
     if have is None or need["total"] <= have:
         return None
     parts = ", ".join(f"{k} {mib(v)}" for k, v in need.items() if k != "total")
     less = (f", --no-keep-forward (it would then need {need['total'] - need['kept']:,})"
             if need.get("kept") and need["total"] - need["kept"] <= have else "")
+    if fix is None:
+        fix = f"use more ranks{less}, or a smaller network or data set"
+    elif why.startswith("address-space"):
+        fix = "raise the limit"
     return (f"not enough memory: {who} needs {need['total']:,} bytes "
             f"({mib(need['total'])}: {parts}) and has {max(have, 0):,} bytes "
-            f"({mib(max(have, 0))}: {why}); use more ranks{less}, or a smaller network or "
-            f"data set")
+            f"({mib(max(have, 0))}: {why}); {fix}")

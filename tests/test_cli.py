@@ -500,3 +500,5 @@ def test_no_output_is_written_over_a_file_the_run_reads(tmp_path):
         assert p.returncode == 2 and p.stderr.splitlines() == [
             f"error: cannot write {target}: it is a file this run reads"], p.stderr
     assert (d / "pendigits").read_text() == rows
+    p = cli(*run, "--json", d / "pendigits.bz2", "--overwrite")       # none there: read next
+    assert p.returncode == 2 and "pendigits.bz2: it is a file this run reads" in p.stderr

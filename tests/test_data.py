@@ -452,19 +452,21 @@ def _limit(monkeypatch, have, why="a test's limit"):
 @pytest.mark.parametrize("name", ["tr", "tr.gz"])
 def test_an_svmlight_file_too_large_to_read_is_refused_before_it_is_read(
         tmp_path, monkeypatch, name):
-    """Every rank reads every file, READ_BYTES per nonzero and per line: at most TRAIN's 7
-    colons and 5 line ends (and one more line, for a file without a last line end), and
-    TEST's 4 and 3, counted together before either file is read."""
+    """Every rank reads every file, NONZERO_BYTES a nonzero and LINE_BYTES a line: at most
+    TRAIN's 7 colons and 5 line ends (and one line more, for a file without a last line end),
+    and TEST's 4 and 3, counted together before either file is read."""
+    for variable in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE"):   # one rank here
+        monkeypatch.delenv(variable, raising=False)
     path = tmp_path / name
     with (gzip.open if name.endswith(".gz") else open)(path, "wb") as f:
         f.write(TRAIN)
     (tmp_path / "te").write_bytes(TEST)
     pair = f"{path},{tmp_path / 'te'}"
-    for paths, files, count in ((str(path), 1, 7 + 5 + 1), (pair, 2, 7 + 5 + 1 + 4 + 3 + 1)):
-        need = data.READ_BYTES * count
+    for paths, nonzeros, lines in ((str(path), 7, 5 + 1), (pair, 7 + 4, 5 + 1 + 3 + 1)):
+        need = data.NONZERO_BYTES * nonzeros + data.LINE_BYTES * lines
         _limit(monkeypatch, need)
-        with pytest.warns(DataWarning) if files == 2 else warnings.catch_warnings():
-            assert _samples(load_dataset("svmlight", path=paths)) == 4 + 3 * (files == 2)
+        with pytest.warns(DataWarning) if paths == pair else warnings.catch_warnings():
+            assert _samples(load_dataset("svmlight", path=paths)) == 4 + 3 * (paths == pair)
         _limit(monkeypatch, need - 1)
         with monkeypatch.context() as m:
             m.setattr(sklearn.datasets, "load_svmlight_file",
@@ -472,11 +474,14 @@ def test_an_svmlight_file_too_large_to_read_is_refused_before_it_is_read(
             with pytest.raises(DataError) as e:
                 load_dataset("svmlight", path=paths)
         assert str(e.value) == (
-            f"{paths}: not enough memory to read: about {need:,} bytes (0 MiB: "
-            f"{count - files:,} nonzeros and lines at most, {data.READ_BYTES} "
-            f"bytes each) and this process has {need - 1:,} bytes (0 MiB: a test's limit); "
-            "every rank reads every file: start fewer ranks on this machine, or use one with "
-            "more memory")
+            f"{paths}: not enough memory to read: about {need:,} bytes (0 MiB: at most "
+            f"{nonzeros} nonzeros, {data.NONZERO_BYTES} bytes each, and {lines} lines, "
+            f"{data.LINE_BYTES} bytes each) and this process has {need - 1:,} bytes (0 MiB: "
+            "a test's limit); use a machine with more memory")
+    monkeypatch.setenv("MPI_LOCALNRANKS", "4")
+    with pytest.raises(DataError, match="; every rank reads every file: start fewer ranks on "
+                                        "this machine, or use one with more memory$"):
+        load_dataset("svmlight", path=pair)
     _limit(monkeypatch, 1, "address-space limit 600 MiB (ulimit -v, prlimit --as) less 599 MiB")
     with pytest.raises(DataError, match=r"less 599 MiB\); raise the limit$"):
         load_dataset("svmlight", path=pair)
@@ -493,7 +498,7 @@ def test_a_file_name_with_a_stray_space_says_so(tmp_path):
 def test_an_svmlight_file_whose_size_shows_it_fits_is_read_once(tmp_path, monkeypatch):
     path = tmp_path / "tr"
     path.write_bytes(TRAIN)
-    _limit(monkeypatch, data.READ_BYTES * (len(TRAIN) + 1))      # one nonzero a byte fits
+    _limit(monkeypatch, data.LINE_BYTES * (len(TRAIN) + 1))      # a line a byte fits
     monkeypatch.setattr(data, "_open_binary", lambda p: pytest.fail("counted"))
     assert _samples(load_svmlight_pair(path)) == 4
 
@@ -593,12 +598,13 @@ def test_svmlight_test_file_narrower_than_train_is_fine(tmp_path):
 
 
 def test_data_files_are_those_a_data_set_may_read(tmp_path):
-    for name in ("pendigits", "pendigits.t.bz2", "pendigits.t.gz", "other"):
-        (tmp_path / name).write_text("1 1:1\n")
+    """Every name the loader looks for, existing or not: an output written as pendigits.t
+    beside pendigits.t.bz2 would be the file the next run reads."""
     assert sorted(p.name for p in data.data_files("pendigits", tmp_path)) == [
-        "pendigits", "pendigits.t.bz2", "pendigits.t.gz"]
-    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
-    assert [p.name for p in data.data_files("mnist", tmp_path)] == ["train-images-idx3-ubyte.gz"]
+        "pendigits", "pendigits.bz2", "pendigits.gz", "pendigits.t", "pendigits.t.bz2",
+        "pendigits.t.gz"]
+    assert {p.parent for p in data.data_files("pendigits", tmp_path)} == {tmp_path}
+    assert len(data.data_files("mnist", tmp_path)) == 8 and data.data_files("mnist") == []
     assert data.data_files("svmlight", "a.svm,b.svm") == ["a.svm", "b.svm"]
     assert data.data_files("satimage", tmp_path) == [] and data.data_files("digits") == []
 

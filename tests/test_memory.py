@@ -313,7 +313,7 @@ def test_a_wide_svmlight_file_is_refused_before_it_is_made_dense(tmp_path, ranks
 
 def test_an_svmlight_file_too_large_to_read_under_the_limit_is_refused_in_one_line(tmp_path):
     """Reading an svmlight file holds its nonzeros (scikit-learn's reader: 16-23 bytes each,
-    at the peak; the kit's split and share then up to 40 in all): 10 million of them do not fit
+    at the peak; the kit's split and share then up to 33 in all): 10 million of them do not fit
     128 MiB more than a run has in use (a whole run on a small file needs less than 96), and
     the run says so before reading, instead of a MemoryError from inside the reader."""
     path = tmp_path / "big.svm"
@@ -323,8 +323,9 @@ def test_an_svmlight_file_too_large_to_read_under_the_limit_is_refused_in_one_li
     assert proc.returncode == 2, proc.stderr[-2000:]
     [error] = proc.stderr.splitlines()
     assert error.startswith(f"error: {path}: not enough memory to read: about "
-                            f"{40 * (10_020_000 + 1):,} bytes (382 MiB: 10,020,000 nonzeros "
-                            "and lines at most, 40 bytes each) and this process has "), error
+                            f"{40 * 10_000_000 + 80 * 20_001:,} bytes (383 MiB: at most "
+                            "10,000,000 nonzeros, 40 bytes each, and 20,001 lines, 80 bytes "
+                            "each) and this process has "), error
     assert "(ulimit -v, prlimit --as) less " in error and error.endswith("; raise the limit")
 
 
@@ -358,8 +359,17 @@ def test_evaluate_refuses_a_data_set_that_does_not_fit_before_it_is_made_dense(
     subprocess.run([sys.executable, "-m", "dnewton_core", "train", "--hidden", "8", "--iters",
                     "1", "--save", str(model)], check=True, capture_output=True, timeout=120,
                    env=local_environment())
-    monkeypatch.setattr(memory, "available_bytes", lambda n_local=1: (1000, "a test's limit"))
+    need = memory.evaluate_bytes((64, 8, 10), 1438, 359, 4096)["total"]
+    monkeypatch.setattr(memory, "available_bytes", lambda n_local=1: (need, "a test's limit"))
+    experiment.evaluate(str(model))                                # just fits: evaluated
+    monkeypatch.setattr(memory, "available_bytes", lambda n_local=1: (need - 1, "a limit"))
     monkeypatch.setattr(data.Source, "load", lambda *a, **k: pytest.fail("made dense"))
-    with pytest.raises(ConfigError, match=r"^not enough memory: the one-process model needs "
-                                          r"[\d,]+ bytes \(.*\) and has 1,000 bytes "):
+    with pytest.raises(ConfigError) as e:
         experiment.evaluate(str(model))
+    assert str(e.value).startswith(f"not enough memory: evaluate needs {need:,} bytes (")
+    assert str(e.value).endswith(f"and has {need - 1:,} bytes (4 MiB: a limit); use a "
+                                 "machine with more memory")
+    # what it counts: the dense data, 3 copies of the weights, one batch's forward pass
+    assert memory.evaluate_bytes((64, 8, 10), 1438, 359, 4096) == dict(
+        data=1797 * (8 * 64 + 8), parameters=3 * 8 * (65 * 8 + 9 * 10),
+        work=3 * 8 * 1438 * 82, total=need)
