@@ -173,14 +173,17 @@ def _finish_train(args, comm, out, saver, unsaved, p):
     """Rank 0: the final line, the final --json (ledgers summed over ranks), what was written
     (--save not, with ``unsaved`` non-finite weights or why it could not be), where the run
     diverged, and whether it learned nothing (``learned_nothing``, of the ``Prepared`` ``p``)."""
-    f, step = out["final"], "epoch" if args.optimizer == "sgd" else "iteration"
-    print(f"final: no {step} run: nothing to measure" if not out["history"] else
-          f"final: test accuracy {_num(f['test_accuracy'], '.4f')}, train accuracy "
-          f"{_num(f['train_accuracy'], '.4f')}, f {_num(f['objective'], '.6g')}, "
-          f"{_num(f['wall_time'], '.2f')} s"
-          + (f" ({_num(f['modeled_time'], '.2f')} s on {comm.network.name}, modeled)"
-             if f.get("modeled_time") is not None and not comm.inject else "")
-          + f", {training_bytes(out['history']) / 1e6:.3f} MB sent (all ranks)", flush=True)
+    f = out["final"]
+    if not out["history"]:
+        print(f"final: no {'epoch' if args.optimizer == 'sgd' else 'iteration'} run: nothing "
+              "to measure", flush=True)
+    else:
+        print(f"final: test accuracy {_num(f['test_accuracy'], '.4f')}, train accuracy "
+              f"{_num(f['train_accuracy'], '.4f')}, f {_num(f['objective'], '.6g')}, "
+              f"{_num(f['wall_time'], '.2f')} s"
+              + (f" ({_num(f['modeled_time'], '.2f')} s on {comm.network.name}, modeled)"
+                 if f.get("modeled_time") is not None and not comm.inject else "")
+              + f", {training_bytes(out['history']) / 1e6:.3f} MB sent (all ranks)", flush=True)
     if saver:
         saver(out)
     for path in filter(None, (args.json, None if unsaved else args.save, args.trace)):

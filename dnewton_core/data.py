@@ -740,7 +740,7 @@ def _check_reading_fits(paths):
     a line, a file having at most as many nonzeros as colons and as many lines as line ends
     and one, counted 4 MiB at a time; not counted when the sizes of uncompressed files show
     that all fits. A compressed file is decompressed for the count, and again to be read."""
-    from .memory import available_bytes, local_ranks, mib
+    from .memory import available_bytes, local_ranks, refusal
     have, why = available_bytes(local_ranks())
     if have is None or not any(str(p).endswith((".gz", ".bz2")) for p in paths) and \
             LINE_BYTES * sum(Path(p).stat().st_size + 1 for p in paths) <= have:
@@ -753,16 +753,14 @@ def _check_reading_fits(paths):
                     nonzeros, lines = nonzeros + chunk.count(b":"), lines + chunk.count(b"\n")
         except (OSError, EOFError, zlib.error):
             return                                          # the reader says what is wrong
-    need = NONZERO_BYTES * nonzeros + LINE_BYTES * lines
-    if need > have:
-        fix = ("raise the limit" if why.startswith("address-space") else "every rank reads "
-               "every file: start fewer ranks on this machine, or use one with more memory"
-               if local_ranks() > 1 else "use a machine with more memory")
-        raise DataError(f"{','.join(map(str, paths))}: not enough memory to read: about "
-                        f"{need:,} bytes ({mib(need)}: at most {nonzeros:,} nonzeros, "
-                        f"{NONZERO_BYTES} bytes each, and {lines:,} lines, {LINE_BYTES} bytes "
-                        f"each) and this process has {max(have, 0):,} bytes "
-                        f"({mib(max(have, 0))}: {why}); {fix}")
+    need = {"nonzeros": NONZERO_BYTES * nonzeros, "lines": LINE_BYTES * lines}
+    line = refusal(dict(need, total=sum(need.values())), have, why,
+                   f"reading {','.join(map(str, paths))} (at most {nonzeros:,} nonzeros, "
+                   f"{NONZERO_BYTES} bytes each, and {lines:,} lines, {LINE_BYTES} bytes each)",
+                   "every rank reads every file: start fewer ranks on this machine, or use one "
+                   "with more memory" if local_ranks() > 1 else "use a machine with more memory")
+    if line:
+        raise DataError(line)
 
 
 def _read_svmlight(path, load_svmlight_file):

@@ -474,10 +474,10 @@ def test_an_svmlight_file_too_large_to_read_is_refused_before_it_is_read(
             with pytest.raises(DataError) as e:
                 load_dataset("svmlight", path=paths)
         assert str(e.value) == (
-            f"{paths}: not enough memory to read: about {need:,} bytes (0 MiB: at most "
-            f"{nonzeros} nonzeros, {data.NONZERO_BYTES} bytes each, and {lines} lines, "
-            f"{data.LINE_BYTES} bytes each) and this process has {need - 1:,} bytes (0 MiB: "
-            "a test's limit); use a machine with more memory")
+            f"not enough memory: reading {paths} (at most {nonzeros} nonzeros, "
+            f"{data.NONZERO_BYTES} bytes each, and {lines} lines, {data.LINE_BYTES} bytes "
+            f"each) needs {need:,} bytes (0 MiB: nonzeros 0 MiB, lines 0 MiB) and has "
+            f"{need - 1:,} bytes (0 MiB: a test's limit); use a machine with more memory")
     monkeypatch.setenv("MPI_LOCALNRANKS", "4")
     with pytest.raises(DataError, match="; every rank reads every file: start fewer ranks on "
                                         "this machine, or use one with more memory$"):

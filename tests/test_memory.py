@@ -322,10 +322,10 @@ def test_an_svmlight_file_too_large_to_read_under_the_limit_is_refused_in_one_li
     proc = _train(1, _address_space_in_use() + 128 * MiB, path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     [error] = proc.stderr.splitlines()
-    assert error.startswith(f"error: {path}: not enough memory to read: about "
-                            f"{40 * 10_000_000 + 80 * 20_001:,} bytes (383 MiB: at most "
-                            "10,000,000 nonzeros, 40 bytes each, and 20,001 lines, 80 bytes "
-                            "each) and this process has "), error
+    assert error.startswith(f"error: not enough memory: reading {path} (at most 10,000,000 "
+                            "nonzeros, 40 bytes each, and 20,001 lines, 80 bytes each) needs "
+                            f"{40 * 10_000_000 + 80 * 20_001:,} bytes (383 MiB: nonzeros "
+                            "381 MiB, lines 2 MiB) and has "), error
     assert "(ulimit -v, prlimit --as) less " in error and error.endswith("; raise the limit")
 
 

@@ -34,7 +34,6 @@ def aggregate(rows):
                         -(rs[0]["sync"] or 0), rs[0].get("step") or "", rs[0]["lr"] or 0)
     for label, rs in sorted(groups.items(), key=lambda item: order(item[1])):
         r0 = rs[0]
-        iters = [r["iterations"] for r in rs]
         per_iter = lambda key, rs=rs: _mean([r[key] / r["iterations"] for r in rs
                                              if r["iterations"] and r[key] is not None])
         out.append(dict(
@@ -46,7 +45,7 @@ def aggregate(rows):
             test_all=[r["test_accuracy"] for r in rs],
             train=_mean([r["train_accuracy"] for r in rs]),
             objective=_mean([r["objective"] for r in rs]),
-            iterations=_mean(iters), time=_mean([r["wall_time"] for r in rs]),
+            iterations=_mean([r["iterations"] for r in rs]), time=_mean([r["wall_time"] for r in rs]),
             time_per_iter=per_iter("wall_time"),
             bytes_per_iter=per_iter("bytes_total"), cg_bytes_per_iter=per_iter("bytes_cg"),
             gn_bytes_per_iter=_mean([(r["bytes_jacobian"] + r["bytes_cg"]) / r["iterations"]
