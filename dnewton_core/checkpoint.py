@@ -244,21 +244,25 @@ def whole(saved, name):
 
 def gather_records(comm, records):
     """Copies of ``records`` with messages and bytes summed over ranks (the slowest rank's
-    seconds) and, for Newton, "cg_iters_per_rank" and "cg_iters" their largest (the slowest
-    partition's, as one process counts it), on rank 0; None on the other ranks.
+    seconds) and, for Newton, "cg_iters_per_rank" (every CG's, by partition where a rank ran
+    one per partition) and "cg_iters" their largest (the slowest partition's, as one process
+    counts it), on rank 0; None on the other ranks.
     Collective (one gather, phase "report"); ``comm`` None (the dense model): as they are."""
     records = [dict(r) for r in records]
     if comm is None:
         return records
     with comm.phase("report"):
-        per_rank = comm.gather_objects([(r["comm"], r.get("cg_iters")) for r in records])
+        per_rank = comm.gather_objects([(r["comm"], r.get("cg_iters_per_rank", [r.get("cg_iters")]))
+                                        for r in records])
     if comm.rank != 0:
         return None
     for k, r in enumerate(records):
         r["comm"] = combine_records([ledger[k][0] for ledger in per_rank])
         r.update(modeled_over_ranks([ledger[k][0] for ledger in per_rank]))  # with a network
         if "cg_iters" in r:
-            r["cg_iters_per_rank"] = [ledger[k][1] for ledger in per_rank]
+            each = [ledger[k][1] for ledger in per_rank]     # partition q: rank q mod R
+            r["cg_iters_per_rank"] = [each[q % len(each)][q // len(each)]
+                                      for q in range(sum(map(len, each)))]
             r["cg_iters"] = max(r["cg_iters_per_rank"])
     return records
 

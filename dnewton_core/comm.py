@@ -152,12 +152,14 @@ class Comm(Ledger):
         return self._collective("bcast", buf, group, group.comm.Get_rank() == root,
                                 lambda c: c.Ibcast(buf, root=root), later)
 
-    def reduce(self, buf, group, root, later=False):
-        """The sum of every rank's ``buf`` into ``root``'s (which holds zeros, and alone
-        gets the sum): a link with one receiver. Counted as an allreduce is."""
+    def reduce(self, buf, group, root, later=False, root_adds=False):
+        """The sum of every rank's ``buf`` into ``root``'s (which holds zeros, or its own
+        part if ``root_adds``, and alone gets the sum): a link with one receiver. Counted as
+        an allreduce is."""
         mine = group.comm.Get_rank() == root
-        return self._collective("reduce", buf, group, not mine, lambda c: c.Ireduce(
-            MPI.IN_PLACE if mine else buf, buf if mine else None, op=MPI.SUM, root=root), later)
+        return self._collective("reduce", buf, group, not mine or root_adds, lambda c: c.Ireduce(
+            MPI.IN_PLACE if mine else buf, buf if mine else None, op=MPI.SUM, root=root),
+            later and not mine)
 
     def _collective(self, op, buf, group, sends, start, later=False):
         """Start the non-blocking ``op`` (``start(sub-communicator)``), wait as this rank

@@ -11,7 +11,11 @@ one forward pass over b instances sends, over the P_m links of each layer,
     messages  sum_m [g_m] P_m g_m,        bytes  E b sum_m [g_m] g_m n_m
 plus, for softmax with P_L > 1, two (b,) allreduces over the P_{L-1} P_L output ranks.
 A backward pass sends the same as the forward pass over layers 1..L-1 only; the Jacobian's
-backward pass the same again with every buffer n_L times larger.
+backward pass the same again with every buffer n_L times larger. The world's allreduces
+count N messages each. On R < N ranks (a rank holding several partitions) g_{m,j} is the
+number of distinct ranks holding the partitions of link(m, j), the link sums become
+sum_{m,j} [g_{m,j}] g_{m,j} and E b sum_{m,j} [g_{m,j}] g_{m,j} |T_{m,j}|, the world and the
+output group count their ranks; a link held by one rank sends nothing.
 E is the model's element size (``dtype``: 8 for float64, 4 for float32) for the arrays;
 the scalar sums (f, inner products) and the sync notifications are 8 bytes in either type.
 Every function returns {"messages": int, "bytes": int}.
@@ -36,46 +40,52 @@ def _scale(cost, k):
 
 
 def link_sizes(grid):
-    """g_m for m = 1..L: ranks in each link(m, j)."""
+    """g_m for m = 1..L: ranks in each link(m, j) when every rank holds one partition."""
     P, L = grid.splits, grid.L
     return [P[m - 1] + (P[m + 1] if m < L else 0) for m in range(1, L + 1)]
 
 
-def link_op(grid, m, backward=False):
+def link_op(grid, m, j, backward=False):
     """(collective, root's rank in the link group or None) of link(m, j) (docs/method.md §4).
 
-    Forward, the P_{m-1} ranks of layer m send and every rank needs the sum: a bcast from
-    the one sender (root 0) when P_{m-1} = 1, else an allreduce. Backward (m < L), the
-    P_{m+1} ranks of layer m + 1 send to the P_{m-1} of layer m: a bcast from the one
-    sender (root P_{m-1}) when P_{m+1} = 1, else a reduce to the one receiver (root 0)
-    when P_{m-1} = 1, else an allreduce. All are counted alike (one message per rank).
+    Forward, the ranks holding (m, ., j) send and every rank of the link needs the sum: a
+    bcast from the one sending rank, else an allreduce. Backward (m < L), the ranks holding
+    (m + 1, j, .) send to those holding (m, ., j): a bcast from the one sending rank, else a
+    reduce to the one receiving rank, else an allreduce. All are counted alike (one message
+    per rank); a link of one rank sends nothing. With one partition a rank the sending ranks
+    are the P_{m-1} of layer m forward and the P_{m+1} of layer m + 1 backward.
     """
-    P = grid.splits
-    if not backward:
-        return ("bcast", 0) if P[m - 1] == 1 else ("allreduce", None)
-    if P[m + 1] == 1:
-        return "bcast", P[m - 1]
-    return ("reduce", 0) if P[m - 1] == 1 else ("allreduce", None)
+    link = grid.link_group(m, j)
+    producers = grid.column_group(m, j)
+    senders = grid.row_group(m + 1, j) if backward else producers
+    if len(senders) == 1:
+        return "bcast", link.index(senders[0])
+    if backward and len(producers) == 1:
+        return "reduce", link.index(producers[0])
+    return "allreduce", None
 
 
 def _links(grid, b, layers, width=1, dtype="float64"):
     """The link collectives of one pass over ``layers`` with b instances (x ``width``)."""
-    g, E = link_sizes(grid), element_bytes(dtype)
-    msgs = sum(grid.splits[m] * g[m - 1] for m in layers if g[m - 1] > 1)
-    nbytes = sum(E * b * width * g[m - 1] * grid.layers[m] for m in layers if g[m - 1] > 1)
+    E, msgs, nbytes = element_bytes(dtype), 0, 0
+    for m in layers:
+        for j, T in enumerate(grid.groups(m)):
+            g = len(grid.link_group(m, j))
+            if g > 1:
+                msgs, nbytes = msgs + g, nbytes + E * b * width * g * len(T)
     return _cost(msgs, nbytes)
 
 
 def _world(grid, count, floats_each, dtype="float64"):
-    """``count`` allreduces over all N ranks of ``floats_each`` numbers of ``dtype`` each
+    """``count`` allreduces over all R ranks of ``floats_each`` numbers of ``dtype`` each
     (the scalar sums: float64)."""
-    N = grid.size
+    N = grid.ranks
     return _cost(N * count, N * count * floats_each * element_bytes(dtype)) if N > 1 \
         else _cost()
 
 
 def _softmax_normalizer(grid, b, loss, dtype):
-    ranks = grid.splits[-2] * grid.splits[-1]
+    ranks = len(grid.output_group)
     if loss != "cross_entropy" or grid.splits[-1] == 1 or ranks == 1:
         return _cost()
     return _cost(2 * ranks, 2 * ranks * b * element_bytes(dtype))
@@ -148,7 +158,7 @@ def diag_step(grid, subsample, directions, dtype="float64"):
 
 def sync(grid, fraction):
     """The notification of one CG with sync fraction < 1: every rank tells every other once."""
-    N = grid.size
+    N = grid.ranks
     return _cost(N * (N - 1), N * (N - 1) * F64) if fraction < 1 and N > 1 else _cost()
 
 

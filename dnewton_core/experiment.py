@@ -105,38 +105,40 @@ def _prepare(problem, comm, keep):
     if saved:
         check_compatible(saved, layers, keep, problem.data, objective, digest, limit)
     slow = _slow(problem.slow_rank, comm.size)
-    part = _partition(source, problem.hidden, comm, splits)
-    _check_memory(layers, part, n_train, source.n_test, problem, objective)
-    data = source.load(limit, objective.dtype) if part is None else source.share(
-        part.rows if part.holds_features else None, part.holds_labels, limit, objective.dtype)
+    grid = _grid(source, problem.hidden, comm, splits)
+    parts = None if grid is None else grid.blocks(comm.rank)
+    _check_memory(layers, parts, n_train, source.n_test, problem, objective)
+    data = source.load(limit, objective.dtype) if grid is None else source.share(
+        *grid.data_held(comm.rank), limit, objective.dtype)
     y = source.y_train[:n_train]
     return Prepared(data, objective, splits, slow, saved, digest, limit,
                     np.bincount(y).max() / y.size)
 
 
-def _partition(source, hidden, comm, splits):
-    """This rank's ``Partition``, or None for the one-process model (one rank; its splits,
-    if any, only choose the blocks of a block-diagonal G)."""
+def _grid(source, hidden, comm, splits):
+    """The run's ``Grid`` on the job's ranks, or None for the one-process model (one rank;
+    its splits, if any, only choose the blocks of a block-diagonal G)."""
     if comm.size == 1:
         return None
     grid = Grid(network_layers(source.n_features, hidden, source.n_classes),
                 grid_splits(source, hidden, comm, splits))
     check_rank_count(grid, comm.size)
-    return grid.partition(comm.rank)
+    return Grid(grid.layers, grid.splits, comm.size)
 
 
-def _check_memory(layers, part, n_train, n_test, problem, objective):
+def _check_memory(layers, parts, n_train, n_test, problem, objective):
     """ConfigError, before the share is read or any parameter drawn, if this rank's share
-    (``memory.partition_bytes``, or ``dense_bytes`` on one process) does not fit the memory
-    it has (``memory.available_bytes``)."""
+    (``memory.rank_bytes`` of its partitions ``parts``, or ``dense_bytes`` on one process)
+    does not fit the memory it has (``memory.available_bytes``)."""
     sizes = (n_train, n_test, objective.batch_size,
              NewtonConfig(subsample=problem.subsample).subsample_size(n_train))
     need = memory.dense_bytes(layers, *sizes, objective.dtype, objective.keep_forward) \
-        if part is None else memory.partition_bytes(layers, part, *sizes, objective.dtype,
-                                                     keep=objective.keep_forward,
-                                                     activation=objective.activation,
-                                                     loss=objective.loss)
-    who = "the one-process model" if part is None else f"this rank's share ({part.weights})"
+        if parts is None else memory.rank_bytes(layers, parts, *sizes, dtype=objective.dtype,
+                                                keep=objective.keep_forward,
+                                                activation=objective.activation,
+                                                loss=objective.loss)
+    who = "the one-process model" if parts is None else \
+        f"this rank's share ({', '.join(p.weights for p in parts)})"
     line = memory.refusal(need, *memory.available_bytes(memory.local_ranks()), who)
     if line:
         raise ConfigError(line)

@@ -11,8 +11,10 @@ For layer sizes ``layers = (n_0, ..., n_L)`` and splits ``splits = (P_0, ..., P_
 * partition (m, i, j) holds ``W^m[T_{m-1,i}, T_{m,j}]``; partition (m, 0, j) also holds
   ``b^m[T_{m,j}]``; partitions (1, i, j) hold the feature columns ``X[:, T_{0,i}]`` and
   partitions (L, i, j) hold the label columns ``Y[:, T_{L,j}]``;
-* there are N = sum_m P_{m-1} P_m partitions, one MPI rank each, numbered layer by layer,
-  then by i, then by j (:class:`Grid`).
+* there are N = sum_m P_{m-1} P_m partitions, numbered q = 0..N-1 layer by layer, then
+  by i, then by j (:class:`Grid`); on R <= N MPI ranks, partition q is held by rank q mod R:
+  one partition a rank when R = N, and on R ranks a grid whose every layer has R partitions
+  gives each rank one block of every layer (docs/method.md §3).
 
 Choosing the splits for a number of ranks, and reading them from text, is ``splits.py``.
 
@@ -78,12 +80,14 @@ class Partition:
     m: int
     i: int
     j: int
-    rank: int
+    rank: int     # the MPI rank holding it: index mod the grid's ranks
     rows: range   # T_{m-1,i}: rows of W^m held (= input feature columns held, when m == 1)
     cols: range   # T_{m,j}: columns of W^m held (= label columns held, when m == L)
     has_bias: bool        # i == 0: holds b^m[T_{m,j}]
     holds_features: bool  # m == 1: holds X[:, rows]
     holds_labels: bool    # m == L: holds Y[:, cols]
+    index: int = 0        # q: its number in the grid, layer by layer, then i, then j
+    alone: bool = True    # its rank holds no other partition
 
     @property
     def block_shape(self):
@@ -116,7 +120,8 @@ class Partition:
         return " and ".join(held)
 
     def __str__(self):
-        text = f"rank {self.rank}: {self.weights}"
+        text = f"rank {self.rank}: {self.weights}" if self.alone else \
+            f"partition {self.index} on rank {self.rank}: {self.weights}"
         if self.has_bias:
             text += f" + {self.bias}"
         if self.holds_features or self.holds_labels:
@@ -126,10 +131,12 @@ class Partition:
 
 @dataclass(frozen=True)
 class Grid:
-    """The partition grid of a network with layer sizes n_0..n_L split P_0..P_L ways."""
+    """The partition grid of a network with layer sizes n_0..n_L split P_0..P_L ways, held
+    by ``ranks`` MPI ranks (None: one a partition, ``size``)."""
 
     layers: tuple
     splits: tuple
+    ranks: int = None
 
     def __post_init__(self):
         layers, splits = self.layers, self.splits
@@ -154,6 +161,11 @@ class Grid:
                 raise ValueError(f"split P_{m} = {P} is larger than layer {m}'s {n} neurons")
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "splits", splits)
+        ranks = self.size if self.ranks is None else _as_int(self.ranks, "ranks")
+        if not 1 <= ranks <= self.size:
+            raise ValueError(f"splits {_comma(splits)} have {self.size} partitions: they can be "
+                             f"held by 1 to {self.size} MPI ranks, not {ranks}")
+        object.__setattr__(self, "ranks", ranks)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -163,7 +175,7 @@ class Grid:
 
     @property
     def size(self):
-        """N = sum_m P_{m-1} P_m: the number of partitions, i.e. MPI ranks."""
+        """N = sum_m P_{m-1} P_m: the number of partitions."""
         return sum(self.splits[m - 1] * self.splits[m] for m in range(1, self.L + 1))
 
     @property
@@ -179,7 +191,7 @@ class Grid:
     # ------------------------------------------------------------- partitions
     @cached_property
     def _first_rank(self):
-        """_first_rank[m] = rank of partition (m, 0, 0); index 0 unused."""
+        """_first_rank[m] = the number q of partition (m, 0, 0); index 0 unused."""
         first, r = [0, 0], 0
         for m in range(1, self.L + 1):
             r += self.splits[m - 1] * self.splits[m]
@@ -194,13 +206,19 @@ class Grid:
             rows_groups, col_groups = self.groups(m - 1), self.groups(m)
             for i, rows in enumerate(rows_groups):
                 for j, cols in enumerate(col_groups):
-                    parts.append(Partition(m=m, i=i, j=j, rank=len(parts), rows=rows, cols=cols,
-                                           has_bias=i == 0, holds_features=m == 1,
-                                           holds_labels=m == self.L))
+                    q = len(parts)
+                    parts.append(Partition(m=m, i=i, j=j, rank=q % self.ranks, rows=rows,
+                                           cols=cols, has_bias=i == 0, holds_features=m == 1,
+                                           holds_labels=m == self.L, index=q,
+                                           alone=self.ranks == self.size))
         return tuple(parts)
 
     def rank_of(self, m, i, j):
-        """Rank of partition (m, i, j)."""
+        """The rank holding partition (m, i, j)."""
+        return self.index_of(m, i, j) % self.ranks
+
+    def index_of(self, m, i, j):
+        """The number q of partition (m, i, j)."""
         self._check_layer(m)
         if not 0 <= i < self.splits[m - 1]:
             raise ValueError(f"row index i = {i} out of range for layer {m}: 0 <= i < P_{m - 1} = "
@@ -210,22 +228,32 @@ class Grid:
                              f"{self.splits[m]}")
         return self._first_rank[m] + i * self.splits[m] + j
 
-    def partition(self, rank):
-        """The partition held by ``rank``."""
-        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 0 <= rank < self.size:
-            raise ValueError(f"rank {rank!r} out of range: this grid has ranks 0..{self.size - 1}")
-        return self.partitions[int(rank)]
+    def partition(self, index):
+        """Partition number ``index`` (held by rank ``index`` when every rank holds one)."""
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or \
+                not 0 <= index < self.size:
+            raise ValueError(f"partition {index!r} out of range: this grid has partitions "
+                             f"0..{self.size - 1}")
+        return self.partitions[int(index)]
+
+    def blocks(self, rank):
+        """The partitions ``rank`` holds, in partition order."""
+        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or \
+                not 0 <= rank < self.ranks:
+            raise ValueError(f"rank {rank!r} out of range: this grid has ranks 0..{self.ranks - 1}")
+        return self.partitions[int(rank)::self.ranks]
 
     # ------------------------------------------------------------------ groups
+    # (each a tuple of distinct ranks, in increasing order)
     def column_group(self, m, j):
         """Ranks of (m, i, j) over all i: their partial products sum to s^m on T_{m,j}."""
         self._check_layer(m)
-        return tuple(self.rank_of(m, i, j) for i in range(self.splits[m - 1]))
+        return _distinct(self.rank_of(m, i, j) for i in range(self.splits[m - 1]))
 
     def row_group(self, m, i):
         """Ranks of (m, i, j) over all j: they all consume z^{m-1} on T_{m-1,i}."""
         self._check_layer(m)
-        return tuple(self.rank_of(m, i, j) for j in range(self.splits[m]))
+        return _distinct(self.rank_of(m, i, j) for j in range(self.splits[m]))
 
     def link_group(self, m, j):
         """column_group(m, j) + row_group(m+1, j) (m < L); column_group(L, j) for m == L.
@@ -235,12 +263,21 @@ class Grid:
         z^m on T_{m,j}, since T_{m,j} is also the row range of those next-layer blocks).
         """
         column = self.column_group(m, j)
-        return column if m == self.L else column + self.row_group(m + 1, j)
+        return column if m == self.L else _distinct(column + self.row_group(m + 1, j))
 
     @property
     def output_group(self):
         """All ranks of layer L."""
-        return tuple(range(self._first_rank[self.L], self.size))
+        return _distinct(p.rank for p in self.partitions[self._first_rank[self.L]:])
+
+    def data_held(self, rank):
+        """(feature columns, labels?) that ``rank`` holds: the range spanning the rows
+        T_{0,i} of its layer-1 blocks (None if it has none), and whether it has a layer-L
+        block."""
+        blocks = self.blocks(rank)
+        rows = [p.rows for p in blocks if p.holds_features]
+        span = range(min(r.start for r in rows), max(r.stop for r in rows)) if rows else None
+        return span, any(p.holds_labels for p in blocks)
 
     @property
     def feature_holders(self):
@@ -263,14 +300,19 @@ class Grid:
         return tuple(offsets)
 
     def param_slices(self, rank):
-        """Positions of this partition's parameters in ``reference.flatten``'s vector.
+        """Positions of the parameters ``rank`` holds in ``reference.flatten``'s vector: its
+        blocks' ``block_slices``, in partition order. So ``theta[grid.param_slices(r)]`` is
+        rank r's local parameter vector, and ``theta[grid.param_slices(r)] = local``
+        scatters it back."""
+        return np.concatenate([self.block_slices(p.index) for p in self.blocks(rank)])
+
+    def block_slices(self, index):
+        """Positions of partition ``index``'s parameters in ``reference.flatten``'s vector.
 
         The flat vector is W^1 (row-major), b^1, W^2, b^2, ...; the result is a 1-D int64
-        array: the W block row-major, then (on the bias holder) its bias entries. So
-        ``theta[grid.param_slices(r)]`` is partition r's local parameter vector, and
-        ``theta[grid.param_slices(r)] = local`` scatters it back.
+        array: the W block row-major, then (on the bias holder) its bias entries.
         """
-        p = self.partition(rank)
+        p = self.partition(index)
         n_out = self.layers[p.m]
         offset = self._layer_offsets[p.m]
         rows = np.arange(p.rows.start, p.rows.stop, dtype=np.int64)
@@ -306,13 +348,18 @@ class Grid:
         def line(cells):
             return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 
+        held = "one MPI rank each" if self.ranks == self.size else f"on {self.ranks} MPI ranks"
         title = (f"layers {_dash(self.layers)}, splits {_comma(self.splits)}: {self.size} partitions "
-                 f"(one MPI rank each), {self.n_params} parameters")
+                 f"({held}), {self.n_params} parameters")
         return "\n".join([title, line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
     def _check_layer(self, m, lowest=1):
         if isinstance(m, bool) or not isinstance(m, numbers.Integral) or not lowest <= m <= self.L:
             raise ValueError(f"layer index m = {m!r} out of range: expected {lowest} <= m <= L = {self.L}")
+
+
+def _distinct(ranks):
+    return tuple(sorted(set(ranks)))
 
 
 def _comma(values):

@@ -86,12 +86,12 @@ def _pass(grid, b, rate, net, backward=False, width=1, cores=None):
         share = _shared(grid, m, cores)
         if not backward:
             compute += share * 2.0 * b * rows * cols / rate
-            comm += _collective(link_op(grid, m)[0], F64 * b * cols, link, net)
+            comm += _collective(link_op(grid, m, 0)[0], F64 * b * cols, link, net)
         else:
             products = (2 if m > 1 else 1) if width == 1 else (1 if m > 1 else 0)
             compute += share * products * 2.0 * b * width * rows * cols / rate
             if m < grid.L:
-                comm += _collective(link_op(grid, m, backward=True)[0],
+                comm += _collective(link_op(grid, m, 0, backward=True)[0],
                                     F64 * b * width * cols, link, net)
     return compute, comm
 

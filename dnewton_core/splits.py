@@ -81,25 +81,43 @@ def _valid_layers(layers):
 
 
 def propose_splits(layers, n_ranks):
-    """The splits P_0..P_L that use exactly ``n_ranks`` partitions with the smallest largest partition.
+    """The splits P_0..P_L for ``n_ranks`` MPI ranks: exactly ``n_ranks`` partitions with the
+    smallest largest partition, or where none exist, ``n_ranks`` partitions in every layer.
 
     Among all splits with sum_m P_{m-1} P_m == n_ranks and 1 <= P_m <= n_m, choose the one
     that minimises the largest partition's n_params; ties prefer a smaller P_L (fewer splits
-    of the output layer), then the lexicographically smallest tuple. ValueError when
-    ``n_ranks < L`` (every layer needs at least one partition) or no split fits exactly.
+    of the output layer), then the lexicographically smallest tuple. Where none fits (fewer
+    ranks than layers, for one), the splits a, R/a, a, R/a, ... give every layer R
+    partitions, so that each rank holds one block of every layer (``partition.Grid``): the
+    one whose rank holding the most parameters holds the fewest, then as above. ValueError
+    when neither exists.
     """
     layers = _valid_layers(layers)
     n_ranks = _as_int(n_ranks, "n_ranks")
+    if n_ranks < 1:
+        raise ValueError(f"a grid needs at least 1 MPI rank, got {n_ranks}")
     L = len(layers) - 1
-    if n_ranks < L:
-        raise ValueError(f"a network with L = {L} layers needs at least {L} MPI ranks (one partition per "
-                         f"layer, splits {_comma((1,) * (L + 1))}); got {n_ranks}")
-    best = _best_splits(layers, n_ranks)
+    best = _best_splits(layers, n_ranks) if n_ranks >= L else None
+    best = best or _layered_splits(layers, n_ranks)
     if best is None:
         raise ValueError(f"no splits of layers {_dash(layers)} give exactly {n_ranks} partitions "
-                         f"(sum over m of P_(m-1) * P_m with 1 <= P_m <= n_m; the minimum is L = {L} ranks, "
-                         f"all splits 1)")
+                         f"(sum over m of P_(m-1) * P_m with 1 <= P_m <= n_m), nor {n_ranks} "
+                         f"in every layer (P_(m-1) * P_m = {n_ranks})")
     return best
+
+
+def _layered_splits(layers, R):
+    """The best splits a, R/a, a, ... (R partitions in every layer), or None."""
+    L, best = len(layers) - 1, None
+    for a in (a for a in range(1, R + 1) if R % a == 0):
+        splits = tuple(a if m % 2 == 0 else R // a for m in range(L + 1))
+        if any(P > n for P, n in zip(splits, layers)):
+            continue
+        grid = Grid(layers, splits, R)
+        most = max(sum(p.n_params for p in grid.blocks(r)) for r in range(R))
+        key = (most, splits[-1], splits)
+        best = min(best, key) if best else key
+    return best and best[2]
 
 
 def proposal(layers):
@@ -114,25 +132,29 @@ def proposal(layers):
 
 
 def checked_grid(layers, splits, gn, sync, n_ranks):
-    """The grid of ``splits``, after every check that must hold before the first collective
-    (the Gauss-Newton mode and sync fraction, the rank count)."""
+    """The grid of ``splits`` on ``n_ranks`` ranks, after every check that must hold before
+    the first collective (the Gauss-Newton mode and sync fraction, the rank count)."""
     check_gn_mode(gn, sync)
     grid = Grid(layers, tuple(splits))
     check_rank_count(grid, n_ranks)
-    return grid
+    if sync < 1 and n_ranks < grid.size:
+        raise ValueError(f"a sync fraction below 1 needs one rank per partition: splits "
+                         f"{_comma(grid.splits)} have {grid.size} partitions on {n_ranks} ranks")
+    return Grid(grid.layers, grid.splits, n_ranks)
 
 
 def check_rank_count(grid, n_ranks):
-    """ValueError unless ``n_ranks`` equals ``grid.size`` (one MPI rank per partition).
+    """ValueError unless ``n_ranks`` is at most ``grid.size``: one MPI rank per partition, or
+    fewer, each holding several (``partition.Grid``).
 
     The message proposes splits for ``n_ranks`` (see :func:`propose_splits`), or says why
     there are none.
     """
     n_ranks = _as_int(n_ranks, "n_ranks")
-    if n_ranks == grid.size:
+    if 1 <= n_ranks <= grid.size:
         return
-    message = (f"splits {_comma(grid.splits)} need {grid.size} MPI ranks (one per partition), "
-               f"but {n_ranks} were started")
+    message = (f"splits {_comma(grid.splits)} have {grid.size} partitions, for at most "
+               f"{grid.size} MPI ranks, but {n_ranks} were started")
     try:
         proposal = propose_splits(grid.layers, n_ranks)
     except ValueError as err:

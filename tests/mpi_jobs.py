@@ -248,7 +248,7 @@ def job_diag(a, comm):
     out = {"gradient_S": rel(assemble(comm, grid, g_S, n)[0], g_ref)}
     Gv = dm.gauss_newton(J, v[idx])
     # mask_p (G mask_p v) for every p, G from the dense oracle on S
-    blocks = [grid.param_slices(r) for r in range(grid.size)]
+    blocks = [grid.block_slices(q) for q in range(grid.size)]
     block_diag = ref.block_diagonal_gauss_newton_product(theta, data.X_train[S], v, dense.C,
                                                          grid.layers, blocks, a.act, a.loss)
     out["block_diag"] = rel(assemble(comm, grid, Gv, n)[0], block_diag)
@@ -313,6 +313,11 @@ DIAG_STEP_VARIANTS = {"rescale": ("diag", dict(diag_step="rescale")),
                       "full-subspace": ("full", dict(diag_step="subspace"))}
 
 
+def by_partition(each):
+    """Every CG's count in partition order from each rank's list (partition q: rank q mod R)."""
+    return [each[q % len(each)][q // len(each)] for q in range(sum(map(len, each)))]
+
+
 def job_diag_step(a, comm):
     """Each variant of DIAG_STEP_VARIANTS on the distributed model and on the one-process
     model with the same G (the block-diagonal G of the same grid for "diag"), and every
@@ -334,7 +339,9 @@ def job_diag_step(a, comm):
         r["cg_residual_err"] = max((rel(x["cg_residual"], y["cg_residual"]) for x, y in
                                     zip(hd.records, hr.records) if "cg_residual" in y), default=0.0)
         r["cg_residual"] = [x.get("cg_residual") for x in hd.records]
-        r["cg_iters"] = [comm.world.allgather(x["cg_iters"]) for x in hd.records]
+        r["cg_iters"] = [by_partition(comm.world.allgather(x.get("cg_iters_per_rank",
+                                                                 [x["cg_iters"]])))
+                         for x in hd.records]
         r["cg_iters_ref"] = [x.get("cg_iters_per_rank", [x["cg_iters"]] * comm.size)  # full G:
                              for x in hr.records]                   # one CG, on every rank
         r["comm"] = [combine_records(comm.world.allgather(x["comm"])) for x in hd.records]
@@ -440,8 +447,9 @@ def job_float32(a, comm):
     Gv = dm.gauss_newton(J, v[idx])
     out["gauss_newton"] = rel(whole(Gv), dense.gauss_newton(J_ref, v))
     out["accuracy"], out["accuracy_ref"] = list(dm.accuracy(theta[idx])), list(dense.accuracy(theta))
-    held = [dm.theta, g, sg, g_S, Gv, dm.X, dm.X_test, dm.Y, dm.Y_test,
-            *(x for x in J.factors if x is not None)]
+    held = [dm.theta, g, sg, g_S, Gv, dm.X, dm.X_test, *dm.Y.values(), *dm.Y_test.values(),
+            *(x for f in J.factors if f is not None for x in
+              (f.values() if isinstance(f, dict) else [f]))]
     seen.update(str(x.dtype) for x in held if x is not None)
     del comm._collective, comm.allreduce_scalars
     out["dtypes"] = sorted(set().union(*comm.world.allgather(seen)))

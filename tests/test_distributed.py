@@ -17,11 +17,13 @@ reads rank 0's JSON line, and several tests assert on it:
             model.PRODUCT_RTOL["float32"]; every array float32; each array message half
             the bytes of float64's, the scalar sums unchanged
 
-Grids cover N = 1, 2, 3, 4, 6 ranks: split input features (7 features 3 ways: uneven),
+Grids cover N = 1, 2, 3, 4, 6 ranks, one partition each, and ("b" cases) 2 and 4 ranks
+holding several partitions each: split input features (7 features 3 ways: uneven),
 split hidden layers, split output layers (P_L > 1 with both losses), several at once, one
 to three weight layers, relu and tanh. One-rank cases (L = 1) also run in-process on
 ``Comm()`` (COMM_SELF). A grid needing another rank count must end every rank with a
-ConfigError naming the count it needs.
+ConfigError naming the count it needs; on one process (``Comm()``), one rank holds every
+partition of a grid and matches the dense model too.
 """
 import functools
 import importlib.util
@@ -119,6 +121,21 @@ CASES = [
                                          "--batch", "100", "--n-test", "0"], ()),
     ("n6-features3-output3-xent-relu", 6, ["--splits", "3,1,3", "--hidden", "3",
                                            "--loss", "cross_entropy", "--iters", "6"], ()),
+    # fewer ranks than partitions, partition q on rank q mod R: each rank one block of every
+    # layer; a rank adding two blocks' parts into an allreduce, the bcast root that also
+    # receives (2,1,1,1), the reduce's root that also sends and the bcast root that also
+    # consumes (1,1,2), two output slices on one rank (1,3), an uneven share (3,1,3 on 4)
+    ("b2-L3-1,2,1,2-squared-relu", 2, ["--splits", "1,2,1,2", "--hidden", "5,4"],
+     ("diag_step",)),
+    ("b2-L3-2,1,2,1-xent-tanh", 2, ["--splits", "2,1,2,1", "--hidden", "5,4", "--loss",
+                                    "cross_entropy", "--act", "tanh"], ("diag_step", "float32")),
+    ("b2-L3-2,1,1,1-squared-tanh", 2, ["--splits", "2,1,1,1", "--hidden", "5,4", "--act",
+                                       "tanh"], ()),
+    ("b2-L2-1,1,2-xent-relu", 2, ["--splits", "1,1,2", "--hidden", "5", "--loss",
+                                  "cross_entropy"], ("diag_step",)),
+    ("b2-output4by3-xent-relu", 2, ["--splits", "1,3", "--loss", "cross_entropy"], ()),
+    ("b4-features3-output3-xent-relu", 4, ["--splits", "3,1,3", "--hidden", "3",
+                                           "--loss", "cross_entropy"], ()),
 ]
 CASE_IDS = [c[0] for c in CASES]
 _BY_ID = {c[0]: c for c in CASES}
@@ -176,11 +193,11 @@ def check_products(r):
     assert r["receivers"]["receives_nonzero"] == 0, r["receivers"]
 
 
-def check_diag(r, n_ranks):
+def check_diag(r, n_partitions):
     assert r["gradient_S"] < PRODUCT_TOL, r["gradient_S"]
     assert r["block_diag"] < PRODUCT_TOL, f"G v vs block-diagonal reference: {r['block_diag']:.3g}"
     assert r["cg_dot_local"] < PRODUCT_TOL, "cg_dot is not the partition's own inner product"
-    if n_ranks > 1:   # otherwise the check above could not tell diag from full
+    if n_partitions > 1:   # otherwise the check above could not tell diag from full
         assert r["full_vs_block_diag"] > 1e-6, r["full_vs_block_diag"]
     else:             # one partition: its block is all of G
         assert r["full_vs_block_diag"] < PRODUCT_TOL, r["full_vs_block_diag"]
@@ -228,9 +245,9 @@ def check_diag_steps(r, a):
                 assert status != "converged" or res <= NewtonConfig().xi, (name, res)
 
 
-def check_diag_step_messages(r, a):
+def check_diag_step_messages(r, a, n_ranks):
     """Every iteration's messages, summed over ranks, are costs.py's closed forms."""
-    grid = Grid((a.features, *a.hidden, a.classes), a.splits)
+    grid = Grid((a.features, *a.hidden, a.classes), a.splits, n_ranks)
     S = NewtonConfig(subsample=a.subsample).subsample_size(a.l)
     none = {"messages": 0, "bytes": 0}
     for name, (gn, options) in mpi_jobs.DIAG_STEP_VARIANTS.items():
@@ -251,7 +268,7 @@ def check_diag_step_messages(r, a):
                     tuple(want.get(phase, none).values()), (name, k + 1, phase)
             # one |S| x n_L x k allreduce (k directions), with k = 2 one of three scalars
             sent = rec.get("diag_step", none)["messages"]
-            assert sent == (grid.size * (1 + (v["beta_len"][k] == 2)) if grid.size > 1 else 0)
+            assert sent == (grid.ranks * (1 + (v["beta_len"][k] == 2)) if grid.ranks > 1 else 0)
 
 
 # --------------------------------------------------------------------------- MPI tests
@@ -269,17 +286,19 @@ def test_products_match_dense(case_id):
         assert r["receivers"]["sends_zeros"] == 0, r["receivers"]
     # every link sends by the collective costs.link_op names (bcast: one sender, reduce:
     # one receiver), forward and, below layer L, backward; a group of one rank sends nothing
-    grid = Grid((a.features, *a.hidden, a.classes), a.splits)
-    want = {f"link({m},{j}) {costs.link_op(grid, m, back)[0]}"
-            for m in range(1, grid.L + 1) if costs.link_sizes(grid)[m - 1] > 1
-            for j in range(grid.splits[m]) for back in ((False, True) if m < grid.L else (False,))}
+    grid = Grid((a.features, *a.hidden, a.classes), a.splits, _BY_ID[case_id][1])
+    want = {f"link({m},{j}) {costs.link_op(grid, m, j, back)[0]}"
+            for m in range(1, grid.L + 1) for j in range(grid.splits[m])
+            if len(grid.link_group(m, j)) > 1
+            for back in ((False, True) if m < grid.L else (False,))}
     assert r["link_ops"] == sorted(want)
 
 
 @needs_mpiexec
 @pytest.mark.parametrize("case_id", CASE_IDS)
 def test_diag_gauss_newton_is_block_diagonal_reference(case_id):
-    check_diag(case_jobs(case_id)["diag"], _BY_ID[case_id][1])
+    a = case_args(case_id)
+    check_diag(case_jobs(case_id)["diag"], Grid((a.features, *a.hidden, a.classes), a.splits).size)
 
 
 @needs_mpiexec
@@ -315,7 +334,7 @@ def test_diag_steps_follow_the_dense_run(case_id):
 @needs_mpiexec
 @pytest.mark.parametrize("case_id", [c[0] for c in CASES if "diag_step" in c[3]])
 def test_diag_step_messages_equal_the_closed_forms(case_id):
-    check_diag_step_messages(case_jobs(case_id)["diag_step"], case_args(case_id))
+    check_diag_step_messages(case_jobs(case_id)["diag_step"], case_args(case_id), _BY_ID[case_id][1])
 
 
 @needs_mpiexec
@@ -343,8 +362,7 @@ def test_float32_follows_the_dense_model_in_float32(case_id):
 
 
 @needs_mpiexec
-@pytest.mark.parametrize("n, splits, hidden, need", [(2, "3,1", "", 3), (2, "1,1", "", 1),
-                                                     (3, "1,2,1", "5", 4)])
+@pytest.mark.parametrize("n, splits, hidden, need", [(2, "1,1", "", 1), (3, "2,1", "", 2)])
 def test_rank_count_mismatch_ends_every_rank_with_config_error(n, splits, hidden, need):
     rc, result, out, err, seconds = launch(n, ["mismatch", "--splits", splits, "--hidden", hidden],
                                            timeout=30)
@@ -353,8 +371,9 @@ def test_rank_count_mismatch_ends_every_rank_with_config_error(n, splits, hidden
     messages = result["jobs"]["mismatch"]["messages"]
     assert messages is not None and len(messages) == n, messages
     for message in messages:       # every rank raised, naming both counts
-        assert f"need {need} MPI ranks" in message and f"{n} were started" in message, message
-    assert "ConfigError" in err and f"need {need} MPI ranks" in err
+        assert f"for at most {need} MPI ranks" in message and f"{n} were started" in message, \
+            message
+    assert "ConfigError" in err and f"for at most {need} MPI ranks" in err
     assert seconds < 20, f"took {seconds:.1f} s"
 
 
@@ -395,7 +414,7 @@ def test_one_rank_diag_steps_match_dense(loss):
     argv = ["diag_step", "--splits", "1,1", "--loss", loss, "--act", "tanh"]
     r = mpi_jobs.run(argv, Comm())["jobs"]["diag_step"]
     check_diag_steps(r, mpi_jobs.parse(argv))
-    check_diag_step_messages(r, mpi_jobs.parse(argv))
+    check_diag_step_messages(r, mpi_jobs.parse(argv), 1)
 
 
 @pytest.mark.parametrize("loss", ["squared", "cross_entropy"])
@@ -412,10 +431,25 @@ def test_one_rank_diag_newton_is_full_newton(loss):
     np.testing.assert_allclose(hd.theta, hr.theta, rtol=0, atol=RUN_TOL * np.abs(hr.theta).max())
 
 
-def test_one_rank_grid_needing_two_ranks_raises_config_error():
+@pytest.mark.parametrize("splits, hidden, loss", [("2,1", "", "squared"),
+                                                  ("2,1,2", "5", "cross_entropy")])
+def test_one_rank_holding_every_partition_matches_dense(splits, hidden, loss):
+    """Every partition of a grid on Comm(): the rank's links have one member, no message."""
+    argv = ["products,diag,newton,sgd", "--splits", splits, "--hidden", hidden, "--loss", loss]
+    jobs = mpi_jobs.run(argv, Comm())["jobs"]
+    check_products(jobs["products"])
+    check_diag(jobs["diag"], 2)         # several partitions: the block-diagonal G is not G
+    a = mpi_jobs.parse(argv)
+    check_newton(jobs["newton"], a.iters)
+    check_sgd(jobs["sgd"], a.epochs)
+
+
+def test_a_rank_holding_several_partitions_refuses_a_sync_fraction():
     a = mpi_jobs.parse(["products", "--splits", "2,1"])
-    with pytest.raises(ConfigError, match="need 2 MPI ranks.*but 1 were started"):
-        DistributedModel(mpi_jobs.make_data(a), (), (2, 1), Comm(), mpi_jobs.objective_config(a))
+    with pytest.raises(ConfigError, match="sync fraction below 1 needs one rank per partition: "
+                                          "splits 2,1 have 2 partitions on 1 ranks"):
+        DistributedModel(mpi_jobs.make_data(a), (), (2, 1), Comm(), mpi_jobs.objective_config(a),
+                         gn="diag", sync=0.5)
 
 
 def test_the_product_needs_the_jacobian_factors_of_a_subsample():

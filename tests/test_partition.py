@@ -294,14 +294,13 @@ def test_parse_splits():
 
 def test_check_rank_count():
     g = Grid((64, 32, 32, 10), (1, 2, 2, 1))
-    check_rank_count(g, 8)                                      # no error
+    for n in (8, 4, 1):                                         # one partition a rank, or several
+        check_rank_count(g, n)
     with pytest.raises(ValueError) as err:
-        check_rank_count(g, 4)
-    assert str(err.value) == ("splits 1,2,2,1 need 8 MPI ranks (one per partition), but 4 were started; "
-                              "for 4 ranks use splits 2,1,1,1 (splits=(2, 1, 1, 1) in Python, "
-                              "--splits 2,1,1,1 on the command line)")
-    with pytest.raises(ValueError, match=r"but 2 were started; no splits work for 2 ranks: .*at least 3 MPI"):
-        check_rank_count(g, 2)
+        check_rank_count(g, 9)
+    assert str(err.value) == ("splits 1,2,2,1 have 8 partitions, for at most 8 MPI ranks, but 9 "
+                              "were started; for 9 ranks use splits 1,4,1,1 (splits=(1, 4, 1, 1) "
+                              "in Python, --splits 1,4,1,1 on the command line)")
     with pytest.raises(ValueError, match="no splits work for 3 ranks"):
         check_rank_count(Grid((1, 1, 1), (1, 1, 1)), 3)
 
@@ -310,25 +309,32 @@ def test_check_rank_count():
 
 def brute_force_best(layers, n_ranks):
     """Every split, scored by the largest Partition.n_params of its Grid; None if none fits."""
-    candidates = []
+    candidates, layered = [], []
     for splits in itertools.product(*[range(1, n + 1) for n in layers]):
         g = Grid(layers, splits)
         if g.size == n_ranks:
             candidates.append((max(p.n_params for p in g.partitions), splits[-1], splits))
-    return min(candidates)[2] if candidates else None
+        if all(splits[m - 1] * splits[m] == n_ranks for m in range(1, len(layers))):
+            most = max(sum(p.n_params for p in Grid(layers, splits, n_ranks).blocks(r))
+                       for r in range(n_ranks))
+            layered.append((most, splits[-1], splits))
+    return min(candidates or layered)[2] if candidates or layered else None
 
 
 @pytest.mark.parametrize("layers", [(6, 4, 3), (5, 4, 4, 3), (8, 3, 5, 2), (3, 6, 2, 4), (4, 4, 4, 4, 2)])
 def test_propose_splits_matches_brute_force(layers):
-    for n_ranks in range(len(layers) - 1, 30):
+    for n_ranks in range(1, 30):
         expected = brute_force_best(layers, n_ranks)
         if expected is None:
-            with pytest.raises(ValueError, match=f"minimum is L = {len(layers) - 1}"):
+            with pytest.raises(ValueError, match=f"nor {n_ranks} in every layer"):
                 propose_splits(layers, n_ranks)
         else:
             got = propose_splits(layers, n_ranks)
             assert got == expected, (layers, n_ranks)
-            assert Grid(layers, got).size == n_ranks
+            g = Grid(layers, got, n_ranks)
+            # exactly one partition a rank, or (none such) one block of every layer a rank
+            assert g.size == n_ranks or all(
+                [p.m for p in g.blocks(r)] == list(range(1, g.L + 1)) for r in range(n_ranks))
 
 
 @pytest.mark.parametrize("layers", [(6, 4, 3), (5, 4, 4, 3), (4, 4, 4, 4, 2)])
@@ -366,11 +372,25 @@ def test_propose_splits_tie_breaks():
     assert propose_splits((64, 32, 32, 10), 6) == (1, 2, 1, 2)
 
 
+def test_fewer_ranks_than_layers_get_a_block_of_every_layer():
+    # 64-32-32-10 on 2 ranks: (1,2,1,2) holds at most 64*16+16 + 16*32 + 32*5+5 = 1717
+    # parameters a rank, (2,1,2,1) 32*32+32 + 32*16+16 + 16*10+10 = 1754
+    assert propose_splits((64, 32, 32, 10), 2) == (1, 2, 1, 2)
+    g = Grid((64, 32, 32, 10), (1, 2, 1, 2), 2)
+    assert [str(p) for p in g.blocks(1)] == [
+        "partition 1 on rank 1: W^1[0:64, 16:32] + b^1[16:32], holds X[:, 0:64]",
+        "partition 3 on rank 1: W^2[16:32, 0:32]",
+        "partition 5 on rank 1: W^3[0:32, 5:10] + b^3[5:10], holds Y[:, 5:10]"]
+    assert g.link_group(1, 1) == (1,) and g.link_group(2, 0) == (0, 1)
+    assert g.data_held(1) == (range(0, 64), True)
+    covered = np.sort(np.concatenate([g.param_slices(r) for r in range(2)]))
+    assert np.array_equal(covered, np.arange(g.n_params))
+
+
 @pytest.mark.parametrize("layers, n_ranks, message", [
-    ((64, 32, 32, 10), 2, "needs at least 3 MPI ranks"),
-    ((64, 32, 32, 10), 0, "needs at least 3 MPI ranks"),
-    ((1, 1, 1), 3, "minimum is L = 2"),
-    ((2, 1), 3, "minimum is L = 1"),
+    ((64, 32, 32, 10), 0, "at least 1 MPI rank"),
+    ((1, 1, 1), 3, "nor 3 in every layer"),
+    ((2, 1), 3, "nor 3 in every layer"),
     ((64, 0, 10), 3, "layer 1 has 0 neurons"),
 ])
 def test_propose_splits_impossible(layers, n_ranks, message):
@@ -400,7 +420,7 @@ def test_each_link_collective_roots_at_its_one_sender_or_receiver(splits):
             for way, back in (("fwd", False), ("back", True)):
                 if way == "back" and m == grid.L:
                     continue
-                op, root = link_op(grid, m, back)
+                op, root = link_op(grid, m, j, back)
                 if op == "bcast":
                     assert senders[way] == (link[root],)
                 elif op == "reduce":
