@@ -116,7 +116,7 @@ def read(directory):
 
 def _check_grid(g, path):
     """ValueError, one line, unless ``g`` is {"layers": [n_0..n_L], "splits": [P_0..P_L] or
-    None, "ranks": the partitions' count (1 without splits)}, every count a positive int."""
+    None, "ranks": 1 to the partitions' count (1 without splits)}, every count a positive int."""
     def counts(v):
         return isinstance(v, list) and len(v) >= 2 and all(
             isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
@@ -124,7 +124,7 @@ def _check_grid(g, path):
     if ok and g.get("splits") is not None:
         ok = counts(g["splits"]) and len(g["splits"]) == len(g["layers"]) and \
             all(p <= n for p, n in zip(g["splits"], g["layers"])) and \
-            g["ranks"] == Grid(tuple(g["layers"]), tuple(g["splits"])).size
+            1 <= g["ranks"] <= Grid(tuple(g["layers"]), tuple(g["splits"])).size
     if not ok:
         raise ValueError(f"{path}: its grid is not layers, splits and ranks of this kit "
                          f"(got {g!r:.120})")
@@ -193,7 +193,7 @@ def _own_block(saved, name, mine):
     """Vector ``name`` at the flat positions ``mine`` (sorted within a layer's W and b),
     read from the saved blocks that overlap them only: a rank never holds the whole."""
     g = saved.state["grid"]
-    old = Grid(tuple(g["layers"]), tuple(g["splits"])) if g["splits"] else None
+    old = Grid(tuple(g["layers"]), tuple(g["splits"]), g["ranks"]) if g["splits"] else None
     out, filled = np.empty(len(mine)), np.zeros(len(mine), dtype=bool)
     for rank in range(g["ranks"] if old else 1):
         where = old.param_slices(rank) if old else np.arange(ref.n_params(g["layers"]))
@@ -227,7 +227,7 @@ def _read_block(path, name):
 def whole(saved, name):
     """The whole flat vector ``name`` of a checkpoint, from every block it was saved in."""
     g = saved.state["grid"]
-    old = Grid(tuple(g["layers"]), tuple(g["splits"])) if g["splits"] else None
+    old = Grid(tuple(g["layers"]), tuple(g["splits"]), g["ranks"]) if g["splits"] else None
     flat = np.full(ref.n_params(g["layers"]), np.nan)
     for rank in range(g["ranks"] if old else 1):
         path = os.path.join(saved.directory, saved.step, f"block-{rank}.npz")

@@ -91,7 +91,9 @@ def describe_run(comm, model, method, args):
     grid = getattr(model, "grid", None)
     blocks = getattr(model, "diag_grid", None)     # one process: the blocks of --splits
     if grid:
-        where = f"{comm.size} ranks, splits {','.join(map(str, grid.splits))}"
+        where = f"{comm.size} ranks, splits {','.join(map(str, grid.splits))}" + (
+            f" ({grid.size} partitions, partition q on rank q mod {comm.size})"
+            if grid.size > comm.size else "")
     else:
         where = "one process (dense model)"
     if method == "newton":
@@ -239,7 +241,8 @@ def _trace_ending(args, comm, model):
 
 def _rank_names(model, n):
     grid = getattr(model, "grid", None)
-    return [f"rank {r}" + (" (m, i, j) = ({0.m}, {0.i}, {0.j})".format(grid.partition(r))
+    return [f"rank {r}" + (" (m, i, j) = " + ", ".join(f"({p.m}, {p.i}, {p.j})"
+                                                         for p in grid.blocks(r))
                            if grid else "") for r in range(n)]
 
 

@@ -139,7 +139,8 @@ def checked_grid(layers, splits, gn, sync, n_ranks):
     check_rank_count(grid, n_ranks)
     if sync < 1 and n_ranks < grid.size:
         raise ValueError(f"a sync fraction below 1 needs one rank per partition: splits "
-                         f"{_comma(grid.splits)} have {grid.size} partitions on {n_ranks} ranks")
+                         f"{_comma(grid.splits)} have {grid.size} partitions on {n_ranks} ranks: "
+                         f"start {grid.size} ranks, or leave the fraction at 1")
     return Grid(grid.layers, grid.splits, n_ranks)
 
 
