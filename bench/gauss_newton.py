@@ -352,7 +352,8 @@ def profile_product(model, J, v, repeats):
     Reads the factored Jacobian (``J.factors``): a benchmark's look inside, not an
     interface. Every alternative is checked against the current code.
     """
-    z_in, D, _ = J.factors
+    p, (z, D, _) = model.part, J.factors               # this rank's one partition
+    z_in, D = z[p.m, p.i], D[p.m, p.j]
     VW, _ = model.block(v)
     n_S, n_L, c = D.shape
     u = z_in @ VW

@@ -118,16 +118,14 @@ def _check_grid(g, path):
     """ValueError, one line, unless ``g`` is {"layers": [n_0..n_L], "splits": [P_0..P_L] or
     None, "ranks": 1 to the partitions' count (1 without splits)}, every count a positive int."""
     def counts(v):
-        return isinstance(v, list) and len(v) >= 2 and all(
-            isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
+        return isinstance(v, list) and len(v) >= 2 and all(type(x) is int and x > 0 for x in v)
     ok = isinstance(g, dict) and counts(g.get("layers")) and isinstance(g.get("ranks"), int)
     if ok and g.get("splits") is not None:
         ok = counts(g["splits"]) and len(g["splits"]) == len(g["layers"]) and \
             all(p <= n for p, n in zip(g["splits"], g["layers"])) and \
             1 <= g["ranks"] <= Grid(tuple(g["layers"]), tuple(g["splits"])).size
     if not ok:
-        raise ValueError(f"{path}: its grid is not layers, splits and ranks of this kit "
-                         f"(got {g!r:.120})")
+        raise ValueError(f"{path}: its grid is not layers, splits and ranks of this kit (got {g!r:.120})")
 
 
 def _read_json(path, message):
@@ -244,10 +242,9 @@ def whole(saved, name):
 
 def gather_records(comm, records):
     """Copies of ``records`` with messages and bytes summed over ranks (the slowest rank's
-    seconds) and, for Newton, "cg_iters_per_rank" (every CG's, by partition where a rank ran
-    one per partition) and "cg_iters" their largest (the slowest partition's, as one process
-    counts it), on rank 0; None on the other ranks.
-    Collective (one gather, phase "report"); ``comm`` None (the dense model): as they are."""
+    seconds) and, for Newton, "cg_iters_per_rank" (each CG's: one a rank, or one a partition)
+    and "cg_iters" their largest, on rank 0; None on the other ranks. Collective (one
+    gather, phase "report"); ``comm`` None (the dense model): as they are."""
     records = [dict(r) for r in records]
     if comm is None:
         return records
@@ -261,8 +258,7 @@ def gather_records(comm, records):
         r.update(modeled_over_ranks([ledger[k][0] for ledger in per_rank]))  # with a network
         if "cg_iters" in r:
             each = [ledger[k][1] for ledger in per_rank]     # partition q: rank q mod R
-            r["cg_iters_per_rank"] = [each[q % len(each)][q // len(each)]
-                                      for q in range(sum(map(len, each)))]
+            r["cg_iters_per_rank"] = [each[q % len(each)][q // len(each)] for q in range(sum(map(len, each)))]
             r["cg_iters"] = max(r["cg_iters_per_rank"])
     return records
 

@@ -153,9 +153,8 @@ class Comm(Ledger):
                                 lambda c: c.Ibcast(buf, root=root), later)
 
     def reduce(self, buf, group, root, later=False, root_adds=False):
-        """The sum of every rank's ``buf`` into ``root``'s (which holds zeros, or its own
-        part if ``root_adds``, and alone gets the sum): a link with one receiver. Counted as
-        an allreduce is."""
+        """The sum of every rank's ``buf`` into ``root``'s (zeros, or its part if ``root_adds``),
+        which alone gets it: a link with one receiver. Counted as an allreduce is."""
         mine = group.comm.Get_rank() == root
         return self._collective("reduce", buf, group, not mine or root_adds, lambda c: c.Ireduce(
             MPI.IN_PLACE if mine else buf, buf if mine else None, op=MPI.SUM, root=root),
@@ -402,8 +401,7 @@ class Group:
     """A named sub-communicator and the world ranks in it (in its rank order)."""
 
     def __init__(self, name, comm, ranks):
-        self.name, self.comm, self.ranks = name, comm, ranks
-        self.size = len(ranks)
+        self.name, self.comm, self.ranks, self.size = name, comm, ranks, len(ranks)
 
     def free(self):
         self.comm.Free()

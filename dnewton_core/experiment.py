@@ -106,8 +106,7 @@ def _prepare(problem, comm, keep):
         check_compatible(saved, layers, keep, problem.data, objective, digest, limit)
     slow = _slow(problem.slow_rank, comm.size)
     grid = _grid(source, problem.hidden, comm, splits)
-    parts = None if grid is None else grid.blocks(comm.rank)
-    _check_memory(layers, parts, n_train, source.n_test, problem, objective)
+    _check_memory(layers, grid and grid.blocks(comm.rank), n_train, source.n_test, problem, objective)
     data = source.load(limit, objective.dtype) if grid is None else source.share(
         *grid.data_held(comm.rank), limit, objective.dtype)
     y = source.y_train[:n_train]
@@ -417,6 +416,5 @@ def evaluate(path, data=None, data_path=None, outputs=(), overwrite=False):
     train_accuracy, test_accuracy = model.accuracy(saved["theta"])
     return dict(model=path, data=data, layers=layers, dtype=saved["dtype"],
                 classes=None if saved["classes"] is None else list(saved["classes"]),
-                train_limit=limit,
-                train_accuracy=train_accuracy,
+                train_limit=limit, train_accuracy=train_accuracy,
                 test_accuracy=test_accuracy, objective=model.objective(saved["theta"]))

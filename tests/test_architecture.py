@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dnewton_core"
 KERNEL = {"reference", "cg", "newton", "sgd", "history", "dense", "model", "partition",
           "splits", "costs", "ledger", "data", "environment", "outputs", "network",
           "projection", "memory", "netns", "polling", "ending", "kept", "interrupts"}
-MPI_LAYER = {"comm", "distributed", "checkpoint"}
+MPI_LAYER = {"comm", "distributed", "passes", "checkpoint"}
 FIGURES = {"figures", "study.figures", "classroom.figures", "classroom.network_figures"}
 THIRD_PARTY_OF_KERNEL = {"numpy"}
 EXCEPTIONS = {

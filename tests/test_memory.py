@@ -62,7 +62,7 @@ def _peak_and_estimate(n_train, n_test, n_features, hidden, splits=None, dtype="
     layers = model.layers
     sizes = (n_train, n_test, config.batch_size, newton_config.subsample_size(n_train))
     need = memory.dense_bytes(layers, *sizes, dtype) if splits is None else \
-        memory.partition_bytes(layers, Grid(layers, splits).partition(0), *sizes, dtype)
+        memory.rank_bytes(layers, Grid(layers, splits, 1).blocks(0), *sizes, dtype=dtype)
     return peak, need["total"]
 
 
@@ -73,10 +73,27 @@ def _peak_and_estimate(n_train, n_test, n_features, hidden, splits=None, dtype="
     dict(n_train=100, n_test=40, n_features=16, hidden=(600, 600), dtype="float32"),
     dict(n_train=3000, n_test=500, n_features=300, hidden=(20,), dtype="float32"),
     dict(n_train=3000, n_test=500, n_features=300, hidden=(), splits=(1, 1), dtype="float32"),
+    # one rank holding every partition of a grid (memory.rank_bytes)
+    dict(n_train=3000, n_test=500, n_features=300, hidden=(20,), splits=(2, 1, 2)),
+    dict(n_train=100, n_test=40, n_features=16, hidden=(300, 300), splits=(1, 2, 1, 2)),
 ])
 def test_the_closed_form_bounds_the_measured_peak_closely(shape):
     peak, need = _peak_and_estimate(**shape)
     assert peak <= need <= 2 * peak, (peak / MiB, need / MiB)
+
+
+def test_a_rank_holding_several_partitions_counts_its_data_once():
+    layers, sizes = (64, 32, 32, 10), (1000, 100, 256, 50)
+    grid = Grid(layers, (2, 1, 2, 1), 2)
+    for r in range(2):
+        parts = grid.blocks(r)
+        alone = [memory.partition_bytes(layers, p, *sizes) for p in parts]
+        both = memory.rank_bytes(layers, parts, *sizes)
+        assert both["parameters"] == sum(a["parameters"] for a in alone)
+        assert both["data"] == 1100 * (8 * 32 + 8)      # X[:, 32 r:32 r + 32] and the codes
+        assert both["total"] == sum(v for k, v in both.items() if k != "total")
+    assert memory.rank_bytes(layers, grid.blocks(0)[:1], *sizes) == \
+        memory.partition_bytes(layers, grid.blocks(0)[0], *sizes)
 
 
 def test_float32_needs_half_but_the_class_codes():

@@ -76,6 +76,9 @@ NEWTON_CASES = [   # ranks, hidden, splits, loss, activation, gn, sync, eval bat
     (4, "8,8", "1,1,1,2", "squared", "sigmoid", "diag", 1.0, 4096, "float64", False),
     (6, "8,8", "1,2,1,2", "cross_entropy", "tanh", "full", 1.0, 500, "float32", False),
     (5, "9", "2,1,3", "cross_entropy", "relu", "diag", 0.5, 700, "float32", True),
+    # fewer ranks than partitions: a rank's parts added before each link's collective
+    (2, "8,8", "1,2,1,2", "cross_entropy", "tanh", "full", 1.0, 500, "float64", True),
+    (3, "9", "2,1,3", "squared", "relu", "diag", 1.0, 700, "float64", True),
 ]
 
 
@@ -88,7 +91,7 @@ def test_measured_messages_equal_the_closed_forms(tmp_path, n, hidden, splits, l
                    *([] if keep else ["--no-keep-forward"]))
     assert r["config"]["objective.dtype"] == dtype
     assert r["config"]["objective.keep_forward"] == keep
-    grid = Grid(r["config"]["layers"], r["config"]["splits"])
+    grid = Grid(r["config"]["layers"], r["config"]["splits"], n)
     S = NewtonConfig(subsample=0.1).subsample_size(L_DIGITS)
     for k, rec in enumerate(r["history"]):
         # the gradient starts from the kept pass but after a rejected line search
@@ -136,6 +139,27 @@ def test_diagonal_saves_the_cg_messages_but_full_matches_one_process(tmp_path):
     assert any(len(set(r["cg_iters_per_rank"])) > 1 for r in diag["history"])
 
 
+def test_two_ranks_train_three_layers_as_one_process_does(tmp_path):
+    """2 ranks, 3 layers: the proposed splits 1,2,1,2 put a block of every layer on each
+    rank; Newton (full G), Newton with the block-diagonal G of that grid (one CG a
+    partition, counted by partition) and SGD follow the one-process runs."""
+    net = ["--hidden", "16,16"]
+    for gn in ("full", "diag"):
+        two = train_json(tmp_path, 2, *net, "--iters", 4, "--gn", gn)
+        assert two["config"]["splits"] == [1, 2, 1, 2]
+        one = train_json(tmp_path, 1, *net, "--iters", 4, "--gn", gn,
+                         *(["--splits", "1,2,1,2"] if gn == "diag" else []))
+        for a, b in zip(one["history"], two["history"], strict=True):
+            assert b["objective"] == pytest.approx(a["objective"], rel=1e-10)
+            assert b["cg_iters"] == a["cg_iters"]
+            assert b.get("cg_iters_per_rank", [b["cg_iters"]] * 2) == \
+                a.get("cg_iters_per_rank", [a["cg_iters"]] * 2)
+    sgd = ["--optimizer", "sgd", "--epochs", 2]
+    one, two = (train_json(tmp_path, n, *net, *sgd) for n in (1, 2))
+    for a, b in zip(one["history"], two["history"], strict=True):
+        assert b["objective"] == pytest.approx(a["objective"], rel=1e-10)
+
+
 def cg_seconds(run):
     """The CG phase's time, slowest rank, summed over iterations. A rank's wait for the
     others' notifications is timed apart, in phase "sync"."""
@@ -173,8 +197,9 @@ def assert_fails_fast(p, started, *needles):
 
 def test_wrong_rank_count_names_the_need_and_proposes_splits():
     t = time.monotonic()
-    p = mpirun(2, "train", "--splits", "1,2,1,1", timeout=60)
-    assert_fails_fast(p, t, "need 5 MPI ranks", "2 were started")
+    p = mpirun(3, "train", "--splits", "1,1,1", "--hidden", "8", timeout=60)
+    assert_fails_fast(p, t, "have 2 partitions, for at most 2 MPI ranks", "3 were started",
+                      "for 3 ranks use splits")
 
 
 def test_missing_data_file(tmp_path):

@@ -31,14 +31,24 @@ def partitioned_model(data, hidden, splits=None, gn="full", sync=1.0, slow=None,
     return build_model(data, tuple(hidden), config, comm, splits, gn=gn, sync=sync, slow=slow)
 
 
+def the_partition(model):
+    """The one partition of this rank; ValueError where it holds several (fewer engines than
+    partitions: the lessons show one partition an engine)."""
+    if model.part is None:
+        raise ValueError(f"rank {model.comm.rank} holds {len(model.parts)} partitions: the "
+                         f"lessons show one an engine; start {model.grid.size} engines")
+    return model.part
+
+
 def holdings(model):
     """What this rank holds: its partition (m, i, j), the shapes of its arrays, their bytes."""
-    p, rank = model.part, model.comm.rank
+    p, rank = the_partition(model), model.comm.rank
     W, b = model.block(model.theta)
+    Y = next(iter(model.Y.values()), None)          # its label columns, on layer L
     shape = lambda A: None if A is None else tuple(A.shape)
-    data_bytes = sum(A.nbytes for A in (model.X, model.Y) if A is not None)
+    data_bytes = sum(A.nbytes for A in (model.X, Y) if A is not None)
     return {"rank": rank, "mij": (p.m, p.i, p.j), "W": tuple(W.shape),
-            "b": None if b is None else len(b), "X": shape(model.X), "Y": shape(model.Y),
+            "b": None if b is None else len(b), "X": shape(model.X), "Y": shape(Y),
             "param_bytes": model.theta.nbytes, "data_bytes": data_bytes,
             "weights": p.weights, "bias": p.bias}
 
@@ -102,9 +112,9 @@ def last_jacobian(model):
 def jacobian_factors(model):
     """The factored Jacobian this rank keeps after a gradient with S (docs/method.md §4):
     D_ij (|S|, n_L, |T_{m,j}|) and z^{m-1}[S, T_{m-1,i}], against the dense block."""
-    z_in, D, _ = last_jacobian(model).factors
-    n_block = model.theta.size
-    return {"rank": model.comm.rank, "mij": (model.part.m, model.part.i, model.part.j),
+    p, (z, D, _) = the_partition(model), last_jacobian(model).factors
+    z_in, D, n_block = z[p.m, p.i], D[p.m, p.j], model.theta.size
+    return {"rank": model.comm.rank, "mij": (p.m, p.i, p.j),
             "D": tuple(D.shape), "z": tuple(z_in.shape), "factored_bytes": D.nbytes + z_in.nbytes,
             "dense_bytes": D.shape[0] * D.shape[1] * n_block * 8}
 

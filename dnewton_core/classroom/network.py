@@ -13,7 +13,7 @@ from ..network import PRESETS, Network, parse_network
 from ..newton import NewtonConfig
 from ..partition import Grid
 from ..splits import proposal
-from .lessons import fit, partitioned_model
+from .lessons import fit, partitioned_model, the_partition
 from .tables import Table, fixed
 
 # -- on the engines --------------------------------------------------------------------------
@@ -46,7 +46,7 @@ def traced_iteration(data, hidden, network, gn="full", inject=True, iteration=2)
         elif record["iter"] == iteration:
             kept["events"], comm.timeline = comm.timeline, None
     run(model, "newton", NewtonConfig(iters=iteration), callback=each)
-    p = model.part
+    p = the_partition(model)
     return {"rank": comm.rank, "mij": (p.m, p.i, p.j), "events": kept.get("events", [])}
 
 
