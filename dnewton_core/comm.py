@@ -177,18 +177,20 @@ class Comm(Ledger):
             self.count(op, group.name, buf.nbytes, sends=sends)
         return buf
 
+    def in_flight(self, name):      # a send on group ``name`` still travels (buffer read-only)
+        return name in self._in_flight
+
     def flush(self, name=None):
         """Wait for the send in flight on group ``name`` (None: on every group)."""
         for key in [name] if name else list(self._in_flight):
-            if key in self._in_flight:
+            if self.in_flight(key):
                 op, group, buf, request = self._in_flight.pop(key)
                 self._wait(op, group, lambda r=request: self.patience.complete(r), buf.nbytes)
 
     def allreduce_scalars(self, *values, receives=False):
-        """Sum a few floats over the world in one message; returns a float64 array
-        (``receives``: as in ``allreduce``)."""
-        return self.allreduce(np.array(values, dtype=np.float64), self.world_group(),
-                              receives=receives)
+        """Sum a few floats over the world in one message: a float64 array (``receives``: as in
+        ``allreduce``)."""
+        return self.allreduce(np.array(values, dtype=np.float64), self.world_group(), receives=receives)
 
     def gather_objects(self, obj):
         """Small Python objects to rank 0 (for the end-of-run report); a list on rank 0."""
@@ -228,8 +230,7 @@ class Comm(Ledger):
         return value
 
     # -- non-blocking notification (the sync fraction, docs/method.md §6) ---------------
-    def sync_pending(self):
-        """The state of the current notification round, or None between rounds."""
+    def sync_pending(self):       # the state of the current notification round, or None
         return self._sync
 
     def sync_start(self):
@@ -409,8 +410,7 @@ class Group:
 
 def world_rank():
     """This process's rank in ``MPI.COMM_WORLD`` and the world's size."""
-    world = MPI.COMM_WORLD
-    return world.Get_rank(), world.Get_size()
+    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
 
 
 def mpi_library():

@@ -82,8 +82,9 @@ class Passes:
                     pas["z_L", j] = s
                 elif mine:
                     pas["slope", m, j] = ref.slope(s, self.act) if slope else None
-                if m < L and j in self.ins[m + 1]:     # an input here: in place unless sent
-                    pas["z", m + 1, j] = ref.activate(s, self.act, out=None if mine else s)
+                if m < L and j in self.ins[m + 1]:     # an input here: in place unless in flight
+                    pas["z", m + 1, j] = ref.activate(
+                        s, self.act, out=None if self.comm.in_flight(link.name) else s)
         return pas
 
     def _output_terms(self, pas, Y, rows):
@@ -148,8 +149,9 @@ class Passes:
                 sent = j in back
                 d = self._send(back.pop(j), link, m, j, backward=True) if sent else \
                     self._receive((n, self._width(m, j)), link, m, j, backward=True)
-                if j in self.outs[m]:                  # in place unless this rank sent it
-                    delta[m, j] = np.multiply(d, pas["slope", m, j], out=None if sent else d)
+                if j in self.outs[m]:                  # in place unless in flight
+                    delta[m, j] = np.multiply(d, pas["slope", m, j],
+                                              out=None if self.comm.in_flight(link.name) else d)
             for i in self.ins[m]:
                 blocks = [(p, W, b) for p, W, b in self._blocks(theta, m) if p.i == i]
                 z_in = pas["z", m, i]

@@ -121,13 +121,14 @@ def _layered_splits(layers, R):
 
 
 def proposal(layers):
-    """A function of P: ``propose_splits(layers, P)``, or None where no grid of P ranks
-    exists (the projection's machine counts)."""
+    """A function of P: ``propose_splits(layers, P)`` where it has exactly P partitions, else
+    None (the projection's machine counts: it models one machine a partition)."""
     def propose(P):
         try:
-            return propose_splits(layers, P)
+            splits = propose_splits(layers, P)
         except ValueError:
             return None
+        return splits if Grid(layers, splits).size == P else None
     return propose
 
 

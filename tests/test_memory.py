@@ -179,7 +179,8 @@ p = prepare(Problem(data="digits", hidden=(16, 16), splits="2,1,1,1"), comm)
 model = build_model(p.data, (16, 16), p.objective, comm, p.splits)
 shape = lambda A: None if A is None else list(A.shape)
 held = dict(rank=comm.rank, share=type(p.data).__name__, X=shape(p.data.X_train),
-            y=shape(p.data.y_train), model_X=shape(model.X), model_Y=shape(model.Y),
+            y=shape(p.data.y_train), model_X=shape(model.X),
+            model_Y=shape(next(iter(model.Y.values()), None)),
             same=model.X is p.data.X_train, theta=hashlib.sha256(model.theta).hexdigest())
 sys.stdout.write(json.dumps(held) + chr(10))          # one write: ranks' lines never mix
 """
