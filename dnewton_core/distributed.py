@@ -58,7 +58,7 @@ class DistributedModel(Passes):
         self.act, self.loss = objective.activation, objective.loss
         self.dtype = objective.dtype      # of every array; sums over batches and ranks in float64
         # by layer m: its blocks here, the i of their inputs, the j of their outputs
-        self.on = {m: [p for p in self.parts if p.m == m] for m in range(1, L + 2)}
+        self.on = {m: [p for p in self.parts if p.m == m] for m in range(1, L + 1)}
         self.ins = {m: sorted({p.i for p in self.on[m]}) for m in self.on}
         self.outs = {m: sorted({p.j for p in self.on[m]}) for m in self.on}
         self.counts = sorted({p.j for p in self.on[L] if p.i == 0})   # slices counted here
