@@ -570,11 +570,14 @@ IDX_SUFFIXES, LIBSVM_SUFFIXES = ("", ".gz"), ("", ".bz2", ".gz")   # each file p
 
 
 def _find_file(directory, base, suffixes, hint):
-    """``directory/base + suffix`` for the first suffix that exists, else DataError."""
-    for suffix in suffixes:
-        candidate = Path(directory) / (base + suffix)
-        if candidate.is_file():
-            return candidate
+    """``directory/base + suffix`` for the first suffix that exists (a DataWarning if another
+    one exists too: it is not read), else DataError."""
+    found = [Path(directory) / (base + s) for s in suffixes if (Path(directory) / (base + s)).is_file()]
+    if len(found) > 1:
+        warn(f"{directory}: {' and '.join(f.name for f in found)} are both there; reading "
+             f"{found[0].name} (the other is not read)", DataWarning)
+    if found:
+        return found[0]
     names = " or ".join(base + s for s in suffixes)
     raise DataError(f"{directory}: missing {names}. {hint}")
 
@@ -1173,7 +1176,8 @@ def open_dataset(name: str, path: str | None = None, seed: int = 0) -> Source:
             path = FASHION_MNIST_DIR
         if path is None:
             raise DataError("the 'mnist' data set needs path=DIR holding the IDX files "
-                            f"{', '.join(_IDX_FILES)} (each may be .gz); see data/README.md")
+                            f"{', '.join(_IDX_FILES)} (each may be .gz), or is LIBSVM's copy "
+                            "what you have ('mnist-libsvm')? See data/README.md")
         return _open_idx_dir(name, path)
     if name in BUNDLED:
         if path:

@@ -554,6 +554,22 @@ def test_named_libsvm_set_from_a_directory_with_bz2(tmp_path):
     assert ds.X_train.shape == (4, 8) and ds.classes == (-1, 3, 7, 9)
 
 
+def test_a_file_both_plain_and_packed_is_read_plain_with_a_warning(tmp_path):
+    with bz2.open(tmp_path / "letter.scale.t.bz2", "wb") as f:
+        f.write(b"9 1:5\n")                       # another test set: not the one read
+    (tmp_path / "letter.scale").write_bytes(TRAIN)
+    (tmp_path / "letter.scale.t").write_bytes(TEST)
+    with unseen_9(), pytest.warns(DataWarning, match=rf"^{tmp_path}: letter.scale.t and "
+                                  r"letter.scale.t.bz2 are both there; reading letter.scale.t "):
+        ds = load_dataset("letter-libsvm", path=str(tmp_path))
+    assert ds.X_test.shape[0] == TEST.count(b"\n")
+
+
+def test_mnist_without_a_path_points_to_its_libsvm_copy_too():
+    with pytest.raises(DataError, match=r"needs path=DIR holding the IDX files .*'mnist-libsvm'"):
+        load_dataset("mnist")
+
+
 def test_named_libsvm_set_without_files_says_where_to_get_them(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no data/cache/usps here
     with pytest.raises(DataError) as err:
