@@ -7,8 +7,8 @@ Not a test: it measures and prints. Two parts, each an MPI program:
            rank times its products the others sleep (a polling Ibarrier, not MPI's busy
            wait), so each partition's time is that of one core with nobody else running.
            The sum over partitions of those times is what ONE core needs for the whole
-           product: that is the "one rank" figure. (A single MPI rank cannot hold all the
-           layers: a DistributedModel needs one rank per partition.) It is compared with
+           product: that is the "one rank" figure (timed apart, so that each partition's
+           time is its own). It is compared with
            this machine's one-thread dense matmul rate (in --dtype). The ranks are also timed
            running at once (the parallel figure), which is only fair with >= L cores.
   comm     grid --comm-splits (default 2,1,1,1: 4 ranks); --iters Newton iterations with

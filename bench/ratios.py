@@ -10,7 +10,7 @@ loopback only), and prints:
      sum of their times is one core's product), against the one-thread matmul rate.
      Interleaved: every round times the matmul, the dense product and each partition.
   2. A Newton iteration and an SGD epoch (Fashion-MNIST 784-300-300-10) on 1 process and
-     on each 2-core candidate grid (2 ranks 1,2,1,2, each holding a block of every layer;
+     on each 2-core candidate grid (2 ranks 2,1,2,1, each holding a block of every layer;
      3 ranks 1,1,1,1; 4 ranks 2,1,1,1): the same run on
      every grid (same f), so the times compare the same work; and 1 process and 4 ranks
      again with ``--no-keep-forward`` (kept.py: less memory, one forward pass more). The
@@ -53,7 +53,7 @@ from gauss_newton import (  # noqa: E402
 
 MARK = "#RESULT "
 # (splits, ranks, the line search's forward pass kept): 1 process first in each half
-GRIDS = ((None, 1, True), ("1,2,1,2", 2, True), ("1,1,1,1", 3, True), ("2,1,1,1", 4, True),
+GRIDS = ((None, 1, True), ("2,1,2,1", 2, True), ("1,1,1,1", 3, True), ("2,1,1,1", 4, True),
          (None, 1, False), ("2,1,1,1", 4, False))
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import reference as ref
 from .comm import Comm
+from .costs import link_op
 from .kept import Kept
 from .ledger import sync_threshold
 from .memory import keep_freed_memory
@@ -71,6 +72,8 @@ class DistributedModel(Passes):
         self.world = self.comm.world_group()
         self.links = {m: [(j, mine[f"link({m},{j})"]) for j in range(grid.splits[m])
                           if f"link({m},{j})" in mine] for m in range(1, L + 1)}
+        self.ops = {(m, j, back): link_op(grid, m, j, back) for m in self.links
+                    for j, _ in self.links[m] for back in (False, True)[:1 + (m < L)]}
         self.output = mine.get("output")
 
         self._hold_share(data, objective.init_seed)
@@ -108,19 +111,6 @@ class DistributedModel(Passes):
         other = copy.copy(self)
         other.gn, other.sync = gn, sync
         return other
-
-    # -- parameters ---------------------------------------------------------------------
-    def block(self, theta, p=None):
-        """(W_ij (|T_{m-1,i}|, |T_{m,j}|), b_j (|T_{m,j}|,) or None) of partition ``p`` (this
-        rank's one partition if None) viewed inside theta."""
-        p = p or self.part
-        start, w, stop = self.slots[p.index]
-        return theta[start:w].reshape(len(p.rows), len(p.cols)), \
-            (theta[w:stop] if p.has_bias else None)
-
-    def _blocks(self, theta, m):
-        """[(p, W, b)] of this rank's layer-m partitions, views inside theta."""
-        return [(p, *self.block(theta, p)) for p in self.on[m]]
 
     # -- the model interface ------------------------------------------------------------
     def _kept_columns(self):
@@ -284,10 +274,7 @@ class DistributedModel(Passes):
                     {("z_L", j): K["z_L", j][rows] for j in self.outs[L]}
                 if not self.on[L]:
                     continue
-                full = np.zeros((batch_count(rows), self.n_L), self.dtype)
-                for j in self.counts:
-                    T = self.grid.groups(L)[j]
-                    full[:, T.start:T.stop] = pas["z_L", j]
+                full = self._whole_output(pas, "z_L", batch_count(rows))
                 if self.grid.splits[-1] > 1:
                     self.comm.allreduce(full, self.output, receives=not self.counts)
                 if 0 in self.counts:                 # one rank counts: Y.y has every class

@@ -18,9 +18,8 @@ from .ledger import accumulate_modeled
 from .model import ConfigError, ObjectiveConfig, default_C, network_layers, parse_C
 from .newton import NewtonConfig, newton
 from .outputs import check_writable
-from .partition import Grid
 from .sgd import SGDConfig, sgd
-from .splits import check_rank_count, parse_splits, propose_splits
+from .splits import checked_grid, parse_splits, propose_splits
 
 OPTIMIZERS = ("newton", "sgd")
 
@@ -119,10 +118,8 @@ def _grid(source, hidden, comm, splits):
     its splits, if any, only choose the blocks of a block-diagonal G)."""
     if comm.size == 1:
         return None
-    grid = Grid(network_layers(source.n_features, hidden, source.n_classes),
-                grid_splits(source, hidden, comm, splits))
-    check_rank_count(grid, comm.size)
-    return Grid(grid.layers, grid.splits, comm.size)
+    return checked_grid(network_layers(source.n_features, hidden, source.n_classes),
+                        grid_splits(source, hidden, comm, splits), n_ranks=comm.size)
 
 
 def _check_memory(layers, parts, n_train, n_test, problem, objective):

@@ -98,13 +98,15 @@ def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
     })
 
 
-def rank_bytes(layers, parts, *sizes, **options):
+def rank_bytes(layers, parts, n_train, n_test, batch_size, subsample_size, dtype="float64",
+               **options):
     """The same for a rank holding the partitions ``parts``: their sum, the data counted
     once over the feature columns their layer-1 blocks span (and the class codes once): a
     bound, since their blocks share inputs and D (``passes.py``)."""
-    each = [partition_bytes(layers, p, *sizes, **options) for p in parts]
+    sizes = (n_train, n_test, batch_size, subsample_size)
+    each = [partition_bytes(layers, p, *sizes, dtype, **options) for p in parts]
     out = {key: sum(e[key] for e in each) for key in each[0] if key not in ("data", "total")}
-    E, rows = element_bytes(options.get("dtype", "float64")), sizes[0] + sizes[1]
+    E, rows = element_bytes(dtype), n_train + n_test
     spans = [p.rows for p in parts if p.holds_features]
     width = max(r.stop for r in spans) - min(r.start for r in spans) if spans else 0
     return _sum(dict(data=rows * (E * width + CODE * any(p.holds_labels for p in parts)), **out))

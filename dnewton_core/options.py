@@ -121,7 +121,7 @@ def parser():
         prog="python -m dnewton_core",
         description="Distributed Newton methods for deep neural networks (Wang et al., "
                     "Neural Computation 2018). Run alone for one process, or under "
-                    "'mpiexec -n N' for N ranks, one per partition of the network.")
+                    "'mpiexec -n N' for N ranks, each holding one partition of the network or several.")
     sub = top.add_subparsers(dest="command", required=True)
 
     network, constants, budgets = shared_options()
@@ -299,8 +299,9 @@ def shared_options():
                         "on all training instances) for the next gradient: less memory, one "
                         "forward pass and its messages more per Newton iteration")
     g.add_argument("--splits", help="P_0,...,P_L: how many groups each layer's neurons are "
-                                    "split into; needs sum P_(m-1) P_m ranks (default: "
-                                    "proposed for the number of ranks, under mpiexec)")
+                                    "split into: sum P_(m-1) P_m partitions, on that many "
+                                    "ranks or fewer (default: proposed for the number of "
+                                    "ranks, under mpiexec)")
     g.add_argument("--slow-rank", metavar="RANK:SECONDS",
                    help="teaching device: make RANK sleep SECONDS in each Gauss-Newton product")
     g.add_argument("--overwrite", action="store_true",

@@ -190,8 +190,8 @@ class Grid:
 
     # ------------------------------------------------------------- partitions
     @cached_property
-    def _first_rank(self):
-        """_first_rank[m] = the number q of partition (m, 0, 0); index 0 unused."""
+    def _first_index(self):
+        """_first_index[m] = the number q of partition (m, 0, 0); index 0 unused."""
         first, r = [0, 0], 0
         for m in range(1, self.L + 1):
             r += self.splits[m - 1] * self.splits[m]
@@ -226,7 +226,7 @@ class Grid:
         if not 0 <= j < self.splits[m]:
             raise ValueError(f"column index j = {j} out of range for layer {m}: 0 <= j < P_{m} = "
                              f"{self.splits[m]}")
-        return self._first_rank[m] + i * self.splits[m] + j
+        return self._first_index[m] + i * self.splits[m] + j
 
     def partition(self, index):
         """Partition number ``index`` (held by rank ``index`` when every rank holds one)."""
@@ -268,7 +268,7 @@ class Grid:
     @property
     def output_group(self):
         """All ranks of layer L."""
-        return _distinct(p.rank for p in self.partitions[self._first_rank[self.L]:])
+        return _distinct(p.rank for p in self.partitions[self._first_index[self.L]:])
 
     def data_held(self, rank):
         """(feature columns, labels?) that ``rank`` holds: the range spanning the rows

@@ -9,8 +9,8 @@ Messages (all through ``comm.Comm``; shapes for a batch of b instances):
     jacobian  the same for the n_L outputs at once, on S     -> dz^L/dz^m[T_{m,j}]  (|S|, n_L, |T_{m,j}|)
   output group (all of layer L), softmax only, P_L > 1: the per-instance max and sum of exp.
 Every rank runs the collectives it takes part in in one order, batch by batch, layer by
-layer, link by link, so no order of arrival can deadlock; a pass waits for its sends in
-flight before it returns.
+layer, link by link, so no order of arrival can deadlock; a send left in flight is waited
+for before the next collective on its group, or on the world (``Comm._collective``).
 
 What one batch's pass holds on a rank is a dict, its "pass": ("z", m, i) the input
 z^{m-1}[T_{m-1,i}] of its layer-m blocks, ("slope", m, j) sigma'(s^m[T_{m,j}]) (m < L; relu:
@@ -20,14 +20,39 @@ on T_{L,j}. ``kept.py`` keeps the same names for the whole training set.
 import numpy as np
 
 from . import reference as ref
-from .costs import link_op
 from .model import PIPELINE, batch_count, jacobian_chunks
 
 
 class Passes:
-    """The passes of ``distributed.DistributedModel``, over the rank's blocks ``parts``
-    (by layer: ``on``, the i of their inputs ``ins``, the j of their outputs ``outs``), its
-    links by layer ``links`` [(j, group)], and ``block(theta, p)``'s views."""
+    """The passes of ``distributed.DistributedModel``, over the rank's blocks ``parts`` (by
+    layer: ``on``, the i of their inputs ``ins``, the j of their outputs ``outs``; ``slots``:
+    where each sits in the rank's vector), its links by layer ``links`` [(j, group)] and their
+    collectives ``ops`` {(m, j, backward): (op, root)}, the layer-L slices it counts
+    ``counts``, and its data ``X``, ``Y`` and ``features``."""
+
+    def block(self, theta, p=None):
+        """(W_ij (|T_{m-1,i}|, |T_{m,j}|), b_j (|T_{m,j}|,) or None) of partition ``p`` (the
+        rank's one partition if None) viewed inside theta."""
+        if p is None and self.part is None:
+            raise ValueError(f"rank {self.comm.rank} holds {len(self.parts)} partitions: "
+                             "name the one whose block you want")
+        p = p or self.part
+        start, w, stop = self.slots[p.index]
+        return theta[start:w].reshape(len(p.rows), len(p.cols)), \
+            (theta[w:stop] if p.has_bias else None)
+
+    def _blocks(self, theta, m):
+        """[(p, W, b)] of this rank's layer-m partitions, views inside theta."""
+        return [(p, *self.block(theta, p)) for p in self.on[m]]
+
+    def _whole_output(self, pas, name, n):
+        """(n, n_L): the pass's slices (``name``, j) of the output layer that this rank
+        counts, in place, zeros elsewhere (to be summed over ranks)."""
+        out = np.zeros((n, self.n_L), self.dtype)
+        for j in self.counts:
+            T = self.grid.groups(self.L)[j]
+            out[:, T.start:T.stop] = pas[name, j]
+        return out
 
     # -- the messages of a link ---------------------------------------------------------
     def _send(self, buf, link, m, j, backward=False, receives=False):
@@ -35,7 +60,7 @@ class Passes:
         collective (``costs.link_op``); returns ``buf``: the sum, but on a rank that only
         sends into a reduce, which goes on while the message travels (``Comm._collective``'s
         ``later``; a bcast's root reads its ``buf`` then and must not write it)."""
-        op, root = link_op(self.grid, m, j, backward)
+        op, root = self.ops[m, j, backward]
         if op == "allreduce":
             return self.comm.allreduce(buf, link, receives=receives)
         if op == "reduce":
@@ -44,7 +69,7 @@ class Passes:
 
     def _receive(self, shape, link, m, j, backward=False):
         """The sum over ``link`` that this rank receives without adding to it (shape)."""
-        bcast = link_op(self.grid, m, j, backward)[0] == "bcast"   # (else it adds zeros)
+        bcast = self.ops[m, j, backward][0] == "bcast"   # (else it adds zeros)
         return self._send((np.empty if bcast else np.zeros)(shape, self.dtype), link, m, j,
                           backward, receives=True)
 
@@ -212,10 +237,7 @@ class Passes:
         self.comm.flush()
         P = None
         if self.loss == "cross_entropy":
-            P = np.zeros((n, n_L), self.dtype)
-            for j in self.counts:
-                T = self.grid.groups(L)[j]
-                P[:, T.start:T.stop] = pas["prob", j]
+            P = self._whole_output(pas, "prob", n)
             self.comm.allreduce(P, self.world, receives=not self.counts)
         z = {(m, i): pas["z", m, i] for m in range(1, L + 1) for i in self.ins[m]}
         return z, D, P

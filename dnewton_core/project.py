@@ -188,7 +188,7 @@ def _check_row(result, n, name, method, l, rate, cores):
 def check_line(row):
     """One line of the check's table (``check``)."""
     if row.get("splits") is None and row["ranks"] > 1:
-        return f"{row['ranks']:>5}  no split of this network for {row['ranks']} ranks"
+        return f"{row['ranks']:>5}  no grid of exactly {row['ranks']} partitions (one machine a partition)"
     m = row["measured"]
     return (f"{row['ranks']:>5} {row['network']:>6} {row['method']:<12} {m:>9.4f} "
             + " ".join(f"{row[k]:>9.4f} {row[k] / m:>5.2f}"

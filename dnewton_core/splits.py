@@ -89,8 +89,9 @@ def propose_splits(layers, n_ranks):
     of the output layer), then the lexicographically smallest tuple. Where none fits (fewer
     ranks than layers, for one), the splits a, R/a, a, R/a, ... give every layer R
     partitions, so that each rank holds one block of every layer (``partition.Grid``): the
-    one whose rank holding the most parameters holds the fewest, then as above. ValueError
-    when neither exists.
+    one whose ranks hold the fewest feature columns (a data set is most often far larger
+    than its model), then whose rank holding the most parameters holds the fewest, then as
+    above. ValueError when neither exists.
     """
     layers = _valid_layers(layers)
     n_ranks = _as_int(n_ranks, "n_ranks")
@@ -114,10 +115,11 @@ def _layered_splits(layers, R):
         if any(P > n for P, n in zip(splits, layers)):
             continue
         grid = Grid(layers, splits, R)
+        columns = max(len(grid.data_held(r)[0] or ()) for r in range(R))
         most = max(sum(p.n_params for p in grid.blocks(r)) for r in range(R))
-        key = (most, splits[-1], splits)
+        key = (columns, most, splits[-1], splits)
         best = min(best, key) if best else key
-    return best and best[2]
+    return best and best[-1]
 
 
 def proposal(layers):
@@ -132,7 +134,7 @@ def proposal(layers):
     return propose
 
 
-def checked_grid(layers, splits, gn, sync, n_ranks):
+def checked_grid(layers, splits, gn="full", sync=1.0, n_ranks=1):
     """The grid of ``splits`` on ``n_ranks`` ranks, after every check that must hold before
     the first collective (the Gauss-Newton mode and sync fraction, the rank count)."""
     check_gn_mode(gn, sync)

@@ -140,15 +140,15 @@ def test_diagonal_saves_the_cg_messages_but_full_matches_one_process(tmp_path):
 
 
 def test_two_ranks_train_three_layers_as_one_process_does(tmp_path):
-    """2 ranks, 3 layers: the proposed splits 1,2,1,2 put a block of every layer on each
+    """2 ranks, 3 layers: the proposed splits 2,1,2,1 put a block of every layer on each
     rank; Newton (full G), Newton with the block-diagonal G of that grid (one CG a
     partition, counted by partition) and SGD follow the one-process runs."""
     net = ["--hidden", "16,16"]
     for gn in ("full", "diag"):
         two = train_json(tmp_path, 2, *net, "--iters", 4, "--gn", gn)
-        assert two["config"]["splits"] == [1, 2, 1, 2]
+        assert two["config"]["splits"] == [2, 1, 2, 1]
         one = train_json(tmp_path, 1, *net, "--iters", 4, "--gn", gn,
-                         *(["--splits", "1,2,1,2"] if gn == "diag" else []))
+                         *(["--splits", "2,1,2,1"] if gn == "diag" else []))
         for a, b in zip(one["history"], two["history"], strict=True):
             assert b["objective"] == pytest.approx(a["objective"], rel=1e-10)
             assert b["cg_iters"] == a["cg_iters"]

@@ -315,10 +315,11 @@ def brute_force_best(layers, n_ranks):
         if g.size == n_ranks:
             candidates.append((max(p.n_params for p in g.partitions), splits[-1], splits))
         if all(splits[m - 1] * splits[m] == n_ranks for m in range(1, len(layers))):
-            most = max(sum(p.n_params for p in Grid(layers, splits, n_ranks).blocks(r))
-                       for r in range(n_ranks))
-            layered.append((most, splits[-1], splits))
-    return min(candidates or layered)[2] if candidates or layered else None
+            g = Grid(layers, splits, n_ranks)
+            columns = max(len(g.data_held(r)[0] or ()) for r in range(n_ranks))
+            most = max(sum(p.n_params for p in g.blocks(r)) for r in range(n_ranks))
+            layered.append((columns, most, splits[-1], splits))
+    return min(candidates or layered)[-1] if candidates or layered else None
 
 
 @pytest.mark.parametrize("layers", [(6, 4, 3), (5, 4, 4, 3), (8, 3, 5, 2), (3, 6, 2, 4), (4, 4, 4, 4, 2)])
@@ -374,8 +375,10 @@ def test_propose_splits_tie_breaks():
 
 def test_fewer_ranks_than_layers_get_a_block_of_every_layer():
     # 64-32-32-10 on 2 ranks: (1,2,1,2) holds at most 64*16+16 + 16*32 + 32*5+5 = 1717
-    # parameters a rank, (2,1,2,1) 32*32+32 + 32*16+16 + 16*10+10 = 1754
-    assert propose_splits((64, 32, 32, 10), 2) == (1, 2, 1, 2)
+    # parameters a rank, (2,1,2,1) 32*32+32 + 32*16+16 + 16*10+10 = 1754, but each rank of
+    # (1,2,1,2) holds all 64 feature columns, of (2,1,2,1) 32: the data set counts first
+    assert propose_splits((64, 32, 32, 10), 2) == (2, 1, 2, 1)
+    assert Grid((64, 32, 32, 10), (2, 1, 2, 1), 2).data_held(1) == (range(32, 64), True)
     g = Grid((64, 32, 32, 10), (1, 2, 1, 2), 2)
     assert [str(p) for p in g.blocks(1)] == [
         "partition 1 on rank 1: W^1[0:64, 16:32] + b^1[16:32], holds X[:, 0:64]",
