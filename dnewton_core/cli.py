@@ -116,8 +116,9 @@ def describe_run(comm, model, method, args):
                    + (": one process sends no messages, so it charges nothing"
                       if comm.size == 1 else ""))
     if method == "newton" and comm.size > 1 and model.gn == "diag" and args.command == "train":
-        _say(comm, "#CG: rank 0's own CG iterations (each partition runs its own CG; the "
-                   "JSON's cg_iters is the slowest partition's, cg_iters_per_rank every one's)")
+        _say(comm, "#CG: rank 0's own CG iterations, its slowest partition's (each partition runs "
+                   "its own CG; the JSON's cg_iters is the slowest partition's, cg_iters_per_rank "
+                   "every partition's, in partition order)")
 
 
 def cmd_train(args, comm):
