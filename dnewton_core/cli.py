@@ -41,6 +41,7 @@ from .newton import NewtonConfig, check_options
 from .options import STALL_TIMEOUT, parse, unused_options
 from .outputs import LAST_WORDS, WRITING, JsonSaver, last_words, remove_outputs, write_json
 from .sgd import SGDConfig
+from .splits import checked_grid
 from .study import settings as study
 
 DIVERGED = 3       # exit status of a train run that diverged
@@ -283,6 +284,8 @@ def cmd_compare(args, comm):
     if comm.size == 1:
         _one_process_compare(args, diag)
     p = prepare(study.problem_of(vars(args)), comm, [json_path, figure], args.overwrite)
+    if p.grid is not None:                      # --sync on this grid, before the first run
+        comm.agree_on(lambda: checked_grid(p.grid.layers, p.grid.splits, "diag", args.sync, comm.size))
     if comm.rank == 0 and args.overwrite:
         remove_outputs(args.out, [os.path.basename(path) for path in (json_path, figure)])
     runs = [("newton", "full")] + ([("newton", "diag")] if diag else []) + [("sgd", "full")]

@@ -18,6 +18,7 @@ from .ledger import accumulate_modeled
 from .model import ConfigError, ObjectiveConfig, default_C, network_layers, parse_C
 from .newton import NewtonConfig, newton
 from .outputs import check_writable
+from .partition import Grid
 from .sgd import SGDConfig, sgd
 from .splits import checked_grid, parse_splits, propose_splits
 
@@ -55,6 +56,7 @@ class Prepared:
     train_limit: int | None = None    # --train-limit K where K < l: recorded, and checked on resume
     majority: float = 0.0             # training share of the most frequent class (a run no
                                       # better than it has learned nothing: ``learned_nothing``)
+    grid: Grid | None = None          # the run's grid on the job's ranks (None: one process)
 
     @property
     def classes(self):
@@ -110,7 +112,7 @@ def _prepare(problem, comm, keep):
         *grid.data_held(comm.rank), limit, objective.dtype)
     y = source.y_train[:n_train]
     return Prepared(data, objective, splits, slow, saved, digest, limit,
-                    np.bincount(y).max() / y.size)
+                    np.bincount(y).max() / y.size, grid)
 
 
 def _grid(source, hidden, comm, splits):

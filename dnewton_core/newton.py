@@ -117,8 +117,8 @@ def direction(model, J, g, lam, xi, cg_max, scale=None):
     """The Newton direction: CG on (G_S + lambda I) d = -g from d = 0 (docs/method.md §2,
     step 3), with the model's product, inner product and stopping rule; a ``cg.CGResult``.
 
-    One CG per block of ``model.cg_blocks``: one on a rank of the distributed model or on
-    the full G; one per partition on the one-process block-diagonal G (§6), the result
+    One CG per block of ``model.cg_blocks``: one on the full G; one per partition on the
+    block-diagonal G (§6; on a rank, its partitions' one after the other), the result
     then carrying each one's count and the slowest one's as ``iterations``. ``scale`` (the
     "global" rule): a block with share n_p / n of theta stops at ||r_p|| <= xi scale
     sqrt(n_p / n) instead of xi ||g_p||.

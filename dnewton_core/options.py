@@ -132,7 +132,7 @@ def parser():
                    help="seeds initialization, subsamples and batches (default 0)")
     g.add_argument("--sync", type=float, default=1.0,
                    help="with --gn diag: stop every CG once this fraction of partitions "
-                        "is done (default 1: wait for all)")
+                        "is done (default 1: wait for all; below 1 needs one rank a partition)")
     add_diag_step(g)
     g.add_argument("--network", nargs="+", default=["none"], metavar="NAME|LAT_US:GBIT",
                    help="charge every message its time on a network (docs/method.md §8): "

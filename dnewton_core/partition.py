@@ -351,7 +351,24 @@ class Grid:
         held = "one MPI rank each" if self.ranks == self.size else f"on {self.ranks} MPI ranks"
         title = (f"layers {_dash(self.layers)}, splits {_comma(self.splits)}: {self.size} partitions "
                  f"({held}), {self.n_params} parameters")
-        return "\n".join([title, line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+        return "\n".join([title, line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+                         + ([] if self.ranks == self.size else self._rank_totals(n_instances)))
+
+    def _rank_totals(self, n_instances):
+        """One line a rank holding several partitions: which, and the bytes it holds (its
+        feature span and class codes once)."""
+        lines = []
+        for r in range(self.ranks):
+            parts, (span, labels) = self.blocks(r), self.data_held(r)
+            data = ([f"X[:, {_span(span)}]"] if span else []) + (["the class codes"] if labels else [])
+            text = (f"rank {r} holds partitions {', '.join(str(p.index) for p in parts)}"
+                    + "".join(f", {d}" for d in data)
+                    + f": {sum(p.n_params for p in parts) * _BYTES_PER_VALUE} param bytes")
+            if n_instances is not None:
+                width = (len(span) if span else 0) + labels                 # X once, codes once
+                text += f", {n_instances * width * _BYTES_PER_VALUE} data bytes"
+            lines.append(text)
+        return lines
 
     def _check_layer(self, m, lowest=1):
         if isinstance(m, bool) or not isinstance(m, numbers.Integral) or not lowest <= m <= self.L:

@@ -202,6 +202,14 @@ def test_wrong_rank_count_names_the_need_and_proposes_splits():
                       "for 3 ranks use splits")
 
 
+def test_compare_refuses_a_sync_fraction_on_ranks_holding_several_partitions_first(tmp_path):
+    t, out = time.monotonic(), tmp_path / "cmp"
+    p = mpirun(2, "compare", "--hidden", "16,16", "--sync", 0.5, "--out", out, timeout=60)
+    assert_fails_fast(p, t, "a sync fraction below 1 needs one rank per partition: splits "
+                            "2,1,2,1 have 6 partitions on 2 ranks")
+    assert not out.exists() and "newton" not in p.stdout      # refused before the first run
+
+
 def test_missing_data_file(tmp_path):
     t = time.monotonic()
     p = mpirun(3, "train", "--data", "fashion-mnist", "--data-path", tmp_path / "nothing",

@@ -385,6 +385,11 @@ def test_fewer_ranks_than_layers_get_a_block_of_every_layer():
         "partition 3 on rank 1: W^2[16:32, 0:32]",
         "partition 5 on rank 1: W^3[0:32, 5:10] + b^3[5:10], holds Y[:, 5:10]"]
     assert g.link_group(1, 1) == (1,) and g.link_group(2, 0) == (0, 1)
+    assert g.describe(100).splitlines()[-2:] == [    # a line a rank: X and the codes once
+        "rank 0 holds partitions 0, 2, 4, X[:, 0:64], the class codes: "
+        f"{8 * (64 * 16 + 16 + 16 * 32 + 32 + 32 * 5 + 5)} param bytes, {100 * 65 * 8} data bytes",
+        "rank 1 holds partitions 1, 3, 5, X[:, 0:64], the class codes: "
+        f"{8 * (64 * 16 + 16 + 16 * 32 + 32 * 5 + 5)} param bytes, {100 * 65 * 8} data bytes"]
     assert g.data_held(1) == (range(0, 64), True)
     covered = np.sort(np.concatenate([g.param_slices(r) for r in range(2)]))
     assert np.array_equal(covered, np.arange(g.n_params))

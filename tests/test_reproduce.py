@@ -466,6 +466,17 @@ def test_grid_sync_only_with_the_diagonal_and_diagonal_only_on_a_grid():
     assert len({s.label for s in settings}) == 6                       # every run told apart
 
 
+def test_sync_fractions_below_1_only_where_each_rank_holds_one_partition():
+    settings, notes = plan.study_settings(plan.METHODS, (0.05,), (1.0, 0.5), (0.1,), True,
+                                          sync_possible=False)
+    assert [(s.method, s.sync) for s in settings] == [
+        ("newton-full", 1.0), ("newton-diag", 1.0), ("sgd", None)] and notes == [plan.SYNC_NOTE]
+    explicit = plan.resolve(_args("--settings", "newton-diag:0.05:0.5,newton-diag:0.05:1,sgd:0.01"))
+    kept, notes = explicit.runs(True, sync_possible=False)
+    assert [(s.method, s.sync) for s in kept] == [("newton-diag", 1.0), ("sgd", None)]
+    assert notes == [plan.SYNC_NOTE] and len(explicit.runs(True)[0]) == 3
+
+
 def test_resolve_defaults_and_checks():
     a = plan.resolve(_args())
     assert (a.data, a.hidden, a.iters, a.seeds, a.out) == ("digits", (64, 64), 100, 3, "results/digits")

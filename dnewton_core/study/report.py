@@ -360,7 +360,8 @@ def _header(plan, info, stats, rows, notes, started, seconds, data_note):
         "counted), and claim 4 also compares the two at the same time.",
     ] + [f"- left out: {x}" for x in notes] + [
         f"- REDUCED against the default study: {x}"
-        for x in reductions(plan, info["ranks"] > 1)] + [f"- {x}" for x in changes(plan)]
+        for x in reductions(plan, info["ranks"] > 1, info.get("sync_possible", True))] + \
+        [f"- {x}" for x in changes(plan)]
 
 
 def parts(rows):

@@ -81,7 +81,8 @@ def run_study(plan, comm):
     tic = time.perf_counter()
     prepared = prepare(plan.problem, comm, paths.values(), plan.overwrite or plan.resume)
     data, hidden = prepared.data, plan.problem.hidden
-    settings, notes = plan.runs(comm.size > 1 or prepared.splits is not None)
+    sync_possible = prepared.grid is not None and prepared.grid.size == comm.size
+    settings, notes = plan.runs(comm.size > 1 or prepared.splits is not None, sync_possible)
     if not settings:
         comm.agree("nothing to run: " + "; ".join(notes))
     total = len(settings) * plan.seeds
@@ -120,7 +121,8 @@ def run_study(plan, comm):
             _write_records(plan, paths, rows, curves)
             say(_progress(row, total, setting, seed), flush=True)
     if comm.rank == 0:
-        info = dict(machine_info(), ranks=comm.size, load_start=load_start, continued=kept,
+        info = dict(machine_info(), ranks=comm.size, sync_possible=sync_possible,
+                    load_start=load_start, continued=kept,
                     load_end=environment.load_average(), stolen=environment.stolen_share(ticks))
         _write_report(plan, paths, info, rows, curves, notes, started,
                       time.perf_counter() - tic, _data_note(plan, data),

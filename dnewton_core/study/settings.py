@@ -97,14 +97,22 @@ def parse_settings(text):
     return tuple(out)
 
 
-def study_settings(methods, subsamples, syncs, lrs, diag_possible, steps=("none",)):
+SYNC_NOTE = ("newton-diag's sync fractions below 1: they need several MPI ranks, each "
+             "holding one partition")
+
+
+def study_settings(methods, subsamples, syncs, lrs, diag_possible, steps=("none",),
+                   sync_possible=True):
     """The grid in run order, and notes on what was left out and why.
 
     Newton-full runs every subsample with sync 1 (one CG for all partitions: nothing to
-    stop early); newton-diag runs every subsample with every sync fraction and every step
-    after CG (``steps``); SGD every lr.
+    stop early); newton-diag runs every subsample with every sync fraction (those below 1
+    only if ``sync_possible``) and every step after CG (``steps``); SGD every lr.
     """
     settings, notes = [], []
+    if not sync_possible and any(t < 1 for t in syncs) and "newton-diag" in methods:
+        syncs = tuple(t for t in syncs if t >= 1)
+        notes.append(SYNC_NOTE)
     for method in methods:
         if method == "newton-full":
             settings += [Setting(method, s, 1.0) for s in subsamples]
@@ -113,7 +121,7 @@ def study_settings(methods, subsamples, syncs, lrs, diag_possible, steps=("none"
                 settings += [Setting(method, s, t, step=None if k == "none" else k)
                              for s in subsamples for t in syncs for k in steps]
             else:
-                notes.append("newton-diag (and so every sync fraction) left out: the "
+                notes.append("newton-diag (and so every sync fraction): the "
                              "block-diagonal Gauss-Newton matrix needs several partitions, "
                              "run under mpiexec -n N")
         else:
@@ -150,15 +158,16 @@ class Plan:
     def hidden(self):
         return self.problem.hidden
 
-    def runs(self, diag_possible):
+    def runs(self, diag_possible, sync_possible=True):
         """The settings to run in order, and notes on what was left out."""
         if self.settings is None:
             return study_settings(self.methods, self.subsamples, self.syncs, self.lrs,
-                                  diag_possible, self.steps)
+                                  diag_possible, self.steps, sync_possible)
         kept = [x for x in self.settings if diag_possible or x.method != "newton-diag"]
         notes = [] if len(kept) == len(self.settings) else study_settings(
             ("newton-diag",), (), (), (), False)[1]
-        return kept, notes
+        runnable = [x for x in kept if sync_possible or x.method != "newton-diag" or x.sync >= 1]
+        return runnable, notes + ([SYNC_NOTE] if len(runnable) < len(kept) else [])
 
 
 def _given(args, key):
@@ -253,7 +262,7 @@ def problem_of(options):
                       if k in fields and v is not None})
 
 
-def reductions(plan, diag_possible):
+def reductions(plan, diag_possible, sync_possible=True):
     """What this study leaves out of the default one (so summary.md can say so)."""
     out = []
     default_iters = defaults_of(plan.problem.data)["iters"]
@@ -264,7 +273,7 @@ def reductions(plan, diag_possible):
                    (": no spread over seeds" if plan.seeds == 1 else ""))
     full, _ = study_settings(METHODS, GRID["subsamples"], GRID["syncs"], GRID["lrs"],
                              diag_possible, GRID["steps"])
-    ran = {x.label for x in plan.runs(diag_possible)[0]}
+    ran = {x.label for x in plan.runs(diag_possible, sync_possible)[0]}
     missing = [x.label for x in full if x.label not in ran]
     if missing:
         out.append("settings of the default grid not run: " + "; ".join(missing))
