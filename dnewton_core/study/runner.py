@@ -81,10 +81,7 @@ def run_study(plan, comm):
     tic = time.perf_counter()
     prepared = prepare(plan.problem, comm, paths.values(), plan.overwrite or plan.resume)
     data, hidden = prepared.data, plan.problem.hidden
-    sync_possible = prepared.grid is not None and prepared.grid.size == comm.size
-    settings, notes = plan.runs(comm.size > 1 or prepared.splits is not None, sync_possible)
-    if not settings:
-        comm.agree("nothing to run: " + "; ".join(notes))
+    settings, notes, sync_possible = _settings(plan, comm, prepared)
     total = len(settings) * plan.seeds
     identity = _identity(plan, comm, prepared)
     network = identity["network"]
@@ -128,6 +125,17 @@ def run_study(plan, comm):
                       time.perf_counter() - tic, _data_note(plan, data),
                       f"{plan.problem.data}, {network}, {comm.size} rank(s)")
     return 0
+
+
+def _settings(plan, comm, prepared):
+    """(the settings this job can run, notes on those left out, whether a sync fraction
+    below 1 can run: several ranks, each holding one partition); agreed: an error on every
+    rank when nothing is left to run."""
+    sync_possible = prepared.grid is not None and prepared.grid.size == comm.size
+    settings, notes = plan.runs(comm.size > 1 or prepared.splits is not None, sync_possible)
+    if not settings:
+        comm.agree("nothing to run: " + "; ".join(notes))
+    return settings, notes, sync_possible
 
 
 def _write_records(plan, paths, rows, curves):
