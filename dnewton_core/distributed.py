@@ -172,24 +172,24 @@ class DistributedModel(Passes):
         diag: (G_p v)_p = v_p / C + (1/|S|) J_p^T B J_p v_p, no message (a block whose v_p is
         zero, as in the CG of another block of this rank, adds nothing: skipped)."""
         z, D, P = check_factors(J).factors
-        n = len(next(iter(z.values())))
+        n = len(J.subsample)
         self.comm.patience.expect(4.0 * n * self.largest_block)
         out = v / self.C
         each = [self.parts] if self.gn == "full" else \
-            [[p] for p in self.parts if v[self.slots[p.index][0]:self.slots[p.index][2]].any()]
+            [[p] for p in self.parts if v[self._span(p)].any()]
         for parts in each:
             Jv = self._jv(z, D, v, parts)
             if self.gn == "full":
                 self.comm.allreduce(Jv, self.world)
             BJv = ref.curvature_product(Jv, P, self.loss)
             BJv /= n
-            for m, j in sorted({(p.m, p.j) for p in parts}):
-                DtB = np.einsum("sn,snk->sk", BJv, D[m, j])            # (|S|, |T_{m,j}|)
-                for p in (p for p in parts if (p.m, p.j) == (m, j)):
-                    start, w, stop = self.slots[p.index]
-                    out[start:w] += (z[m, p.i].T @ DtB).ravel()
-                    if p.has_bias:
-                        out[w:stop] += DtB.sum(axis=0)
+            DtB = {key: np.einsum("sn,snk->sk", BJv, D[key])          # (|S|, |T_{m,j}|)
+                   for key in {(p.m, p.j) for p in parts}}
+            for p in parts:
+                start, w, stop = self.slots[p.index]
+                out[start:w] += (z[p.m, p.i].T @ DtB[p.m, p.j]).ravel()
+                if p.has_bias:
+                    out[w:stop] += DtB[p.m, p.j].sum(axis=0)
         return out
 
     def _jv(self, z, D, v, parts):
@@ -214,18 +214,17 @@ class DistributedModel(Passes):
         full G, one per partition (share n_p / n) for the block-diagonal G."""
         if self.gn == "full":
             return [(slice(None), 1.0)]
-        n, slots = ref.n_params(self.layers), self.slots
+        n = ref.n_params(self.layers)
         if len(self.parts) == 1:
             return [(slice(None), self.theta.size / n)]
-        return [(np.arange(slots[p.index][0], slots[p.index][2]), p.n_params / n)
-                for p in self.parts]
+        return [(np.arange(self.theta.size)[self._span(p)], p.n_params / n) for p in self.parts]
 
     def curvature_gram(self, J, vectors):
         """(k, k): (1/|S|) sum_{i in S} (J^i v_a)^T B^i (J^i v_b) for the k directions whose
         blocks are ``vectors``, with the full G whatever ``gn`` (docs/method.md §6): every
         rank's partial J v summed by one allreduce of (|S|, n_L, k) over the world."""
         z, D, P = check_factors(J).factors
-        JV = np.empty((len(next(iter(z.values()))), self.n_L, len(vectors)), self.dtype)
+        JV = np.empty((len(J.subsample), self.n_L, len(vectors)), self.dtype)
         for a, v in enumerate(vectors):
             JV[:, :, a] = self._jv(z, D, v, self.parts)
         self.comm.allreduce(JV, self.world)

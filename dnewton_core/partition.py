@@ -86,8 +86,8 @@ class Partition:
     has_bias: bool        # i == 0: holds b^m[T_{m,j}]
     holds_features: bool  # m == 1: holds X[:, rows]
     holds_labels: bool    # m == L: holds Y[:, cols]
-    index: int = 0        # q: its number in the grid, layer by layer, then i, then j
-    alone: bool = True    # its rank holds no other partition
+    index: int            # q: its number in the grid, layer by layer, then i, then j
+    alone: bool           # its rank holds no other partition
 
     @property
     def block_shape(self):

@@ -41,6 +41,11 @@ class Passes:
         return theta[start:w].reshape(len(p.rows), len(p.cols)), \
             (theta[w:stop] if p.has_bias else None)
 
+    def _span(self, p):
+        """Partition ``p``'s positions in this rank's vector (a slice)."""
+        start, _, stop = self.slots[p.index]
+        return slice(start, stop)
+
     def _blocks(self, theta, m):
         """[(p, W, b)] of this rank's layer-m partitions, views inside theta."""
         return [(p, *self.block(theta, p)) for p in self.on[m]]
@@ -177,8 +182,9 @@ class Passes:
                 if j in self.outs[m]:                  # in place unless in flight
                     delta[m, j] = np.multiply(d, pas["slope", m, j],
                                               out=None if self.comm.in_flight(link.name) else d)
+            layer = self._blocks(theta, m)
             for i in self.ins[m]:
-                blocks = [(p, W, b) for p, W, b in self._blocks(theta, m) if p.i == i]
+                blocks = [(p, W, b) for p, W, b in layer if p.i == i]
                 z_in = pas["z", m, i]
                 for p, _, b in blocks:
                     start, w, stop = self.slots[p.index]
