@@ -322,10 +322,15 @@ def test_a_wide_svmlight_file_is_refused_before_it_is_made_dense(tmp_path, ranks
     cmd = [sys.executable, "-m", "dnewton_core", "train", "--data", "svmlight", "--data-path",
            str(path), "--hidden", "4", "--iters", "1"]
     launch = local_launch(ranks) if ranks > 1 else []
-    proc = subprocess.run([*launch, "/usr/bin/time", "-f", "peak %M KB", *cmd],
-                          capture_output=True, text=True, timeout=120, env=local_environment())
-    assert proc.returncode == 2 and "not enough memory" in proc.stderr, proc.stderr[-800:]
-    peaks = [int(kb) for kb in re.findall(r"peak (\d+) KB", proc.stderr)]
+    for _ in range(3):   # a CI run under load printed 3 of the 4 ranks' peaks (likely cause,
+        #                  not shown: mpiexec ends a rank's `time` once another rank has ended
+        #                  with status 2): measure again; the assertions below are unchanged
+        proc = subprocess.run([*launch, "/usr/bin/time", "-f", "peak %M KB", *cmd],
+                              capture_output=True, text=True, timeout=120, env=local_environment())
+        assert proc.returncode == 2 and "not enough memory" in proc.stderr, proc.stderr[-800:]
+        peaks = [int(kb) for kb in re.findall(r"peak (\d+) KB", proc.stderr)]
+        if len(peaks) == ranks:
+            break
     assert len(peaks) == ranks and max(peaks) < 500_000, peaks     # KB: far below 40 GB
 
 
