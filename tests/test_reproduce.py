@@ -267,10 +267,14 @@ def test_every_run_has_its_modeled_time_on_each_network(quick4):
         times = [c[one] for c in mine]
         assert times == sorted(times) and times[0] > 0
         # the same run, charged on both: every message costs more on 1gbe (alpha and beta
-        # both larger), and the computing is the same measured seconds; a message charged
-        # max(measured, modeled) costs the same on both where a busy machine held it longer
-        # than either model, so only the run's total is surely longer
-        assert all(c[one] >= c[ten] for c in mine) and mine[-1][one] > mine[-1][ten]
+        # both larger), and the computing is the same measured seconds
+        assert all(c[one] >= c[ten] for c in mine)
+    # A message is charged max(measured, modeled), so a run costs the same on both where a
+    # busy machine held each of its messages longer than either model: a CI run on a loaded
+    # machine met it in a run of few small messages. The run that sent the most bytes (tens
+    # of megabytes: a tenth of a second more on 1gbe's beta alone) is surely longer there.
+    most = max(rows, key=lambda r: r["bytes_total"])
+    assert most["bytes_total"] > 1e7 and most[one] > most[ten]
 
 
 def test_summary_gives_time_to_accuracy_per_network(quick4):
