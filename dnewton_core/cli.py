@@ -91,12 +91,11 @@ def _line(r):
 def describe_run(comm, model, method, args):
     grid = getattr(model, "grid", None)
     blocks = getattr(model, "diag_grid", None)     # one process: the blocks of --splits
-    if grid:
-        where = f"{comm.size} ranks, splits {','.join(map(str, grid.splits))}" + (
-            f" ({grid.size} partitions, partition q on rank q mod {comm.size})"
+    where = "one process (dense model)" if not grid else \
+        f"{comm.size} ranks, splits {','.join(map(str, grid.splits))}" + (
+            f" ({grid.size} partitions, partition q on rank q mod {comm.size}: "
+            f"{', '.join(str(len(grid.blocks(r))) for r in range(comm.size))} a rank)"
             if grid.size > comm.size else "")
-    else:
-        where = "one process (dense model)"
     if method == "newton":
         where += f", {model.gn} Gauss-Newton"
         if blocks and not grid:

@@ -348,9 +348,10 @@ class Grid:
         def line(cells):
             return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 
-        held = "one MPI rank each" if self.ranks == self.size else f"on {self.ranks} MPI ranks"
-        title = (f"layers {_dash(self.layers)}, splits {_comma(self.splits)}: {self.size} partitions "
-                 f"({held}), {self.n_params} parameters")
+        held = f"on {_count(self.ranks, 'MPI rank')}" if self.ranks < self.size else \
+            "one MPI rank each" if self.size > 1 else "one MPI rank"
+        title = (f"layers {_dash(self.layers)}, splits {_comma(self.splits)}: "
+                 f"{_count(self.size, 'partition')} ({held}), {self.n_params} parameters")
         return "\n".join([title, line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
                          + ([] if self.ranks == self.size else self._rank_totals(n_instances)))
 
@@ -377,6 +378,10 @@ class Grid:
 
 def _distinct(ranks):
     return tuple(sorted(set(ranks)))
+
+
+def _count(n, noun):
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _comma(values):

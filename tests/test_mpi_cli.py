@@ -31,11 +31,16 @@ def mpirun(n, *args, timeout=120, script=None):
                           timeout=timeout, env=ENV)
 
 
-def train_json(tmp_path, n, *args):
+def run_json(tmp_path, n, *args):
+    """(the JSON of a train run that must succeed, its standard output)."""
     out = tmp_path / f"run{len(list(tmp_path.iterdir()))}.json"
     p = mpirun(n, "train", "--json", out, *args)
     assert p.returncode == 0, p.stderr
-    return json.loads(out.read_text())
+    return json.loads(out.read_text()), p.stdout
+
+
+def train_json(tmp_path, n, *args):
+    return run_json(tmp_path, n, *args)[0]
 
 
 L_DIGITS = len(load_dataset("digits").y_train)
@@ -145,8 +150,10 @@ def test_two_ranks_train_three_layers_as_one_process_does(tmp_path):
     partition, counted by partition) and SGD follow the one-process runs."""
     net = ["--hidden", "16,16"]
     for gn in ("full", "diag"):
-        two = train_json(tmp_path, 2, *net, "--iters", 4, "--gn", gn)
+        two, said = run_json(tmp_path, 2, *net, "--iters", 4, "--gn", gn)
         assert two["config"]["splits"] == [2, 1, 2, 1]
+        assert "2 ranks, splits 2,1,2,1 (6 partitions, partition q on rank q mod 2: 3, 3 a " \
+            "rank)" in said.splitlines()[0]
         one = train_json(tmp_path, 1, *net, "--iters", 4, "--gn", gn,
                          *(["--splits", "2,1,2,1"] if gn == "diag" else []))
         for a, b in zip(one["history"], two["history"], strict=True):

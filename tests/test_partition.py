@@ -94,7 +94,9 @@ def test_describe_lists_every_rank_with_bytes():
     text = g.describe()
     lines = text.splitlines()
     assert len(lines) == 3 + g.size
-    assert "8 partitions" in lines[0]
+    assert "8 partitions (one MPI rank each)" in lines[0]
+    assert "1 partition (one MPI rank)," in Grid((4, 2), (1, 1)).describe()
+    assert "2 partitions (on 1 MPI rank)," in Grid((4, 3, 2), (1, 1, 1), 1).describe()
     for p, line in zip(g.partitions, lines[3:]):
         cells = line.split()
         assert cells[0] == str(p.rank)
