@@ -100,7 +100,7 @@ def _prepare(problem, comm, keep):
         batch_size=problem.eval_batch, init_seed=problem.seed, dtype=problem.dtype,
         keep_forward=problem.keep_forward)
     layers = network_layers(source.n_features, problem.hidden, source.n_classes)
-    splits = parse_splits(problem.splits, layers) if problem.splits else None
+    splits = parse_splits(problem.splits, layers) if problem.splits is not None else None
     saved = checkpoint.read(keep.resume) if keep.resume else None
     digest = source.digest()
     if saved:

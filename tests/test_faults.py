@@ -166,6 +166,8 @@ CASES = [
     case("loss-bogus", "train --loss bogus", 2, r"error: .*bogus"),
     case("splits-wrong-count", "train --splits 1,2", 2, r"error: .*entries"),
     case("splits-letters", "train --splits 1,a,1,1", 2, r"error: .*splits"),
+    case("splits-empty", "train --splits ''", 2,                 # not the proposal, silently
+         r"error: cannot read splits '': expected 4 comma-separated positive integers", ranks=2),
     case("splits-zero", "train --splits 1,0,1,1", 2, r"error: split P_1 = 0 must be at least 1"),
     case("splits-larger-than-layer", "train --hidden 4 --splits 1,8,1", 2,
          r"error: split P_1 = 8 is larger than layer 1's 4 neurons"),
