@@ -72,11 +72,15 @@ class Passes:
             return self.comm.reduce(buf, link, root, later=True, root_adds=not receives)
         return self.comm.bcast(buf, link, root, later=True)
 
-    def _receive(self, shape, link, m, j, backward=False):
-        """The sum over ``link`` that this rank receives without adding to it (shape)."""
+    def _receive(self, shape, link, m, j, backward=False, out=None):
+        """The sum over ``link`` that this rank receives without adding to it (shape), into
+        ``out`` (of that shape) when given."""
         bcast = self.ops[m, j, backward][0] == "bcast"   # (else it adds zeros)
-        return self._send((np.empty if bcast else np.zeros)(shape, self.dtype), link, m, j,
-                          backward, receives=True)
+        if out is None:
+            out = (np.empty if bcast else np.zeros)(shape, self.dtype)
+        elif not bcast:
+            out[...] = 0
+        return self._send(out, link, m, j, backward, receives=True)
 
     def _width(self, m, j):
         return len(self.grid.groups(m)[j])
@@ -230,12 +234,13 @@ class Passes:
             k, back = c.stop - c.start, {}
             for m in range(L, 0, -1):
                 for j, link in self.links[m] if m < L else ():
-                    sent, shape = j in back, (k, n_L, self._width(m, j))
-                    d = self._send(back.pop(j), link, m, j, backward=True) if sent else \
-                        self._receive(shape, link, m, j, backward=True)
-                    if j in self.outs[m]:
-                        D[m, j][c] = d
-                        D[m, j][c] *= pas["slope", m, j][c, None, :]
+                    mine = D[m, j][c] if j in self.outs[m] else None    # received in place
+                    d = self._send(back.pop(j), link, m, j, backward=True) if j in back else \
+                        self._receive((k, n_L, self._width(m, j)), link, m, j, True, mine)
+                    if mine is not None:
+                        if d is not mine:
+                            mine[...] = d
+                        mine *= pas["slope", m, j][c, None, :]
                 for p, W, _ in self._blocks(theta, m) if m > 1 else ():
                     Dc = D[m, p.j][c]
                     t = (Dc.reshape(k * n_L, Dc.shape[2]) @ W.T).reshape(k, n_L, len(p.rows))
