@@ -94,8 +94,7 @@ def describe_run(comm, model, method, args):
     where = "one process (dense model)" if not grid else \
         f"{comm.size} ranks, splits {','.join(map(str, grid.splits))}" + (
             f" ({grid.size} partitions, partition q on rank q mod {comm.size}: "
-            f"{', '.join(str(len(grid.blocks(r))) for r in range(comm.size))} a rank)"
-            if grid.size > comm.size else "")
+            f"{grid.held()})" if grid.size > comm.size else "")
     if method == "newton":
         where += f", {model.gn} Gauss-Newton"
         if blocks and not grid:
@@ -279,7 +278,7 @@ def cmd_compare(args, comm):
     newton_config, sgd_config = solver_configs(args)
     json_path = os.path.join(args.out, "compare.json")
     figure = os.path.join(args.out, "accuracy_vs_time.png")
-    diag = comm.size > 1 or bool(args.splits)          # one process: the blocks of --splits
+    diag = comm.size > 1 or args.splits is not None    # one process: the blocks of --splits
     if comm.size == 1:
         _one_process_compare(args, diag)
     p = prepare(study.problem_of(vars(args)), comm, [json_path, figure], args.overwrite)

@@ -243,6 +243,12 @@ class Grid:
             raise ValueError(f"rank {rank!r} out of range: this grid has ranks 0..{self.ranks - 1}")
         return self.partitions[int(rank)::self.ranks]
 
+    def held(self):
+        """How many partitions each rank holds, in words: "3 a rank", "3, 2, 2 on ranks 0-2"."""
+        counts = [len(self.blocks(r)) for r in range(self.ranks)]
+        return f"{counts[0]} a rank" if len(set(counts)) == 1 else \
+            f"{', '.join(map(str, counts))} on ranks 0-{self.ranks - 1}"
+
     # ------------------------------------------------------------------ groups
     # (each a tuple of distinct ranks, in increasing order)
     def column_group(self, m, j):

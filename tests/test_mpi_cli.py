@@ -152,7 +152,7 @@ def test_two_ranks_train_three_layers_as_one_process_does(tmp_path):
     for gn in ("full", "diag"):
         two, said = run_json(tmp_path, 2, *net, "--iters", 4, "--gn", gn)
         assert two["config"]["splits"] == [2, 1, 2, 1]
-        assert "2 ranks, splits 2,1,2,1 (6 partitions, partition q on rank q mod 2: 3, 3 a " \
+        assert "2 ranks, splits 2,1,2,1 (6 partitions, partition q on rank q mod 2: 3 a " \
             "rank)" in said.splitlines()[0]
         one = train_json(tmp_path, 1, *net, "--iters", 4, "--gn", gn,
                          *(["--splits", "2,1,2,1"] if gn == "diag" else []))

@@ -97,6 +97,8 @@ def test_describe_lists_every_rank_with_bytes():
     assert "8 partitions (one MPI rank each)" in lines[0]
     assert "1 partition (one MPI rank)," in Grid((4, 2), (1, 1)).describe()
     assert "2 partitions (on 1 MPI rank)," in Grid((4, 3, 2), (1, 1, 1), 1).describe()
+    assert Grid((4, 3, 2), (1, 1, 1), 1).held() == "2 a rank"
+    assert Grid((64, 32, 32, 10), (1, 2, 2, 1), 3).held() == "3, 3, 2 on ranks 0-2"
     for p, line in zip(g.partitions, lines[3:]):
         cells = line.split()
         assert cells[0] == str(p.rank)
