@@ -129,8 +129,8 @@ class DenseModel:
         Ds, D = [None], None
         for m in range(len(params) - 1, 0, -1):
             W, slope = params[m][0], ref.activation_derivative(zs[m], self.act)[:, None, :]
-            if D is None:                                             # D^{L-1} = W^{L T} sigma'
-                D = W.T * slope
+            if D is None:            # D^{L-1} = W^{L T} sigma', in C order (W.T's order is
+                D = np.multiply(W.T, slope, order="C")   # F: each CG product would stride it)
             else:            # one GEMM over the |S| n_L rows (a 3-D matmul would do |S| small ones)
                 D = (D.reshape(-1, D.shape[2]) @ W.T).reshape(len(D), D.shape[1], len(W))
                 D *= slope                                            # (|S|, n_L, n_m)
