@@ -28,7 +28,7 @@ number (the model's dtype: 8 for float64, 4 for float32) and 8 per int64 class c
 
 where Z = 3 E on layer L and, on the others, the bytes of an entry of sigma'(s^m): 1 for
 relu (a bool mask), E otherwise; K = Z but on layer L, E (3 E for cross-entropy when
-P_L > 1).
+P_L > 1); a kept relu mask takes ceil(c / 8) bytes a row, not c (``kept.Bits``).
 
 The one-process model (``dense.DenseModel``) holds every layer and the whole data set:
 the same terms summed over the layers, its data X (l + l_t) n_0, the codes, DENSE_VECTORS
@@ -94,7 +94,7 @@ def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
         "jacobian": E * s * (r + n_L * c + n_L),
         "work": E * (batch * (3 * r + 5 * c) + (chunk * n_L * r if part.m > 1 else 0)
                      ) + largest * (pipeline - 1) * (E * r + c * Z),
-        "kept": n_train * (E * r * (part.m > 1) + c * K) * keep,
+        "kept": n_train * (E * r * (part.m > 1) + (-(-c // 8) if K == 1 else c * K)) * keep,
     })
 
 

@@ -106,12 +106,12 @@ def test_float32_needs_half_but_the_class_codes():
         codes = 8 * 3500 * part.holds_labels
         assert b32["data"] - codes == (b64["data"] - codes) // 2
         assert all(2 * b32[k] == b64[k] for k in ("parameters", "jacobian", "work", "kept"))
-        # relu's sigma'(s^m) is a bool mask, one byte an entry in either dtype (m < L)
+        # relu's sigma'(s^m) is a bool mask, kept 8 entries a byte in either dtype (m < L)
         for dtype, E in (("float64", 8), ("float32", 4)):
             tanh, relu = (memory.partition_bytes(layers, part, *sizes, dtype, activation=a)
                           for a in ("tanh", "relu"))
             c = 0 if part.holds_labels else len(part.cols)
-            assert tanh["kept"] - relu["kept"] == 3000 * c * (E - 1)
+            assert tanh["kept"] - relu["kept"] == 3000 * (c * E - -(-c // 8))
     d64, d32 = (memory.dense_bytes(layers, *sizes, dtype) for dtype in ("float64", "float32"))
     assert d32["data"] - 8 * 3500 == (d64["data"] - 8 * 3500) // 2
 
