@@ -144,6 +144,23 @@ def test_diag_dense_model_is_the_block_diagonal_reference(loss, hidden, splits):
     np.testing.assert_array_equal(model.dots([(v, w), (w, w)]), [v @ w, w @ w])
 
 
+@pytest.mark.parametrize("width", [1, 7, 8, 9, 300])
+def test_kept_masks_take_a_bit_an_entry_and_read_back_bit_for_bit(width):
+    from dnewton_core.kept import Bits, Kept
+    mask = np.random.default_rng(width).random((50, width)) > 0.5
+    kept = Kept()
+    assert kept.start(50, {"slope": (width, bool), "z": (width, np.float64)})
+    bits = kept.arrays["slope"]
+    assert isinstance(bits, Bits) and bits.nbytes == 50 * -(-width // 8)
+    bits[0:30], bits[30:50] = mask[:30], mask[30:]                 # written batch by batch
+    rows = np.array([0, 3, 29, 30, 49])
+    for got, want in ((bits[0:50], mask), (bits[rows], mask[rows])):
+        assert got.dtype == bool and np.array_equal(got, want)
+    assert (bits.shape, bits.dtype) == ((50, width), np.dtype(bool))
+    assert kept.start(50, {"slope": (width, bool), "z": (width, np.float64)}) and \
+        kept.arrays["slope"] is bits                                # kept for the next pass
+
+
 def test_diag_dense_model_needs_a_grid():
     with pytest.raises(ConfigError, match="needs the grid's --splits"):
         DenseModel(data(), (5,), gn="diag")
