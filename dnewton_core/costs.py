@@ -11,7 +11,8 @@ one forward pass over b instances sends, over the P_m links of each layer,
     messages  sum_m [g_m] P_m g_m,        bytes  E b sum_m [g_m] g_m n_m
 plus, for softmax with P_L > 1, two (b,) allreduces over the P_{L-1} P_L output ranks.
 A backward pass sends the same as the forward pass over layers 1..L-1 only; the Jacobian's
-backward pass the same again with every buffer n_L times larger. The world's allreduces
+backward pass the same over layers 1..L-2 with every buffer n_L times larger, and over layer
+L-1 one message as if of b = n_L instances (W^L's rows, once). The world's allreduces
 count N messages each. On R < N ranks (a rank holding several partitions) g_{m,j} is the
 number of distinct ranks holding the partitions of link(m, j), the link sums become
 sum_{m,j} [g_{m,j}] g_{m,j} and E b sum_{m,j} [g_{m,j}] g_{m,j} |T_{m,j}|, the world and the
@@ -124,12 +125,14 @@ def gradient(grid, l, subsample, batch_size, loss="squared", dtype="float64", ke
 
 
 def jacobian(grid, subsample, batch_size, loss="squared", dtype="float64"):
-    """The factored Jacobian on S: the backward links x n_L, chunk by chunk of S
-    (``model.jacobian_chunks``), + p on S for softmax."""
-    n_L = grid.layers[-1]
+    """The factored Jacobian on S: W^L's rows once over the links of layer L - 1 (n_L numbers
+    a column: D^{L-1} is W^{L T} sigma', ``factors.LastHiddenD``), then the backward links of
+    layers 1..L-2 x n_L, chunk by chunk of S (``model.jacobian_chunks``); + p on S for softmax."""
+    n_L, L = grid.layers[-1], grid.L
     softmax = _world(grid, 1, subsample * n_L, dtype) if loss == "cross_entropy" else _cost()
-    return _add(*(_links(grid, c.stop - c.start, range(1, grid.L), width=n_L, dtype=dtype)
-                  for c in jacobian_chunks(subsample, batch_size, n_L)), softmax)
+    last = _links(grid, n_L, [L - 1], dtype=dtype) if L > 1 else _cost()
+    return _add(last, *(_links(grid, c.stop - c.start, range(1, L - 1), width=n_L, dtype=dtype)
+                        for c in jacobian_chunks(subsample, batch_size, n_L)), softmax)
 
 
 def cg(grid, subsample, iterations, gn="full", rule="partition", dtype="float64"):

@@ -5,8 +5,9 @@
 implements the same protocol over MPI, so ``newton`` and ``sgd`` run on both unchanged.
 Like a partition of the distributed model, it evaluates f and its gradient batch by batch
 (memory does not grow with l) and keeps the Jacobian on S in factored form: for each layer
-m, z^{m-1} on S and D^m = d z^L / d s^m (|S|, n_L, n_m), so a Gauss-Newton product costs
-two passes over the factors and no forward pass.
+m, z^{m-1} on S and D^m = d z^L / d s^m (|S|, n_L, n_m; D^{L-1} as W^{L T} and sigma',
+``factors.py``), so a Gauss-Newton product costs two passes over the factors and no forward
+pass.
 
 With ``gn="diag"`` and a grid's ``splits`` it is the block-diagonal G of that grid on one
 process (docs/method.md §6): the product keeps each partition's diagonal block, and each
@@ -15,6 +16,7 @@ partition's CG runs on its own (``cg_blocks``), as the ranks of the distributed 
 import numpy as np
 
 from . import reference as ref
+from .factors import LastHiddenD, times, transposed_times
 from .kept import Kept
 from .ledger import Ledger
 from .memory import keep_freed_memory
@@ -125,17 +127,24 @@ class DenseModel:
                                              else None))
 
     def _factor(self, params, zs):
-        """[D^1, ..., D^L]: D^L = I (kept as None), D^m = (D^{m+1} W^{m+1 T}) sigma'(z^m)."""
-        Ds, D = [None], None
-        for m in range(len(params) - 1, 0, -1):
-            W, slope = params[m][0], ref.activation_derivative(zs[m], self.act)[:, None, :]
-            if D is None:            # D^{L-1} = W^{L T} sigma', in C order (W.T's order is
-                D = np.multiply(W.T, slope, order="C")   # F: each CG product would stride it)
-            else:            # one GEMM over the |S| n_L rows (a 3-D matmul would do |S| small ones)
-                D = (D.reshape(-1, D.shape[2]) @ W.T).reshape(len(D), D.shape[1], len(W))
-                D *= slope                                            # (|S|, n_L, n_m)
+        """[D^1, ..., D^L]: D^L = I (kept as None), D^{L-1} = W^{L T} sigma'(z^{L-1}) kept as
+        its factors (``factors.LastHiddenD``), D^m = (D^{m+1} W^{m+1 T}) sigma'(z^m)."""
+        L = len(params)
+        if L == 1:
+            return [None]
+        W = params[L - 1][0]                     # W^L's transpose in C order: CG reads it
+        Ds = [LastHiddenD(np.ascontiguousarray(W.T), self._slope(zs[L - 1])), None]
+        for m in range(L - 2, 0, -1):
+            W, D = params[m][0], Ds[0]
+            D = D.rows(slice(None)) if m == L - 2 else D
+            # one GEMM over the |S| n_L rows (a 3-D matmul would do |S| small ones)
+            D = (D.reshape(-1, D.shape[2]) @ W.T).reshape(len(D), D.shape[1], len(W))
+            D *= self._slope(zs[m])[:, None, :]                       # (|S|, n_L, n_m)
             Ds.insert(0, D)
         return Ds
+
+    def _slope(self, z):
+        return ref.activation_derivative(z, self.act)
 
     def stochastic_gradient(self, theta, batch):
         """theta / C + mean over ``batch`` of grad xi_i."""
@@ -158,7 +167,7 @@ class DenseModel:
         BJv = ref.curvature_product(self._jv(J, v), P, self.loss) / len(zs[0])   # (|S|, n_L)
         out = []
         for z, D in zip(zs, Ds):
-            DtB = BJv if D is None else np.einsum("sn,snk->sk", BJv, D)
+            DtB = BJv if D is None else transposed_times(D, BJv)
             out.append((z.T @ DtB, DtB.sum(axis=0)))
         return ref.flatten(out) + v / self.C
 
@@ -168,7 +177,7 @@ class DenseModel:
         Jv = 0.0
         for z, D, (VW, vb) in zip(zs, Ds, self._params(v)):
             u = z @ VW + vb                                           # (|S|, n_m)
-            Jv = Jv + (u if D is None else np.einsum("snk,sk->sn", D, u))
+            Jv = Jv + (u if D is None else times(D, u))
         return Jv
 
     def _block_product(self, J, q, v):
@@ -184,10 +193,10 @@ class DenseModel:
             Jv = np.zeros((len(z), self.layers[-1]), dtype=z.dtype)
             Jv[:, cols] = u
         else:
-            D = D[:, :, cols]                                         # (|S|, n_L, |T_{m,j}|)
-            Jv = np.einsum("snk,sk->sn", D, u)
+            D = D.columns(cols) if isinstance(D, LastHiddenD) else D[:, :, cols]
+            Jv = times(D, u)                                          # D: (|S|, n_L, |T_{m,j}|)
         BJv = ref.curvature_product(Jv, P, self.loss) / len(z)
-        DtB = BJv[:, cols] if D is None else np.einsum("sn,snk->sk", BJv, D)
+        DtB = BJv[:, cols] if D is None else transposed_times(D, BJv)
         out = v / self.C
         out[:n_W] += (z.T @ DtB).ravel()
         if q.has_bias:

@@ -16,6 +16,7 @@ import numpy as np
 from . import reference as ref
 from .comm import Comm
 from .costs import link_op
+from .factors import times, transposed_times
 from .kept import Kept
 from .ledger import sync_threshold
 from .memory import keep_freed_memory
@@ -183,7 +184,7 @@ class DistributedModel(Passes):
                 self.comm.allreduce(Jv, self.world)
             BJv = ref.curvature_product(Jv, P, self.loss)
             BJv /= n
-            DtB = {key: np.einsum("sn,snk->sk", BJv, D[key])          # (|S|, |T_{m,j}|)
+            DtB = {key: transposed_times(D[key], BJv)                 # (|S|, |T_{m,j}|)
                    for key in {(p.m, p.j) for p in parts}}
             for p in parts:
                 start, w, stop = self.slots[p.index]
@@ -204,7 +205,7 @@ class DistributedModel(Passes):
             u[p.m, p.j] = u[p.m, p.j] + t if (p.m, p.j) in u else t
         Jv = None
         for key in sorted(u):
-            t = np.einsum("snk,sk->sn", D[key], u[key])
+            t = times(D[key], u[key])
             Jv = t if Jv is None else Jv + t
         return Jv
 

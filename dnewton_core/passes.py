@@ -7,6 +7,7 @@ Messages (all through ``comm.Comm``; shapes for a batch of b instances):
     forward   sum over i of z^{m-1}[T_{m-1,i}] W_ij (+ b)   -> s^m[T_{m,j}]        (b, |T_{m,j}|)
     backward  sum over k of delta^{m+1}[T_{m+1,k}] W_jk^T    -> dz^m[T_{m,j}]       (b, |T_{m,j}|)
     jacobian  the same for the n_L outputs at once, on S     -> dz^L/dz^m[T_{m,j}]  (|S|, n_L, |T_{m,j}|)
+              but for m = L - 1: W^L[T_{L-1,j}, :]^T, once     -> the same for all of S  (n_L, |T_{L-1,j}|)
   output group (all of layer L), softmax only, P_L > 1: the per-instance max and sum of exp.
 Every rank runs the collectives it takes part in in one order, batch by batch, layer by
 layer, link by link, so no order of arrival can deadlock; a send left in flight is waited
@@ -20,6 +21,7 @@ on T_{L,j}. ``kept.py`` keeps the same names for the whole training set.
 import numpy as np
 
 from . import reference as ref
+from .factors import LastHiddenD
 from .model import PIPELINE, batch_count, jacobian_chunks
 
 
@@ -221,19 +223,24 @@ class Passes:
     def _factor_jacobian(self, theta, pas):
         """({(m, i): z^{m-1}[S, T_{m-1,i}]}, {(m, j): D_j = d z^L / d s^m[T_{m,j}] (|S|, n_L,
         |T_{m,j}|)}, p or None) for this rank's blocks: the gradient's backward recursion
-        carried for the n_L outputs at once, chunk by chunk of S (``model.jacobian_chunks``).
+        carried for the n_L outputs at once. D^{L-1} is W^{L T} sigma'(s^{L-1}) for every
+        instance, so layer L sends W^L's rows once and D^{L-1} stays factored
+        (``factors.LastHiddenD``); below, chunk by chunk of S (``model.jacobian_chunks``).
         For softmax, every rank also needs p on S (|S|, n_L) for B = diag(p) - p p^T."""
         L, n, n_L = self.L, self._rows(pas), self.n_L
         self.comm.flush()                    # S's gradient message freed before D exists
-        D = {(m, j): (np.zeros if m == L else np.empty)((n, n_L, self._width(m, j)), self.dtype)
-             for m in range(1, L + 1) for j in self.outs[m]}
+        D = {(m, j): np.empty((n, n_L, self._width(m, j)), self.dtype)
+             for m in range(1, L - 1) for j in self.outs[m]}
         for j in self.outs[L]:                                   # D^L: a 0/1 selection
             T = self.grid.groups(L)[j]
+            D[L, j] = np.zeros((n, n_L, len(T)), self.dtype)
             D[L, j][:, np.arange(T.start, T.stop), np.arange(len(T))] = 1.0
-        for c in jacobian_chunks(n, self.config.batch_size, n_L):
+        if L > 1:
+            D.update(self._last_hidden_d(theta, pas))
+        for c in jacobian_chunks(n, self.config.batch_size, n_L) if L > 2 else ():
             k, back = c.stop - c.start, {}
-            for m in range(L, 0, -1):
-                for j, link in self.links[m] if m < L else ():
+            for m in range(L - 1, 0, -1):
+                for j, link in self.links[m] if m < L - 1 else ():
                     mine = D[m, j][c] if j in self.outs[m] else None    # received in place
                     d = self._send(back.pop(j), link, m, j, backward=True) if j in back else \
                         self._receive((k, n_L, self._width(m, j)), link, m, j, True, mine)
@@ -242,7 +249,7 @@ class Passes:
                             mine[...] = d
                         mine *= pas["slope", m, j][c, None, :]
                 for p, W, _ in self._blocks(theta, m) if m > 1 else ():
-                    Dc = D[m, p.j][c]
+                    Dc = D[m, p.j].rows(c) if m == L - 1 else D[m, p.j][c]
                     t = (Dc.reshape(k * n_L, Dc.shape[2]) @ W.T).reshape(k, n_L, len(p.rows))
                     back[p.i] = back[p.i] + t if p.i in back else t
         self.comm.flush()
@@ -252,3 +259,18 @@ class Passes:
             self.comm.allreduce(P, self.world, receives=not self.counts)
         z = {(m, i): pas["z", m, i] for m in range(1, L + 1) for i in self.ins[m]}
         return z, D, P
+
+    def _last_hidden_d(self, theta, pas):
+        """{(L-1, j): D^{L-1}_j} of this rank: link(L-1, j) carries W^L[T_{L-1,j}, :]^T
+        (n_L, |T_{L-1,j}|) from layer L's blocks (each fills its outputs' rows) to the ranks
+        of layer L-1's column group j, which keep it with sigma'(s^{L-1}) on S."""
+        L, n_L, back, out = self.L, self.n_L, {}, {}
+        for p, W, _ in self._blocks(theta, L):
+            T = self.grid.groups(L)[p.j]
+            back.setdefault(p.i, np.zeros((n_L, len(p.rows)), self.dtype))[T.start:T.stop] = W.T
+        for j, link in self.links[L - 1]:
+            d = self._send(back.pop(j), link, L - 1, j, backward=True) if j in back else \
+                self._receive((n_L, self._width(L - 1, j)), link, L - 1, j, True)
+            if j in self.outs[L - 1]:
+                out[L - 1, j] = LastHiddenD(d, pas["slope", L - 1, j])
+        return out

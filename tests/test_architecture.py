@@ -9,7 +9,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "dnewton_core"
 KERNEL = {"reference", "cg", "newton", "sgd", "history", "dense", "model", "partition",
           "splits", "costs", "ledger", "data", "environment", "outputs", "network",
-          "projection", "memory", "netns", "polling", "ending", "kept", "interrupts"}
+          "projection", "memory", "netns", "polling", "ending", "kept", "interrupts",
+          "factors"}
 MPI_LAYER = {"comm", "distributed", "passes", "checkpoint"}
 FIGURES = {"figures", "study.figures", "classroom.figures", "classroom.network_figures"}
 THIRD_PARTY_OF_KERNEL = {"numpy"}

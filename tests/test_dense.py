@@ -9,6 +9,7 @@ import pytest
 from dnewton_core import reference as ref
 from dnewton_core.data import Dataset
 from dnewton_core.dense import DenseModel
+from dnewton_core.factors import LastHiddenD, times, transposed_times
 from dnewton_core.model import PRODUCT_RTOL, ConfigError, ObjectiveConfig, OneHot
 from dnewton_core.newton import NewtonConfig, newton
 from dnewton_core.partition import Grid
@@ -142,6 +143,29 @@ def test_diag_dense_model_is_the_block_diagonal_reference(loss, hidden, splits):
     np.testing.assert_allclose(model.curvature_gram(J, [v, w]), gram, rtol=1e-12,
                                atol=1e-12 * np.abs(gram).max())
     np.testing.assert_array_equal(model.dots([(v, w), (w, w)]), [v @ w, w @ w])
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_last_hidden_d_is_the_stored_d_in_two_factors(activation):
+    """D^{L-1}[s] = W^{L T} diag(sigma') kept as W^{L T} and sigma' (factors.LastHiddenD):
+    its products, rows and columns equal those of the (|S|, n_L, k) array it stands for."""
+    rng = np.random.default_rng(3)
+    s, n_L, k = 13, 4, 9
+    WT = rng.standard_normal((n_L, k))
+    z = ref.activate(rng.standard_normal((s, k)), activation)
+    slope = ref.activation_derivative(z, activation)
+    D = LastHiddenD(WT, slope)
+    stored = WT[None, :, :] * slope[:, None, :]                       # (|S|, n_L, k)
+    assert D.shape == stored.shape and D.dtype == stored.dtype
+    assert D.nbytes == WT.nbytes + slope.nbytes < stored.nbytes
+    u, w = rng.standard_normal((s, k)), rng.standard_normal((s, n_L))
+    for d in (D, stored):                  # each form against the sums written out
+        np.testing.assert_allclose(times(d, u), (stored * u[:, None, :]).sum(axis=2), rtol=1e-13)
+        np.testing.assert_allclose(transposed_times(d, w), (stored * w[:, :, None]).sum(axis=1),
+                                   rtol=1e-13)
+    rows, cols = np.array([0, 5, 12]), slice(2, 7)
+    assert np.array_equal(D.rows(rows), stored[rows]) and D.rows(rows).flags.c_contiguous
+    assert np.array_equal(D.columns(cols).rows(slice(None)), stored[:, :, cols])
 
 
 @pytest.mark.parametrize("width", [1, 7, 8, 9, 300])

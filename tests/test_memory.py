@@ -112,6 +112,9 @@ def test_float32_needs_half_but_the_class_codes():
                           for a in ("tanh", "relu"))
             c = 0 if part.holds_labels else len(part.cols)
             assert tanh["kept"] - relu["kept"] == 3000 * (c * E - -(-c // 8))
+            # D^{L-1} keeps sigma' on S (150 instances) beside W^L's rows: a byte an entry for relu
+            last = part.m == len(layers) - 2
+            assert tanh["jacobian"] - relu["jacobian"] == 150 * c * (E - 1) * last
     d64, d32 = (memory.dense_bytes(layers, *sizes, dtype) for dtype in ("float64", "float32"))
     assert d32["data"] - 8 * 3500 == (d64["data"] - 8 * 3500) // 2
 

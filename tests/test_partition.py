@@ -89,6 +89,20 @@ def test_worked_example_64_32_32_10_splits_1_2_2_1():
     assert g.n_params == 65 * 32 + 33 * 32 + 33 * 10 == 3466
 
 
+def test_worked_example_jacobian_messages_by_hand():
+    """docs/method.md §5's worked example: layer 3 sends W^3's rows (10 x 16) once over each
+    link(2, j) of 3 ranks; link(1, j) (3 ranks) carries D^1 on S, 72 x 10 x 16, in one chunk."""
+    from dnewton_core import costs
+    g = Grid((64, 32, 32, 10), (1, 2, 2, 1))
+    once, on_S = 2 * 3 * 8 * 10 * 16, 2 * 3 * 8 * 72 * 10 * 16
+    assert costs.jacobian(g, 72, 4096) == {"messages": 2 * 3 + 2 * 3, "bytes": once + on_S}
+    assert once + on_S == 560_640 == 10 * 768 * (72 + 1)
+    two_chunks = costs.jacobian(g, 72, 400)            # chunks of 400 // 10 = 40 instances
+    assert two_chunks == {"messages": 6 + 2 * 6, "bytes": once + on_S}
+    assert costs.jacobian(Grid((64, 32, 10), (2, 1, 1)), 72, 4096) == \
+        {"messages": 3, "bytes": 3 * 8 * 10 * 32}      # L = 2: W^2's rows only, no D on S
+
+
 def test_describe_lists_every_rank_with_bytes():
     g = Grid((64, 32, 32, 10), (1, 2, 2, 1))
     text = g.describe()

@@ -1,0 +1,45 @@
+"""The Jacobian factors D^m = d z^L / d s^m on S, and the two products CG needs of them
+(docs/method.md §4).
+
+For m < L - 1, D^m is stored: one n_L x n_m matrix per instance, (|S|, n_L, n_m). The last
+hidden layer's is not: D^{L-1}[s] = W^{L T} diag(sigma'(s^{L-1}[s])), the same W^L for every
+instance, so it is kept as its two factors (``LastHiddenD``), n_L n_{L-1} + |S| n_{L-1}
+numbers instead of |S| n_L n_{L-1}, and a product with it is a GEMM with W^L instead of a
+pass over |S| n_L n_{L-1} numbers. D^L is the 0/1 selection of the outputs.
+"""
+import numpy as np
+
+
+class LastHiddenD:
+    """D^{L-1} on the columns T (|S|, n_L, |T|), kept as W^L[T, :]^T (n_L, |T|) and sigma'(s^{L-1})
+    on S (|S|, |T|): a relu's bool mask, or the floats of another activation."""
+
+    def __init__(self, WT, slope):
+        self.WT, self.slope = WT, slope
+        self.shape, self.dtype = (len(slope), *WT.shape), WT.dtype
+        self.nbytes = WT.nbytes + slope.nbytes      # what is kept, not the dense D's bytes
+
+    def columns(self, cols):
+        """D^{L-1}[:, :, cols], still factored."""
+        return LastHiddenD(self.WT[:, cols], self.slope[:, cols])
+
+    def rows(self, rows):
+        """D^{L-1}[rows] as an array (b, n_L, |T|) of WT's dtype, in C order."""
+        return np.multiply(self.WT, self.slope[rows, None, :], dtype=self.WT.dtype)
+
+
+def times(D, u):
+    """J's part of the layer: D u instance by instance, sum_k D[s, :, k] u[s, k] (|S|, n_L),
+    for ``u`` (|S|, |T|)."""
+    if isinstance(D, LastHiddenD):
+        return (u * D.slope) @ D.WT.T
+    return np.einsum("snk,sk->sn", D, u)
+
+
+def transposed_times(D, w):
+    """D^T w instance by instance, sum_n D[s, n, :] w[s, n] (|S|, |T|), for ``w`` (|S|, n_L)."""
+    if isinstance(D, LastHiddenD):
+        out = w @ D.WT
+        out *= D.slope
+        return out
+    return np.einsum("sn,snk->sk", w, D)
