@@ -77,22 +77,34 @@ def _shared(grid, m, cores):
     return 1.0 if cores is None else max(1.0, grid.splits[m - 1] * grid.splits[m] / cores)
 
 
-def _pass(grid, b, rate, net, backward=False, width=1, cores=None):
-    """(compute, network) seconds of a forward pass over b instances, or of the backward
-    pass (``width`` outputs at once: n_L for the Jacobian)."""
+def _pass(grid, b, rate, net, backward=False, cores=None):
+    """(compute, network) seconds of a forward pass over b instances, or of the backward pass."""
     compute = comm = 0.0
     for m in range(1, grid.L + 1):
         rows, cols, link = _layer_blocks(grid, m)
-        share = _shared(grid, m, cores)
-        if not backward:
-            compute += share * 2.0 * b * rows * cols / rate
-            comm += _collective(link_op(grid, m, 0)[0], F64 * b * cols, link, net)
+        products = 2 if backward and m > 1 else 1
+        compute += _shared(grid, m, cores) * products * 2.0 * b * rows * cols / rate
+        if not backward or m < grid.L:
+            comm += _collective(link_op(grid, m, 0, backward)[0], F64 * b * cols, link, net)
+    return compute, comm
+
+
+def _jacobian(grid, w, rate, net, cores=None):
+    """(compute, network) seconds of the factored Jacobian on S (docs/method.md §4): W^L's
+    rows once over layer L-1's links, then D W^T on layers L-1..2, whose links send n_L
+    numbers an instance and column, chunk by chunk of S."""
+    L, n_L = grid.L, grid.layers[-1]
+    compute = comm = 0.0
+    for m in range(1, L):
+        rows, cols, link = _layer_blocks(grid, m)
+        op = link_op(grid, m, 0, backward=True)[0]
+        if m == L - 1:
+            comm += _collective(op, F64 * n_L * cols, link, net)
         else:
-            products = (2 if m > 1 else 1) if width == 1 else (1 if m > 1 else 0)
-            compute += share * products * 2.0 * b * width * rows * cols / rate
-            if m < grid.L:
-                comm += _collective(link_op(grid, m, 0, backward=True)[0],
-                                    F64 * b * width * cols, link, net)
+            comm += sum(_collective(op, F64 * (c.stop - c.start) * n_L * cols, link, net)
+                        for c in jacobian_chunks(w.subsample, w.batch, n_L))
+        if m > 1:
+            compute += _shared(grid, m, cores) * 2.0 * w.subsample * n_L * rows * cols / rate
     return compute, comm
 
 
@@ -132,9 +144,7 @@ def newton_iteration(grid, w, rate, net, gn="full", cores=None):
     sizes = batch_sizes(w.l - w.subsample, w.batch) + [w.subsample]
     gradient = _add(_steps(grid, sizes, rate, net, cores, forward=False),   # kept forward
                     (0.0, _scalars(1, grid, net)))
-    n_L = grid.layers[-1]
-    jacobian = _add(*(_pass(grid, c.stop - c.start, rate, net, backward=True, width=n_L,
-                            cores=cores) for c in jacobian_chunks(w.subsample, w.batch, n_L)))
+    n_L, jacobian = grid.layers[-1], _jacobian(grid, w, rate, net, cores)
     products = [4.0 * w.subsample * (len(p.rows) + n_L) * len(p.cols) / rate
                 for p in grid.partitions]
     product = sum(products) if net is None else \

@@ -26,9 +26,15 @@ def test_backward_and_jacobian_passes_by_hand():
     assert compute == pytest.approx((2 * 10 * 2 * 2 + 2 * 2 * 10 * 2 * 3) / RATE)
     # back over link(1, 0): one sender, (2, 0, 0), so a bcast to the 3 ranks of the link
     assert comm == pytest.approx(net.bcast(8 * 10 * 2, 3, GIG))
-    compute, comm = pj._pass(GRID, 10, RATE, GIG, backward=True, width=3)
-    assert compute == pytest.approx(2 * 10 * 3 * 2 * 3 / RATE)        # D W^T on layer 2 only
-    assert comm == pytest.approx(net.bcast(8 * 10 * 3 * 2, 3, GIG))
+    w = pj.Workload(GRID.layers, l=50, subsample=10)
+    compute, comm = pj._jacobian(GRID, w, RATE, GIG)
+    assert compute == 0.0                 # D^1 = W^{2 T} sigma' is kept factored: no D W^T
+    assert comm == pytest.approx(net.bcast(8 * 3 * 2, 3, GIG))   # W^2's rows, once
+    deeper = Grid((4, 2, 5, 3), (2, 1, 1, 1))      # D^1 = D^2 W^{2 T} sigma' on layer 2
+    compute, comm = pj._jacobian(deeper, replace(w, layers=deeper.layers), RATE, GIG)
+    assert compute == pytest.approx(2 * 10 * 3 * 2 * 5 / RATE)
+    # link(2, 0): (2,0,0) and (3,0,0), a bcast of W^3's rows; link(1, 0): D^1 on S, a bcast
+    assert comm == pytest.approx(net.bcast(8 * 3 * 5, 2, GIG) + net.bcast(8 * 10 * 3 * 2, 3, GIG))
 
 
 def test_cg_sends_its_big_message_only_with_the_full_matrix():
@@ -271,6 +277,7 @@ def test_the_committed_projection_is_what_the_command_gives_now(tmp_path):
     import pathlib
     import subprocess
     import sys
+
     from dnewton_core.data import FASHION_MNIST_DIR
     if not pathlib.Path(FASHION_MNIST_DIR).is_dir():
         pytest.skip(f"no {FASHION_MNIST_DIR}: Debian's dataset-fashion-mnist is not installed")
