@@ -16,11 +16,13 @@ number (the model's dtype: 8 for float64, 4 for float32) and 8 per int64 class c
                                     them before its line search and the next ones); on
                                     layer L - 1, E s (r + n_L) + E n_L c + s c Z: D^{L-1}
                                     kept as W^{L T} and sigma' on S (``factors.LastHiddenD``)
-    work        E max(b', s) (3 r + 5 c) + E s' n_L (r + c [m = L - 1]) [m > 1]   one
-                                    batch's forward and backward buffers (b' = min(b, max(l,
-                                    l_t)), the largest batch), the Jacobian's backward product
-                                    on a chunk of s' = min(s, b // n_L) instances
-                                    (``model.jacobian_chunks``), from D^{L-1} made on the chunk
+    work        E max(b', s) (3 r + 5 c) + J   one batch's forward and backward buffers
+                                    (b' = min(b, max(l, l_t)), the largest batch), and the
+                                    Jacobian's message: J = E s' n_L (r + c [m = L - 1]) for
+                                    1 < m < L, its backward product on a chunk of s' = min(s,
+                                    b // n_L) instances (``model.jacobian_chunks``), from
+                                    D^{L-1} made on the chunk; J = E n_L r on layer L > 1,
+                                    W^L's rows; J = 0 on layer 1
               + b' (PIPELINE - 1) (E r + c Z)   the other batches of a pipelined gradient
                                     pass's wave: z^{m-1}, and sigma'(s^m) or on layer L z^L,
                                     d xi / d z^L and p (model.PIPELINE)
@@ -86,8 +88,11 @@ def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
     split = loss == "cross_entropy" and c < n_L               # d xi / d z^L, p kept too
     K = E * (1 + 2 * split) if part.holds_labels else Z
     s, rows = subsample_size, n_train + n_test
-    last_hidden = part.m == len(layers) - 2                     # D^{L-1}: W^{L T} and sigma'
+    L = len(layers) - 1
+    last_hidden = part.m == L - 1                               # D^{L-1}: W^{L T} and sigma'
     chunk = min(s, jacobian_chunk(batch_size, n_L)) if chunked else s
+    message = chunk * n_L * (r + c * last_hidden) if 1 < part.m < L else \
+        n_L * r if part.m == L > 1 else 0               # the Jacobian's: D W^T, or W^L's rows
     largest = min(batch_size, max(n_train, n_test))
     batch = max(largest, s)
     data = rows * ((E * r if part.holds_features else 0) +
@@ -96,8 +101,7 @@ def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
         "data": data,
         "parameters": E * part.n_params * VECTORS,
         "jacobian": E * s * (r + n_L) + (E * n_L * c + s * c * Z if last_hidden else E * s * n_L * c),
-        "work": E * (batch * (3 * r + 5 * c) + (chunk * n_L * (r + c * last_hidden) if part.m > 1
-                                                else 0)) + largest * (pipeline - 1) * (E * r + c * Z),
+        "work": E * (batch * (3 * r + 5 * c) + message) + largest * (pipeline - 1) * (E * r + c * Z),
         "kept": n_train * (E * r * (part.m > 1) + (-(-c // 8) if K == 1 else c * K)) * keep,
     })
 

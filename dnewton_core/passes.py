@@ -237,7 +237,7 @@ class Passes:
             D[L, j][:, np.arange(T.start, T.stop), np.arange(len(T))] = 1.0
         if L > 1:
             D.update(self._last_hidden_d(theta, pas))
-        for c in jacobian_chunks(n, self.config.batch_size, n_L) if L > 2 else ():
+        for c in jacobian_chunks(n, self.config.batch_size, n_L):
             k, back = c.stop - c.start, {}
             for m in range(L - 1, 0, -1):
                 for j, link in self.links[m] if m < L - 1 else ():
@@ -267,7 +267,9 @@ class Passes:
         L, n_L, back, out = self.L, self.n_L, {}, {}
         for p, W, _ in self._blocks(theta, L):
             T = self.grid.groups(L)[p.j]
-            back.setdefault(p.i, np.zeros((n_L, len(p.rows)), self.dtype))[T.start:T.stop] = W.T
+            if p.i not in back:
+                back[p.i] = np.zeros((n_L, len(p.rows)), self.dtype)
+            back[p.i][T.start:T.stop] = W.T
         for j, link in self.links[L - 1]:
             d = self._send(back.pop(j), link, L - 1, j, backward=True) if j in back else \
                 self._receive((n_L, self._width(L - 1, j)), link, L - 1, j, True)

@@ -44,6 +44,7 @@ from dnewton_core import reference as ref
 from dnewton_core.comm import Comm
 from dnewton_core.dense import DenseModel
 from dnewton_core.distributed import DistributedModel
+from dnewton_core.factors import LastHiddenD
 from dnewton_core.ledger import combine_records
 from dnewton_core.model import ConfigError, ObjectiveConfig, batches
 from dnewton_core.newton import NewtonConfig, newton
@@ -450,7 +451,8 @@ def job_float32(a, comm):
     held = [dm.theta, g, sg, g_S, Gv, dm.X, dm.X_test, *dm.Y.values(), *dm.Y_test.values(),
             *(x for f in J.factors if f is not None for x in
               (f.values() if isinstance(f, dict) else [f]))]
-    seen.update(str(x.dtype) for x in held if x is not None)
+    held = [y for x in held for y in ((x.WT, x.slope) if isinstance(x, LastHiddenD) else (x,))]
+    seen.update(str(x.dtype) for x in held if x is not None and x.dtype != bool)  # relu's masks
     del comm._collective, comm.allreduce_scalars
     out["dtypes"] = sorted(set().union(*comm.world.allgather(seen)))
     dm64 = DistributedModel(data, a.hidden, a.splits, comm, obj64)

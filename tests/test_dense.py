@@ -229,8 +229,11 @@ def test_float32_model_is_the_float64_one_rounded(loss, gn):
     for name, (got, want) in out.items():
         assert _close(got, want, tol), name
     zs, Ds, P = J32.factors
+    kept = [D for D in Ds if isinstance(D, LastHiddenD)]             # D^{L-1}: its two factors
+    assert kept and all(D.slope.dtype in (np.float32, bool) for D in kept)   # bool: relu's mask
     arrays = [m32.theta, m32.X_train, m32.X_test, m32.Y, *(got for got, _ in out.values()),
-              *zs, *(D for D in Ds if D is not None), *([] if P is None else [P])]
+              *zs, *(D for D in Ds if isinstance(D, np.ndarray)), *(D.WT for D in kept),
+              *([] if P is None else [P])]
     assert {a.dtype for a in arrays} == {np.dtype(np.float32)}
     assert type(m32.dot(v, w)) is float and abs(m32.dot(v, w) - float(
         v.astype(np.float64) @ w)) <= tol * float(np.abs(v) @ np.abs(w))

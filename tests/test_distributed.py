@@ -112,7 +112,7 @@ CASES = [
      ("diag_newton", "diag_step")),
     ("n4-features2-output2-xent-relu", 4, ["--splits", "2,1,2", "--hidden", "5",
                                            "--loss", "cross_entropy", "--sync", "0.5"],
-     ("diag_newton",)),
+     ("diag_newton", "diag_step")),     # diag_step: W^2's rows from two senders, counted
     ("n6-L3-features2-hidden2-squared-tanh", 6, ["--splits", "2,1,2,1", "--hidden", "5,4",
                                                  "--act", "tanh", "--sync", "0.5"],
      ("diag_newton", "diag_step", "float32")),
