@@ -351,12 +351,13 @@ def profile_product(model, J, v, repeats):
 
     Reads the factored Jacobian (``J.factors``): a benchmark's look inside, not an
     interface. Every alternative is checked against the current code; the stored forms of
-    a D kept as factors (``factors.LastHiddenD``) are timed on the array it stands for.
+    a D kept otherwise (``factors.LastHiddenD``, ``OutputD``) are timed on the array it
+    stands for.
     """
-    from dnewton_core.factors import LastHiddenD, times, transposed_times
+    from dnewton_core.factors import times, transposed_times
     p, (z, D, _) = model.part, J.factors               # this rank's one partition
     z_in, kept = z[p.m, p.i], D[p.m, p.j]
-    D = kept.rows(slice(None)) if isinstance(kept, LastHiddenD) else kept   # stored, (|S|, n_L, c)
+    D = kept if isinstance(kept, np.ndarray) else kept.rows(slice(None))   # stored, (|S|, n_L, c)
     VW, _ = model.block(v)
     n_S, n_L, c = D.shape
     u = z_in @ VW

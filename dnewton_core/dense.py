@@ -16,7 +16,7 @@ partition's CG runs on its own (``cg_blocks``), as the ranks of the distributed 
 import numpy as np
 
 from . import reference as ref
-from .factors import LastHiddenD, times, transposed_times
+from .factors import LastHiddenD, OutputD, columns, times, transposed_times
 from .kept import Kept
 from .ledger import Ledger
 from .memory import keep_freed_memory
@@ -127,13 +127,14 @@ class DenseModel:
                                              else None))
 
     def _factor(self, params, zs):
-        """[D^1, ..., D^L]: D^L = I (kept as None), D^{L-1} = W^{L T} sigma'(z^{L-1}) kept as
-        its factors (``factors.LastHiddenD``), D^m = (D^{m+1} W^{m+1 T}) sigma'(z^m)."""
-        L = len(params)
-        if L == 1:
-            return [None]
-        W = params[L - 1][0]                     # W^L's transpose in C order: CG reads it
-        Ds = [LastHiddenD(np.ascontiguousarray(W.T), self._slope(zs[L - 1])), None]
+        """[D^1, ..., D^L]: D^L the outputs' selection (``factors.OutputD``), D^{L-1} = W^{L T}
+        sigma'(z^{L-1}) kept as its factors (``factors.LastHiddenD``), D^m = (D^{m+1} W^{m+1 T})
+        sigma'(z^m)."""
+        L, (n, n_L) = len(params), zs[-1].shape
+        Ds = [OutputD(n, n_L, range(n_L), zs[-1].dtype)]
+        if L > 1:                                # W^L's transpose in C order: CG reads it
+            Ds.insert(0, LastHiddenD(np.ascontiguousarray(params[L - 1][0].T),
+                                     self._slope(zs[L - 1])))
         for m in range(L - 2, 0, -1):
             W, D = params[m][0], Ds[0]
             D = D.rows(slice(None)) if m == L - 2 else D
@@ -167,7 +168,7 @@ class DenseModel:
         BJv = ref.curvature_product(self._jv(J, v), P, self.loss) / len(zs[0])   # (|S|, n_L)
         out = []
         for z, D in zip(zs, Ds):
-            DtB = BJv if D is None else transposed_times(D, BJv)
+            DtB = transposed_times(D, BJv)
             out.append((z.T @ DtB, DtB.sum(axis=0)))
         return ref.flatten(out) + v / self.C
 
@@ -177,7 +178,7 @@ class DenseModel:
         Jv = 0.0
         for z, D, (VW, vb) in zip(zs, Ds, self._params(v)):
             u = z @ VW + vb                                           # (|S|, n_m)
-            Jv = Jv + (u if D is None else times(D, u))
+            Jv = Jv + times(D, u)
         return Jv
 
     def _block_product(self, J, q, v):
@@ -185,18 +186,14 @@ class DenseModel:
         row-major, then the bias on the bias holder), as its rank computes it (§6)."""
         zs, Ds, P = J.factors
         rows, cols = slice(q.rows.start, q.rows.stop), slice(q.cols.start, q.cols.stop)
-        z, D, n_W = zs[q.m - 1][:, rows], Ds[q.m - 1], len(q.rows) * len(q.cols)
+        z, n_W = zs[q.m - 1][:, rows], len(q.rows) * len(q.cols)
+        D = columns(Ds[q.m - 1], cols)                                # (|S|, n_L, |T_{m,j}|)
         u = z @ v[:n_W].reshape(len(q.rows), len(q.cols))            # (|S|, |T_{m,j}|)
         if q.has_bias:
             u += v[n_W:]
-        if D is None:                                                 # m = L: D^L = I
-            Jv = np.zeros((len(z), self.layers[-1]), dtype=z.dtype)
-            Jv[:, cols] = u
-        else:
-            D = D.columns(cols) if isinstance(D, LastHiddenD) else D[:, :, cols]
-            Jv = times(D, u)                                          # D: (|S|, n_L, |T_{m,j}|)
+        Jv = times(D, u)
         BJv = ref.curvature_product(Jv, P, self.loss) / len(z)
-        DtB = BJv[:, cols] if D is None else transposed_times(D, BJv)
+        DtB = transposed_times(D, BJv)
         out = v / self.C
         out[:n_W] += (z.T @ DtB).ravel()
         if q.has_bias:

@@ -5,9 +5,28 @@ For m < L - 1, D^m is stored: one n_L x n_m matrix per instance, (|S|, n_L, n_m)
 hidden layer's is not: D^{L-1}[s] = W^{L T} diag(sigma'(s^{L-1}[s])), the same W^L for every
 instance, so it is kept as its two factors (``LastHiddenD``), n_L n_{L-1} + |S| n_{L-1}
 numbers instead of |S| n_L n_{L-1}, and a product with it is a GEMM with W^L instead of a
-pass over |S| n_L n_{L-1} numbers. D^L is the 0/1 selection of the outputs.
+pass over |S| n_L n_{L-1} numbers. D^L, the 0/1 selection of the outputs (z^L = s^L), is
+kept as their columns alone (``OutputD``).
 """
 import numpy as np
+
+
+class OutputD:
+    """D^L on the output columns T (a range of 0..n_L-1): (|S|, n_L, |T|), 1 where the output
+    is the column's own, else 0; nothing is stored."""
+
+    def __init__(self, n, n_L, T, dtype):
+        self.T, self.shape, self.dtype, self.nbytes = T, (n, n_L, len(T)), np.dtype(dtype), 0
+
+    def columns(self, cols):
+        """D^L[:, :, cols] (a slice of T's positions)."""
+        return OutputD(self.shape[0], self.shape[1], self.T[cols], self.dtype)
+
+    def rows(self, rows):
+        """D^L[rows] as an array (b, n_L, |T|)."""
+        out = np.zeros((len(np.arange(self.shape[0])[rows]), *self.shape[1:]), self.dtype)
+        out[:, np.arange(self.T.start, self.T.stop), np.arange(len(self.T))] = 1.0
+        return out
 
 
 class LastHiddenD:
@@ -28,9 +47,18 @@ class LastHiddenD:
         return np.multiply(self.WT, self.slope[rows, None, :], dtype=self.WT.dtype)
 
 
+def columns(D, cols):
+    """D[:, :, cols] of any D here, ``cols`` a slice."""
+    return D[:, :, cols] if isinstance(D, np.ndarray) else D.columns(cols)
+
+
 def times(D, u):
     """J's part of the layer: D u instance by instance, sum_k D[s, :, k] u[s, k] (|S|, n_L),
     for ``u`` (|S|, |T|)."""
+    if isinstance(D, OutputD):
+        out = np.zeros((len(u), D.shape[1]), u.dtype)
+        out[:, D.T.start:D.T.stop] = u
+        return out
     if isinstance(D, LastHiddenD):
         return (u * D.slope) @ D.WT.T
     return np.einsum("snk,sk->sn", D, u)
@@ -38,6 +66,8 @@ def times(D, u):
 
 def transposed_times(D, w):
     """D^T w instance by instance, sum_n D[s, n, :] w[s, n] (|S|, |T|), for ``w`` (|S|, n_L)."""
+    if isinstance(D, OutputD):
+        return w[:, D.T.start:D.T.stop]
     if isinstance(D, LastHiddenD):
         out = w @ D.WT
         out *= D.slope

@@ -15,7 +15,8 @@ number (the model's dtype: 8 for float64, 4 for float32) and 8 per int64 class c
     jacobian    E s (r + n_L c + n_L)   z^{m-1} and D on S, p for softmax (the solver frees
                                     them before its line search and the next ones); on
                                     layer L - 1, E s (r + n_L) + E n_L c + s c Z: D^{L-1}
-                                    kept as W^{L T} and sigma' on S (``factors.LastHiddenD``)
+                                    kept as W^{L T} and sigma' on S (``factors.LastHiddenD``);
+                                    on layer L, E s (r + n_L): D^L is a selection (``OutputD``)
     work        E max(b', s) (3 r + 5 c) + J   one batch's forward and backward buffers
                                     (b' = min(b, max(l, l_t)), the largest batch), and the
                                     Jacobian's message: J = E s' n_L (r + c [m = L - 1]) for
@@ -100,7 +101,8 @@ def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
     return _sum({
         "data": data,
         "parameters": E * part.n_params * VECTORS,
-        "jacobian": E * s * (r + n_L) + (E * n_L * c + s * c * Z if last_hidden else E * s * n_L * c),
+        "jacobian": E * s * (r + n_L) + (E * n_L * c + s * c * Z if last_hidden else
+                                         0 if part.m == L else E * s * n_L * c),
         "work": E * (batch * (3 * r + 5 * c) + message) + largest * (pipeline - 1) * (E * r + c * Z),
         "kept": n_train * (E * r * (part.m > 1) + (-(-c // 8) if K == 1 else c * K)) * keep,
     })

@@ -173,8 +173,8 @@ class JacobianFactors:
 
     ``subsample`` is S (sorted instance indices); ``factors`` is the model's own: for a
     partition of the distributed model (z^{m-1} on S, D_ij, softmax p on S or None), for
-    the dense model ([z^0..z^{L-1}] on S, [D^1..D^L] with D^L = I as None, p or None);
-    docs/method.md §4.
+    the dense model ([z^0..z^{L-1}] on S, [D^1..D^L], p or None); D^{L-1} and D^L kept as
+    ``factors.py`` says; docs/method.md §4.
     """
     subsample: np.ndarray
     factors: tuple

@@ -21,7 +21,7 @@ on T_{L,j}. ``kept.py`` keeps the same names for the whole training set.
 import numpy as np
 
 from . import reference as ref
-from .factors import LastHiddenD
+from .factors import LastHiddenD, OutputD
 from .model import PIPELINE, batch_count, jacobian_chunks
 
 
@@ -231,10 +231,8 @@ class Passes:
         self.comm.flush()                    # S's gradient message freed before D exists
         D = {(m, j): np.empty((n, n_L, self._width(m, j)), self.dtype)
              for m in range(1, L - 1) for j in self.outs[m]}
-        for j in self.outs[L]:                                   # D^L: a 0/1 selection
-            T = self.grid.groups(L)[j]
-            D[L, j] = np.zeros((n, n_L, len(T)), self.dtype)
-            D[L, j][:, np.arange(T.start, T.stop), np.arange(len(T))] = 1.0
+        D.update({(L, j): OutputD(n, n_L, self.grid.groups(L)[j], self.dtype)  # a selection
+                  for j in self.outs[L]})
         if L > 1:
             D.update(self._last_hidden_d(theta, pas))
         for c in jacobian_chunks(n, self.config.batch_size, n_L):

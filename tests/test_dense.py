@@ -9,7 +9,7 @@ import pytest
 from dnewton_core import reference as ref
 from dnewton_core.data import Dataset
 from dnewton_core.dense import DenseModel
-from dnewton_core.factors import LastHiddenD, times, transposed_times
+from dnewton_core.factors import LastHiddenD, OutputD, columns, times, transposed_times
 from dnewton_core.model import PRODUCT_RTOL, ConfigError, ObjectiveConfig, OneHot
 from dnewton_core.newton import NewtonConfig, newton
 from dnewton_core.partition import Grid
@@ -166,6 +166,23 @@ def test_last_hidden_d_is_the_stored_d_in_two_factors(activation):
     rows, cols = np.array([0, 5, 12]), slice(2, 7)
     assert np.array_equal(D.rows(rows), stored[rows]) and D.rows(rows).flags.c_contiguous
     assert np.array_equal(D.columns(cols).rows(slice(None)), stored[:, :, cols])
+
+
+def test_output_d_is_the_selection_of_its_outputs():
+    """D^L on the outputs T = 2..4 of 6 (factors.OutputD): its products and columns are
+    those of the stored 0/1 array, and it keeps nothing."""
+    rng = np.random.default_rng(4)
+    s, n_L, T = 5, 6, range(2, 5)
+    D = OutputD(s, n_L, T, np.float64)
+    stored = np.zeros((s, n_L, len(T)))
+    stored[:, np.arange(T.start, T.stop), np.arange(len(T))] = 1.0
+    assert D.shape == stored.shape and D.nbytes == 0
+    assert np.array_equal(D.rows(slice(1, 4)), stored[1:4]) and len(D.rows(np.array([0, 4]))) == 2
+    u, w = rng.standard_normal((s, len(T))), rng.standard_normal((s, n_L))
+    assert np.array_equal(times(D, u), times(stored, u))
+    assert np.array_equal(transposed_times(D, w), transposed_times(stored, w))
+    part = columns(D, slice(1, 3))                       # outputs 3 and 4
+    assert np.array_equal(times(part, u[:, 1:]), times(stored[:, :, 1:], u[:, 1:]))
 
 
 @pytest.mark.parametrize("width", [1, 7, 8, 9, 300])
