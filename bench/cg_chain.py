@@ -4,7 +4,9 @@
     .venv/bin/python bench/cg_chain.py             # about a minute
 
 One product (G_S v) of 784-300-300-10 on |S| = 3000, as the kit's 3-rank grid 1,1,1,1
-computes it inside CG, written with mpi4py and numpy alone so that the kit's code is not in
+computed it inside CG until 2026-11-29 (every D stored; the kit now keeps D^2 and D^3 as
+``factors.py`` says, which makes the layer-2 and layer-3 ranks' part lighter still), written
+with mpi4py and numpy alone so that the kit's code is not in
 the measurement: every rank multiplies its own block (z^{m-1} V, then D), the |S| x n_L
 sums meet in one allreduce over the world, every rank multiplies back (D^T, then z^T), and
 CG's inner product is one scalar allreduce. The layer-1 rank holds 72% of the weights, so

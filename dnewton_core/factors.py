@@ -52,10 +52,16 @@ def columns(D, cols):
     return D[:, :, cols] if isinstance(D, np.ndarray) else D.columns(cols)
 
 
+def _check(D, a, width):
+    if a.shape != (D.shape[0], width):
+        raise ValueError(f"D of shape {D.shape} times an array of shape {a.shape}")
+
+
 def times(D, u):
     """J's part of the layer: D u instance by instance, sum_k D[s, :, k] u[s, k] (|S|, n_L),
     for ``u`` (|S|, |T|)."""
     if isinstance(D, OutputD):
+        _check(D, u, D.shape[2])
         out = np.zeros((len(u), D.shape[1]), u.dtype)
         out[:, D.T.start:D.T.stop] = u
         return out
@@ -65,8 +71,10 @@ def times(D, u):
 
 
 def transposed_times(D, w):
-    """D^T w instance by instance, sum_n D[s, n, :] w[s, n] (|S|, |T|), for ``w`` (|S|, n_L)."""
+    """D^T w instance by instance, sum_n D[s, n, :] w[s, n] (|S|, |T|), for ``w`` (|S|, n_L);
+    for D^L a view of w's columns T: read it, do not write it."""
     if isinstance(D, OutputD):
+        _check(D, w, D.shape[1])
         return w[:, D.T.start:D.T.stop]
     if isinstance(D, LastHiddenD):
         out = w @ D.WT

@@ -181,6 +181,8 @@ def test_output_d_is_the_selection_of_its_outputs():
     u, w = rng.standard_normal((s, len(T))), rng.standard_normal((s, n_L))
     assert np.array_equal(times(D, u), times(stored, u))
     assert np.array_equal(transposed_times(D, w), transposed_times(stored, w))
+    with pytest.raises(ValueError, match="shape"):       # no silent broadcast of a column
+        times(D, u[:, :1])
     part = columns(D, slice(1, 3))                       # outputs 3 and 4
     assert np.array_equal(times(part, u[:, 1:]), times(stored[:, :, 1:], u[:, 1:]))
 
