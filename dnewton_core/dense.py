@@ -16,7 +16,7 @@ partition's CG runs on its own (``cg_blocks``), as the ranks of the distributed 
 import numpy as np
 
 from . import reference as ref
-from .factors import LastHiddenD, OutputD, columns, times, transposed_times
+from .factors import LastHiddenD, OutputD, columns, rows_of, times, transposed_times
 from .kept import Kept
 from .ledger import Ledger
 from .memory import keep_freed_memory
@@ -136,8 +136,7 @@ class DenseModel:
             Ds.insert(0, LastHiddenD(np.ascontiguousarray(params[L - 1][0].T),
                                      self._slope(zs[L - 1])))
         for m in range(L - 2, 0, -1):
-            W, D = params[m][0], Ds[0]
-            D = D.rows(slice(None)) if m == L - 2 else D
+            W, D = params[m][0], rows_of(Ds[0], slice(None))
             # one GEMM over the |S| n_L rows (a 3-D matmul would do |S| small ones)
             D = (D.reshape(-1, D.shape[2]) @ W.T).reshape(len(D), D.shape[1], len(W))
             D *= self._slope(zs[m])[:, None, :]                       # (|S|, n_L, n_m)

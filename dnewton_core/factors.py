@@ -47,6 +47,12 @@ class LastHiddenD:
         return np.multiply(self.WT, self.slope[rows, None, :], dtype=self.WT.dtype)
 
 
+def rows_of(D, rows):
+    """D[rows] of any D here as an array (b, n_L, |T|): a stored D's rows, or a factored one's
+    made on them."""
+    return D[rows] if isinstance(D, np.ndarray) else D.rows(rows)
+
+
 def columns(D, cols):
     """D[:, :, cols] of any D here, ``cols`` a slice."""
     return D[:, :, cols] if isinstance(D, np.ndarray) else D.columns(cols)

@@ -94,6 +94,7 @@ def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
     chunk = min(s, jacobian_chunk(batch_size, n_L)) if chunked else s
     message = chunk * n_L * (r + c * last_hidden) if 1 < part.m < L else \
         n_L * r if part.m == L > 1 else 0               # the Jacobian's: D W^T, or W^L's rows
+    d_bytes = 0 if part.m == L else E * n_L * c + s * c * Z if last_hidden else E * s * n_L * c
     largest = min(batch_size, max(n_train, n_test))
     batch = max(largest, s)
     data = rows * ((E * r if part.holds_features else 0) +
@@ -101,8 +102,7 @@ def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
     return _sum({
         "data": data,
         "parameters": E * part.n_params * VECTORS,
-        "jacobian": E * s * (r + n_L) + (E * n_L * c + s * c * Z if last_hidden else
-                                         0 if part.m == L else E * s * n_L * c),
+        "jacobian": E * s * (r + n_L) + d_bytes,
         "work": E * (batch * (3 * r + 5 * c) + message) + largest * (pipeline - 1) * (E * r + c * Z),
         "kept": n_train * (E * r * (part.m > 1) + (-(-c // 8) if K == 1 else c * K)) * keep,
     })

@@ -21,7 +21,7 @@ on T_{L,j}. ``kept.py`` keeps the same names for the whole training set.
 import numpy as np
 
 from . import reference as ref
-from .factors import LastHiddenD, OutputD
+from .factors import LastHiddenD, OutputD, rows_of
 from .model import PIPELINE, batch_count, jacobian_chunks
 
 
@@ -247,7 +247,7 @@ class Passes:
                             mine[...] = d
                         mine *= pas["slope", m, j][c, None, :]
                 for p, W, _ in self._blocks(theta, m) if m > 1 else ():
-                    Dc = D[m, p.j].rows(c) if m == L - 1 else D[m, p.j][c]
+                    Dc = rows_of(D[m, p.j], c)               # D^{L-1}'s made on the chunk
                     t = (Dc.reshape(k * n_L, Dc.shape[2]) @ W.T).reshape(k, n_L, len(p.rows))
                     back[p.i] = back[p.i] + t if p.i in back else t
         self.comm.flush()
