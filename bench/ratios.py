@@ -17,6 +17,9 @@ loopback only), and prints:
      configurations run in turn, ``--rounds`` times, and each keeps its best. The fastest
      grid's Newton iteration is also split by phase, beside one process's.
   3. Peak memory per rank: every rank's ru_maxrss at the end of its training job, gathered.
+  4. What 2 cores can give: a pass's matrix product and a pass over memory on one core,
+     against the same work split in two halves computed at once on 2 ranks: the most any
+     2-core speed-up of such work can be on this machine, beside the Newton target's 1.7x.
 
     .venv/bin/python bench/ratios.py              # or: make bench (about 3-5 minutes)
     .venv/bin/python bench/ratios.py --quick      # digits 64-32-32-10: a smoke run
@@ -59,7 +62,8 @@ GRIDS = ((None, 1, True), ("2,1,2,1", 2, True), ("1,1,1,1", 3, True), ("2,1,1,1"
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=("product", "train"), help="one measurement (children)")
+    ap.add_argument("--part", choices=("product", "train", "ceiling"),
+                    help="one measurement (children)")
     ap.add_argument("--data", default="fashion-mnist", help="data set of part 2 (fashion-mnist)")
     ap.add_argument("--hidden", default="300,300", help="hidden widths (300,300)")
     ap.add_argument("--splits", default=None, help="train part: the grid (none: 1 process)")
@@ -169,6 +173,42 @@ def phase_seconds(records):
     return out
 
 
+# -- part 4: what 2 cores can give ---------------------------------------------------------
+def run_ceiling(args):
+    """On 2 ranks, interleaved rounds: rank 0 alone (rank 1 asleep) does the whole work, then
+    both ranks at once do a half each; the best times. The work: a forward pass's layer-1
+    product on one batch, (b x n_0) @ (n_0 x n_1), split by features as on the grid 2,1,2,1;
+    and a pass over memory, D^1 u on |S| (``factors.times``: |S| n_L n_1 numbers read once),
+    split by instances."""
+    from mpi4py import MPI
+
+    world = MPI.COMM_WORLD
+    rank, R = world.Get_rank(), world.Get_size()
+    n_0, n_1, n_L, b = 784 if not args.quick else 64, args.hidden_sizes[0], 10, 4096
+    rng = np.random.default_rng(rank)
+    X, W = rng.random((b, n_0)), rng.random((n_0, n_1))
+    D, u = rng.random((args.subsample_size, n_L, n_1)), rng.random((args.subsample_size, n_1))
+    half_f, half_s = slice(rank * n_0 // R, (rank + 1) * n_0 // R), \
+        slice(rank * len(D) // R, (rank + 1) * len(D) // R)
+    Xh, Wh = np.ascontiguousarray(X[:, half_f]), W[half_f].copy()   # as a rank holds them
+    work = {"matmul": (lambda: X @ W, lambda: Xh @ Wh),
+            "memory": (lambda: np.einsum("snk,sk->sn", D, u),
+                       lambda: np.einsum("snk,sk->sn", D[half_s], u[half_s]))}
+    best = {(name, way): np.inf for name in work for way in ("alone", "split")}
+    for _ in range(args.rounds + 1):
+        for name, (whole, half) in work.items():
+            polite_barrier(world)
+            if rank == 0:
+                best[name, "alone"] = min(best[name, "alone"], *timed(whole, args.repeats))
+            polite_barrier(world)
+            best[name, "split"] = min(best[name, "split"], *timed(half, args.repeats))
+    split = world.gather({name: best[name, "split"] for name in work}, root=0)
+    if rank == 0:                    # the split work is done when its slower half is
+        report({name: dict(alone=best[name, "alone"], split=max(s[name] for s in split),
+                           shape=shape) for name, shape in
+                (("matmul", [b, n_0, n_1]), ("memory", [len(D), n_L, n_1]))})
+
+
 # -- the driver -------------------------------------------------------------------------------
 def launch(args, part, ranks, *extra):
     """Run one child; returns its result (or exits with its error)."""
@@ -197,6 +237,7 @@ def drive(args):
     print(f"# load average at start: {load_average()} (a shared machine makes every time "
           "below noisy: compare the ratios, measured side by side)", flush=True)
     product = launch(args, "product", len(args.hidden_sizes) + 1)
+    ceiling = launch(args, "ceiling", 2)
     runs = {}
     for _ in range(args.rounds):
         for splits, ranks, keep in GRIDS:
@@ -209,6 +250,7 @@ def drive(args):
                     best[method] = got[method]
             best["peaks"] = [max(a, b) for a, b in zip(best["peaks"], got["peaks"])]
     print_product(product)
+    print_ceiling(ceiling)
     print_training(args, runs)
     print(f"\n# load average at end: {load_average()}; {time.perf_counter() - tic:.0f} s in all; "
           f"{100 * stolen_share(ticks):.1f}% of the processors' busy time stolen "
@@ -228,6 +270,21 @@ def print_product(r):
     print(f"  DenseModel                           {r['dense'] * 1e3:7.1f} ms  "
           f"{rate(r['dense']):6.1f} GFLOP/s  {rate(r['dense']) / r['matmul']:5.0%} of the "
           f"matmul rate; dense / distributed time = {r['dense'] / mine:.2f}")
+
+
+def print_ceiling(r):
+    m, d = r["matmul"], r["memory"]
+    print("\n== What 2 cores can give: the work of one core, split in halves done at once on 2 "
+          "ranks (best of interleaved rounds)")
+    print(f"  a matrix product, ({' x '.join(map(str, m['shape'][:2]))}) @ "
+          f"({' x '.join(map(str, m['shape'][1:]))}), halved by features  "
+          f"{m['alone'] * 1e3:6.2f} ms -> {m['split'] * 1e3:6.2f} ms  "
+          f"{m['alone'] / m['split']:.2f}x")
+    print(f"  a pass over memory, D u with D {' x '.join(map(str, d['shape']))}, halved by "
+          f"instances  {d['alone'] * 1e3:6.2f} ms -> {d['split'] * 1e3:6.2f} ms  "
+          f"{d['alone'] / d['split']:.2f}x")
+    print("  (no 2-core run of such work can be faster; the target for a Newton iteration on 2 "
+          "cores is 1.7x one process)")
 
 
 def _where(splits, keep, r):
@@ -275,6 +332,8 @@ def main(argv=None):
         return run_product(args)
     if args.part == "train":
         return run_train(args)
+    if args.part == "ceiling":
+        return run_ceiling(args)
     return drive(args)
 
 
