@@ -17,9 +17,9 @@ loopback only), and prints:
      configurations run in turn, ``--rounds`` times, and each keeps its best. The fastest
      grid's Newton iteration is also split by phase, beside one process's.
   3. Peak memory per rank: every rank's ru_maxrss at the end of its training job, gathered.
-  4. What 2 cores can give: a pass's matrix product and a pass over memory on one core,
-     against the same work split in two halves computed at once on 2 ranks: the most any
-     2-core speed-up of such work can be on this machine, beside the Newton target's 1.7x.
+  4. What 2 cores gave: a pass's matrix product and a pass over memory on one core, against
+     the same work cut in two halves that 2 ranks start together: about the most a 2-core
+     speed-up of such work reached on this machine, beside the Newton target's 1.7x.
 
     .venv/bin/python bench/ratios.py              # or: make bench (about 3-5 minutes)
     .venv/bin/python bench/ratios.py --quick      # digits 64-32-32-10: a smoke run
@@ -173,13 +173,14 @@ def phase_seconds(records):
     return out
 
 
-# -- part 4: what 2 cores can give ---------------------------------------------------------
+# -- part 4: what 2 cores gave --------------------------------------------------------------
 def run_ceiling(args):
     """On 2 ranks, interleaved rounds: rank 0 alone (rank 1 asleep) does the whole work, then
-    both ranks at once do a half each; the best times. The work: a forward pass's layer-1
-    product on one batch, (b x n_0) @ (n_0 x n_1), split by features as on the grid 2,1,2,1;
-    and a pass over memory, D^1 u on |S| (``factors.times``: |S| n_L n_1 numbers read once),
-    split by instances."""
+    both ranks, started together, do a half each, timed until the slower half ends. The work:
+    a forward pass's layer-1 product on one batch, (b x n_0) @ (n_0 x n_1), cut by features
+    as on the grid 2,1,2,1; and a pass over memory, D^1 u on |S| (``factors.times``: |S| n_L
+    n_1 numbers read once), cut by instances. With --quick both fit in the caches and the
+    calls are shorter than a rank takes to wake: the ratios then mean nothing."""
     from mpi4py import MPI
 
     world = MPI.COMM_WORLD
@@ -194,19 +195,24 @@ def run_ceiling(args):
     work = {"matmul": (lambda: X @ W, lambda: Xh @ Wh),
             "memory": (lambda: np.einsum("snk,sk->sn", D, u),
                        lambda: np.einsum("snk,sk->sn", D[half_s], u[half_s]))}
-    best = {(name, way): np.inf for name in work for way in ("alone", "split")}
+    times = {(name, way): [] for name in work for way in ("alone", "split")}
     for _ in range(args.rounds + 1):
         for name, (whole, half) in work.items():
             polite_barrier(world)
             if rank == 0:
-                best[name, "alone"] = min(best[name, "alone"], *timed(whole, args.repeats))
+                times[name, "alone"] += timed(whole, args.repeats)
             polite_barrier(world)
-            best[name, "split"] = min(best[name, "split"], *timed(half, args.repeats))
-    split = world.gather({name: best[name, "split"] for name in work}, root=0)
-    if rank == 0:                    # the split work is done when its slower half is
-        report({name: dict(alone=best[name, "alone"], split=max(s[name] for s in split),
-                           shape=shape) for name, shape in
-                (("matmul", [b, n_0, n_1]), ("memory", [len(D), n_L, n_1]))})
+            half()                                                  # warm, then together
+            for _ in range(args.repeats):
+                world.Barrier()
+                t0 = time.perf_counter()
+                half()
+                ends = world.gather((t0, time.perf_counter()), root=0)   # one clock a machine
+                if rank == 0:
+                    times[name, "split"].append(max(e for _, e in ends) - min(s for s, _ in ends))
+    if rank == 0:
+        report({name: dict(alone=times[name, "alone"], split=times[name, "split"], shape=shape)
+                for name, shape in (("matmul", [b, n_0, n_1]), ("memory", [len(D), n_L, n_1]))})
 
 
 # -- the driver -------------------------------------------------------------------------------
@@ -250,7 +256,7 @@ def drive(args):
                     best[method] = got[method]
             best["peaks"] = [max(a, b) for a, b in zip(best["peaks"], got["peaks"])]
     print_product(product)
-    print_ceiling(ceiling)
+    print_ceiling(args, ceiling)
     print_training(args, runs)
     print(f"\n# load average at end: {load_average()}; {time.perf_counter() - tic:.0f} s in all; "
           f"{100 * stolen_share(ticks):.1f}% of the processors' busy time stolen "
@@ -272,19 +278,19 @@ def print_product(r):
           f"matmul rate; dense / distributed time = {r['dense'] / mine:.2f}")
 
 
-def print_ceiling(r):
-    m, d = r["matmul"], r["memory"]
-    print("\n== What 2 cores can give: the work of one core, split in halves done at once on 2 "
-          "ranks (best of interleaved rounds)")
-    print(f"  a matrix product, ({' x '.join(map(str, m['shape'][:2]))}) @ "
-          f"({' x '.join(map(str, m['shape'][1:]))}), halved by features  "
-          f"{m['alone'] * 1e3:6.2f} ms -> {m['split'] * 1e3:6.2f} ms  "
-          f"{m['alone'] / m['split']:.2f}x")
-    print(f"  a pass over memory, D u with D {' x '.join(map(str, d['shape']))}, halved by "
-          f"instances  {d['alone'] * 1e3:6.2f} ms -> {d['split'] * 1e3:6.2f} ms  "
-          f"{d['alone'] / d['split']:.2f}x")
-    print("  (no 2-core run of such work can be faster; the target for a Newton iteration on 2 "
-          "cores is 1.7x one process)")
+def print_ceiling(args, r):
+    print("\n== What 2 cores gave: the work of one core, then cut in halves that 2 ranks start "
+          "together (ms, best and median of interleaved rounds; the time of the slower half)"
+          + (" -- --quick: too small to mean anything" if args.quick else ""))
+    for name, what in (("matmul", "a matrix product, ({0} x {1}) @ ({1} x {2}), cut by features"),
+                       ("memory", "a pass over memory, D u with D {0} x {1} x {2}, cut by instances")):
+        alone, split = (np.array(r[name][way]) for way in ("alone", "split"))
+        print(f"  {what.format(*r[name]['shape']):<68} {alone.min() * 1e3:6.2f} "
+              f"({np.median(alone) * 1e3:.2f}) -> {split.min() * 1e3:6.2f} "
+              f"({np.median(split) * 1e3:.2f})  {alone.min() / split.min():.2f}x "
+              f"({np.median(alone) / np.median(split):.2f}x)")
+    print("  (about the most 2 cores gave for such work here; the target for a Newton iteration "
+          "on 2 cores is 1.7x one process)")
 
 
 def _where(splits, keep, r):
