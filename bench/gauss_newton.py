@@ -354,10 +354,10 @@ def profile_product(model, J, v, repeats):
     a D kept otherwise (``factors.LastHiddenD``, ``OutputD``) are timed on the array it
     stands for.
     """
-    from dnewton_core.factors import times, transposed_times
+    from dnewton_core.factors import rows_of, times, transposed_times
     p, (z, D, _) = model.part, J.factors               # this rank's one partition
     z_in, kept = z[p.m, p.i], D[p.m, p.j]
-    D = kept if isinstance(kept, np.ndarray) else kept.rows(slice(None))   # stored, (|S|, n_L, c)
+    D = rows_of(kept, slice(None))                     # as if stored, (|S|, n_L, c)
     VW, _ = model.block(v)
     n_S, n_L, c = D.shape
     u = z_in @ VW

@@ -89,12 +89,15 @@ def partition_bytes(layers, part, n_train, n_test, batch_size, subsample_size,
     split = loss == "cross_entropy" and c < n_L               # d xi / d z^L, p kept too
     K = E * (1 + 2 * split) if part.holds_labels else Z
     s, rows = subsample_size, n_train + n_test
-    L = len(layers) - 1
-    last_hidden = part.m == L - 1                               # D^{L-1}: W^{L T} and sigma'
+    m, L = part.m, len(layers) - 1
     chunk = min(s, jacobian_chunk(batch_size, n_L)) if chunked else s
-    message = chunk * n_L * (r + c * last_hidden) if 1 < part.m < L else \
-        n_L * r if part.m == L > 1 else 0               # the Jacobian's: D W^T, or W^L's rows
-    d_bytes = 0 if part.m == L else E * n_L * c + s * c * Z if last_hidden else E * s * n_L * c
+    # D and the Jacobian's message: D W^T on a chunk of S (none on layer 1), or W^L's rows
+    if m == L:                              # D^L: a selection; W^L's rows sent (L > 1)
+        d_bytes, message = 0, n_L * r * (L > 1)
+    elif m == L - 1:                        # D^{L-1}: W^{L T} and sigma' on S, made on a chunk
+        d_bytes, message = E * n_L * c + s * c * Z, chunk * n_L * (r + c) * (m > 1)
+    else:                                   # D stored
+        d_bytes, message = E * s * n_L * c, chunk * n_L * r * (m > 1)
     largest = min(batch_size, max(n_train, n_test))
     batch = max(largest, s)
     data = rows * ((E * r if part.holds_features else 0) +
