@@ -1,4 +1,4 @@
-"""Matrix-free conjugate gradient, the inner solver of the Newton method (docs/method.md §2, step 2).
+"""Matrix-free conjugate gradient, the inner solver of the Newton method (docs/method.md §2, step 3).
 
 No MPI here: the one global operation, the inner product, is passed in as ``dot``. With a
 ``dot`` that sums over all ranks, the ranks run one CG on the whole system; with a local

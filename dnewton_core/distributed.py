@@ -7,7 +7,8 @@ partition a rank, or on fewer ranks partition q on rank q mod R (``partition.Gri
 vector is its blocks' parameters in partition order (``Grid.param_slices``). Samples are
 rows, as in ``reference.py``. The passes over one batch and their link messages are
 ``passes.py``; here are the model's operations, whose world messages are the scalar sums
-of f and the inner products, and the |S| x n_L sum of J v (full G only).
+of f and the inner products, the |S| x n_L sum of J v (full G only), softmax p on S
+(|S| x n_L, with the Jacobian) and the (|S|, n_L, k) sum of ``curvature_gram``.
 """
 import copy
 

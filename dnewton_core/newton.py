@@ -52,7 +52,7 @@ class NewtonConfig:
                                  f"choose from {', '.join(choices)}")
         checks = [("iters", self.iters >= 0, ">= 0"), ("subsample", 0 < self.subsample <= 1, "in (0, 1]"),
                   ("xi", 0 < self.xi < 1, "in (0, 1)"), ("cg_max", self.cg_max >= 1, ">= 1"),
-                  ("lambda0", self.lambda0 >= 0, ">= 0"), ("boost", self.boost > 1, "> 1"),
+                  ("lambda0", self.lambda0 > 0, "> 0"), ("boost", self.boost > 1, "> 1"),
                   ("drop", 0 < self.drop < 1, "in (0, 1)"), ("eta", 0 < self.eta < 1, "in (0, 1)"),
                   ("max_halvings", self.max_halvings >= 0, ">= 0")]
         checks += [(name, math.isfinite(value), "finite") for name, value in vars(self).items()

@@ -75,7 +75,7 @@ def _sgd(model, config, callback, resume, on_state):
         with model.phase("function"):
             f = model.objective(theta)
         history.records.append(record_iteration(model, theta, dict(
-            iter=epoch, objective=f, lr=config.lr / (1.0 + config.decay * t),
+            iter=epoch, objective=f, lr=config.lr / (1.0 + config.decay * (t - 1)),  # the last step's
             wall_time=train_time, diverged=not np.isfinite(f)), callback))
         if not np.isfinite(f):      # too large a learning rate: a result, not an error
             history.status = "diverged"

@@ -121,7 +121,7 @@ def test_line_search_halves_until_armijo():
 
 @pytest.mark.parametrize("field,value", [("subsample", 0), ("subsample", 1.5), ("xi", 1),
                                          ("cg_max", 0), ("boost", 1), ("drop", 1.2),
-                                         ("eta", 0), ("iters", -1)])
+                                         ("eta", 0), ("iters", -1), ("lambda0", 0)])
 def test_newton_config_validated(field, value):
     with pytest.raises(ValueError, match=field):
         NewtonConfig(**{field: value})
@@ -169,6 +169,16 @@ def test_sgd_on_digits_reaches_90_percent(digits):
     history = sgd(model, SGDConfig(lr=0.01, epochs=20, seed=0))
     assert history.final["test_accuracy"] >= 0.90
     assert len(history.records) == 20
+
+
+def test_sgd_records_the_rate_of_each_epochs_last_step(digits):
+    """lr_t = lr / (1 + decay t), t the steps taken before: an epoch of k steps ends with
+    t = k e - 1 (docs/method.md §7)."""
+    model = DenseModel(digits, (16,), ObjectiveConfig())
+    config = SGDConfig(lr=0.1, decay=0.5, batch_size=512, epochs=2)
+    steps = -(-model.n_train // config.batch_size)
+    rates = [r["lr"] for r in sgd(model, config).records]
+    assert rates == [0.1 / (1.0 + 0.5 * (steps * e - 1)) for e in (1, 2)]
 
 
 def test_sgd_divergence_is_a_result_not_an_error(digits):
