@@ -6,11 +6,12 @@ def run():
     """``python -m dnewton_core`` and the ``dnewton`` command: keep Ctrl-C until every rank
     can end together, give each rank one BLAS thread unless the user said otherwise (before
     numpy loads its BLAS: docs/installation.md), then the command line (``cli.main``)."""
-    from .interrupts import hold
+    from .interrupts import hold, start_mpi
     hold()                                # a Ctrl-C while the ranks start (interrupts.py)
     from .environment import blas_environment
     for name, value in blas_environment().items():
         os.environ.setdefault(name, value)
+    start_mpi()                           # Ctrl-C ends the rank at once while MPI starts
     from .cli import main
     sys.exit(main())
 

@@ -1,16 +1,19 @@
 """Signals that arrive while a job starts (docs/troubleshooting.md, Stalls and interrupts).
 
-Until every rank runs its guard (``comm.Guard``), a Ctrl-C or SIGTERM must not end one rank
-alone: the others would wait for it for good in a collective of the start (the ones of
-``Comm.on_world``, the guard's communicator). So a rank keeps such a signal and, once the
-guard is up, sends it again (``release``): it then ends the job as any later signal does
-(several ranks: the guard, exit status 130; one process: a KeyboardInterrupt).
-
-* From the first line of ``python -m dnewton_core`` (``hold``): SIGINT. SIGTERM and SIGHUP
-  still end the process at once while MPI starts: inside MPI_Init no Python runs (it holds
-  Python's lock), so a rank kept there by a rank that died earlier can only be ended so.
-* Once MPI has started (``hold_all``): SIGTERM and SIGHUP too, and a thread that ends this
-  rank (exit status 130, one line) if its guard is not up ``WAIT`` seconds after a signal.
+* Until MPI is up, a Ctrl-C ends a rank at once, by the signal itself. Inside MPI_Init no
+  Python runs (it holds Python's lock) and each rank waits there for every other: a rank
+  that kept the signal there would wait for good for one that it had ended, since Hydra
+  does not end the job for a rank that exits with a status, as Python does (1) when its own
+  start is interrupted. From the first line of ``python -m dnewton_core`` (``hold``) the
+  signal is kept, so that it ends the rank just before MPI_Init (``start_mpi``) instead of
+  with a traceback from an import. SIGTERM and SIGHUP end the process at once.
+* Once MPI is up and until every rank runs its guard (``comm.Guard``), a signal must not end
+  one rank alone: the others would wait for it for good in a collective of the start (those
+  of ``Comm.on_world``, the guard's communicator). So a rank keeps SIGINT, SIGTERM and
+  SIGHUP (``hold_all``) and, once the guard is up, sends the signal again (``release``): it
+  then ends the job as any later signal does (several ranks: the guard, exit status 130; one
+  process: a KeyboardInterrupt). A thread ends the rank (exit status 130, one line) if its
+  guard is not up ``WAIT`` seconds after a signal.
 
 Standard library only: ``hold`` runs before numpy and MPI load.
 """
@@ -49,6 +52,20 @@ def hold():
     global _holding
     _holding = True
     _take([signal.SIGINT])
+
+
+def start_mpi():
+    """Start MPI (MPI_Init, as mpi4py's ``MPI`` loads) with SIGINT at its default action, so
+    a Ctrl-C ends this rank at once until MPI is up; one kept since ``hold`` ends it now. Then
+    keep SIGINT again, until ``release``."""
+    keep = _holding and signal.SIGINT not in _ignored
+    if keep:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if _held:                         # a Ctrl-C before MPI: end as if it came now
+            signal.raise_signal(signal.SIGINT)
+    from mpi4py import MPI  # noqa: F401
+    if keep:
+        _take([signal.SIGINT])
 
 
 def hold_all():

@@ -262,6 +262,38 @@ def test_a_signal_while_the_job_starts_ends_it_as_a_later_one_does(sig):
     assert seconds < 10
 
 
+# a rank that exits with a status on Ctrl-C before MPI starts, as Python does (1) when its
+# own start is interrupted
+EXITS_ON_CTRL_C = ("import signal, sys, time; "
+                   "signal.signal(signal.SIGINT, lambda *a: sys.exit(1)); time.sleep(60)")
+
+
+def test_a_ctrl_c_while_a_rank_waits_in_mpi_init_ends_the_job():
+    """Ctrl-C while rank 0 waits inside MPI_Init for rank 1, and rank 1 exits with status 1
+    instead of starting MPI: Hydra does not end the job for such a rank, so a rank 0 that kept
+    the signal inside MPI_Init waited there for good (interrupts.start_mpi)."""
+    marker = uuid.uuid4().hex
+    env = dict(local_environment(), **{MARK: marker})
+    proc = subprocess.Popen([*local_launch(1), sys.executable, "-m", "dnewton_core", "train",
+                             ":", "-n", "1", sys.executable, "-c", EXITS_ON_CTRL_C],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT, start_new_session=True,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
+    deadline, in_init = time.monotonic() + 30, False
+    while time.monotonic() < deadline and not in_init:
+        time.sleep(0.05)
+        try:
+            rank0 = ranks(marker, "dnewton_core")[0]
+            in_init = any("libmpi" in m.path for m in rank0.memory_maps())
+        except (KeyError, psutil.Error):              # not started yet, or just changing
+            pass
+    assert in_init, "rank 0 did not start MPI within 30 s"
+    time.sleep(1.0)                                   # waiting for rank 1, which never comes
+    os.killpg(proc.pid, signal.SIGINT)
+    code, _, seconds = finish(proc, marker, within=20, program="")    # rank 1 too
+    assert code != 0 and seconds < 10
+
+
 def test_a_stalled_training_says_so_in_its_json(tmp_path):
     proc, marker = _train(tmp_path, 4, "--stall-timeout", "2")
     before = json.loads((tmp_path / "run.json").read_text())
