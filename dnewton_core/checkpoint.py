@@ -206,6 +206,9 @@ def _own_block(saved, name, mine):
             raise ValueError(f"{path}: {name} has {block.size} values, the grid says "
                              f"{where.size}")
         out[here], filled[here] = block[there], True
+        if (bad := _nonfinite(out[here])):
+            raise ValueError(f"{path}: {bad} of the {name} values it gives this rank are NaN "
+                             "or infinite (damaged, or saved from a run that diverged?)")
     if not filled.all():
         raise ValueError(f"{saved.directory}: the blocks of {saved.step} do not cover {name}")
     return out

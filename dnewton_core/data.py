@@ -603,6 +603,10 @@ def _open_idx_dir(name, directory):
                             f"{labels.shape[0]} labels")
         if images.dims[0] == 0:
             raise DataError(f"{images_path}: no images")
+        if (outside := np.flatnonzero(labels > 9)).size:          # a damaged or foreign file
+            raise DataError(f"{labels_path}: item {outside[0]} (from 0) has the label "
+                            f"{labels[outside[0]]}, {outside.size} in all are not among "
+                            f"the classes 0-9 of '{name}'")
         parts.append((images, labels))
     (train, y_train), (test, y_test) = parts
     if train.width != test.width:

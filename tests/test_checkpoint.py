@@ -149,6 +149,20 @@ def test_a_damaged_block_is_named_without_numpy_words(tmp_path):
         and "pickle" not in line, line
 
 
+def test_a_block_with_a_nan_is_named_before_the_run_resumes(tmp_path):
+    """A NaN in a saved theta ended the run inside the kept pass's check (a ValueError about
+    kept=True): the kit names the file instead, before any iteration."""
+    ck = tmp_path / "ck"
+    train(tmp_path, "first", "--iters", 2, "--checkpoint", ck)
+    block = ck / "step-000002" / "block-0.npz"
+    with np.load(block) as z:
+        arrays = dict(z)
+    arrays["theta"][3] = np.nan
+    np.savez(block, **arrays)
+    line = one_line_error(cli("train", "--iters", 3, "--resume", ck))
+    assert "block-0.npz: 1 of the theta values it gives this rank are NaN or infinite" in line
+
+
 def test_a_run_killed_mid_way_leaves_a_complete_checkpoint_that_resumes(tmp_path):
     """SIGKILL at random moments while a checkpoint is written after every iteration: the
     manifest always points at a complete step, and resuming from it gives the run."""

@@ -224,6 +224,15 @@ def test_idx_images_labels_count_mismatch(tmp_path):
         load_dataset("mnist", path=str(tmp_path))
 
 
+def test_an_idx_label_outside_0_to_9_is_named(tmp_path):
+    """A label file with a 200 gave an 11-class network without a word."""
+    fake_idx_dir(tmp_path)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([9, 200, 0, 10], dtype=np.uint8))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: item 1 \(from 0\) has the "
+                                        r"label 200, 2 in all are not among the classes 0-9 of 'mnist'"):
+        load_dataset("mnist", path=str(tmp_path))
+
+
 def test_idx_directory_missing_file_names_expected_files(tmp_path):
     fake_idx_dir(tmp_path)
     (tmp_path / "t10k-images-idx3-ubyte").unlink()
