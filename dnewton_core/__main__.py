@@ -3,9 +3,10 @@ import sys
 
 
 def run():
-    """``python -m dnewton_core`` and the ``dnewton`` command: keep Ctrl-C until every rank
-    can end together, give each rank one BLAS thread unless the user said otherwise (before
-    numpy loads its BLAS: docs/installation.md), then the command line (``cli.main``)."""
+    """``python -m dnewton_core`` and the ``dnewton`` command: take Ctrl-C in hand
+    (interrupts.py), give each rank one BLAS thread unless the user said otherwise (before
+    numpy loads its BLAS: docs/installation.md), start MPI, then the command line
+    (``cli.main``)."""
     from .interrupts import hold, start_mpi
     hold()                                # a Ctrl-C while the ranks start (interrupts.py)
     from .environment import blas_environment
