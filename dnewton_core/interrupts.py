@@ -2,7 +2,7 @@
 
 * Until MPI is up, a Ctrl-C ends a rank at once, by the signal itself. Inside MPI_Init no
   Python runs (it holds Python's lock) and each rank waits there for every other: a rank
-  that kept the signal there would wait for good for a rank the signal had ended, as Hydra
+  that kept the signal there would wait for good for a rank the signal had ended, since Hydra
   does not end the job for a rank that exits with a status, as Python does (1) when its own
   start is interrupted. From the first line of ``python -m dnewton_core`` (``hold``) the
   signal is kept, so that it ends the rank just before MPI_Init (``start_mpi``) instead of
