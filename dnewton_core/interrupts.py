@@ -18,9 +18,7 @@
 Standard library only: ``hold`` runs before numpy and MPI load.
 """
 import os
-import select
 import signal
-import socket
 import sys
 import threading
 
@@ -75,6 +73,7 @@ def hold_all():
     global _watcher, _wakeup
     if not _holding or _watcher is not None:
         return
+    import socket  # here: 7 ms of imports before hold() that Ctrl-C could cut
     _wakeup = socket.socketpair()
     _wakeup[1].setblocking(False)
     signal.set_wakeup_fd(_wakeup[1].fileno(), warn_on_full_buffer=False)
@@ -84,6 +83,7 @@ def hold_all():
 
 
 def _watch():
+    import select
     while not _released.is_set():
         if _held:
             if _released.wait(WAIT):
