@@ -7,13 +7,13 @@ def run():
     (interrupts.py), give each rank one BLAS thread unless the user said otherwise (before
     numpy loads its BLAS: docs/installation.md), start MPI, then the command line
     (``cli.main``)."""
-    from .interrupts import hold, start_mpi
+    from .interrupts import hold, starting_mpi
     hold()                                # a Ctrl-C while the ranks start (interrupts.py)
     from .environment import blas_environment
     for name, value in blas_environment().items():
         os.environ.setdefault(name, value)
-    start_mpi()                           # Ctrl-C ends the rank at once while MPI starts
-    from .cli import main
+    with starting_mpi():                  # Ctrl-C ends the rank at once while MPI starts
+        from .cli import main  # (comm.py loads mpi4py: MPI_Init)
     sys.exit(main())
 
 

@@ -200,18 +200,23 @@ def _own_block(saved, name, mine):
         _, here, there = np.intersect1d(mine, where, assume_unique=True, return_indices=True)
         if not len(here):
             continue
-        path = os.path.join(saved.directory, saved.step, f"block-{rank}.npz")
-        block = _read_block(path, name)
-        if block.shape != where.shape:
-            raise ValueError(f"{path}: {name} has {block.size} values, the grid says "
-                             f"{where.size}")
-        out[here], filled[here] = block[there], True
-        if (bad := _nonfinite(out[here])):
-            raise ValueError(f"{path}: {bad} of the {name} values it gives this rank are NaN "
-                             "or infinite (damaged, or saved from a run that diverged?)")
+        out[here], filled[here] = _block_of(saved, rank, name, where.size)[there], True
     if not filled.all():
         raise ValueError(f"{saved.directory}: the blocks of {saved.step} do not cover {name}")
     return out
+
+
+def _block_of(saved, rank, name, size):
+    """Vector ``name`` of the block rank ``rank`` saved: ValueError naming the file unless it
+    holds ``size`` values, all finite."""
+    path = os.path.join(saved.directory, saved.step, f"block-{rank}.npz")
+    block = _read_block(path, name)
+    if block.shape != (size,):
+        raise ValueError(f"{path}: {name} has {block.size} values, the grid says {size}")
+    if (bad := np.count_nonzero(~np.isfinite(block))):
+        raise ValueError(f"{path}: {bad} of its {size} {name} values are NaN or infinite "
+                         "(damaged, or saved from a run that diverged?)")
+    return block
 
 
 def _read_block(path, name):
@@ -231,13 +236,8 @@ def whole(saved, name):
     old = Grid(tuple(g["layers"]), tuple(g["splits"]), g["ranks"]) if g["splits"] else None
     flat = np.full(ref.n_params(g["layers"]), np.nan)
     for rank in range(g["ranks"] if old else 1):
-        path = os.path.join(saved.directory, saved.step, f"block-{rank}.npz")
-        block = _read_block(path, name)
         where = old.param_slices(rank) if old else slice(None)
-        if block.shape != flat[where].shape:
-            raise ValueError(f"{path}: {name} has {block.size} values, the grid says "
-                             f"{flat[where].size}")
-        flat[where] = block
+        flat[where] = _block_of(saved, rank, name, flat[where].size)
     if np.isnan(flat).any():
         raise ValueError(f"{saved.directory}: the blocks of {saved.step} do not cover {name}")
     return flat
@@ -354,10 +354,6 @@ def npz_bytes(arrays):
     return buffer.getvalue()
 
 
-def _nonfinite(theta):
-    return np.count_nonzero(~np.isfinite(theta))
-
-
 def save_model(path, model, theta, replace, **about):
     """Write the whole trained theta (gathered on rank 0 from every block, phase "report")
     and what evaluates it (layers, activation, loss, C, the batch size f is summed in, the
@@ -374,7 +370,7 @@ def save_model(path, model, theta, replace, **about):
         theta = np.empty(grid.n_params, blocks[0].dtype)
         for rank, block in enumerate(blocks):
             theta[grid.param_slices(rank)] = block
-    if (bad := _nonfinite(theta)):
+    if (bad := np.count_nonzero(~np.isfinite(theta))):
         return bad
     write_atomic(path, npz_bytes(dict(
         theta=theta, layers=np.asarray(model.layers), activation=model.config.activation,
@@ -417,7 +413,7 @@ def load_model(path):
     if model["theta"].shape != (ref.n_params(model["layers"]),):
         raise ValueError(f"{path}: theta has {model['theta'].size} values, a "
                          f"{_dash(model['layers'])} network {ref.n_params(model['layers'])}")
-    if (bad := _nonfinite(model["theta"])):
+    if (bad := np.count_nonzero(~np.isfinite(model["theta"]))):
         raise ValueError(f"{path}: {bad} of its {model['theta'].size} weights are NaN or "
                          "infinite (saved from a run that diverged?)")
     return model

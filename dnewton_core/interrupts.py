@@ -5,7 +5,7 @@
   that kept the signal there would wait for good for a rank the signal had ended, since Hydra
   does not end the job for a rank that exits with a status, as Python does (1) when its own
   start is interrupted. From the first line of ``python -m dnewton_core`` (``hold``) the
-  signal is kept, so that it ends the rank just before MPI_Init (``start_mpi``) instead of
+  signal is kept, so that it ends the rank just before MPI_Init (``starting_mpi``) instead of
   with a traceback from an import. SIGTERM and SIGHUP end the process at once.
 * Once MPI is up and until every rank runs its guard (``comm.Guard``), a signal must not end
   one rank alone: the others would wait for it for good in a collective of the start (those
@@ -17,6 +17,7 @@
 
 Standard library only: ``hold`` runs before numpy and MPI load.
 """
+import contextlib
 import os
 import signal
 import sys
@@ -52,16 +53,17 @@ def hold():
     _take([signal.SIGINT])
 
 
-def start_mpi():
-    """Start MPI (MPI_Init, as mpi4py's ``MPI`` loads) with SIGINT at its default action, so
-    a Ctrl-C ends this rank at once until MPI is up; one kept since ``hold`` ends it now. Then
-    keep SIGINT again, until ``release``."""
+@contextlib.contextmanager
+def starting_mpi():
+    """While MPI starts (``comm.py`` loads mpi4py, which calls MPI_Init): SIGINT at its
+    default action, so a Ctrl-C ends this rank at once; one kept since ``hold`` ends it on
+    entry. Then SIGINT is kept again, until ``release``."""
     keep = _holding and signal.SIGINT not in _ignored
     if keep:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         if _held:                         # a Ctrl-C before MPI: end as if it came now
             signal.raise_signal(signal.SIGINT)
-    from mpi4py import MPI  # noqa: F401
+    yield
     if keep:
         _take([signal.SIGINT])
 

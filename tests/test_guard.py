@@ -271,7 +271,7 @@ EXITS_ON_CTRL_C = ("import signal, sys, time; "
 def test_a_ctrl_c_while_a_rank_waits_in_mpi_init_ends_the_job():
     """Ctrl-C while rank 0 waits inside MPI_Init for rank 1, and rank 1 exits with status 1
     instead of starting MPI: Hydra does not end the job for such a rank, so a rank 0 that kept
-    the signal inside MPI_Init waited there for good (interrupts.start_mpi)."""
+    the signal inside MPI_Init waited there for good (interrupts.starting_mpi)."""
     marker = uuid.uuid4().hex
     env = dict(local_environment(), **{MARK: marker})
     proc = subprocess.Popen([*local_launch(1), sys.executable, "-m", "dnewton_core", "train",
