@@ -141,8 +141,8 @@ def newton_iteration(grid, w, rate, net, gn="full", cores=None):
     one machine, which computes every partition's product itself). ``cores``: the ranks
     share this many cores (a check on one machine, see ``predict``); None: a core each."""
     function = _function(grid, w, rate, net, cores)
-    sizes = batch_sizes(w.l - w.subsample, w.batch) + [w.subsample]
-    gradient = _add(_steps(grid, sizes, rate, net, cores, forward=False),   # kept forward
+    sizes = batch_sizes(w.l, w.batch)        # the kept forward pass's batches (costs.gradient)
+    gradient = _add(_steps(grid, sizes, rate, net, cores, forward=False),
                     (0.0, _scalars(1, grid, net)))
     n_L, jacobian = grid.layers[-1], _jacobian(grid, w, rate, net, cores)
     products = [4.0 * w.subsample * (len(p.rows) + n_L) * len(p.cols) / rate
