@@ -2,11 +2,12 @@
 
 * Until MPI is up, a Ctrl-C ends a rank at once, by the signal itself. Inside MPI_Init no
   Python runs (it holds Python's lock) and each rank waits there for every other: a rank
-  that kept the signal there would wait for good for a rank the signal had ended, since Hydra
-  does not end the job for a rank that exits with a status, as Python does (1) when its own
-  start is interrupted. From the first line of ``python -m dnewton_core`` (``hold``) the
-  signal is kept, so that it ends the rank as the modules that start MPI load
-  (``starting_mpi``) instead of with a traceback from an import. SIGTERM and SIGHUP end the process at once.
+  that kept the signal there would wait for good for a rank the signal had ended, since
+  Hydra does not end the job for a rank that exits with a status, as Python does (1) when
+  its own start is interrupted. From the first line of ``python -m dnewton_core`` (``hold``)
+  the signal is kept, so that it ends the rank as the modules that start MPI load
+  (``starting_mpi``), not with a traceback from an import. SIGTERM and SIGHUP end the
+  process at once.
 * Once MPI is up and until every rank runs its guard (``comm.Guard``), a signal must not end
   one rank alone: the others would wait for it for good in a collective of the start (those
   of ``Comm.on_world``, the guard's communicator). So a rank keeps SIGINT, SIGTERM and
