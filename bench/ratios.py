@@ -183,6 +183,7 @@ def run_ceiling(args):
     calls are shorter than a rank takes to wake: the ratios then mean nothing."""
     from mpi4py import MPI
 
+    from dnewton_core.factors import times as d_times
     world = MPI.COMM_WORLD
     rank, R = world.Get_rank(), world.Get_size()
     n_0, n_1, n_L, b = 784 if not args.quick else 64, args.hidden_sizes[0], 10, 4096
@@ -193,14 +194,13 @@ def run_ceiling(args):
         slice(rank * len(D) // R, (rank + 1) * len(D) // R)
     Xh, Wh = np.ascontiguousarray(X[:, half_f]), W[half_f].copy()   # as a rank holds them
     work = {"matmul": (lambda: X @ W, lambda: Xh @ Wh),
-            "memory": (lambda: np.einsum("snk,sk->sn", D, u),
-                       lambda: np.einsum("snk,sk->sn", D[half_s], u[half_s]))}
-    times = {(name, way): [] for name in work for way in ("alone", "split")}
+            "memory": (lambda: d_times(D, u), lambda: d_times(D[half_s], u[half_s]))}
+    seconds = {(name, way): [] for name in work for way in ("alone", "split")}
     for _ in range(args.rounds + 1):
         for name, (whole, half) in work.items():
             polite_barrier(world)
             if rank == 0:
-                times[name, "alone"] += timed(whole, args.repeats)
+                seconds[name, "alone"] += timed(whole, args.repeats)
             polite_barrier(world)
             half()                                                  # warm, then together
             for _ in range(args.repeats):
@@ -209,9 +209,9 @@ def run_ceiling(args):
                 half()
                 ends = world.gather((t0, time.perf_counter()), root=0)   # one clock a machine
                 if rank == 0:
-                    times[name, "split"].append(max(e for _, e in ends) - min(s for s, _ in ends))
+                    seconds[name, "split"].append(max(e for _, e in ends) - min(s for s, _ in ends))
     if rank == 0:
-        report({name: dict(alone=times[name, "alone"], split=times[name, "split"], shape=shape)
+        report({name: dict(alone=seconds[name, "alone"], split=seconds[name, "split"], shape=shape)
                 for name, shape in (("matmul", [b, n_0, n_1]), ("memory", [len(D), n_L, n_1]))})
 
 
