@@ -15,7 +15,8 @@ loopback only), and prints:
      every grid (same f), so the times compare the same work; and 1 process and 4 ranks
      again with ``--no-keep-forward`` (kept.py: less memory, one forward pass more). The
      configurations run in turn, ``--rounds`` times, and each keeps its best. The fastest
-     grid's Newton iteration is also split by phase, beside one process's.
+     grid's Newton iteration is also split by phase, beside one process's, and its speed-up
+     given without the run's first forward pass (paid once a run), as a long run has it.
   3. Peak memory per rank: every rank's ru_maxrss at the end of its training job, gathered.
   4. What 2 cores gave: a pass's matrix product and a pass over memory on one core, against
      the same work cut in two halves that 2 ranks start together: about the most a 2-core
@@ -324,6 +325,11 @@ def print_training(args, runs):
           "clock): " + "; ".join(
               f"{p} {alone[p]:.3g} -> {there[p]:.3g} ({alone[p] / there[p]:.2f}x)"
               for p in alone if alone[p] > 0 and there.get(p)))
+    steady = [r["newton"]["seconds"] - phases.get("function", 0.0) for r, phases in
+              ((one, alone), (grids[fast], there))]
+    print(f"  without the run's first forward pass (the function phase, paid once a run, so "
+          f"here {args.iters} iteration(s) share it): {steady[0]:.2f} -> {steady[1]:.2f} s, "
+          f"{steady[0] / steady[1]:.2f}x one process")
     print("\n== Peak memory per rank (ru_maxrss at the end of a Newton and an SGD run), MB")
     for (splits, keep), r in runs.items():
         peaks, base = [p / 1e6 for p in r["peaks"]], sum(runs[None, keep]["peaks"]) / 1e6
