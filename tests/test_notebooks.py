@@ -96,7 +96,8 @@ TRAINING_NOTEBOOKS = [nb for nb in NOTEBOOKS if nb.stem[:2] in ("04", "05", "06"
 def test_training_notebook_on_another_blas_kernel(notebook):
     kernel = _other_kernel()
     if kernel is None:
-        pytest.skip("no second OpenBLAS kernel for this CPU (it has no AVX)")
+        pytest.skip("no second OpenBLAS kernel for this CPU (SkylakeX needs AVX-512, Haswell "
+                    "AVX2, Sandybridge AVX)")
     run_notebook(notebook, OPENBLAS_CORETYPE=kernel)
 
 
