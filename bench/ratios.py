@@ -328,7 +328,7 @@ def print_training(args, runs):
     steady = [r["newton"]["seconds"] - phases.get("function", 0.0) for r, phases in
               ((one, alone), (grids[fast], there))]
     print(f"  without the run's first forward pass (the function phase, paid once a run, so "
-          f"here {args.iters} iteration(s) share it): {steady[0]:.2f} -> {steady[1]:.2f} s, "
+          f"here {args.iters} iteration(s) share it): {steady[0]:.3g} -> {steady[1]:.3g} s, "
           f"{steady[0] / steady[1]:.2f}x one process")
     print("\n== Peak memory per rank (ru_maxrss at the end of a Newton and an SGD run), MB")
     for (splits, keep), r in runs.items():
