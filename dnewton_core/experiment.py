@@ -389,7 +389,12 @@ def evaluate(path, data=None, data_path=None, outputs=(), overwrite=False):
             data, data_path = saved["data"], data_path or (
                 saved["data_path"] if saved["data"] not in datasets.BUNDLED else None) or None
         check_writable(outputs, overwrite, inputs=[path, *datasets.data_files(data, data_path)])
-        source = datasets.open_dataset(data, data_path, seed=saved["seed"])
+        try:                          # an svmlight file's width is the network's inputs
+            source = datasets.open_dataset(data, data_path, seed=saved["seed"], n_features=(
+                saved["layers"][0] if data == "svmlight" else None))
+        except datasets.DataError as e:
+            raise ConfigError(f"{e}: the inputs of {path}, a "
+                              f"{'-'.join(map(str, saved['layers']))} network") from None
         trained = saved["data_digest"] if data == saved["data"] else ""
         limit = saved["train_limit"] if trained else None      # the run's training set
         memory.check_evaluate(saved["layers"], limit or source.n_train, source.n_test,
@@ -402,10 +407,13 @@ def evaluate(path, data=None, data_path=None, outputs=(), overwrite=False):
         raise ConfigError(str(e)) from None
     layers = saved["layers"]
     coded = datasets.coded_as(dataset, saved["classes"])
-    if (coded.n_features, coded.n_classes) != (layers[0], layers[-1]):
+    differ = [f"{n} {what}" for n, want, what in ((dataset.n_features, layers[0], "features"),
+                                                   (coded.n_classes, layers[-1], "classes"))
+              if n != want]
+    if differ:
         raise ConfigError(f"{path} is a {'-'.join(map(str, layers))} network ({layers[0]} "
                           f"features, {layers[-1]} classes); data set {data} has "
-                          f"{dataset.n_features} features and {dataset.n_classes} classes")
+                          f"{' and '.join(differ)}")
     dataset = coded
     classes = datasets.class_names(dataset.classes)
     _check_classes(path, saved["classes"], data, classes)

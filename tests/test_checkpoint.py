@@ -197,10 +197,13 @@ def svmlight_digits(tmp_path_factory):
     d, where = load_dataset("digits"), tmp_path_factory.mktemp("svm")
     X_train, X_test = d.X_train.copy(), d.X_test.copy()
     X_train[0, -1] = X_test[0, -1] = 1.0           # every file reaches feature 64
+    wide = np.hstack([X_test, np.zeros((len(X_test), 6))])
+    wide[3, -1] = 1.0                                  # one line with index 70
     for X, y, name in ((X_train, d.y_train, "train"), (X_test, d.y_test, "test"),
-                       (X_train[:, :5], d.y_train % 2, "small")):
+                       (d.X_test[:, :63], d.y_test, "narrow"), (wide, d.y_test, "wide")):
         dump_svmlight_file(X, y, str(where / f"{name}.svm"), zero_based=False)
-    return f"{where / 'train.svm'},{where / 'test.svm'}", str(where / "small.svm")
+    return f"{where / 'train.svm'},{where / 'test.svm'}", *(str(where / f"{name}.svm")
+                                                           for name in ("narrow", "wide"))
 
 
 def test_a_checkpoint_of_another_network_optimizer_or_data_set_is_refused(tmp_path,
@@ -333,9 +336,14 @@ def test_saved_weights_evaluate_to_the_runs_final_values(tmp_path, svmlight_digi
         assert got["objective"] == final["objective"]
     else:              # f summed over the blocks of a grid, in another order
         assert relative(got["objective"], final["objective"]) < 1e-12
+    narrow = cli("evaluate", "--model", where / "full.npz", "--data", "svmlight",
+                 "--data-path", svmlight_digits[1])    # feature 64 zero on every line: sparse
+    assert narrow.returncode == 0 and "test accuracy" in narrow.stdout, narrow.stderr
     line = one_line_error(cli("evaluate", "--model", where / "full.npz", "--data",
-                              "svmlight", "--data-path", svmlight_digits[1]))
-    assert "-10 network" in line and "5 features and 2 classes" in line, line
+                              "svmlight", "--data-path", svmlight_digits[2]))
+    assert line.endswith("wide.svm: needs 70 features (its largest index is 70) where 64 are "
+                         f"expected: the inputs of {where / 'full.npz'}, a "
+                         f"{'-'.join(map(str, run['config']['layers']))} network"), line
     digits = [str(c) for c in range(10)]                # the label of each output unit
     assert got["classes"] == run["config"]["classes"] == digits
     with np.load(where / "full.npz") as z:
