@@ -42,18 +42,21 @@ def parse(argv=None):
 
 
 def unused_options(args):
-    """What to say of the other optimizer's options that a train run was given a value of
-    other than their default (or None): the settings of its config dataclass that train
-    has options for (but the shared --seed), and for Newton its Gauss-Newton matrix."""
+    """What to say of the options a train run was given a value of other than their default
+    but does not use (or None): the other optimizer's (the settings of its config dataclass
+    that train has options for, but the shared --seed, and for Newton its Gauss-Newton
+    matrix), and --checkpoint-every without --checkpoint."""
     other = "sgd" if args.optimizer == "newton" else "newton"
     names = [*(NewtonConfig if other == "newton" else SGDConfig).__dataclass_fields__] + \
         (["gn", "sync"] if other == "newton" else [])
-    default = vars(parser().parse_args([args.command]))          # the parser's own defaults
+    default, said = vars(parser().parse_args([args.command])), []   # the parser's defaults
     if (unused := ["--" + k.replace("_", "-") for k in names
                    if k != "seed" and hasattr(args, k) and getattr(args, k) != default[k]]):
-        return (f"{', '.join(unused)}: {other}'s option{'s' * (len(unused) > 1)}, unused by "
-                f"this {args.optimizer} run")
-    return None
+        said.append(f"{', '.join(unused)}: {other}'s option{'s' * (len(unused) > 1)}, unused "
+                    f"by this {args.optimizer} run")
+    if args.checkpoint_every != default["checkpoint_every"] and not args.checkpoint:
+        said.append("--checkpoint-every: unused without --checkpoint")
+    return "; ".join(said) or None
 
 
 def _seconds(text):

@@ -457,6 +457,9 @@ def test_the_other_optimizer_s_options_are_named_as_unused():
     assert p.stderr == "warning: --lr, --momentum: sgd's options, unused by this newton run\n"
     assert cli("train", "--iters", 0, "--hidden", "8").stderr == ""
     assert cli("train", "--iters", 0, "--epochs", 20, "--hidden", "8").stderr == ""  # default
+    p = cli("train", "--iters", 0, "--lr=0.1", "--checkpoint-every", 2, "--hidden", "8")
+    assert p.stderr == ("warning: --lr: sgd's option, unused by this newton run; "
+                        "--checkpoint-every: unused without --checkpoint\n")
 
 
 @pytest.mark.parametrize("command", ["module", "script"])
