@@ -287,6 +287,11 @@ def test_summary_gives_time_to_accuracy_per_network(quick4):
     assert len(table) == 1 + len(QUICK_SETTINGS)             # the head, one row per setting
     claim1 = text.split("### 1.")[1].split("### 2.")[0]
     assert claim1.count("against newton-diag S=5% sync=1 on ") == len(NETWORKS)
+    for line in claim1.splitlines():     # to the lowest final accuracy: every run reaches it
+        if " against newton-diag S=5% sync=1 on " in line:
+            times = re.search(r"to test accuracy [\d.]+: (\S+) s against (\S+) s \((.*)\)\.$",
+                              line)
+            assert times and "–" not in times.groups() and " sooner, by " in times[3], line
     data = (quick4[0] / "accuracy_vs_modeled_time.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
