@@ -332,7 +332,9 @@ def _one_process_compare(args, diag):
 
 def cmd_evaluate(args, comm):
     out = evaluate(args.model, args.data, args.data_path, [args.json], args.overwrite)
-    first = f" (its first {out['train_limit']} training instances)" if out["train_limit"] else ""
+    limit, n = out["train_limit"], out["train_instances"]
+    first = "" if not limit else f" (its first {n} training instances)" if n == limit else \
+        f" (all {n} training instances, --train-limit {limit})"
     _say(comm, f"{args.model}: network {'-'.join(map(str, out['layers']))}, {out['dtype']}, "
                f"on {out['data']}{first}: test accuracy {out['test_accuracy']:.4f}, "
                f"train accuracy {out['train_accuracy']:.4f}, f {out['objective']:.6g}")

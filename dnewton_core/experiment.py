@@ -376,7 +376,7 @@ def _check_classes(path, saved, data, classes):
 def evaluate(path, data=None, data_path=None, outputs=(), overwrite=False):
     """Train and test accuracy and f of the weights ``checkpoint.save_model`` wrote, on
     one process: {"model", "data", "layers", "dtype", "classes" (the model's, None if it
-    records none), "train_limit", "train_accuracy",
+    records none), "train_limit", "train_instances" (those scored), "train_accuracy",
     "test_accuracy", "objective"}. The data set (by default the one trained on, on the run's --train-limit
     instances) is split with the saved seed, and must have the network's numbers of
     features and classes (data holding some of the classes the model recorded is scored on
@@ -423,5 +423,5 @@ def evaluate(path, data=None, data_path=None, outputs=(), overwrite=False):
     train_accuracy, test_accuracy = model.accuracy(saved["theta"])
     return dict(model=path, data=data, layers=layers, dtype=saved["dtype"],
                 classes=None if saved["classes"] is None else list(saved["classes"]),
-                train_limit=limit, train_accuracy=train_accuracy,
+                train_limit=limit, train_instances=dataset.n_train, train_accuracy=train_accuracy,
                 test_accuracy=test_accuracy, objective=model.objective(saved["theta"]))

@@ -285,6 +285,21 @@ def test_the_same_data_set_on_other_contents_is_refused_and_evaluate_finds_it(tm
         f"trained on {run['config']['data_digest']})" in other.stderr, other.stderr
 
 
+def test_evaluate_says_when_the_data_holds_fewer_instances_than_the_run_s_limit(tmp_path):
+    from sklearn.datasets import dump_svmlight_file
+    d = load_dataset("digits")
+    train_file, test_file = tmp_path / "train.svm", tmp_path / "test.svm"
+    dump_svmlight_file(d.X_train[:400], d.y_train[:400], str(train_file), zero_based=False)
+    dump_svmlight_file(d.X_test, d.y_test, str(test_file), zero_based=False)
+    train(tmp_path, "m", "--iters", 1, "--hidden", 8, "--train-limit", 300, "--data",
+          "svmlight", "--data-path", f"{train_file},{test_file}")
+    lines = train_file.read_text().splitlines(keepends=True)
+    train_file.write_text("".join(lines[:100]))            # the training file, cut since
+    p = cli("evaluate", "--model", tmp_path / "m.npz")
+    assert p.returncode == 0 and "is not the data" in p.stderr, p.stderr
+    assert "on svmlight (all 100 training instances, --train-limit 300): " in p.stdout, p.stdout
+
+
 def test_a_run_on_the_first_k_instances_is_recorded_resumed_and_evaluated_so(tmp_path):
     """--train-limit K is in the run's config, in its checkpoint (a resume without it, or
     with another K, is refused) and in its saved model (evaluate's train accuracy and f are
@@ -301,7 +316,7 @@ def test_a_run_on_the_first_k_instances_is_recorded_resumed_and_evaluated_so(tmp
     assert p.returncode == 0, p.stderr
     assert "on digits (its first 300 training instances): " in p.stdout, p.stdout
     got = json.loads((tmp_path / "k-evaluated.json").read_text())
-    assert got["train_limit"] == 300
+    assert (got["train_limit"], got["train_instances"]) == (300, 300)
     assert (got["train_accuracy"], got["objective"]) == (run["final"]["train_accuracy"],
                                                          run["final"]["objective"])
     # a K at or above l is no limit; a digits model saved with a path (before --data-path
