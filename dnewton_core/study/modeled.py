@@ -1,7 +1,9 @@
 """The study on modeled networks (``reproduce --network NAME [NAME ...]``, docs/method.md §8):
 one run is charged on every named network at once (model mode: nothing slows down), and
-its time axis on each is the measured time with every collective lasting at least its
-modeled time on that network (``ledger.modeled_seconds``). This module
+its time axis on each is the sum of the training phases' measured seconds with every
+collective lasting at least its modeled time on that network (``ledger.modeled_seconds``;
+what the measured clock holds between phases is left out, so on a fast network it can fall
+a little below the measured time). This module
 reads those times from the rows of runs.csv and curves.csv: the columns, the time each
 setting takes to reach a test accuracy on each network, the claims' lines and the figure's
 inputs. Pure functions, like ``report.py``.
@@ -128,9 +130,10 @@ def describe(networks, one_process):
     lines = ["- modeled networks (model mode, docs/method.md §8): " + "; ".join(
         f"`{n.name}` alpha {1e6 * n.latency:g} us, {8e-9 * n.bandwidth:g} Gbit/s "
         f"({n.source})" for n in networks)
-        + ". Each run was charged on all of them at once; its modeled time is its measured "
-        "time with every collective lasting at least its modeled time on that network, "
-        "waits for other ranks kept (the slowest rank's, per iteration)."]
+        + ". Each run was charged on all of them at once; its modeled time is the sum of its "
+        "training phases' measured seconds with every collective lasting at least its modeled "
+        "time on that network, waits for other ranks kept (the slowest rank's, per phase; "
+        "what the measured clock holds between phases is left out)."]
     if one_process:
         lines.append("- one process: nothing is sent, so the modeled times are the measured "
                      "ones")
