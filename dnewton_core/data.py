@@ -834,8 +834,7 @@ def _svmlight_width(paths, parts, n_features):
             raise DataError(f"n_features must be positive, got {n_features}")
         for p, w in zip(paths, widths):
             if w > n_features:
-                raise DataError(f"{p}: needs {w} features (its largest index is {w - 1 + shift}) "
-                                f"where {n_features} are expected")
+                raise DataError(f"{p}: needs {w} features but n_features is {n_features}")
         return shift, int(n_features)
     if len(widths) == 2 and widths[1] > widths[0]:
         X = parts[1][0]
@@ -1170,13 +1169,10 @@ def load_dataset(name: str, path: str | None = None, seed: int = 0) -> Dataset:
     return open_dataset(name, path, seed).load()
 
 
-def open_dataset(name: str, path: str | None = None, seed: int = 0,
-                 n_features: int | None = None) -> Source:
+def open_dataset(name: str, path: str | None = None, seed: int = 0) -> Source:
     """Open data set ``name``: its sizes and labels, the features still in their IDX files
     (Fashion-MNIST, MNIST), sparse (svmlight) or read whole (the others). ``.load()`` is
-    ``load_dataset``; ``.share(features, labels)`` reads one rank's columns only.
-    ``n_features``: the width of an svmlight data set (load_svmlight_pair), e.g. a network's
-    inputs, where its files' largest index may be smaller (a feature zero on every line)."""
+    ``load_dataset``; ``.share(features, labels)`` reads one rank's columns only."""
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
     if name in ("fashion-mnist", "mnist"):
@@ -1202,7 +1198,7 @@ def open_dataset(name: str, path: str | None = None, seed: int = 0,
         train, comma, test = str(path).partition(",")
         if not train or "," in test or (comma and not test):        # "TRAIN," names no TEST
             raise DataError(f"the 'svmlight' data set needs path=TRAIN[,TEST], got {path!r}")
-        return _svmlight_source("svmlight", str(path), train, test or None, n_features, seed)
+        return _svmlight_source("svmlight", str(path), train, test or None, seed=seed)
     else:
         return _load_libsvm_dir(name, path)
     return Source(whole.name, whole.classes, whole.y_train, whole.y_test, whole.n_features,

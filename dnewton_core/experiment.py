@@ -373,6 +373,17 @@ def _check_classes(path, saved, data, classes):
     datasets.warn(f"{line}: compared in this order")
 
 
+def _sparse_hint(data, dataset, width):
+    """For svmlight data narrower than the network: how to make it as wide. The format is
+    sparse, so a last feature zero on every line is not in the file, and where no line uses
+    index 0 the file may number from 1 or from 0: the kit cannot tell, so it does not pad."""
+    if data != "svmlight" or dataset.n_features >= width:
+        return ""
+    return (f" (svmlight files are sparse: if its last features are zero on every line, "
+            f"write {width}:0 on a line of each file, or {width - 1}:0 where it numbers "
+            "features from 0)")
+
+
 def evaluate(path, data=None, data_path=None, outputs=(), overwrite=False):
     """Train and test accuracy and f of the weights ``checkpoint.save_model`` wrote, on
     one process: {"model", "data", "layers", "dtype", "classes" (the model's, None if it
@@ -389,12 +400,7 @@ def evaluate(path, data=None, data_path=None, outputs=(), overwrite=False):
             data, data_path = saved["data"], data_path or (
                 saved["data_path"] if saved["data"] not in datasets.BUNDLED else None) or None
         check_writable(outputs, overwrite, inputs=[path, *datasets.data_files(data, data_path)])
-        try:                          # an svmlight file's width is the network's inputs
-            source = datasets.open_dataset(data, data_path, seed=saved["seed"], n_features=(
-                saved["layers"][0] if data == "svmlight" else None))
-        except datasets.DataError as e:
-            raise ConfigError(f"{e}: the inputs of {path}, a "
-                              f"{'-'.join(map(str, saved['layers']))} network") from None
+        source = datasets.open_dataset(data, data_path, seed=saved["seed"])
         trained = saved["data_digest"] if data == saved["data"] else ""
         limit = saved["train_limit"] if trained else None      # the run's training set
         memory.check_evaluate(saved["layers"], limit or source.n_train, source.n_test,
@@ -413,7 +419,7 @@ def evaluate(path, data=None, data_path=None, outputs=(), overwrite=False):
     if differ:
         raise ConfigError(f"{path} is a {'-'.join(map(str, layers))} network ({layers[0]} "
                           f"features, {layers[-1]} classes); data set {data} has "
-                          f"{' and '.join(differ)}")
+                          f"{' and '.join(differ)}" + _sparse_hint(data, dataset, layers[0]))
     dataset = coded
     classes = datasets.class_names(dataset.classes)
     _check_classes(path, saved["classes"], data, classes)

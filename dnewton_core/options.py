@@ -54,7 +54,8 @@ def unused_options(args):
                    if k != "seed" and hasattr(args, k) and getattr(args, k) != default[k]]):
         said.append(f"{', '.join(unused)}: {other}'s option{'s' * (len(unused) > 1)}, unused "
                     f"by this {args.optimizer} run")
-    if args.checkpoint_every != default["checkpoint_every"] and not args.checkpoint:
+    if getattr(args, "checkpoint_every", 1) != default.get("checkpoint_every", 1) and \
+            not getattr(args, "checkpoint", None):
         said.append("--checkpoint-every: unused without --checkpoint")
     return "; ".join(said) or None
 

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -351,14 +352,22 @@ def test_saved_weights_evaluate_to_the_runs_final_values(tmp_path, svmlight_digi
         assert got["objective"] == final["objective"]
     else:              # f summed over the blocks of a grid, in another order
         assert relative(got["objective"], final["objective"]) < 1e-12
-    narrow = cli("evaluate", "--model", where / "full.npz", "--data", "svmlight",
-                 "--data-path", svmlight_digits[1])    # feature 64 zero on every line: sparse
-    assert narrow.returncode == 0 and "test accuracy" in narrow.stdout, narrow.stderr
+    network = f"{where / 'full.npz'} is a {'-'.join(map(str, run['config']['layers']))} network"
     line = one_line_error(cli("evaluate", "--model", where / "full.npz", "--data",
                               "svmlight", "--data-path", svmlight_digits[2]))
-    assert line.endswith("wide.svm: needs 70 features (its largest index is 70) where 64 are "
-                         f"expected: the inputs of {where / 'full.npz'}, a "
-                         f"{'-'.join(map(str, run['config']['layers']))} network"), line
+    assert line == f"error: {network} (64 features, 10 classes); data set svmlight has 70 " \
+                   "features", line
+    narrow = Path(svmlight_digits[1])        # feature 64 zero on every line, so not in it
+    line = one_line_error(cli("evaluate", "--model", where / "full.npz", "--data",
+                              "svmlight", "--data-path", narrow))
+    assert line.endswith("data set svmlight has 63 features (svmlight files are sparse: if its "
+                         "last features are zero on every line, write 64:0 on a line of each "
+                         "file, or 63:0 where it numbers features from 0)"), line
+    first, rest = narrow.read_text().split("\n", 1)
+    (tmp_path / "narrow64.svm").write_text(f"{first} 64:0\n{rest}")      # as the hint says
+    p = cli("evaluate", "--model", where / "full.npz", "--data", "svmlight", "--data-path",
+            tmp_path / "narrow64.svm")
+    assert p.returncode == 0 and "test accuracy" in p.stdout, p.stderr
     digits = [str(c) for c in range(10)]                # the label of each output unit
     assert got["classes"] == run["config"]["classes"] == digits
     with np.load(where / "full.npz") as z:

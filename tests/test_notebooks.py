@@ -73,20 +73,45 @@ def test_notebook_outputs_and_no_process_left(notebook):
     run_notebook(notebook)
 
 
-def _other_kernel():
-    """An OpenBLAS kernel other than the one in use, which rounds otherwise: SkylakeX
-    (AVX-512) where the CPU has it, else Sandybridge (AVX without FMA: every product rounded
-    on its own where Haswell's kernel fuses the multiply and the add); Haswell when either
-    is in use (OpenBLAS picks an AVX-512 kernel itself when OPENBLAS_CORETYPE is unset on a
-    CPU that has it). None on a CPU without AVX."""
-    current = os.environ.get("OPENBLAS_CORETYPE", "").lower()
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
+AVX512_KERNELS = ("skylakex", "cooperlake", "sapphirerapids")    # one AVX-512 GEMM kernel
+
+
+def second_kernel(in_use, flags):
+    """An OpenBLAS kernel that rounds otherwise than ``in_use`` (OpenBLAS's name of the kernel
+    it runs, lower case; None: the BLAS is not OpenBLAS) on a CPU with ``flags``: SkylakeX
+    (AVX-512) where the CPU has it, else Sandybridge (AVX without FMA: each product rounded
+    on its own, where Haswell's kernel fuses the multiply and the add); Haswell where one of
+    those is in use. None where no other kernel runs on the CPU."""
+    if in_use is None:
         return None
-    if current in ("skylakex", "sandybridge") or (not current and "avx512f" in flags):
+    if in_use in AVX512_KERNELS or in_use == "sandybridge":
         return "Haswell" if "avx2" in flags else None
     return "SkylakeX" if "avx512f" in flags else "Sandybridge" if "avx" in flags else None
+
+
+def _other_kernel():
+    """``second_kernel`` of this process's OpenBLAS (threadpoolctl, which scikit-learn
+    brings) on this CPU."""
+    import numpy  # noqa: F401  (loads its OpenBLAS, for threadpoolctl to see)
+    from threadpoolctl import threadpool_info
+    kernels = [i.get("architecture") or "" for i in threadpool_info()
+               if i.get("internal_api") == "openblas"]
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return None
+    return second_kernel(kernels[0].lower() if kernels else None, flags)
+
+
+@pytest.mark.parametrize("in_use, flags, second", [
+    ("haswell", {"avx", "avx2"}, "Sandybridge"), ("zen", {"avx", "avx2"}, "Sandybridge"),
+    ("haswell", {"avx", "avx2", "avx512f"}, "SkylakeX"),
+    ("skylakex", {"avx", "avx2", "avx512f"}, "Haswell"),
+    ("cooperlake", {"avx", "avx2", "avx512f"}, "Haswell"),
+    ("sandybridge", {"avx", "avx2"}, "Haswell"), ("sandybridge", {"avx"}, None),
+    ("nehalem", set(), None), (None, {"avx", "avx2"}, None)])
+def test_the_second_kernel_is_another_one_the_cpu_runs(in_use, flags, second):
+    assert second_kernel(in_use, flags) == second
 
 
 TRAINING_NOTEBOOKS = [nb for nb in NOTEBOOKS if nb.stem[:2] in ("04", "05", "06")]

@@ -132,7 +132,7 @@ def describe(networks, one_process):
         f"({n.source})" for n in networks)
         + ". Each run was charged on all of them at once; its modeled time is the sum of its "
         "training phases' measured seconds with every collective lasting at least its modeled "
-        "time on that network, waits for other ranks kept (the slowest rank's, per phase; "
+        "time on that network, waits for other ranks kept (the slowest rank's, per iteration; "
         "what the measured clock holds between phases is left out)."]
     if one_process:
         lines.append("- one process: nothing is sent, so the modeled times are the measured "

@@ -3,6 +3,7 @@ summary.md, and the inputs of the figures. Pure functions of the rows of runs.cs
 curves.csv (``records.py``).
 """
 import itertools
+import math
 
 import numpy as np
 
@@ -143,7 +144,8 @@ def _on_networks(stats, rows, curves, networks, pairs):
     lines = []
     for a, b in pairs:
         if networks and a["test"] is not None and b["test"] is not None:
-            target = min(t for t in a["test_all"] + b["test_all"] if t is not None)
+            target = min(t for t in a["test_all"] + b["test_all"]
+                         if t is not None and math.isfinite(t))
             lines += [f"{a['setting']} against {b['setting']} " + line for line in
                       modeled.pair_lines(rows, curves, networks, a["setting"], b["setting"],
                                          target)]
