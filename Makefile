@@ -52,11 +52,12 @@ test: bytecode
 # The notebooks open as copies in lab/ (git-ignored): run and save them freely, git stays clean
 # and notebooks/ keeps the executed outputs the tests compare against. A notebook is copied only
 # where lab/ has none, so your work is kept; `make lab-reset` replaces lab/ with fresh copies.
+# As root (a container), JupyterLab needs --allow-root, which is then given.
 lab: bytecode
 	@mkdir -p lab
 	@cd notebooks && find . -name '*.ipynb' ! -path '*/.ipynb_checkpoints/*' | while read -r f; do \
 	    test -e "../lab/$$f" || { mkdir -p "../lab/$$(dirname "$$f")" && cp "$$f" "../lab/$$f"; }; done
-	$(BIN)/jupyter lab lab/
+	$(BIN)/jupyter lab lab/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 lab-reset:
 	rm -rf lab

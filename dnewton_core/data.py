@@ -590,7 +590,7 @@ def _open_idx_dir(name, directory):
              f"{FASHION_MNIST_DIR}, or get them from {ZALANDO_URL}." if name == "fashion-mnist"
              else "; see data/README.md.")
     if not Path(directory).is_dir():
-        raise DataError(f"{directory}: not a directory. {hint}")
+        raise DataError(f"{directory}: {_no_directory(directory)}. {hint}")
     files = [_find_file(directory, base, IDX_SUFFIXES, hint) for base in _IDX_FILES]
     parts = []
     for images_path, labels_path in (files[:2], files[2:]):
@@ -954,7 +954,7 @@ def _load_libsvm_dir(name, directory):
         if not directory.is_dir():
             raise DataError(f"no path given for '{name}' and no {directory}. {hint}")
     if not Path(directory).is_dir():
-        raise DataError(f"{directory}: not a directory. {hint}")
+        raise DataError(f"{directory}: {_no_directory(directory)}. {hint}")
     found = [_find_file(directory, base, LIBSVM_SUFFIXES, hint) for base in (train, test)]
     return _svmlight_source(name, str(directory), *found)
 
@@ -1167,6 +1167,10 @@ def load_dataset(name: str, path: str | None = None, seed: int = 0) -> Dataset:
     """Load data set ``name`` (a key of DATASETS) from ``path``; see the module docstring.
     ``seed`` fixes the train/test split where this module makes one (digits, svmlight)."""
     return open_dataset(name, path, seed).load()
+
+
+def _no_directory(path):
+    return "not a directory" if Path(path).exists() else "no such directory"
 
 
 def open_dataset(name: str, path: str | None = None, seed: int = 0) -> Source:

@@ -96,7 +96,7 @@ CASES = [
          r"error: the 'digits' data set is scikit-learn's bundled copy and reads no file "
          r"\(got path '{tmp}/fm'\): name the data set of the files \(fashion-mnist, mnist, "),
     case("missing-data-dir", "train --data fashion-mnist --data-path {tmp}/nothing", 2,
-         r"error: {tmp}/nothing: not a directory"),
+         r"error: {tmp}/nothing: no such directory"),
     case("idx-file-missing", "train --data fashion-mnist --data-path {tmp}/fm", 2,
          r"error: {tmp}/fm: missing t10k-labels-idx1-ubyte",
          files={k: v for k, v in idx_dir("fm").items() if "t10k-labels" not in k}),
