@@ -33,13 +33,13 @@ from . import interrupts
 from .checkpoint import Plan, restore, save_model, solver_settings
 from .comm import Comm
 from .environment import oversubscribed
-from .experiment import build_model, check_sync, evaluate, finite, learned_nothing, prepare, run
+from .experiment import build_model, check_sync, evaluate, learned_nothing, prepare, run
 from .ledger import trace_events, training_bytes
 from .model import ConfigError
 from .network import network_names, parse_network
 from .newton import NewtonConfig, check_options
 from .options import STALL_TIMEOUT, parse, unused_options
-from .outputs import LAST_WORDS, WRITING, JsonSaver, last_words, remove_outputs, write_json
+from .outputs import LAST_WORDS, WRITING, JsonSaver, finite, last_words, remove_outputs, write_json
 from .sgd import SGDConfig
 from .splits import checked_grid
 from .study import settings as study

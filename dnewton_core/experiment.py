@@ -17,7 +17,7 @@ from .distributed import DistributedModel
 from .ledger import accumulate_modeled
 from .model import ConfigError, ObjectiveConfig, default_C, network_layers, parse_C
 from .newton import NewtonConfig, newton
-from .outputs import check_writable
+from .outputs import check_writable, finite
 from .partition import Grid
 from .sgd import SGDConfig, sgd
 from .splits import checked_grid, parse_splits, propose_splits
@@ -328,19 +328,6 @@ def learned_nothing(out, prepared):
     return (f"train accuracy {accuracy:.4f} is no better than always answering the most "
             f"frequent class ({majority:.4f} of the training instances): the network learned "
             f"nothing it can use. {hint[0].upper() + hint[1:]} (docs/troubleshooting.md)")
-
-
-def finite(obj):
-    """The same structure with inf and NaN as None, so the JSON is standard."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    if hasattr(obj, "item"):                       # numpy scalars
-        return finite(obj.item())
-    return obj
 
 
 def config_dict(**configs):

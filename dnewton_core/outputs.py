@@ -10,6 +10,7 @@ it saying how the run ended. Standard library only.
 """
 import contextlib
 import json
+import math
 import os
 import tempfile
 import threading
@@ -184,3 +185,16 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def finite(obj):
+    """The same structure with inf and NaN as None, so the JSON is standard."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if hasattr(obj, "item"):                       # numpy scalars
+        return finite(obj.item())
+    return obj
