@@ -73,7 +73,8 @@ def test_notebook_outputs_and_no_process_left(notebook):
     run_notebook(notebook)
 
 
-AVX512_KERNELS = ("skylakex", "cooperlake", "sapphirerapids")    # one AVX-512 GEMM kernel
+NOT_HASWELL = ("skylakex", "cooperlake", "sapphirerapids",    # one AVX-512 GEMM kernel
+               "sandybridge")
 
 
 def second_kernel(in_use, flags):
@@ -84,7 +85,7 @@ def second_kernel(in_use, flags):
     those is in use. None where no other kernel runs on the CPU."""
     if in_use is None:
         return None
-    if in_use in AVX512_KERNELS or in_use == "sandybridge":
+    if in_use in NOT_HASWELL:
         return "Haswell" if "avx2" in flags else None
     return "SkylakeX" if "avx512f" in flags else "Sandybridge" if "avx" in flags else None
 

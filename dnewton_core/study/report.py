@@ -143,9 +143,10 @@ def _on_networks(stats, rows, curves, networks, pairs):
     the two means would leave the lower setting's seeds below its mean short of it)."""
     lines = []
     for a, b in pairs:
-        if networks and a["test"] is not None and b["test"] is not None:
-            target = min(t for t in a["test_all"] + b["test_all"]
-                         if t is not None and math.isfinite(t))
+        finals = [[t for t in x["test_all"] if t is not None and math.isfinite(t)]
+                  for x in (a, b)]
+        if networks and all(finals):
+            target = min(min(f) for f in finals)
             lines += [f"{a['setting']} against {b['setting']} " + line for line in
                       modeled.pair_lines(rows, curves, networks, a["setting"], b["setting"],
                                          target)]
