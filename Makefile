@@ -46,7 +46,7 @@ test: bytecode
 	$(BIN)/ruff check .
 	status=0; \
 	$(BIN)/python -m pytest -m serial || [ $$? -eq 5 ] || status=1; \
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -m "not serial" || status=1; \
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile --no-loadscope-reorder -m "not serial" || status=1; \
 	exit $$status
 
 # The notebooks open as copies in lab/ (git-ignored): run and save them freely, git stays clean

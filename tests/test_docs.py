@@ -52,3 +52,9 @@ def test_every_relative_link_resolves(page):
         elif fragment and dest.suffix == ".md" and fragment not in _anchors(dest):
             bad.append(f"{target}: no such heading")
     assert not bad, bad
+
+
+def test_the_files_make_test_runs_first_exist():
+    from conftest import LONGEST_FIRST  # tests/ is on the path (pytest puts it there)
+    missing = [name for name in LONGEST_FIRST if not (ROOT / "tests" / name).is_file()]
+    assert not missing, f"tests/conftest.py puts first files that do not exist: {missing}"
