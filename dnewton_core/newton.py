@@ -281,7 +281,7 @@ def _newton(model, config, callback, resume, on_state):
         bad = nonfinite(**{"f": f, "|g|": gnorm, "lambda": lam})
         if not bad:
             res, step, extra, bad = _solve(model, J, g, gnorm, lam, prev, config)
-        del J            # freed before the line search and the next J (docs/method.md §3)
+        del J            # freed before the line search and the next J (docs/method.md §4)
         if bad:
             _diverged(model, theta, history, callback, dict(
                 iter=k, objective=f, grad_norm=gnorm, **{"lambda": lam},

@@ -153,20 +153,25 @@ def test_with_block_stops_on_error(monkeypatch):
 
 
 def test_engines_end_when_the_kernel_dies():
-    """A kernel that dies runs no exit handler: the watchdog ends its cluster."""
+    """A kernel that dies runs no exit handler: the watchdog ends its cluster, and removes
+    ipyparallel's file of it (which would list a dead cluster)."""
+    import os
     import subprocess
     import sys
     script = ("import os\nfrom dnewton_core.classroom.cluster import MPICluster\n"
-              "cl = MPICluster(2, timeout=120).start()\n"
-              "print(cl.cluster_id, flush=True)\nos._exit(1)\n")
+              "cl = MPICluster(2, timeout=120).start()\nfile = cl.cluster.cluster_file\n"
+              "print(cl.cluster_id, file, os.path.exists(file), flush=True)\nos._exit(1)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=180)
-    cluster_id = out.stdout.strip()
-    assert cluster_id, out.stderr
+    assert out.stdout.strip(), out.stderr
+    cluster_id, file, existed = out.stdout.split()
+    assert existed == "True"
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and cluster_processes(**{CLUSTER_MARK: cluster_id}):
+    while time.monotonic() < deadline and (cluster_processes(**{CLUSTER_MARK: cluster_id})
+                                           or os.path.exists(file)):
         time.sleep(0.25)
     assert cluster_processes(**{CLUSTER_MARK: cluster_id}) == []
+    assert not os.path.exists(file)
 
 
 def test_engines_end_when_the_kernel_dies_during_start():
@@ -197,11 +202,15 @@ def test_engines_end_when_the_kernel_dies_during_start():
         out, _ = kernel.communicate()
     assert "started" not in out                          # it died inside start()
     assert cluster_processes(**{CLUSTER_MARK: cluster_id}), "nothing to clean up: too late?"
+    from ipyparallel import Cluster
+    file = Cluster(cluster_id=cluster_id).cluster_file      # where start() writes it
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and cluster_processes(**{mark: marker}):
+    while time.monotonic() < deadline and (cluster_processes(**{mark: marker})
+                                           or os.path.exists(file)):
         time.sleep(0.25)
     assert cluster_processes(**{CLUSTER_MARK: cluster_id}) == []
     assert cluster_processes(**{mark: marker}) == []     # the watchdog ended too
+    assert not os.path.exists(file)
 
 
 def test_a_new_cluster_replaces_the_old_and_px_errors_are_short(capsys):

@@ -190,7 +190,7 @@ class MPICluster:
     def _start_watchdog(self):
         """A process that ends every process of this cluster if this process dies without
         stopping it (it carries no marker itself, and outlives a kill of the kernel's group)."""
-        self._watchdog = start_watchdog(CLUSTER_MARK, self.cluster_id)
+        self._watchdog = start_watchdog(CLUSTER_MARK, self.cluster_id, [self.cluster.cluster_file])
 
     def _stop_watchdog(self):
         watchdog, self._watchdog = self._watchdog, None

@@ -9,12 +9,14 @@ import sys
 # The watchdog's code. It ends a cluster if the kernel dies without stopping it (atexit
 # handlers do not run then). It starts before the controller, so it finds the cluster's
 # processes by their environment marker, not by pid: once the kernel is gone, it ends every
-# process carrying the marker, again until none is left (one may still be starting). While
-# the kernel lives, it waits; stop() ends it after the cluster.
+# process carrying the marker, again until none is left (one may still be starting), then
+# removes the cluster's files that stop() would have removed (ipyparallel's cluster file,
+# which otherwise lists a dead cluster). While the kernel lives, it waits; stop() ends it
+# after the cluster.
 _WATCHDOG = r"""
-import sys, time
+import os, sys, time
 import psutil
-key, value = sys.argv[2], sys.argv[3]
+key, value, files = sys.argv[2], sys.argv[3], sys.argv[4:]
 try:
     kernel = psutil.Process(int(sys.argv[1]))
 except psutil.Error:
@@ -57,14 +59,21 @@ while time.monotonic() < deadline:
             proc.kill()
         except psutil.Error:
             pass
+for path in files:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 """
 
 
-def start_watchdog(key, value):
+def start_watchdog(key, value, files=()):
     """Start the watchdog of the processes whose environment has ``key=value``, for this
-    process (the kernel); it carries no marker itself and outlives a kill of the kernel's
-    process group. ``terminate()`` the returned Popen once the cluster is stopped."""
+    process (the kernel), which also removes ``files`` (paths) after them; it carries no
+    marker itself and outlives a kill of the kernel's process group. ``terminate()`` the
+    returned Popen once the cluster is stopped."""
     env = {k: v for k, v in os.environ.items() if k != key}
-    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), key, value],
+    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), key, value,
+                             *map(str, files)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env, start_new_session=True)
