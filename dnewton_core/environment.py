@@ -107,6 +107,11 @@ def local_launch(n, mpiexec=None):
     return [sys.executable, "-m", "dnewton_core.environment", "-n", str(n), *own]
 
 
+# The launcher a rank was started by, as one would type it (``main`` sets it; a study's
+# summary.md records its command with it, and with ``mpiexec -n N`` where it is not set).
+LAUNCHED_BY = "DNEWTON_LAUNCHED_BY"
+
+
 def speed_environment():
     """The variables set here that change how fast runs go, never what they compute: BLAS
     threads, how ranks wait (DNEWTON_WAIT, polling.py), and MPICH's tuning variables
@@ -209,6 +214,7 @@ def main(argv=None):
         netns.forward(ports)
     env = local_environment()             # one BLAS thread per rank, unless the caller set
     env.update({k: os.environ[k] for k in BLAS_THREADS if k in os.environ})   # its own
+    env[LAUNCHED_BY] = f"python -m dnewton_core.environment -n {args.n}"     # for a study's record
     os.execve(argv[0], argv, env)
 
 

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from dnewton_core.classroom.cluster import MPICluster, cluster_processes
-from dnewton_core.environment import LaunchError, local_environment, local_launch
+from dnewton_core.environment import LAUNCHED_BY, LaunchError, local_environment, local_launch
 from dnewton_core.netns import in_private_network
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +95,8 @@ def test_a_local_run_listens_on_loopback_only():
         ranks = [p for p in procs if "dnewton_core" in " ".join(p.cmdline())
                  and "environment" not in " ".join(p.cmdline())]
         assert len(ranks) >= 4, [p.cmdline() for p in procs]
+        assert {p.environ().get(LAUNCHED_BY) for p in ranks} == \
+            {"python -m dnewton_core.environment -n 4"}           # what a study records
         private = private_networks()
         assert exposed(procs, hydra_allowed=not private) == [], listening(procs)
         if private:                          # hydra's port too is out of reach

@@ -238,7 +238,8 @@ def test_curves_have_a_row_per_iteration(quick4):
 def test_summary_has_the_command_machine_and_a_row_per_setting(quick4):
     text = (quick4[0] / "summary.md").read_text()
     assert "mpiexec -n 4 python -m dnewton_core reproduce --quick" in text
-    for key in ("- date:", "- machine:", "numpy", "mpi4py", "C = 143.8", "0.1l"):
+    for key in ("- date:", "- machine:", "numpy", "mpi4py", "C = 143.8", "0.1l",
+                "6 epochs;", "SGD epochs: --quick's 6;"):
         assert key in text
     assert re.search(r"\d\.\d% of the busy time stolen by a virtual machine's host", text), text
     settings = text.split("## ")[0]                 # the first table, before any section
@@ -252,6 +253,20 @@ def test_summary_has_the_command_machine_and_a_row_per_setting(quick4):
     assert all(" ± " in line.split("|")[7] for line in body)     # two seeds: a std
     for claim in ("### 1.", "### 2.", "### 3.", "### 4."):
         assert claim in text
+
+
+def test_the_command_names_the_launcher_that_started_the_ranks(monkeypatch):
+    from dnewton_core.environment import LAUNCHED_BY
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "dnewton_core" / "__main__.py"), "reproduce",
+                                      "--quick"])
+    monkeypatch.delenv(LAUNCHED_BY, raising=False)
+    assert provenance.command_line(4).endswith("mpiexec -n 4 python -m dnewton_core reproduce "
+                                               "--quick")
+    monkeypatch.setenv(LAUNCHED_BY, "python -m dnewton_core.environment -n 4")
+    assert provenance.command_line(4).endswith("python -m dnewton_core.environment -n 4 python "
+                                               "-m dnewton_core reproduce --quick")
+    assert provenance.command_line(1).endswith("python -m dnewton_core reproduce --quick")
+    assert "environment" not in provenance.command_line(1)     # one process: no launcher
 
 
 def test_every_run_has_its_modeled_time_on_each_network(quick4):

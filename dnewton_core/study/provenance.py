@@ -20,14 +20,16 @@ def machine_info():
 
 
 def command_line(ranks):
-    """The command as typed (``python -m dnewton_core`` or ``dnewton``), prefixed by mpiexec."""
+    """The command as typed (``python -m dnewton_core`` or ``dnewton``), prefixed by the
+    launcher: the kit's own (``python -m dnewton_core.environment -n N``) where it started the
+    ranks, else ``mpiexec -n N``."""
     prog = "python -m dnewton_core"
     argv = sys.argv[1:]
     if not sys.argv or os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0]))) \
             != "dnewton_core" and os.path.basename(sys.argv[0]) != "dnewton":
         argv = ["reproduce", "..."]                    # called in-process: argv is not ours
     env = " ".join(environment.speed_environment())
-    launch = f"mpiexec -n {ranks} " if ranks > 1 else ""
+    launch = os.environ.get(environment.LAUNCHED_BY, f"mpiexec -n {ranks}") + " " if ranks > 1 else ""
     return (env + " " if env else "") + launch + prog + " " + shlex.join(argv)
 
 

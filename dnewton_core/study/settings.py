@@ -209,7 +209,8 @@ def resolve(args):
         a["lrs"] = tuple(sorted({x.lr for x in explicit if x.lr is not None}))
         a["diag_steps"] = tuple(sorted({x.diag_step for x in explicit
                                         if x.method == "newton-diag"}))
-    rule = "--epochs" if a["epochs"] is not None else \
+    rule = "--epochs" if args.epochs is not None else f"--quick's {a['epochs']}" \
+        if a["epochs"] is not None else \
         f"{a['epochs_per_iter']:g} x --iters (the default ratio for {a['data']})"
     epochs = a["epochs"] if a["epochs"] is not None else max(1, round(a["epochs_per_iter"]
                                                                       * a["iters"]))
