@@ -267,6 +267,8 @@ def test_the_command_names_the_launcher_that_started_the_ranks(monkeypatch):
                                                "-m dnewton_core reproduce --quick")
     assert provenance.command_line(1).endswith("python -m dnewton_core reproduce --quick")
     assert "environment" not in provenance.command_line(1)     # one process: no launcher
+    monkeypatch.setenv(LAUNCHED_BY, "python -m dnewton_core.environment -n 2")   # not these ranks
+    assert "mpiexec -n 4 python -m dnewton_core" in provenance.command_line(4)
 
 
 def test_every_run_has_its_modeled_time_on_each_network(quick4):

@@ -29,7 +29,9 @@ def command_line(ranks):
             != "dnewton_core" and os.path.basename(sys.argv[0]) != "dnewton":
         argv = ["reproduce", "..."]                    # called in-process: argv is not ours
     env = " ".join(environment.speed_environment())
-    launch = os.environ.get(environment.LAUNCHED_BY, f"mpiexec -n {ranks}") + " " if ranks > 1 else ""
+    launched = os.environ.get(environment.LAUNCHED_BY, "")     # the kit's launcher, if it was
+    launch = "" if ranks == 1 else \
+        (launched if launched.endswith(f" -n {ranks}") else f"mpiexec -n {ranks}") + " "
     return (env + " " if env else "") + launch + prog + " " + shlex.join(argv)
 
 

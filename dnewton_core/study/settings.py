@@ -209,9 +209,12 @@ def resolve(args):
         a["lrs"] = tuple(sorted({x.lr for x in explicit if x.lr is not None}))
         a["diag_steps"] = tuple(sorted({x.diag_step for x in explicit
                                         if x.method == "newton-diag"}))
-    rule = "--epochs" if args.epochs is not None else f"--quick's {a['epochs']}" \
-        if a["epochs"] is not None else \
-        f"{a['epochs_per_iter']:g} x --iters (the default ratio for {a['data']})"
+    if args.epochs is not None:
+        rule = "--epochs"
+    elif a["epochs"] is not None:
+        rule = f"--quick's {a['epochs']}"
+    else:
+        rule = f"{a['epochs_per_iter']:g} x --iters (the default ratio for {a['data']})"
     epochs = a["epochs"] if a["epochs"] is not None else max(1, round(a["epochs_per_iter"]
                                                                       * a["iters"]))
     _check(a, epochs, bool(explicit))
