@@ -74,10 +74,11 @@ def forward(ports):
     if not available():
         return False
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    relay = os.fork()
+    launcher = os.getpid()        # before the fork: the launcher may have ended (execve-d into
+    relay = os.fork()             # an mpiexec that failed at once) before the child runs
     if relay == 0:                                       # stays outside: the relay
         ours.close()
-        _relay(theirs, os.getppid(), ports)
+        _relay(theirs, launcher, ports)
         os._exit(0)
     theirs.close()
     _unshare()

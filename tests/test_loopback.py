@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -130,3 +131,29 @@ def test_make_demo_goes_through_the_local_launcher():
     assert "LAUNCH ?= $(BIN)/python -m dnewton_core.environment -n $(NP)" in text
     demo = text.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
     assert "$(LAUNCH) $(BIN)/python -m dnewton_core" in demo and "mpiexec" not in demo
+
+
+def test_a_relay_whose_launcher_ended_before_it_ran_ends_too(tmp_path):
+    """The launcher forks the relay, enters the private network and execve-s into mpiexec. If
+    that mpiexec fails at once, the launcher can end before the relay has run a line: the
+    relay must still know whose it was, or, adopted by init, it serves forever (it did, once,
+    after the failing-mpiexec test). Here the relay is made to start late on purpose."""
+    if not private_networks():
+        pytest.skip("private networks are refused here: no relay is started")
+    marker = uuid.uuid4().hex
+    script = ("import os, time\nfrom dnewton_core import netns\nfork = os.fork\n"
+              "def late():\n    pid = fork()\n    if pid == 0:\n        time.sleep(1.0)\n"
+              "    return pid\nos.fork = late\nassert netns.forward([45678])\n"
+              "os.execv('/bin/false', ['false'])\n")
+    with open(tmp_path / "stderr", "w") as err:         # a pipe would wait for the relay too
+        proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=err, env=dict(os.environ, **{MARK: marker}), timeout=30)
+    stderr = (tmp_path / "stderr").read_text()
+    assert proc.returncode == 1 and not stderr, stderr             # /bin/false's status
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and marked(marker):
+        time.sleep(0.2)
+    left = marked(marker)
+    for p in left:
+        p.kill()
+    assert left == [], [p.cmdline() for p in left]
