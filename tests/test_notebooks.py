@@ -91,8 +91,8 @@ def second_kernel(in_use, flags):
 
 
 def _other_kernel():
-    """``second_kernel`` of this process's OpenBLAS (threadpoolctl, which scikit-learn
-    brings) on this CPU."""
+    """``second_kernel`` of this process's OpenBLAS (threadpoolctl, a test dependency) on
+    this CPU."""
     import numpy  # noqa: F401  (loads its OpenBLAS, for threadpoolctl to see)
     from threadpoolctl import threadpool_info
     kernels = [i.get("architecture") or "" for i in threadpool_info()
