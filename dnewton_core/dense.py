@@ -16,7 +16,7 @@ partition's CG runs on its own (``cg_blocks``), as the ranks of the distributed 
 import numpy as np
 
 from . import reference as ref
-from .factors import LastHiddenD, OutputD, columns, rows_of, times, transposed_times
+from .factors import LastHiddenD, OutputD, columns, rows_of, through_curvature, times
 from .kept import Kept
 from .ledger import Ledger
 from .memory import keep_freed_memory
@@ -153,8 +153,9 @@ class DenseModel:
         return grad
 
     def gauss_newton(self, J, v):
-        """G_S v from the factors of S: J v = sum_m D^m (z^{m-1} V^m + v_b^m), then
-        J^T (B J v) / |S| layer by layer (docs/method.md §4, one partition per layer).
+        """G_S v, like v, from the factors of S: J v = sum_m D^m (z^{m-1} V^m + v_b^m), then
+        J^T (B J v) / |S| layer by layer (docs/method.md §4, one partition per layer; no
+        message between the two, so each D^m is read once: ``factors.through_curvature``).
         With gn="diag", each partition's block of G_S times v's block (a zero block of v
         is skipped: its product is zero)."""
         zs, Ds, P = check_factors(J).factors
@@ -164,11 +165,9 @@ class DenseModel:
                 if v[index].any():
                     out[index] = self._block_product(J, self.diag_grid.partition(r), v[index])
             return out
-        BJv = ref.curvature_product(self._jv(J, v), P, self.loss) / len(zs[0])   # (|S|, n_L)
-        out = []
-        for z, D in zip(zs, Ds):
-            DtB = transposed_times(D, BJv)
-            out.append((z.T @ DtB, DtB.sum(axis=0)))
+        us = [z @ VW + vb for z, (VW, vb) in zip(zs, self._params(v))]       # (|S|, n_m)
+        out = [(z.T @ DtB, DtB.sum(axis=0))
+               for z, DtB in zip(zs, through_curvature(Ds, us, P, self.loss, len(zs[0])))]
         return ref.flatten(out) + v / self.C
 
     def _jv(self, J, v):
@@ -190,9 +189,7 @@ class DenseModel:
         u = z @ v[:n_W].reshape(len(q.rows), len(q.cols))            # (|S|, |T_{m,j}|)
         if q.has_bias:
             u += v[n_W:]
-        Jv = times(D, u)
-        BJv = ref.curvature_product(Jv, P, self.loss) / len(z)
-        DtB = transposed_times(D, BJv)
+        DtB, = through_curvature([D], [u], P, self.loss, len(z))
         out = v / self.C
         out[:n_W] += (z.T @ DtB).ravel()
         if q.has_bias:

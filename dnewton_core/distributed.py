@@ -17,7 +17,7 @@ import numpy as np
 from . import reference as ref
 from .comm import Comm
 from .costs import link_op
-from .factors import times, transposed_times
+from .factors import through_curvature, times, transposed_times
 from .kept import Kept
 from .ledger import sync_threshold
 from .memory import keep_freed_memory
@@ -145,7 +145,8 @@ class DistributedModel(Passes):
         return float(self.comm.allreduce_scalars(local)[0])
 
     def gradient(self, theta):
-        """This rank's blocks of grad f: mini-batched forward and backward passes, pipelined."""
+        """This rank's blocks of grad f, like theta: mini-batched forward and backward passes,
+        pipelined."""
         grad = theta / self.C
         self._pipelined(theta, batch_slices(self.n_train, self.config.batch_size), grad)
         return grad
@@ -169,40 +170,53 @@ class DistributedModel(Passes):
         return grad
 
     def gauss_newton(self, J, v):
-        """G_S v on this rank's blocks (docs/method.md §4): local products, the one big
-        allreduce, local products. full: (G_S v)_p = v_p / C + (1/|S|) J_p^T B sum_q J_q v_q;
-        diag: (G_p v)_p = v_p / C + (1/|S|) J_p^T B J_p v_p, no message (a block whose v_p is
-        zero, as in the CG of another block of this rank, adds nothing: skipped)."""
+        """G_S v on this rank's blocks, like v (docs/method.md §4): local products, with the
+        full G one allreduce of |S| x n_L between them.
+        full: (G_S v)_p = v_p / C + (1/|S|) J_p^T B sum_q J_q v_q;
+        diag: (G_p v)_p = v_p / C + (1/|S|) J_p^T B J_p v_p, no message, so D_j is read once
+        (``factors.through_curvature``; a block whose v_p is zero, as in the CG of another
+        block of this rank, adds nothing: skipped)."""
         z, D, P = check_factors(J).factors
         n = len(J.subsample)
         self.comm.patience.expect(4.0 * n * self.largest_block)
         out = v / self.C
-        each = [self.parts] if self.gn == "full" else \
-            [[p] for p in self.parts if v[self._span(p)].any()]
-        for parts in each:
-            Jv = self._jv(z, D, v, parts)
-            if self.gn == "full":
-                self.comm.allreduce(Jv, self.world)
+        if self.gn == "full":
+            Jv = self._jv(z, D, v, self.parts)
+            self.comm.allreduce(Jv, self.world)
             BJv = ref.curvature_product(Jv, P, self.loss)
             BJv /= n
-            DtB = {key: transposed_times(D[key], BJv)                 # (|S|, |T_{m,j}|)
-                   for key in {(p.m, p.j) for p in parts}}
-            for p in parts:
-                start, w, stop = self.slots[p.index]
-                out[start:w] += (z[p.m, p.i].T @ DtB[p.m, p.j]).ravel()
-                if p.has_bias:
-                    out[w:stop] += DtB[p.m, p.j].sum(axis=0)
+            self._add_jt(out, z, {key: transposed_times(D[key], BJv)       # (|S|, |T_{m,j}|)
+                                  for key in {(p.m, p.j) for p in self.parts}}, self.parts)
+            return out
+        for p in self.parts:
+            if v[self._span(p)].any():
+                DtB, = through_curvature([D[p.m, p.j]], [self._u(z, v, p)], P, self.loss, n)
+                self._add_jt(out, z, {(p.m, p.j): DtB}, [p])
         return out
+
+    def _add_jt(self, out, z, DtB, parts):
+        """out += the blocks ``parts`` of J^T w: z^{m-1}[S, T_{m-1,i}]^T DtB_{m,j} (and the
+        column sums of DtB_{m,j} on a bias holder), DtB = {(m, j): D_j^T w (|S|, |T_{m,j}|)}."""
+        for p in parts:
+            start, w, stop = self.slots[p.index]
+            out[start:w] += (z[p.m, p.i].T @ DtB[p.m, p.j]).ravel()
+            if p.has_bias:
+                out[w:stop] += DtB[p.m, p.j].sum(axis=0)
+
+    def _u(self, z, v, p):
+        """z^{m-1}[S, T_{m-1,i}] V_ij (+ v_b on the bias holder), (|S|, |T_{m,j}|)."""
+        VW, vb = self.block(v, p)
+        t = z[p.m, p.i] @ VW
+        if vb is not None:
+            t += vb
+        return t
 
     def _jv(self, z, D, v, parts):
         """J v on S (|S|, n_L) of the blocks ``parts``: D_j applied to the sum over their
         blocks (m, i, j) of z^{m-1}[S, T_{m-1,i}] V_ij (+ v_b), once per (m, j)."""
         u = {}
         for p in parts:
-            VW, vb = self.block(v, p)
-            t = z[p.m, p.i] @ VW                                     # (|S|, |T_{m,j}|)
-            if vb is not None:
-                t += vb
+            t = self._u(z, v, p)
             u[p.m, p.j] = u[p.m, p.j] + t if (p.m, p.j) in u else t
         Jv = None
         for key in sorted(u):

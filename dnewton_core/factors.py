@@ -10,6 +10,10 @@ kept as their columns alone (``OutputD``).
 """
 import numpy as np
 
+from . import reference as ref
+
+CACHE_BYTES = 1 << 20   # a chunk of S's stored D^m this large is read twice from the cache
+
 
 class OutputD:
     """D^L on the output columns T (a range of 0..n_L-1): (|S|, n_L, |T|), 1 where the output
@@ -87,3 +91,28 @@ def transposed_times(D, w):
         out *= D.slope
         return out
     return np.einsum("sn,snk->sk", w, D)
+
+
+def through_curvature(Ds, us, p, loss, n):
+    """[D_k^T w] (|S|, |T_k|) each, for w = B (sum_k D_k u_k) / n instance by instance, u_k
+    (|S|, |T_k|): steps 1 and 3 of G_S v (docs/method.md §4) where no message comes between
+    them (the block-diagonal G; one process). A stored D is read chunk by chunk of S, each
+    chunk for D u and again, still in the cache, for D^T w: one pass over memory where there
+    were two, and the same bits as on the whole of S."""
+    q = [None if isinstance(D, np.ndarray) else times(D, u) for D, u in zip(Ds, us)]
+    out = [np.empty_like(u) if t is None else None for u, t in zip(us, q)]
+    w = np.empty((len(us[0]), Ds[0].shape[1]), us[0].dtype)                  # (|S|, n_L)
+    row = sum(D[0].nbytes for D, t in zip(Ds, q) if t is None)
+    size = max(1, CACHE_BYTES // row) if row else len(w)
+    for start in range(0, len(w), size):
+        c = slice(start, start + size)
+        Jv = None
+        for D, u, t in zip(Ds, us, q):
+            t = times(D[c], u[c]) if t is None else t[c]
+            Jv = t if Jv is None else Jv + t
+        w[c] = ref.curvature_product(Jv, None if p is None else p[c], loss)
+        w[c] /= n
+        for D, o in zip(Ds, out):
+            if o is not None:
+                o[c] = transposed_times(D[c], w[c])
+    return [transposed_times(D, w) if o is None else o for D, o in zip(Ds, out)]

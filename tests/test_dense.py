@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from dnewton_core import factors
 from dnewton_core import reference as ref
 from dnewton_core.data import Dataset
 from dnewton_core.dense import DenseModel
@@ -185,6 +186,33 @@ def test_output_d_is_the_selection_of_its_outputs():
         times(D, u[:, :1])
     part = columns(D, slice(1, 3))                       # outputs 3 and 4
     assert np.array_equal(times(part, u[:, 1:]), times(stored[:, :, 1:], u[:, 1:]))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("loss", ["squared", "cross_entropy"])
+def test_through_curvature_reads_stored_d_in_chunks_with_the_same_bits(monkeypatch, loss, dtype):
+    """factors.through_curvature (CG's product where no message comes between J v and J^T w)
+    equals the two passes over the whole of S bit for bit, whatever the chunk: one instance,
+    chunks that leave a remainder, all of S; with stored, factored and selection D's."""
+    rng = np.random.default_rng(5)
+    s, n_L = 23, 4
+    p = ref.softmax(rng.standard_normal((s, n_L))).astype(dtype) if loss != "squared" else None
+    slope = rng.random((s, 6)) > 0.3
+    Ds = [rng.standard_normal((s, n_L, 7)).astype(dtype), rng.standard_normal((s, n_L, 5)).astype(dtype),
+          LastHiddenD(rng.standard_normal((n_L, 6)).astype(dtype), slope), OutputD(s, n_L, range(n_L), dtype)]
+    us = [rng.standard_normal((s, D.shape[2])).astype(dtype) for D in Ds]
+    Jv = times(Ds[0], us[0]) + times(Ds[1], us[1]) + times(Ds[2], us[2]) + times(Ds[3], us[3])
+    w = ref.curvature_product(Jv, p, loss)
+    w /= s
+    two_passes = [transposed_times(D, w) for D in Ds]
+    row = Ds[0][0].nbytes + Ds[1][0].nbytes
+    for size in (1, 2, 5, s, 2 * s):                     # instances a chunk
+        monkeypatch.setattr(factors, "CACHE_BYTES", size * row)
+        got = factors.through_curvature(Ds, us, p, loss, s)
+        assert all(g.dtype == dtype and np.array_equal(g, t) for g, t in zip(got, two_passes))
+    alone = factors.through_curvature(Ds[2:], us[2:], p, loss, s)   # nothing stored: at once
+    w2 = ref.curvature_product(times(Ds[2], us[2]) + times(Ds[3], us[3]), p, loss) / s
+    assert all(np.array_equal(g, transposed_times(D, w2)) for g, D in zip(alone, Ds[2:]))
 
 
 @pytest.mark.parametrize("width", [1, 7, 8, 9, 300])
