@@ -19,7 +19,8 @@ class CGResult:
 
 
 def cg(matvec, b, dot, rtol, max_iter, stop=None, scale=None):
-    """Solve A x = b for symmetric positive definite A, from x = 0.
+    """Solve A x = b for symmetric positive definite A, from x = 0: ``b`` (n,), ``matvec(p)``
+    (n,) -> (n,), and x (n,) in the ``CGResult``.
 
     Stops when ||r|| <= rtol ||b|| (norms from ``dot``; with ``scale``, ||r|| <= rtol scale
     instead: a partition measured against the whole gradient, docs/method.md §6), after

@@ -200,17 +200,18 @@ class Model(Protocol):
         training accuracy at this theta need of the forward pass (``kept.py``)."""
 
     def gradient(self, theta) -> np.ndarray:
-        """grad f (this process's part)."""
+        """grad f on this process's part of theta, (n_here,) like theta."""
 
     def gradient_and_jacobian(self, theta, S, kept=False) -> tuple[np.ndarray, JacobianFactors]:
-        """grad f, and J factored on the subsample S; ``kept``: theta is the point of the
-        last objective(keep=True), whose forward pass is used."""
+        """grad f (like theta), and J factored on the subsample S ((|S|,) instance indices);
+        ``kept``: theta is the point of the last objective(keep=True), whose forward pass is used."""
 
     def gauss_newton(self, J: JacobianFactors, v) -> np.ndarray:
-        """G_S v with the factors of S (full or block-diagonal G: fixed when the model is built)."""
+        """G_S v, like v (this process's part of theta), with the factors of S (full or
+        block-diagonal G: fixed when the model is built)."""
 
     def stochastic_gradient(self, theta, batch) -> np.ndarray:
-        """theta / C + mean over ``batch`` of grad xi_i."""
+        """theta / C + mean over ``batch`` ((b,) instance indices) of grad xi_i, like theta."""
 
     def dot(self, a, b) -> float:
         """Inner product over all of theta."""

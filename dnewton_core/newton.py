@@ -95,7 +95,8 @@ def levenberg_marquardt(lam, rho, boost, drop):
 
 
 def line_search(objective, theta, d, f, gd, eta, max_halvings):
-    """Backtracking: alpha = 1, 1/2, ... until f(theta + alpha d) <= f + eta alpha g^T d.
+    """Backtracking: alpha = 1, 1/2, ... until f(theta + alpha d) <= f + eta alpha g^T d,
+    for theta and d this process's parts, (n_here,) each.
 
     Returns (alpha, f_new); alpha = 0 and f_new = f when no trial is accepted.
     """
@@ -109,13 +110,14 @@ def line_search(objective, theta, d, f, gd, eta, max_halvings):
 
 
 def draw_subsample(rng, l, size):
-    """S: ``size`` distinct instance indices out of l, sorted (the same on every rank)."""
+    """S, (size,): ``size`` distinct instance indices out of l, sorted (the same on every rank)."""
     return np.sort(rng.choice(l, size=size, replace=False))
 
 
 def direction(model, J, g, lam, xi, cg_max, scale=None):
     """The Newton direction: CG on (G_S + lambda I) d = -g from d = 0 (docs/method.md §2,
-    step 3), with the model's product, inner product and stopping rule; a ``cg.CGResult``.
+    step 3), with the model's product, inner product and stopping rule; a ``cg.CGResult``
+    whose x is d, like g.
 
     One CG per block of ``model.cg_blocks``: one on the full G; one per partition on the
     block-diagonal G (§6; on a rank, its partitions' one after the other), the result

@@ -7,7 +7,7 @@ Messages (all through ``comm.Comm``; shapes for a batch of b instances):
     forward   sum over i of z^{m-1}[T_{m-1,i}] W_ij (+ b)   -> s^m[T_{m,j}]        (b, |T_{m,j}|)
     backward  sum over k of delta^{m+1}[T_{m+1,k}] W_jk^T    -> dz^m[T_{m,j}]       (b, |T_{m,j}|)
     jacobian  the same for the n_L outputs at once, on S     -> dz^L/dz^m[T_{m,j}]  (s', n_L, |T_{m,j}|)
-              in chunks of s' = min(|S|, b // n_L) instances (``model.jacobian_chunks``),
+              in chunks of s' = min(|S|, max(1, b // n_L)) instances (``model.jacobian_chunks``),
               but for m = L - 1: W^L[T_{L-1,j}, :]^T, once     -> the same for all of S  (n_L, |T_{L-1,j}|)
   output group (all of layer L), softmax only, P_L > 1: the per-instance max and sum of exp.
 Every rank runs the collectives it takes part in in one order, batch by batch, layer by
