@@ -27,11 +27,15 @@ and reach ipyparallel's controller, on the kernel's loopback, through a relay
 MPICH's port-less ``mpiexec.gforker`` was measured unfit: it broke its ranks' output on the
 first non-ASCII character, added seconds to every launch, and left a stopped rank running.
 """
+import contextlib
 import json
 import os
 import platform
 import shutil
+import signal
+import subprocess
 import sys
+import time
 
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 LOOPBACK_ENVIRONMENT = {
@@ -188,7 +192,7 @@ def main(argv=None):
     """``python -m dnewton_core.environment [-n N] COMMAND ...``: COMMAND on N ranks of this
     machine (default 4), in a private network namespace where the system allows it, MPI on
     loopback only, one BLAS thread per rank unless the BLAS variables are set (what ``make
-    demo`` runs)."""
+    demo`` runs); a Ctrl-C ends the whole job (``supervise``)."""
     import argparse
     parser = argparse.ArgumentParser(prog="python -m dnewton_core.environment",
                                      description=main.__doc__.split(":", 1)[1].strip())
@@ -197,15 +201,33 @@ def main(argv=None):
     parser.add_argument("--forward-from", metavar="FILE",
                         help="an ipyparallel engine connection file: relay its ports from the "
                              "private network to this machine's loopback")
+    parser.add_argument("--grace", type=float, default=GRACE, metavar="SECONDS",
+                        help="seconds a job may take to end after a signal before it is torn "
+                             f"down (default {GRACE:g})")
     parser.add_argument("command", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    if not args.command or args.n < 1:
-        parser.error("give a positive -n and a command to run")
+    try:
+        args = parser.parse_args(argv)
+        sys.exit(supervise(*_launch(args, parser), grace=args.grace))
+    except KeyboardInterrupt:            # a Ctrl-C before mpiexec: nothing has run
+        parser.exit(130, "interrupted before the job started: nothing ran\n")
+
+
+GRACE = 15.0        # seconds from a signal to tearing the job down (the guard's is 5 s)
+
+
+def _launch(args, parser):
+    """(mpiexec's argv, its environment) for ``main``, in a private network. SIGINT is
+    blocked while that forks: a Ctrl-C in a fork can be lost (raised inside an at-fork
+    callback, whose exceptions Python ignores) or raised in the child, which would then go
+    on as the launcher; it arrives when unblocked."""
+    if not args.command or args.n < 1 or not args.grace > 0:
+        parser.error("give a positive -n, a positive --grace and a command to run")
     try:
         argv = [find_mpiexec(args.mpiexec), "-n", str(args.n), *args.command]
         ports = controller_ports(args.forward_from) if args.forward_from else None
     except (LaunchError, OSError, ValueError) as e:
         parser.exit(2, f"error: {e}\n")
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     # imported here, not by every rank that imports this module (asyncio: a few MB each)
     from . import netns
     if ports is None:
@@ -215,7 +237,95 @@ def main(argv=None):
     env = local_environment()             # one BLAS thread per rank, unless the caller set
     env.update({k: os.environ[k] for k in BLAS_THREADS if k in os.environ})   # its own
     env[LAUNCHED_BY] = f"python -m dnewton_core.environment -n {args.n}"     # for a study's record
-    os.execve(argv[0], argv, env)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)      # a Ctrl-C held raises here
+    return argv, env
+
+
+def supervise(argv, env, grace=GRACE):
+    """Run mpiexec (``argv``) in a session of its own and pass it every SIGINT, SIGTERM and
+    SIGHUP this process gets, once each; its exit status (128 + N if signal N ended it).
+
+    A job must end on a signal, but it may miss one. Hydra passes a Ctrl-C on only to the
+    ranks it has started by then: so the first signal is also written to a file that every
+    rank reads once it can act on a signal (``interrupts.missed``). A rank that a Ctrl-C
+    ends in Python's own start exits with a status, for which Hydra does not end the others
+    (they wait in MPI_Init): so ``grace`` seconds after the first signal a job still running
+    gets a second SIGINT, on which Hydra tears it down, and ``grace`` seconds later SIGKILL.
+    In its own session mpiexec gets each signal from here only (a terminal's Ctrl-C reaches
+    this process's group, not its), so that no single Ctrl-C arrives twice, which Hydra
+    would take for the second. mpiexec gets SIGTERM if this process dies (Linux), and
+    /dev/null as its input. Until it has started, a Ctrl-C raises KeyboardInterrupt here."""
+    import tempfile
+
+    from . import interrupts
+    signals = interrupts.SIGNALS
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    with tempfile.TemporaryDirectory(prefix="dnewton-launch-") as scratch:
+        mark = env[interrupts.SIGNALLED] = os.path.join(scratch, "signal")
+        try:
+            child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                     start_new_session=True, preexec_fn=_in_child(signals, mask))
+        except (OSError, subprocess.SubprocessError) as e:
+            print(f"error: cannot start {argv[0]}: {e}", file=sys.stderr)
+            return 2
+        return _wait(child, signals, mask, mark, grace)
+
+
+def _wait(child, signals, mask, mark, grace):
+    """``supervise``'s loop: passes each signal on (and writes the first to ``mark``, for
+    ranks not yet started: ``interrupts.missed``), tears the job down after ``grace``."""
+    first = []
+
+    def forward(signum, frame):
+        if not first:
+            first.append(time.monotonic())
+            with open(mark, "w") as f:           # before mpiexec passes it on
+                f.write(str(signum))
+        if child.returncode is None:
+            child.send_signal(signum)
+
+    for sig in signals:
+        if signal.getsignal(sig) is not signal.SIG_IGN:     # nohup's SIGHUP stays ignored
+            signal.signal(sig, forward)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)        # one held arrives here
+    escalation = [(grace, signal.SIGINT, "which makes mpiexec tear the job down"),
+                  (2 * grace, signal.SIGKILL, "to mpiexec and the ranks")]
+    while True:
+        try:
+            status = child.wait(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if first and escalation and time.monotonic() > first[0] + escalation[0][0]:
+            after, sig, what = escalation.pop(0)
+            print(f"python -m dnewton_core.environment: the job is still running {after:g} s "
+                  f"after the signal: sending {sig.name}, {what}", file=sys.stderr, flush=True)
+            with contextlib.suppress(ProcessLookupError):
+                if sig == signal.SIGKILL:
+                    os.killpg(child.pid, sig)      # its session: mpiexec, and what it started
+                else:
+                    child.send_signal(sig)
+    return 128 - status if status < 0 else status
+
+
+def _in_child(signals, mask):
+    """What mpiexec's process does between fork and exec: ``signals`` at their default
+    action (one sent before its new session ends it at once) and ``mask`` again; on Linux,
+    SIGTERM when the launcher dies (PR_SET_PDEATHSIG), so that a launcher killed outright
+    ends its job."""
+    prctl = None
+    if sys.platform.startswith("linux"):
+        import ctypes
+        prctl = ctypes.CDLL(None).prctl
+
+    def run():
+        for sig in signals:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if prctl is not None:
+            prctl(1, int(signal.SIGTERM))
+    return run
 
 
 if __name__ == "__main__":

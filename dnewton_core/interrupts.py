@@ -25,6 +25,7 @@ import sys
 import threading
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SIGNALLED = "DNEWTON_SIGNALLED"   # names the file where the launcher writes a signal it passed on
 WAIT = 5.0              # seconds a rank that holds a signal waits for its guard
 _held = []
 _released = threading.Event()
@@ -104,7 +105,8 @@ def release(one_process):
     """Hand the signals to whoever acts on them now: on one process each raises
     KeyboardInterrupt (the run ends as by Ctrl-C, its --json says so), but those the process
     was started ignoring stay ignored; on several ranks the guard has taken them
-    (``comm.Guard``). Then send the first signal held, if any, again."""
+    (``comm.Guard``). Then send the first signal held, if any, again: one this rank took, or
+    one the kit's launcher passed on before this rank could take it (``missed``)."""
     _released.set()
     if _watcher is not None:
         _watcher.join()
@@ -114,8 +116,20 @@ def release(one_process):
         for sig in SIGNALS:
             ignored = sig in _ignored or signal.getsignal(sig) is signal.SIG_IGN
             signal.signal(sig, signal.SIG_IGN if ignored else _interrupt)
-    if _held:
-        signal.raise_signal(_held[0])
+    if _held or missed():
+        signal.raise_signal((_held or [missed()])[0])
+
+
+def missed():
+    """The signal the kit's launcher passed on to this job before now (None if none): it
+    writes it to the file the environment variable ``SIGNALLED`` names
+    (``environment.supervise``), since mpiexec passes a signal on only to the ranks it has
+    started by then."""
+    try:
+        with open(os.environ[SIGNALLED]) as f:
+            return signal.Signals(int(f.read()))
+    except (KeyError, OSError, ValueError):
+        return None
 
 
 def _interrupt(signum, frame):

@@ -13,6 +13,7 @@ import asyncio
 import ctypes
 import fcntl
 import os
+import signal
 import socket
 import struct
 import sys
@@ -48,11 +49,12 @@ def available():
         return False
     child = os.fork()
     if child == 0:
+        status = 1
         try:
             _unshare()
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
+            status = 0
+        finally:
+            os._exit(status)
     _, status = os.waitpid(child, 0)
     return os.waitstatus_to_exitcode(status) == 0
 
@@ -77,9 +79,13 @@ def forward(ports):
     launcher = os.getpid()        # before the fork: the launcher may have ended (execve-d into
     relay = os.fork()             # an mpiexec that failed at once) before the child runs
     if relay == 0:                                       # stays outside: the relay
-        ours.close()
-        _relay(theirs, launcher, ports)
-        os._exit(0)
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)    # it ends with its launcher
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            ours.close()
+            _relay(theirs, launcher, ports)
+        finally:
+            os._exit(0)
     theirs.close()
     _unshare()
     listeners = []
