@@ -70,13 +70,16 @@ def _seconds(text):
     return value
 
 
+INT_MAX = 2**63 - 1            # a width, a count of partitions: numpy's largest array axis
+
+
 def _positive_ints(text):
     try:
         values = tuple(int(v) for v in text.split(",")) if text.strip() else ()
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    if any(not 1 <= v <= INT_MAX for v in values):   # numpy sizes no larger array axis
+        raise argparse.ArgumentTypeError(f"expected positive integers up to {INT_MAX}, got {text!r}")
     return values
 
 
