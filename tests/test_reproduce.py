@@ -459,6 +459,15 @@ def test_continue_refuses_the_same_data_set_on_other_contents(quick1, tmp_path):
     assert "--data-path" in err
 
 
+def test_continue_names_hidden_when_the_network_differs(quick1, tmp_path):
+    """Another --hidden proposes another grid as well: the refusal names --hidden, the option
+    given, not --splits, which the user never gave."""
+    cut = _cut_study(quick1[0], tmp_path / "study", records.read_runs(quick1[0] / "runs.csv")[0]["run"])
+    rc, out, err, _ = launch(["reproduce", "--quick", "--out", str(cut), "--continue",
+                              "--hidden", "32"])
+    assert rc == 2 and "line 2: network is " in err and "(--hidden)" in err, err
+
+
 # --------------------------------------------------------------------------- one process
 
 def test_quick_on_one_process_leaves_out_the_diagonal(quick1):

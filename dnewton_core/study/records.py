@@ -110,7 +110,9 @@ def read_runs(path):
     return rows
 
 
-# The option behind each identity column, for --continue's refusals.
+# The option behind each identity column, for --continue's refusals; those that decide the
+# others' defaults (another --hidden proposes another grid) are named first.
+FIRST = ("data", "data_digest", "network")
 OPTION_OF = dict(data="--data", data_digest="--data-path: the same data set, other contents",
                  ranks="the number of MPI ranks", splits="--splits",
                  network="--hidden", train_size="--train-limit", C="--C", dtype="--dtype",
@@ -157,7 +159,7 @@ def read_finished(runs_path, curves_path, settings, seeds, identity, extra=()):
         bad = [k for k in NUMBERS if not isinstance(r.get(k), (int, float, type(None)))]
         if bad:
             raise ValueError(f"{where}: {bad[0]} is {r[bad[0]]!r}, not a number")
-        for key, value in wanted.items():
+        for key, value in sorted(wanted.items(), key=lambda kv: kv[0] not in FIRST):
             if key in ("options", "data_digest") and r.get(key) is None:   # written before
                 continue                                                 # runs.csv had it
             if text(r.get(key)) != text(value):
