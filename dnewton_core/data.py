@@ -893,6 +893,24 @@ def _warn_stray_index(paths, parts, shift):
     warn(line, DataWarning)
 
 
+RARE_ZERO = 0.01   # index 0 on fewer than this share of the samples: a typo in a 1-based file?
+
+
+def _warn_rare_zero(paths, parts, width):
+    """DataWarning naming the first line that uses feature index 0 where fewer than
+    ``RARE_ZERO`` of the samples do: that one index makes the kit read the files as numbered
+    from 0, and a 1-based file (LIBSVM's way) with one such typo quietly grows by a feature."""
+    rows = [np.unique(np.searchsorted(X.indptr, np.flatnonzero(X.indices == 0), "right") - 1)
+            for X, _ in parts]
+    used, total = sum(r.size for r in rows), sum(X.shape[0] for X, _ in parts)
+    if 0 < used < RARE_ZERO * total:
+        path, first = next((p, r[0]) for p, r in zip(paths, rows) if r.size)
+        warn(f"{path}:{_line_of_row(path, int(first))}: feature index 0, used by {used} of "
+             f"{total} samples, makes the kit number the features from 0 ({width} features); "
+             "if the file numbers them from 1, as LIBSVM's files do, correct that line",
+             DataWarning)
+
+
 def load_svmlight_pair(train_path, test_path=None, n_features=None, seed=0) -> Dataset:
     """Dense Dataset from svmlight/LIBSVM file(s) (plain, .gz or .bz2).
 
@@ -927,6 +945,8 @@ def _svmlight_source(name, source, train_path, test_path=None, n_features=None, 
     shift, width = _svmlight_width(paths, parts, n_features)
     if n_features is None:
         _warn_stray_index(paths, parts, shift)
+    if shift == 0:
+        _warn_rare_zero(paths, parts, width)
     for M, _ in parts:
         M.indices -= shift                            # in place: no copy of the indices
     X = [type(M)((M.data, M.indices, M.indptr), shape=(M.shape[0], width)) for M, _ in parts]

@@ -676,6 +676,23 @@ def test_a_stray_huge_feature_index_is_warned_with_its_line(tmp_path):
         assert load_svmlight_pair(tr, te, n_features=600).n_features == 600   # a chosen width
 
 
+def test_a_rare_feature_index_0_is_warned_with_its_line(tmp_path):
+    """One line with index 0 in a file numbered from 1 makes the kit read it as numbered from
+    0, a feature wider: said, with the line; a file that uses 0 on many lines is not warned."""
+    import warnings
+    lines = [b"%d 1:1 4:2\n" % (i % 2) for i in range(150)]
+    lines[70] = b"1 0:0.5 4:1\n"
+    (tmp_path / "one").write_bytes(b"".join(lines))
+    with pytest.warns(DataWarning, match=rf"^{tmp_path / 'one'}:71: feature index 0, used by 1 "
+                                         r"of 150 samples, makes the kit number the features "
+                                         r"from 0 \(5 features\); if the file numbers them from 1"):
+        assert load_svmlight_pair(tmp_path / "one").n_features == 5
+    (tmp_path / "zero").write_bytes(b"".join(b"%d 0:1 3:2\n" % (i % 2) for i in range(150)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_svmlight_pair(tmp_path / "zero").n_features == 4
+
+
 def test_svmlight_one_training_class_is_an_error(tmp_path):
     tr, te = write_pair(tmp_path, b"3 1:1\n3 2:1\n", b"3 1:1\n5 2:1\n")
     with pytest.raises(DataError, match=rf"^svmlight \({tr},{te}\): the training part has only "
