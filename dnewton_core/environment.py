@@ -35,7 +35,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 LOOPBACK_ENVIRONMENT = {
@@ -242,7 +241,7 @@ def _launch(args, parser):
 
 
 def supervise(argv, env, grace=GRACE):
-    """Run mpiexec (``argv``) in a session of its own and pass it every SIGINT, SIGTERM and
+    """Run mpiexec (``argv``) in a process group of its own and pass it every SIGINT, SIGTERM and
     SIGHUP this process gets, once each; its exit status (128 + N if signal N ended it).
 
     A job must end on a signal, but it may miss one. Hydra passes a Ctrl-C on only to the
@@ -251,7 +250,7 @@ def supervise(argv, env, grace=GRACE):
     ends in Python's own start exits with a status, for which Hydra does not end the others
     (they wait in MPI_Init): so ``grace`` seconds after the first signal a job still running
     gets a second SIGINT, on which Hydra tears it down, and ``grace`` seconds later SIGKILL.
-    In its own session mpiexec gets each signal from here only (a terminal's Ctrl-C reaches
+    In its own process group mpiexec gets each signal from here only (a terminal's Ctrl-C reaches
     this process's group, not its), so that no single Ctrl-C arrives twice, which Hydra
     would take for the second. mpiexec gets SIGTERM if this process dies (Linux), and
     /dev/null as its input. Until it has started, a Ctrl-C raises KeyboardInterrupt here."""
@@ -264,7 +263,7 @@ def supervise(argv, env, grace=GRACE):
         mark = env[interrupts.SIGNALLED] = os.path.join(scratch, "signal")
         try:
             child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, preexec_fn=_in_child(signals, mask))
+                                     preexec_fn=_in_child(signals, mask))
         except (OSError, subprocess.SubprocessError) as e:
             print(f"error: cannot start {argv[0]}: {e}", file=sys.stderr)
             return 2
@@ -272,45 +271,46 @@ def supervise(argv, env, grace=GRACE):
 
 
 def _wait(child, signals, mask, mark, grace):
-    """``supervise``'s loop: passes each signal on (and writes the first to ``mark``, for
-    ranks not yet started: ``interrupts.missed``), tears the job down after ``grace``."""
-    first = []
+    """``supervise``'s wait: passes each signal on (and writes the first to ``mark``, for
+    ranks not yet started: ``interrupts.missed``), tears the job down after ``grace`` (a
+    timer, so that nothing here wakes up while the job runs)."""
+    steps = [(signal.SIGINT, "which makes mpiexec tear the job down"),
+             (signal.SIGKILL, "to mpiexec, whose proxies then end the ranks")]
 
     def forward(signum, frame):
-        if not first:
-            first.append(time.monotonic())
+        if not os.path.exists(mark):
             with open(mark, "w") as f:           # before mpiexec passes it on
                 f.write(str(signum))
-        if child.returncode is None:
-            child.send_signal(signum)
+            signal.setitimer(signal.ITIMER_REAL, grace)
+        child.send_signal(signum)                # (nothing once it has ended)
 
+    def escalate(signum, frame):
+        sig, what = steps.pop(0)
+        print(f"python -m dnewton_core.environment: the job is still running "
+              f"{grace * (2 - len(steps)):g} s after the signal: sending {sig.name}, {what}",
+              file=sys.stderr, flush=True)
+        with contextlib.suppress(ProcessLookupError):
+            if sig == signal.SIGKILL:
+                os.killpg(child.pid, sig)        # Hydra's proxies and ranks have sessions of their own
+            else:
+                child.send_signal(sig)
+        if steps:
+            signal.setitimer(signal.ITIMER_REAL, grace)
+
+    signal.signal(signal.SIGALRM, escalate)
     for sig in signals:
         if signal.getsignal(sig) is not signal.SIG_IGN:     # nohup's SIGHUP stays ignored
             signal.signal(sig, forward)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)        # one held arrives here
-    escalation = [(grace, signal.SIGINT, "which makes mpiexec tear the job down"),
-                  (2 * grace, signal.SIGKILL, "to mpiexec and the ranks")]
-    while True:
-        try:
-            status = child.wait(timeout=0.2)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        if first and escalation and time.monotonic() > first[0] + escalation[0][0]:
-            after, sig, what = escalation.pop(0)
-            print(f"python -m dnewton_core.environment: the job is still running {after:g} s "
-                  f"after the signal: sending {sig.name}, {what}", file=sys.stderr, flush=True)
-            with contextlib.suppress(ProcessLookupError):
-                if sig == signal.SIGKILL:
-                    os.killpg(child.pid, sig)      # its session: mpiexec, and what it started
-                else:
-                    child.send_signal(sig)
+    status = child.wait()
+    signal.setitimer(signal.ITIMER_REAL, 0)
     return 128 - status if status < 0 else status
 
 
 def _in_child(signals, mask):
-    """What mpiexec's process does between fork and exec: ``signals`` at their default
-    action (one sent before its new session ends it at once) and ``mask`` again; on Linux,
+    """What mpiexec's process does between fork and exec: a process group of its own (not a
+    session, which Linux's scheduler would also make a group of its own), ``signals`` at
+    their default action (one sent before ends it at once) and ``mask`` again; on Linux,
     SIGTERM when the launcher dies (PR_SET_PDEATHSIG), so that a launcher killed outright
     ends its job."""
     prctl = None
@@ -319,6 +319,7 @@ def _in_child(signals, mask):
         prctl = ctypes.CDLL(None).prctl
 
     def run():
+        os.setpgid(0, 0)
         for sig in signals:
             if signal.getsignal(sig) is not signal.SIG_IGN:
                 signal.signal(sig, signal.SIG_DFL)
