@@ -254,20 +254,25 @@ def supervise(argv, env, grace=GRACE):
     this process's group, not its), so that no single Ctrl-C arrives twice, which Hydra
     would take for the second. mpiexec gets SIGTERM if this process dies (Linux), and
     /dev/null as its input. Until it has started, a Ctrl-C raises KeyboardInterrupt here."""
+    import secrets
     import tempfile
 
     from . import interrupts
     signals = interrupts.SIGNALS
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    with tempfile.TemporaryDirectory(prefix="dnewton-launch-") as scratch:
-        mark = env[interrupts.SIGNALLED] = os.path.join(scratch, "signal")
-        try:
-            child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                     preexec_fn=_in_child(signals, mask))
-        except (OSError, subprocess.SubprocessError) as e:
-            print(f"error: cannot start {argv[0]}: {e}", file=sys.stderr)
-            return 2
+    mark = env[interrupts.SIGNALLED] = os.path.join(      # made only if a signal comes
+        tempfile.gettempdir(), f"dnewton-signal-{os.getpid()}-{secrets.token_hex(8)}")
+    try:
+        child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                 preexec_fn=_in_child(signals, mask))
+    except (OSError, subprocess.SubprocessError) as e:
+        print(f"error: cannot start {argv[0]}: {e}", file=sys.stderr)
+        return 2
+    try:
         return _wait(child, signals, mask, mark, grace)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(mark)
 
 
 def _wait(child, signals, mask, mark, grace):
@@ -276,11 +281,15 @@ def _wait(child, signals, mask, mark, grace):
     timer, so that nothing here wakes up while the job runs)."""
     steps = [(signal.SIGINT, "which makes mpiexec tear the job down"),
              (signal.SIGKILL, "to mpiexec, whose proxies then end the ranks")]
+    first = []
 
     def forward(signum, frame):
-        if not os.path.exists(mark):
-            with open(mark, "w") as f:           # before mpiexec passes it on
-                f.write(str(signum))
+        if not first:
+            first.append(signum)
+            with contextlib.suppress(OSError):   # before mpiexec passes it on; a new file,
+                fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                os.write(fd, str(int(signum)).encode())     # never through a placed link
+                os.close(fd)
             signal.setitimer(signal.ITIMER_REAL, grace)
         child.send_signal(signum)                # (nothing once it has ended)
 
@@ -291,7 +300,7 @@ def _wait(child, signals, mask, mark, grace):
               file=sys.stderr, flush=True)
         with contextlib.suppress(ProcessLookupError):
             if sig == signal.SIGKILL:
-                os.killpg(child.pid, sig)        # Hydra's proxies and ranks have sessions of their own
+                os.killpg(child.pid, sig)        # (Hydra's proxies: sessions of their own)
             else:
                 child.send_signal(sig)
         if steps:

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -80,6 +81,7 @@ def test_a_ctrl_c_reaches_mpiexec_once(fake_mpiexec, tmp_path):
     os.killpg(proc.pid, signal.SIGINT)
     rc, err = ended(proc, 10)
     assert (rc, log.read_text()) == (130, "SIGINT"), err
+    assert not list(Path(tempfile.gettempdir()).glob(f"dnewton-signal-{proc.pid}-*"))  # removed
 
 
 def test_a_job_that_misses_the_signal_is_torn_down(fake_mpiexec, tmp_path):
