@@ -899,16 +899,20 @@ RARE_ZERO = 0.01   # index 0 on fewer than this share of the samples: a typo in 
 def _warn_rare_zero(paths, parts, width):
     """DataWarning naming the first line that uses feature index 0 where fewer than
     ``RARE_ZERO`` of the samples do: that one index makes the kit read the files as numbered
-    from 0, and a 1-based file (LIBSVM's way) with one such typo quietly grows by a feature."""
-    rows = [np.unique(np.searchsorted(X.indptr, np.flatnonzero(X.indices == 0), "right") - 1)
-            for X, _ in parts]
+    from 0, and a 1-based file (LIBSVM's way) with one such typo quietly grows by a feature.
+    An explicit zero at index 0 (``0:0``) states that the files number from 0: no warning."""
+    zero = [X.indices == 0 for X, _ in parts]
+    if any((X.data[z] == 0).any() for (X, _), z in zip(parts, zero)):
+        return                                    # 0:0 says the files number from 0
+    rows = [np.unique(np.searchsorted(X.indptr, np.flatnonzero(z), "right") - 1)
+            for (X, _), z in zip(parts, zero)]
     used, total = sum(r.size for r in rows), sum(X.shape[0] for X, _ in parts)
     if 0 < used < RARE_ZERO * total:
         path, first = next((p, r[0]) for p, r in zip(paths, rows) if r.size)
         warn(f"{path}:{_line_of_row(path, int(first))}: feature index 0, used by {used} of "
              f"{total} samples, makes the kit number the features from 0 ({width} features); "
-             "if the file numbers them from 1, as LIBSVM's files do, correct that line",
-             DataWarning)
+             "if the file numbers them from 1, as LIBSVM's files do, correct that line; if "
+             "from 0, write 0:0 on a line to say so", DataWarning)
 
 
 def load_svmlight_pair(train_path, test_path=None, n_features=None, seed=0) -> Dataset:

@@ -298,11 +298,7 @@ def _wait(child, signals, mask, mark, grace):
         print(f"python -m dnewton_core.environment: the job is still running "
               f"{grace * (2 - len(steps)):g} s after the signal: sending {sig.name}, {what}",
               file=sys.stderr, flush=True)
-        with contextlib.suppress(ProcessLookupError):
-            if sig == signal.SIGKILL:
-                os.killpg(child.pid, sig)        # (Hydra's proxies: sessions of their own)
-            else:
-                child.send_signal(sig)
+        child.send_signal(sig)                   # (Hydra's proxies end with a killed mpiexec)
         if steps:
             signal.setitimer(signal.ITIMER_REAL, grace)
 
@@ -313,28 +309,34 @@ def _wait(child, signals, mask, mark, grace):
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)        # one held arrives here
     status = child.wait()
     signal.setitimer(signal.ITIMER_REAL, 0)
+    for sig in (*signals, signal.SIGALRM):                  # the job has ended: nothing to do
+        signal.signal(sig, signal.SIG_IGN)
     return 128 - status if status < 0 else status
 
 
 def _in_child(signals, mask):
     """What mpiexec's process does between fork and exec: a process group of its own (not a
-    session, which Linux's scheduler would also make a group of its own), ``signals`` at
-    their default action (one sent before ends it at once) and ``mask`` again; on Linux,
-    SIGTERM when the launcher dies (PR_SET_PDEATHSIG), so that a launcher killed outright
-    ends its job."""
-    prctl = None
+    session, which Linux's scheduler would also make a group of its own), where SIGTTOU is
+    ignored (a background group's write to a terminal set to ``tostop`` would stop it),
+    ``signals`` at their default action (one sent before ends it at once) and ``mask``
+    again; on Linux, SIGTERM when the launcher dies (PR_SET_PDEATHSIG, and at once if it
+    died before), so that a launcher killed outright ends its job."""
+    launcher, prctl = os.getpid(), None
     if sys.platform.startswith("linux"):
         import ctypes
         prctl = ctypes.CDLL(None).prctl
 
     def run():
         os.setpgid(0, 0)
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
         for sig in signals:
             if signal.getsignal(sig) is not signal.SIG_IGN:
                 signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if prctl is not None:
             prctl(1, int(signal.SIGTERM))
+            if os.getppid() != launcher:
+                os.kill(os.getpid(), signal.SIGTERM)
     return run
 
 

@@ -101,16 +101,18 @@ def through_curvature(Ds, us, p, loss, n):
     were two, and the same bits as on the whole of S."""
     q = [None if isinstance(D, np.ndarray) else times(D, u) for D, u in zip(Ds, us)]
     out = [np.empty_like(u) if t is None else None for u, t in zip(us, q)]
-    w = np.empty((len(us[0]), Ds[0].shape[1]), us[0].dtype)                  # (|S|, n_L)
+    n_S, w = len(us[0]), None                                                # w: (|S|, n_L)
     row = sum(D[0].nbytes for D, t in zip(Ds, q) if t is None)
-    size = max(1, CACHE_BYTES // row) if row else len(w)
-    for start in range(0, len(w), size):
+    size = max(1, CACHE_BYTES // row) if row else n_S
+    for start in range(0, n_S, size):
         c = slice(start, start + size)
         Jv = None
         for D, u, t in zip(Ds, us, q):
             t = times(D[c], u[c]) if t is None else t[c]
             Jv = t if Jv is None else Jv + t
-        w[c] = ref.curvature_product(Jv, None if p is None else p[c], loss)
+        wc = ref.curvature_product(Jv, None if p is None else p[c], loss)
+        w = np.empty((n_S, wc.shape[1]), wc.dtype) if w is None else w     # Jv's dtype
+        w[c] = wc
         w[c] /= n
         for D, o in zip(Ds, out):
             if o is not None:

@@ -60,8 +60,8 @@ def available():
 
 
 def enter():
-    """Move this process (single-threaded: call it before ``execve``) into a private network;
-    True if it now is in one, False (nothing changed) where the system does not allow it."""
+    """Move this process (single-threaded: call it before it starts mpiexec) into a private
+    network; True if it now is in one, False (nothing changed) where the system does not allow it."""
     if not available():
         return False
     _unshare()
@@ -71,13 +71,13 @@ def enter():
 def forward(ports):
     """:func:`enter`, keeping a relay for ``ports``: a child process left in the namespace
     this one came from forwards every connection to ``127.0.0.1:port`` inside the private
-    network to the same port outside. The relay ends when this process (or what it
-    ``execve``-s into) ends. False (nothing changed) where private networks are refused."""
+    network to the same port outside. The relay ends when this process ends (or what it
+    ``execve``-s into). False (nothing changed) where private networks are refused."""
     if not available():
         return False
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    launcher = os.getpid()        # before the fork: the launcher may have ended (execve-d into
-    relay = os.fork()             # an mpiexec that failed at once) before the child runs
+    launcher = os.getpid()        # before the fork: the launcher may have ended (its mpiexec
+    relay = os.fork()             # failing at once) before the child runs
     if relay == 0:                                       # stays outside: the relay
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)    # it ends with its launcher

@@ -678,7 +678,8 @@ def test_a_stray_huge_feature_index_is_warned_with_its_line(tmp_path):
 
 def test_a_rare_feature_index_0_is_warned_with_its_line(tmp_path):
     """One line with index 0 in a file numbered from 1 makes the kit read it as numbered from
-    0, a feature wider: said, with the line; a file that uses 0 on many lines is not warned."""
+    0, a feature wider: said, with the line; a file that uses 0 on many lines, or states 0:0,
+    is not warned."""
     import warnings
     lines = [b"%d 1:1 4:2\n" % (i % 2) for i in range(150)]
     lines[70] = b"1 0:0.5 4:1\n"
@@ -688,9 +689,12 @@ def test_a_rare_feature_index_0_is_warned_with_its_line(tmp_path):
                                          r"from 0 \(5 features\); if the file numbers them from 1"):
         assert load_svmlight_pair(tmp_path / "one").n_features == 5
     (tmp_path / "zero").write_bytes(b"".join(b"%d 0:1 3:2\n" % (i % 2) for i in range(150)))
+    lines[0] = b"0 0:0 1:1 4:2\n"                        # 0:0: numbered from 0, and meant
+    (tmp_path / "stated").write_bytes(b"".join(lines))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_svmlight_pair(tmp_path / "zero").n_features == 4
+        assert load_svmlight_pair(tmp_path / "stated").n_features == 5
 
 
 def test_svmlight_one_training_class_is_an_error(tmp_path):

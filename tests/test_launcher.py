@@ -3,11 +3,14 @@ job on a signal, whatever the job does with it.
 
 An MPI job can miss a Ctrl-C in its first moments (Hydra passes it on only to the ranks it
 has started; a rank ended in Python's own start leaves the others waiting in MPI_Init). The
-launcher runs mpiexec in a session of its own, passes each signal on once, and tears the job
-down ``--grace`` seconds later if it still runs. A stand-in for mpiexec counts the signals
-it gets, so each way a job can take a signal is made on purpose here.
+launcher runs mpiexec in a process group of its own, passes each signal on once (and writes
+it to a file for ranks not started yet), and tears the job down ``--grace`` seconds later if
+it still runs. A stand-in for mpiexec records the signals it gets, so each way a job can
+take a signal is made on purpose here.
 """
+import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -21,21 +24,28 @@ from dnewton_core.environment import find_mpiexec, local_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# A stand-in for mpiexec, run as ``mpiexec -n N END_AT LOG``: writes "ready" to LOG, then the
-# SIGINTs and SIGTERMs it gets; ends (status 130) at SIGTERM or the END_AT-th SIGINT (0: never).
+# A stand-in for mpiexec, run as ``mpiexec -n N END_AT LOG``: writes "ready" to LOG (if its
+# stdin is /dev/null), then each SIGINT and SIGTERM it gets with what the launcher's mark file
+# (DNEWTON_SIGNALLED) holds then; ends (status 130) at SIGTERM or the END_AT-th SIGINT (0: never).
 FAKE = """#!{python}
 import os, signal, sys, time
 end_at, log = int(sys.argv[3]), sys.argv[4]     # after mpiexec's -n N
 got = []
+def mark():
+    try:
+        return open(os.environ["DNEWTON_SIGNALLED"]).read()
+    except (KeyError, OSError):
+        return "-"
 def on(sig, frame):
-    got.append(signal.Signals(sig).name)
+    got.append(signal.Signals(sig).name + ":" + mark())
     with open(log, "w") as f:
         f.write(" ".join(got))
-    if sig == signal.SIGTERM or got.count("SIGINT") == end_at:
+    if sig == signal.SIGTERM or len(got) == end_at:
         sys.exit(130)
 signal.signal(signal.SIGINT, on)
 signal.signal(signal.SIGTERM, on)
-open(log, "w").write("ready")
+null = os.path.samestat(os.fstat(0), os.stat(os.devnull))
+open(log, "w").write("ready" if null else "ready, but stdin is not /dev/null")
 while True:
     time.sleep(0.05)
 """
@@ -60,6 +70,7 @@ def launch(fake, end_at, log, grace=1.0):
     while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
+    assert log.read_text() == "ready"
     return proc
 
 
@@ -80,7 +91,7 @@ def test_a_ctrl_c_reaches_mpiexec_once(fake_mpiexec, tmp_path):
     proc = launch(fake_mpiexec, 1, log)
     os.killpg(proc.pid, signal.SIGINT)
     rc, err = ended(proc, 10)
-    assert (rc, log.read_text()) == (130, "SIGINT"), err
+    assert (rc, log.read_text()) == (130, "SIGINT:2"), err       # the mark written first
     assert not list(Path(tempfile.gettempdir()).glob(f"dnewton-signal-{proc.pid}-*"))  # removed
 
 
@@ -92,14 +103,14 @@ def test_a_job_that_misses_the_signal_is_torn_down(fake_mpiexec, tmp_path):
     tic = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
     rc, err = ended(proc, 10)
-    assert (rc, log.read_text()) == (130, "SIGINT SIGINT"), err
+    assert (rc, log.read_text()) == (130, "SIGINT:2 SIGINT:2"), err
     assert 1.0 <= time.monotonic() - tic < 5 and "still running 1 s after the signal" in err
 
     log = tmp_path / "log2"
     proc = launch(fake_mpiexec, 0, log)
     proc.send_signal(signal.SIGINT)                    # to the launcher alone: passed on
     rc, err = ended(proc, 10)
-    assert (rc, log.read_text()) == (128 + signal.SIGKILL, "SIGINT SIGINT"), err
+    assert (rc, log.read_text()) == (128 + signal.SIGKILL, "SIGINT:2 SIGINT:2"), err
     assert "sending SIGKILL" in err
 
 
@@ -112,23 +123,65 @@ def test_a_launcher_killed_outright_ends_its_job(fake_mpiexec, tmp_path):
     proc.kill()
     proc.communicate()
     deadline = time.monotonic() + 10
-    while log.read_text() != "SIGTERM" and time.monotonic() < deadline:
+    while log.read_text() != "SIGTERM:-" and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert log.read_text() == "SIGTERM"
+    assert log.read_text() == "SIGTERM:-"
 
 
 def test_a_ctrl_c_before_mpiexec_starts_runs_nothing(fake_mpiexec, tmp_path):
-    """A Ctrl-C while the launcher sets up (here: while it enters its private network, where
-    it forks) ends it with one line and status 130, and mpiexec never starts."""
-    log = tmp_path / "log"
-    script = ("import os, signal, sys\nfrom dnewton_core import environment, netns\n"
-              "netns.enter = netns.forward = lambda *a: os.kill(os.getpid(), signal.SIGINT)\n"
-              f"sys.argv[1:] = ['--mpiexec', {str(fake_mpiexec)!r}, '-n', '2', '1', {str(log)!r}]\n"
-              "environment.main()\n")
+    """A Ctrl-C while the launcher enters its private network, where it forks, waits until
+    the fork is done (a child must not take it: it would go on as the launcher), then ends
+    the launcher with one line and status 130, and mpiexec never starts."""
+    log, forked = tmp_path / "log", tmp_path / "forked"
+    script = f"""import os, signal, sys
+from dnewton_core import environment, netns
+def enter(*args):                       # a Ctrl-C, then a fork as netns's
+    os.kill(os.getpid(), signal.SIGINT)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    open({str(forked)!r}, "w").write(str(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])))
+netns.enter = netns.forward = enter
+sys.argv[1:] = ["--mpiexec", {str(fake_mpiexec)!r}, "-n", "2", "1", {str(log)!r}]
+environment.main()
+"""
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 130 and not log.exists(), proc.stderr
     assert proc.stderr == "interrupted before the job started: nothing ran\n"
+    assert forked.read_text() == "1"                     # the child had SIGINT blocked
+
+
+def test_a_terminal_that_stops_background_writers_does_not_stop_the_job(tmp_path):
+    """mpiexec runs in a background process group of the launcher's terminal: where the
+    terminal stops such a group's writes (``stty tostop``), it must still print."""
+    import pty
+    import termios
+    main_fd, tty_fd = pty.openpty()
+    attrs = termios.tcgetattr(tty_fd)
+    attrs[3] |= termios.TOSTOP
+    termios.tcsetattr(tty_fd, termios.TCSANOW, attrs)
+    tty = os.ttyname(tty_fd)
+
+    def foreground():                   # the launcher leads a session whose terminal is the pty
+        os.setsid()
+        fd = os.open(tty, os.O_RDWR)
+        os.tcsetpgrp(fd, os.getpgrp())
+
+    cmd = [sys.executable, "-m", "dnewton_core.environment", "-n", "1", sys.executable, "-c",
+           "print('hello from the job')"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=local_environment(), stdin=tty_fd, stdout=tty_fd,
+                            stderr=tty_fd, preexec_fn=foreground)
+    os.close(tty_fd)
+    out, deadline = b"", time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if select.select([main_fd], [], [], 0.2)[0]:
+            with contextlib.suppress(OSError):
+                out += os.read(main_fd, 4096)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    os.close(main_fd)
+    assert proc.wait() == 0 and b"hello from the job" in out, out
 
 
 @pytest.mark.parametrize("ranks", [1, 2])

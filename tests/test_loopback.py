@@ -134,10 +134,11 @@ def test_make_demo_goes_through_the_local_launcher():
 
 
 def test_a_relay_whose_launcher_ended_before_it_ran_ends_too(tmp_path):
-    """The launcher forks the relay, enters the private network and execve-s into mpiexec. If
-    that mpiexec fails at once, the launcher can end before the relay has run a line: the
-    relay must still know whose it was, or, adopted by init, it serves forever (it did, once,
-    after the failing-mpiexec test). Here the relay is made to start late on purpose."""
+    """The launcher forks the relay, enters the private network and starts mpiexec (here: a
+    script execve-s into /bin/false). If that fails at once, the launcher can end before the
+    relay has run a line: the relay must still know whose it was, or, adopted by init, it
+    serves forever (it did, once, after the failing-mpiexec test). Here the relay is made to
+    start late on purpose."""
     if not private_networks():
         pytest.skip("private networks are refused here: no relay is started")
     marker = uuid.uuid4().hex
