@@ -241,8 +241,8 @@ def _launch(args, parser):
 
 
 def supervise(argv, env, grace=GRACE):
-    """Run mpiexec (``argv``) in a process group of its own and pass it every SIGINT, SIGTERM and
-    SIGHUP this process gets, once each; its exit status (128 + N if signal N ended it).
+    """Run mpiexec (``argv``) in a process group of its own and pass it every SIGINT, SIGTERM
+    and SIGHUP this process gets, once each; its exit status (128 + N if signal N ended it).
 
     A job must end on a signal, but it may miss one. Hydra passes a Ctrl-C on only to the
     ranks it has started by then: so the first signal is also written to a file that every
@@ -250,9 +250,9 @@ def supervise(argv, env, grace=GRACE):
     ends in Python's own start exits with a status, for which Hydra does not end the others
     (they wait in MPI_Init): so ``grace`` seconds after the first signal a job still running
     gets a second SIGINT, on which Hydra tears it down, and ``grace`` seconds later SIGKILL.
-    In its own process group mpiexec gets each signal from here only (a terminal's Ctrl-C reaches
-    this process's group, not its), so that no single Ctrl-C arrives twice, which Hydra
-    would take for the second. mpiexec gets SIGTERM if this process dies (Linux), and
+    In its own process group mpiexec gets each signal from here only (a terminal's Ctrl-C
+    reaches this process's group, not its), so that no single Ctrl-C arrives twice, which
+    Hydra would take for the second. mpiexec gets SIGTERM if this process dies (Linux), and
     /dev/null as its input. Until it has started, a Ctrl-C raises KeyboardInterrupt here."""
     import secrets
     import tempfile

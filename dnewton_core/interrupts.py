@@ -116,8 +116,9 @@ def release(one_process):
         for sig in SIGNALS:
             ignored = sig in _ignored or signal.getsignal(sig) is signal.SIG_IGN
             signal.signal(sig, signal.SIG_IGN if ignored else _interrupt)
-    if _held or missed():
-        signal.raise_signal((_held or [missed()])[0])
+    sig = _held[0] if _held else missed()
+    if sig is not None:
+        signal.raise_signal(sig)
 
 
 def missed():
