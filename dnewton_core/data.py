@@ -703,6 +703,12 @@ def _first_bad_line(path):
     return None
 
 
+def _rows_of(X, nonzeros):
+    """The samples (rows of the csr matrix X) of the nonzeros at positions ``nonzeros`` of
+    ``X.data``."""
+    return np.searchsorted(X.indptr, nonzeros, "right") - 1
+
+
 def _line_of_row(path, row):
     """1-based line number of sample ``row`` (comment and blank lines hold no sample)."""
     with _open_binary(path) as f:
@@ -804,7 +810,7 @@ def _read_svmlight(path, load_svmlight_file):
                         "is not an integer: the kit classifies, a label names a class")
     bad = np.flatnonzero(~np.isfinite(X.data))
     if bad.size:
-        row = int(np.searchsorted(X.indptr, bad[0], side="right") - 1)
+        row = int(_rows_of(X, bad[0]))
         raise DataError(f"{path}:{_line_of_row(path, row)}: non-finite feature value "
                         f"({X.data[bad[0]]}) in sample {row}")
     return X, y
@@ -839,7 +845,7 @@ def _svmlight_width(paths, parts, n_features):
     if len(widths) == 2 and widths[1] > widths[0]:
         X = parts[1][0]
         first = np.flatnonzero(X.indices >= widths[0] + shift)[0]
-        line = _line_of_row(paths[1], int(np.searchsorted(X.indptr, first, "right") - 1))
+        line = _line_of_row(paths[1], int(_rows_of(X, first)))
         raise DataError(f"{paths[0]} has at most {widths[0]} features, {paths[1]} has "
                         f"{widths[1]} ({paths[1]}:{line} uses index {X.indices[first]} first): the "
                         "test file uses feature indices the training file never does (a typo, "
@@ -880,7 +886,7 @@ def _warn_stray_index(paths, parts, shift):
     where = []
     for top in tops:
         path, X = next((p, X) for p, X in used if (X.indices == top).any())
-        row = int(np.searchsorted(X.indptr, np.flatnonzero(X.indices == top)[0], "right") - 1)
+        row = int(_rows_of(X, np.flatnonzero(X.indices == top)[0]))
         where.append((top, f"{path}:{_line_of_row(path, row)}"))
     wide = f"the input {width(tops[0])} features wide instead of {width(below)}"
     if len(where) == 1:
@@ -904,7 +910,7 @@ def _warn_rare_zero(paths, parts, width):
     zero = [X.indices == 0 for X, _ in parts]
     if any((X.data[z] == 0).any() for (X, _), z in zip(parts, zero)):
         return                                    # 0:0 says the files number from 0
-    rows = [np.unique(np.searchsorted(X.indptr, np.flatnonzero(z), "right") - 1)
+    rows = [np.unique(_rows_of(X, np.flatnonzero(z)))
             for (X, _), z in zip(parts, zero)]
     used, total = sum(r.size for r in rows), sum(X.shape[0] for X, _ in parts)
     if 0 < used < RARE_ZERO * total:

@@ -321,10 +321,9 @@ def _in_child(signals, mask):
     ``signals`` at their default action (one sent before ends it at once) and ``mask``
     again; on Linux, SIGTERM when the launcher dies (PR_SET_PDEATHSIG, and at once if it
     died before), so that a launcher killed outright ends its job."""
-    launcher, prctl = os.getpid(), None
-    if sys.platform.startswith("linux"):
-        import ctypes
-        prctl = ctypes.CDLL(None).prctl
+    # netns is loaded already (by ``_launch``): the child only calls it
+    from . import netns
+    launcher, linux = os.getpid(), sys.platform.startswith("linux")
 
     def run():
         os.setpgid(0, 0)
@@ -333,10 +332,8 @@ def _in_child(signals, mask):
             if signal.getsignal(sig) is not signal.SIG_IGN:
                 signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        if prctl is not None:
-            prctl(1, int(signal.SIGTERM))
-            if os.getppid() != launcher:
-                os.kill(os.getpid(), signal.SIGTERM)
+        if linux and not netns.ends_with(launcher):
+            os.kill(os.getpid(), signal.SIGTERM)
     return run
 
 

@@ -101,11 +101,16 @@ def forward(ports):
     return True
 
 
+def ends_with(parent):
+    """Make this process (a child of ``parent``) get SIGTERM when its parent ends (Linux's
+    parent-death signal); False if the parent has ended already, before it was set."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    return os.getppid() == parent
+
+
 def _relay(channel, parent, ports):
     """Receive the private network's listening sockets; forward each to its port here."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, 15)                  # SIGTERM when the launcher ends
-    if os.getppid() != parent:                         # it ended before prctl
+    if not ends_with(parent):                          # the launcher ended before
         return
     _, fds, _, _ = socket.recv_fds(channel, 64, len(ports))
     channel.close()
